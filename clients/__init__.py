@@ -1,0 +1,1 @@
+"""clients: see DESIGN.md section 1 (filled by later issues)."""

@@ -1,0 +1,121 @@
+"""Run a policy on a scenario: the daily records as a DataFrame, and the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from fedinv.exogenous import Exogenous
+from fedinv.metrics import monthly_metrics, node_metrics, replication_metrics, summarize
+from fedinv.network import Scenario
+from fedinv.simulator import RECORD_FIELDS, Simulator
+
+DAILY_COLUMNS = ("on_hand", "backlog", "demand", "filled", "lost", "ordered", "orders_received",
+                 "shipped", "in_transit", "holding_cost", "penalty_cost", "purchase_cost",
+                 "shipping_cost", "ordering_cost", "transfer_cost", "total_cost", "violations")
+
+
+@dataclass
+class SimulationResult:
+    """What :func:`simulate` returns. ``daily``: one row per (replication, day, node);
+    ``per_replication``: network metrics per replication; ``summary``: their mean and
+    95% interval; ``nodes`` and ``monthly``: per node and per month breakdowns."""
+
+    scenario: Scenario
+    policy: str
+    replications: tuple[int, ...]
+    days: int
+    daily: pd.DataFrame
+    per_replication: pd.DataFrame
+    summary: pd.DataFrame
+    nodes: pd.DataFrame
+    monthly: pd.DataFrame
+
+
+def run_records(sim: Simulator, policy, replications: Sequence[int],
+                on_day: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Step ``policy`` through the horizon on a batch; records ``[D, B, N]`` per field."""
+    state, exo = sim.reset(replications)
+    days = sim.days
+    out: dict[str, np.ndarray] = {}
+    for t in range(days):
+        state, rec = sim.step(state, exo, policy.act(state))
+        if not out:
+            out = {k: np.empty((days,) + rec[k].shape) for k in RECORD_FIELDS}
+        for k in RECORD_FIELDS:
+            out[k][t] = rec[k]
+        if on_day is not None:
+            on_day(t)
+    out["_month"] = np.asarray(exo.calendar.month)
+    return out
+
+
+def mean_cost_per_day(sim: Simulator, policy, replications: Sequence[int],
+                      exogenous: Exogenous | None = None) -> np.ndarray:
+    """Total network cost per day of each replication (after warm-up), ``[B]`` $: the
+    fast path for tuning (no DataFrame). ``exogenous``: streams drawn before, reused."""
+    state, exo = sim.reset(replications, exogenous=exogenous)
+    warm = sim.scenario.warmup_days
+    total = np.zeros(exo.batch)
+    for t in range(sim.days):
+        state, rec = sim.step(state, exo, policy.act(state))
+        if t >= warm:
+            total += rec["total_cost"].sum(axis=1)
+    return total / max(sim.days - warm, 1)
+
+
+def simulate(scenario: Scenario, policy_factory, replications: int = 10, seed: int | None = None,
+             days: int | None = None, first_replication: int = 0,
+             progress: bool = False) -> SimulationResult:
+    """Simulate ``replications`` replications (indices ``first_replication..``) of
+    ``scenario`` (seed overridden by ``seed``) for ``days`` days under the policy that
+    ``policy_factory(layout)`` builds."""
+    if seed is not None:
+        scenario = replace(scenario, seed=int(seed))
+    sim = Simulator(scenario, days=days)
+    policy = policy_factory(sim.layout)
+    reps = tuple(range(first_replication, first_replication + replications))
+    if progress:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"simulating {scenario.name} ({policy.name})", total=sim.days)
+            records = run_records(sim, policy, reps, on_day=lambda t: bar.advance(task))
+    else:
+        records = run_records(sim, policy, reps)
+    month = records.pop("_month")
+    lay = sim.layout
+    warm = min(scenario.warmup_days, sim.days - 2)
+    per_rep = replication_metrics(records, lay, warm)
+    per_rep.index = pd.Index(reps, name="replication")
+    daily = daily_frame(records, lay.node_ids, reps, np.asarray(
+        _dates(scenario.start_date, sim.days)))
+    nodes = node_metrics(records, lay, warm)
+    nodes["replication"] = np.asarray(reps)[nodes["replication"].to_numpy()]
+    monthly = monthly_metrics(records, lay, month, warm)
+    if len(monthly):
+        monthly["replication"] = np.asarray(reps)[monthly["replication"].to_numpy()]
+    return SimulationResult(scenario, policy.name, reps, sim.days, daily, per_rep,
+                            summarize(per_rep), nodes, monthly)
+
+
+def daily_frame(records: dict[str, np.ndarray], node_ids: Sequence[str],
+                reps: Sequence[int], dates: np.ndarray) -> pd.DataFrame:
+    """Long frame: one row per (replication, day, node) with :data:`DAILY_COLUMNS`."""
+    days, b, n = records["total_cost"].shape
+    cols = {c: records[c].transpose(1, 0, 2).reshape(-1) for c in DAILY_COLUMNS}
+    frame = pd.DataFrame({
+        "replication": np.repeat(np.asarray(reps), days * n),
+        "day": np.tile(np.repeat(np.arange(days), n), b),
+        "date": np.tile(np.repeat(dates, n), b),
+        "node": pd.Categorical(np.tile(np.asarray(node_ids), days * b), categories=node_ids),
+        **cols,
+    })
+    return frame
+
+
+def _dates(start: str, days: int) -> np.ndarray:
+    return np.datetime64(start, "D") + np.arange(days)

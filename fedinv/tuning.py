@@ -1,0 +1,156 @@
+"""Tune a classical policy's parameters by simulation on training replications.
+
+Method. Each policy has a few search coordinates per tier, mapped to per-node
+parameters through the textbook formula (:func:`fedinv.policies.flow_stats`): a level is
+``mean lead-time demand + z x its standard deviation`` (echelon lead time for the
+echelon policy), and an order quantity or the gap ``S - s`` is ``k x EOQ``. The
+coordinates are ``z`` per tier for every policy, plus ``k`` per tier for (s,S), (s,Q)
+and min-stock. The search is cyclic coordinate descent: each coordinate in turn is
+minimized by a golden-section search on its interval, ``sweeps`` times over all
+coordinates. The objective is the mean total cost per day over the *training*
+replications (indices from :data:`TRAIN_BASE`), the same ones at every evaluation
+(common random numbers), so the search compares parameters on identical demand and
+disruption paths. Held-out evaluation uses replication indices ``0, 1, ...``, disjoint
+from training.
+
+Budget: ``evaluations x train_replications x days`` simulated days, reported in the
+result (``simulated_days``) so a learned policy can be given the same budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from fedinv.layout import Layout
+from fedinv.network import Scenario
+from fedinv.policies import POLICY_NAMES, eoq, flow_stats, make_policy
+from fedinv.run import mean_cost_per_day
+from fedinv.simulator import Simulator
+
+TRAIN_BASE = 1_000_000
+"""First replication index used for training; held-out runs use 0, 1, ..."""
+Z_RANGE = (-2.0, 6.0)
+K_RANGE = (0.1, 8.0)
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+@dataclass
+class TuneResult:
+    """The tuned parameters (per node, as ``--params`` takes them) and the search log."""
+
+    policy: str
+    params: dict[str, dict[str, float]]
+    coordinates: dict[str, float]
+    train_cost_per_day: float
+    evaluations: int
+    train_replications: int
+    days: int
+    history: list[tuple[dict[str, float], float]] = field(default_factory=list)
+
+    @property
+    def simulated_days(self) -> int:
+        return self.evaluations * self.train_replications * self.days
+
+
+def params_from_coordinates(policy: str, layout: Layout, coords: dict[str, float]
+                            ) -> dict[str, dict[str, float]]:
+    """Per-node parameters from search coordinates ``{"z:TIER": z, "k:TIER": k}``."""
+    st = flow_stats(layout)
+    echelon = policy == "echelon-base-stock"
+    lead = st.echelon_lead if echelon else st.lead
+    mean = st.mean * lead
+    sd = np.sqrt(lead * st.var + st.mean**2 * st.lead_var)
+    z = np.array([coords.get(f"z:{t}", 1.645) for t in layout.tier])
+    k = np.array([coords.get(f"k:{t}", 1.0) for t in layout.tier])
+    level = np.maximum(mean + z * sd, 0.0)
+    q = eoq(layout) * k
+    ids = layout.node_ids
+
+    def as_map(v: np.ndarray) -> dict[str, float]:
+        return {n: round(float(x), 4) for n, x in zip(ids, v, strict=True)}
+
+    match policy:
+        case "base-stock" | "echelon-base-stock":
+            return {"levels": as_map(level)}
+        case "sS":
+            return {"s": as_map(level), "S": as_map(level + q)}
+        case "sQ":
+            return {"s": as_map(level), "Q": as_map(q)}
+        case "min-stock":
+            return {"min": as_map(level), "quantity": as_map(q)}
+    raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+
+
+def search_space(policy: str, layout: Layout) -> dict[str, tuple[float, float]]:
+    """The coordinates searched for ``policy`` and their intervals."""
+    tiers = [t for t in ("supplier", "manufacturer", "distributor") if (layout.tier == t).any()]
+    space = {f"z:{t}": Z_RANGE for t in tiers}
+    if policy in ("sS", "sQ", "min-stock"):
+        space |= {f"k:{t}": K_RANGE for t in tiers}
+    return space
+
+
+def tune(scenario: Scenario, policy: str, train_replications: int = 16, days: int | None = None,
+         sweeps: int = 2, tolerance: float = 0.02,
+         progress: Callable[[int, float], None] | None = None) -> TuneResult:
+    """Tune ``policy`` on ``scenario`` (see module doc); ``tolerance`` is the width at
+    which a golden-section search stops, in coordinate units."""
+    sim = Simulator(scenario, days=days)
+    layout = sim.layout
+    reps = list(range(TRAIN_BASE, TRAIN_BASE + train_replications))
+    state0, exo = sim.reset(reps)  # draw the training streams once
+    del state0
+    space = search_space(policy, layout)
+    coords = {c: (1.645 if c.startswith("z:") else 1.0) for c in space}
+    history: list[tuple[dict[str, float], float]] = []
+    cache: dict[tuple, float] = {}
+
+    def cost(point: dict[str, float]) -> float:
+        key = tuple(round(point[c], 6) for c in space)
+        if key not in cache:
+            params = params_from_coordinates(policy, layout, point)
+            pol = make_policy(policy, layout, params)
+            cache[key] = float(mean_cost_per_day(sim, pol, exo.replications, exo).mean())
+            history.append((dict(point), cache[key]))
+            if progress is not None:
+                progress(len(history), cache[key])
+        return cache[key]
+
+    best = cost(coords)
+    for _ in range(sweeps):
+        for name, (lo, hi) in space.items():
+            def along(x: float, name: str = name) -> float:
+                return cost(coords | {name: x})
+
+            x, fx = _golden(along, lo, hi, tolerance)
+            if fx < best:
+                best, coords = fx, coords | {name: x}
+    return TuneResult(policy, params_from_coordinates(policy, layout, coords), coords, best,
+                      len(history), train_replications, sim.days, history)
+
+
+def _golden(f: Callable[[float], float], lo: float, hi: float, tol: float
+            ) -> tuple[float, float]:
+    """Minimize a unimodal ``f`` on ``[lo, hi]`` by golden-section search."""
+    a, b = lo, hi
+    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > tol:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - _GOLDEN * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + _GOLDEN * (b - a)
+            fd = f(d)
+    return (c, fc) if fc <= fd else (d, fd)
+
+
+def with_seed(scenario: Scenario, seed: int | None) -> Scenario:
+    return scenario if seed is None else replace(scenario, seed=int(seed))
+

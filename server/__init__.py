@@ -1,0 +1,1 @@
+"""server: see DESIGN.md section 1 (filled by later issues)."""

@@ -1,0 +1,1 @@
+"""solvers: see DESIGN.md section 1 (filled by later issues)."""
