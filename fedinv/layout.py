@@ -162,7 +162,7 @@ def compile_layout(network: Network, extra_delay_max: int = 0) -> Layout:
         content[k, k] = 1.0
         for m in np.flatnonzero((lane_dst == k) & ~external):
             src = lane_src[m]
-            factor = comp_bom[lane_comp[m]] if lane_comp[m] >= 0 else share[m]
+            factor = share[m] * (comp_bom[lane_comp[m]] if lane_comp[m] >= 0 else 1.0)
             content[:, k] += factor * content[:, src]
         content[k, k] = 1.0
 

@@ -168,7 +168,9 @@ class Node:
     holding_cost: float = 0.0
     """$ per unit per day on end-of-day on-hand stock."""
     stockout_penalty: float = 0.0
-    """$ per backordered unit per day, or $ per lost unit under lost sales."""
+    """$ per unit-day backordered: customer backorders and orders owed to downstream nodes
+    at the end of a day; under lost sales, $ per lost customer unit (orders owed downstream
+    are always backordered and charged per unit-day)."""
     capacity: float = math.inf
     """Units/day of output: production (supplier), assembly (BOM manufacturer), else shipping."""
     storage_capacity: float = math.inf

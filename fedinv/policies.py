@@ -1,25 +1,35 @@
 """Classical ordering policies behind one interface: state of a day -> proposed orders.
 
 Every policy is built for one compiled network (:class:`fedinv.layout.Layout`) and
-reads only the state a node can see at decision time (no future demand). Levels are
-in units of the node's own item; a node with a bill of materials orders each
-component as ``bom x (level - position)``; a node with several lanes for one item splits
-its order by the lanes' ``order_share``. Orders on a lane with a lot size are rounded
-up to whole lots.
+reads only what a node knows at decision time (its stock, its pipeline, what it owes,
+and the orders its downstream nodes place today); nothing reads future demand.
 
-Policies:
-  * ``base-stock`` (installation): order up to ``S`` on the node's inventory position
-    (on hand + on order - backorders - owed downstream).
-  * ``echelon-base-stock``: order up to ``S`` on the echelon position (stock at the node
-    and everything downstream of it, incl. in transit, + on order - customer backorders).
-  * ``sS``: when the position is at or below ``s``, order up to ``S``.
+A node replenishes one *stream* per item it buys: a node without a bill of materials
+has one stream (its item, in its own units); an assembling node has one stream per
+component, in component units. A stream's position is
+
+    installation: bom x (on hand - backorders - owed downstream - ordered from it today)
+                  + component stock + on order
+    echelon:      bom x (stock at the node and everywhere downstream of it, incl. in
+                  transit, - customer backorders) + component stock + on order
+
+(``bom = 1`` and no component stock for a plain node). Parameters are per node in the
+node's units (for an assembling node a number means ``bom x number`` for each
+component) or, for an assembling node, a table ``{item: value}`` in component units.
+An order for a stream is split over its lanes by their ``order_share`` and rounded up
+to whole lots on lanes with a lot size.
+
+  * ``base-stock`` / ``echelon-base-stock``: order up to ``levels``;
+  * ``sS``: when the position is at or below ``s``, order up to ``S``;
   * ``sQ``: when the position is at or below ``s``, order the smallest multiple of ``Q``
-    that lifts it above ``s``.
-  * ``min-stock``: when net on-hand stock falls below ``min`` and nothing is on order,
-    order ``quantity`` (the naive trigger rule).
+    that lifts it above ``s``;
+  * ``min-stock``: when net on-hand stock (on hand - backorders) falls below ``min`` and
+    nothing is on order for the stream, order ``quantity`` (the naive trigger rule).
 
-Parameters are per node (``{"levels": {"NODE": S, ...}}``); nodes left out get the
-textbook level of :func:`formula_levels`.
+Installation policies let downstream nodes decide first, so a node's position includes
+the orders it receives today (the textbook's sequence of events; with it, installation
+levels equal to differences of echelon levels give the same orders as the echelon policy
+in a serial system).
 """
 
 from __future__ import annotations
@@ -31,18 +41,64 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedinv.layout import Layout
-from fedinv.network import Scenario
 from fedinv.simulator import Decision, State
 
 POLICY_NAMES = ("base-stock", "echelon-base-stock", "sS", "sQ", "min-stock")
+PARAMETER_NAMES = {
+    "base-stock": ("levels",),
+    "echelon-base-stock": ("levels",),
+    "sS": ("s", "S"),
+    "sQ": ("s", "Q"),
+    "min-stock": ("min", "quantity"),
+}
 
 
 class Policy(Protocol):
-    """One day's observation to proposed orders."""
+    """One day's state to proposed orders."""
 
     name: str
 
     def act(self, state: State) -> Decision: ...
+
+
+@dataclass(frozen=True)
+class Streams:
+    """Replenishment streams of a layout: ``K`` = nodes without BOM + component slots."""
+
+    node: np.ndarray  # [K] node index
+    slot: np.ndarray  # [K] component slot, -1 for a plain node
+    bom: np.ndarray  # [K] component units per unit of the node's item (1 for plain)
+    item: tuple[str, ...]  # [K] item name ("" for plain)
+    lane_stream: np.ndarray  # [M] stream of each lane
+    lane_mat: np.ndarray  # [M, K] 1 where the lane feeds the stream
+
+    @property
+    def size(self) -> int:
+        return len(self.node)
+
+
+def streams_of(layout: Layout) -> Streams:
+    """The replenishment streams of ``layout`` (plain nodes first, then components)."""
+    nodes, slots, bom, items = [], [], [], []
+    bom_nodes = set(layout.comp_node.tolist())
+    for i in range(layout.num_nodes):
+        if i not in bom_nodes:
+            nodes.append(i), slots.append(-1), bom.append(1.0), items.append("")
+    comp_items = [item for n in layout.network.nodes for item in n.bill_of_materials]
+    for c in range(layout.num_components):
+        nodes.append(int(layout.comp_node[c])), slots.append(c)
+        bom.append(float(layout.comp_bom[c])), items.append(comp_items[c])
+    node, slot = np.array(nodes, int), np.array(slots, int)
+    lane_stream = np.empty(layout.num_lanes, int)
+    for m in range(layout.num_lanes):
+        c = layout.lane_comp[m]
+        if c >= 0:
+            lane_stream[m] = int(np.flatnonzero(slot == c)[0])
+        else:
+            lane_stream[m] = int(np.flatnonzero((node == layout.lane_dst[m]) & (slot < 0))[0])
+    lane_mat = np.zeros((layout.num_lanes, len(node)))
+    lane_mat[np.arange(layout.num_lanes), lane_stream] = 1.0
+    return Streams(node, slot, np.array(bom), tuple(items), lane_stream, lane_mat)
 
 
 # -- demand statistics used by formulas --------------------------------------------------
@@ -50,8 +106,8 @@ class Policy(Protocol):
 
 @dataclass(frozen=True)
 class FlowStats:
-    """Per node: mean and variance of daily demand flowing through it (units/day), and
-    the expected inbound lead time and echelon lead time (days)."""
+    """Per stream: mean and variance of daily demand on it (stream units/day), and the
+    expected lead time, its variance, and the echelon lead time (days)."""
 
     mean: np.ndarray
     var: np.ndarray
@@ -60,8 +116,9 @@ class FlowStats:
     echelon_lead: np.ndarray
 
 
-def flow_stats(layout: Layout) -> FlowStats:
-    """Demand flowing through each node (independent customer demands, BOM-scaled)."""
+def node_demand(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of daily demand flowing through each node (its item's units),
+    from independent customer demands scaled along bills of materials and shares."""
     mean_c = np.zeros(layout.num_nodes)
     var_c = np.zeros(layout.num_nodes)
     for i, node in enumerate(layout.network.nodes):
@@ -82,249 +139,288 @@ def flow_stats(layout: Layout) -> FlowStats:
         else:
             v = 0.0
         mean_c[i], var_c[i] = mu, v
-    mean = layout.content @ mean_c
-    var = (layout.content**2) @ var_c
-    lead = np.zeros(layout.num_nodes)
-    lead_var = np.zeros(layout.num_nodes)
+    return layout.content @ mean_c, (layout.content**2) @ var_c
+
+
+def flow_stats(layout: Layout, streams: Streams | None = None) -> FlowStats:
+    """Demand and lead-time statistics per stream (see :class:`FlowStats`)."""
+    st = streams or streams_of(layout)
+    mean_n, var_n = node_demand(layout)
+    rng = np.random.default_rng(0)
+    lead = np.zeros(st.size)
+    lead_var = np.zeros(st.size)
     for m, lane in enumerate(layout.network.lanes):
-        k = layout.lane_dst[m]
-        samples = lane.lead_time.sample(np.random.default_rng(0), (4000,))
-        lead[k] += layout.lane_share[m] * samples.mean()
-        lead_var[k] += layout.lane_share[m] * samples.var()
-    n_items = np.maximum(np.bincount(layout.lane_dst, weights=layout.lane_share,
-                                     minlength=layout.num_nodes), 1.0)
-    lead, lead_var = lead / n_items, lead_var / n_items
-    echelon = lead.copy()
-    for k in layout.topo_order[::-1]:  # downstream first
-        children = layout.lane_dst[(layout.lane_src == k)]
-        if len(children):
-            echelon[k] = lead[k] + float(np.mean(echelon[children]))
-    return FlowStats(mean, var, lead, lead_var, echelon)
+        draws = lane.lead_time.sample(rng, (4000,))
+        k = st.lane_stream[m]
+        lead[k] += layout.lane_share[m] * draws.mean()
+        lead_var[k] += layout.lane_share[m] * draws.var()
+    # echelon: add the longest-mean path of lead times below the node
+    below = np.zeros(layout.num_nodes)
+    for n in layout.topo_order[::-1]:  # downstream first
+        out = np.flatnonzero(layout.lane_src == n)
+        if len(out):
+            below[n] = max(lead[st.lane_stream[m]] + below[layout.lane_dst[m]] for m in out)
+    return FlowStats(mean=st.bom * mean_n[st.node], var=st.bom**2 * var_n[st.node],
+                     lead=lead, lead_var=lead_var, echelon_lead=lead + below[st.node])
 
 
 def formula_levels(layout: Layout, z: float | Mapping[str, float] = 1.645,
                    echelon: bool = False) -> np.ndarray:
-    """Textbook base-stock levels: mean lead-time demand + ``z`` x its standard deviation,
-    with demand and lead-time variability (``z`` per tier or one for all)."""
-    st = flow_stats(layout)
-    lead = st.echelon_lead if echelon else st.lead
-    zs = _per_tier(layout, z)
-    sd = np.sqrt(lead * st.var + st.mean**2 * st.lead_var)
-    return st.mean * lead + zs * sd
+    """Textbook levels per stream: mean lead-time demand + ``z`` x its standard deviation
+    (demand and lead-time variability; ``z`` one number or per tier)."""
+    st = streams_of(layout)
+    fs = flow_stats(layout, st)
+    lead = fs.echelon_lead if echelon else fs.lead
+    zs = np.array([_tier_value(z, t) for t in layout.tier[st.node]])
+    return fs.mean * lead + zs * np.sqrt(lead * fs.var + fs.mean**2 * fs.lead_var)
 
 
-def _per_tier(layout: Layout, value: float | Mapping[str, float]) -> np.ndarray:
+def eoq(layout: Layout) -> np.ndarray:
+    """Economic order quantity per stream, ``sqrt(2 K mean / h)`` with ``K`` the lanes'
+    fixed order cost; one day of mean demand where ordering has no fixed cost."""
+    st = streams_of(layout)
+    fs = flow_stats(layout, st)
+    fixed = (layout.fixed_cost * layout.lane_share) @ st.lane_mat
+    hold = np.where(st.slot >= 0, layout.comp_holding[np.maximum(st.slot, 0)]
+                    if layout.num_components else 0.0, layout.holding[st.node])
+    q = np.where(fixed > 0, np.sqrt(2 * fixed * fs.mean / np.maximum(hold, 1e-9)), fs.mean)
+    return np.maximum(q, 1e-6)
+
+
+def _tier_value(value: float | Mapping[str, float], tier: str) -> float:
     if isinstance(value, Mapping):
-        return np.array([float(value.get(t, value.get("default", 1.645))) for t in layout.tier])
-    return np.full(layout.num_nodes, float(value))
+        return float(value.get(tier, value.get("default", 1.645)))
+    return float(value)
 
 
-def node_vector(layout: Layout, values: Mapping[str, float] | None,
-                default: np.ndarray) -> np.ndarray:
-    """Per-node parameter vector from ``{node_id: value}``; others from ``default``."""
-    out = np.array(default, float).copy()
-    for key, val in (values or {}).items():
-        if key not in layout.node_ids:
-            raise ValueError(f"unknown node {key!r} in policy parameters "
-                             f"(known: {', '.join(layout.node_ids)})")
-        out[layout.node_ids.index(key)] = float(val)
-    return out
+# -- the policies ------------------------------------------------------------------------
 
 
-# -- positions ---------------------------------------------------------------------------
+class StreamPolicy:
+    """Shared machinery: stream positions, stream orders -> lane orders, lot rounding."""
 
-
-class _OrderUpTo:
-    """Shared machinery: positions, need -> lane orders, lot rounding."""
-
-    name = "order-up-to"
+    name = "stream-policy"
 
     def __init__(self, layout: Layout, echelon: bool = False):
         self.layout = layout
         self.echelon = echelon
+        self.streams = st = streams_of(layout)
         lay = layout
-        self._bom_lane = lay.lane_comp >= 0
-        self._bom = np.where(self._bom_lane, lay.comp_bom[np.maximum(lay.lane_comp, 0)]
-                             if lay.num_components else 1.0, 1.0)
-        self._comp_lane_mat = np.zeros((lay.num_lanes, lay.num_components))
-        for m in np.flatnonzero(self._bom_lane):
-            self._comp_lane_mat[m, lay.lane_comp[m]] = 1.0
+        # component stock and on-order per stream
+        self._slot_mat = np.zeros((lay.num_components, st.size))
+        for k in np.flatnonzero(st.slot >= 0):
+            self._slot_mat[st.slot[k], k] = 1.0
+        self._node_mat = np.zeros((lay.num_nodes, st.size))
+        self._node_mat[st.node, np.arange(st.size)] = st.bom
+        self._share = lay.lane_share
+        # echelon: units in transit on internal lane l count content[j, src_l] toward j,
+        # and component stock at an assembling node counts toward its suppliers
         internal = ~lay.external
-        # echelon: in-transit units on internal lane l count content[j, src_l] toward j
         self._transit_content = np.where(
             internal[None, :], lay.content[:, np.maximum(lay.lane_src, 0)], 0.0).T  # [M, N]
-        # ... and component units at a BOM node count toward their suppliers' echelons
-        self._comp_content = self._comp_lane_mat.T @ (
-            self._transit_content * lay.lane_share[:, None])  # [C, N]
-
-        # installation policies see the orders their downstream nodes place today
-        # (downstream nodes decide first), as in the textbook's sequence of events
+        comp_lane = np.zeros((lay.num_lanes, lay.num_components))
+        for m in np.flatnonzero(lay.lane_comp >= 0):
+            comp_lane[m, lay.lane_comp[m]] = lay.lane_share[m]
+        self._comp_content = comp_lane.T @ self._transit_content  # [C, N]
         depth = np.zeros(lay.num_nodes, int)
         for k in lay.topo_order[::-1]:
             kids = lay.lane_dst[lay.lane_src == k]
             depth[k] = 1 + depth[kids].max() if len(kids) else 0
         self._groups = [depth[lay.lane_dst] == d for d in range(depth.max() + 1)]
 
-    def cascade(self, s: State, rule) -> np.ndarray:
-        """Lane orders ``[B, M]`` from ``rule(net) -> [B, M]``, where ``net`` is each node's
-        position less the orders its downstream nodes place today (echelon: one pass)."""
-        net = self.position(s)
-        if self.echelon:
-            return rule(net)
-        orders = np.zeros_like(s.owed)
-        for lanes in self._groups:
-            orders = np.where(lanes, rule(net - orders @ self.layout.src_mat), orders)
-        return orders
-
-    def position(self, s: State) -> np.ndarray:
-        """Net stock per node excluding its own inbound on-order, ``[B, N]`` units."""
+    def net(self, s: State) -> np.ndarray:
+        """Net stock per node before today's downstream orders, ``[B, N]`` units."""
         lay = self.layout
         if self.echelon:
             return ((s.on_hand - s.backlog) @ lay.content.T + s.in_transit @ self._transit_content
                     + s.components @ self._comp_content)
         return s.on_hand - s.backlog - s.owed @ lay.src_mat
 
-    def lane_need(self, s: State, target: np.ndarray, net: np.ndarray) -> np.ndarray:
-        """Units to order per lane to lift each node's position to ``target`` ``[N]``."""
-        lay = self.layout
-        on_order = s.on_order
-        gap = target - net  # [B, N]
-        node_gap = gap - on_order @ self._onhand_dst()
-        need = node_gap @ lay.dst_mat.T  # per lane, non-BOM
-        if lay.num_components:
-            comp_pos = s.components + on_order @ self._comp_lane_mat  # [B, C]
-            comp_gap = gap[:, lay.comp_node] * lay.comp_bom - comp_pos
-            need = np.where(self._bom_lane, comp_gap @ self._comp_lane_mat.T, need)
-        return np.maximum(need, 0.0) * lay.lane_share
+    def position(self, s: State, net: np.ndarray) -> np.ndarray:
+        """Stream positions ``[B, K]`` (stream units) given node net stock ``[B, N]``."""
+        pos = net @ self._node_mat + s.on_order @ self.streams.lane_mat
+        if self.layout.num_components:
+            pos = pos + s.components @ self._slot_mat
+        return pos
 
-    def _onhand_dst(self) -> np.ndarray:
-        if not hasattr(self, "_odm"):
-            self._odm = self.layout.dst_mat * (~self._bom_lane)[:, None]
-        return self._odm
+    def decide(self, s: State, rule) -> np.ndarray:
+        """Lane orders ``[B, M]`` from ``rule(position [B, K]) -> stream orders [B, K]``;
+        installation policies run downstream nodes first (see module doc)."""
+        net = self.net(s)
+        to_lanes = self.streams.lane_mat.T
+        if self.echelon:
+            return (rule(self.position(s, net)) @ to_lanes) * self._share
+        orders = np.zeros_like(s.owed)
+        for lanes in self._groups:
+            today = net - orders @ self.layout.src_mat
+            stream_orders = rule(self.position(s, today))
+            orders = np.where(lanes, (stream_orders @ to_lanes) * self._share, orders)
+        return orders
 
     def finish(self, orders: np.ndarray) -> Decision:
         lot = self.layout.lot_size
-        orders = np.where(lot > 0, np.ceil(orders / np.where(lot > 0, lot, 1) - 1e-9) * lot,
-                          orders)
-        return Decision(orders)
+        has = lot > 0
+        orders = np.where(has, np.ceil(orders / np.where(has, lot, 1.0) - 1e-9) * lot, orders)
+        return Decision(np.maximum(orders, 0.0))
 
 
-class BaseStock(_OrderUpTo):
-    """Installation or echelon base-stock with levels ``[N]`` (units)."""
+class BaseStock(StreamPolicy):
+    """Installation or echelon base-stock with ``levels [K]`` per stream."""
 
     def __init__(self, layout: Layout, levels: np.ndarray, echelon: bool = False):
         super().__init__(layout, echelon)
-        self.levels = np.asarray(levels, float)
+        self.levels = stream_vector(layout, levels, self.streams)
         self.name = "echelon-base-stock" if echelon else "base-stock"
 
     def act(self, state: State) -> Decision:
-        return self.finish(self.cascade(
-            state, lambda net: self.lane_need(state, self.levels, net)))
+        return self.finish(self.decide(state, lambda pos: np.maximum(self.levels - pos, 0.0)))
 
 
-class SS(_OrderUpTo):
+class SS(StreamPolicy):
     """(s, S): order up to ``S`` when the position is at or below ``s``."""
 
     name = "sS"
 
     def __init__(self, layout: Layout, s: np.ndarray, big_s: np.ndarray):
         super().__init__(layout)
-        self.s, self.big_s = np.asarray(s, float), np.maximum(big_s, s)
+        self.s = stream_vector(layout, s, self.streams)
+        self.big_s = np.maximum(stream_vector(layout, big_s, self.streams), self.s)
 
     def act(self, state: State) -> Decision:
-        def rule(net: np.ndarray) -> np.ndarray:
-            ip = net + state.on_order @ self._onhand_dst()
-            trigger = (ip <= self.s).astype(float) @ self.layout.dst_mat.T > 0
-            need = self.lane_need(state, self.big_s, net)
-            return np.where(trigger | self._bom_lane, need, 0.0)
-
-        return self.finish(self.cascade(state, rule))
+        return self.finish(self.decide(
+            state, lambda pos: np.where(pos <= self.s, self.big_s - pos, 0.0)))
 
 
-class SQ(_OrderUpTo):
+class SQ(StreamPolicy):
     """(s, Q): when the position is at or below ``s``, order ``n x Q`` to lift it above."""
 
     name = "sQ"
 
     def __init__(self, layout: Layout, s: np.ndarray, q: np.ndarray):
         super().__init__(layout)
-        self.s, self.q = np.asarray(s, float), np.maximum(np.asarray(q, float), 1e-9)
+        self.s = stream_vector(layout, s, self.streams)
+        self.q = np.maximum(stream_vector(layout, q, self.streams), 1e-9)
 
     def act(self, state: State) -> Decision:
-        def rule(net: np.ndarray) -> np.ndarray:
-            ip = net + state.on_order @ self._onhand_dst()
-            batches = np.where(ip <= self.s, np.floor((self.s - ip) / self.q) + 1, 0.0)
-            target = ip + batches * self.q  # the position after ordering, per node
-            return self.lane_need(state, target, net) * (batches @ self.layout.dst_mat.T > 0)
+        def rule(pos: np.ndarray) -> np.ndarray:
+            return np.where(pos <= self.s, (np.floor((self.s - pos) / self.q) + 1) * self.q, 0.0)
 
-        return self.finish(self.cascade(state, rule))
+        return self.finish(self.decide(state, rule))
 
 
-class MinStock(_OrderUpTo):
-    """Naive trigger: below ``min`` net on hand and nothing on order -> order ``quantity``."""
+class MinStock(StreamPolicy):
+    """Naive trigger: net on hand below ``min`` and nothing on order -> order ``quantity``."""
 
     name = "min-stock"
 
     def __init__(self, layout: Layout, minimum: np.ndarray, quantity: np.ndarray):
         super().__init__(layout)
-        self.minimum, self.quantity = np.asarray(minimum, float), np.asarray(quantity, float)
+        self.minimum = stream_vector(layout, minimum, self.streams)
+        self.quantity = stream_vector(layout, quantity, self.streams)
 
     def act(self, state: State) -> Decision:
-        lay = self.layout
-        net = state.on_hand - state.backlog
-        nothing_on_order = (state.on_order @ lay.dst_mat) <= 1e-9
-        fire = (net < self.minimum) & nothing_on_order
-        per_node = np.where(fire, self.quantity, 0.0)
-        orders = (per_node @ lay.dst_mat.T) * lay.lane_share * self._bom
+        st = self.streams
+        net_on_hand = (state.on_hand - state.backlog) @ self._node_mat
+        if self.layout.num_components:
+            net_on_hand = net_on_hand + state.components @ self._slot_mat
+        nothing = state.on_order @ st.lane_mat <= 1e-9
+        fire = (net_on_hand < self.minimum) & nothing
+        orders = (np.where(fire, self.quantity, 0.0) @ st.lane_mat.T) * self._share
         return self.finish(orders)
 
 
-# -- construction from parameters --------------------------------------------------------
+# -- parameters --------------------------------------------------------------------------
 
 
-def default_params(name: str, layout: Layout) -> dict[str, dict[str, float]]:
-    """Textbook parameters: base-stock at a 95% service z; (s,S)/(s,Q) with ``s`` the
-    base-stock level and ``Q`` the EOQ; min-stock with ``min`` = the base-stock level."""
-    echelon = name == "echelon-base-stock"
-    levels = formula_levels(layout, 1.645, echelon=echelon)
-    ids = layout.node_ids
-    as_map = lambda v: {k: float(x) for k, x in zip(ids, v, strict=True)}  # noqa: E731
+def stream_vector(layout: Layout, values: np.ndarray | Mapping[str, Any],
+                  streams: Streams | None = None) -> np.ndarray:
+    """Per-stream vector from a ``[K]`` array, a ``[N]`` array (node units, scaled by
+    the BOM for components) or a mapping ``{node: number | {item: number}}`` (missing
+    nodes: 0)."""
+    st = streams or streams_of(layout)
+    if isinstance(values, Mapping):
+        out = np.zeros(st.size)
+        for key, val in values.items():
+            if key not in layout.node_ids:
+                raise ValueError(f"unknown node {key!r} in policy parameters "
+                                 f"(known: {', '.join(layout.node_ids)})")
+            node = layout.node_ids.index(key)
+            ks = np.flatnonzero(st.node == node)
+            if isinstance(val, Mapping):
+                for item, v in val.items():
+                    match = [k for k in ks if st.item[k] == item]
+                    if not match:
+                        raise ValueError(f"node {key!r} has no component {item!r}; its "
+                                         f"components: {[st.item[k] for k in ks] or 'none'}")
+                    out[match[0]] = _number(v, f"{key}.{item}")
+            else:
+                out[ks] = st.bom[ks] * _number(val, key)
+        return out
+    arr = np.asarray(values, float)
+    if arr.shape == (st.size,):
+        return arr
+    if arr.shape == (layout.num_nodes,):
+        return arr[st.node] * st.bom
+    raise ValueError(f"expected {st.size} stream values or {layout.num_nodes} node values, "
+                     f"got shape {arr.shape}")
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ValueError(f"policy parameter {where!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def params_from_streams(layout: Layout, **vectors: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per-node parameter tables (as ``--params`` takes them) from per-stream vectors."""
+    st = streams_of(layout)
+    out: dict[str, dict[str, Any]] = {}
+    for name, vec in vectors.items():
+        table: dict[str, Any] = {}
+        for k in range(st.size):
+            node = layout.node_ids[st.node[k]]
+            if st.slot[k] < 0:
+                table[node] = round(float(vec[k]), 4)
+            else:
+                table.setdefault(node, {})[st.item[k]] = round(float(vec[k]), 4)
+        out[name] = table
+    return out
+
+
+def default_params(name: str, layout: Layout) -> dict[str, dict[str, Any]]:
+    """Textbook parameters: levels at a 95% service factor (z = 1.645) on lead-time
+    demand; (s,S): ``s`` that level and ``S = s + EOQ``; (s,Q): ``Q`` the EOQ; min-stock:
+    ``min`` that level, ``quantity`` the EOQ."""
+    if name not in POLICY_NAMES:
+        raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
+    level = formula_levels(layout, 1.645, echelon=name == "echelon-base-stock")
     q = eoq(layout)
     match name:
         case "base-stock" | "echelon-base-stock":
-            return {"levels": as_map(levels)}
+            return params_from_streams(layout, levels=level)
         case "sS":
-            return {"s": as_map(levels), "S": as_map(levels + q)}
+            return params_from_streams(layout, s=level, S=level + q)
         case "sQ":
-            return {"s": as_map(levels), "Q": as_map(q)}
-        case "min-stock":
-            return {"min": as_map(levels), "quantity": as_map(q)}
-    raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
-
-
-def eoq(layout: Layout) -> np.ndarray:
-    """Economic order quantity per node, ``sqrt(2 K mean / h)`` (units); nodes without a
-    fixed ordering cost get one day of mean demand."""
-    st = flow_stats(layout)
-    fixed = layout.fixed_cost @ layout.dst_mat
-    h = np.maximum(layout.holding, 1e-9)
-    q = np.where(fixed > 0, np.sqrt(2 * fixed * st.mean / h), st.mean)
-    return np.maximum(q, 1e-6)
+            return params_from_streams(layout, s=level, Q=q)
+    return params_from_streams(layout, min=level, quantity=q)
 
 
 def make_policy(name: str, layout: Layout, params: Mapping[str, Any] | None = None) -> Policy:
-    """Build a classical policy by name from per-node parameters (see module doc)."""
+    """Build a classical policy by name; parameters missing from ``params`` (whole tables
+    or single nodes) take their :func:`default_params` value."""
     defaults = default_params(name, layout)
     params = dict(params or {})
-    unknown = set(params) - set(defaults)
+    unknown = set(params) - set(PARAMETER_NAMES[name])
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)} for policy {name!r}; "
-                         f"expected {sorted(defaults)}")
-    vec = {k: node_vector(layout, params.get(k), node_vector(layout, v, np.zeros(
-        layout.num_nodes))) for k, v in defaults.items()}
-    for k, v in vec.items():
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"parameter {k!r} of policy {name!r} must be finite numbers")
+                         f"expected {list(PARAMETER_NAMES[name])}")
+    st = streams_of(layout)
+    vec = {}
+    for key in PARAMETER_NAMES[name]:
+        given = params.get(key) or {}
+        if not isinstance(given, Mapping):
+            raise ValueError(f"parameter {key!r} must be a table {{node: value}}")
+        vec[key] = stream_vector(layout, {**defaults[key], **given}, st)
     match name:
         case "base-stock":
             return BaseStock(layout, vec["levels"])
@@ -334,14 +430,4 @@ def make_policy(name: str, layout: Layout, params: Mapping[str, Any] | None = No
             return SS(layout, vec["s"], vec["S"])
         case "sQ":
             return SQ(layout, vec["s"], vec["Q"])
-        case "min-stock":
-            return MinStock(layout, vec["min"], vec["quantity"])
-    raise AssertionError(name)
-
-
-def scenario_layout(scenario: Scenario) -> Layout:
-    """The layout a :class:`~fedinv.simulator.Simulator` would compile for ``scenario``."""
-    from fedinv.simulator import Simulator
-
-    return Simulator(scenario, days=1).layout
-
+    return MinStock(layout, vec["min"], vec["quantity"])

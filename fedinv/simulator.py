@@ -292,7 +292,9 @@ class Simulator:
             transfer_cost = (moved * lay.transfer_cost) @ self._transfer_src_mat
         # violations of released orders
         cap_f = lay.capacity * node_f
-        load = orders @ lay.src_mat + orders @ self._ext_dst_mat
+        # production nodes: their own production orders; shipping nodes: orders placed on them
+        load = np.where(self._prod_nodes, orders @ self._ext_dst_mat,
+                        np.where(self._ship_nodes, orders @ lay.src_mat, 0.0))
         cap_v = np.where(load > cap_f + _EPS, load - cap_f, 0.0)
         tcap = lay.transport_cap * exo.lane_factor[:, t]
         trans_v = np.where(orders > tcap + _EPS, orders - tcap, 0.0)
@@ -327,10 +329,10 @@ class Simulator:
         if lay.num_transfers:
             tin = s.transfer_pipeline.sum(axis=2)
             holding += (tin * (lay.holding[lay.transfer_src])) @ self._transfer_dst_mat
-        if self.scenario.lost_sales:
-            penalty = s.lost * lay.penalty
-        else:
-            penalty = s.backlog * lay.penalty
+        # customer backorders (or lost sales) and orders owed downstream past today
+        owed_out = s.owed @ lay.src_mat
+        short = s.lost if self.scenario.lost_sales else s.backlog
+        penalty = (short + owed_out) * lay.penalty
         purchase = (orders * lay.price) @ lay.dst_mat
         ext_purchase = (orders * lay.price * self._ext) @ lay.dst_mat
         shipping = (orders * lay.shipping_cost) @ lay.dst_mat
@@ -349,7 +351,7 @@ class Simulator:
             "ordered": orders @ lay.dst_mat,
             "orders_received": orders @ lay.src_mat,
             "shipped": s.shipped @ lay.src_mat,
-            "internal_shortfall": s.owed @ lay.src_mat,
+            "internal_shortfall": owed_out,
             "in_transit": in_transit_lane @ lay.dst_mat,
             "inventory_value": value,
             "holding_cost": holding,

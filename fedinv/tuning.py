@@ -27,7 +27,14 @@ import numpy as np
 
 from fedinv.layout import Layout
 from fedinv.network import Scenario
-from fedinv.policies import POLICY_NAMES, eoq, flow_stats, make_policy
+from fedinv.policies import (
+    POLICY_NAMES,
+    eoq,
+    flow_stats,
+    make_policy,
+    params_from_streams,
+    streams_of,
+)
 from fedinv.run import mean_cost_per_day
 from fedinv.simulator import Simulator
 
@@ -57,31 +64,26 @@ class TuneResult:
 
 
 def params_from_coordinates(policy: str, layout: Layout, coords: dict[str, float]
-                            ) -> dict[str, dict[str, float]]:
+                            ) -> dict[str, dict]:
     """Per-node parameters from search coordinates ``{"z:TIER": z, "k:TIER": k}``."""
-    st = flow_stats(layout)
-    echelon = policy == "echelon-base-stock"
-    lead = st.echelon_lead if echelon else st.lead
-    mean = st.mean * lead
-    sd = np.sqrt(lead * st.var + st.mean**2 * st.lead_var)
-    z = np.array([coords.get(f"z:{t}", 1.645) for t in layout.tier])
-    k = np.array([coords.get(f"k:{t}", 1.0) for t in layout.tier])
-    level = np.maximum(mean + z * sd, 0.0)
+    st = streams_of(layout)
+    fs = flow_stats(layout, st)
+    lead = fs.echelon_lead if policy == "echelon-base-stock" else fs.lead
+    tiers = layout.tier[st.node]
+    z = np.array([coords.get(f"z:{t}", 1.645) for t in tiers])
+    k = np.array([coords.get(f"k:{t}", 1.0) for t in tiers])
+    level = np.maximum(fs.mean * lead + z * np.sqrt(lead * fs.var + fs.mean**2 * fs.lead_var),
+                       0.0)
     q = eoq(layout) * k
-    ids = layout.node_ids
-
-    def as_map(v: np.ndarray) -> dict[str, float]:
-        return {n: round(float(x), 4) for n, x in zip(ids, v, strict=True)}
-
     match policy:
         case "base-stock" | "echelon-base-stock":
-            return {"levels": as_map(level)}
+            return params_from_streams(layout, levels=level)
         case "sS":
-            return {"s": as_map(level), "S": as_map(level + q)}
+            return params_from_streams(layout, s=level, S=level + q)
         case "sQ":
-            return {"s": as_map(level), "Q": as_map(q)}
+            return params_from_streams(layout, s=level, Q=q)
         case "min-stock":
-            return {"min": as_map(level), "quantity": as_map(q)}
+            return params_from_streams(layout, min=level, quantity=q)
     raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICY_NAMES)}")
 
 
@@ -123,8 +125,8 @@ def tune(scenario: Scenario, policy: str, train_replications: int = 16, days: in
     best = cost(coords)
     for _ in range(sweeps):
         for name, (lo, hi) in space.items():
-            def along(x: float, name: str = name) -> float:
-                return cost(coords | {name: x})
+            def along(x: float, name: str = name, base: dict = coords) -> float:
+                return cost(base | {name: x})
 
             x, fx = _golden(along, lo, hi, tolerance)
             if fx < best:

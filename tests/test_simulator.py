@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 
 from fedinv.network import (
-    DemandModel, Lane, LeadTime, Network, Node, Organization, Scenario, Tier,
+    DemandModel,
+    Lane,
+    LeadTime,
+    Network,
+    Node,
+    Organization,
+    Scenario,
+    Tier,
 )
 from fedinv.policies import make_policy
 from fedinv.run import simulate
@@ -33,7 +40,6 @@ def test_hand_computed_trace_with_lead_time_backorder_rationing_and_outage():
     sim = Simulator(_two_store_scenario())
     state, exo = sim.reset(1)
     exo.node_factor[0, 2, 0] = 0.0  # supplier S is down on day 2
-    S, A, B = 0, 1, 2
     # Day 0, steps 1-3: A fills 4 of 5 on hand; B has nothing: 2 backordered.
     np.testing.assert_allclose(state.on_hand[0], [6, 1, 0])
     np.testing.assert_allclose(state.backlog[0], [0, 0, 2])
