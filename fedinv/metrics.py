@@ -60,8 +60,9 @@ def replication_metrics(records: dict[str, np.ndarray], layout: Layout,
     out["cycle_service_level"] = (unfilled <= 1e-9).mean(axis=(0, 2))
     cogs = (r["sold"] * layout.unit_value).sum(axis=(0, 2))
     avg_value = r["inventory_value"].sum(axis=2).mean(axis=0)
-    out["inventory_turnover"] = np.where(avg_value > 0, cogs / np.maximum(avg_value, 1e-12), 0.0
-                                         ) * 365.0 / days
+    # undefined (NaN) where stock carries no value (e.g. textbook instances without prices)
+    out["inventory_turnover"] = np.where(avg_value > 0, cogs / np.maximum(avg_value, 1e-12),
+                                         np.nan) * 365.0 / days
     demand_var = demand.sum(axis=2).var(axis=0, ddof=1)
     ordering_tiers = [t for t in TIER_ORDER if (layout.tier == t).any()]
     top = None
@@ -131,7 +132,7 @@ def monthly_metrics(records: dict[str, np.ndarray], layout: Layout, month: np.nd
                 "stockouts": int(((d[:, b] - f[:, b]) > 1e-9).sum()),
                 "fill_rate": float(f[:, b].sum() / d[:, b].sum()) if d[:, b].sum() > 0 else 1.0,
                 "inventory_turnover": float(cogs[b] / value[b] * 365.0 / len(sel))
-                if value[b] > 0 else 0.0,
+                if value[b] > 0 else float("nan"),
             })
     return pd.DataFrame(rows)
 

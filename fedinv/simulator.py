@@ -72,6 +72,12 @@ class State:
     lost: np.ndarray  # [B, N] demand lost today (lost sales)
     shipped: np.ndarray  # [B, M] units shipped on each lane today
     last_orders: np.ndarray  # [B, M] orders released yesterday
+    # What nodes know today about disruptions and the calendar:
+    alert: np.ndarray  # [B, M] 1 where the lane's supply is in an announced outage
+    delay_notice: np.ndarray  # [B, M] extra transit days announced today on the lane
+    month_end: bool = False  # today is the last day of a calendar month
+    weekday: int = 0  # 0 = Monday
+    day_of_year: int = 1
 
     def copy(self) -> State:
         return State(**{f.name: (v.copy() if isinstance(v := getattr(self, f.name), np.ndarray)
@@ -95,6 +101,8 @@ class Decision:
 
     orders: np.ndarray
     transfers: np.ndarray | None = None
+    info: dict[str, np.ndarray] | None = None
+    """Per-replication diagnostics of the decision (e.g. projection distance, solve ms)."""
 
 
 RECORD_FIELDS = (
@@ -176,6 +184,8 @@ class Simulator:
             demand=zeros((b, n)), filled=zeros((b, n)), sold=zeros((b, n)), lost=zeros((b, n)),
             shipped=zeros((b, m)),
             last_orders=zeros((b, m)),
+            alert=zeros((b, m)),
+            delay_notice=zeros((b, m)),
         )
         self._advance(state, exo)
         return state, exo
@@ -202,6 +212,10 @@ class Simulator:
     def _advance(self, s: State, exo: Exogenous) -> None:
         lay, t = self.layout, s.day
         node_f = exo.node_factor[:, t]
+        cal = exo.calendar
+        s.alert, s.delay_notice = exo.alert[:, t], exo.delay_notice[:, t]
+        s.month_end = bool(cal.month_end[t])
+        s.weekday, s.day_of_year = int(cal.weekday[t]), int(cal.day_of_year[t])
         # 1. arrivals
         slot = t % self.pipeline_len
         landing = s.pipeline[:, :, slot].copy()
