@@ -1,0 +1,1191 @@
+"""Scenario files (TOML) -> validated :class:`fedinv.network.Scenario`.
+
+A scenario file describes a network (organizations, nodes, lanes, lateral-transfer
+links) and what is random or calendar-bound about running it (horizon, seed, outages,
+extra delays, demand surges, an optional demand-history file). ``docs/scenarios.md`` is
+the field reference. Every malformed file raises exactly one :class:`ScenarioError`
+that names the file, the field and what was expected; no other exception escapes
+:func:`load_scenario` for a bad file.
+
+Field paths in errors: ``lanes[2].lead_time.mean`` (array entries counted from 0, in
+file order) or ``nodes[id=D-EU-1].holding_cost`` (entries that have an ``id``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import json
+import math
+import tomllib
+from collections.abc import Collection, Iterable, Mapping
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedinv.network import (
+    DEMAND_DISTRIBUTIONS,
+    EXTERNAL,
+    LEAD_TIME_DISTRIBUTIONS,
+    DemandModel,
+    ExtraDelay,
+    Lane,
+    LeadTime,
+    Network,
+    Node,
+    Organization,
+    Outage,
+    Promotion,
+    Scenario,
+    Surge,
+    Tier,
+    TransferLink,
+)
+
+__all__ = [
+    "ScenarioError",
+    "builtin_scenarios",
+    "load_demand_history",
+    "load_scenario",
+    "parse_scenario",
+]
+
+
+class ScenarioError(ValueError):
+    """A malformed scenario or demand-history file.
+
+    ``str()`` is one line: ``FILE: field FIELD: expected EXPECTED, got GOT``.
+    """
+
+    def __init__(self, file: str, field: str, expected: str, got: str) -> None:
+        self.file = str(file)
+        self.field = field
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{self.file}: field {field}: expected {expected}, got {got}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (Ray, multiprocessing)
+        return (type(self), (self.file, self.field, self.expected, self.got))
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _field_names(cls: type, *, exclude: Iterable[str] = ()) -> tuple[str, ...]:
+    skip = set(exclude)
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in skip)
+
+
+TOP_LEVEL_KEYS = tuple(
+    "name description horizon_days start_date lost_sales seed warmup_days organizations nodes "
+    "lanes transfers outages delays surges demand_history".split()
+)
+ORGANIZATION_KEYS = _field_names(Organization)
+NODE_KEYS = _field_names(Node)
+DEMAND_KEYS = _field_names(DemandModel, exclude=("history", "history_mode"))
+PROMOTION_KEYS = _field_names(Promotion)
+LANE_KEYS = _field_names(Lane)
+LEAD_TIME_KEYS = _field_names(LeadTime)
+TRANSFER_KEYS = _field_names(TransferLink)
+OUTAGE_KEYS = _field_names(Outage)
+DELAY_KEYS = _field_names(ExtraDelay)
+SURGE_KEYS = _field_names(Surge)
+DEMAND_HISTORY_KEYS = ("file", "mode")
+HISTORY_MODES = ("bootstrap", "replay")
+TIERS = tuple(t.value for t in Tier)
+
+LEAD_TIME_PARAMS: dict[str, tuple[str, ...]] = {
+    "deterministic": ("mean",),
+    "uniform": ("low", "high"),
+    "poisson": ("mean",),
+    "gamma": ("mean", "std"),
+    "lognormal": ("mean", "std"),
+    "empirical": ("values", "weights"),
+}
+"""Parameters each lead-time distribution uses (``max_days`` is allowed with all)."""
+
+DEMAND_PARAMS: dict[str, tuple[str, ...]] = {
+    "poisson": ("mean",),
+    "negative_binomial": ("mean", "dispersion"),
+    "normal": ("mean", "std"),
+    "uniform": ("low", "high"),
+    "deterministic": ("mean",),
+}
+"""Parameters each demand distribution uses (calendar fields are allowed with all)."""
+
+LEAD_TIME_RULE = (
+    "lead times are whole days >= 1, because an order placed at the end of a day arrives at the earliest the next morning"
+)
+
+_REQUIRED: Any = object()
+_INF_WORDS = ("inf", "+inf", "infinity")
+_BUILTIN_PREFIX = "builtin:"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _describe(value: object) -> str:
+    """How a TOML value is shown after ``got`` in an error."""
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, str):
+        return f"{_quote(value)} (a string)"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return f"an array of {len(value)} entr{'y' if len(value) == 1 else 'ies'}"
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return f"{value.isoformat()} (a TOML date/time)"
+    return repr(value)
+
+
+def _quote(text: str) -> str:
+    """``text`` in double quotes, escaped so that an error message stays one line."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _unknown(name: str, known: Iterable[str]) -> str:
+    """``"name"`` plus a did-you-mean hint drawn from ``known``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{_quote(name)}{hint}"
+
+
+def _entry_path(section: str, index: int, raw: object) -> str:
+    """``nodes[id=X]`` when the entry has a string id, else ``nodes[3]``."""
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
+        return f"{section}[id={raw['id']}]"
+    return f"{section}[{index}]"
+
+
+def _range_text(minimum: float | None, above: bool, maximum: float | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f"in [{minimum:g}, {maximum:g}]"
+    if minimum is not None:
+        return f"{'>' if above else '>='} {minimum:g}"
+    if maximum is not None:
+        return f"<= {maximum:g}"
+    return ""
+
+
+class _Table:
+    """One TOML table being read: checks its keys, names its fields in errors."""
+
+    def __init__(self, source: str, data: object, path: str, allowed: Collection[str]) -> None:
+        self.source = source
+        self.path = path
+        if not isinstance(data, dict):
+            raise ScenarioError(source, path or "<top level>", "a table", _describe(data))
+        self.data: dict[str, Any] = data
+        for key in data:
+            if key not in allowed:
+                raise self.error(
+                    key, f"one of the keys {', '.join(allowed)}", f"{_unknown(key, allowed)}"
+                )
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, expected: str, got: str) -> ScenarioError:
+        return ScenarioError(self.source, self.where(key), expected, got)
+
+    def _missing(self, key: str, expected: str) -> ScenarioError:
+        return self.error(key, f"{expected} (required)", "nothing")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def number(
+        self,
+        key: str,
+        default: Any = _REQUIRED,
+        *,
+        minimum: float | None = 0.0,
+        above: bool = False,
+        maximum: float | None = None,
+        infinite: bool = False,
+        expected: str | None = None,
+    ) -> Any:
+        """A finite number (never NaN) in range; ``infinite``: also ``inf`` / ``"inf"``."""
+        if expected is None:
+            expected = f"a number {_range_text(minimum, above, maximum)}".strip()
+            if infinite:
+                expected += ' (leave the field out, or write "inf", for unlimited)'
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self._missing(key, expected)
+            return default
+        value = self.data[key]
+        if infinite and isinstance(value, str) and value.strip().lower() in _INF_WORDS:
+            return math.inf
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, expected, _describe(value))
+        number = float(value)
+        bad = (
+            math.isnan(number)
+            or (math.isinf(number) and not (infinite and number > 0))
+            or (minimum is not None and (number < minimum or (above and number == minimum)))
+            or (maximum is not None and number > maximum)
+        )
+        if bad:
+            raise self.error(key, expected, _describe(value))
+        return number
+
+    def integer(
+        self,
+        key: str,
+        default: Any = _REQUIRED,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        expected: str | None = None,
+    ) -> Any:
+        """An integer in range (an integral float such as ``2.0`` is accepted)."""
+        if expected is None:
+            expected = f"an integer {_range_text(minimum, False, maximum)}".strip()
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self._missing(key, expected)
+            return default
+        return self._integer_value(key, self.data[key], minimum, maximum, expected)
+
+    def _integer_value(
+        self, where: str, value: object, minimum: int | None, maximum: int | None, expected: str
+    ) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(where, expected, _describe(value))
+        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+            raise self.error(where, expected, _describe(value))
+        number = int(value)
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+            raise self.error(where, expected, _describe(value))
+        return number
+
+    def string(
+        self,
+        key: str,
+        default: Any = _REQUIRED,
+        *,
+        expected: str = "a non-empty string",
+        choices: Collection[str] | None = None,
+    ) -> Any:
+        """A non-empty string; with ``choices``, one of them."""
+        if choices is not None:
+            expected = "one of " + ", ".join(f'"{c}"' for c in choices)
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self._missing(key, expected)
+            return default
+        value = self.data[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(key, expected, _describe(value))
+        if choices is not None and value not in choices:
+            raise self.error(key, expected, _unknown(value, choices))
+        return value
+
+    def text(self, key: str, default: str) -> str:
+        """Any string (may be empty)."""
+        value = self.data.get(key, default)
+        if not isinstance(value, str):
+            raise self.error(key, "a string", _describe(value))
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, "true or false", _describe(value))
+        return value
+
+    def sub(self, key: str, allowed: Collection[str]) -> _Table:
+        """The sub-table ``key`` (which must be present)."""
+        return _Table(self.source, self.data[key], self.where(key), allowed)
+
+    def array(self, key: str, what: str) -> list[Any]:
+        """The array ``key`` (empty when absent)."""
+        value = self.data.get(key, [])
+        if not isinstance(value, list):
+            raise self.error(key, f"an array of {what}", _describe(value))
+        return value
+
+    def numbers(
+        self,
+        key: str,
+        *,
+        minimum: float = 0.0,
+        length: int | None = None,
+        expected: str,
+    ) -> tuple[float, ...]:
+        """An array of finite numbers >= ``minimum`` (exactly ``length`` if given)."""
+        values = self.array(key, "numbers")
+        if length is not None and len(values) != length:
+            raise self.error(key, expected, _describe(values))
+        out = []
+        for i, value in enumerate(values):
+            bad = isinstance(value, bool) or not isinstance(value, int | float)
+            if bad or not math.isfinite(value) or value < minimum:
+                raise self.error(f"{key}[{i}]", expected, _describe(value))
+            out.append(float(value))
+        return tuple(out)
+
+    def integers(self, key: str, *, minimum: int, expected: str) -> tuple[int, ...]:
+        values = self.array(key, "integers")
+        return tuple(
+            self._integer_value(f"{key}[{i}]", v, minimum, None, expected)
+            for i, v in enumerate(values)
+        )
+
+    def only_params(self, distribution: str, used: Collection[str], params: Iterable[str]) -> None:
+        """Reject distribution parameters that ``distribution`` does not use."""
+        for key in params:
+            if key in self.data and key not in used:
+                uses = ", ".join(used)
+                raise self.error(
+                    key,
+                    f"only the parameters a {distribution} distribution uses ({uses})",
+                    f"{key} = {_describe(self.data[key])}",
+                )
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _parse_organization(source: str, raw: object, index: int) -> Organization:
+    t = _Table(source, raw, _entry_path("organizations", index, raw), ORGANIZATION_KEYS)
+    return Organization(
+        id=t.string("id", expected="an organization id (a non-empty string)"),
+        monthly_budget=t.number("monthly_budget", math.inf, infinite=True),
+    )
+
+
+def _parse_promotion(source: str, raw: object, path: str) -> Promotion:
+    t = _Table(source, raw, path, PROMOTION_KEYS)
+    start = t.integer("start_day", minimum=0)
+    end = t.integer("end_day", expected=f"an integer >= start_day ({start})", minimum=start)
+    return Promotion(start_day=start, end_day=end, multiplier=t.number("multiplier"))
+
+
+def _parse_demand(t: _Table) -> DemandModel:
+    distribution = t.string("distribution", "poisson", choices=DEMAND_DISTRIBUTIONS)
+    used = DEMAND_PARAMS[distribution]
+    t.only_params(distribution, used, ("mean", "std", "dispersion", "low", "high"))
+    kwargs: dict[str, Any] = {"distribution": distribution}
+    if "mean" in used:
+        kwargs["mean"] = t.number("mean", expected="a number >= 0 (units/day)")
+    if "std" in used:
+        kwargs["std"] = t.number("std", expected="a number >= 0 (units/day)")
+    if "dispersion" in used:
+        kwargs["dispersion"] = t.number("dispersion", minimum=0.0, above=True)
+    if "low" in used:
+        low = t.integer("low", minimum=0)
+        kwargs["low"] = low
+        kwargs["high"] = t.integer("high", minimum=low, expected=f"an integer >= low ({low})")
+    if t.has("weekly"):
+        kwargs["weekly"] = t.numbers(
+            "weekly", length=7, expected="7 weekday factors >= 0, Monday first"
+        )
+    kwargs["annual_amplitude"] = t.number("annual_amplitude", 0.0, maximum=1.0)
+    kwargs["annual_peak_day"] = t.integer("annual_peak_day", 0, minimum=0, maximum=366)
+    kwargs["promotions"] = tuple(
+        _parse_promotion(t.source, raw, f"{t.where('promotions')}[{i}]")
+        for i, raw in enumerate(t.array("promotions", "tables"))
+    )
+    return DemandModel(**kwargs)
+
+
+def _parse_node(source: str, raw: object, index: int) -> Node:
+    t = _Table(source, raw, _entry_path("nodes", index, raw), NODE_KEYS)
+    node_id = t.string("id", expected="a node id (a non-empty string)")
+    if node_id == EXTERNAL or "->" in node_id:
+        raise t.error("id", f'a node id other than "{EXTERNAL}" and without "->"', _quote(node_id))
+    tier = Tier(t.string("tier", choices=TIERS))
+    bom: dict[str, float] = {}
+    if t.has("bill_of_materials"):
+        raw_bom = t.data["bill_of_materials"]
+        bom_table = t.sub("bill_of_materials", list(raw_bom) if isinstance(raw_bom, dict) else ())
+        if bom_table.data and tier is not Tier.MANUFACTURER:
+            raise t.error(
+                "bill_of_materials",
+                "a bill_of_materials only on manufacturer nodes (they assemble)",
+                f"one on a {tier.value}",
+            )
+        for item in bom_table.data:
+            bom[item] = bom_table.number(
+                item, minimum=0.0, above=True, expected="units per assembled unit, > 0"
+            )
+    demand = _parse_demand(t.sub("demand", DEMAND_KEYS)) if t.has("demand") else None
+    return Node(
+        id=node_id,
+        tier=tier,
+        region=t.string("region", expected="a region name (a non-empty string)"),
+        organization=t.string("organization", expected="an organization id (a non-empty string)"),
+        unit_value=t.number("unit_value", 0.0),
+        holding_cost=t.number("holding_cost", 0.0),
+        stockout_penalty=t.number("stockout_penalty", 0.0),
+        capacity=t.number("capacity", math.inf, infinite=True),
+        storage_capacity=t.number("storage_capacity", math.inf, infinite=True),
+        initial_inventory=t.number("initial_inventory", 0.0),
+        item=t.text("item", ""),
+        bill_of_materials=bom,
+        demand=demand,
+    )
+
+
+def _lead_days(t: _Table, key: str, value: object) -> int:
+    """A whole number of days >= 1 (for a deterministic lead time)."""
+    expected = f"a lead time in days ({LEAD_TIME_RULE})"
+    return t._integer_value(key, value, 1, None, expected)
+
+
+def _parse_lead_time(lane: _Table) -> LeadTime:
+    if not lane.has("lead_time"):
+        return LeadTime()
+    raw = lane.data["lead_time"]
+    if isinstance(raw, int | float) and not isinstance(raw, bool):  # shorthand: lead_time = 2
+        return LeadTime(
+            distribution="deterministic", mean=float(_lead_days(lane, "lead_time", raw))
+        )
+    t = lane.sub("lead_time", LEAD_TIME_KEYS)
+    distribution = t.string("distribution", "deterministic", choices=LEAD_TIME_DISTRIBUTIONS)
+    used = LEAD_TIME_PARAMS[distribution]
+    t.only_params(distribution, used, ("mean", "std", "low", "high", "values", "weights"))
+    kwargs: dict[str, Any] = {"distribution": distribution}
+    mean_rule = f"a mean lead time >= 1 day ({LEAD_TIME_RULE})"
+    match distribution:
+        case "deterministic":
+            if not t.has("mean"):
+                raise t._missing("mean", "the lead time in days")
+            kwargs["mean"] = float(_lead_days(t, "mean", t.data["mean"]))
+        case "uniform":
+            low = t.integer("low", minimum=1, expected=f"a lead time in days ({LEAD_TIME_RULE})")
+            high = t.integer("high", minimum=low, expected=f"an integer >= low ({low})")
+            kwargs.update(low=low, high=high, mean=(low + high) / 2)
+        case "poisson":
+            kwargs["mean"] = t.number("mean", minimum=1.0, expected=mean_rule)
+        case "gamma" | "lognormal":
+            positive = f"a positive mean and std for a {distribution} lead time"
+            mean = t.number("mean", minimum=0.0, above=True, expected=positive)
+            std = t.number("std", minimum=0.0, above=True, expected=positive)
+            if mean < 1:
+                raise t.error("mean", mean_rule, _describe(t.data["mean"]))
+            kwargs.update(mean=mean, std=std)
+        case "empirical":
+            if not t.has("values"):
+                raise t._missing("values", "an array of lead times in days")
+            values = t.integers(
+                "values", minimum=1, expected=f"lead times in days ({LEAD_TIME_RULE})"
+            )
+            if not values:
+                raise t.error("values", "at least one lead time", "an empty array")
+            if t.has("weights"):
+                weights = t.numbers("weights", expected="weights >= 0, one per value")
+                if len(weights) != len(values):
+                    raise t.error(
+                        "weights",
+                        f"one weight per value ({len(values)} values)",
+                        _describe(t.data["weights"]),
+                    )
+                if sum(weights) <= 0:
+                    raise t.error("weights", "weights with a positive sum", "all zero")
+            else:
+                weights = (1.0,) * len(values)
+            kwargs.update(values=values, weights=weights)
+            kwargs["mean"] = float(np.dot(values, weights) / sum(weights))
+    shortest = {
+        "deterministic": kwargs.get("mean", 1),
+        "uniform": kwargs.get("low", 1),
+        "empirical": min(kwargs.get("values", (1,))),
+    }.get(distribution, 1)
+    max_days = t.integer("max_days", 0, minimum=0)
+    if 0 < max_days < shortest:
+        raise t.error(
+            "max_days",
+            f"0 (no cap) or at least the shortest lead time ({int(shortest)} days)",
+            _describe(t.data["max_days"]),
+        )
+    return LeadTime(**kwargs, max_days=max_days)
+
+
+def _parse_lane(source: str, raw: object, index: int, nodes: Mapping[str, Node]) -> Lane:
+    t = _Table(source, raw, f"lanes[{index}]", LANE_KEYS)
+    src = t.string("source", expected=f'a node id or "{EXTERNAL}"')
+    if src != EXTERNAL and src not in nodes:
+        raise t.error("source", f'a declared node id or "{EXTERNAL}"', _unknown(src, nodes))
+    dst = t.string("destination", expected="a node id")
+    if dst not in nodes:
+        raise t.error("destination", "a declared node id", _unknown(dst, nodes))
+    if dst == src:
+        raise t.error("destination", "a node other than the source", f'"{dst}"')
+    return Lane(
+        source=src,
+        destination=dst,
+        lead_time=_parse_lead_time(t),
+        price=t.number("price", None),
+        shipping_cost=t.number("shipping_cost", 0.0),
+        transit_holding_cost=t.number("transit_holding_cost", None),
+        transport_capacity=t.number("transport_capacity", math.inf, infinite=True),
+        lot_size=t.number("lot_size", 0.0),
+        min_monthly_commitment=t.number("min_monthly_commitment", 0.0),
+        fixed_order_cost=t.number("fixed_order_cost", 0.0),
+        order_share=t.number("order_share", 1.0, maximum=1.0),
+    )
+
+
+def _parse_transfer(
+    source: str, raw: object, index: int, nodes: Mapping[str, Node]
+) -> TransferLink:
+    t = _Table(source, raw, f"transfers[{index}]", TRANSFER_KEYS)
+    ends = []
+    for key in ("source", "destination"):
+        node_id = t.string(key, expected="a node id")
+        if node_id not in nodes:
+            raise t.error(key, "a declared node id", _unknown(node_id, nodes))
+        ends.append(node_id)
+    src, dst = ends
+    if src == dst:
+        raise t.error("destination", "a node other than the source", f'"{dst}"')
+    if nodes[src].region != nodes[dst].region:
+        raise t.error(
+            "destination",
+            f'a node in the source\'s region "{nodes[src].region}" (transfers are lateral, '
+            "between same-region peers)",
+            f'"{dst}" in region "{nodes[dst].region}"',
+        )
+    return TransferLink(
+        source=src,
+        destination=dst,
+        unit_cost=t.number("unit_cost", 0.0),
+        lead_time_days=t.integer("lead_time_days", 1, minimum=1),
+        capacity=t.number("capacity", math.inf, infinite=True),
+    )
+
+
+def _parse_outage(
+    source: str, raw: object, index: int, nodes: Mapping[str, Node], lanes: Mapping[str, Lane]
+) -> Outage:
+    t = _Table(source, raw, f"outages[{index}]", OUTAGE_KEYS)
+    target = t.string("target", expected='a node id or a lane id "SOURCE->DESTINATION"')
+    if target in nodes:
+        capacity = nodes[target].capacity
+        what = f'node "{target}" has no capacity'
+    elif target in lanes:
+        capacity = lanes[target].transport_capacity
+        what = f'lane "{target}" has no transport_capacity'
+    else:
+        raise t.error(
+            "target",
+            'a declared node id or lane id "SOURCE->DESTINATION"',
+            _unknown(target, [*nodes, *lanes]),
+        )
+    outage = Outage(
+        target=target,
+        start_probability=t.number("start_probability", maximum=1.0),
+        mean_duration_days=t.number(
+            "mean_duration_days", minimum=1.0, expected="a mean duration >= 1 (days)"
+        ),
+        capacity_fraction=t.number("capacity_fraction", 0.0, maximum=1.0),
+        notice_lag_days=t.integer("notice_lag_days", 0, minimum=0),
+    )
+    if outage.capacity_fraction > 0 and math.isinf(capacity):
+        raise t.error(
+            "capacity_fraction",
+            f"0 for a target with unlimited capacity ({what}; a fraction of it would "
+            "still be unlimited)",
+            _describe(t.data["capacity_fraction"]),
+        )
+    return outage
+
+
+def _parse_delay(source: str, raw: object, index: int, lanes: Mapping[str, Lane]) -> ExtraDelay:
+    t = _Table(source, raw, f"delays[{index}]", DELAY_KEYS)
+    lane = t.string("lane", expected='a lane id "SOURCE->DESTINATION"')
+    if lane not in lanes:
+        raise t.error("lane", 'a declared lane id "SOURCE->DESTINATION"', _unknown(lane, lanes))
+    min_days = t.integer("min_days", 1, minimum=1)
+    return ExtraDelay(
+        lane=lane,
+        probability=t.number("probability", maximum=1.0),
+        min_days=min_days,
+        max_days=t.integer(
+            "max_days", min_days, minimum=min_days, expected=f"an integer >= min_days ({min_days})"
+        ),
+        notice_lag_days=t.integer("notice_lag_days", 0, minimum=0),
+    )
+
+
+def _parse_surge(source: str, raw: object, index: int, regions: Collection[str]) -> Surge:
+    t = _Table(source, raw, f"surges[{index}]", SURGE_KEYS)
+    region = t.string("region", expected="a region name")
+    if region not in regions:
+        raise t.error(
+            "region",
+            f"a region with customer-facing nodes ({', '.join(sorted(regions))})",
+            _unknown(region, regions),
+        )
+    start_day = t.integer("start_day", None, minimum=0)
+    start_probability = t.number("start_probability", 0.0, maximum=1.0)
+    if (start_day is None) == (start_probability == 0.0):
+        raise t.error(
+            "start_day",
+            "either a start_day (a fixed surge) or a start_probability > 0 (random surges)",
+            "both" if start_day is not None else "neither",
+        )
+    return Surge(
+        region=region,
+        multiplier=t.number("multiplier"),
+        duration_days=t.number("duration_days", minimum=1.0, expected="a duration >= 1 (days)"),
+        start_day=start_day,
+        start_probability=start_probability,
+    )
+
+
+# --------------------------------------------------------------------------- network checks
+
+
+def _check_unique(source: str, section: str, paths: list[str], ids: list[str]) -> None:
+    seen: set[str] = set()
+    for path, entry_id in zip(paths, ids, strict=True):
+        if entry_id in seen:
+            raise ScenarioError(
+                source, path, f"a unique id within [[{section}]]", f'duplicate "{entry_id}"'
+            )
+        seen.add(entry_id)
+
+
+def _inbound(nodes: Mapping[str, Node], lanes: list[Lane]) -> dict[str, list[int]]:
+    """Node id -> indices of its inbound lanes."""
+    inbound: dict[str, list[int]] = {node_id: [] for node_id in nodes}
+    for i, lane in enumerate(lanes):
+        inbound[lane.destination].append(i)
+    return inbound
+
+
+def _check_inbound(source: str, nodes: Mapping[str, Node], lanes: list[Lane]) -> None:
+    for node_id, members in _inbound(nodes, lanes).items():
+        if not members:
+            raise ScenarioError(
+                source,
+                f"nodes[id={node_id}]",
+                f'at least one inbound lane (raw material comes in on a lane from "{EXTERNAL}")',
+                "none",
+            )
+
+
+def _check_items(source: str, nodes: Mapping[str, Node], lanes: list[Lane]) -> None:
+    """Bills of materials against inbound lanes, and split-sourcing shares.
+
+    The lanes that bring one item (the source's ``item_name``) into one node form one
+    ordering stream; their ``order_share`` values must sum to 1.
+    """
+    inbound = _inbound(nodes, lanes)
+    for node_id, node in nodes.items():
+        where = f"nodes[id={node_id}]"
+        groups: dict[str, list[int]] = {}
+        if node.bill_of_materials:
+            for i in inbound[node_id]:
+                lane = lanes[i]
+                if lane.source == EXTERNAL:
+                    raise ScenarioError(
+                        source,
+                        f"lanes[{i}].source",
+                        f'a supplier of a bill_of_materials item of "{node_id}" (an assembling '
+                        f'node is not fed from "{EXTERNAL}": model the vendor as a supplier node)',
+                        f'"{EXTERNAL}"',
+                    )
+                item = nodes[lane.source].item_name
+                if item not in node.bill_of_materials:
+                    raise ScenarioError(
+                        source,
+                        f"lanes[{i}].source",
+                        f'a node whose item is in the bill_of_materials of "{node_id}" '
+                        f"({', '.join(node.bill_of_materials)})",
+                        f'"{lane.source}" supplying item "{item}"',
+                    )
+                groups.setdefault(item, []).append(i)
+            for item in node.bill_of_materials:
+                if item not in groups:
+                    raise ScenarioError(
+                        source,
+                        f"{where}.bill_of_materials.{item}",
+                        f'an inbound lane from a node whose item is "{item}"',
+                        "no such lane",
+                    )
+        else:  # one ordering stream per source item, as the simulator splits orders
+            for i in inbound[node_id]:
+                src = lanes[i].source
+                groups.setdefault("" if src == EXTERNAL else nodes[src].item_name, []).append(i)
+        for item, members in groups.items():
+            total = sum(lanes[i].order_share for i in members)
+            if abs(total - 1.0) > 1e-6:
+                shares = " + ".join(f"{lanes[i].order_share:g}" for i in members)
+                which = f'supplying "{item}" to' if item else f'from "{EXTERNAL}" into'
+                raise ScenarioError(
+                    source,
+                    f"lanes[{members[-1]}].order_share",
+                    f'order_share values of the lanes {which} "{node_id}" that sum to 1 '
+                    "(split sourcing)",
+                    f"{shares} = {total:g}",
+                )
+
+
+def _check_acyclic(source: str, nodes: Mapping[str, Node], lanes: list[Lane]) -> None:
+    """Depth-first search for a back edge; name a node on the cycle."""
+    out: dict[str, list[int]] = {node_id: [] for node_id in nodes}
+    for i, lane in enumerate(lanes):
+        if lane.source != EXTERNAL:
+            out[lane.source].append(i)
+    state = dict.fromkeys(nodes, 0)  # 0 new, 1 on the stack, 2 done
+    for root in nodes:
+        if state[root]:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path = [root]
+        state[root] = 1
+        while stack:
+            node_id, k = stack[-1]
+            if k == len(out[node_id]):
+                stack.pop()
+                path.pop()
+                state[node_id] = 2
+                continue
+            stack[-1] = (node_id, k + 1)
+            lane_index = out[node_id][k]
+            nxt = lanes[lane_index].destination
+            if state[nxt] == 1:
+                cycle = [*path[path.index(nxt) :], nxt]
+                raise ScenarioError(
+                    source,
+                    f"lanes[{lane_index}]",
+                    "an acyclic lane graph (goods flow one way, from suppliers to customers)",
+                    f'a cycle through node "{nxt}": {" -> ".join(cycle)}',
+                )
+            if state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, 0))
+                path.append(nxt)
+
+
+def _check_reaches_demand(source: str, nodes: Mapping[str, Node], lanes: list[Lane]) -> None:
+    customers = [node_id for node_id, node in nodes.items() if node.demand is not None]
+    if not customers:
+        raise ScenarioError(
+            source,
+            "nodes",
+            "at least one node with customer demand (a demand table or demand-history rows)",
+            "none",
+        )
+    upstream: dict[str, list[str]] = {node_id: [] for node_id in nodes}
+    for lane in lanes:
+        if lane.source != EXTERNAL:
+            upstream[lane.destination].append(lane.source)
+    reached = set(customers)
+    frontier = list(customers)
+    while frontier:
+        for src in upstream[frontier.pop()]:
+            if src not in reached:
+                reached.add(src)
+                frontier.append(src)
+    for node_id in nodes:
+        if node_id not in reached:
+            raise ScenarioError(
+                source,
+                f"nodes[id={node_id}]",
+                "a path through lanes to a node with customer demand (a demand table or "
+                "demand-history rows)",
+                f'no lane path from "{node_id}" to any of {", ".join(customers)}',
+            )
+
+
+# --------------------------------------------------------------------------- demand history
+
+
+def load_demand_history(
+    path: Path, node_ids: Collection[str], source: str
+) -> dict[str, np.ndarray]:
+    """Read a demand-history file (``date,node,quantity``; CSV or Parquet).
+
+    Returns, per node that has rows, its daily demand in units (float array) from its
+    first to its last date: rows of one (node, date) are summed and missing dates in
+    that range count as 0. ``source`` names the file that refers to ``path`` (the
+    scenario) in the error raised when ``path`` does not exist; errors about the
+    content name ``path`` itself and the row. Extra columns are ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(
+            source,
+            "demand_history.file",
+            "an existing CSV or Parquet file (a path relative to the scenario file)",
+            f'"{path}" (no such file)',
+        )
+    label = str(path)
+    suffix = path.suffix.lower()
+    csv = suffix == ".csv"
+    if not csv and suffix not in (".parquet", ".pq"):
+        raise ScenarioError(
+            source, "demand_history.file", "a .csv or .parquet file", f'"{path.name}"'
+        )
+    try:
+        if csv:
+            frame = pd.read_csv(
+                path,
+                dtype=str,
+                keep_default_na=False,
+                skip_blank_lines=False,
+                skipinitialspace=True,
+            )
+        else:
+            frame = pd.read_parquet(path)
+    except Exception as exc:  # pandas/pyarrow raise many types on unreadable input
+        kind = "CSV" if csv else "Parquet"
+        detail = " ".join(str(exc).split())[:200]
+        raise ScenarioError(
+            label,
+            "<file>",
+            f"a readable {kind} file with columns date,node,quantity",
+            f"{type(exc).__name__}: {detail}",
+        ) from None
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    missing = [c for c in ("date", "node", "quantity") if c not in frame.columns]
+    if missing:
+        found = ", ".join(frame.columns) or "none"
+        raise ScenarioError(
+            label,
+            "<columns>",
+            "columns date, node, quantity",
+            f"missing {', '.join(missing)} (found: {found})",
+        )
+    frame = frame.reset_index(drop=True)
+    if csv:  # drop blank lines; keep line numbers (header is line 1)
+        rows = [f"line {i + 2}" for i in range(len(frame))]
+        blank = (frame[["date", "node", "quantity"]].apply(lambda c: c.str.strip()) == "").all(
+            axis=1
+        )
+        keep = ~blank.to_numpy()
+        frame = frame.loc[keep].reset_index(drop=True)
+        rows = [r for r, k in zip(rows, keep, strict=True) if k]
+    else:
+        rows = [f"row {i + 1}" for i in range(len(frame))]
+    if frame.empty:
+        raise ScenarioError(label, "<rows>", "at least one data row", "none")
+
+    nodes = frame["node"].map(_cell_text)
+    known = set(node_ids)
+    for i, node_id in enumerate(nodes):
+        if node_id not in known:
+            raise ScenarioError(
+                label,
+                f"node ({rows[i]})",
+                "a node id declared in the scenario",
+                _unknown(node_id, known),
+            )
+
+    dates = _parse_dates(frame["date"])
+    bad = np.flatnonzero(dates.isna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        raise ScenarioError(
+            label, f"date ({rows[i]})", "an ISO date YYYY-MM-DD", _describe(frame["date"].iloc[i])
+        )
+
+    raw_quantity = frame["quantity"]
+    if pd.api.types.is_numeric_dtype(raw_quantity) and not pd.api.types.is_bool_dtype(raw_quantity):
+        quantity = pd.to_numeric(raw_quantity, errors="coerce")
+    else:  # text (CSV) or mixed objects: anything that is not a number becomes NaN
+        quantity = pd.to_numeric(raw_quantity.map(_number_or_text), errors="coerce")
+    values = quantity.to_numpy(dtype=float, na_value=np.nan)
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if bad.size:
+        i = int(bad[0])
+        raise ScenarioError(
+            label,
+            f"quantity ({rows[i]})",
+            "a finite number >= 0 (units)",
+            _describe(raw_quantity.iloc[i]),
+        )
+
+    table = pd.DataFrame({"node": nodes.to_numpy(), "date": dates.to_numpy(), "quantity": values})
+    out: dict[str, np.ndarray] = {}
+    for node_id, group in table.groupby("node", sort=False):
+        daily = group.groupby("date")["quantity"].sum().sort_index()
+        days = pd.date_range(daily.index.min(), daily.index.max(), freq="D")
+        out[str(node_id)] = daily.reindex(days, fill_value=0.0).to_numpy(dtype=float)
+    return out
+
+
+def _number_or_text(value: object) -> object:
+    """A cell as ``pd.to_numeric`` may read it: numbers stay, text is stripped, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _cell_text(value: object) -> str:
+    """A node-id cell as text ('' for an empty or missing cell)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def _parse_dates(column: pd.Series) -> pd.Series:
+    """Dates (midnight timestamps, no time zone); NaT where a value is not a date."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        parsed = column
+    else:
+
+        def one(value: object) -> pd.Timestamp | None:
+            if isinstance(value, dt.date):
+                return pd.Timestamp(value).tz_localize(None).normalize()
+            if isinstance(value, str):
+                text = value.strip()
+                for parse in (dt.date.fromisoformat, dt.datetime.fromisoformat):
+                    try:
+                        return pd.Timestamp(parse(text)).tz_localize(None).normalize()
+                    except ValueError:
+                        continue
+            return None
+
+        parsed = pd.to_datetime(column.map(one))
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_localize(None)
+    return parsed.dt.normalize()
+
+
+def _parse_history_section(
+    top: _Table, base_dir: Path, nodes: Mapping[str, Node]
+) -> dict[str, Node]:
+    t = top.sub("demand_history", DEMAND_HISTORY_KEYS)
+    file = t.string("file", expected="a CSV or Parquet path relative to the scenario file")
+    mode = t.string("mode", "bootstrap", choices=HISTORY_MODES)
+    path = Path(file) if Path(file).is_absolute() else base_dir / file
+    history = load_demand_history(path, list(nodes), top.source)
+    out = dict(nodes)
+    for node_id, series in history.items():
+        node = nodes[node_id]
+        model = node.demand or DemandModel()
+        model = dataclasses.replace(
+            model, history=tuple(float(x) for x in series), history_mode=mode
+        )
+        out[node_id] = dataclasses.replace(node, demand=model)
+    return out
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+def parse_scenario(data: Mapping[str, Any], source: str, base_dir: Path) -> Scenario:
+    """Validate an already-parsed TOML document and build the :class:`Scenario`.
+
+    ``source`` names the file in errors (and becomes ``Scenario.source``); relative
+    paths in the file (the demand history) are resolved against ``base_dir``.
+    Raises :class:`ScenarioError` on the first problem found.
+    """
+    top = _Table(source, dict(data), "", TOP_LEVEL_KEYS)
+    default_name = Path(source.removeprefix(_BUILTIN_PREFIX)).stem or "scenario"
+    name = top.string("name", default_name, expected="a scenario name (a non-empty string)")
+    description = top.text("description", "")
+    horizon = top.integer("horizon_days", 365, minimum=1, expected="an integer >= 1 (days)")
+    start_date = _start_date(top)
+    lost_sales = top.boolean("lost_sales", False)
+    seed = top.integer("seed", 0, minimum=0)
+    warmup = top.integer(
+        "warmup_days",
+        0,
+        minimum=0,
+        maximum=horizon - 1,
+        expected=f"an integer >= 0 and below horizon_days ({horizon})",
+    )
+
+    organizations = [
+        _parse_organization(source, raw, i)
+        for i, raw in enumerate(top.array("organizations", "tables ([[organizations]])"))
+    ]
+    _check_unique(
+        source,
+        "organizations",
+        [f"organizations[{i}].id" for i in range(len(organizations))],
+        [o.id for o in organizations],
+    )
+    org_ids = {o.id for o in organizations}
+
+    raw_nodes = top.array("nodes", "tables ([[nodes]])")
+    if not raw_nodes:
+        raise top.error("nodes", "at least one [[nodes]] table", "none")
+    node_list = [_parse_node(source, raw, i) for i, raw in enumerate(raw_nodes)]
+    _check_unique(
+        source,
+        "nodes",
+        [f"nodes[{i}].id" for i in range(len(node_list))],
+        [n.id for n in node_list],
+    )
+    for node in node_list:
+        if node.organization not in org_ids:
+            raise ScenarioError(
+                source,
+                f"nodes[id={node.id}].organization",
+                "an organization declared in [[organizations]]",
+                _unknown(node.organization, org_ids),
+            )
+    nodes = {n.id: n for n in node_list}
+    if top.has("demand_history"):
+        nodes = _parse_history_section(top, base_dir, nodes)
+
+    lanes = [
+        _parse_lane(source, raw, i, nodes)
+        for i, raw in enumerate(top.array("lanes", "tables ([[lanes]])"))
+    ]
+    seen_lanes: dict[str, int] = {}
+    for i, lane in enumerate(lanes):
+        if lane.id in seen_lanes:
+            raise ScenarioError(
+                source,
+                f"lanes[{i}]",
+                f"one lane per source->destination pair (lanes[{seen_lanes[lane.id]}] "
+                "already links them)",
+                f'duplicate "{lane.id}"',
+            )
+        seen_lanes[lane.id] = i
+    _check_inbound(source, nodes, lanes)
+    _check_acyclic(source, nodes, lanes)
+    _check_items(source, nodes, lanes)
+    _check_reaches_demand(source, nodes, lanes)
+
+    transfers = [
+        _parse_transfer(source, raw, i, nodes)
+        for i, raw in enumerate(top.array("transfers", "tables ([[transfers]])"))
+    ]
+    seen_links: set[tuple[str, str]] = set()
+    for i, link in enumerate(transfers):
+        if (link.source, link.destination) in seen_links:
+            raise ScenarioError(
+                source,
+                f"transfers[{i}]",
+                "one transfer link per source->destination pair",
+                f'duplicate "{link.source}->{link.destination}"',
+            )
+        seen_links.add((link.source, link.destination))
+
+    lane_map = {lane.id: lane for lane in lanes}
+    outages = tuple(
+        _parse_outage(source, raw, i, nodes, lane_map)
+        for i, raw in enumerate(top.array("outages", "tables ([[outages]])"))
+    )
+    delays = tuple(
+        _parse_delay(source, raw, i, lane_map)
+        for i, raw in enumerate(top.array("delays", "tables ([[delays]])"))
+    )
+    regions = {n.region for n in nodes.values() if n.demand is not None}
+    surges = tuple(
+        _parse_surge(source, raw, i, regions)
+        for i, raw in enumerate(top.array("surges", "tables ([[surges]])"))
+    )
+
+    network = Network(
+        nodes=tuple(nodes.values()),
+        lanes=tuple(lanes),
+        organizations=tuple(organizations),
+        transfers=tuple(transfers),
+    )
+    return Scenario(
+        name=name,
+        network=network,
+        horizon_days=horizon,
+        start_date=start_date,
+        lost_sales=lost_sales,
+        seed=seed,
+        description=description,
+        outages=outages,
+        delays=delays,
+        surges=surges,
+        warmup_days=warmup,
+        source=source,
+    )
+
+
+def _start_date(top: _Table) -> str:
+    value = top.data.get("start_date", "2025-01-01")
+    expected = 'an ISO date "YYYY-MM-DD"'
+    if isinstance(value, dt.datetime):
+        raise top.error("start_date", expected, _describe(value))
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip()).isoformat()
+        except ValueError:
+            pass
+    raise top.error("start_date", expected, _describe(value))
+
+
+def _builtin_dir() -> Traversable:
+    return resources.files("fedinv").joinpath("scenarios")
+
+
+def builtin_scenarios() -> dict[str, str]:
+    """Built-in scenario names -> one-line descriptions (from ``fedinv/scenarios/*.toml``)."""
+    out: dict[str, str] = {}
+    entries = sorted(_builtin_dir().iterdir(), key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            description = str(data.get("description", ""))
+            out[entry.name.removesuffix(".toml")] = " ".join(description.split())
+    return out
+
+
+def _load_file(path: Path, source: str) -> Scenario:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(source, "<toml>", "a UTF-8 text file", str(exc)) from None
+    except OSError as exc:
+        raise ScenarioError(source, "<file>", "a readable file", str(exc)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(source, "<toml>", "valid TOML syntax", str(exc)) from None
+    return parse_scenario(data, source, path.parent)
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a built-in scenario by name (see :func:`builtin_scenarios`) or a ``.toml`` file.
+
+    A string without a path separator and without a ``.toml`` suffix is a built-in
+    name. Raises :class:`ScenarioError` for any problem with the file.
+    """
+    if (
+        isinstance(name_or_path, str)
+        and not any(c in name_or_path for c in "/\\")
+        and not (name_or_path.endswith(".toml"))
+    ):
+        entry = _builtin_dir().joinpath(f"{name_or_path}.toml")
+        if entry.is_file():
+            with resources.as_file(entry) as path:
+                return _load_file(path, f"{_BUILTIN_PREFIX}{name_or_path}")
+        if not Path(name_or_path).is_file():
+            names = ", ".join(builtin_scenarios()) or "none"
+            raise ScenarioError(
+                name_or_path,
+                "<file>",
+                f"a built-in scenario name ({names}) or a path to a .toml file",
+                "neither",
+            )
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ScenarioError(
+            str(path), "<file>", "an existing scenario file (.toml)", "no such file"
+        )
+    return _load_file(path, str(path))
