@@ -107,7 +107,7 @@ def compile_layout(network: Network, extra_delay_max: int = 0) -> Layout:
         dst_mat[m, lane_dst[m]] = 1.0
 
     def lane_item(m: int) -> str:
-        return "" if external[m] else nodes[lane_src[m]].item_name
+        return lanes[m].item if external[m] else nodes[lane_src[m]].item_name
 
     # Component slots of BOM nodes, contiguous per node.
     comp_node, comp_bom, comp_items, comp_starts, bom_nodes = [], [], [], [], []
@@ -143,8 +143,9 @@ def compile_layout(network: Network, extra_delay_max: int = 0) -> Layout:
     # Shares among lanes that bring the same item into the same node.
     share = np.array([max(ln.order_share, 0.0) for ln in lanes], f)
     groups: dict[tuple[int, str], list[int]] = {}
-    for m in range(n_lanes):
-        groups.setdefault((lane_dst[m], lane_item(m)), []).append(m)
+    for m in range(n_lanes):  # without a BOM, every inbound lane brings the same product
+        key = lane_item(m) if nodes[lane_dst[m]].bill_of_materials else ""
+        groups.setdefault((lane_dst[m], key), []).append(m)
     for members in groups.values():
         total = share[members].sum()
         share[members] = share[members] / total if total > 0 else 1.0 / len(members)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -26,7 +26,7 @@ EXTERNAL = "external"
 """Source id of a lane fed by an outside vendor with unlimited stock (raw material)."""
 
 
-class Tier(str, Enum):
+class Tier(StrEnum):
     """Tier of a node in the network."""
 
     SUPPLIER = "supplier"
@@ -212,6 +212,9 @@ class Lane:
     """$ per day with a positive order on this lane."""
     order_share: float = 1.0
     """Share of a node's need for this lane's item ordered on this lane (split sourcing)."""
+    item: str = ""
+    """Item a lane from ``external`` brings (needed into an assembling node); a lane from a
+    node carries that node's item."""
 
     @property
     def id(self) -> str:

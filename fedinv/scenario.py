@@ -119,7 +119,8 @@ DEMAND_PARAMS: dict[str, tuple[str, ...]] = {
 """Parameters each demand distribution uses (calendar fields are allowed with all)."""
 
 LEAD_TIME_RULE = (
-    "lead times are whole days >= 1, because an order placed at the end of a day arrives at the earliest the next morning"
+    "lead times are whole days >= 1, because an order placed at the end of a day "
+    "arrives at the earliest the next morning"
 )
 
 _REQUIRED: Any = object()
@@ -525,6 +526,10 @@ def _parse_lane(source: str, raw: object, index: int, nodes: Mapping[str, Node])
         raise t.error("destination", "a declared node id", _unknown(dst, nodes))
     if dst == src:
         raise t.error("destination", "a node other than the source", f'"{dst}"')
+    item = t.string("item", expected="an item name") if t.has("item") else ""
+    if item and src != EXTERNAL:
+        raise t.error("item", f'no item on a lane from a node (it carries "{src}"\'s item); '
+                      f'item names what a lane from "{EXTERNAL}" brings', f'"{item}"')
     return Lane(
         source=src,
         destination=dst,
@@ -537,6 +542,7 @@ def _parse_lane(source: str, raw: object, index: int, nodes: Mapping[str, Node])
         min_monthly_commitment=t.number("min_monthly_commitment", 0.0),
         fixed_order_cost=t.number("fixed_order_cost", 0.0),
         order_share=t.number("order_share", 1.0, maximum=1.0),
+        item=item,
     )
 
 
@@ -693,15 +699,15 @@ def _check_items(source: str, nodes: Mapping[str, Node], lanes: list[Lane]) -> N
         if node.bill_of_materials:
             for i in inbound[node_id]:
                 lane = lanes[i]
-                if lane.source == EXTERNAL:
+                if lane.source == EXTERNAL and lane.item not in node.bill_of_materials:
                     raise ScenarioError(
                         source,
-                        f"lanes[{i}].source",
-                        f'a supplier of a bill_of_materials item of "{node_id}" (an assembling '
-                        f'node is not fed from "{EXTERNAL}": model the vendor as a supplier node)',
-                        f'"{EXTERNAL}"',
+                        f"lanes[{i}].item",
+                        f'the bill_of_materials item of "{node_id}" that this lane from '
+                        f'"{EXTERNAL}" brings ({", ".join(node.bill_of_materials)})',
+                        f'"{lane.item}"' if lane.item else "no item",
                     )
-                item = nodes[lane.source].item_name
+                item = lane.item if lane.source == EXTERNAL else nodes[lane.source].item_name
                 if item not in node.bill_of_materials:
                     raise ScenarioError(
                         source,
@@ -719,15 +725,13 @@ def _check_items(source: str, nodes: Mapping[str, Node], lanes: list[Lane]) -> N
                         f'an inbound lane from a node whose item is "{item}"',
                         "no such lane",
                     )
-        else:  # one ordering stream per source item, as the simulator splits orders
-            for i in inbound[node_id]:
-                src = lanes[i].source
-                groups.setdefault("" if src == EXTERNAL else nodes[src].item_name, []).append(i)
+        else:  # without a bill of materials every inbound lane brings the same product
+            groups[""] = list(inbound[node_id])
         for item, members in groups.items():
             total = sum(lanes[i].order_share for i in members)
             if abs(total - 1.0) > 1e-6:
                 shares = " + ".join(f"{lanes[i].order_share:g}" for i in members)
-                which = f'supplying "{item}" to' if item else f'from "{EXTERNAL}" into'
+                which = f'supplying "{item}" to' if item else "into"
                 raise ScenarioError(
                     source,
                     f"lanes[{members[-1]}].order_share",

@@ -510,9 +510,18 @@ def test_inbound_lane_item_not_in_bom(tmp_path: Path) -> None:
     assert '"screen"' in err.got
 
 
-def test_external_lane_into_bom_node(tmp_path: Path) -> None:
+def test_external_lane_into_bom_node_must_name_a_bom_item(tmp_path: Path) -> None:
     text = BOM_BASE + '\n[[lanes]]\nsource = "external"\ndestination = "M"\n'
-    expect_error(tmp_path, text, "lanes[5].source", "not fed from", "supplier node")
+    expect_error(tmp_path, text, "lanes[5].item", "bill_of_materials item")
+    named = text + 'item = "gravel"\n'
+    expect_error(tmp_path, named, "lanes[5].item", "bill_of_materials item")
+
+
+def test_item_only_on_external_lanes(tmp_path: Path) -> None:
+    text = sub(
+        BASE, 'source = "S"\ndestination = "D1"', 'source = "S"\ndestination = "D1"\nitem = "x"'
+    )
+    expect_error(tmp_path, text, "lanes[1].item", "no item on a lane from a node")
 
 
 def test_bom_only_on_manufacturers(tmp_path: Path) -> None:
@@ -556,10 +565,11 @@ order_share = 0.4
 
 
 def test_order_shares_into_a_node_without_bom_sum_to_one(tmp_path: Path) -> None:
+    # without a bill of materials every inbound lane brings the same product, whatever
+    # the sources' item names
     text = sub(BASE, 'id = "S"\n', 'id = "S"\nitem = "widget"\n')
-    text = sub(text, 'id = "D2"\n', 'id = "D2"\nitem = "widget"\n')
     text += '\n[[lanes]]\nsource = "D2"\ndestination = "D1"\norder_share = 0.2\n'
-    err = expect_error(tmp_path, text, "lanes[3].order_share", '"widget" to "D1" that sum to 1')
+    err = expect_error(tmp_path, text, "lanes[3].order_share", 'into "D1" that sum to 1')
     assert err.got == "1 + 0.2 = 1.2"
     text = sub(
         text,
@@ -569,7 +579,7 @@ def test_order_shares_into_a_node_without_bom_sum_to_one(tmp_path: Path) -> None
     assert load_scenario(write(tmp_path, text, "ok.toml")).network.lanes[1].order_share == 0.8
     # a single lane (here the external one) must carry the whole stream
     text = sub(BASE, 'destination = "S"\n', 'destination = "S"\norder_share = 0.5\n')
-    expect_error(tmp_path, text, "lanes[0].order_share", 'from "external" into "S"')
+    expect_error(tmp_path, text, "lanes[0].order_share", 'into "S"')
 
 
 # ----------------------------------------------------------------- lead times
