@@ -218,6 +218,9 @@ class Lane:
 
     @property
     def id(self) -> str:
+        """``SOURCE->DESTINATION``; ``external:ITEM->DESTINATION`` for a named external item."""
+        if self.item:
+            return f"{self.source}:{self.item}->{self.destination}"
         return f"{self.source}->{self.destination}"
 
 

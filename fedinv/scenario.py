@@ -1057,7 +1057,8 @@ def parse_scenario(data: Mapping[str, Any], source: str, base_dir: Path) -> Scen
             raise ScenarioError(
                 source,
                 f"lanes[{i}]",
-                f"one lane per source->destination pair (lanes[{seen_lanes[lane.id]}] "
+                f"one lane per source->destination pair, and item for external lanes "
+                f"(lanes[{seen_lanes[lane.id]}] "
                 "already links them)",
                 f'duplicate "{lane.id}"',
             )
