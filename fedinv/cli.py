@@ -184,6 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_tune)
 
+    data = commands.add_parser("data", help="organizations' private data folders",
+                               description="Organizations' private data (docs/federation.md).")
+    data_actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = data_actions.add_parser(
+        "export", help="simulate one history and write each organization's own files",
+        description="Simulate one history of a scenario under a reference policy and write, "
+        "per organization, DIR/ORG/{scenario.toml,demand.csv,leadtimes.csv,inventory.csv}.")
+    p.add_argument("--scenario", required=True, metavar="NAME|FILE",
+                   help="built-in scenario name or path to a .toml file")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    p.add_argument("--policy", choices=POLICY_NAMES, default="base-stock",
+                   help="reference policy of the history (default base-stock, textbook levels)")
+    p.add_argument("--days", type=days_t, metavar="N", help="days of history (default: horizon)")
+    p.add_argument("--seed", type=seed_t, metavar="S", help="override the scenario seed")
+    p.set_defaults(func=cmd_data_export)
+
     bench = commands.add_parser("bench", help="benchmarks", description="Benchmarks.")
     kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
     p = kinds.add_parser(
@@ -739,4 +755,17 @@ def cmd_bench_sim(args: argparse.Namespace) -> int:
                      for r in rows]))
     else:
         print_bench(rows, _stdout())
+    return 0
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    """``fedinv data export``: one folder of private data per organization."""
+    from fedinv.orgdata import export_private_data
+    from fedinv.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    folders = export_private_data(scenario, args.out, policy=args.policy, days=args.days,
+                                  seed=args.seed)
+    for org, folder in folders.items():
+        print(f"{org}: {folder}")
     return 0
