@@ -17,7 +17,10 @@ Definitions (per replication; days before ``warmup_days`` are left out):
     (``bullwhip_<tier>``); ``order_variability``: std of the day-to-day change of a
     node's orders, averaged over nodes;
   * violations of released orders: ``violations_per_month`` (count) and their magnitudes
-    (``capacity_violation_units``, ``budget_violation_dollars``, ...).
+    (``capacity_violation_units``, ``budget_violation_dollars``, ...);
+  * hybrid mode (:func:`projection_metrics`): how far the safety layer moved the
+    proposals (``projection_l1_per_day``), its latency (``solve_ms_median``,
+    ``solve_ms_p95``), ``solved_share`` and ``relaxations``.
 Statistics over replications: mean and the half-width of a Student-t 95% interval.
 """
 
@@ -82,6 +85,26 @@ def replication_metrics(records: dict[str, np.ndarray], layout: Layout,
     frame = pd.DataFrame(out)
     frame.index.name = "replication"
     return frame
+
+
+def projection_metrics(records: dict[str, np.ndarray], warmup_days: int = 0) -> pd.DataFrame:
+    """Hybrid mode, per replication (days after the warm-up): ``projection_l1_per_day``
+    (mean weighted L1 distance between released orders and proposals, units/day),
+    ``solve_ms_median`` / ``solve_ms_p95`` (wall ms of the daily safety-layer call, over
+    days), ``solved_share`` (share of days the program was solved: proposals
+    infeasible) and ``relaxations`` (count of relaxed constraints), from the records
+    ``info.*`` ``[D, B]`` that :func:`fedinv.run.run_records` collects."""
+    def col(name: str) -> np.ndarray:
+        return records["info." + name][warmup_days:]
+
+    ms = col("solve_ms")
+    return pd.DataFrame({
+        "projection_l1_per_day": col("projection_l1").mean(axis=0),
+        "solve_ms_median": np.median(ms, axis=0),
+        "solve_ms_p95": np.percentile(ms, 95, axis=0),
+        "solved_share": col("solved").mean(axis=0),
+        "relaxations": col("relaxations").sum(axis=0),
+    })
 
 
 def node_metrics(records: dict[str, np.ndarray], layout: Layout,

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fedinv.exogenous import Exogenous
-from fedinv.metrics import monthly_metrics, node_metrics, replication_metrics, summarize
+from fedinv.metrics import (
+    monthly_metrics,
+    node_metrics,
+    projection_metrics,
+    replication_metrics,
+    summarize,
+)
 from fedinv.network import Scenario
 from fedinv.simulator import RECORD_FIELDS, Simulator
 
+MODES = ("pure", "hybrid")
+"""``pure``: proposals are released; ``hybrid``: the safety layer's orders are."""
 DAILY_COLUMNS = ("on_hand", "backlog", "demand", "filled", "lost", "ordered", "orders_received",
                  "shipped", "in_transit", "holding_cost", "penalty_cost", "purchase_cost",
                  "shipping_cost", "ordering_cost", "transfer_cost", "total_cost", "violations")
@@ -33,20 +42,43 @@ class SimulationResult:
     summary: pd.DataFrame
     nodes: pd.DataFrame
     monthly: pd.DataFrame
+    mode: str = "pure"
+    relaxations: pd.DataFrame | None = None
+    """Hybrid mode: one row per relaxed constraint (:func:`relaxation_frame`)."""
+
+
+INFO_PREFIX = "info."
+"""Records key prefix of a policy's per-day ``Decision.info`` arrays (``[D, B]``)."""
 
 
 def run_records(sim: Simulator, policy, replications: Sequence[int],
-                on_day: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Step ``policy`` through the horizon on a batch; records ``[D, B, N]`` per field."""
+                on_day: Callable[[int], None] | None = None,
+                logs: dict[str, list] | None = None) -> dict[str, np.ndarray]:
+    """Step ``policy`` through the horizon on a batch; records ``[D, B, N]`` per field.
+
+    ``Decision.info`` entries that are numeric ``[B]`` arrays become records
+    ``info.<key>`` of shape ``[D, B]`` (e.g. ``info.projection_l1`` in hybrid mode);
+    other entries (e.g. ``relaxation_log``) are appended per day to ``logs[key]`` when
+    ``logs`` is given."""
     state, exo = sim.reset(replications)
     days = sim.days
     out: dict[str, np.ndarray] = {}
     for t in range(days):
-        state, rec = sim.step(state, exo, policy.act(state))
+        decision = policy.act(state)
+        state, rec = sim.step(state, exo, decision)
         if not out:
             out = {k: np.empty((days,) + rec[k].shape) for k in RECORD_FIELDS}
         for k in RECORD_FIELDS:
             out[k][t] = rec[k]
+        for key, value in (getattr(decision, "info", None) or {}).items():
+            arr = np.asarray(value) if isinstance(value, np.ndarray) else None
+            if arr is not None and arr.shape == (exo.batch,) and arr.dtype.kind in "biuf":
+                name = INFO_PREFIX + key
+                if name not in out:
+                    out[name] = np.full((days, exo.batch), np.nan)
+                out[name][t] = arr
+            elif logs is not None:
+                logs.setdefault(key, []).append(value)
         if on_day is not None:
             on_day(t)
     out["_month"] = np.asarray(exo.calendar.month)
@@ -69,27 +101,47 @@ def mean_cost_per_day(sim: Simulator, policy, replications: Sequence[int],
 
 def simulate(scenario: Scenario, policy_factory, replications: int = 10, seed: int | None = None,
              days: int | None = None, first_replication: int = 0,
-             progress: bool = False) -> SimulationResult:
+             progress: bool = False, mode: str = "pure", solver: str = "pyomo",
+             projector_options: Mapping[str, Any] | None = None) -> SimulationResult:
     """Simulate ``replications`` replications (indices ``first_replication..``) of
     ``scenario`` (seed overridden by ``seed``) for ``days`` days under the policy that
-    ``policy_factory(layout)`` builds."""
+    ``policy_factory(layout)`` builds.
+
+    ``mode``: ``pure`` releases the proposals; ``hybrid`` releases what the safety layer
+    (:mod:`fedinv.hybrid`, backend ``solver``: ``pyomo`` or ``highspy``) returns, adds
+    the per-replication metrics of :func:`fedinv.metrics.projection_metrics` and keeps
+    the relaxed constraints in ``result.relaxations``."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if seed is not None:
         scenario = replace(scenario, seed=int(seed))
     sim = Simulator(scenario, days=days)
     policy = policy_factory(sim.layout)
+    if mode == "hybrid":
+        from fedinv.hybrid import Projected, make_projector
+
+        policy = Projected(policy, make_projector(sim.layout, solver, outages=scenario.outages,
+                                                  **dict(projector_options or {})))
     reps = tuple(range(first_replication, first_replication + replications))
+    logs: dict[str, list] = {}
     if progress:
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
             task = bar.add_task(f"simulating {scenario.name} ({policy.name})", total=sim.days)
-            records = run_records(sim, policy, reps, on_day=lambda t: bar.advance(task))
+            records = run_records(sim, policy, reps, on_day=lambda t: bar.advance(task),
+                                  logs=logs)
     else:
-        records = run_records(sim, policy, reps)
+        records = run_records(sim, policy, reps, logs=logs)
     month = records.pop("_month")
     lay = sim.layout
     warm = min(scenario.warmup_days, sim.days - 2)
     per_rep = replication_metrics(records, lay, warm)
+    relaxations = None
+    if mode == "hybrid":
+        per_rep = per_rep.join(projection_metrics(records, warm))
+        relaxations = relaxation_frame(logs.get("relaxation_log", []), reps,
+                                       _dates(scenario.start_date, sim.days))
     per_rep.index = pd.Index(reps, name="replication")
     daily = daily_frame(records, lay.node_ids, reps, np.asarray(
         _dates(scenario.start_date, sim.days)))
@@ -99,7 +151,21 @@ def simulate(scenario: Scenario, policy_factory, replications: int = 10, seed: i
     if len(monthly):
         monthly["replication"] = np.asarray(reps)[monthly["replication"].to_numpy()]
     return SimulationResult(scenario, policy.name, reps, sim.days, daily, per_rep,
-                            summarize(per_rep), nodes, monthly)
+                            summarize(per_rep), nodes, monthly, mode, relaxations)
+
+
+RELAXATION_COLUMNS = ("replication", "day", "date", "kind", "target", "amount", "unit",
+                      "reason")
+
+
+def relaxation_frame(log: Sequence[Sequence[Any]], reps: Sequence[int],
+                     dates: np.ndarray) -> pd.DataFrame:
+    """One row per :class:`fedinv.hybrid.Relaxation` in the per-day ``log``, with the
+    replication index (not the batch row) and the date: :data:`RELAXATION_COLUMNS`."""
+    rows = [{"replication": int(reps[r.replication]), "day": r.day, "date": dates[r.day],
+             "kind": r.kind, "target": r.target, "amount": r.amount, "unit": r.unit,
+             "reason": r.reason} for day in log for r in day]
+    return pd.DataFrame(rows, columns=list(RELAXATION_COLUMNS))
 
 
 def daily_frame(records: dict[str, np.ndarray], node_ids: Sequence[str],

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -101,8 +102,10 @@ class Decision:
 
     orders: np.ndarray
     transfers: np.ndarray | None = None
-    info: dict[str, np.ndarray] | None = None
-    """Per-replication diagnostics of the decision (e.g. projection distance, solve ms)."""
+    info: dict[str, Any] | None = None
+    """Diagnostics of the decision: ``[B]`` arrays per replication (e.g. projection
+    distance, solve ms; ``fedinv.run.run_records`` records them) and other objects (e.g.
+    the safety layer's ``relaxation_log``)."""
 
 
 RECORD_FIELDS = (

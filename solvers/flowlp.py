@@ -1,0 +1,288 @@
+"""A linear network-flow model of ``K`` simulated days, shared by the rolling-horizon LP
+policy (:mod:`solvers.rolling`) and the perfect-information bound (:mod:`solvers.bound`).
+
+Variables per day ``k`` (all >= 0, units): new orders ``o[k, l]``, shipments
+``s[k, l]`` (within transport capacity), orders still owed ``w[k, l]``, end-of-day on
+hand ``h[k, i]``, customer sales ``q[k, i]`` and backlog ``b[k, i]`` (or lost sales),
+component stock ``c[k, j]``, assembly ``a[k, i]`` (within capacity) and lateral
+transfers ``t[k, x]``. The day follows the simulator (docs/model.md): shipments placed
+on day ``k`` with lead time ``L[k, l]`` arrive on day ``k + L``; arrivals and assembly
+come before sales; everything not sold or shipped stays on hand.
+
+    w[k]  = w[k-1] + o[k] - s[k]                       (what upstream still owes)
+    h[k]  = h[k-1] + arrivals[k] + a[k] - q[k] - out-shipments[k] - transfers out[k]
+            + transfers landing[k]
+    b[k]  = b[k-1] + d[k] - q[k]       (lost sales: lost[k] = d[k] - q[k])
+    c[k]  = c[k-1] + component arrivals[k] - bom x a[k]
+    sum of external shipments into a supplier <= capacity x f     (production)
+    sum of shipments out of a node <= capacity x f                (shipping nodes, and any
+                                                                   node in an outage)
+
+Cost (days with weight 1): holding on ``h``, ``c`` and units in transit, backorder or
+lost-sale penalty, the owing node's penalty on internal owed orders, external purchase
+and shipping cost on orders, transfer cost -- the simulator's ``total_cost`` without the
+fixed ordering cost (a relaxation: it needs binaries). Budgets, storage, lot sizes and
+contracts are not physics in the simulator (they are counted, not enforced) and are left
+out. Quantities are continuous. Solved with HiGHS (highspy), matrix built in numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedinv.hybrid import SolverError
+from fedinv.layout import OUTPUT_PRODUCTION, OUTPUT_SHIPPING, Layout
+
+
+@dataclass
+class FlowInputs:
+    """Data of one replication over ``K`` days (arrays ``[K, ...]``)."""
+
+    demand: np.ndarray  # [K, N] units (0 at non-customer nodes)
+    lead: np.ndarray  # [K, M] int days >= 1, lead time of a shipment placed that day
+    node_factor: np.ndarray  # [K, N] capacity fraction
+    lane_factor: np.ndarray  # [K, M] transport-capacity fraction
+    weight: np.ndarray  # [K] 1 for days whose cost counts, 0 otherwise
+    on_hand: np.ndarray  # [N] before day 0's events (or after, see day0_events)
+    components: np.ndarray  # [C]
+    backlog: np.ndarray  # [N]
+    owed: np.ndarray  # [M]
+    arrivals: np.ndarray  # [K, M] units already shipped that land on day k
+    transfers_landing: np.ndarray  # [K, N] units of earlier transfers landing on day k
+    day0_events: bool = True
+    """True: day 0 has arrivals, assembly and demand (the bound, from the initial state);
+    False: day 0's demand is past, only its orders and shipments are planned (rolling)."""
+    floor: np.ndarray | None = None
+    """[K, N] safety-stock targets (units): end-of-day on hand below them costs
+    ``floor_penalty`` per unit-day (the rolling LP's buffer; None: none)."""
+    floor_penalty: np.ndarray | None = None  # [N] $ per unit-day below the floor
+
+
+@dataclass
+class FlowSolution:
+    orders: np.ndarray  # [K, M]
+    shipments: np.ndarray  # [K, M]
+    transfers: np.ndarray  # [K, T]
+    cost: float  # $ over the weighted days
+    status: str
+
+
+class _Vars:
+    def __init__(self) -> None:
+        self.n = 0
+        self.lo: list[np.ndarray] = []
+        self.hi: list[np.ndarray] = []
+        self.cost: list[np.ndarray] = []
+
+    def add(self, shape: tuple[int, ...], hi: np.ndarray | float = np.inf,
+            cost: np.ndarray | float = 0.0) -> np.ndarray:
+        size = int(np.prod(shape))
+        idx = np.arange(self.n, self.n + size).reshape(shape)
+        self.n += size
+        self.lo.append(np.zeros(size))
+        self.hi.append(np.broadcast_to(np.asarray(hi, float), shape).ravel().copy())
+        self.cost.append(np.broadcast_to(np.asarray(cost, float), shape).ravel().copy())
+        return idx
+
+
+class _Rows:
+    def __init__(self) -> None:
+        self.n = 0
+        self.ri: list[np.ndarray] = []
+        self.ci: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+        self.lo: list[np.ndarray] = []
+        self.hi: list[np.ndarray] = []
+
+    def add(self, shape: tuple[int, ...], lo: np.ndarray | float,
+            hi: np.ndarray | float) -> np.ndarray:
+        size = int(np.prod(shape))
+        idx = np.arange(self.n, self.n + size).reshape(shape)
+        self.n += size
+        self.lo.append(np.broadcast_to(np.asarray(lo, float), shape).ravel().copy())
+        self.hi.append(np.broadcast_to(np.asarray(hi, float), shape).ravel().copy())
+        return idx
+
+    def coef(self, rows: np.ndarray, cols: np.ndarray, val: np.ndarray | float) -> None:
+        rows, cols, val = np.broadcast_arrays(rows, cols, np.asarray(val, float))
+        keep = val != 0
+        self.ri.append(rows[keep].ravel())
+        self.ci.append(cols[keep].ravel())
+        self.v.append(val[keep].ravel())
+
+
+def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
+               time_limit: float = 600.0) -> FlowSolution:
+    """Build and solve the flow LP of ``data``; :class:`SolverError` unless optimal."""
+    lay = layout
+    k_days = data.demand.shape[0]
+    n, m, nc = lay.num_nodes, lay.num_lanes, lay.num_components
+    t_links = lay.num_transfers
+    w = np.asarray(data.weight, float)
+    days = np.arange(k_days)
+    cust = np.flatnonzero(lay.customer)
+    bom_nodes = lay.bom_nodes
+    internal = ~lay.external
+    var, row = _Vars(), _Rows()
+
+    # costs
+    ext_cost = np.where(lay.external, lay.price, 0.0) + lay.shipping_cost
+    lead = np.maximum(np.asarray(data.lead, int), 1)
+    cum = np.concatenate([[0.0], np.cumsum(w)])
+    end = np.minimum(days[:, None] + lead, k_days)  # in transit at end of days k..k+L-1
+    transit_days = cum[end] - cum[days][:, None]
+    owed_pen = np.where(internal, lay.penalty[np.maximum(lay.lane_src, 0)], 0.0)
+
+    o = var.add((k_days, m), cost=w[:, None] * ext_cost)
+    s = var.add((k_days, m), hi=lay.transport_cap * data.lane_factor,
+                cost=transit_days * lay.transit_holding)
+    ow = var.add((k_days, m), cost=w[:, None] * owed_pen)
+    h = var.add((k_days, n), cost=w[:, None] * lay.holding)
+    q_hi = np.full((k_days, len(cust)), np.inf)
+    if not data.day0_events:
+        q_hi[0] = 0.0
+    q = var.add((k_days, len(cust)), hi=q_hi)
+    b = var.add((k_days, len(cust)), cost=w[:, None] * lay.penalty[cust])
+    c = var.add((k_days, nc), cost=w[:, None] * lay.comp_holding) if nc else None
+    a = None
+    if len(bom_nodes):
+        a_hi = lay.capacity[bom_nodes] * data.node_factor[:, bom_nodes]
+        if not data.day0_events:
+            a_hi[0] = 0.0
+        a = var.add((k_days, len(bom_nodes)), hi=a_hi)
+    tr = None
+    if t_links:
+        t_end = np.minimum(days[:, None] + lay.transfer_lead, k_days)
+        t_transit = cum[t_end] - cum[days][:, None]
+        tr = var.add((k_days, t_links), hi=lay.transfer_cap,
+                     cost=w[:, None] * lay.transfer_cost
+                     + t_transit * lay.holding[lay.transfer_src])
+
+    # safety-stock floors: h[k] + short[k] >= floor[k]
+    if data.floor is not None:
+        fl = np.asarray(data.floor, float)
+        at = np.flatnonzero((fl > 0).any(axis=0))
+        if len(at):
+            short = var.add((k_days, len(at)), cost=w[:, None] * data.floor_penalty[at])
+            rf = row.add((k_days, len(at)), fl[:, at], np.inf)
+            row.coef(rf, h[:, at], 1.0)
+            row.coef(rf, short, 1.0)
+
+    # owed: w[k] - w[k-1] - o[k] + s[k] = owed0 (k = 0)
+    r = row.add((k_days, m), np.where(days[:, None] == 0, data.owed, 0.0),
+                np.where(days[:, None] == 0, data.owed, 0.0))
+    row.coef(r, ow, 1.0)
+    row.coef(r[1:], ow[:-1], -1.0)
+    row.coef(r, o, -1.0)
+    row.coef(r, s, 1.0)
+
+    # node balance: h[k] - h[k-1] - arrivals - assembly + sales + out + transfers out
+    #               - transfers landing = pre-arrivals (+ h0 on day 0)
+    feeds_stock = lay.lane_comp < 0
+    pre = data.arrivals[:, feeds_stock] @ lay.dst_mat[feeds_stock]
+    rhs = pre + data.transfers_landing
+    rhs[0] += data.on_hand
+    rn = row.add((k_days, n), rhs, rhs)
+    row.coef(rn, h, 1.0)
+    row.coef(rn[1:], h[:-1], -1.0)
+    row.coef(rn[:, cust], q, 1.0)
+    src = np.maximum(lay.lane_src, 0)
+    row.coef(rn[:, src[internal]], s[:, internal], 1.0)
+    kk, ll = np.meshgrid(days, np.arange(m), indexing="ij")
+    land = kk + lead
+    ok = land < k_days
+    stock_lane = ok & feeds_stock[None, :]
+    row.coef(rn[land[stock_lane], lay.lane_dst[ll[stock_lane]]], s[kk[stock_lane],
+                                                                    ll[stock_lane]], -1.0)
+    if a is not None:
+        row.coef(rn[:, bom_nodes], a, -1.0)
+    if tr is not None:
+        row.coef(rn[:, lay.transfer_src], tr, 1.0)
+        tk, tx = np.meshgrid(days, np.arange(t_links), indexing="ij")
+        tland = tk + lay.transfer_lead[tx]
+        tok = tland < k_days
+        row.coef(rn[tland[tok], lay.transfer_dst[tx[tok]]], tr[tk[tok], tx[tok]], -1.0)
+
+    # customers: backlog (or lost) + sales = demand (+ backlog0 on day 0)
+    d = data.demand[:, cust].copy()
+    if not data.day0_events:
+        d[0] = 0.0
+    d[0] += data.backlog[cust]
+    rb = row.add((k_days, len(cust)), d, d)
+    row.coef(rb, b, 1.0)
+    row.coef(rb, q, 1.0)
+    if not lost_sales:
+        row.coef(rb[1:], b[:-1], -1.0)
+
+    # components: c[k] - c[k-1] - arrivals + bom a = pre-arrivals (+ c0 on day 0)
+    if c is not None:
+        comp_lane = ~feeds_stock
+        comp_mat = np.zeros((m, nc))
+        comp_mat[np.flatnonzero(comp_lane), lay.lane_comp[comp_lane]] = 1.0
+        crhs = data.arrivals @ comp_mat
+        crhs[0] += data.components
+        rc = row.add((k_days, nc), crhs, crhs)
+        row.coef(rc, c, 1.0)
+        row.coef(rc[1:], c[:-1], -1.0)
+        cl = ok & comp_lane[None, :]
+        row.coef(rc[land[cl], lay.lane_comp[ll[cl]]], s[kk[cl], ll[cl]], -1.0)
+        if a is not None:
+            slot_of = np.searchsorted(bom_nodes, lay.comp_node)
+            row.coef(rc, a[:, slot_of], lay.comp_bom)
+
+    # production: external shipments into a supplier <= capacity x f
+    prod = np.flatnonzero((lay.output_kind == OUTPUT_PRODUCTION) & np.isfinite(lay.capacity))
+    if len(prod):
+        cap = lay.capacity[prod] * data.node_factor[:, prod]
+        rp = row.add((k_days, len(prod)), -np.inf, cap)
+        for j, i in enumerate(prod):
+            lanes_i = np.flatnonzero(lay.external & (lay.lane_dst == i))
+            row.coef(rp[:, j][:, None], s[:, lanes_i], 1.0)
+    # output: shipments out of a node <= capacity x f (shipping nodes; any node in outage)
+    f = data.node_factor
+    out_cap = np.where((lay.output_kind == OUTPUT_SHIPPING) | (f < 1.0), lay.capacity * f,
+                       np.inf)
+    has_out = np.array([(internal & (lay.lane_src == i)).any() for i in range(n)])
+    limited = np.flatnonzero(np.isfinite(out_cap).any(axis=0) & has_out)
+    if len(limited):
+        ro = row.add((k_days, len(limited)), -np.inf, out_cap[:, limited])
+        for j, i in enumerate(limited):
+            lanes_i = np.flatnonzero(internal & (lay.lane_src == i))
+            row.coef(ro[:, j][:, None], s[:, lanes_i], 1.0)
+
+    return _solve(var, row, o, s, tr, k_days, m, t_links, time_limit)
+
+
+def _solve(var: _Vars, row: _Rows, o, s, tr, k_days, m, t_links, time_limit) -> FlowSolution:
+    try:
+        import highspy
+    except ImportError as exc:
+        raise SolverError(f"highspy is not installed: {exc}") from None
+    from solvers.projection import _quiet_stdout
+
+    ncol = var.n
+    lo, hi, cost = (np.concatenate(x) for x in (var.lo, var.hi, var.cost))
+    rows = np.concatenate(row.ri)
+    cols = np.concatenate(row.ci)
+    vals = np.concatenate(row.v)
+    order = np.lexsort((cols, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(row.n)).astype(np.int32)
+    with _quiet_stdout():
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit))
+    h.addVars(ncol, lo, hi)
+    h.changeColsCost(ncol, np.arange(ncol, dtype=np.int32), cost)
+    h.addRows(row.n, np.concatenate(row.lo), np.concatenate(row.hi), len(vals), starts,
+              cols.astype(np.int32), vals)
+    h.run()
+    status = h.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise SolverError(f"flow LP: HiGHS status {h.modelStatusToString(status)}")
+    x = np.asarray(h.getSolution().col_value)
+    return FlowSolution(orders=x[o], shipments=x[s],
+                        transfers=x[tr] if tr is not None else np.zeros((k_days, 0)),
+                        cost=float(h.getInfo().objective_function_value), status="optimal")
