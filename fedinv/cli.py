@@ -1,4 +1,4 @@
-"""The ``fedinv`` command line: scenarios, simulate, tune, bench (reference: docs/cli.md).
+"""The ``fedinv`` command line: scenarios, simulate, tune, train, bench (docs/cli.md).
 
 Errors in the input (unknown scenario or node, malformed params or scenario file, bad
 numbers) print one line ``fedinv: error: ...`` on stderr and exit with status 2;
@@ -34,6 +34,10 @@ EXIT_USAGE = 2
 OUTPUT_FILES = ("daily.parquet", "per_replication.csv", "summary.csv", "nodes.csv",
                 "monthly.csv", "params.json", "run.json")
 """What ``simulate --out DIR`` writes."""
+LEARNED_POLICIES = ("dqn",)
+"""Policies loaded from a checkpoint (``simulate --policy dqn --checkpoint PATH``)."""
+ALGOS = ("dqn",)
+"""Learning algorithms of ``fedinv train --algo``."""
 
 
 class CliError(Exception):
@@ -65,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ScenarioError, ValueError, OSError) as exc:
         _error(str(exc))
         return EXIT_USAGE
+    except RuntimeError as exc:
+        from fedinv.hybrid import SolverError
+
+        if not isinstance(exc, SolverError):
+            raise
+        _error(f"solver: {exc}")
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -117,7 +128,9 @@ def _batch_list(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every command."""
     from fedinv.bench import DEFAULT_BATCHES, DEFAULT_POLICY, DEFAULT_SCENARIO
+    from fedinv.hybrid import BACKENDS, OPTIMIZATION_POLICIES
     from fedinv.policies import POLICY_NAMES
+    from fedinv.run import MODES
 
     days_t, reps_t, seed_t = _int_at_least(2), _int_at_least(1), _int_at_least(0)
     parser = argparse.ArgumentParser(
@@ -145,7 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="simulate a classical policy and report its metrics",
         description="Simulate a policy on held-out replications 0..R-1 and report the "
         "metrics (mean and 95% interval half-width over replications).")
-    _scenario_policy_args(p, POLICY_NAMES)
+    _scenario_policy_args(p, (*POLICY_NAMES, *LEARNED_POLICIES, *OPTIMIZATION_POLICIES))
+    p.add_argument("--checkpoint", type=Path, metavar="PATH",
+                   help="with --policy dqn: a checkpoint written by fedinv train")
+    p.add_argument("--mode", choices=MODES, default="pure",
+                   help="pure: release the proposals; hybrid: release what the Pyomo/HiGHS "
+                   "safety layer returns (docs/hybrid.md; default pure)")
+    p.add_argument("--solver", choices=BACKENDS, default="pyomo",
+                   help="with --mode hybrid: pyomo (persistent HiGHS) or highspy (default pyomo)")
     p.add_argument("--params", metavar="JSON|FILE",
                    help='per-node policy parameters: a JSON object such as '
                    '\'{"levels": {"stage-1": 6.5}}\' or a path to a JSON file '
@@ -184,6 +204,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_tune)
 
+    p = commands.add_parser(
+        "train", help="train a learned ordering policy and compare it with tuned base-stock",
+        description="Tune the baseline(s) on training replications, train a DQN on training "
+        "replications (validation curve on separate replications), then evaluate both on "
+        "held-out replications 0..R-1; see docs/agents.md.")
+    p.add_argument("--scenario", required=True, metavar="NAME|FILE",
+                   help="built-in scenario name or path to a .toml file")
+    p.add_argument("--algo", choices=ALGOS, default="dqn", help="learning algorithm (dqn)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="write checkpoint.pt, curve.csv, curve.png, evaluation.csv, "
+                   "summary.json to DIR")
+    p.add_argument("--steps", type=reps_t, metavar="N",
+                   help="environment steps (days of the training batch; default 20000)")
+    p.add_argument("--seed", type=seed_t, default=1, metavar="S",
+                   help="training seed: initialization, exploration, minibatches (default 1)")
+    p.add_argument("--replications", type=reps_t, default=16, metavar="B",
+                   help="training replications stepped in lockstep (default 16)")
+    p.add_argument("--days", type=days_t, metavar="N",
+                   help="days per episode and evaluation (default: horizon)")
+    p.add_argument("--eval-every", type=_int_at_least(0), metavar="N",
+                   help="steps between validation runs (default: steps / 20)")
+    p.add_argument("--eval-replications", type=reps_t, default=8, metavar="R",
+                   help="validation replications (default 8)")
+    p.add_argument("--test-replications", type=reps_t, default=10, metavar="R",
+                   help="held-out replications 0..R-1 of the final comparison (default 10)")
+    p.add_argument("--network-share", type=float, metavar="W",
+                   help="reward weight of the network's cost next to the node's own "
+                   "(default 1; see docs/agents.md)")
+    p.add_argument("--order-change-cost", type=float, metavar="C",
+                   help="reward penalty in $ per unit of day-to-day order change (default 0)")
+    p.add_argument("--baselines", default="base-stock", metavar="P,...",
+                   help="tuned classical policies to compare with (default base-stock)")
+    p.add_argument("--train-replications", type=reps_t, default=16, metavar="K",
+                   help="training replications of the baselines' tuning (default 16)")
+    p.add_argument("--sweeps", type=reps_t, default=2, metavar="S",
+                   help="coordinate-descent sweeps of the tuning (default 2)")
+    p.add_argument("--json", action="store_true", help="print summary.json on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_train)
+
     data = commands.add_parser("data", help="organizations' private data folders",
                                description="Organizations' private data (docs/federation.md).")
     data_actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -200,6 +260,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_t, metavar="S", help="override the scenario seed")
     p.set_defaults(func=cmd_data_export)
 
+    p = commands.add_parser(
+        "federate", help="federated DQN training on a local simulated Flower federation",
+        description="Export each organization's private data, run a Flower simulation "
+        "(one client per organization, FedAvg or FedProx), checkpoint every round, and stop "
+        "every process it started. Re-running into the same --out resumes after the last "
+        "finished round. See docs/federation.md.")
+    p.add_argument("--scenario", default="electronics-5r", metavar="NAME|FILE",
+                   help="the whole network (default electronics-5r)")
+    p.add_argument("--rounds", type=reps_t, default=3, metavar="R", help="server rounds")
+    p.add_argument("--strategy", choices=("fedavg", "fedprox"), default="fedavg")
+    p.add_argument("--mu", type=float, default=0.1, metavar="MU",
+                   help="FedProx proximal weight (default 0.1; with --strategy fedprox)")
+    p.add_argument("--local-steps", type=reps_t, default=120, metavar="N",
+                   help="days of local training per client and round (default 120)")
+    p.add_argument("--replications", type=reps_t, default=4, metavar="B",
+                   help="training replications per client (default 4)")
+    p.add_argument("--eval-replications", type=reps_t, default=4, metavar="R",
+                   help="held-out replications of each round's evaluation (default 4)")
+    p.add_argument("--eval-days", type=days_t, default=120, metavar="N")
+    p.add_argument("--seed", type=seed_t, default=1, metavar="S")
+    p.add_argument("--out", default="runs/federated", metavar="DIR",
+                   help="run folder (default runs/federated)")
+    p.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="stop the run after this long (default 3600)")
+    p.add_argument("--quiet", action="store_true", help="do not echo Flower's log")
+    p.set_defaults(func=cmd_federate)
+
     bench = commands.add_parser("bench", help="benchmarks", description="Benchmarks.")
     kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
     p = kinds.add_parser(
@@ -214,6 +301,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"policy with default parameters (default {DEFAULT_POLICY})")
     p.add_argument("--json", action="store_true", help="print the result rows as a JSON list")
     p.set_defaults(func=cmd_bench_sim)
+    p = kinds.add_parser(
+        "lp", help="safety-layer latency: Pyomo persistent vs highspy, and hybrid vs pure",
+        description="Median and p95 ms per daily projection solve on random networks "
+        "(fedinv.synthetic) for each lane count, Pyomo persistent and highspy, model build "
+        "time, and the simulation time of a scenario in hybrid vs pure mode.")
+    p.add_argument("--lanes", type=_batch_list, default=[20, 100, 500], metavar="L,...",
+                   help="comma-separated lane counts (default 20,100,500)")
+    p.add_argument("--solves", type=_int_at_least(5), default=200, metavar="N",
+                   help="timed solves per lane count and backend (default 200)")
+    p.add_argument("--scenario", default=DEFAULT_SCENARIO, metavar="NAME|FILE",
+                   help=f"scenario of the hybrid-vs-pure timing (default {DEFAULT_SCENARIO})")
+    p.add_argument("--replications", type=reps_t, default=10, metavar="R",
+                   help="replications of the hybrid-vs-pure timing (default 10)")
+    p.add_argument("--days", type=days_t, metavar="N",
+                   help="days of the hybrid-vs-pure timing (default: horizon)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench_lp)
     return parser
 
 
@@ -654,7 +758,8 @@ def run_payload(result: SimulationResult, policy: str, params: Mapping[str, Any]
 
 def write_outputs(out_dir: Path, result: SimulationResult, params: Mapping[str, Any],
                   payload: Mapping[str, Any]) -> list[Path]:
-    """Write :data:`OUTPUT_FILES` to ``out_dir``, each atomically; returns their paths."""
+    """Write :data:`OUTPUT_FILES` (and, in hybrid mode, ``relaxations.csv``) to
+    ``out_dir``, each atomically; returns their paths."""
     writers: dict[str, Callable[[Path], None]] = {
         "daily.parquet": lambda p: result.daily.to_parquet(p, index=False),
         "per_replication.csv": lambda p: result.per_replication.to_csv(p),
@@ -664,6 +769,9 @@ def write_outputs(out_dir: Path, result: SimulationResult, params: Mapping[str, 
         "params.json": lambda p: p.write_text(_dump(params) + "\n", encoding="utf-8"),
         "run.json": lambda p: p.write_text(_dump(payload) + "\n", encoding="utf-8"),
     }
+    if result.relaxations is not None:  # hybrid mode
+        relaxations = result.relaxations
+        writers["relaxations.csv"] = lambda p: relaxations.to_csv(p, index=False)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"--out {out_dir}: exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -676,12 +784,18 @@ def write_outputs(out_dir: Path, result: SimulationResult, params: Mapping[str, 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``fedinv simulate``: run a policy on replications 0..R-1, print/write metrics."""
+    from fedinv.hybrid import OPTIMIZATION_POLICIES, make_optimization_policy
     from fedinv.metrics import HEADLINE
     from fedinv.policies import make_policy
     from fedinv.run import simulate
 
     if args.tune and args.params is not None:
         raise CliError("--tune and --params cannot be used together (--tune finds the params)")
+    learned = _check_learned_args(args)
+    optimization = args.policy in OPTIMIZATION_POLICIES
+    if optimization and args.tune:
+        raise CliError(f"--tune is for classical policies, not --policy {args.policy} (give "
+                       'its options with --params, e.g. \'{"horizon": 21}\')')
     given = read_params(args.params, args.policy) if args.params is not None else None
     scenario = _load(args.scenario, args.seed)
     layout = _layout(scenario)
@@ -690,11 +804,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         tuned = _run_tuner(scenario, args.policy, args.train_replications, args.days,
                            args.sweeps, args.quiet)
         given, tuning = tuned.params, _tuning_payload(tuned, args.sweeps)
-    params = resolve_params(args.policy, layout, given)
-    result = simulate(scenario, lambda lay: make_policy(args.policy, lay, params),
+    options: dict[str, Any] = {}
+    if learned:
+        params: dict[str, Any] = {}
+        factory = _learned_factory(args.checkpoint, layout)
+    elif optimization:
+        params, options = {}, dict(given or {})
+        try:  # check the options now, before simulating
+            make_optimization_policy(args.policy, scenario, layout, options)
+        except TypeError as exc:
+            raise CliError(f"--params for --policy {args.policy}: {exc}") from None
+
+        def factory(lay: Layout) -> Any:
+            return make_optimization_policy(args.policy, scenario, lay, options)
+    else:
+        params = resolve_params(args.policy, layout, given)
+
+        def factory(lay: Layout) -> Any:
+            return make_policy(args.policy, lay, params)
+
+    result = simulate(scenario, factory,
                       replications=args.replications, days=args.days,
-                      progress=not args.quiet and not args.json and sys.stdout.isatty())
+                      progress=not args.quiet and not args.json and sys.stdout.isatty(),
+                      mode=args.mode, solver=args.solver)
     payload = run_payload(result, args.policy, params, tuning)
+    if learned:
+        payload["checkpoint"] = str(args.checkpoint)
+    if optimization:
+        payload["policy_options"] = options
+    payload["mode"] = args.mode
+    if args.mode == "hybrid":
+        payload["solver"] = args.solver
+        payload["relaxations"] = len(result.relaxations)
     paths = write_outputs(args.out, result, params, payload) if args.out is not None else []
     if args.json:
         print(_dump(payload))
@@ -703,6 +844,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if paths:
         _stdout().print(f"wrote {', '.join(p.name for p in paths)} to {args.out}", markup=False)
     return 0
+
+
+def _check_learned_args(args: argparse.Namespace) -> bool:
+    """True for a learned policy; its options are checked (``--checkpoint`` needed, no
+    ``--params`` or ``--tune``)."""
+    if args.policy not in LEARNED_POLICIES:
+        if args.checkpoint is not None:
+            raise CliError(f"--checkpoint is for --policy {' or '.join(LEARNED_POLICIES)}, "
+                           f"not {args.policy!r} (classical policies take --params)")
+        return False
+    if args.checkpoint is None:
+        raise CliError(f"--policy {args.policy} needs --checkpoint PATH (written by "
+                       "fedinv train --out DIR, as DIR/checkpoint.pt)")
+    if args.params is not None or args.tune:
+        raise CliError(f"--params and --tune are for classical policies, not --policy "
+                       f"{args.policy}")
+    return True
+
+
+def _learned_factory(checkpoint: Path, layout: Layout) -> Callable[[Layout], Any]:
+    """A policy factory for ``simulate`` from a checkpoint (read and checked once)."""
+    from fedinv.dqn import load_checkpoint, policy_from_checkpoint
+
+    data = load_checkpoint(checkpoint)
+    policy_from_checkpoint(data, layout, checkpoint)  # fail early, before simulating
+    return lambda lay: policy_from_checkpoint(data, lay, checkpoint)
 
 
 def _print_run(payload: Mapping[str, Any], headline: Sequence[str], tuned: bool) -> None:
@@ -716,7 +883,15 @@ def _print_run(payload: Mapping[str, Any], headline: Sequence[str], tuned: bool)
         t = payload["tuning"]
         con.print(f"tuning: {t['evaluations']} evaluations, {t['simulated_days']:,} simulated "
                   f"days, training cost {_fmt(t['train_cost_per_day'])} $/day", markup=False)
-    con.print(_params_table(payload["params"], "Parameters per node"))
+    if payload.get("checkpoint"):
+        con.print(f"checkpoint: {payload['checkpoint']}", markup=False)
+    if payload.get("policy_options") is not None:
+        con.print(f"options: {json.dumps(payload['policy_options'])}", markup=False)
+    if payload.get("mode") == "hybrid":
+        con.print(f"hybrid mode: the {payload['solver']} safety layer released the orders; "
+                  f"{payload['relaxations']} constraint(s) relaxed", markup=False)
+    if payload["params"]:
+        con.print(_params_table(payload["params"], "Parameters per node"))
     metrics = payload["metrics"]
     table = Table(title="Metrics (mean ± 95% CI half-width over replications)")
     table.add_column("metric")
@@ -729,6 +904,117 @@ def _print_run(payload: Mapping[str, Any], headline: Sequence[str], tuned: bool)
     for m, v in metrics.items():
         if m not in first:
             table.add_row(m, _fmt(v["mean"]), _fmt(v["ci95"]))
+    con.print(table)
+
+
+# -- train -------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``fedinv train``: tune the baselines, train a DQN, compare on held-out replications
+    (:mod:`fedinv.learn`); writes the checkpoint, the curve and the evaluation."""
+    from dataclasses import replace
+
+    from fedinv.dqn import Args
+    from fedinv.envs import EnvConfig, RewardConfig
+    from fedinv.learn import train_and_compare, write_report
+    from fedinv.policies import POLICY_NAMES
+
+    baselines = list(dict.fromkeys(b.strip() for b in args.baselines.split(",") if b.strip()))
+    unknown = [b for b in baselines if b not in POLICY_NAMES]
+    if not baselines or unknown:
+        raise CliError(f"--baselines: expected policies among {', '.join(POLICY_NAMES)}, got "
+                       f"{args.baselines!r}")
+    if args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out {args.out}: exists and is not a directory")
+    scenario = _load(args.scenario)
+    if args.days is not None:
+        scenario = replace(scenario, horizon_days=args.days,
+                           warmup_days=min(scenario.warmup_days, args.days - 2))
+    steps = args.steps or Args().total_steps
+    reward = RewardConfig()
+    for name in ("network_share", "order_change_cost"):
+        value = getattr(args, name)
+        if value is not None:
+            if not math.isfinite(value) or value < 0:
+                raise CliError(f"--{name.replace('_', '-')}: expected a number >= 0, got "
+                               f"{value}")
+            reward = replace(reward, **{name: value})
+    train_args = Args(scenario=args.scenario, seed=args.seed, total_steps=steps,
+                      replications=args.replications, eval_replications=args.eval_replications,
+                      eval_every=(max(steps // 20, 1) if args.eval_every is None
+                                  else args.eval_every),
+                      env=EnvConfig(reward=reward))
+    common = dict(baselines=baselines, tune_replications=args.train_replications,
+                  sweeps=args.sweeps, test_replications=args.test_replications)
+    if args.quiet or args.json:
+        report = train_and_compare(scenario, train_args, **common)
+    else:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=_stderr(),
+                      transient=True) as bar:
+            tuning = bar.add_task("tuning baselines", total=None)
+            training = bar.add_task(f"training dqn on {scenario.name}", total=steps,
+                                    visible=False)
+
+            def on_tune(policy: str, evaluations: int, cost: float) -> None:
+                bar.update(tuning, description=f"tuning {policy}: {evaluations} evaluations, "
+                           f"last {cost:,.2f} $/day")
+
+            def on_step(step: int, stats: Mapping[str, float]) -> None:
+                if step == 1:
+                    bar.update(tuning, visible=False)
+                    bar.update(training, visible=True)
+                if step % 10 == 0 or step == steps:
+                    best = stats["best"]
+                    bar.update(training, completed=step, description=(
+                        f"training dqn on {scenario.name} (eps {stats['epsilon']:.2f}"
+                        + (f", best validation {best:,.2f} $/day)" if math.isfinite(best)
+                           else ")")))
+
+            report = train_and_compare(scenario, train_args, on_tune=on_tune, on_step=on_step,
+                                       **common)
+    paths = write_report(report, args.out)
+    if args.json:
+        print(_dump(report.payload()))
+        return 0
+    _print_training(report.payload())
+    _stdout().print(f"wrote {', '.join(p.name for p in paths)} to {args.out}", markup=False)
+    return 0
+
+
+def _print_training(payload: Mapping[str, Any]) -> None:
+    from rich.table import Table
+
+    con = _stdout()
+    con.print(f"{payload['scenario']} | dqn, seed {payload['seed']} | {payload['steps']:,} "
+              f"steps x {payload['replications']} replications = "
+              f"{payload['simulated_days']:,} simulated days | selected step "
+              f"{payload['best_step']:,}", markup=False)
+    for name, b in payload["baselines"].items():
+        con.print(f"tuned {name}: {b['evaluations']} evaluations, {b['simulated_days']:,} "
+                  f"simulated days", markup=False)
+    table = Table(title=f"Held-out cost per day ({payload['test_replications']} replications "
+                  "0..R-1, mean ± 95% CI half-width)")
+    table.add_column("policy")
+    table.add_column("cost per day", justify="right")
+    table.add_column("± ci95", justify="right")
+    table.add_column("dqn - policy (paired)", justify="right")
+    table.add_column("%", justify="right")
+    for name, c in payload["cost_per_day"].items():
+        d = payload["difference_vs"].get(name)
+        table.add_row(name, _fmt(c["mean"]), _fmt(c["ci95"]),
+                      "" if d is None else f"{_fmt(d['mean'])} ± {_fmt(d['ci95'])}",
+                      "" if d is None else f"{_fmt(d['percent'])}")
     con.print(table)
 
 
@@ -758,6 +1044,35 @@ def cmd_bench_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_lp(args: argparse.Namespace) -> int:
+    """``fedinv bench lp``: safety-layer latency per lane count, hybrid vs pure time."""
+    from fedinv.bench_lp import bench_lp, print_bench_lp
+
+    if min(args.lanes) < 10:
+        raise CliError(f"--lanes: synthetic networks need at least 10 lanes, got {args.lanes}")
+    scenario = _load(args.scenario)
+    if args.json:
+        result = bench_lp(args.lanes, args.solves, scenario, args.replications, args.days)
+        print(_dump(_finite(result)))
+        return 0
+    with _stderr().status("bench lp") as status:
+        result = bench_lp(args.lanes, args.solves, scenario, args.replications, args.days,
+                          progress=lambda text: status.update(f"bench lp: {text}"))
+    print_bench_lp(result, _stdout())
+    return 0
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with non-finite floats as None (JSON null)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float):
+        return _num(obj)
+    return obj
+
+
 def cmd_data_export(args: argparse.Namespace) -> int:
     """``fedinv data export``: one folder of private data per organization."""
     from fedinv.orgdata import export_private_data
@@ -768,4 +1083,35 @@ def cmd_data_export(args: argparse.Namespace) -> int:
                                   seed=args.seed)
     for org, folder in folders.items():
         print(f"{org}: {folder}")
+    return 0
+
+
+def cmd_federate(args: argparse.Namespace) -> int:
+    """``fedinv federate``: a local simulated federation (fedinv.federate)."""
+    import pandas as pd
+
+    from fedinv.federate import FederationError, run_federation
+    from fedinv.federated import FedConfig
+    from fedinv.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)  # a bad name fails here, before Flower starts
+    source = scenario.source.removeprefix("builtin:")
+    cfg = FedConfig(scenario=source if scenario.source.startswith("builtin:") else
+                    str(Path(args.scenario).resolve()), rounds=args.rounds,
+                    strategy=args.strategy, proximal_mu=args.mu if args.strategy == "fedprox"
+                    else 0.0, local_steps=args.local_steps, replications=args.replications,
+                    eval_replications=args.eval_replications, eval_days=args.eval_days,
+                    seed=args.seed)
+    echo = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    try:
+        run = run_federation(cfg, args.out, timeout=args.timeout, echo=echo)
+    except FederationError as exc:
+        raise CliError(str(exc)) from None
+    rounds = pd.read_csv(run.rounds_csv)
+    cols = [c for c in ("round", "global-cost-per-day", "global-cost-ci95", "results",
+                        "failures", "local-cost-per-day", "wall_s") if c in rounds]
+    print(rounds[cols].to_string(index=False))
+    print(f"final global policy: {run.final_checkpoint}")
+    print(f"evaluate it: fedinv simulate --scenario {args.scenario} --policy dqn "
+          f"--checkpoint {run.final_checkpoint}")
     return 0

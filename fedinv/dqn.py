@@ -1,0 +1,560 @@
+"""Double DQN for ordering agents, in one module read top to bottom (docs/agents.md).
+
+The shape of CleanRL's ``dqn.py``: the arguments (:class:`Args`, a docstring per field),
+the network, the exploration schedule, then one explicit training loop (:func:`train`).
+Acting is apart from learning (Tianshou's split): :class:`DQNPolicy` is a fedinv policy
+(``act(state) -> Decision``) that owns the Q-networks and the observer; :class:`DQNLearner`
+owns the update rule, the target networks and the optimizer.
+
+* **Parameter sharing.** One Q-network per role (a node's tier); every node of a role
+  acts and learns through it, told apart by the node features of its observation
+  (:mod:`fedinv.envs`). Each role has its own replay buffer, so a role's update always
+  sees ``batch_size`` of its own transitions.
+* **Update.** n-step double-DQN target ``R + gamma^n Q_target(s', argmax_a Q(s', a))``
+  (the online network picks, the target network values), Huber loss, Adam, gradient
+  norm clipping; the target networks follow the online ones every
+  ``target_network_frequency`` updates (``tau = 1``: a copy).
+* **Experience.** ``B`` training replications (indices from
+  :data:`fedinv.tuning.TRAIN_BASE`, a fresh batch every episode) step in lockstep in a
+  :class:`fedinv.envs.BatchedInventoryEnv`; epsilon-greedy per agent and replication.
+  Episodes end at the horizon by truncation, so the last transitions bootstrap.
+* **Model selection.** Every ``eval_every`` steps the greedy policy runs on validation
+  replications (from :data:`VALIDATION_BASE`, disjoint from training and from the
+  held-out replications ``0..R-1``); the weights with the lowest validation cost per day
+  are the trained policy. Held-out replications are used only after training.
+* **Checkpoint.** One ``torch.save`` file: the policy's weights, the learner's state
+  (online and target weights, optimizer) and the config (:class:`Args`, the environment
+  config, the scenario name); :func:`load_policy` builds a :class:`DQNPolicy` from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from fedinv.envs import ActionMap, BatchedInventoryEnv, EnvConfig, Observer
+from fedinv.layout import Layout
+from fedinv.network import Scenario
+from fedinv.simulator import Decision, Simulator, State
+
+VALIDATION_BASE = 2_000_000
+"""First replication index of the validation runs (model selection, training curve)."""
+CHECKPOINT_FORMAT = "fedinv-dqn/1"
+
+
+# -- arguments ---------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Args:
+    """Everything a DQN run depends on (saved in its checkpoint)."""
+
+    scenario: str = "serial-3"
+    """Built-in scenario name or path to a scenario TOML file."""
+    seed: int = 1
+    """Seed of network initialization, exploration and minibatch sampling (the demand
+    streams depend on the scenario seed and the replication indices only)."""
+    total_steps: int = 20_000
+    """Environment steps: days stepped by the batch of replications."""
+    replications: int = 16
+    """Training replications stepped in lockstep (``B``)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """Observations, actions, rewards (:class:`fedinv.envs.EnvConfig`)."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of each role's Q-network (ReLU MLP)."""
+    dueling: bool = True
+    """Dueling head: state value plus action advantages."""
+    learning_rate: float = 5e-4
+    """Adam step size."""
+    gamma: float = 0.97
+    """Discount factor per day."""
+    n_step: int = 3
+    """Steps of the return before bootstrapping."""
+    buffer_size: int = 200_000
+    """Replay capacity per role, in transitions (one per agent, replication and day)."""
+    batch_size: int = 256
+    """Transitions per role in each update."""
+    learning_starts: int = 400
+    """Environment steps before the first update."""
+    train_frequency: int = 1
+    """Environment steps between updates."""
+    updates_per_step: int = 1
+    """Gradient steps per update."""
+    target_network_frequency: int = 250
+    """Updates between target-network updates."""
+    tau: float = 1.0
+    """Target-network update rate (1: copy)."""
+    max_grad_norm: float = 10.0
+    """Gradient-norm clipping."""
+    start_e: float = 1.0
+    """Exploration rate at the start."""
+    end_e: float = 0.02
+    """Exploration rate at the end of the schedule."""
+    exploration_fraction: float = 0.4
+    """Share of ``total_steps`` over which epsilon decays linearly."""
+    explore_radius: int = 0
+    """Random actions within this many action indices of the greedy one (0: uniform)."""
+    eval_every: int = 1_000
+    """Environment steps between validation runs (0: only at the end)."""
+    eval_replications: int = 8
+    """Validation replications per run (indices from :data:`VALIDATION_BASE`)."""
+    eval_days: int | None = None
+    """Days of a validation run (None: the scenario horizon)."""
+    threads: int = 1
+    """torch CPU threads (small networks: one is fastest)."""
+
+
+# -- the network -------------------------------------------------------------------------
+
+
+class QNetwork(nn.Module):
+    """An MLP from an observation (``F`` numbers) to one Q-value per action.
+
+    ``dueling``: the last hidden layer feeds a state value ``V`` and advantages ``A``,
+    ``Q = V + A - mean(A)`` (Wang et al. 2016): here the value of a state (its stock,
+    its backlog) dwarfs the differences between order choices, which the advantage head
+    learns on its own."""
+
+    def __init__(self, obs_size: int, num_actions: int, hidden: Sequence[int] = (64, 64),
+                 dueling: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = obs_size
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.trunk = nn.Sequential(*layers)
+        self.advantage = nn.Linear(width, num_actions)
+        self.value = nn.Linear(width, 1) if dueling else None
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.trunk(obs)
+        adv = self.advantage(x)
+        if self.value is None:
+            return adv
+        return self.value(x) + adv - adv.mean(dim=-1, keepdim=True)
+
+
+class RoleQNetworks(nn.Module):
+    """One :class:`QNetwork` per role; ``forward(obs [B, A, F]) -> q [B, A, actions]``
+    with agent ``a`` through the network of ``agent_roles[a]``."""
+
+    def __init__(self, roles: Sequence[str], obs_size: int, num_actions: int,
+                 hidden: Sequence[int] = (64, 64), dueling: bool = True):
+        super().__init__()
+        self.roles = tuple(sorted(set(roles)))
+        self.obs_size, self.num_actions, self.hidden = obs_size, num_actions, tuple(hidden)
+        self.dueling = dueling
+        self.nets = nn.ModuleDict({r: QNetwork(obs_size, num_actions, hidden, dueling)
+                                   for r in self.roles})
+
+    def forward(self, obs: torch.Tensor, agent_roles: Sequence[str]) -> torch.Tensor:
+        q = obs.new_empty(obs.shape[:-1] + (self.num_actions,))
+        for role, idx in _groups(agent_roles).items():
+            q[:, idx] = self.nets[role](obs[:, idx])
+        return q
+
+
+def _groups(roles: Sequence[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(roles):
+        out.setdefault(r, []).append(i)
+    return out
+
+
+# -- the schedule ------------------------------------------------------------------------
+
+
+def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
+    """Epsilon at step ``t``: from ``start_e`` down to ``end_e`` over ``duration`` steps."""
+    slope = (end_e - start_e) / max(duration, 1.0)
+    return max(slope * t + start_e, end_e)
+
+
+# -- acting: the policy ------------------------------------------------------------------
+
+
+class DQNPolicy:
+    """A fedinv policy acting greedily on role Q-networks: ``act(state) -> Decision``.
+
+    It keeps each node's memory (forecaster, recent demand; :class:`fedinv.envs.Observer`):
+    call ``act`` once per day in order; day 0 starts afresh.
+    """
+
+    name = "dqn"
+
+    def __init__(self, layout: Layout, q_network: RoleQNetworks, config: EnvConfig):
+        self.layout, self.config, self.q_network = layout, config, q_network
+        ids = config.controlled or layout.node_ids
+        unknown = [n for n in ids if n not in layout.node_ids]
+        if unknown:
+            raise ValueError(f"the agents {unknown} are not nodes of this network")
+        self.agent_nodes = np.array([layout.node_ids.index(n) for n in ids], int)
+        self.agent_roles = tuple(str(layout.tier[i]) for i in self.agent_nodes)
+        missing = sorted(set(self.agent_roles) - set(q_network.roles))
+        if missing:
+            raise ValueError(f"no Q-network for role(s) {missing} (trained roles: "
+                             f"{', '.join(q_network.roles)})")
+        self.observer = Observer(layout, config)
+        if self.observer.size != q_network.obs_size:
+            raise ValueError(f"observation size {self.observer.size} does not match the "
+                             f"network's {q_network.obs_size}")
+        self.action_map = ActionMap(layout, config.actions, self.agent_nodes,
+                                    config.fallback_levels)
+        self._day: int | None = None
+        self._obs: np.ndarray | None = None
+
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        """Q-values ``[B, A, actions]`` of observations ``[B, A, F]``."""
+        with torch.no_grad():
+            return self.q_network(torch.as_tensor(obs), self.agent_roles).numpy()
+
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        """Greedy actions ``[B, A]``."""
+        return self.q_values(obs).argmax(axis=2)
+
+    def explore(self, obs: np.ndarray, epsilon: float, rng: np.random.Generator,
+                radius: int = 0) -> np.ndarray:
+        """Epsilon-greedy actions ``[B, A]`` (each agent and replication on its own): with
+        probability ``epsilon`` a random action, uniform over all actions (``radius`` 0)
+        or within ``radius`` action indices of the greedy one (the actions are ordered by
+        target size, so this explores nearby targets)."""
+        actions = self.greedy(obs)
+        random = rng.random(actions.shape) < epsilon
+        n = self.q_network.num_actions
+        if radius > 0:
+            other = np.clip(actions + rng.integers(-radius, radius + 1, actions.shape), 0, n - 1)
+        else:
+            other = rng.integers(0, n, actions.shape)
+        return np.where(random, other, actions)
+
+    def act(self, state: State) -> Decision:
+        batch = state.on_hand.shape[0]
+        if state.day == 0 or self._obs is None or self._obs.shape[0] != batch:
+            self.observer.reset(state)
+            self._day = None
+        if state.day != self._day:  # a second call on the same day reuses the observation
+            self._obs = self.observer.observe(state)[:, self.agent_nodes]
+            self._day = state.day
+        fc = self.observer.forecaster
+        return self.action_map.decision(state, self.greedy(self._obs), fc.mean, fc.std)
+
+
+# -- learning: replay, n-step returns, the update rule ------------------------------------
+
+
+class ReplayBuffer:
+    """Transitions of one role: ``obs, action, n-step return, next obs, discount``."""
+
+    def __init__(self, capacity: int, obs_size: int):
+        self.capacity = int(capacity)
+        self.obs = np.zeros((self.capacity, obs_size), np.float32)
+        self.next_obs = np.zeros((self.capacity, obs_size), np.float32)
+        self.action = np.zeros(self.capacity, np.int64)
+        self.reward = np.zeros(self.capacity, np.float32)
+        self.discount = np.zeros(self.capacity, np.float32)
+        self.size = 0
+        self._pos = 0
+
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
+            next_obs: np.ndarray, discount: np.ndarray) -> None:
+        """Add ``n`` transitions (arrays with ``n`` rows)."""
+        n = len(action)
+        idx = (self._pos + np.arange(n)) % self.capacity
+        self.obs[idx], self.next_obs[idx] = obs, next_obs
+        self.action[idx], self.reward[idx], self.discount[idx] = action, reward, discount
+        self._pos = int((self._pos + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        idx = rng.integers(0, self.size, batch_size)
+        return {"obs": torch.from_numpy(self.obs[idx]),
+                "action": torch.from_numpy(self.action[idx]),
+                "reward": torch.from_numpy(self.reward[idx]),
+                "next_obs": torch.from_numpy(self.next_obs[idx]),
+                "discount": torch.from_numpy(self.discount[idx])}
+
+
+class NStepReturns:
+    """Turns the lockstep stream of ``(obs, action, reward)`` into n-step transitions
+    ``(obs_t, action_t, sum_k gamma^k r_{t+k}, obs_{t+n}, gamma^n)``; at an episode's end
+    the shorter tails bootstrap from the last observation with ``gamma^len``."""
+
+    def __init__(self, n: int, gamma: float):
+        self.n, self.gamma = int(n), float(gamma)
+        self._window: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def push(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
+             next_obs: np.ndarray, episode_over: bool
+             ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]]:
+        self._window.append((obs, action, reward))
+        out = []
+        while self._window and (len(self._window) >= self.n or episode_over):
+            ret = np.zeros_like(reward)
+            for k, (_, _, r) in enumerate(self._window):
+                ret += (self.gamma ** k) * r
+            first_obs, first_action, _ = self._window.pop(0)
+            out.append((first_obs, first_action, ret, next_obs,
+                        self.gamma ** (len(self._window) + 1)))
+        return out
+
+
+class DQNLearner:
+    """The update rule of double DQN (see the module doc), over a policy's networks."""
+
+    def __init__(self, q_network: RoleQNetworks, args: Args):
+        self.q_network, self.args = q_network, args
+        self.target_network = copy.deepcopy(q_network)
+        self.optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
+        self.updates = 0
+
+    def update(self, batches: Mapping[str, Mapping[str, torch.Tensor]],
+               proximal: tuple[float, Sequence[torch.Tensor]] | None = None) -> float:
+        """One gradient step on a minibatch per role; returns the mean Huber loss.
+        ``proximal = (mu, anchor)`` adds ``mu/2 ||w - anchor||^2`` (FedProx)."""
+        losses = []
+        for role, b in batches.items():
+            online, target = self.q_network.nets[role], self.target_network.nets[role]
+            with torch.no_grad():
+                best = online(b["next_obs"]).argmax(dim=1, keepdim=True)
+                next_q = target(b["next_obs"]).gather(1, best).squeeze(1)
+                td_target = b["reward"] + b["discount"] * next_q
+            q = online(b["obs"]).gather(1, b["action"].unsqueeze(1)).squeeze(1)
+            losses.append(nn.functional.smooth_l1_loss(q, td_target))
+        loss = torch.stack(losses).mean()
+        objective = loss
+        if proximal is not None and proximal[0] > 0:
+            mu, anchor = proximal
+            drift = sum(((p - a) ** 2).sum()
+                        for p, a in zip(self.q_network.parameters(), anchor, strict=True))
+            objective = loss + 0.5 * mu * drift
+        self.optimizer.zero_grad()
+        objective.backward()
+        nn.utils.clip_grad_norm_(self.q_network.parameters(), self.args.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        if self.updates % self.args.target_network_frequency == 0:
+            tau = self.args.tau
+            for tp, p in zip(self.target_network.parameters(), self.q_network.parameters(),
+                             strict=True):
+                tp.data.copy_(tau * p.data + (1.0 - tau) * tp.data)
+        return float(loss.item())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"q_network": self.q_network.state_dict(),
+                "target_network": self.target_network.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.q_network.load_state_dict(state["q_network"])
+        self.target_network.load_state_dict(state["target_network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = int(state["updates"])
+
+
+# -- evaluation --------------------------------------------------------------------------
+
+
+def evaluate(policy: Any, scenario: Scenario, replications: Sequence[int],
+             days: int | None = None) -> np.ndarray:
+    """Total network cost per day of each replication ``[R]`` ($; after warm-up)."""
+    from fedinv.run import mean_cost_per_day
+
+    return mean_cost_per_day(Simulator(scenario, days=days), policy, list(replications))
+
+
+# -- the training loop -------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the selected policy, the learner (final state), the
+    training curve (one row per validation run) and the step the policy comes from."""
+
+    args: Args
+    scenario: Scenario
+    policy: DQNPolicy
+    learner: DQNLearner
+    curve: pd.DataFrame
+    best_step: int
+    cost_scale: float
+
+
+def train(args: Args, scenario: Scenario | None = None,
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train role Q-networks on ``scenario`` (default: load ``args.scenario``).
+    ``on_step(step, stats)`` is called after every environment step (progress)."""
+    from fedinv.scenario import load_scenario
+    from fedinv.tuning import TRAIN_BASE
+
+    torch.set_num_threads(max(1, args.threads))
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    scenario = scenario or load_scenario(args.scenario)
+    env = BatchedInventoryEnv(scenario, args.env)
+    q_network = RoleQNetworks(env.roles, env.observation_size, env.num_actions, args.hidden,
+                              args.dueling)
+    policy = DQNPolicy(env.layout, q_network, args.env)
+    learner = DQNLearner(q_network, args)
+    groups = _groups(env.roles)
+    buffers = {role: ReplayBuffer(args.buffer_size, env.observation_size) for role in groups}
+    nstep = NStepReturns(args.n_step, args.gamma)
+    valid = range(VALIDATION_BASE, VALIDATION_BASE + args.eval_replications)
+    eval_policy = DQNPolicy(env.layout, copy.deepcopy(q_network), args.env)
+
+    episode, b = 0, args.replications
+    obs = env.reset(range(TRAIN_BASE, TRAIN_BASE + b))
+    rows: list[dict[str, float]] = []
+    best_cost, best_step, best_state = np.inf, 0, copy.deepcopy(q_network.state_dict())
+    loss, start = float("nan"), time.perf_counter()
+    for step in range(1, args.total_steps + 1):
+        epsilon = linear_schedule(args.start_e, args.end_e,
+                                  args.exploration_fraction * args.total_steps, step)
+        actions = policy.explore(obs, epsilon, rng, args.explore_radius)
+        next_obs, reward, _, truncated, _ = env.step(actions)
+        over = bool(truncated.all())
+        for o, a, r, o2, discount in nstep.push(obs, actions, reward, next_obs, over):
+            for role, idx in groups.items():
+                buffers[role].add(o[:, idx].reshape(-1, o.shape[2]), a[:, idx].reshape(-1),
+                                  r[:, idx].reshape(-1), o2[:, idx].reshape(-1, o.shape[2]),
+                                  np.full(b * len(idx), discount, np.float32))
+        if over:
+            episode += 1
+            first = TRAIN_BASE + episode * b
+            obs = env.reset(range(first, first + b))
+        else:
+            obs = next_obs
+        if step >= args.learning_starts and step % args.train_frequency == 0:
+            for _ in range(args.updates_per_step):
+                loss = learner.update({role: buf.sample(args.batch_size, rng)
+                                       for role, buf in buffers.items()})
+        last = step == args.total_steps
+        if last or (args.eval_every and step % args.eval_every == 0):
+            eval_policy.q_network.load_state_dict(q_network.state_dict())
+            cost = evaluate(eval_policy, scenario, valid, args.eval_days)
+            rows.append({"step": step, "simulated_days": step * b, "epsilon": epsilon,
+                         "loss": loss, "validation_cost_per_day": float(cost.mean()),
+                         "validation_ci95": _ci95(cost),
+                         "wall_s": time.perf_counter() - start})
+            if cost.mean() < best_cost:
+                best_cost, best_step = float(cost.mean()), step
+                best_state = copy.deepcopy(q_network.state_dict())
+        if on_step is not None:
+            on_step(step, {"epsilon": epsilon, "loss": loss, "best": best_cost})
+    selected = copy.deepcopy(q_network)
+    selected.load_state_dict(best_state)
+    return TrainResult(args, scenario, DQNPolicy(env.layout, selected, args.env), learner,
+                       pd.DataFrame(rows), best_step, env.cost_scale)
+
+
+def _ci95(values: np.ndarray) -> float:
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / np.sqrt(n))
+
+
+# -- checkpoints -------------------------------------------------------------------------
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable or not a fedinv DQN checkpoint."""
+
+
+def save_checkpoint(path: str | Path, result: TrainResult) -> Path:
+    """Write the selected weights, the learner's state and the config to ``path``."""
+    path = Path(path)
+    q = result.policy.q_network
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "algo": "dqn",
+        "scenario": result.scenario.name,
+        "args": _plain(dataclasses.asdict(result.args)),
+        "env_config": _plain(result.args.env.to_dict()),
+        "roles": list(q.roles),
+        "obs_size": q.obs_size,
+        "num_actions": q.num_actions,
+        "hidden": list(q.hidden),
+        "dueling": bool(q.dueling),
+        "policy_state": q.state_dict(),
+        "learner_state": result.learner.state_dict(),
+        "best_step": int(result.best_step),
+        "cost_scale": float(result.cost_scale),
+        "torch_version": str(torch.__version__),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (:class:`CheckpointError` if
+    it is missing or not one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r}: no such file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a corrupt file
+        raise CheckpointError(f"checkpoint {str(path)!r}: cannot be read "
+                              f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {str(path)!r}: not a fedinv DQN checkpoint "
+                              f"(expected format {CHECKPOINT_FORMAT!r})")
+    return data
+
+
+def load_policy(path: str | Path, layout: Layout) -> DQNPolicy:
+    """The trained :class:`DQNPolicy` of a checkpoint, acting on ``layout`` (the network
+    it was trained on, or any whose node roles it has a Q-network for)."""
+    return policy_from_checkpoint(load_checkpoint(path), layout, path)
+
+
+def policy_from_checkpoint(data: Mapping[str, Any], layout: Layout,
+                           path: str | Path = "checkpoint") -> DQNPolicy:
+    """:func:`load_policy` from the contents :func:`load_checkpoint` returned."""
+    try:
+        config = EnvConfig.from_dict(data["env_config"])
+        q = RoleQNetworks(data["roles"], int(data["obs_size"]), int(data["num_actions"]),
+                          tuple(data["hidden"]), bool(data.get("dueling", False)))
+        q.load_state_dict(data["policy_state"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: inconsistent contents "
+                              f"({type(exc).__name__}: {exc})") from None
+    q.eval()
+    try:
+        return DQNPolicy(layout, q, config)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this network: "
+                              f"{exc}") from None
+
+
+def args_from_checkpoint(data: Mapping[str, Any]) -> Args:
+    """The :class:`Args` saved in a checkpoint."""
+    raw = dict(data["args"])
+    raw["env"] = EnvConfig.from_dict(raw.get("env", {}))
+    raw["hidden"] = tuple(raw.get("hidden", (64, 64)))
+    return Args(**raw)
+
+
+def _plain(obj: Any) -> Any:
+    """Lists for tuples, recursively (what ``torch.load(weights_only=True)`` reads)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
