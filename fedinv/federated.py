@@ -1,0 +1,456 @@
+"""Federated DQN, without Flower: what a client computes on its private data and what the
+server computes with the weights (the ``task.py`` of Flower's example apps; the Flower
+adapters in ``clients/`` and ``server/`` only move arrays and scalars).
+
+* **Model.** Role Q-networks (:class:`fedinv.dqn.RoleQNetworks`) with one network per
+  tier of the *whole* network, so every organization holds the same arrays; an
+  organization trains the roles of its own nodes.
+* **Local training** (:class:`LocalTrainer`): the organization's own scenario
+  (:func:`fedinv.orgdata.load_org_scenario`: its nodes, its demand history bootstrapped,
+  the supplier lead times it observed), double DQN on a batch of replications for
+  ``local_steps`` days per round, starting from the global weights. Its replay buffers,
+  target networks, optimizer and step count live in files of the node
+  (``STATE_DIR/ORG/``), so a restarted node continues. FedProx adds
+  ``mu/2 ||w - w_global||^2`` to the loss.
+* **Aggregation** (:func:`role_weighted_average`): each role's arrays are averaged
+  weighted by the transitions each client collected *for that role* this round; a role
+  nobody trained keeps the global value (plain FedAvg would dilute it with untrained
+  copies).
+* **Server side**: :func:`global_evaluation` runs the aggregated greedy policy on the
+  whole network on held-out replications; :func:`save_global_checkpoint` writes a
+  checkpoint that ``fedinv simulate --policy dqn --checkpoint`` loads.
+
+Seeds: a client's randomness in round ``r`` derives from ``(seed, organization, r)``;
+training replications are drawn from ``fedinv.tuning.TRAIN_BASE`` upward and never
+overlap the held-out replications ``0..R-1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedinv.dqn import (
+    CHECKPOINT_FORMAT,
+    Args,
+    DQNLearner,
+    DQNPolicy,
+    NStepReturns,
+    ReplayBuffer,
+    RoleQNetworks,
+    linear_schedule,
+)
+from fedinv.envs import TIERS, BatchedInventoryEnv, EnvConfig, RewardConfig, reference_cost
+from fedinv.network import Scenario
+from fedinv.orgdata import load_org_scenario
+from fedinv.run import mean_cost_per_day
+from fedinv.simulator import Simulator
+
+STATE_FORMAT = "fedinv-fed-client/1"
+
+
+@dataclass(kw_only=True)
+class FedConfig:
+    """Everything a federated run depends on (Flower's run config carries it flat)."""
+
+    scenario: str = "electronics-5r"
+    """The whole network: roles, global evaluation."""
+    rounds: int = 3
+    """Server rounds."""
+    strategy: str = "fedavg"
+    """``fedavg`` or ``fedprox``."""
+    proximal_mu: float = 0.0
+    """FedProx proximal weight (used when strategy is fedprox)."""
+    local_steps: int = 120
+    """Environment steps (days of the batch) per client and round."""
+    replications: int = 4
+    """Training replications per client, stepped in lockstep."""
+    eval_replications: int = 4
+    """Held-out replications of the global and local evaluations (indices 0..R-1)."""
+    eval_days: int = 120
+    """Days of an evaluation run."""
+    seed: int = 1
+    """Seed of initialization, exploration and minibatches."""
+    hidden: tuple[int, ...] = (64, 64)
+    dueling: bool = True
+    """Dueling Q-network head (fedinv.dqn.QNetwork)."""
+    learning_rate: float = 5e-4
+    gamma: float = 0.97
+    n_step: int = 3
+    batch_size: int = 128
+    buffer_size: int = 100_000
+    learning_starts: int = 30
+    """Local steps of the first round before the first update."""
+    target_network_frequency: int = 100
+    start_e: float = 1.0
+    end_e: float = 0.05
+    exploration_steps: int = 240
+    """Local steps (per client, counted over rounds) over which epsilon decays; a fixed
+    count, so a run resumed with more rounds explores exactly as an uninterrupted one."""
+    reward_scale: float | None = None
+    """$ per day dividing costs in every client's reward (the same for all, so Q-values
+    average meaningfully); None: the whole network's reference cost / organizations."""
+
+    def dqn_args(self) -> Args:
+        return Args(scenario=self.scenario, seed=self.seed, hidden=tuple(self.hidden),
+                    dueling=self.dueling,
+                    learning_rate=self.learning_rate, gamma=self.gamma, n_step=self.n_step,
+                    batch_size=self.batch_size, buffer_size=self.buffer_size,
+                    target_network_frequency=self.target_network_frequency,
+                    replications=self.replications, env=self.env_config())
+
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(reward=RewardConfig(scale=self.reward_scale))
+
+    def to_flat(self) -> dict[str, Any]:
+        """Flat hyphenated keys (Flower run config): tuples as comma strings."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(str(v) for v in value)
+            if value is None:
+                continue
+            out[f.name.replace("_", "-")] = value
+        return out
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> FedConfig:
+        """Inverse of :meth:`to_flat`; unknown keys are ignored (the run config has more)."""
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            key = f.name.replace("_", "-")
+            if key not in flat:
+                continue
+            value = flat[key]
+            if f.name == "hidden":
+                value = tuple(int(v) for v in str(value).split(",") if v.strip())
+            elif isinstance(cls.__dataclass_fields__[f.name].default, bool):
+                value = bool(value)
+            elif isinstance(cls.__dataclass_fields__[f.name].default, int):
+                value = int(value)
+            elif isinstance(cls.__dataclass_fields__[f.name].default, float):
+                value = float(value)
+            elif f.name == "reward_scale":
+                value = float(value) if float(value) > 0 else None
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+# -- the model ---------------------------------------------------------------------------
+
+
+def roles_of(scenario: Scenario) -> tuple[str, ...]:
+    """Tiers present in the network, in :data:`fedinv.envs.TIERS` order."""
+    present = {n.tier.value for n in scenario.network.nodes}
+    return tuple(t for t in TIERS if t in present)
+
+
+def new_model(cfg: FedConfig, roles: Sequence[str]) -> RoleQNetworks:
+    """Freshly initialized role Q-networks (seeded by ``cfg.seed``)."""
+    torch.manual_seed(cfg.seed)
+    env_cfg = cfg.env_config()
+    obs_size = _observation_size(env_cfg)
+    return RoleQNetworks(roles, obs_size, env_cfg.actions.size, cfg.hidden, cfg.dueling)
+
+
+def _observation_size(env_cfg: EnvConfig) -> int:
+    from fedinv.envs import observation_names
+
+    return len(observation_names(env_cfg))
+
+
+def to_arrays(model: RoleQNetworks) -> dict[str, np.ndarray]:
+    """The model's weights as named numpy arrays (what crosses the wire)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_arrays(model: RoleQNetworks, arrays: Mapping[str, np.ndarray]) -> None:
+    """Set the model's weights from named arrays (shapes must match)."""
+    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
+
+
+def role_of_key(key: str) -> str:
+    """The role an array belongs to: ``nets.<role>.<...>``."""
+    parts = key.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "nets" else ""
+
+
+def role_weighted_average(updates: Sequence[Mapping[str, np.ndarray]],
+                          counts: Sequence[Mapping[str, float]],
+                          previous: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Average each array over the clients, weighted by each client's transitions for the
+    array's role (``counts[i][role]``); an array whose role nobody trained keeps
+    ``previous``."""
+    out = {}
+    for key, old in previous.items():
+        role = role_of_key(key)
+        weights = np.array([float(c.get(role, 0.0)) for c in counts])
+        if weights.sum() <= 0:
+            out[key] = np.array(old, copy=True)
+            continue
+        weights = weights / weights.sum()
+        out[key] = sum(w * np.asarray(u[key], dtype=np.float64)
+                       for w, u in zip(weights, updates, strict=True)).astype(old.dtype)
+    return out
+
+
+# -- a client's local training -----------------------------------------------------------
+
+
+def _client_seed(cfg: FedConfig, org: str, server_round: int) -> int:
+    return (cfg.seed * 1_000_003 + zlib.crc32(org.encode()) + 7919 * server_round) % 2**32
+
+
+class LocalTrainer:
+    """One organization's learner: its scenario, model, learner and replay buffers, with
+    the state in ``state_dir`` (loaded if present, saved after every round)."""
+
+    def __init__(self, org_dir: str | Path, state_dir: str | Path, cfg: FedConfig,
+                 roles: Sequence[str]):
+        self.org_dir, self.cfg = Path(org_dir), cfg
+        self.org = self.org_dir.name
+        self.state_dir = Path(state_dir) / self.org
+        self.scenario = load_org_scenario(self.org_dir)
+        self.env = BatchedInventoryEnv(self.scenario, cfg.env_config())
+        self.model = new_model(cfg, roles)
+        self.policy = DQNPolicy(self.env.layout, self.model, cfg.env_config())
+        self.learner = DQNLearner(self.model, cfg.dqn_args())
+        self.local_roles = sorted(set(self.env.roles))
+        self.buffers = {r: ReplayBuffer(cfg.buffer_size, self.env.observation_size)
+                        for r in self.local_roles}
+        self.steps_done = 0
+
+    # -- persistence: one snapshot per round -------------------------------------------
+
+    def _snapshot(self, server_round: int) -> Path:
+        return self.state_dir / f"round-{server_round:04d}"
+
+    def saved_rounds(self) -> list[int]:
+        """Rounds whose end state is on disk."""
+        if not self.state_dir.is_dir():
+            return []
+        return sorted(int(p.name.split("-")[1]) for p in self.state_dir.glob("round-*")
+                      if (p / "learner.pt").is_file())
+
+    def load_before(self, server_round: int) -> int:
+        """Load the newest saved state from before ``server_round`` (a round re-run after
+        a crash starts exactly where it started the first time); returns its round, 0 if
+        none."""
+        earlier = [r for r in self.saved_rounds() if r < server_round]
+        if not earlier:
+            return 0
+        folder = self._snapshot(earlier[-1])
+        data = torch.load(folder / "learner.pt", map_location="cpu", weights_only=False)
+        if data.get("format") != STATE_FORMAT:
+            raise ValueError(f"{folder}: not a fedinv client state")
+        self.learner.load_state_dict(data["learner"])
+        self.steps_done = int(data["steps_done"])
+        replay = np.load(folder / "replay.npz")
+        for role, buf in self.buffers.items():
+            if f"{role}.size" not in replay:
+                continue
+            size = int(replay[f"{role}.size"])
+            for name in ("obs", "next_obs", "action", "reward", "discount"):
+                getattr(buf, name)[:size] = replay[f"{role}.{name}"]
+            buf.size, buf._pos = size, int(replay[f"{role}.pos"]) % buf.capacity
+        return earlier[-1]
+
+    def save(self, server_round: int, keep: int = 2) -> None:
+        """Write the learner and replay buffers of the end of ``server_round`` (a folder
+        made complete before it is renamed into place); keep the last ``keep`` rounds."""
+        final = self._snapshot(server_round)
+        work = final.with_name(final.name + ".tmp")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        arrays = {}
+        for role, buf in self.buffers.items():
+            n = buf.size
+            arrays.update({f"{role}.obs": buf.obs[:n], f"{role}.next_obs": buf.next_obs[:n],
+                           f"{role}.action": buf.action[:n], f"{role}.reward": buf.reward[:n],
+                           f"{role}.discount": buf.discount[:n],
+                           f"{role}.size": np.array(n), f"{role}.pos": np.array(buf._pos)})
+        np.savez(work / "replay.npz", **arrays)
+        torch.save({"format": STATE_FORMAT, "learner": self.learner.state_dict(),
+                    "steps_done": self.steps_done}, work / "learner.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        work.rename(final)
+        for old in self.saved_rounds()[:-keep]:
+            shutil.rmtree(self._snapshot(old), ignore_errors=True)
+
+    # -- one round -------------------------------------------------------------------------
+
+    def train_round(self, global_arrays: Mapping[str, np.ndarray], server_round: int
+                    ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, float]]:
+        """Train ``local_steps`` days from the global weights. Returns the new weights,
+        the transitions collected per role, and scalar metrics."""
+        cfg = self.cfg
+        self.load_before(server_round)
+        load_arrays(self.model, global_arrays)
+        load_arrays(self.learner.target_network, global_arrays)
+        anchor = [p.detach().clone() for p in self.model.parameters()]
+        mu = cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0
+        seed = _client_seed(cfg, self.org, server_round)
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)  # small networks; and one thread is reproducible
+        from fedinv.tuning import TRAIN_BASE
+
+        b = cfg.replications
+        first = TRAIN_BASE + (server_round * 1000) * b
+        obs = self.env.reset(range(first, first + b))
+        nstep = NStepReturns(cfg.n_step, cfg.gamma)
+        groups = _groups(self.env.roles)
+        decay = max(float(cfg.exploration_steps), 1.0)
+        losses, rewards, costs = [], [], []
+        collected = dict.fromkeys(self.local_roles, 0.0)
+        episode = 0
+        for step in range(cfg.local_steps):
+            self.steps_done += 1
+            epsilon = linear_schedule(cfg.start_e, cfg.end_e, decay, self.steps_done)
+            actions = self.policy.explore(obs, epsilon, rng)
+            next_obs, reward, _, truncated, info = self.env.step(actions)
+            rewards.append(float(reward.mean()))
+            costs.append(float(info["network_cost"].mean()))
+            over = bool(truncated.all())
+            flush = over or step == cfg.local_steps - 1  # the round's last step: bootstrap
+            for o, a, r, o2, discount in nstep.push(obs, actions, reward, next_obs, flush):
+                for role, idx in groups.items():
+                    rows = b * len(idx)
+                    self.buffers[role].add(
+                        o[:, idx].reshape(rows, -1), a[:, idx].reshape(-1),
+                        r[:, idx].reshape(-1), o2[:, idx].reshape(rows, -1),
+                        np.full(rows, discount, np.float32))
+                    collected[role] += rows
+            if over:
+                episode += 1
+                start = first + episode * b
+                obs = self.env.reset(range(start, start + b))
+            else:
+                obs = next_obs
+            ready = all(buf.size >= cfg.batch_size for buf in self.buffers.values())
+            if ready and self.steps_done >= cfg.learning_starts:
+                batch = {role: buf.sample(cfg.batch_size, rng)
+                         for role, buf in self.buffers.items()}
+                losses.append(self.learner.update(batch, proximal=(mu, anchor)))
+        self.save(server_round)
+        metrics = {
+            "num-examples": float(sum(collected.values())),
+            "train-loss": float(np.mean(losses)) if losses else float("nan"),
+            "train-reward": float(np.mean(rewards)),
+            "train-cost-per-day": float(np.mean(costs)),
+            "epsilon": float(epsilon),
+        }
+        return to_arrays(self.model), collected, metrics
+
+    def evaluate(self, arrays: Mapping[str, np.ndarray], replications: int, days: int
+                 ) -> dict[str, float]:
+        """Greedy cost per day of the weights on the organization's own scenario
+        (held-out replications ``0..R-1``)."""
+        model = copy.deepcopy(self.model)
+        load_arrays(model, arrays)
+        policy = DQNPolicy(self.env.layout, model, self.cfg.env_config())
+        days = min(days, self.scenario.horizon_days)
+        cost = mean_cost_per_day(Simulator(self.scenario, days=days), policy,
+                                 list(range(replications)))
+        return {"num-examples": float(replications * days),
+                "local-cost-per-day": float(cost.mean())}
+
+
+def _groups(roles: Sequence[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(roles):
+        out.setdefault(r, []).append(i)
+    return out
+
+
+# -- the server's side ---------------------------------------------------------------------
+
+
+def default_reward_scale(scenario: Scenario, cfg: FedConfig) -> float:
+    """The whole network's reference cost per day divided by its organizations."""
+    env_cfg = EnvConfig()
+    return reference_cost(scenario, env_cfg) / max(len(scenario.network.organizations), 1)
+
+
+def global_policy(scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
+                  ) -> DQNPolicy:
+    """The greedy policy of global weights on the whole network."""
+    model = new_model(cfg, roles_of(scenario))
+    load_arrays(model, arrays)
+    return DQNPolicy(Simulator(scenario, days=2).layout, model, cfg.env_config())
+
+
+def global_evaluation(scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
+                      ) -> dict[str, float]:
+    """Cost per day of the global greedy policy on the whole network, held-out
+    replications ``0..R-1`` (mean and 95% half-width)."""
+    from fedinv.metrics import summarize
+
+    policy = global_policy(scenario, arrays, cfg)
+    days = min(cfg.eval_days, scenario.horizon_days)
+    cost = mean_cost_per_day(Simulator(scenario, days=days), policy,
+                             list(range(cfg.eval_replications)))
+    import pandas as pd
+
+    row = summarize(pd.DataFrame({"c": cost})).loc["c"]
+    return {"global-cost-per-day": float(row["mean"]),
+            "global-cost-ci95": float(row["ci95"]) if np.isfinite(row["ci95"]) else 0.0}
+
+
+def save_global_checkpoint(path: str | Path, scenario: Scenario,
+                           arrays: Mapping[str, np.ndarray], cfg: FedConfig,
+                           server_round: int, metrics: Mapping[str, float]) -> Path:
+    """A checkpoint of the global weights in the DQN checkpoint format (loadable by
+    ``fedinv simulate --policy dqn --checkpoint``), plus the federated round."""
+    model = new_model(cfg, roles_of(scenario))
+    load_arrays(model, arrays)
+    env_cfg = cfg.env_config()
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "algo": "dqn",
+        "scenario": scenario.name,
+        "args": _plain(dataclasses.asdict(cfg.dqn_args())),
+        "env_config": _plain(env_cfg.to_dict()),
+        "roles": list(model.roles),
+        "obs_size": model.obs_size,
+        "num_actions": model.num_actions,
+        "hidden": list(model.hidden),
+        "dueling": bool(model.dueling),
+        "policy_state": model.state_dict(),
+        "federated": {"round": int(server_round), "config": _plain(dataclasses.asdict(cfg)),
+                      "metrics": {k: float(v) for k, v in metrics.items()}},
+        "torch_version": str(torch.__version__),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_global_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
+    """Global weights and round of a checkpoint written by :func:`save_global_checkpoint`."""
+    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if data.get("format") != CHECKPOINT_FORMAT or "federated" not in data:
+        raise ValueError(f"{path}: not a fedinv federated checkpoint")
+    arrays = {k: v.numpy() for k, v in data["policy_state"].items()}
+    return arrays, int(data["federated"]["round"])
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj

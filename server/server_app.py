@@ -1,0 +1,144 @@
+"""Flower ServerApp: aggregation, a checkpoint after every round, resume, and a global
+evaluation of the aggregated policy on the whole network.
+
+A thin adapter over :mod:`fedinv.federated`. The run config (flat hyphenated keys, see
+``[tool.flwr.app.config]`` in pyproject.toml) names the scenario, the strategy and the
+run folder ``run-dir``; everything the server writes goes there:
+
+  checkpoints/round-NNNN.pt   global weights after round N (DQN checkpoint format)
+  final.pt                    the last round's checkpoint
+  rounds.csv, rounds.png      per-round metrics (global cost with its 95% interval,
+                              clients' results and failures, train and local metrics)
+  summary.json                the run's outcome
+
+If ``run-dir`` already holds checkpoints, the run resumes after the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fedinv.federated import (
+    FedConfig,
+    default_reward_scale,
+    global_evaluation,
+    load_global_checkpoint,
+    new_model,
+    roles_of,
+    save_global_checkpoint,
+    to_arrays,
+)
+from fedinv.scenario import load_scenario
+from server.strategy import make_strategy
+
+app = ServerApp()
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint of the last finished round in ``run_dir``, if any."""
+    found = sorted((run_dir / "checkpoints").glob("round-*.pt"))
+    return found[-1] if found else None
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run (or resume) the federated training described by the run config."""
+    run = context.run_config
+    cfg = FedConfig.from_flat(run)
+    run_dir = Path(str(run["run-dir"]))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scenario = load_scenario(cfg.scenario)
+    if cfg.reward_scale is None:
+        cfg.reward_scale = default_reward_scale(scenario, cfg)
+    last = latest_checkpoint(run_dir)
+    if last is not None:
+        weights, offset = load_global_checkpoint(last)
+    else:
+        weights, offset = to_arrays(new_model(cfg, roles_of(scenario))), 0
+    remaining = cfg.rounds - offset
+    if remaining <= 0:
+        _write_summary(run_dir, cfg, offset, "already complete")
+        return
+    strategy = make_strategy(
+        cfg.strategy, proximal_mu=cfg.proximal_mu,
+        fraction_train=float(run.get("fraction-train", 1.0)),
+        fraction_evaluate=float(run.get("fraction-evaluate", 1.0)),
+        min_train_nodes=int(run.get("min-train-nodes", 2)),
+        min_evaluate_nodes=int(run.get("min-evaluate-nodes", 2)),
+        min_available_nodes=int(run.get("min-available-nodes", 2)))
+    shared = {"round-offset": offset, "reward-scale": float(cfg.reward_scale)}
+    started = time.perf_counter()
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None  # the starting weights were evaluated when they were made
+        global_round = offset + server_round
+        named = dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True))
+        metrics = global_evaluation(scenario, named, cfg)
+        log = strategy.round_log.get(server_round, {})
+        row = {"round": global_round, **metrics, **log,
+               "wall_s": time.perf_counter() - started}
+        ckpt = save_global_checkpoint(
+            run_dir / "checkpoints" / f"round-{global_round:04d}.pt", scenario, named, cfg,
+            global_round, {k: v for k, v in row.items() if isinstance(v, int | float)})
+        (run_dir / "final.pt").write_bytes(ckpt.read_bytes())
+        _append_row(run_dir / "rounds.csv", row)
+        _plot(run_dir)
+        return MetricRecord(metrics)
+
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord({k: Array(np.asarray(v)) for k, v in weights.items()}),
+        num_rounds=remaining,
+        timeout=float(run.get("round-timeout", 3600.0)),
+        train_config=ConfigRecord(dict(shared)),
+        evaluate_config=ConfigRecord(dict(shared)),
+        evaluate_fn=evaluate,
+    )
+    _write_summary(run_dir, cfg, cfg.rounds, "finished")
+
+
+def _append_row(path: Path, row: dict) -> None:
+    import pandas as pd
+
+    frame = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    frame = frame[frame["round"] != row["round"]] if len(frame) else frame
+    frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
+    tmp = path.with_suffix(".csv.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _plot(run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = pd.read_csv(run_dir / "rounds.csv")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.errorbar(frame["round"], frame["global-cost-per-day"],
+                yerr=frame["global-cost-ci95"], marker="o", capsize=3)
+    ax.set_xlabel("round")
+    ax.set_ylabel("network cost per day ($)")
+    ax.set_title("global policy, held-out replications")
+    fig.tight_layout()
+    fig.savefig(run_dir / "rounds.png.tmp.png", dpi=120)
+    plt.close(fig)
+    (run_dir / "rounds.png.tmp.png").replace(run_dir / "rounds.png")
+
+
+def _write_summary(run_dir: Path, cfg: FedConfig, rounds: int, status: str) -> None:
+    import dataclasses
+
+    summary = {"status": status, "rounds": rounds, "config": dataclasses.asdict(cfg)}
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(run_dir / "summary.json")

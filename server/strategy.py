@@ -1,0 +1,95 @@
+"""Flower strategies that average each role's Q-network by the experience clients
+collected for that role (:func:`fedinv.federated.role_weighted_average`), and log every
+round's results and failures."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, FedProx
+
+from fedinv.federated import role_weighted_average
+
+
+class _RoleWeighted:
+    """Mixin over FedAvg / FedProx: role-weighted averaging, and ``round_log[round]``
+    with ``results``, ``failures`` and the failed nodes' reasons."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.round_log: dict[int, dict] = {}
+        self._global: dict[str, np.ndarray] = {}
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._global = dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True))
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, errors = self._check_and_log_replies(list(replies), is_train=True)
+        self.round_log[server_round] = {
+            "results": len(valid), "failures": len(errors),
+            "failure_reasons": "; ".join(_reason(m) for m in errors)}
+        if not valid:
+            return None, None
+        # a fixed order (by content), so the floating-point sums do not depend on the
+        # order replies arrived in: a resumed run reproduces an uninterrupted one
+        contents = sorted((m.content for m in valid), key=_fingerprint)
+        updates, counts = [], []
+        for content in contents:
+            record = content["arrays"]
+            updates.append(dict(zip(record.keys(), record.to_numpy_ndarrays(), strict=True)))
+            metrics = content["metrics"]
+            counts.append({k.removeprefix("examples-"): float(v) for k, v in metrics.items()
+                           if k.startswith("examples-")})
+        averaged = role_weighted_average(updates, counts, self._global)
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        log = self.round_log[server_round]
+        for key, value in metrics.items():
+            if not key.startswith("examples-"):
+                log[f"train-{key}" if not key.startswith("train-") else key] = float(value)
+        return ArrayRecord({k: Array(v) for k, v in averaged.items()}), metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        metrics = super().aggregate_evaluate(server_round, replies)
+        if metrics is not None:
+            log = self.round_log.setdefault(server_round, {})
+            log.update({k: float(v) for k, v in metrics.items() if k != "num-examples"})
+        return metrics
+
+
+def _reason(msg: Message, keep: int = 400) -> str:
+    """A failed reply's reason, without terminal colours; its end (the exception)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(msg.error.reason)).replace("\n", " ")
+    return text if len(text) <= keep else "..." + text[-keep:]
+
+
+def _fingerprint(content) -> str:
+    digest = hashlib.sha256()
+    for array in content["arrays"].to_numpy_ndarrays():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+class RoleFedAvg(_RoleWeighted, FedAvg):
+    """FedAvg with role-weighted averaging."""
+
+
+class RoleFedProx(_RoleWeighted, FedProx):
+    """FedProx (clients add the proximal term) with role-weighted averaging."""
+
+
+def make_strategy(name: str, proximal_mu: float = 0.0, **kwargs) -> RoleFedAvg:
+    """``fedavg`` or ``fedprox`` with the given fractions and minimum node counts."""
+    if name == "fedavg":
+        return RoleFedAvg(**kwargs)
+    if name == "fedprox":
+        return RoleFedProx(proximal_mu=proximal_mu, **kwargs)
+    raise ValueError(f"unknown strategy {name!r}; choose fedavg or fedprox")
