@@ -284,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (default runs/federated)")
     p.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
                    help="stop the run after this long (default 3600)")
+    p.add_argument("--dp-noise", type=float, default=0.0, metavar="Z",
+                   help="differential privacy: Gaussian noise multiplier of Flower's "
+                   "server-side fixed clipping (0: off, the default)")
+    p.add_argument("--dp-clip", type=float, default=1.0, metavar="C",
+                   help="differential privacy: L2 clipping norm of a client's update")
     p.add_argument("--quiet", action="store_true", help="do not echo Flower's log")
     p.set_defaults(func=cmd_federate)
 
@@ -1104,7 +1109,8 @@ def cmd_federate(args: argparse.Namespace) -> int:
                     seed=args.seed)
     echo = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     try:
-        run = run_federation(cfg, args.out, timeout=args.timeout, echo=echo)
+        extra = {"dp-noise-multiplier": args.dp_noise, "dp-clipping-norm": args.dp_clip}
+        run = run_federation(cfg, args.out, timeout=args.timeout, echo=echo, extra=extra)
     except FederationError as exc:
         raise CliError(str(exc)) from None
     rounds = pd.read_csv(run.rounds_csv)

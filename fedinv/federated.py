@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shutil
+import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -294,6 +295,7 @@ class LocalTrainer:
         """Train ``local_steps`` days from the global weights. Returns the new weights,
         the transitions collected per role, and scalar metrics."""
         cfg = self.cfg
+        started = time.perf_counter()
         self.load_before(server_round)
         load_arrays(self.model, global_arrays)
         load_arrays(self.learner.target_network, global_arrays)
@@ -349,6 +351,7 @@ class LocalTrainer:
             "train-reward": float(np.mean(rewards)),
             "train-cost-per-day": float(np.mean(costs)),
             "epsilon": float(epsilon),
+            "train-seconds": time.perf_counter() - started,
         }
         return to_arrays(self.model), collected, metrics
 

@@ -35,7 +35,7 @@ from fedinv.federated import (
     to_arrays,
 )
 from fedinv.scenario import load_scenario
-from server.strategy import make_strategy
+from server.strategy import make_strategy, with_differential_privacy
 
 app = ServerApp()
 
@@ -72,6 +72,12 @@ def main(grid: Grid, context: Context) -> None:
         min_train_nodes=int(run.get("min-train-nodes", 2)),
         min_evaluate_nodes=int(run.get("min-evaluate-nodes", 2)),
         min_available_nodes=int(run.get("min-available-nodes", 2)))
+    runner = strategy
+    noise = float(run.get("dp-noise-multiplier", 0.0))
+    if noise > 0:  # optional differential privacy (docs/federation.md)
+        runner = with_differential_privacy(
+            strategy, noise, float(run.get("dp-clipping-norm", 1.0)),
+            int(run.get("dp-sampled-clients", 0)) or _organizations(run))
     shared = {"round-offset": offset, "reward-scale": float(cfg.reward_scale)}
     started = time.perf_counter()
 
@@ -92,7 +98,7 @@ def main(grid: Grid, context: Context) -> None:
         _plot(run_dir)
         return MetricRecord(metrics)
 
-    strategy.start(
+    runner.start(
         grid=grid,
         initial_arrays=ArrayRecord({k: Array(np.asarray(v)) for k, v in weights.items()}),
         num_rounds=remaining,
@@ -102,6 +108,14 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_fn=evaluate,
     )
     _write_summary(run_dir, cfg, cfg.rounds, "finished")
+
+
+def _organizations(run) -> int:
+    """Organizations in the simulation's data folder (the clients sampled each round)."""
+    root = Path(str(run.get("data-dir", "")))
+    found = [p for p in root.iterdir() if (p / "scenario.toml").is_file()] \
+        if root.is_dir() else []
+    return max(len(found), int(run.get("min-train-nodes", 2)))
 
 
 def _append_row(path: Path, row: dict) -> None:

@@ -93,3 +93,15 @@ def make_strategy(name: str, proximal_mu: float = 0.0, **kwargs) -> RoleFedAvg:
     if name == "fedprox":
         return RoleFedProx(proximal_mu=proximal_mu, **kwargs)
     raise ValueError(f"unknown strategy {name!r}; choose fedavg or fedprox")
+
+
+def with_differential_privacy(strategy: RoleFedAvg, noise_multiplier: float,
+                              clipping_norm: float, num_sampled_clients: int):
+    """Flower's server-side fixed-clipping DP around ``strategy``: each client's update
+    is clipped to ``clipping_norm`` (L2) before aggregation and Gaussian noise of standard
+    deviation ``noise_multiplier x clipping_norm / num_sampled_clients`` is added."""
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+
+    return DifferentialPrivacyServerSideFixedClipping(
+        strategy, noise_multiplier=noise_multiplier, clipping_norm=clipping_norm,
+        num_sampled_clients=num_sampled_clients)

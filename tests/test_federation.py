@@ -240,3 +240,18 @@ def test_simulated_federation_end_to_end_resume_and_failure(chain, tmp_path):
     assert any(not np.array_equal(after[k], start[k]) for k in others)
     assert _flower_processes() == before
     torch.set_num_threads(1)
+
+
+def test_differential_privacy_wraps_the_role_weighted_strategy():
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+
+    from server.strategy import RoleFedProx, make_strategy, with_differential_privacy
+
+    inner = make_strategy("fedprox", proximal_mu=0.5)
+    assert isinstance(inner, RoleFedProx) and inner.proximal_mu == 0.5
+    dp = with_differential_privacy(inner, noise_multiplier=0.8, clipping_norm=2.0,
+                                   num_sampled_clients=3)
+    assert isinstance(dp, DifferentialPrivacyServerSideFixedClipping)
+    assert dp.strategy is inner and dp.noise_multiplier == 0.8 and dp.clipping_norm == 2.0
+    with pytest.raises(ValueError, match="unknown strategy"):
+        make_strategy("fedsgd")
