@@ -54,6 +54,11 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = Path(str(run["run-dir"]))
     run_dir.mkdir(parents=True, exist_ok=True)
     scenario = load_scenario(cfg.scenario)
+    data = Path(str(run["data-dir"]))
+    if not data.is_dir() or not any(data.iterdir()):  # plain `flwr run .`: make the data
+        from fedinv.orgdata import export_private_data
+
+        export_private_data(scenario, data)
     if cfg.reward_scale is None:
         cfg.reward_scale = default_reward_scale(scenario, cfg)
     last = latest_checkpoint(run_dir)
