@@ -75,13 +75,20 @@ class Args:
     dueling: bool = True
     """Dueling head: state value plus action advantages."""
     learning_rate: float = 5e-4
-    """Adam step size."""
+    """Adam step size (at the start)."""
+    final_learning_rate: float | None = None
+    """Step size reached linearly at the last step (None: constant)."""
     gamma: float = 0.97
     """Discount factor per day."""
+    reward_scale: float = 1.0
+    """Multiplies the environment's rewards before learning (Huber loss is quadratic
+    for TD errors below 1: a small scale keeps it a mean-squared loss)."""
     n_step: int = 3
     """Steps of the return before bootstrapping."""
-    buffer_size: int = 200_000
-    """Replay capacity per role, in transitions (one per agent, replication and day)."""
+    buffer_size: int = 500_000
+    """Replay capacity per role, in transitions (one per agent, replication and day;
+    about 300 bytes each). Too small a buffer forgets the exploratory experience once
+    epsilon is low, and the greedy policy can collapse."""
     batch_size: int = 256
     """Transitions per role in each update."""
     learning_starts: int = 400
@@ -210,7 +217,7 @@ class DQNPolicy:
             raise ValueError(f"observation size {self.observer.size} does not match the "
                              f"network's {q_network.obs_size}")
         self.action_map = ActionMap(layout, config.actions, self.agent_nodes,
-                                    config.fallback_levels)
+                                    config.fallback_levels, config.safety_std)
         self._day: int | None = None
         self._obs: np.ndarray | None = None
 
@@ -350,6 +357,10 @@ class DQNLearner:
                 tp.data.copy_(tau * p.data + (1.0 - tau) * tp.data)
         return float(loss.item())
 
+    def set_learning_rate(self, rate: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+
     def state_dict(self) -> dict[str, Any]:
         return {"q_network": self.q_network.state_dict(),
                 "target_network": self.target_network.state_dict(),
@@ -418,26 +429,34 @@ def train(args: Args, scenario: Scenario | None = None,
     best_cost, best_step, best_state = np.inf, 0, copy.deepcopy(q_network.state_dict())
     loss, start = float("nan"), time.perf_counter()
     for step in range(1, args.total_steps + 1):
+        # act: epsilon-greedy, every agent of every replication on its own
         epsilon = linear_schedule(args.start_e, args.end_e,
                                   args.exploration_fraction * args.total_steps, step)
         actions = policy.explore(obs, epsilon, rng, args.explore_radius)
         next_obs, reward, _, truncated, _ = env.step(actions)
         over = bool(truncated.all())
-        for o, a, r, o2, discount in nstep.push(obs, actions, reward, next_obs, over):
+        # remember: n-step transitions, split by role
+        for o, a, r, o2, discount in nstep.push(obs, actions, reward * args.reward_scale,
+                                                next_obs, over):
             for role, idx in groups.items():
                 buffers[role].add(o[:, idx].reshape(-1, o.shape[2]), a[:, idx].reshape(-1),
                                   r[:, idx].reshape(-1), o2[:, idx].reshape(-1, o.shape[2]),
                                   np.full(b * len(idx), discount, np.float32))
-        if over:
+        if over:  # the horizon: a fresh batch of training replications
             episode += 1
             first = TRAIN_BASE + episode * b
             obs = env.reset(range(first, first + b))
         else:
             obs = next_obs
+        # learn
         if step >= args.learning_starts and step % args.train_frequency == 0:
+            if args.final_learning_rate is not None:
+                learner.set_learning_rate(args.learning_rate + (
+                    args.final_learning_rate - args.learning_rate) * step / args.total_steps)
             for _ in range(args.updates_per_step):
                 loss = learner.update({role: buf.sample(args.batch_size, rng)
                                        for role, buf in buffers.items()})
+        # validate: the training curve and model selection
         last = step == args.total_steps
         if last or (args.eval_every and step % args.eval_every == 0):
             eval_policy.q_network.load_state_dict(q_network.state_dict())

@@ -169,10 +169,14 @@ class EnvConfig:
     """Arrival-day buckets of the in-transit observation (the last holds the rest)."""
     demand_lags: int = 3
     """Days of demand signal observed (today, yesterday, ...)."""
-    forecast_alpha: float = 0.1
-    """Smoothing constant of the forecaster's level."""
+    forecast_alpha: float = 0.03
+    """Smoothing constant of the forecaster's level (a memory of about 1 / alpha days)."""
     forecast_beta: float = 0.05
     """Smoothing constant of the forecaster's squared residuals."""
+    safety_std: str = "static"
+    """Daily demand standard deviation ``s`` of the action targets: ``static``, the
+    node's long-run value (a stable yardstick for ``z``), or ``forecast``, the
+    forecaster's residual standard deviation."""
     controlled: tuple[str, ...] | None = None
     """Node ids of the agents (None: every node)."""
     fallback_levels: Mapping[str, Any] | None = None
@@ -353,8 +357,11 @@ class ActionMap:
     (installation positions, downstream nodes first; see the module doc)."""
 
     def __init__(self, layout: Layout, actions: ActionSet, agent_nodes: Sequence[int],
-                 fallback_levels: Mapping[str, Any] | None = None):
-        self.layout, self.actions = layout, actions
+                 fallback_levels: Mapping[str, Any] | None = None,
+                 safety_std: str = "static"):
+        if safety_std not in ("static", "forecast"):
+            raise ValueError(f"safety_std must be 'static' or 'forecast', got {safety_std!r}")
+        self.layout, self.actions, self.safety_std = layout, actions, safety_std
         self.policy = StreamPolicy(layout)
         st = self.streams = self.policy.streams
         self.stats = flow_stats(layout, st)
@@ -382,7 +389,7 @@ class ActionMap:
         padded = np.concatenate([actions, np.zeros((len(actions), 1), int)], axis=1)
         a = padded[:, self._stream_agent]  # [B, K]; -1 (not an agent) reads the pad
         m = mean[:, st.node] * st.bom
-        s = std[:, st.node] * st.bom
+        s = np.sqrt(fs.var) if self.safety_std == "static" else std[:, st.node] * st.bom
         sd = np.sqrt(fs.lead * s * s + m * m * fs.lead_var)
         target = np.maximum(m * (fs.lead + self._cover[a]) + self._z[a] * sd, 0.0)
         levels = np.where(self._controlled, target, self.fallback)
@@ -429,7 +436,8 @@ class BatchedInventoryEnv:
         self.agents = tuple(lay.node_ids[i] for i in self.agent_nodes)
         self.roles = tuple(str(lay.tier[i]) for i in self.agent_nodes)
         self.observer = Observer(lay, cfg)
-        self.action_map = ActionMap(lay, cfg.actions, self.agent_nodes, cfg.fallback_levels)
+        self.action_map = ActionMap(lay, cfg.actions, self.agent_nodes, cfg.fallback_levels,
+                                    cfg.safety_std)
         self.observation_size = self.observer.size
         self.num_actions = cfg.actions.size
         self.cost_scale = float(cfg.reward.scale or reference_cost(scenario, cfg))

@@ -122,16 +122,18 @@ def test_same_replications_same_trajectory_regardless_of_batch():
 # -- actions -----------------------------------------------------------------------------
 
 
-def test_action_targets_follow_the_documented_formula():
+@pytest.mark.parametrize("safety_std", ["static", "forecast"])
+def test_action_targets_follow_the_documented_formula(safety_std):
     layout = Simulator(short("electronics-5r", 5)).layout
     actions = ActionSet(safety_factors=(0.0, 1.0), cover_days=(3.0,), cover_safety_factor=2.0)
-    amap = ActionMap(layout, actions, np.arange(layout.num_nodes))
+    amap = ActionMap(layout, actions, np.arange(layout.num_nodes), safety_std=safety_std)
     st, fs = amap.streams, amap.stats
     mean = np.full((1, layout.num_nodes), 10.0)
     std = np.full((1, layout.num_nodes), 2.0)
     for a, (z, cover) in zip((1, 2, 3), [(0.0, 0.0), (1.0, 0.0), (2.0, 3.0)], strict=True):
         levels, zero = amap.levels(np.full((1, layout.num_nodes), a), mean, std)
-        m, s = 10.0 * st.bom, 2.0 * st.bom
+        m = 10.0 * st.bom
+        s = 2.0 * st.bom if safety_std == "forecast" else np.sqrt(fs.var)
         expected = m * (fs.lead + cover) + z * np.sqrt(fs.lead * s * s + m * m * fs.lead_var)
         np.testing.assert_allclose(levels[0], expected)
         assert not zero.any()
