@@ -48,6 +48,7 @@ from fedinv.dqn import (
     NStepReturns,
     ReplayBuffer,
     RoleQNetworks,
+    _plain,
     linear_schedule,
 )
 from fedinv.envs import TIERS, BatchedInventoryEnv, EnvConfig, RewardConfig, reference_cost
@@ -450,10 +451,3 @@ def load_global_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], int
     arrays = {k: v.numpy() for k, v in data["policy_state"].items()}
     return arrays, int(data["federated"]["round"])
 
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    return obj
