@@ -74,6 +74,9 @@ class Args:
     """Hidden layer widths of each role's Q-network (ReLU MLP)."""
     dueling: bool = True
     """Dueling head: state value plus action advantages."""
+    share: str = "tier"
+    """Parameter sharing: ``tier`` (one network per tier, nodes told apart by their
+    features) or ``node`` (one network per node, no sharing)."""
     learning_rate: float = 5e-4
     """Adam step size (at the start)."""
     final_learning_rate: float | None = None
@@ -172,6 +175,15 @@ class RoleQNetworks(nn.Module):
         return q
 
 
+def agent_roles(layout: Layout, agent_nodes: Sequence[int], share: str = "tier"
+                ) -> tuple[str, ...]:
+    """The role (the Q-network) of each agent: its tier, or its node id."""
+    if share not in ("tier", "node"):
+        raise ValueError(f"share must be 'tier' or 'node', got {share!r}")
+    table = layout.tier if share == "tier" else layout.node_ids
+    return tuple(str(table[i]) for i in agent_nodes)
+
+
 def _groups(roles: Sequence[str]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for i, r in enumerate(roles):
@@ -200,14 +212,15 @@ class DQNPolicy:
 
     name = "dqn"
 
-    def __init__(self, layout: Layout, q_network: RoleQNetworks, config: EnvConfig):
+    def __init__(self, layout: Layout, q_network: RoleQNetworks, config: EnvConfig,
+                 share: str = "tier"):
         self.layout, self.config, self.q_network = layout, config, q_network
         ids = config.controlled or layout.node_ids
         unknown = [n for n in ids if n not in layout.node_ids]
         if unknown:
             raise ValueError(f"the agents {unknown} are not nodes of this network")
         self.agent_nodes = np.array([layout.node_ids.index(n) for n in ids], int)
-        self.agent_roles = tuple(str(layout.tier[i]) for i in self.agent_nodes)
+        self.agent_roles = agent_roles(layout, self.agent_nodes, share)
         missing = sorted(set(self.agent_roles) - set(q_network.roles))
         if missing:
             raise ValueError(f"no Q-network for role(s) {missing} (trained roles: "
@@ -413,15 +426,16 @@ def train(args: Args, scenario: Scenario | None = None,
     rng = np.random.default_rng(args.seed)
     scenario = scenario or load_scenario(args.scenario)
     env = BatchedInventoryEnv(scenario, args.env)
-    q_network = RoleQNetworks(env.roles, env.observation_size, env.num_actions, args.hidden,
+    roles = agent_roles(env.layout, env.agent_nodes, args.share)
+    q_network = RoleQNetworks(roles, env.observation_size, env.num_actions, args.hidden,
                               args.dueling)
-    policy = DQNPolicy(env.layout, q_network, args.env)
+    policy = DQNPolicy(env.layout, q_network, args.env, args.share)
     learner = DQNLearner(q_network, args)
-    groups = _groups(env.roles)
+    groups = _groups(roles)
     buffers = {role: ReplayBuffer(args.buffer_size, env.observation_size) for role in groups}
     nstep = NStepReturns(args.n_step, args.gamma)
     valid = range(VALIDATION_BASE, VALIDATION_BASE + args.eval_replications)
-    eval_policy = DQNPolicy(env.layout, copy.deepcopy(q_network), args.env)
+    eval_policy = DQNPolicy(env.layout, copy.deepcopy(q_network), args.env, args.share)
 
     episode, b = 0, args.replications
     obs = env.reset(range(TRAIN_BASE, TRAIN_BASE + b))
@@ -472,8 +486,8 @@ def train(args: Args, scenario: Scenario | None = None,
             on_step(step, {"epsilon": epsilon, "loss": loss, "best": best_cost})
     selected = copy.deepcopy(q_network)
     selected.load_state_dict(best_state)
-    return TrainResult(args, scenario, DQNPolicy(env.layout, selected, args.env), learner,
-                       pd.DataFrame(rows), best_step, env.cost_scale)
+    return TrainResult(args, scenario, DQNPolicy(env.layout, selected, args.env, args.share),
+                       learner, pd.DataFrame(rows), best_step, env.cost_scale)
 
 
 def _ci95(values: np.ndarray) -> float:
@@ -507,6 +521,7 @@ def save_checkpoint(path: str | Path, result: TrainResult) -> Path:
         "num_actions": q.num_actions,
         "hidden": list(q.hidden),
         "dueling": bool(q.dueling),
+        "share": str(result.args.share),
         "policy_state": q.state_dict(),
         "learner_state": result.learner.state_dict(),
         "best_step": int(result.best_step),
@@ -556,7 +571,7 @@ def policy_from_checkpoint(data: Mapping[str, Any], layout: Layout,
                               f"({type(exc).__name__}: {exc})") from None
     q.eval()
     try:
-        return DQNPolicy(layout, q, config)
+        return DQNPolicy(layout, q, config, str(data.get("share", "tier")))
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit this network: "
                               f"{exc}") from None

@@ -214,3 +214,19 @@ def test_train_bad_input(capsys, tmp_path, extra, needle):
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err and needle in captured.err
+
+
+def test_one_network_per_node(tmp_path):
+    from fedinv.dqn import agent_roles
+
+    scenario = tiny(10)
+    layout = Simulator(scenario).layout
+    assert agent_roles(layout, [0], "node") == ("shop",)
+    assert agent_roles(layout, [0], "tier") == ("distributor",)
+    with pytest.raises(ValueError, match="share"):
+        agent_roles(layout, [0], "organization")
+    result = train(small_args(total_steps=30, learning_starts=10, eval_every=0,
+                              share="node"), scenario)
+    assert result.policy.q_network.roles == ("shop",)
+    loaded = load_policy(save_checkpoint(tmp_path / "node.pt", result), layout)
+    assert loaded.agent_roles == ("shop",)
