@@ -167,6 +167,12 @@ def draw_exogenous(
         p = np.array([o.start_probability for o in scenario.outages])
         mean = np.array([o.mean_duration_days for o in scenario.outages])
         active, elapsed = _on_off([g["outage"] for g in gens], days, p, mean)
+        for k, o in enumerate(scenario.outages):
+            if o.start_day is not None:  # a fixed window, the same in every replication
+                day = np.arange(days)
+                on = (day >= o.start_day) & (day < o.start_day + o.duration_days)
+                active[:, :, k] = on[None, :]
+                elapsed[:, :, k] = np.where(on, day - o.start_day, 0)[None, :]
         nidx = layout.network.node_index
         for k, o in enumerate(scenario.outages):
             factor = np.where(active[:, :, k], o.capacity_fraction, 1.0)

@@ -250,18 +250,24 @@ class Organization:
 class Outage:
     """On/off outage of a node's capacity or a lane's transport capacity.
 
-    Each day without an outage, one starts with ``start_probability``; it lasts a
-    geometric number of days with mean ``mean_duration_days``; meanwhile capacity is
+    Random: each day without an outage, one starts with ``start_probability``; it lasts
+    a geometric number of days with mean ``mean_duration_days``. Fixed: ``start_day``
+    given, it lasts exactly ``duration_days`` days (days ``start_day .. start_day +
+    duration_days - 1``), in every replication. Meanwhile capacity is
     ``capacity_fraction`` of normal. Downstream nodes are notified ``notice_lag_days``
     after it starts.
     """
 
     target: str
     """A node id, or a lane id ``source->destination``."""
-    start_probability: float
-    mean_duration_days: float
+    start_probability: float = 0.0
+    mean_duration_days: float = 1.0
     capacity_fraction: float = 0.0
     notice_lag_days: int = 0
+    start_day: int | None = None
+    """Fixed outage: its first day (0-based); ``None`` for a random outage."""
+    duration_days: int = 1
+    """Fixed outage: its length, days."""
 
 
 @dataclass(frozen=True)

@@ -592,15 +592,33 @@ def _parse_outage(
             'a declared node id or lane id "SOURCE->DESTINATION"',
             _unknown(target, [*nodes, *lanes]),
         )
-    outage = Outage(
-        target=target,
-        start_probability=t.number("start_probability", maximum=1.0),
-        mean_duration_days=t.number(
-            "mean_duration_days", minimum=1.0, expected="a mean duration >= 1 (days)"
-        ),
-        capacity_fraction=t.number("capacity_fraction", 0.0, maximum=1.0),
-        notice_lag_days=t.integer("notice_lag_days", 0, minimum=0),
-    )
+    start_day = t.integer("start_day", None, minimum=0)
+    if start_day is None:  # random outages
+        if "duration_days" in t.data:
+            raise t.error("start_day", "a start_day for an outage with duration_days (a "
+                          "random outage takes mean_duration_days)", "none")
+        outage = Outage(
+            target=target,
+            start_probability=t.number("start_probability", maximum=1.0),
+            mean_duration_days=t.number(
+                "mean_duration_days", minimum=1.0, expected="a mean duration >= 1 (days)"
+            ),
+            capacity_fraction=t.number("capacity_fraction", 0.0, maximum=1.0),
+            notice_lag_days=t.integer("notice_lag_days", 0, minimum=0),
+        )
+    else:  # a fixed window
+        for key in ("start_probability", "mean_duration_days"):
+            if key in t.data:
+                raise t.error(key, "no start_probability or mean_duration_days for a fixed "
+                              "outage (start_day given: give duration_days)", "both")
+        outage = Outage(
+            target=target,
+            start_day=start_day,
+            duration_days=t.integer("duration_days", minimum=1,
+                                    expected="a duration >= 1 (days)"),
+            capacity_fraction=t.number("capacity_fraction", 0.0, maximum=1.0),
+            notice_lag_days=t.integer("notice_lag_days", 0, minimum=0),
+        )
     if outage.capacity_fraction > 0 and math.isinf(capacity):
         raise t.error(
             "capacity_fraction",

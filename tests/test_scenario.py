@@ -442,6 +442,30 @@ start_day = 10
     assert scenario.surges[0].start_day == 10
 
 
+def test_fixed_outage_window_is_exact_in_every_replication(tmp_path: Path) -> None:
+    from fedinv.exogenous import draw_exogenous
+    from fedinv.layout import compile_layout
+
+    text = BASE + '\n[[outages]]\ntarget = "S"\nstart_day = 5\nduration_days = 3\n'
+    scenario = load_scenario(write(tmp_path, text))
+    assert (scenario.outages[0].start_day, scenario.outages[0].duration_days) == (5, 3)
+    layout = compile_layout(scenario.network)
+    exo = draw_exogenous(scenario, layout, [0, 1, 7], 12)
+    s = scenario.network.node_index["S"]
+    down = np.flatnonzero(exo.node_factor[:, :, s] < 1.0)
+    expected = np.zeros((3, 12), bool)
+    expected[:, 5:8] = True
+    np.testing.assert_array_equal(exo.node_factor[:, :, s] == 0.0, expected)
+    assert len(down) == 9
+    # random outages still need their probability; a fixed one refuses it
+    expect_error(tmp_path, BASE + '\n[[outages]]\ntarget = "S"\nstart_day = 5\n'
+                 'duration_days = 3\nstart_probability = 0.1\n',
+                 "outages[0].start_probability", "fixed outage")
+    expect_error(tmp_path, BASE + '\n[[outages]]\ntarget = "S"\nduration_days = 3\n'
+                 'start_probability = 0.1\nmean_duration_days = 2\n',
+                 "outages[0].start_day", "random outage")
+
+
 @pytest.mark.parametrize(
     ("section", "field", "expected"),
     [
