@@ -237,3 +237,10 @@ def _topological_order(n: int, src: np.ndarray, dst: np.ndarray) -> list[int]:
     if len(order) != n:
         raise ValueError("the lane graph has a cycle")
     return order
+
+
+def capacity_times(capacity: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """``capacity * factor`` (units/day) for an outage's capacity fraction, where a
+    factor of 0 shuts even an unlimited capacity (``inf * 0`` would be NaN)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(factor == 0.0, 0.0, capacity * factor)

@@ -46,6 +46,7 @@ from fedinv.layout import (
     OUTPUT_PRODUCTION,
     OUTPUT_SHIPPING,
     Layout,
+    capacity_times,
     compile_layout,
 )
 from fedinv.network import Scenario
@@ -232,7 +233,7 @@ class Simulator:
         if lay.num_components:
             ratio = s.components / lay.comp_bom
             possible = np.minimum.reduceat(ratio, lay.comp_starts, axis=1)  # [B, K]
-            cap = lay.capacity[lay.bom_nodes] * node_f[:, lay.bom_nodes]
+            cap = capacity_times(lay.capacity[lay.bom_nodes], node_f[:, lay.bom_nodes])
             made = np.minimum(possible, cap)
             s.components -= made[:, self._comp_of_slot] * lay.comp_bom
             s.on_hand[:, lay.bom_nodes] += made
@@ -257,7 +258,8 @@ class Simulator:
         lay, t = self.layout, s.day
         node_f = exo.node_factor[:, t]
         owed = s.owed
-        out_cap = np.where(self._ship_nodes | (node_f < 1.0), lay.capacity * node_f, np.inf)
+        out_cap = np.where(self._ship_nodes | (node_f < 1.0),
+                           capacity_times(lay.capacity, node_f), np.inf)
         avail = np.minimum(s.on_hand, out_cap)
         total_owed = owed @ lay.src_mat
         frac = np.where(total_owed > _EPS, np.minimum(1.0, avail / np.maximum(total_owed, _EPS)),
@@ -265,11 +267,12 @@ class Simulator:
         lane_frac = frac @ lay.src_mat.T  # internal lanes: the source's fill fraction
         if self._ext.any():
             ext_owed = owed @ self._ext_dst_mat
-            prod_cap = np.where(self._prod_nodes, lay.capacity * node_f, np.inf)
+            prod_cap = np.where(self._prod_nodes, capacity_times(lay.capacity, node_f), np.inf)
             pfrac = np.where(ext_owed > _EPS,
                              np.minimum(1.0, prod_cap / np.maximum(ext_owed, _EPS)), 1.0)
             lane_frac = np.where(self._ext, pfrac @ self._ext_dst_mat.T, lane_frac)
-        ship = np.minimum(owed * lane_frac, lay.transport_cap * exo.lane_factor[:, t])
+        ship = np.minimum(owed * lane_frac,
+                          capacity_times(lay.transport_cap, exo.lane_factor[:, t]))
         ship = np.where(ship > _EPS, ship, 0.0)
         s.on_hand -= ship @ lay.src_mat
         np.maximum(s.on_hand, 0.0, out=s.on_hand)
@@ -308,12 +311,12 @@ class Simulator:
             s.transfer_pipeline[:, np.arange(lay.num_transfers), slots] += moved
             transfer_cost = (moved * lay.transfer_cost) @ self._transfer_src_mat
         # violations of released orders
-        cap_f = lay.capacity * node_f
+        cap_f = capacity_times(lay.capacity, node_f)
         # production nodes: their own production orders; shipping nodes: orders placed on them
         load = np.where(self._prod_nodes, orders @ self._ext_dst_mat,
                         np.where(self._ship_nodes, orders @ lay.src_mat, 0.0))
         cap_v = np.where(load > cap_f + _EPS, load - cap_f, 0.0)
-        tcap = lay.transport_cap * exo.lane_factor[:, t]
+        tcap = capacity_times(lay.transport_cap, exo.lane_factor[:, t])
         trans_v = np.where(orders > tcap + _EPS, orders - tcap, 0.0)
         rem = orders - np.round(orders / self._lot) * self._lot
         lot_v = np.where(self._has_lot & (np.abs(rem) > 1e-6), np.abs(rem), 0.0)

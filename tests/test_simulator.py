@@ -107,3 +107,28 @@ def test_daily_frame_has_one_row_per_replication_day_node():
     assert len(res.daily) == 2 * 30 * 3
     assert set(res.summary.index) >= {"total_cost_per_day", "fill_rate", "bullwhip_ratio"}
     assert (res.daily["on_hand"] >= 0).all()
+
+
+def test_fixed_outage_shuts_an_unlimited_node_without_nan():
+    """capacity_fraction 0 on a node of unlimited capacity shuts it (inf * 0 is not NaN):
+    serial-3's top stage buys nothing from its vendor during days 10..14, and only then."""
+    from dataclasses import replace
+
+    from fedinv.network import Outage
+
+    base = load_scenario("serial-3")
+    scenario = replace(base, outages=(Outage(target="stage-3", start_day=10,
+                                             duration_days=5),))
+    sim = Simulator(scenario, days=30)
+    top = sim.layout.network.node_index["stage-3"]
+    vendor_lane = int(np.flatnonzero(sim.layout.external & (sim.layout.lane_dst == top))[0])
+    policy = make_policy("echelon-base-stock", sim.layout)
+    state, exo = sim.reset([0, 1])
+    bought = []
+    for _ in range(30):
+        state, rec = sim.step(state, exo, policy.act(state))
+        assert all(np.isfinite(rec[k]).all() for k in ("on_hand", "total_cost", "filled"))
+        bought.append(state.shipped[:, vendor_lane].copy())
+    bought = np.array(bought)
+    assert (bought[10:15] == 0).all()
+    assert (bought[15:20] > 0).any()  # the backlog of orders is bought once it ends
