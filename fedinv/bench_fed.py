@@ -91,8 +91,8 @@ def compare(scenario_name: str = "electronics-5r", rounds: int = 4, local_steps:
     base-stock policy, on the whole network (see module doc)."""
     import torch
 
-    from fedinv.dqn import DQNPolicy, RoleQNetworks, train
-    from fedinv.federated import default_reward_scale, load_arrays
+    from fedinv.dqn import train
+    from fedinv.federated import default_reward_scale, isolated_policy
     from fedinv.metrics import summarize
     from fedinv.orgdata import export_private_data
     from fedinv.policies import make_policy
@@ -144,21 +144,7 @@ def compare(scenario_name: str = "electronics-5r", rounds: int = 4, local_steps:
                 w, _, _ = LocalTrainer(org, Path(tmp) / "iso", cfg, roles).train_round(w, r)
             per_org[org.name] = w
         iso_seconds = time.perf_counter() - start
-        lay = sim.layout
-        org_of = [n.organization for n in scenario.network.nodes]
-        keys = sorted({f"{org_of[i]}:{lay.tier[i]}" for i in range(lay.num_nodes)})
-        template = new_model(cfg, roles)
-        # (the plain roles too, which DQNPolicy checks; the org-qualified ones act)
-        composite = RoleQNetworks(keys + list(roles), template.obs_size,
-                                  template.num_actions, template.hidden, template.dueling)
-        for key in keys:
-            org, tier = key.split(":")
-            model = new_model(cfg, roles)
-            load_arrays(model, per_org[org])
-            composite.nets[key].load_state_dict(model.nets[tier].state_dict())
-        iso_policy = DQNPolicy(lay, composite, cfg.env_config())
-        iso_policy.agent_roles = tuple(f"{org_of[i]}:{lay.tier[i]}"
-                                       for i in iso_policy.agent_nodes)
+        iso_policy = isolated_policy(scenario, per_org, cfg)
         record("DQN isolated (each organization alone)",
                mean_cost_per_day(sim, iso_policy, held_out), iso_seconds)
         # centralized: one learner on the whole network, the same days and replications

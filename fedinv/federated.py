@@ -394,6 +394,32 @@ def global_policy(scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: Fed
     return DQNPolicy(Simulator(scenario, days=2).layout, model, cfg.env_config())
 
 
+def isolated_policy(scenario: Scenario, per_org: Mapping[str, Mapping[str, np.ndarray]],
+                    cfg: FedConfig) -> DQNPolicy:
+    """The greedy policy on the whole network when every organization acts with the
+    weights it trained alone (``per_org``: organization id -> its arrays): a node of
+    organization O and tier T uses O's network for T."""
+    roles = roles_of(scenario)
+    layout = Simulator(scenario, days=2).layout
+    org_of = [n.organization for n in scenario.network.nodes]
+    missing = sorted({o for o in org_of} - set(per_org))
+    if missing:
+        raise ValueError(f"isolated policy: no weights for organization(s) {missing}")
+    keys = sorted({f"{org_of[i]}:{layout.tier[i]}" for i in range(layout.num_nodes)})
+    template = new_model(cfg, roles)
+    # the plain roles too (DQNPolicy checks them); the organization-qualified ones act
+    composite = RoleQNetworks(keys + list(roles), template.obs_size, template.num_actions,
+                              template.hidden, template.dueling)
+    for key in keys:
+        org, tier = key.split(":")
+        model = new_model(cfg, roles)
+        load_arrays(model, per_org[org])
+        composite.nets[key].load_state_dict(model.nets[tier].state_dict())
+    policy = DQNPolicy(layout, composite, cfg.env_config())
+    policy.agent_roles = tuple(f"{org_of[i]}:{layout.tier[i]}" for i in policy.agent_nodes)
+    return policy
+
+
 def global_evaluation(scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
                       ) -> dict[str, float]:
     """Cost per day of the global greedy policy on the whole network, held-out
