@@ -323,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="days of the hybrid-vs-pure timing (default: horizon)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench_lp)
+
+    from studies.cli import add_commands as add_study_commands  # run, report, studies
+
+    add_study_commands(commands, reps_t)
     return parser
 
 

@@ -1,0 +1,66 @@
+"""Gather a study's unit files (``OUT/units``) into its result tables (``OUT/results``):
+``replications.parquet`` (one row per variant, policy and held-out replication, with the
+perfect-information bound and the gap to it) and ``monthly.parquet`` (the paper's
+Figure 4 series per month), then render the report (:mod:`studies.report`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from studies.spec import StudySpec
+
+
+def collate(spec: StudySpec, out: Path, render: bool = True) -> Path:
+    """Write ``OUT/results/*.parquet`` from the unit files; returns the results folder."""
+    out = Path(out)
+    results = out / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    rows, monthly = [], []
+    bounds = {}
+    for path in sorted((out / "units" / "bound").rglob("rep-*.json")):
+        b = json.loads(path.read_text())
+        bounds[(b["variant"], int(b["replication"]))] = float(b["bound_cost_per_day"])
+    labels = {p.label for p in spec.policies}
+    variants = {v.name for v in spec.variants}
+    for path in sorted((out / "units" / "eval").rglob("rep-*.json")):
+        u = json.loads(path.read_text())
+        if u["policy"] not in labels or u["variant"] not in variants:
+            continue  # a unit of a policy since removed from the study
+        key = (u["variant"], int(u["replication"]))
+        row = {"variant": u["variant"], "policy": u["policy"],
+               "replication": int(u["replication"]), "mode": u["mode"],
+               "seconds": float(u.get("seconds", np.nan)), **u["metrics"]}
+        bound = bounds.get(key, np.nan)
+        row["bound_cost_per_day"] = bound
+        row["gap_to_bound_pct"] = (100.0 * (row["total_cost_per_day"] - bound) / bound
+                                   if np.isfinite(bound) and bound > 0 else np.nan)
+        for name, ev in u.get("events", {}).items():
+            for k, v in ev.items():
+                row[f"event:{name}:{k}"] = v
+        rows.append(row)
+        monthly += [{"variant": u["variant"], "policy": u["policy"],
+                     "replication": int(u["replication"]), **m} for m in u["monthly"]]
+    order = {p.label: i for i, p in enumerate(spec.policies)}
+    vorder = {v.name: i for i, v in enumerate(spec.variants)}
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame = frame.sort_values(["variant", "policy", "replication"], key=lambda c: c.map(
+            vorder) if c.name == "variant" else c.map(order) if c.name == "policy" else c)
+    _write_parquet(frame.reset_index(drop=True), results / "replications.parquet")
+    _write_parquet(pd.DataFrame(monthly), results / "monthly.parquet")
+    if render:
+        from studies.report import render_report
+
+        render_report(out)
+    return results
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)

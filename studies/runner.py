@@ -1,0 +1,580 @@
+"""Run a study into a folder, resumably: every unit of work writes one file atomically,
+and a re-run skips the units whose file exists.
+
+Units (``OUT/units/...``):
+  * ``train/KIND``    a DQN training (federated through a real local Flower federation,
+                      isolated, or centralized), run in this process one after another
+                      (the federation has its own engine and uses every core);
+  * ``tune/POLICY``   a classical policy tuned by simulation on training replications;
+  * ``bound/VARIANT/rep-NNNN``        the perfect-information bound of one replication;
+  * ``eval/VARIANT/POLICY/rep-NNNN``  one policy on one held-out replication.
+Tune, bound and eval units run in parallel as Ray tasks (``ray.init`` on this machine
+with ``workers`` CPUs, or an existing cluster with ``address``): Ray is already
+installed with Flower's simulation engine, schedules Python functions across cores and
+machines unchanged, and the driver writes every result it gets back, so results land
+in one folder wherever the work ran. ``workers=1`` runs everything in this process.
+
+A killed run loses at most the units in flight: a unit's file appears only once it is
+complete (written to a temporary name, then renamed). A federated training resumes from
+its last round's checkpoint (its own ServerApp resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from studies.spec import LEARNED, OPTIMIZATION, StudySpec, variant_scenario
+
+VERSIONS = ("fedinv", "numpy", "pandas", "torch", "flwr", "ray", "pyomo", "highspy",
+            "scipy", "gymnasium", "pettingzoo")
+RECOVERY_WINDOW = 7
+"""Days of the trailing fill rate that define recovery after an event."""
+RECOVERY_TOLERANCE = 0.02
+"""Recovered: the 7-day trailing fill rate is back within 2 points of the pre-event level."""
+PRE_EVENT_DAYS = 28
+
+
+class StudyRunError(RuntimeError):
+    """A study that cannot run in the given folder, or a unit that failed."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One resumable piece of work; ``key`` is its path under ``OUT/units`` (no suffix)."""
+
+    kind: str
+    key: str
+    variant: str | None = None
+    policy: str | None = None
+    replication: int | None = None
+    needs: tuple[str, ...] = ()
+
+
+def plan(spec: StudySpec) -> list[Unit]:
+    """Every unit of ``spec``, preparations first."""
+    units: list[Unit] = []
+    prepared = sorted({p.prepared_by for p in spec.policies if p.prepared_by})
+    for key in prepared:
+        kind, name = key.split("/")
+        units.append(Unit(kind, key, policy=name))
+    for v in spec.variants:
+        if spec.bound:
+            units += [Unit("bound", f"bound/{v.name}/rep-{r:04d}", v.name, replication=r)
+                      for r in range(spec.replications)]
+        for p in spec.policies:
+            needs = (p.prepared_by,) if p.prepared_by else ()
+            units += [Unit("eval", f"eval/{v.name}/{p.slug}/rep-{r:04d}", v.name, p.label, r,
+                           needs) for r in range(spec.replications)]
+    return units
+
+
+# ------------------------------------------------------------------------ the driver
+
+
+def run_study(spec: StudySpec, out: str | Path, *, workers: int | None = None,
+              address: str | None = None, command: str = "",
+              echo: Callable[[str], None] | None = print, progress: bool = True) -> Path:
+    """Run (or resume) ``spec`` into ``out``; returns the folder. Raises
+    :class:`StudyRunError` if ``out`` holds a different study or a unit fails (the
+    finished units stay)."""
+    out = Path(out).resolve()
+    (out / "units").mkdir(parents=True, exist_ok=True)
+    say = echo or (lambda _msg: None)
+    meta = _start_meta(spec, out, command, workers)
+    units = plan(spec)
+    done = {u.key for u in units if _unit_path(out, u).is_file()}
+    if done:
+        say(f"resuming {spec.name} in {out}: {len(done)} of {len(units)} units already done")
+    started = time.perf_counter()
+    for unit in units:  # trainings, in this process
+        if unit.kind == "train" and unit.key not in done:
+            say(f"training: DQN {unit.policy} ...")
+            _write_json(_unit_path(out, unit), train_unit(spec, unit, out, echo=echo))
+            done.add(unit.key)
+    todo = [u for u in units if u.key not in done]
+    if todo:
+        engine = _Engine(workers, address)
+        meta["engine"], meta["workers"] = engine.name, engine.workers
+        _write_json(out / "study.json", meta)
+        try:
+            engine.run(spec, out, todo, done, say, progress)
+        finally:
+            engine.close()
+    from studies.collate import collate
+
+    collate(spec, out)
+    meta.update(finished=datetime.now(UTC).isoformat(timespec="seconds"),
+                seconds=float(meta.get("seconds") or 0.0) + time.perf_counter() - started)
+    _write_json(out / "study.json", meta)
+    return out
+
+
+def _start_meta(spec: StudySpec, out: Path, command: str, workers: int | None
+                ) -> dict[str, Any]:
+    path = out / "study.json"
+    if path.is_file():
+        meta = json.loads(path.read_text())
+        if meta.get("digest") != spec.digest():
+            raise StudyRunError(
+                f"{out} holds results of a different study definition ({meta['spec']['name']}, "
+                f"digest {meta.get('digest')}; this one is {spec.digest()}): resuming would mix "
+                f"them. Use another --out folder, or delete {out}.")
+        meta["command"] = command or meta.get("command", "")
+        meta["finished"] = None
+        return meta
+    meta = {"spec": dataclasses.asdict(spec), "digest": spec.digest(), "command": command,
+            "versions": package_versions(), "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "started": datetime.now(UTC).isoformat(timespec="seconds"), "finished": None,
+            "seconds": 0.0, "workers": workers or os.cpu_count() or 1, "engine": "ray"}
+    _write_json(path, meta)
+    return meta
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+class _Engine:
+    """Ray (several workers or a cluster) or this process (``workers == 1``)."""
+
+    def __init__(self, workers: int | None, address: str | None):
+        self.workers = int(workers or os.cpu_count() or 1)
+        self.ray = None
+        if address is None and self.workers <= 1:
+            self.name = "in-process"
+            return
+        import ray
+
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        if address is not None:
+            ray.init(address=address, log_to_driver=False)
+            self.workers = int(ray.cluster_resources().get("CPU", 1))
+            self.name = f"ray cluster {address}"
+        else:
+            ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False,
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}})
+            self.name = "ray"
+        self.ray = ray
+        self.remote = ray.remote(num_cpus=1, max_retries=0)(execute_unit)
+
+    def run(self, spec: StudySpec, out: Path, todo: list[Unit], done: set[str],
+            say: Callable[[str], None], progress: bool) -> None:
+        pending = list(todo)
+        failures: list[str] = []
+        with _Bar(len(todo), f"{spec.name}: {len(todo)} units", progress) as bar:
+            if self.ray is None:
+                for unit in pending:
+                    try:
+                        payload = execute_unit(spec, str(out), unit)
+                    except Exception as exc:  # noqa: BLE001 - reported, others go on
+                        failures.append(f"{unit.key}: {type(exc).__name__}: {exc}")
+                        bar.advance()
+                        continue
+                    _write_json(_unit_path(out, unit), payload)
+                    done.add(unit.key)
+                    bar.advance(unit.key)
+            else:
+                self._run_ray(spec, out, pending, done, failures, bar)
+        if failures:
+            raise StudyRunError(f"{len(failures)} unit(s) failed (the others are saved; a "
+                                "re-run retries only these):\n  " + "\n  ".join(failures[:10]))
+
+    def _run_ray(self, spec, out, pending, done, failures, bar) -> None:
+        ray = self.ray
+        spec_ref = ray.put(spec)
+        running: dict[Any, Unit] = {}
+        blocked = {u.key for u in pending}
+        failed_needs: set[str] = set()
+        while pending or running:
+            ready = [u for u in pending if all(n in done for n in u.needs)]
+            for unit in ready:
+                pending.remove(unit)
+                running[self.remote.remote(spec_ref, str(out), unit)] = unit
+            for unit in [u for u in pending if any(n in failed_needs for n in u.needs)]:
+                pending.remove(unit)
+                failures.append(f"{unit.key}: skipped, {unit.needs[0]} failed")
+                bar.advance()
+            if not running:
+                if pending:
+                    raise StudyRunError("units wait for preparations that never ran: "
+                                        + ", ".join(u.key for u in pending[:5]))
+                break
+            finished, _ = ray.wait(list(running), num_returns=1)
+            for ref in finished:
+                unit = running.pop(ref)
+                try:
+                    payload = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - reported, others go on
+                    cause = getattr(exc, "cause", None) or exc
+                    failures.append(f"{unit.key}: {type(cause).__name__}: {cause}")
+                    failed_needs.add(unit.key)
+                    bar.advance()
+                    continue
+                _write_json(_unit_path(out, unit), payload)
+                done.add(unit.key)
+                blocked.discard(unit.key)
+                bar.advance(unit.key)
+
+    def close(self) -> None:
+        if self.ray is not None:
+            self.ray.shutdown()
+
+
+class _Bar:
+    """A rich progress bar on stderr, or nothing."""
+
+    def __init__(self, total: int, title: str, show: bool):
+        self.total, self.title, self.show = total, title, show
+        self.progress = None
+
+    def __enter__(self) -> _Bar:
+        if self.show:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(),
+                                     TimeRemainingColumn(), console=Console(stderr=True))
+            self.progress.start()
+            self.task = self.progress.add_task(self.title, total=self.total)
+        return self
+
+    def advance(self, key: str = "") -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1,
+                                 description=f"{self.title} (last: {key})" if key else None)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _unit_path(out: Path, unit: Unit) -> Path:
+    return out / "units" / f"{unit.key}.json"
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` so that ``path`` is either absent or complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=_json_default, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+# -------------------------------------------------------------------------- the units
+
+
+def execute_unit(spec: StudySpec, out: str, unit: Unit) -> dict[str, Any]:
+    """Compute one tune, bound or eval unit; returns its JSON payload (a Ray task)."""
+    started = time.perf_counter()
+    if unit.kind == "tune":
+        payload = _tune(spec, unit)
+    elif unit.kind == "bound":
+        payload = _bound(spec, unit)
+    elif unit.kind == "eval":
+        payload = _evaluate(spec, Path(out), unit)
+    else:
+        raise StudyRunError(f"unit {unit.key}: unknown kind {unit.kind!r}")
+    payload["seconds"] = time.perf_counter() - started
+    return payload
+
+
+def _base_scenario(spec: StudySpec):
+    from fedinv.scenario import load_scenario
+
+    return load_scenario(spec.scenario)
+
+
+def _variant(spec: StudySpec, name: str):
+    return variant_scenario(spec, next(v for v in spec.variants if v.name == name))
+
+
+def _tune(spec: StudySpec, unit: Unit) -> dict[str, Any]:
+    from fedinv.tuning import tune
+
+    result = tune(_base_scenario(spec), unit.policy, train_replications=spec.train_replications,
+                  days=spec.days, sweeps=spec.tune_sweeps)
+    return {"policy": unit.policy, "params": result.params, "coords": result.coordinates,
+            "train_cost_per_day": result.train_cost_per_day, "evaluations": result.evaluations,
+            "simulated_days": result.simulated_days,
+            "train_replications": spec.train_replications}
+
+
+def _bound(spec: StudySpec, unit: Unit) -> dict[str, Any]:
+    from fedinv.hybrid import perfect_information_bound
+
+    value = perfect_information_bound(_variant(spec, unit.variant), [unit.replication],
+                                      days=spec.days)
+    return {"variant": unit.variant, "replication": unit.replication,
+            "bound_cost_per_day": float(value[0])}
+
+
+def _evaluate(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]:
+    from fedinv.run import simulate
+
+    pol = spec.policy(unit.policy)
+    scenario = _variant(spec, unit.variant)
+    factory = policy_factory(spec, pol, scenario, out)
+    result = simulate(scenario, factory, replications=1, first_replication=unit.replication,
+                      days=spec.days, mode=pol.mode, solver=pol.solver)
+    metrics = {k: _float(v) for k, v in result.per_replication.iloc[0].items()}
+    monthly = result.monthly.drop(columns=["replication"]).to_dict(orient="records")
+    events = event_metrics(result.daily, scenario, spec)
+    return {"variant": unit.variant, "policy": pol.label, "replication": unit.replication,
+            "mode": pol.mode, "metrics": metrics, "monthly": monthly, "events": events,
+            "relaxations": [] if result.relaxations is None else
+            result.relaxations.head(20).astype(str).to_dict(orient="records")}
+
+
+def _float(value: Any) -> float:
+    return float(value) if value is not None else float("nan")
+
+
+def policy_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any], Any]:
+    """A ``simulate`` policy factory for ``pol`` from what its preparation unit saved."""
+    if pol.policy in LEARNED:
+        return _learned_factory(spec, pol, scenario, out)
+    if pol.policy in OPTIMIZATION:
+        from fedinv.hybrid import make_optimization_policy
+
+        options = dict(pol.values or {})
+        return lambda lay: make_optimization_policy(pol.policy, scenario, lay, options)
+    from fedinv.cli import resolve_params
+    from fedinv.policies import default_params, make_policy
+
+    if pol.values is not None:
+        values: Any = dict(pol.values)
+    elif pol.params == "textbook":
+        values = None
+    else:
+        saved = json.loads((out / "units" / f"{pol.prepared_by}.json").read_text())
+        values = saved["params"]
+
+    def factory(lay):
+        params = default_params(pol.policy, lay) if values is None else \
+            resolve_params(pol.policy, lay, values)
+        return make_policy(pol.policy, lay, params)
+
+    return factory
+
+
+def _learned_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any], Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    saved = json.loads((out / "units" / f"{pol.prepared_by}.json").read_text())
+    if pol.training == "isolated":
+        from fedinv.federated import isolated_policy, load_global_checkpoint
+
+        cfg = training_config(spec)
+        per_org = {org: load_global_checkpoint(out / path)[0]
+                   for org, path in saved["checkpoints"].items()}
+        return lambda lay: isolated_policy(scenario, per_org, cfg)
+    from fedinv.dqn import load_checkpoint, policy_from_checkpoint
+
+    path = out / saved["checkpoint"]
+    data = load_checkpoint(path)
+    return lambda lay: policy_from_checkpoint(data, lay, path)
+
+
+# ------------------------------------------------------------------- disruption events
+
+
+def event_metrics(daily: pd.DataFrame, scenario, spec: StudySpec) -> dict[str, Any]:
+    """Per study event (a window of days): ``recovery_days`` -- days after the window
+    until the customers' 7-day trailing fill rate is back within 2 points of its level in
+    the 28 days before the window (0 if it never fell below; the days left in the
+    horizon, with ``recovered`` False, if it never came back); ``stockouts`` --
+    (customer node, day) pairs with unmet demand inside the window; ``cost_per_day`` --
+    network cost per day inside the window ($)."""
+    if not spec.events:
+        return {}
+    customers = list(scenario.network.customer_nodes)
+    cust = daily[daily["node"].isin(customers)]
+    demand = cust.groupby("day")["demand"].sum()
+    filled = cust.groupby("day")["filled"].sum()
+    cost = daily.groupby("day")["total_cost"].sum()
+    unmet = (cust["demand"] - cust["filled"] > 1e-9).groupby(cust["day"]).sum()
+    trailing = (filled.rolling(RECOVERY_WINDOW, min_periods=1).sum()
+                / demand.rolling(RECOVERY_WINDOW, min_periods=1).sum().clip(lower=1e-9))
+    horizon = int(daily["day"].max()) + 1
+    out: dict[str, Any] = {}
+    for e in spec.events:
+        last = min(e.last_day, horizon - 1)
+        pre = slice(max(e.first_day - PRE_EVENT_DAYS, 0), max(e.first_day - 1, 0))
+        level = float(filled.loc[pre].sum() / max(demand.loc[pre].sum(), 1e-9)) \
+            if e.first_day > 0 else 1.0
+        after = trailing.loc[last + 1:]
+        ok = after[after >= level - RECOVERY_TOLERANCE]
+        if trailing.loc[e.first_day:last].min() >= level - RECOVERY_TOLERANCE:
+            recovery, recovered = 0, True
+        elif len(ok):
+            recovery, recovered = int(ok.index[0]) - last, True
+        else:
+            recovery, recovered = horizon - 1 - last, False
+        out[e.name] = {"recovery_days": recovery, "recovered": recovered,
+                       "stockouts": int(unmet.loc[e.first_day:last].sum()),
+                       "cost_per_day": float(cost.loc[e.first_day:last].mean()),
+                       "pre_event_fill_rate": level}
+    return out
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def training_config(spec: StudySpec):
+    """The FedConfig of the study's ``[training]`` table on its base scenario."""
+    from fedinv.federated import FedConfig
+
+    cfg = FedConfig.from_flat({**spec.training})
+    cfg = dataclasses.replace(cfg, scenario=spec.scenario if "/" not in spec.scenario and not
+                              spec.scenario.endswith(".toml") else
+                              str(Path(spec.scenario).resolve()))
+    if "exploration-steps" not in spec.training:
+        cfg = dataclasses.replace(cfg, exploration_steps=cfg.rounds * cfg.local_steps // 2)
+    return cfg
+
+
+def train_unit(spec: StudySpec, unit: Unit, out: Path,
+               echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train the DQN of ``unit`` (federated / isolated / central) on the base scenario's
+    training replications, with the same budget for the three: rounds x local-steps days
+    of a batch of ``replications`` per organization (the centralized learner steps the
+    whole network that many days)."""
+    from fedinv.federated import default_reward_scale
+
+    kind = unit.policy
+    work = out / "units" / "train" / kind
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = training_config(spec)
+    scenario = _base_scenario(spec)
+    orgs = len(scenario.network.organizations)
+    started = time.perf_counter()
+    if kind == "federated":
+        from fedinv.federate import FederationError, run_federation
+
+        try:
+            run = run_federation(cfg, work, timeout=3600.0,
+                                 echo=None if echo is None else lambda line: None)
+        except FederationError as exc:
+            raise StudyRunError(f"federated training failed: {exc}") from None
+        rounds = pd.read_csv(run.rounds_csv)
+        curve = pd.DataFrame({"x": rounds["round"], "x_label": "round",
+                              "cost_per_day": rounds["global-cost-per-day"],
+                              "ci95": rounds.get("global-cost-ci95", np.nan)})
+        checkpoint: dict[str, Any] = {"checkpoint": str(run.final_checkpoint.relative_to(out))}
+        days = cfg.rounds * cfg.local_steps * cfg.replications * orgs
+    elif kind == "isolated":
+        curve, checkpoint = _train_isolated(cfg, scenario, work, out)
+        days = cfg.rounds * cfg.local_steps * cfg.replications * orgs
+    elif kind == "central":
+        curve, checkpoint = _train_central(cfg, scenario, work, out, default_reward_scale)
+        days = cfg.rounds * cfg.local_steps * cfg.replications
+    else:
+        raise StudyRunError(f"unknown training {kind!r}")
+    curve_path = work / "curve.csv"
+    curve.to_csv(curve_path, index=False)
+    return {"kind": kind, "seconds": time.perf_counter() - started, "simulated_days": int(days),
+            "curve": str(curve_path.relative_to(out)), "config": cfg.to_flat(), **checkpoint}
+
+
+def _train_isolated(cfg, scenario, work: Path, out: Path):
+    """Each organization trains alone (no aggregation) on its private data."""
+    from fedinv.federated import (
+        LocalTrainer,
+        default_reward_scale,
+        new_model,
+        roles_of,
+        save_global_checkpoint,
+        to_arrays,
+    )
+    from fedinv.orgdata import export_private_data
+
+    cfg = dataclasses.replace(cfg, reward_scale=default_reward_scale(scenario, cfg))
+    data = work / "data"
+    if not data.is_dir() or not any(data.iterdir()):
+        shutil.rmtree(data, ignore_errors=True)
+        export_private_data(scenario, data)
+    roles = roles_of(scenario)
+    rows, checkpoints = [], {}
+    for org in sorted(p for p in data.iterdir() if (p / "scenario.toml").is_file()):
+        path = work / f"{org.name}.pt"
+        checkpoints[org.name] = str(path.relative_to(out))
+        if path.is_file():
+            continue
+        weights = to_arrays(new_model(cfg, roles))
+        for r in range(1, cfg.rounds + 1):
+            weights, _, metrics = LocalTrainer(org, work / "clients", cfg, roles
+                                               ).train_round(weights, r)
+            rows.append({"x": r, "x_label": "round", "organization": org.name,
+                         "cost_per_day": metrics.get("local-cost-per-day", np.nan)})
+        save_global_checkpoint(path, scenario, weights, cfg, cfg.rounds, {})
+    curve = pd.DataFrame(rows, columns=["x", "x_label", "organization", "cost_per_day"])
+    if len(curve):  # the organizations' local costs summed per round
+        curve = curve.groupby(["x", "x_label"], as_index=False)["cost_per_day"].sum()
+    return curve, {"checkpoints": checkpoints}
+
+
+def _train_central(cfg, scenario, work: Path, out: Path, default_reward_scale):
+    from fedinv.dqn import save_checkpoint, train
+
+    cfg = dataclasses.replace(cfg, reward_scale=default_reward_scale(scenario, cfg))
+    args = dataclasses.replace(cfg.dqn_args(), total_steps=cfg.rounds * cfg.local_steps,
+                               eval_every=max(cfg.local_steps, 1),
+                               learning_starts=cfg.learning_starts, eval_replications=2,
+                               exploration_fraction=0.5)
+    result = train(args, scenario)
+    path = save_checkpoint(work / "checkpoint.pt", result)
+    curve = pd.DataFrame({"x": result.curve["step"], "x_label": "step",
+                          "cost_per_day": result.curve["validation_cost_per_day"],
+                          "ci95": result.curve["validation_ci95"]})
+    return curve, {"checkpoint": str(path.relative_to(out))}
+
+
+def iter_unit_files(out: Path, kind: str) -> Iterable[Path]:
+    root = out / "units" / kind
+    return sorted(root.rglob("*.json")) if root.is_dir() else []
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: fedinv run STUDY")

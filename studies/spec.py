@@ -1,0 +1,427 @@
+"""Study definition files: what a study compares, on which scenario variants, with which
+budgets (format: docs/studies.md). Loaded from TOML and validated here, at the edge:
+every error names the file, the field, what was expected and what was found.
+
+A study is a list of policies evaluated on common random numbers: held-out replications
+``0..R-1`` of every variant of one base scenario. Classical policies are tuned and
+learned policies trained once, on the *base* scenario's training replications (from
+:data:`fedinv.tuning.TRAIN_BASE` upward, disjoint from the held-out ones); variants
+(tighter capacity, a supplier outage window, ...) are evaluation conditions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+CLASSICAL = ("base-stock", "echelon-base-stock", "sS", "sQ", "min-stock")
+OPTIMIZATION = ("rolling-lp",)
+LEARNED = ("dqn",)
+PARAMS = ("tuned", "textbook")
+"""Classical policies: tuned by simulation, or set by the textbook formulas (EOQ, safety
+stock z = 1.645 from demand and lead-time variability: :func:`fedinv.policies.default_params`)."""
+TRAININGS = ("federated", "isolated", "central")
+"""How a DQN policy is trained: a Flower federation of the organizations (role-weighted
+FedAvg), each organization alone on its own data, or one learner on the pooled network."""
+MODES = ("pure", "hybrid")
+SOLVERS = ("pyomo", "highspy")
+SCALES = ("capacity", "storage_capacity", "transport_capacity", "monthly_budget")
+"""What a variant may scale: node production/assembly capacity, node storage, lane
+transport capacity, organization monthly budgets."""
+FEDERATION_KEYS = ("rounds", "local-steps", "replications", "eval-replications", "eval-days",
+                   "seed", "strategy", "proximal-mu", "hidden", "exploration-steps",
+                   "learning-rate", "batch-size")
+"""Keys of a study's ``[training]`` table (the federated run config's names); the
+isolated and centralized learners get the same budget (rounds x local-steps days)."""
+
+
+class StudyError(ValueError):
+    """A study definition that cannot be run, with the file and field at fault."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One row of the comparison."""
+
+    label: str
+    policy: str
+    params: str = "tuned"
+    """Classical policies: ``tuned`` or ``textbook``."""
+    values: Mapping[str, Any] | None = None
+    """Explicit params (classical: as ``fedinv simulate --params``; rolling-lp: options)."""
+    training: str = "federated"
+    """DQN: ``federated``, ``isolated`` or ``central``."""
+    mode: str = "pure"
+    solver: str = "highspy"
+    """Hybrid mode: the safety layer's backend."""
+
+    @property
+    def slug(self) -> str:
+        """A file-system name for the label."""
+        return slugify(self.label)
+
+    @property
+    def prepared_by(self) -> str | None:
+        """The preparation unit this policy needs: ``tune/POLICY``, ``train/KIND`` or
+        ``None`` (textbook params, explicit values, an optimization policy)."""
+        if self.policy in LEARNED:
+            return f"train/{self.training}"
+        if self.policy in CLASSICAL and self.values is None and self.params == "tuned":
+            return f"tune/{self.policy}"
+        return None
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """An evaluation condition: the base scenario scaled and with added fixed events."""
+
+    name: str
+    description: str = ""
+    scale: Mapping[str, float] = field(default_factory=dict)
+    outages: tuple[Mapping[str, Any], ...] = ()
+    surges: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """A window of days (inclusive, 0-based) whose disruption metrics the study reports."""
+
+    name: str
+    first_day: int
+    last_day: int
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A whole study definition."""
+
+    name: str
+    title: str
+    scenario: str
+    policies: tuple[PolicySpec, ...]
+    description: str = ""
+    replications: int = 10
+    """Held-out replications 0..R-1, the same for every policy (common random numbers)."""
+    days: int | None = None
+    """Horizon; default the scenario's."""
+    train_replications: int = 16
+    """Training replications of the tuner (and of the learner's evaluation)."""
+    tune_sweeps: int = 2
+    bound: bool = True
+    """Compute the perfect-information bound per held-out replication."""
+    reference: str = ""
+    """Label of the policy every other is compared to (paired differences)."""
+    variants: tuple[VariantSpec, ...] = (VariantSpec("base"),)
+    events: tuple[EventSpec, ...] = ()
+    training: Mapping[str, Any] = field(default_factory=dict)
+    paper: tuple[Mapping[str, Any], ...] = ()
+    """Figures reported by a paper, shown beside ours and labelled as the paper's:
+    rows with ``label`` and metric columns."""
+    source: str = ""
+
+    def policy(self, label: str) -> PolicySpec:
+        return next(p for p in self.policies if p.label == label)
+
+    def digest(self) -> str:
+        """A hash of everything that determines the results (not the title/description)."""
+        data = asdict(self)
+        for key in ("title", "description", "source", "paper"):
+            data.pop(key)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()
+                              ).hexdigest()[:16]
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:
+    """The inverse of ``dataclasses.asdict`` (a run folder's ``study.json``)."""
+    d = dict(data)
+    d["policies"] = tuple(PolicySpec(**p) for p in d["policies"])
+    d["variants"] = tuple(VariantSpec(**{**v, "outages": tuple(v["outages"]),
+                                         "surges": tuple(v["surges"])}) for v in d["variants"])
+    d["events"] = tuple(EventSpec(**e) for e in d["events"])
+    d["paper"] = tuple(d["paper"])
+    return StudySpec(**d)
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "policy"
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def builtin_studies() -> dict[str, str]:
+    """Built-in study names -> titles (``studies/definitions/*.toml``)."""
+    out = {}
+    for entry in sorted(_builtin_dir().iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            out[entry.name.removesuffix(".toml")] = str(data.get("study", {}).get("title", ""))
+    return out
+
+
+def _builtin_dir():
+    return resources.files("studies") / "definitions"
+
+
+def load_study(name_or_path: str | Path) -> StudySpec:
+    """A built-in study by name or a study ``.toml`` file (:class:`StudyError` if bad)."""
+    text_name = str(name_or_path)
+    if "/" not in text_name and not text_name.endswith(".toml"):
+        entry = _builtin_dir() / f"{text_name}.toml"
+        if not entry.is_file():
+            raise StudyError(f"unknown study {text_name!r}; built-in studies: "
+                             f"{', '.join(builtin_studies())} (or give a .toml file)")
+        return parse_study(tomllib.loads(entry.read_text(encoding="utf-8")),
+                           f"builtin:{text_name}")
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise StudyError(f"{path}: no such study file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"{path}: not valid TOML ({exc})") from None
+    return parse_study(data, str(path))
+
+
+def study_text(name_or_path: str | Path) -> str:
+    """The TOML text of a built-in study or a study file."""
+    text_name = str(name_or_path)
+    if "/" not in text_name and not text_name.endswith(".toml"):
+        entry = _builtin_dir() / f"{text_name}.toml"
+        if not entry.is_file():
+            raise StudyError(f"unknown study {text_name!r}; built-in studies: "
+                             f"{', '.join(builtin_studies())}")
+        return entry.read_text(encoding="utf-8")
+    return Path(name_or_path).read_text(encoding="utf-8")
+
+
+def parse_study(data: Mapping[str, Any], source: str) -> StudySpec:
+    """Validate a parsed study document (see docs/studies.md)."""
+    top = _Table(source, data, "", {"study", "policies", "variants", "events", "training",
+                                    "paper"})
+    study = _Table(source, top.get("study", _REQUIRED, dict, "a [study] table"), "study",
+                   {"name", "title", "description", "scenario", "replications", "days",
+                    "train_replications", "tune_sweeps", "bound", "reference"})
+    scenario = study.get("scenario", _REQUIRED, str, "a scenario name or .toml path")
+    if ("/" in scenario or scenario.endswith(".toml")) and not source.startswith("builtin:"):
+        scenario = str((Path(source).resolve().parent / scenario).resolve())
+        if not Path(scenario).is_file():
+            raise StudyError(f"{source}: field study.scenario: expected a built-in scenario "
+                             f"or an existing .toml file, got {scenario!r} (no such file)")
+    name = study.get("name", slugify(Path(source).stem.removeprefix("builtin:")), str,
+                     "a name")
+    raw_policies = top.get("policies", _REQUIRED, list, "an array of [[policies]] tables")
+    if not raw_policies:
+        raise StudyError(f"{source}: field policies: expected at least one [[policies]] "
+                         "table, got none")
+    policies = tuple(_policy(source, raw, i) for i, raw in enumerate(raw_policies))
+    labels = [p.label for p in policies]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise StudyError(f"{source}: field policies: expected distinct labels, got "
+                         f"{', '.join(map(repr, dup))} twice")
+    slugs = [p.slug for p in policies]
+    if len(set(slugs)) != len(slugs):
+        raise StudyError(f"{source}: field policies: expected labels that differ in letters "
+                         f"or digits (they name files), got {labels}")
+    reference = study.get("reference", policies[0].label, str, "a policy label")
+    if reference not in labels:
+        raise StudyError(f"{source}: field study.reference: expected one of the policy "
+                         f"labels ({', '.join(map(repr, labels))}), got {reference!r}")
+    variants = tuple(_variant(source, raw, i) for i, raw in
+                     enumerate(top.get("variants", [], list, "an array of [[variants]]")))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise StudyError(f"{source}: field variants: expected distinct names, got {names}")
+    events = tuple(_event(source, raw, i) for i, raw in
+                   enumerate(top.get("events", [], list, "an array of [[events]]")))
+    training = _training(source, top.get("training", {}, dict, "a [training] table"))
+    paper = tuple(_paper(source, raw, i) for i, raw in
+                  enumerate(top.get("paper", [], list, "an array of [[paper]] rows")))
+    spec = StudySpec(
+        name=name, title=study.get("title", name, str, "a title"),
+        description=study.get("description", "", str, "a description"),
+        scenario=scenario, policies=policies,
+        replications=study.integer("replications", 10, 2),
+        days=study.integer("days", None, 2),
+        train_replications=study.integer("train_replications", 16, 1),
+        tune_sweeps=study.integer("tune_sweeps", 2, 1),
+        bound=study.get("bound", True, bool, "true or false"),
+        reference=reference, variants=variants or (VariantSpec("base"),), events=events,
+        training=training, paper=paper, source=source)
+    for e in spec.events:
+        if spec.days is not None and e.last_day >= spec.days:
+            raise StudyError(f"{source}: field events: expected windows inside the "
+                             f"{spec.days}-day horizon, got {e.name!r} ending on day "
+                             f"{e.last_day}")
+    return spec
+
+
+def _policy(source: str, raw: Any, i: int) -> PolicySpec:
+    t = _Table(source, raw, f"policies[{i}]",
+               {"label", "policy", "params", "values", "training", "mode", "solver"})
+    policy = t.choice("policy", _REQUIRED, CLASSICAL + OPTIMIZATION + LEARNED)
+    values = t.get("values", None, dict, "a table of params")
+    spec = PolicySpec(
+        label=t.get("label", policy, str, "a label"), policy=policy,
+        params=t.choice("params", "tuned", PARAMS), values=values,
+        training=t.choice("training", "federated", TRAININGS),
+        mode=t.choice("mode", "pure", MODES), solver=t.choice("solver", "highspy", SOLVERS))
+    if policy in LEARNED and ("params" in t.data or values is not None):
+        raise StudyError(f"{source}: field policies[{i}].params: expected none for a learned "
+                         f"policy (it is trained: give training = ...), got one")
+    if policy not in LEARNED and "training" in t.data:
+        raise StudyError(f"{source}: field policies[{i}].training: expected it only for a "
+                         f"learned policy ({', '.join(LEARNED)}), got policy {policy!r}")
+    if policy in OPTIMIZATION and "params" in t.data:
+        raise StudyError(f"{source}: field policies[{i}].params: expected none for "
+                         f"{policy} (its options go in values), got {t.data['params']!r}")
+    return spec
+
+
+def _variant(source: str, raw: Any, i: int) -> VariantSpec:
+    t = _Table(source, raw, f"variants[{i}]", {"name", "description", "scale", "outages",
+                                               "surges"})
+    scale = t.get("scale", {}, dict, "a table of scale factors")
+    for key, value in scale.items():
+        if key not in SCALES:
+            raise StudyError(f"{source}: field variants[{i}].scale.{key}: expected one of "
+                             f"{', '.join(SCALES)}, got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise StudyError(f"{source}: field variants[{i}].scale.{key}: expected a "
+                             f"number > 0, got {value!r}")
+    return VariantSpec(
+        name=t.get("name", _REQUIRED, str, "a name"),
+        description=t.get("description", "", str, "a description"),
+        scale={k: float(v) for k, v in scale.items()},
+        outages=tuple(t.get("outages", [], list, "an array of outage tables")),
+        surges=tuple(t.get("surges", [], list, "an array of surge tables")))
+
+
+def _event(source: str, raw: Any, i: int) -> EventSpec:
+    t = _Table(source, raw, f"events[{i}]", {"name", "first_day", "last_day"})
+    first = t.integer("first_day", _REQUIRED, 0)
+    last = t.integer("last_day", _REQUIRED, first)
+    return EventSpec(t.get("name", _REQUIRED, str, "a name"), first, last)
+
+
+def _training(source: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    from fedinv.federated import FedConfig
+
+    unknown = sorted(set(raw) - set(FEDERATION_KEYS))
+    if unknown:
+        raise StudyError(f"{source}: field training.{unknown[0]}: expected one of "
+                         f"{', '.join(FEDERATION_KEYS)}, got {unknown[0]!r}")
+    try:
+        FedConfig.from_flat(raw)
+    except (TypeError, ValueError) as exc:
+        raise StudyError(f"{source}: field training: {exc}") from None
+    return dict(raw)
+
+
+def _paper(source: str, raw: Any, i: int) -> dict[str, Any]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("label"), str):
+        raise StudyError(f"{source}: field paper[{i}]: expected a table with a label and "
+                         f"metric values, got {raw!r}")
+    for key, value in raw.items():
+        if key not in ("label", "source") and (isinstance(value, bool) or
+                                               not isinstance(value, int | float)):
+            raise StudyError(f"{source}: field paper[{i}].{key}: expected a number, got "
+                             f"{value!r}")
+    return dict(raw)
+
+
+_REQUIRED: Any = object()
+
+
+class _Table:
+    """A TOML table with typed getters that raise :class:`StudyError`."""
+
+    def __init__(self, source: str, data: Any, path: str, keys: set[str]):
+        if not isinstance(data, dict):
+            raise StudyError(f"{source}: field {path or 'document'}: expected a table, got "
+                             f"{type(data).__name__}")
+        self.source, self.data, self.path = source, data, path
+        unknown = sorted(set(data) - keys)
+        if unknown:
+            raise StudyError(f"{source}: field {self._name(unknown[0])}: expected one of "
+                             f"{', '.join(sorted(keys))}, got unknown key {unknown[0]!r}")
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, default: Any, kind: type, expected: str) -> Any:
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise StudyError(f"{self.source}: field {self._name(key)}: expected "
+                                 f"{expected}, got nothing (it is required)")
+            return default
+        value = self.data[key]
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise StudyError(f"{self.source}: field {self._name(key)}: expected {expected}, "
+                             f"got {value!r}")
+        return value
+
+    def integer(self, key: str, default: Any, minimum: int) -> Any:
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise StudyError(f"{self.source}: field {self._name(key)}: expected an "
+                                 "integer, got nothing (it is required)")
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise StudyError(f"{self.source}: field {self._name(key)}: expected an integer "
+                             f">= {minimum}, got {value!r}")
+        return value
+
+    def choice(self, key: str, default: Any, options: tuple[str, ...]) -> str:
+        value = self.get(key, default, str, f"one of {', '.join(options)}")
+        if value not in options:
+            raise StudyError(f"{self.source}: field {self._name(key)}: expected one of "
+                             f"{', '.join(options)}, got {value!r}")
+        return value
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def variant_scenario(spec: StudySpec, variant: VariantSpec):
+    """The base scenario with ``variant`` applied (validated like any scenario file)."""
+    from fedinv.scenario import load_scenario, parse_scenario
+
+    base = load_scenario(spec.scenario)
+    if not variant.scale and not variant.outages and not variant.surges:
+        return base
+    document, base_dir = scenario_document(spec.scenario)
+    doc = json.loads(json.dumps(document))  # a deep copy
+    for node in doc.get("nodes", []):
+        for key in ("capacity", "storage_capacity"):
+            if key in variant.scale and key in node:
+                node[key] = float(node[key]) * variant.scale[key]
+    for lane in doc.get("lanes", []):
+        if "transport_capacity" in variant.scale and "transport_capacity" in lane:
+            lane["transport_capacity"] = float(lane["transport_capacity"]) * \
+                variant.scale["transport_capacity"]
+    for org in doc.get("organizations", []):
+        if "monthly_budget" in variant.scale and "monthly_budget" in org:
+            org["monthly_budget"] = float(org["monthly_budget"]) * variant.scale["monthly_budget"]
+    doc.setdefault("outages", []).extend(dict(o) for o in variant.outages)
+    doc.setdefault("surges", []).extend(dict(s) for s in variant.surges)
+    source = f"{base.source} + variant {variant.name} of {spec.source}"
+    return parse_scenario(doc, source, base_dir)
+
+
+def scenario_document(name_or_path: str) -> tuple[dict[str, Any], Path]:
+    """The raw TOML document of a built-in scenario or a file, and its folder."""
+    if "/" not in name_or_path and not name_or_path.endswith(".toml"):
+        entry = resources.files("fedinv") / "scenarios" / f"{name_or_path}.toml"
+        return tomllib.loads(entry.read_text(encoding="utf-8")), Path(str(entry)).parent
+    path = Path(name_or_path)
+    return tomllib.loads(path.read_text(encoding="utf-8")), path.resolve().parent
