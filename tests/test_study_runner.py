@@ -1,0 +1,230 @@
+"""Study definitions, the runner's units and resume (a real run killed and re-run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from studies.runner import event_metrics, plan, run_study
+from studies.spec import (
+    EventSpec,
+    StudyError,
+    builtin_studies,
+    load_study,
+    parse_study,
+    spec_from_dict,
+    variant_scenario,
+)
+
+TINY = """
+[study]
+name = "tiny"
+title = "Tiny"
+scenario = "serial-3"
+replications = {reps}
+days = {days}
+train_replications = 4
+tune_sweeps = 1
+bound = {bound}
+
+[[policies]]
+label = "echelon (tuned)"
+policy = "echelon-base-stock"
+
+[[policies]]
+label = "installation (textbook)"
+policy = "base-stock"
+params = "textbook"
+
+[[policies]]
+label = "installation (textbook) + safety layer"
+policy = "base-stock"
+params = "textbook"
+mode = "hybrid"
+"""
+
+
+def tiny(tmp_path: Path, reps: int = 3, days: int = 200, bound: bool = True) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(reps=reps, days=days, bound=str(bound).lower()))
+    return path
+
+
+def test_every_builtin_study_loads_and_its_variants_are_valid_scenarios():
+    assert {"quick", "paper-table3", "hybrid-vs-pure", "federated-vs-local-vs-central",
+            "disruption"} <= set(builtin_studies())
+    for name in builtin_studies():
+        spec = load_study(name)
+        assert spec.replications >= 10
+        for variant in spec.variants:
+            variant_scenario(spec, variant)
+        assert spec_from_dict(__import__("dataclasses").asdict(spec)).digest() == spec.digest()
+
+
+def test_variant_scales_capacities_and_budgets_and_adds_a_fixed_outage():
+    spec = load_study("hybrid-vs-pure")
+    tight = variant_scenario(spec, spec.variants[0])
+    nominal = variant_scenario(spec, spec.variants[1])
+    chip = nominal.network.node("S-CHIP-TW")
+    assert tight.network.node("S-CHIP-TW").capacity == pytest.approx(0.8 * chip.capacity)
+    org = nominal.network.organizations[0]
+    assert tight.network.organizations[0].monthly_budget == pytest.approx(
+        0.8 * org.monthly_budget)
+    disruption = load_study("disruption")
+    hit = variant_scenario(disruption, disruption.variants[1])
+    assert len(hit.outages) == len(nominal.outages) + 1
+    assert hit.outages[-1].start_day == 120 and hit.outages[-1].duration_days == 30
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda d: d["study"].pop("scenario"), "study.scenario"),
+    (lambda d: d["study"].update(replications=1), "study.replications"),
+    (lambda d: d["study"].update(reference="nobody"), "study.reference"),
+    (lambda d: d["study"].update(colour="red"), "study.colour"),
+    (lambda d: d["policies"][0].update(policy="magic"), "policies[0].policy"),
+    (lambda d: d["policies"][0].update(mode="turbo"), "policies[0].mode"),
+    (lambda d: d["policies"][1].update(label="echelon (tuned)"), "policies"),
+    (lambda d: d["policies"][0].update(training="federated"), "policies[0].training"),
+    (lambda d: d.update(variants=[{"name": "v", "scale": {"capacity": -1}}]),
+     "variants[0].scale.capacity"),
+    (lambda d: d.update(variants=[{"name": "v", "scale": {"price": 2}}]),
+     "variants[0].scale.price"),
+    (lambda d: d.update(events=[{"name": "e", "first_day": 5, "last_day": 2}]),
+     "events[0].last_day"),
+    (lambda d: d.update(training={"rounds": 2, "learning-speed": 3}), "training.learning-speed"),
+])
+def test_malformed_study_names_the_field(tmp_path, edit, field):
+    import tomllib
+
+    doc = tomllib.loads(tiny(tmp_path).read_text())
+    edit(doc)
+    with pytest.raises(StudyError) as err:
+        parse_study(doc, "bad.toml")
+    assert str(err.value).startswith(f"bad.toml: field {field}")
+
+
+def test_unknown_study_and_bad_variant_scenario(tmp_path):
+    with pytest.raises(StudyError, match="unknown study 'nope'.*quick"):
+        load_study("nope")
+    doc = {"study": {"scenario": "serial-3"}, "policies": [{"policy": "base-stock"}],
+           "variants": [{"name": "v", "outages": [{"target": "nowhere", "start_day": 1,
+                                                   "duration_days": 2}]}]}
+    spec = parse_study(doc, "v.toml")
+    from fedinv.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match="outages"):
+        variant_scenario(spec, spec.variants[0])
+
+
+def test_plan_has_one_unit_per_preparation_bound_and_policy_replication(tmp_path):
+    spec = load_study(tiny(tmp_path, reps=3))
+    units = plan(spec)
+    kinds = pd.Series([u.kind for u in units]).value_counts().to_dict()
+    assert kinds == {"tune": 1, "bound": 3, "eval": 9}  # the textbook ones need no tuning
+    tuned = [u for u in units if u.kind == "eval" and u.policy == "echelon (tuned)"]
+    assert all(u.needs == ("tune/echelon-base-stock",) for u in tuned)
+    assert len({u.key for u in units}) == len(units)
+
+
+def test_event_metrics_on_a_hand_made_day_series():
+    """One customer node: demand 10/day; fill 10 before day 10, 0 on days 10-12 (the
+    event), 5 on days 13-16, 10 after. The 7-day trailing fill rate regains 98% of the
+    pre-event level (1.0) on the first day whose window holds only full days: day 23,
+    i.e. 11 days after the window's last day (12)."""
+    days = np.arange(40)
+    filled = np.where(days < 10, 10.0, np.where(days < 13, 0.0, np.where(days < 17, 5.0, 10.0)))
+    daily = pd.DataFrame({"day": np.repeat(days, 2), "node": ["c", "x"] * 40,
+                          "demand": np.repeat(10.0, 80) * np.tile([1, 0], 40),
+                          "filled": np.column_stack([filled, np.zeros(40)]).ravel(),
+                          "total_cost": np.tile([2.0, 1.0], 40)})
+    scenario = SimpleNamespace(network=SimpleNamespace(customer_nodes=("c",)))
+    spec = SimpleNamespace(events=(EventSpec("e", 10, 12), EventSpec("quiet", 30, 31)))
+    out = event_metrics(daily, scenario, spec)
+    assert out["e"]["recovery_days"] == 11 and out["e"]["recovered"]
+    assert out["e"]["stockouts"] == 3
+    assert out["e"]["cost_per_day"] == pytest.approx(3.0)
+    assert out["e"]["pre_event_fill_rate"] == pytest.approx(1.0)
+    assert out["quiet"]["recovery_days"] == 0 and out["quiet"]["stockouts"] == 0
+
+
+def test_in_process_run_common_random_numbers_and_the_bound(tmp_path):
+    """A real study in this process: every policy is evaluated on the same replications,
+    the perfect-information bound is below every policy's cost on every replication, and
+    where the safety layer has nothing to correct (serial-3 has no constraints that the
+    textbook orders break) hybrid releases exactly the pure orders."""
+    spec = load_study(tiny(tmp_path, reps=3))
+    out = run_study(spec, tmp_path / "out", workers=1, echo=None, progress=False)
+    frame = pd.read_parquet(out / "results" / "replications.parquet")
+    assert len(frame) == 9
+    for _, group in frame.groupby("policy"):
+        assert sorted(group["replication"]) == [0, 1, 2]
+    assert (frame["bound_cost_per_day"] < frame["total_cost_per_day"]).all()
+    pure = frame[frame["policy"] == "installation (textbook)"].set_index("replication")
+    hybrid = frame[frame["policy"].str.endswith("safety layer")].set_index("replication")
+    pd.testing.assert_series_equal(pure["total_cost_per_day"], hybrid["total_cost_per_day"])
+    assert (hybrid["projection_l1_per_day"] == 0).all()
+    # the tuned echelon policy beats the textbook installation levels on held-out seeds
+    tuned = frame[frame["policy"] == "echelon (tuned)"].set_index("replication")
+    assert (tuned["total_cost_per_day"] < pure["total_cost_per_day"]).all()
+    meta = json.loads((out / "study.json").read_text())
+    assert meta["finished"] and meta["versions"]["fedinv"] and meta["engine"] == "in-process"
+    # a different definition in the same folder is refused, not mixed in
+    other = load_study(tiny(tmp_path, reps=4))
+    from studies.runner import StudyRunError
+
+    with pytest.raises(StudyRunError, match="different study definition"):
+        run_study(other, out, workers=1, echo=None, progress=False)
+
+
+def _unit_files(out: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in (out / "units").rglob("*.json")}
+
+
+@pytest.mark.timeout(300)
+def test_killed_ray_run_resumes_without_redoing_or_losing_a_unit(tmp_path):
+    """``fedinv run`` on Ray, killed with SIGKILL once some units are written; the
+    re-run keeps those files untouched, computes the rest, and the results equal an
+    uninterrupted in-process run (common random numbers make them reproducible)."""
+    study = tiny(tmp_path, reps=8, days=365, bound=False)
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [str(Path(sys.executable).parent / "fedinv"), "run", str(study), "--out", str(out),
+           "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list((out / "units" / "eval").rglob("rep-*.json"))) >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before it could be killed: " \
+            f"{proc.stderr.read().decode()[-2000:]}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = _unit_files(out)
+    total = len(plan(load_study(study)))
+    assert 3 <= len(before) < total, "the kill should land mid-run"
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = _unit_files(out)
+    assert len(after) == total
+    assert all(after[k] == v for k, v in before.items()), "a finished unit was redone"
+    reference = run_study(load_study(study), tmp_path / "whole", workers=1, echo=None,
+                          progress=False)
+    cols = ["variant", "policy", "replication", "total_cost_per_day", "fill_rate"]
+    got = pd.read_parquet(out / "results" / "replications.parquet")[cols]
+    want = pd.read_parquet(reference / "results" / "replications.parquet")[cols]
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
