@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from fedinv.metrics import paired_difference, summarize
+from fedinv.tuning import TRAIN_BASE
 from studies.spec import EventSpec, PolicySpec, StudySpec, VariantSpec, slugify
 
 SUMMARY_COLUMNS = ("variant", "policy", "mode", "metric", "n", "mean", "std", "ci95")
@@ -59,9 +60,6 @@ PAIRED_METRICS = ("total_cost_per_day", "fill_rate", "stockouts_per_month",
 """Metrics compared pairwise with the reference policy."""
 ID_COLUMNS = ("variant", "policy", "replication", "mode")
 EVENT_FIELDS = ("recovery_days", "stockouts", "cost_per_day", "recovered")
-TRAIN_BASE_TEXT = "1,000,000"
-"""Where training replications start (:data:`fedinv.tuning.TRAIN_BASE`; text, so
-rendering does not import the simulator)."""
 MISSING = "—"
 
 
@@ -727,7 +725,7 @@ def _method(run: StudyRun) -> list[str]:
         "fixes every random draw (demand, lead times, disruptions), so all policies face "
         "identical demand and disruption paths (common random numbers) and are compared "
         "replication by replication. Tuning and training use other replications, numbered "
-        f"from {TRAIN_BASE_TEXT} upward and disjoint from the held-out ones, on the base "
+        f"from {TRAIN_BASE:,} upward and disjoint from the held-out ones, on the base "
         "scenario only" + (": the variants below are evaluation conditions that no policy "
                            "was tuned or trained on." if len(spec.variants) > 1 else "."))
     out += ["", "**Policies.**", ""]
