@@ -33,7 +33,6 @@ Public: :func:`render_report`, :func:`load_run`, :func:`summary_frame`,
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -49,7 +48,7 @@ import pandas as pd
 
 from fedinv.metrics import paired_difference, summarize
 from fedinv.tuning import TRAIN_BASE
-from studies.spec import EventSpec, PolicySpec, StudySpec, VariantSpec, slugify
+from studies.spec import PolicySpec, StudySpec, VariantSpec, slugify, spec_from_dict
 
 SUMMARY_COLUMNS = ("variant", "policy", "mode", "metric", "n", "mean", "std", "ci95")
 PAIRED_COLUMNS = ("variant", "policy", "reference", "metric", "n", "policy_mean",
@@ -143,23 +142,6 @@ def _ordered(names: list[str], frame: pd.DataFrame | None, column: str) -> list[
     if frame is not None and column in frame:
         names = names + [x for x in pd.unique(frame[column]) if x not in names]
     return names
-
-
-def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:
-    """The :class:`StudySpec` of ``dataclasses.asdict(spec)`` (unknown keys ignored)."""
-    def build(cls: type, raw: Mapping[str, Any]) -> Any:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
-
-    d = dict(data)
-    d["policies"] = tuple(build(PolicySpec, p) for p in d.get("policies", ()))
-    d["variants"] = tuple(build(VariantSpec, {**v, "outages": tuple(v.get("outages", ())),
-                                              "surges": tuple(v.get("surges", ()))})
-                          for v in d.get("variants", ())) or (VariantSpec("base"),)
-    d["events"] = tuple(build(EventSpec, e) for e in d.get("events", ()))
-    d["paper"] = tuple(dict(p) for p in d.get("paper", ()))
-    d["training"] = dict(d.get("training") or {})
-    return build(StudySpec, d)
 
 
 def load_run(out: Path) -> StudyRun:
@@ -939,6 +921,9 @@ def _event_section(run: StudyRun, summary: pd.DataFrame, variant: str) -> list[s
                                             "Cost $/day in window", "Not recovered"])
         out += [f"**Event `{event}`{span} on `{variant}`**: mean ± 95% CI.", "",
                 markdown_table(table), ""]
+        definition = run.meta.get("recovery_definition")
+        if definition and event == event_names(rep.columns, run.spec)[0]:
+            out += [f"Recovery days: {definition}.", ""]
         if censored_note:
             out += ["Replications that had not recovered when the horizon ended count in "
                     "the recovery days with the days they were observed, so those means "

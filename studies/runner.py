@@ -137,7 +137,15 @@ def _start_meta(spec: StudySpec, out: Path, command: str, workers: int | None
         meta["command"] = command or meta.get("command", "")
         meta["finished"] = None
         return meta
+    base = _base_scenario(spec)
     meta = {"spec": dataclasses.asdict(spec), "digest": spec.digest(), "command": command,
+            "days": spec.days or base.horizon_days, "warmup_days": base.warmup_days,
+            "recovery_definition": (
+                f"days after an event's window until the customers' {RECOVERY_WINDOW}-day "
+                f"trailing fill rate is back within {RECOVERY_TOLERANCE * 100:.0f} points of "
+                f"its level in the {PRE_EVENT_DAYS} days before the window (0 if it never "
+                "fell below; if it never comes back, the days left in the horizon and "
+                "recovered = false)"),
             "versions": package_versions(), "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "started": datetime.now(UTC).isoformat(timespec="seconds"), "finished": None,
@@ -168,6 +176,7 @@ class _Engine:
         import ray
 
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         if address is not None:
             ray.init(address=address, log_to_driver=False)
             self.workers = int(ray.cluster_resources().get("CPU", 1))

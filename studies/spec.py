@@ -11,6 +11,7 @@ learned policies trained once, on the *base* scenario's training replications (f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -139,14 +140,21 @@ class StudySpec:
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:
-    """The inverse of ``dataclasses.asdict`` (a run folder's ``study.json``)."""
+    """The inverse of ``dataclasses.asdict`` (a run folder's ``study.json``); unknown
+    keys are ignored, so an older folder still reads."""
+    def build(cls: type, raw: Mapping[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
     d = dict(data)
-    d["policies"] = tuple(PolicySpec(**p) for p in d["policies"])
-    d["variants"] = tuple(VariantSpec(**{**v, "outages": tuple(v["outages"]),
-                                         "surges": tuple(v["surges"])}) for v in d["variants"])
-    d["events"] = tuple(EventSpec(**e) for e in d["events"])
-    d["paper"] = tuple(d["paper"])
-    return StudySpec(**d)
+    d["policies"] = tuple(build(PolicySpec, p) for p in d.get("policies", ()))
+    d["variants"] = tuple(build(VariantSpec, {**v, "outages": tuple(v.get("outages", ())),
+                                              "surges": tuple(v.get("surges", ()))})
+                          for v in d.get("variants", ())) or (VariantSpec("base"),)
+    d["events"] = tuple(build(EventSpec, e) for e in d.get("events", ()))
+    d["paper"] = tuple(dict(p) for p in d.get("paper", ()))
+    d["training"] = dict(d.get("training") or {})
+    return build(StudySpec, d)
 
 
 def slugify(text: str) -> str:
