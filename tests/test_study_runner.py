@@ -228,3 +228,20 @@ def test_killed_ray_run_resumes_without_redoing_or_losing_a_unit(tmp_path):
     got = pd.read_parquet(out / "results" / "replications.parquet")[cols]
     want = pd.read_parquet(reference / "results" / "replications.parquet")[cols]
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
+
+
+def test_cli_errors_and_listing(tmp_path, capsys):
+    from fedinv.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[study]\nscenario = "serial-3"\n[[policies]]\npolicy = "base-stock"\n'
+                   'mode = "turbo"\n')
+    assert main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml: field policies[0].mode: expected one of pure, hybrid, got 'turbo'" in err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a study run folder" in capsys.readouterr().err
+    assert main(["studies", "list"]) == 0
+    assert "paper-table3" in capsys.readouterr().out
+    assert main(["studies", "show", "quick"]) == 0
+    assert 'scenario = "electronics-5r"' in capsys.readouterr().out
