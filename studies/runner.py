@@ -100,7 +100,7 @@ def run_study(spec: StudySpec, out: str | Path, *, workers: int | None = None,
     done = {u.key for u in units if _unit_path(out, u).is_file()}
     if done:
         say(f"resuming {spec.name} in {out}: {len(done)} of {len(units)} units already done")
-    started = time.perf_counter()
+    started, prior = time.perf_counter(), float(meta.get("seconds") or 0.0)
     for unit in units:  # trainings, in this process
         if unit.kind == "train" and unit.key not in done:
             say(f"training: DQN {unit.policy} ...")
@@ -115,12 +115,14 @@ def run_study(spec: StudySpec, out: str | Path, *, workers: int | None = None,
             engine.run(spec, out, todo, done, say, progress)
         finally:
             engine.close()
+            meta["seconds"] = prior + time.perf_counter() - started  # also when it failed
+            _write_json(out / "study.json", meta)
     from studies.collate import collate
 
-    collate(spec, out)
     meta.update(finished=datetime.now(UTC).isoformat(timespec="seconds"),
-                seconds=float(meta.get("seconds") or 0.0) + time.perf_counter() - started)
+                seconds=prior + time.perf_counter() - started)
     _write_json(out / "study.json", meta)
+    collate(spec, out)
     return out
 
 
