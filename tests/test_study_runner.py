@@ -245,3 +245,55 @@ def test_cli_errors_and_listing(tmp_path, capsys):
     assert "paper-table3" in capsys.readouterr().out
     assert main(["studies", "show", "quick"]) == 0
     assert 'scenario = "electronics-5r"' in capsys.readouterr().out
+
+
+TRAINING = """
+[study]
+name = "train"
+title = "Training paths"
+scenario = "beer-game"
+replications = 2
+days = 60
+train_replications = 2
+bound = false
+
+[training]
+rounds = 2
+local-steps = 10
+replications = 2
+eval-replications = 2
+eval-days = 30
+
+[[policies]]
+label = "bs"
+policy = "base-stock"
+params = "textbook"
+
+[[policies]]
+label = "iso"
+policy = "dqn"
+training = "isolated"
+
+[[policies]]
+label = "central"
+policy = "dqn"
+training = "central"
+"""
+
+
+def test_isolated_and_centralized_training_units_get_the_same_budget(tmp_path):
+    """The beer game has 4 organizations: isolated training steps each of them
+    rounds x local-steps days on 2 replications (4 x 2 x 10 x 2 = 160 days); the central
+    learner steps the whole network as many days (2 x 10 x 2 = 40)."""
+    path = tmp_path / "train.toml"
+    path.write_text(TRAINING)
+    out = run_study(load_study(path), tmp_path / "out", workers=1, echo=None, progress=False)
+    iso = json.loads((out / "units" / "train" / "isolated.json").read_text())
+    central = json.loads((out / "units" / "train" / "central.json").read_text())
+    assert iso["simulated_days"] == 160 and central["simulated_days"] == 40
+    assert sorted(iso["checkpoints"]) == ["brewery-co", "distribution-co", "retail-co",
+                                          "wholesale-co"]
+    assert (out / central["checkpoint"]).is_file()
+    frame = pd.read_parquet(out / "results" / "replications.parquet")
+    assert sorted(frame["policy"].unique()) == ["bs", "central", "iso"]
+    assert frame["total_cost_per_day"].notna().all()
