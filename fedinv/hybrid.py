@@ -81,8 +81,12 @@ class Projection:
     solve_ms: np.ndarray
     """``[B]`` wall milliseconds of the day's projection call (shared by the batch)."""
     solved: np.ndarray
-    """``[B]`` True where the proposals were infeasible and the program was solved."""
+    """``[B]`` True where the proposals were infeasible and the program was solved (by
+    the exact fast path or by HiGHS)."""
     relaxations: list[Relaxation] = field(default_factory=list)
+    solver_used: np.ndarray | None = None
+    """``[B]`` True where HiGHS was called (the fast path could not answer); None: as
+    ``solved``."""
 
 
 class Projector(Protocol):
@@ -115,9 +119,10 @@ class Projected:
         for r in out.relaxations:
             count[r.replication] += 1
         info: dict[str, Any] = dict(proposed.info or {})
+        used = out.solved if out.solver_used is None else out.solver_used
         info.update(projection_l1=out.distance, solve_ms=out.solve_ms,
-                    solved=out.solved.astype(float), relaxations=count,
-                    relaxation_log=tuple(out.relaxations))
+                    solved=out.solved.astype(float), solver_used=used.astype(float),
+                    relaxations=count, relaxation_log=tuple(out.relaxations))
         return Decision(orders=out.released, transfers=proposed.transfers, info=info)
 
 

@@ -140,6 +140,8 @@ def simulate(scenario: Scenario, policy_factory, replications: int = 10, seed: i
     relaxations = None
     if mode == "hybrid":
         per_rep = per_rep.join(projection_metrics(records, warm))
+        if "info.solver_used" in records:  # share of days HiGHS was called (no fast path)
+            per_rep["solver_share"] = records["info.solver_used"][warm:].mean(axis=0)
         relaxations = relaxation_frame(logs.get("relaxation_log", []), reps,
                                        _dates(scenario.start_date, sim.days))
     per_rep.index = pd.Index(reps, name="replication")

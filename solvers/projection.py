@@ -78,6 +78,10 @@ DEFAULT_TIME_LIMIT = 30.0
 """Seconds per solve before :class:`SolverError`."""
 
 UNITS = {"contract": "units", "storage": "units", "budget": "$"}
+COUNTS = ("days", "infeasible", "fast_path", "solver", "lp_certified", "milp")
+"""Counters of :attr:`_Projector.counts`: replication-days projected, with infeasible
+proposals, answered by the fast path, sent to HiGHS; solver calls of the final phase
+certified by the LP relaxation, and MILP solves (solver calls count a block model once)."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,16 @@ class ProjectionProgram:
         if len(self.contract_lanes):
             present.add("contract")
         self.phases = tuple(k for k in reversed(soft_order) if k in present)
+        self._a_all_t = (np.concatenate([g.a for g in self.groups]).T if self.groups
+                         else np.zeros((m, 0)))
+        # rows holding lot lanes: (kind, rows, [R', n_lot] mask, coefficients) for lot_ub
+        self._lot_rows = []
+        for g in self.groups:
+            a = g.a[:, self.lot_lanes]
+            rows = np.flatnonzero((a > 0).any(axis=1))
+            if len(rows):
+                mask = a[rows] > 0
+                self._lot_rows.append((g.kind, rows, mask, np.where(mask, a[rows], 1.0)))
 
     def _add_cap_group(self, kind: str, nodes: list[int], masks: list[np.ndarray],
                        scale: np.ndarray, targets: list[str] | None = None) -> None:
@@ -283,6 +297,39 @@ class ProjectionProgram:
             lb[:, c] = np.maximum(self.commit[c] - state.month_ordered[:, c], 0.0)
         return DayData(p, np.array(ub), lb, rhs, raw)
 
+    def envelope(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lot lanes' convex envelope of ``w |x - p|`` over the lot lattice, as the
+        models write it: ``x = F + u + up - dn`` with ``0 <= u <= lot`` costing ``s`` per
+        unit, ``up`` and ``dn`` costing ``w``. Returns ``F [K, n_lot]`` (the lot multiple
+        at or below ``p``, units), ``s [K, n_lot]`` ($-free cost per unit, in
+        ``(-w, w]``) and ``offset [K]`` (``sum w (p - F)``, the cost at ``x = F``). The
+        envelope equals ``w |x - p|`` at every lot multiple and lies below it elsewhere."""
+        lanes = self.lot_lanes
+        lot, w = self.lot[lanes], self.w_eff[lanes]
+        q = p[:, lanes]
+        f = np.floor(q / lot) * lot
+        return f, w * (lot - 2.0 * (q - f)) / lot, (w * (q - f)).sum(axis=1)
+
+    def lot_ub(self, day: DayData) -> np.ndarray:
+        """``[K, n_lot]`` upper bounds of the lot lanes implied by the program: the
+        largest lot multiple within the transport bound and within ``rhs / a`` of every
+        row holding the lane (the other lanes of a row are >= 0). A valid cut: the MILP
+        keeps its optimum, its LP relaxation gets tighter."""
+        lanes = self.lot_lanes
+        ub = day.ub[:, lanes]
+        for kind, rows, mask, a in self._lot_rows:
+            lim = np.where(mask, day.rhs[kind][:, rows, None] / a, np.inf).min(axis=1)
+            ub = np.minimum(ub, lim)
+        lot = self.lot[lanes]
+        return np.floor(ub / lot + 1e-9) * lot
+
+    def on_lattice(self, x: np.ndarray) -> np.ndarray:
+        """``[K]`` True where every lot lane of ``x [K, M]`` is within 1e-7 units of a lot
+        multiple (a vertex of the LP relaxation that is integral up to solver noise)."""
+        lanes = self.lot_lanes
+        q = x[:, lanes] / self.lot[lanes]
+        return (np.abs(q - np.round(q)) * self.lot[lanes] <= 1e-7).all(axis=1)
+
     # -- checks ----------------------------------------------------------------------
 
     def excess(self, x: np.ndarray, day: DayData) -> dict[str, np.ndarray]:
@@ -297,10 +344,16 @@ class ProjectionProgram:
         return out
 
     def feasible(self, x: np.ndarray, day: DayData) -> np.ndarray:
-        """``[K]`` True where ``x`` satisfies every constraint (simulator tolerances)."""
-        ok = np.ones(x.shape[0], bool)
-        for kind, e in self.excess(x, day).items():
-            ok &= (e <= (LOT_TOL if kind == "lot" else TOL)).all(axis=1)
+        """``[K]`` True where ``x`` satisfies every constraint (simulator tolerances):
+        what :meth:`excess` reports, in fewer numpy calls."""
+        ok = ((x <= day.ub + TOL) & (x >= day.lb - TOL) & (x >= -TOL)).all(axis=1)
+        if self.groups:
+            rhs = np.concatenate([day.rhs[g.kind] for g in self.groups], axis=1)
+            ok &= (x @ self._a_all_t <= rhs + TOL).all(axis=1)
+        if len(self.lot_lanes):
+            q = x[:, self.lot_lanes]
+            lot = self.lot[self.lot_lanes]
+            ok &= (np.abs(q - np.round(q / lot) * lot) <= LOT_TOL).all(axis=1)
         return ok
 
     def least_orders(self, day: DayData, contract_closed: bool) -> np.ndarray:
@@ -382,26 +435,25 @@ class ProjectionProgram:
         short = day.lb - x
         x = np.where(~self.has_lot & (short > 0) & (short <= NOISE + NOISE_REL * day.lb),
                      day.lb, x)
+        if not self.groups:
+            return x
         floor = np.where(self.has_lot, x, np.minimum(day.lb, x))
-        free = ~self.has_lot
-        for g in self.groups:
-            rhs = day.rhs[g.kind]
-            act = x @ g.a.T
-            margin = 1e-10 * np.maximum(1.0, np.abs(rhs))
-            over = act - (rhs - margin)
-            noise = NOISE + NOISE_REL * (np.abs(rhs) + np.abs(act)) + 2 * margin
-            need = (over > 0) & (over <= noise)
-            if not need.any():
-                continue
-            coef = g.a * free  # [R, M]
-            room = (x - floor) @ coef.T  # [K, R] $ or units that can be cut per row
-            frac = np.where(need & (room > 0), np.minimum(over / np.where(room > 0, room, 1.0),
-                                                          1.0), 0.0)
-            # cut every free lane of a row by the row's fraction (the largest over its rows):
-            # rows only lose activity, so each reaches rhs - margin or below
-            cut = np.max(frac[:, :, None] * (coef[None, :, :] > 0), axis=1)  # [K, M]
-            x = x - cut * (x - floor)
-        return x
+        rhs = np.concatenate([day.rhs[g.kind] for g in self.groups], axis=1)  # [K, R]
+        act = x @ self._a_all_t
+        margin = 1e-10 * np.maximum(1.0, np.abs(rhs))
+        over = act - (rhs - margin)
+        noise = NOISE + NOISE_REL * (np.abs(rhs) + np.abs(act)) + 2 * margin
+        need = (over > 0) & (over <= noise)
+        if not need.any():
+            return x
+        coef = self._a_all_t.T * ~self.has_lot  # [R, M] lanes without a lot size
+        room = (x - floor) @ coef.T  # [K, R] $ or units that can be cut per row
+        frac = np.where(need & (room > 0), np.minimum(over / np.where(room > 0, room, 1.0),
+                                                      1.0), 0.0)
+        # cut every free lane of a row by the row's fraction (the largest over its rows):
+        # rows only lose activity, so each reaches rhs - margin or below
+        cut = np.max(frac[:, :, None] * (coef[None, :, :] > 0), axis=1)  # [K, M]
+        return x - cut * (x - floor)
 
     def relaxations(self, day_no: int, x: np.ndarray, day: DayData, rows: np.ndarray,
                     first: np.ndarray) -> tuple[list[Relaxation], list[str]]:
@@ -413,15 +465,19 @@ class ProjectionProgram:
         out: list[Relaxation] = []
         hard: list[str] = []
         lanes = self.layout.lane_ids
-        for b in range(x.shape[0]):
+        tols, flagged = {}, np.zeros(x.shape[0], bool)
+        for kind, e in ex.items():
+            g = self.group.get(kind)
+            soft = g.soft if g is not None else kind == "contract" and "contract" in self.phases
+            tol = (np.full_like(e, LOT_TOL) if kind == "lot" else
+                   NOISE + NOISE_REL * scale[kind] if soft else np.full_like(e, TOL))
+            tols[kind] = (g, soft, tol)
+            flagged |= (e > tol).any(axis=1)
+        for b in np.flatnonzero(flagged):
             reason = None
             for kind, e in ex.items():
-                g = self.group.get(kind)
-                soft = (g.soft if g is not None else kind == "contract"
-                        and "contract" in self.phases)
-                tol = (LOT_TOL if kind == "lot" else
-                       NOISE + NOISE_REL * scale[kind][b] if soft else TOL)
-                for r in np.flatnonzero(e[b] > tol):
+                g, soft, tol = tols[kind]
+                for r in np.flatnonzero(e[b] > tol[b]):
                     target = g.targets[r] if g is not None else lanes[r]
                     if not soft:
                         hard.append(f"{kind} {target}: {e[b, r]:.3g} over")
@@ -452,18 +508,33 @@ class ProjectionProgram:
 
 
 class _Projector:
-    """Fast path, packing of infeasible replications into a block model, lexicographic
-    relaxation phases, repair and checks. Backends implement :meth:`_build`."""
+    """Fast paths, packing of infeasible replications into a block model, LP-first
+    solves, lexicographic relaxation phases, repair and checks. Backends implement
+    :meth:`_build`.
+
+    Options: ``skip_feasible`` (feasible proposals are released without further work),
+    ``fast_path`` (the exact separable relaxation of ``solvers/fastpath.py`` answers the
+    replications whose relaxed optimum is feasible; the others go to HiGHS),
+    ``lp_first`` (solve the LP relaxation with the lot lanes' convex envelope first, and
+    the MILP only when a lot lane is off its lattice), ``pack`` (power-of-two block
+    models). All are exact: every path returns an optimum of the same program."""
 
     backend = "?"
 
     def __init__(self, layout: Layout, outages: Sequence[Outage] = (), *,
                  weights: np.ndarray | None = None, soft_order: Sequence[str] = SOFT_KINDS,
                  time_limit: float = DEFAULT_TIME_LIMIT, skip_feasible: bool = True,
-                 pack: bool = True):
+                 fast_path: bool = True, lp_first: bool = True, pack: bool = True):
+        from solvers.fastpath import SeparableRelaxation
+
         self.program = ProjectionProgram(layout, outages, weights, soft_order)
         self.time_limit = float(time_limit)
         self.skip_feasible = bool(skip_feasible)
+        self.fast_path = bool(fast_path)
+        self.lp_first = bool(lp_first)
+        self.relaxation = SeparableRelaxation(self.program)
+        self.counts = dict.fromkeys(COUNTS, 0)
+        """Replication-days by path (:data:`COUNTS`), since construction."""
         self.pack = bool(pack)
         self._models: dict[int, Any] = {}
         self.build_seconds: dict[int, float] = {}
@@ -495,7 +566,22 @@ class _Projector:
         need = ~prog.feasible(p, day) if self.skip_feasible else np.ones(b, bool)
         idx = np.flatnonzero(need)
         self.last_objective = np.zeros(b)
+        self.counts["days"] += b
+        self.counts["infeasible"] += len(idx)
+        if len(idx) and self.fast_path:
+            sub = day.take(idx)
+            x, exact = self.relaxation.solve(sub)
+            ok = exact & prog.feasible(x, sub)
+            if ok.any():
+                done = idx[ok]
+                released[done] = x[ok]
+                self.last_objective[done] = (prog.w_eff * np.abs(x[ok] - sub.p[ok])).sum(axis=1)
+                self.counts["fast_path"] += len(done)
+                idx = idx[~ok]
+        solver_used = np.zeros(b, bool)
+        solver_used[idx] = True
         if len(idx):
+            self.counts["solver"] += len(idx)
             sub = day.take(idx)
             x, obj, first = self._solve(sub, state.day, b)
             released[idx] = x
@@ -507,7 +593,7 @@ class _Projector:
             relax += recs
         distance = (prog.weights * np.abs(released - p)).sum(axis=1)
         ms = (time.perf_counter() - t0) * 1e3
-        return Projection(released, distance, np.full(b, ms), need, relax)
+        return Projection(released, distance, np.full(b, ms), need, relax, solver_used)
 
     def _solve(self, day: DayData, day_no: int, batch: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -522,7 +608,11 @@ class _Projector:
         caps = np.zeros((size, len(phases)))
         for j in range(len(phases)):
             caps[first <= j, j] = np.inf
-        model.set_day(padded)
+        # no soft row relaxed today: every row bounds the lot lanes (ProjectionProgram.lot_ub)
+        closed = not (first < len(phases)).any()
+        model.set_day(padded, prog.lot_ub(padded) if closed and len(prog.lot_lanes) else None)
+        lp = self.lp_first and len(prog.lot_lanes) > 0 and closed
+        model.set_integer(not lp)  # the relaxation phases solve the MILP
         for j, kind in enumerate(phases):
             if not (first <= j).any():
                 continue
@@ -532,7 +622,16 @@ class _Projector:
             caps[fix, j] = slack[fix] * (1 + 1e-9) + 1e-7
         model.set_caps(caps)
         x, _, total = self._run(model, None, day_no)
-        self.last_solver_objective = total
+        if lp:
+            if prog.on_lattice(x).all():  # the LP relaxation's optimum is integral
+                self.counts["lp_certified"] += 1
+            else:
+                self.counts["milp"] += 1
+                model.set_integer(True)
+                x, _, total = self._run(model, None, day_no)
+        elif len(prog.lot_lanes):
+            self.counts["milp"] += 1
+        self.last_solver_objective = total + prog.envelope(padded.p)[2].sum()
         x = x[:k]
         obj = (prog.w_eff * np.abs(x - day.p)).sum(axis=1)
         return prog.repair(x, day), obj, first[:k]
@@ -625,6 +724,7 @@ class _Blocks:
     up: np.ndarray
     dn: np.ndarray
     n: np.ndarray  # [K, n_lot]
+    env: np.ndarray  # [K, n_lot] envelope piece u of lot lanes (0 <= u <= lot)
     slack: dict[str, np.ndarray]  # kind -> [K, R] column (contract: [K, n_contract])
     rows: dict[str, np.ndarray]  # name -> [K, R] row index
     nrow: int
@@ -638,7 +738,8 @@ def _layout_blocks(prog: ProjectionProgram, k: int) -> _Blocks:
         soft_sizes["contract"] = len(prog.contract_lanes)
     off = 0
     cols: dict[str, tuple[int, int]] = {}
-    for name, size in [("x", m), ("up", m), ("dn", m), ("n", nl), *soft_sizes.items()]:
+    for name, size in [("x", m), ("up", m), ("dn", m), ("n", nl), ("env", nl),
+                       *soft_sizes.items()]:
         cols[name] = (off, size)
         off += size
     ncol = off
@@ -658,7 +759,7 @@ def _layout_blocks(prog: ProjectionProgram, k: int) -> _Blocks:
         roff += size
     rbase = (np.arange(k) * roff)[:, None]
     rows = {name: rbase + o + np.arange(s)[None, :] for name, (o, s) in rows_at.items()}
-    return _Blocks(k, ncol, col("x"), col("up"), col("dn"), col("n"),
+    return _Blocks(k, ncol, col("x"), col("up"), col("dn"), col("n"), col("env"),
                    {kind: col(kind) for kind in soft_sizes}, rows, roff * k)
 
 
@@ -681,6 +782,7 @@ class _HighsModel:
         lo = np.zeros(ncols)
         hi = np.full(ncols, np.inf)
         hi[bl.x] = prog.nominal_ub
+        hi[bl.env] = prog.lot[prog.lot_lanes]
         integ = np.zeros(ncols, dtype=np.int32)
         if len(prog.lot_lanes):
             integ[bl.n.ravel()] = 1
@@ -704,6 +806,7 @@ class _HighsModel:
         add(r, bl.x, 1.0)
         add(r, bl.up, -1.0)
         add(r, bl.dn, 1.0)
+        add(r[:, prog.lot_lanes], bl.env, -1.0)
         rlo[r] = rhi[r] = 0.0
         if len(prog.lot_lanes):
             r = bl.rows["lot"]
@@ -756,6 +859,11 @@ class _HighsModel:
             self._phase_costs[kind] = c
         self._cost_phase: str | None = None
         self._mutable_ub = prog.lane_outage.any()
+        self._env_cols = bl.env.ravel().astype(np.int32)
+        self._n_cols = bl.n.ravel().astype(np.int32)
+        self._ub_cols = (bl.x if self._mutable_ub else bl.x[:, prog.lot_lanes]).ravel().astype(
+            np.int32)
+        self.integer = True
         del m
 
     def _static_rhs(self, g: RowGroup) -> np.ndarray:
@@ -763,20 +871,35 @@ class _HighsModel:
         nodes = prog._cap_node[g.kind]
         return prog.layout.capacity[nodes] * prog._cap_scale[g.kind]
 
-    def set_day(self, day: DayData) -> None:
+    def set_integer(self, integer: bool) -> None:
+        """Lot counts integer (the MILP) or continuous (its LP relaxation)."""
+        if integer != self.integer and len(self._n_cols):
+            n = len(self._n_cols)
+            self.h.changeColsIntegrality(n, self._n_cols, np.full(n, int(integer), np.int32))
+        self.integer = integer
+
+    def set_day(self, day: DayData, lot_ub: np.ndarray | None = None) -> None:
         bl = self.bl
         r = bl.rows["distance"]
-        self.rlo[r] = day.p
-        self.rhi[r] = day.p
+        rhs = day.p.copy()
+        if len(self._env_cols):
+            f, slope, _ = self.prog.envelope(day.p)
+            rhs[:, self.prog.lot_lanes] = f
+            self.l1_cost[bl.env] = slope
+        self.rlo[r] = rhs
+        self.rhi[r] = rhs
         for g in self.prog.groups:
             if g.daily:
                 self.rhi[bl.rows[g.kind]] = day.rhs[g.kind]
         if len(self.prog.contract_lanes):
             self.rlo[bl.rows["contract"]] = day.lb[:, self.prog.contract_lanes]
-        if self._mutable_ub:
-            self.col_hi[bl.x] = day.ub
-            self.h.changeColsBounds(self.ncols, self._all_cols, np.zeros(self.ncols),
-                                    self.col_hi)
+        if self._mutable_ub or len(self._n_cols):
+            ub = day.ub.copy()
+            if lot_ub is not None:
+                ub[:, self.prog.lot_lanes] = lot_ub
+            self.col_hi[bl.x] = ub
+            cols = self._ub_cols
+            self.h.changeColsBounds(len(cols), cols, np.zeros(len(cols)), self.col_hi[cols])
 
     def set_caps(self, caps: np.ndarray) -> None:
         if len(self.prog.phases):
@@ -789,6 +912,8 @@ class _HighsModel:
             cost = self.l1_cost if phase is None else self._phase_costs[phase]
             h.changeColsCost(self.ncols, self._all_cols, cost)
             self._cost_phase = phase
+        elif phase is None and len(self._env_cols):
+            h.changeColsCost(len(self._env_cols), self._env_cols, self.l1_cost[self._env_cols])
         h.setOptionValue("time_limit", time_limit)
         h.run()
         status = h.getModelStatus()
@@ -816,7 +941,7 @@ class _PyomoModel:
     """The block program as a Pyomo model with mutable Params, solved by the persistent
     HiGHS interface of ``pyomo.contrib.solver`` (automatic updates off except Params)."""
 
-    def __init__(self, prog: ProjectionProgram, k: int):
+    def __init__(self, prog: ProjectionProgram, k: int, lean: bool = True):
         try:
             import pyomo.environ as pyo
             from pyomo.contrib.solver.common.results import TerminationCondition
@@ -831,7 +956,7 @@ class _PyomoModel:
         mdl.B = pyo.RangeSet(0, k - 1)
         mdl.L = pyo.RangeSet(0, m - 1)
         mdl.p = pyo.Param(mdl.B, mdl.L, mutable=True, initialize=0.0)
-        ub_lanes = [int(i) for i in np.flatnonzero(prog.lane_outage)]
+        ub_lanes = [int(i) for i in np.flatnonzero(prog.lane_outage | prog.has_lot)]
         mdl.UB = pyo.Set(initialize=ub_lanes)
         mdl.ub = pyo.Param(mdl.B, mdl.UB, mutable=True,
                            initialize=lambda _m, b, lane: float(prog.nominal_ub[lane]))
@@ -845,15 +970,27 @@ class _PyomoModel:
         mdl.x = pyo.Var(mdl.B, mdl.L, bounds=x_bounds)
         mdl.up = pyo.Var(mdl.B, mdl.L, within=pyo.NonNegativeReals)
         mdl.dn = pyo.Var(mdl.B, mdl.L, within=pyo.NonNegativeReals)
-        mdl.distance = pyo.Constraint(
-            mdl.B, mdl.L, rule=lambda _m, b, lane: _m.x[b, lane] - _m.up[b, lane]
-            + _m.dn[b, lane] == _m.p[b, lane])
         lots = [int(i) for i in prog.lot_lanes]
+        self.lots = lots
         if lots:
             mdl.LOT = pyo.Set(initialize=lots)
             mdl.n = pyo.Var(mdl.B, mdl.LOT, within=pyo.NonNegativeIntegers)
             mdl.lot = pyo.Constraint(mdl.B, mdl.LOT, rule=lambda _m, b, lane: _m.x[b, lane]
                                      == float(prog.lot[lane]) * _m.n[b, lane])
+            # the envelope piece of a lot lane (ProjectionProgram.envelope); there, p
+            # holds the lot multiple F at or below the proposal
+            mdl.env = pyo.Var(mdl.B, mdl.LOT, bounds=lambda _m, b, lane: (
+                0.0, float(prog.lot[lane])))
+            mdl.s = pyo.Param(mdl.B, mdl.LOT, mutable=True, initialize=0.0)
+        lot_set = set(lots)
+
+        def distance(_m, b, lane):
+            body = _m.x[b, lane] - _m.up[b, lane] + _m.dn[b, lane]
+            if lane in lot_set:
+                body = body - _m.env[b, lane]
+            return body == _m.p[b, lane]
+
+        mdl.distance = pyo.Constraint(mdl.B, mdl.L, rule=distance)
         self.rhs_params = {}
         slack_of: dict[str, Any] = {}
         for g in prog.groups:
@@ -903,8 +1040,11 @@ class _PyomoModel:
 
             mdl.caps = pyo.Constraint(mdl.B, mdl.P, rule=cap_rule)
         w = prog.w_eff
-        mdl.obj = pyo.Objective(expr=sum(float(w[lane]) * (mdl.up[b, lane] + mdl.dn[b, lane])
-                                         for b in range(k) for lane in range(m)))
+        l1 = sum(float(w[lane]) * (mdl.up[b, lane] + mdl.dn[b, lane])
+                 for b in range(k) for lane in range(m))
+        if lots:
+            l1 = l1 + sum(mdl.s[b, lane] * mdl.env[b, lane] for b in range(k) for lane in lots)
+        mdl.obj = pyo.Objective(expr=l1)
         self.phase_obj = {}
         for kind in prog.phases:
             var, rows = slack_of[kind]
@@ -919,6 +1059,11 @@ class _PyomoModel:
         self.mdl = mdl
         self.ub_lanes = ub_lanes
         self.cl = cl
+        self.p_keys = [(b, lane) for b in range(k) for lane in range(m)]
+        self.ub_keys = [(b, lane) for b in range(k) for lane in ub_lanes]
+        self.lot_keys = [(b, lane) for b in range(k) for lane in lots]
+        self.n_vars = [mdl.n[key] for key in self.lot_keys] if lots else []
+        self.integer = True
         opt = Highs()
         if not opt.available():
             raise SolverError("HiGHS is not available to Pyomo (highspy missing)")
@@ -939,14 +1084,50 @@ class _PyomoModel:
         self.opt = opt
         opt.set_instance(mdl)
         self._phase: str | None = None
+        self.lean = lean
+        if lean:
+            import highspy
 
-    def set_day(self, day: DayData) -> None:
-        mdl, k, m = self.mdl, self.k, self.prog.num_lanes
-        keys = [(b, lane) for b in range(k) for lane in range(m)]
-        mdl.p.store_values(dict(zip(keys, day.p.ravel().tolist(), strict=True)), check=False)
+            self.hs = highspy
+            h = opt._solver_model  # the interface's highspy.Highs (pyomo 6.10.x)
+            for key, val in cfg.solver_options.items():
+                h.setOptionValue(key, val)
+            col = opt._pyomo_var_to_solver_var_map
+            self.x_cols = np.array([col[id(v)] for v in self.x_vars]).reshape(k, m)
+            self.slack_cols = {kind: np.array([[col[id(v)] for v in row] for row in rows])
+                               for kind, rows in self.slack_vars.items()}
+            self._time_limit: float | None = None
+
+    def set_integer(self, integer: bool) -> None:
+        """Lot counts integer (the MILP) or continuous (its LP relaxation): the domain
+        of ``n`` changes and the persistent interface is told (``update_variables``)."""
+        if integer != self.integer and self.lots:
+            import pyomo.environ as pyo
+
+            dom = pyo.NonNegativeIntegers if integer else pyo.NonNegativeReals
+            for v in self.n_vars:
+                v.domain = dom
+            self.opt.update_variables(self.n_vars)
+        self.integer = integer
+
+    def set_day(self, day: DayData, lot_ub: np.ndarray | None = None) -> None:
+        mdl, k = self.mdl, self.k
+        p = day.p
+        if self.lots:
+            f, slope, _ = self.prog.envelope(p)
+            p = p.copy()
+            p[:, self.lots] = f
+            mdl.s.store_values(dict(zip(self.lot_keys, slope.ravel().tolist(), strict=True)),
+                               check=False)
+        mdl.p.store_values(dict(zip(self.p_keys, p.ravel().tolist(), strict=True)),
+                           check=False)
         if self.ub_lanes:
-            mdl.ub.store_values({(b, lane): float(day.ub[b, lane]) for b in range(k)
-                                 for lane in self.ub_lanes}, check=False)
+            ub = day.ub
+            if lot_ub is not None:
+                ub = ub.copy()
+                ub[:, self.lots] = lot_ub
+            mdl.ub.store_values(dict(zip(self.ub_keys, ub[:, self.ub_lanes].ravel().tolist(),
+                                         strict=True)), check=False)
         for kind, par in self.rhs_params.items():
             vals = day.rhs[kind]
             par.store_values({(b, r): float(vals[b, r]) for b in range(k)
@@ -965,6 +1146,8 @@ class _PyomoModel:
         if phase != self._phase:
             opt.set_objective(self.mdl.obj if phase is None else self.phase_obj[phase])
             self._phase = phase
+        if self.lean:
+            return self._solve_lean(phase, time_limit)
         if opt.config.time_limit != time_limit:
             opt.config.time_limit = time_limit
         res = opt.solve(self.mdl)
@@ -981,14 +1164,46 @@ class _PyomoModel:
             slack = np.array([sum(vals[v] for v in row) for row in sv])
         return x, slack, float(res.incumbent_objective)
 
+    def _solve_lean(self, phase: str | None, time_limit: float):
+        """The persistent interface's solve without its per-call wrapper: the mutable
+        Params are pushed by the interface itself (``update_parameters``: its helpers
+        re-evaluate every row bound, variable bound and objective coefficient that
+        depends on a Param), then HiGHS runs on the interface's model and the status is
+        checked before the primals are read by column index. Skipped: the per-call copy
+        of the config, the stdout capture (HiGHS output is off), the ``Results`` object
+        and ``update()``'s scans for added or removed components (none ever are)."""
+        opt = self.opt
+        opt.update_parameters()
+        h = opt._solver_model
+        if time_limit != self._time_limit:
+            h.setOptionValue("time_limit", time_limit)
+            self._time_limit = time_limit
+        h.run()
+        status = h.getModelStatus()
+        if status != self.hs.HighsModelStatus.kOptimal:
+            raise SolverError(f"HiGHS status {h.modelStatusToString(status)}")
+        col = np.asarray(h.getSolution().col_value)
+        x = col[self.x_cols]
+        slack = col[self.slack_cols[phase]].sum(axis=1) if phase is not None else None
+        return x, slack, float(h.getInfo().objective_function_value)
+
 
 class PyomoProjector(_Projector):
-    """The projection as a Pyomo model solved by persistent HiGHS (the default)."""
+    """The projection as a Pyomo model solved by persistent HiGHS (the default).
+
+    ``lean`` (default True): solve through :meth:`_PyomoModel._solve_lean` (Params
+    pushed by the persistent interface, HiGHS run on its model, no per-call wrapper);
+    False: the interface's public ``solve()``."""
 
     backend = "pyomo"
 
+    def __init__(self, layout: Layout, outages: Sequence[Outage] = (), *, lean: bool = True,
+                 **options: Any):
+        super().__init__(layout, outages, **options)
+        self.lean = bool(lean)
+
     def _build(self, blocks: int) -> _PyomoModel:
-        return _PyomoModel(self.program, blocks)
+        return _PyomoModel(self.program, blocks, self.lean)
 
 
 __all__ = ["DayData", "HighsProjector", "ProjectionProgram", "PyomoProjector", "RowGroup",

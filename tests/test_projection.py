@@ -83,8 +83,10 @@ def test_released_orders_satisfy_every_constraint_and_feasible_proposals_are_kep
     state = _random_state(sim, rng, batch=3)
     prog_outages = sim.scenario.outages
     p = rng.uniform(0, 60 * scale, (3, sim.layout.num_lanes)) * (rng.random((3, 1)) < 0.9)
-    proj = make_projector(sim.layout, "highspy", outages=prog_outages, skip_feasible=False)
+    proj = make_projector(sim.layout, "highspy", outages=prog_outages, skip_feasible=False,
+                          fast_path=False)
     out = proj.project(state, p)
+    assert out.solver_used.all()
     _check_released(proj.program, state, out, p)
     # the released orders are feasible (where nothing was relaxed): projecting them again,
     # with a real solve, gives them back
@@ -113,9 +115,10 @@ def test_with_only_transport_capacities_the_projection_is_clipping(seed):
     state, _ = sim.reset(2)
     p = rng.uniform(-10, 80, (2, len(lanes)))
     p[0, 0] = np.nan
-    for backend in ("highspy", "pyomo"):
-        proj = make_projector(sim.layout, backend, skip_feasible=False)
+    for backend, fast in (("highspy", False), ("pyomo", False), ("highspy", True)):
+        proj = make_projector(sim.layout, backend, skip_feasible=False, fast_path=fast)
         out = proj.project(state, p)
+        assert out.solver_used.any() != fast
         clip = np.clip(np.nan_to_num(p), 0.0, sim.layout.transport_cap)
         np.testing.assert_allclose(out.released, clip, atol=1e-9)
         np.testing.assert_allclose(out.distance, np.abs(clip - np.maximum(np.nan_to_num(p), 0))
@@ -124,21 +127,138 @@ def test_with_only_transport_capacities_the_projection_is_clipping(seed):
 
 
 def test_pyomo_and_highspy_reach_the_same_objective():
-    for lanes, net_seed in ((12, 0), (20, 1), (30, 2)):
+    """Every solver path -- highspy and Pyomo (lean and public ``solve()``), MILP
+    directly or LP relaxation first -- reaches the same optimum."""
+    certified = 0
+    for lanes, net_seed in ((12, 0), (20, 1), (30, 2), (60, 3)):
         sim = Simulator(random_scenario(lanes, net_seed, horizon_days=10))
         rng = np.random.default_rng(lanes)
-        kw = dict(outages=sim.scenario.outages, skip_feasible=False)
-        a = make_projector(sim.layout, "highspy", **kw)
-        b = make_projector(sim.layout, "pyomo", **kw)
+        kw = dict(outages=sim.scenario.outages, skip_feasible=False, fast_path=False)
+        a = make_projector(sim.layout, "highspy", lp_first=False, **kw)
+        others = [make_projector(sim.layout, "highspy", **kw),
+                  make_projector(sim.layout, "pyomo", **kw),
+                  make_projector(sim.layout, "pyomo", lean=False, lp_first=False, **kw)]
         for _ in range(4):
             state = _random_state(sim, rng, batch=3)
             p = rng.uniform(0, 120, (3, sim.layout.num_lanes))
-            ra, rb = a.project(state, p), b.project(state, p)
-            assert abs(a.last_solver_objective - b.last_solver_objective) <= 1e-6
-            np.testing.assert_allclose(a.last_objective, b.last_objective, atol=1e-6)
-            np.testing.assert_allclose(ra.distance, rb.distance, atol=1e-6)
-            assert [(r.kind, r.target) for r in ra.relaxations] == [
-                (r.kind, r.target) for r in rb.relaxations]
+            ra = a.project(state, p)
+            for b in others:
+                rb = b.project(state, p)
+                assert abs(a.last_solver_objective - b.last_solver_objective) <= 1e-6
+                np.testing.assert_allclose(a.last_objective, b.last_objective, atol=1e-6)
+                np.testing.assert_allclose(ra.distance, rb.distance, atol=1e-6)
+                assert [(r.kind, r.target) for r in ra.relaxations] == [
+                    (r.kind, r.target) for r in rb.relaxations]
+        certified += others[0].counts["lp_certified"]
+    assert certified > 0  # the LP-first path was taken, not only its MILP fallback
+
+
+_FAST: dict = {}
+
+
+def _fast_and_reference(lanes: int, seed: int):
+    """Projectors of one random network: fast path on (highspy), and the references
+    without it: highspy MILP (no LP first) and Pyomo."""
+    key = (lanes, seed)
+    if key not in _FAST:
+        sim = _sim(lanes, seed)
+        kw = dict(outages=sim.scenario.outages, skip_feasible=False)
+        _FAST[key] = (make_projector(sim.layout, "highspy", **kw),
+                      make_projector(sim.layout, "highspy", fast_path=False, lp_first=False,
+                                     **kw),
+                      make_projector(sim.layout, "pyomo", fast_path=False, **kw))
+    return _FAST[key]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lanes=st.integers(10, 24), net_seed=st.integers(0, 3), seed=st.integers(0, 10**6),
+       scale=st.sampled_from([0.5, 1.0, 3.0]), on_lots=st.booleans())
+def test_fast_path_answers_with_the_solvers_optimum(lanes, net_seed, seed, scale, on_lots):
+    """Where the separable relaxation's optimum is feasible, it is released without a
+    solve, and its objective is the optimum both solvers find for the full program."""
+    sim = _sim(lanes, net_seed)
+    rng = np.random.default_rng(seed)
+    state = _random_state(sim, rng, batch=4)
+    p = rng.uniform(0, 60 * scale, (4, sim.layout.num_lanes))
+    lot = sim.layout.lot_size
+    if on_lots:  # policies propose whole lots
+        p = np.where(lot > 0, np.ceil(p / np.where(lot > 0, lot, 1.0)) * lot, p)
+    fast, milp, pyomo = _fast_and_reference(lanes, net_seed)
+    out = fast.project(state, p)
+    _check_released(fast.program, state, out, p)
+    answered = ~out.solver_used
+    for ref in (milp, pyomo):
+        o = ref.project(state, p)
+        np.testing.assert_allclose(fast.last_objective, ref.last_objective, atol=1e-6)
+        np.testing.assert_allclose(out.distance, o.distance, atol=1e-6)
+        if answered.any():
+            # the same orders (the optimum is unique up to solver noise)
+            np.testing.assert_allclose(out.released[answered], o.released[answered],
+                                       atol=1e-5)
+
+
+def test_fast_path_answers_most_benchmark_days_exactly():
+    """The daily-solve benchmark's days (base-stock x U(0.5, 2.5): mostly infeasible)."""
+    from fedinv.bench_lp import _days
+
+    scenario, layout, days = _days(40, 40, seed=7)
+    kw = dict(outages=scenario.outages, skip_feasible=False)
+    fast = make_projector(layout, "highspy", **kw)
+    refs = [make_projector(layout, "highspy", fast_path=False, lp_first=False, **kw),
+            make_projector(layout, "pyomo", fast_path=False, **kw)]
+    for state, p in days:
+        out = fast.project(state, p)
+        _check_released(fast.program, state, out, p)
+        for ref in refs:
+            ref.project(state, p)
+            np.testing.assert_allclose(fast.last_objective, ref.last_objective, atol=1e-6)
+    c = fast.counts
+    assert c["days"] == len(days) and c["fast_path"] + c["solver"] == c["infeasible"]
+    assert c["fast_path"] >= 0.5 * c["infeasible"] > 0
+
+
+def _row_scenario(capacity: float, lots: tuple[float, float]) -> Scenario:
+    """A plant with a shipping capacity serving two stores (lanes plant->a, plant->b,
+    lot sizes ``lots``), bought from a supplier."""
+    nodes = (Node("sup", Tier.SUPPLIER, "R", "o"),
+             Node("plant", Tier.MANUFACTURER, "R", "o", capacity=capacity),
+             Node("a", Tier.DISTRIBUTOR, "R", "o", demand=DemandModel("deterministic", 1)),
+             Node("b", Tier.DISTRIBUTOR, "R", "o", demand=DemandModel("deterministic", 1)))
+    lanes = (Lane("external", "sup"), Lane("sup", "plant"),
+             Lane("plant", "a", lot_size=lots[0]), Lane("plant", "b", lot_size=lots[1]))
+    return Scenario("row", Network(nodes, lanes, (Organization("o"),)), horizon_days=5)
+
+
+@pytest.mark.parametrize("backend", ["highspy", "pyomo"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_lot_lane_rounded_up_when_cutting_the_other_lane_is_cheaper(backend, fast):
+    """Capacity 250, proposals 200 (lot 100, weight 1) and 100 (no lot, weight 1.5):
+    cutting the lot lane to 100 costs 100, cutting the other lane by 50 costs 75; the
+    continuous relaxation would cut the lot lane to 150, off its lattice."""
+    sim = Simulator(_row_scenario(250.0, (100.0, 0.0)))
+    state, _ = sim.reset(1)
+    proj = make_projector(sim.layout, backend, weights=np.array([1.0, 1.0, 1.0, 1.5]),
+                          fast_path=fast)
+    out = proj.project(state, np.array([[0.0, 0.0, 200.0, 100.0]]))
+    np.testing.assert_allclose(out.released, [[0.0, 0.0, 200.0, 50.0]], atol=1e-6)
+    assert out.distance[0] == pytest.approx(75.0, abs=1e-6)
+    assert out.solver_used[0] != fast
+
+
+@pytest.mark.parametrize("backend", ["highspy", "pyomo"])
+def test_two_lot_lanes_in_one_row(backend):
+    """Capacity 330, lots 100 and 40, proposals 200 and 160 (weights 1, 1.2): the best
+    lot multiples are 200 + 120 = 320 (cost 48); 100 + 160 = 260 costs 100."""
+    sim = Simulator(_row_scenario(330.0, (100.0, 40.0)))
+    state, _ = sim.reset(1)
+    p = np.array([[0.0, 0.0, 200.0, 160.0]])
+    w = np.array([1.0, 1.0, 1.0, 1.2])
+    fast = make_projector(sim.layout, backend, weights=w)
+    milp = make_projector(sim.layout, backend, weights=w, fast_path=False, lp_first=False)
+    for proj in (fast, milp):
+        out = proj.project(state, p)
+        np.testing.assert_allclose(out.released, [[0.0, 0.0, 200.0, 120.0]], atol=1e-6)
+        assert out.distance[0] == pytest.approx(48.0, abs=1e-6)
 
 
 def _contract_scenario(budget: float = 10_000.0, storage: float = math.inf) -> Scenario:
@@ -210,10 +330,15 @@ def test_solver_trouble_raises_solver_error():
     sim = Simulator(scenario, days=3)
     with pytest.raises(SolverError, match="unknown projection backend"):
         make_projector(sim.layout, "cplex")
+    # a MILP that needs branching (fast path and LP-first off) under a zero time limit
+    sim = Simulator(random_scenario(100, 100, horizon_days=5), days=3)
     state, _ = sim.reset(2)
-    p = 3.0 * make_policy("base-stock", sim.layout).act(state).orders
+    rng = np.random.default_rng(0)
+    p = make_policy("base-stock", sim.layout).act(state).orders * rng.uniform(
+        0.5, 2.5, (2, sim.layout.num_lanes))
     for backend in ("highspy", "pyomo"):
-        proj = make_projector(sim.layout, backend, outages=scenario.outages, time_limit=0.0)
+        proj = make_projector(sim.layout, backend, outages=sim.scenario.outages,
+                              time_limit=0.0, fast_path=False, lp_first=False)
         with pytest.raises(SolverError, match=f"{backend} backend, day 0.*time limit"):
             proj.project(state, p)
 
