@@ -90,18 +90,15 @@ class SeparableRelaxation:
         self.member = np.zeros((m, nr))  # [M, R] lane in kept row
         inrow = np.flatnonzero(row_of >= 0)
         self.member[inrow, row_of[inrow]] = 1.0
-        self.kept_rhs = {kind: np.array([r for k, r in kept if k == kind], int)
-                         for kind in {k for k, _ in kept}}
-        self._kept_cols = {kind: np.array([j for j, (k, _) in enumerate(kept) if k == kind])
-                           for kind in self.kept_rhs}
+        self.kept_cols = np.array([prog.row_offset[k] + r for k, r in kept], int)
+        """Columns of the kept rows in ``DayData.rhs_all``."""
         self.lot = np.where(prog.has_lot, prog.lot, 1.0)
+        self.lot_lanes = prog.lot_lanes
+        self.lot_sizes = prog.lot[prog.lot_lanes]
 
     def rhs(self, day: DayData) -> np.ndarray:
         """``[K, R]`` right-hand sides of the kept rows."""
-        out = np.empty((day.p.shape[0], self.num_rows))
-        for kind, rows in self.kept_rhs.items():
-            out[:, self._kept_cols[kind]] = day.rhs[kind][:, rows]
-        return out
+        return day.rhs_all[:, self.kept_cols]
 
     def _cut(self, x0: np.ndarray, lo: np.ndarray, p: np.ndarray, rhs: np.ndarray,
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -173,16 +170,21 @@ class SeparableRelaxation:
         x, partial = self._cut(x0, lo, p, rhs)
         if not prog.lot_lanes.size:
             return x, np.ones(x.shape[0], bool)
-        off = has & partial & ~self._on_lattice(x)
-        if off.any():
-            x = self._enumerate(x, off, x0, lo, hi, p, rhs)
-        exact = self._on_lattice(x) | ~has
-        x = np.where(has & exact, np.round(x / lot) * lot, x)
-        return x, exact.all(axis=1)
+        ll, sizes = self.lot_lanes, self.lot_sizes
+        if partial[:, ll].any():
+            off = np.zeros_like(partial)
+            off[:, ll] = partial[:, ll] & ~self._on_lattice(x[:, ll])
+            if off.any():
+                x = self._enumerate(x, off, x0, lo, hi, p, rhs)
+        q = x[:, ll]
+        on = self._on_lattice(q)
+        x[:, ll] = np.where(on, np.round(q / sizes) * sizes, q)  # snap to exact multiples
+        return x, on.all(axis=1)
 
-    def _on_lattice(self, x: np.ndarray) -> np.ndarray:
-        lot = self.lot
-        return np.abs(x - np.round(x / lot) * lot) <= LATTICE_TOL * np.maximum(1.0, lot)
+    def _on_lattice(self, q: np.ndarray) -> np.ndarray:
+        """``[K, n_lot]`` True where the lot lanes' values ``q`` are lot multiples."""
+        sizes = self.lot_sizes
+        return np.abs(q - np.round(q / sizes) * sizes) <= LATTICE_TOL * np.maximum(1.0, sizes)
 
     def _enumerate(self, x: np.ndarray, off: np.ndarray, x0: np.ndarray, lo: np.ndarray,
                    hi: np.ndarray, p: np.ndarray, rhs: np.ndarray) -> np.ndarray:

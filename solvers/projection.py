@@ -32,18 +32,29 @@ kind's total slack is minimized first and fixed, then the next, then the L1 dist
 Capacities, lots and x >= 0 are physical and never relaxed. Every relaxed row becomes a
 :class:`fedinv.hybrid.Relaxation` with its amount and the conflict that caused it.
 
-**Fast path.** When a replication's proposals already satisfy every constraint, they
-are the unique optimum (distance 0) and are released without a solve
-(``skip_feasible``, default True).
+**Fast paths, all exact.** (1) When a replication's proposals already satisfy every
+constraint, they are the unique optimum (distance 0) and are released without a solve
+(``skip_feasible``, default True). (2) Otherwise the separable relaxation of
+``solvers/fastpath.py`` is solved in numpy; where its optimum satisfies every
+constraint of the full program it is the full program's optimum and is released
+(``fast_path``, default True). (3) The replications left go to HiGHS, which first solves
+the LP relaxation in which each lot lane's cost ``w |x - p|`` is replaced by its convex
+envelope over the lot lattice (equal at every lot multiple, below in between) and each
+lot lane is bounded by the largest lot multiple its rows allow: an LP optimum with every
+lot lane on its lattice is optimal for the MILP; otherwise the MILP is solved
+(``lp_first``, default True; the envelope and the bounds stay in the MILP, where they
+change nothing but its LP bound).
 
 **Backends.** :class:`PyomoProjector`: one Pyomo model per block count (block-diagonal
 over replications, built once, mutable Params, persistent HiGHS of
-``pyomo.contrib.solver`` with automatic updates off); :class:`HighsProjector`: the same
+``pyomo.contrib.solver`` with automatic updates off, solved through a lean call by
+default, see :meth:`_PyomoModel._solve_lean`); :class:`HighsProjector`: the same
 program in highspy, columns and rows kept, bounds changed (the speed reference). Only
 replications whose proposals are infeasible are solved, packed into a model of the next
 power-of-two block count. Ties of the L1 objective are broken by a 1e-6 relative
 perturbation of the weights (later lanes cost slightly more to move), so the optimum is
-unique and does not depend on the solver's path or on the other replications.
+unique (up to a proposal exactly halfway between two lot multiples) and does not depend
+on the solver's path or on the other replications.
 """
 
 from __future__ import annotations
@@ -104,10 +115,12 @@ class DayData:
     lb: np.ndarray  # [K, M] month-end commitments still to order (0 elsewhere)
     rhs: dict[str, np.ndarray]  # kind -> [K, R], clamped at 0
     raw_storage: np.ndarray  # [K, R_storage] headroom before clamping
+    rhs_all: np.ndarray  # [K, sum R] every group's rhs, in the program's group order
 
     def take(self, idx: np.ndarray) -> DayData:
         return DayData(self.p[idx], self.ub[idx], self.lb[idx],
-                       {k: v[idx] for k, v in self.rhs.items()}, self.raw_storage[idx])
+                       {k: v[idx] for k, v in self.rhs.items()}, self.raw_storage[idx],
+                       self.rhs_all[idx])
 
     def pad(self, size: int, nominal_ub: np.ndarray) -> DayData:
         """Append empty blocks (p = 0, rhs = 0) up to ``size`` blocks."""
@@ -121,7 +134,7 @@ class DayData:
 
         return DayData(z(self.p), np.concatenate([self.ub, np.broadcast_to(
             nominal_ub, (extra, len(nominal_ub)))]), z(self.lb),
-            {kk: z(v) for kk, v in self.rhs.items()}, z(self.raw_storage))
+            {kk: z(v) for kk, v in self.rhs.items()}, z(self.raw_storage), z(self.rhs_all))
 
 
 class ProjectionProgram:
@@ -227,14 +240,14 @@ class ProjectionProgram:
         self.phases = tuple(k for k in reversed(soft_order) if k in present)
         self._a_all_t = (np.concatenate([g.a for g in self.groups]).T if self.groups
                          else np.zeros((m, 0)))
-        # rows holding lot lanes: (kind, rows, [R', n_lot] mask, coefficients) for lot_ub
-        self._lot_rows = []
-        for g in self.groups:
-            a = g.a[:, self.lot_lanes]
-            rows = np.flatnonzero((a > 0).any(axis=1))
-            if len(rows):
-                mask = a[rows] > 0
-                self._lot_rows.append((g.kind, rows, mask, np.where(mask, a[rows], 1.0)))
+        # rows holding lot lanes (indices into rhs_all), [R', n_lot] mask and coefficients
+        a = self._a_all_t.T[:, self.lot_lanes]
+        rows = np.flatnonzero((a > 0).any(axis=1))
+        mask = a[rows] > 0
+        self._lot_rows = (rows, mask, np.where(mask, a[rows], 1.0))
+        offsets = np.cumsum([0] + [g.a.shape[0] for g in self.groups])
+        self.row_offset = {g.kind: int(o) for g, o in zip(self.groups, offsets, strict=False)}
+        """First column of each group's rows in ``DayData.rhs_all``."""
 
     def _add_cap_group(self, kind: str, nodes: list[int], masks: list[np.ndarray],
                        scale: np.ndarray, targets: list[str] | None = None) -> None:
@@ -295,7 +308,9 @@ class ProjectionProgram:
         if state.month_end and len(self.contract_lanes):
             c = self.contract_lanes
             lb[:, c] = np.maximum(self.commit[c] - state.month_ordered[:, c], 0.0)
-        return DayData(p, np.array(ub), lb, rhs, raw)
+        rhs_all = (np.concatenate([rhs[g.kind] for g in self.groups], axis=1) if self.groups
+                   else np.zeros((b, 0)))
+        return DayData(p, np.array(ub), lb, rhs, raw, rhs_all)
 
     def envelope(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The lot lanes' convex envelope of ``w |x - p|`` over the lot lattice, as the
@@ -317,8 +332,9 @@ class ProjectionProgram:
         keeps its optimum, its LP relaxation gets tighter."""
         lanes = self.lot_lanes
         ub = day.ub[:, lanes]
-        for kind, rows, mask, a in self._lot_rows:
-            lim = np.where(mask, day.rhs[kind][:, rows, None] / a, np.inf).min(axis=1)
+        rows, mask, a = self._lot_rows
+        if len(rows):
+            lim = np.where(mask, day.rhs_all[:, rows, None] / a, np.inf).min(axis=1)
             ub = np.minimum(ub, lim)
         lot = self.lot[lanes]
         return np.floor(ub / lot + 1e-9) * lot
@@ -348,8 +364,7 @@ class ProjectionProgram:
         what :meth:`excess` reports, in fewer numpy calls."""
         ok = ((x <= day.ub + TOL) & (x >= day.lb - TOL) & (x >= -TOL)).all(axis=1)
         if self.groups:
-            rhs = np.concatenate([day.rhs[g.kind] for g in self.groups], axis=1)
-            ok &= (x @ self._a_all_t <= rhs + TOL).all(axis=1)
+            ok &= (x @ self._a_all_t <= day.rhs_all + TOL).all(axis=1)
         if len(self.lot_lanes):
             q = x[:, self.lot_lanes]
             lot = self.lot[self.lot_lanes]
@@ -438,7 +453,7 @@ class ProjectionProgram:
         if not self.groups:
             return x
         floor = np.where(self.has_lot, x, np.minimum(day.lb, x))
-        rhs = np.concatenate([day.rhs[g.kind] for g in self.groups], axis=1)  # [K, R]
+        rhs = day.rhs_all
         act = x @ self._a_all_t
         margin = 1e-10 * np.maximum(1.0, np.abs(rhs))
         over = act - (rhs - margin)

@@ -16,8 +16,11 @@ def test_simulate_hybrid_json_and_out(tmp_path, capsys):
     assert rc == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["mode"] == "hybrid" and payload["solver"] == "highspy"
-    for m in ("projection_l1_per_day", "solve_ms_median", "solve_ms_p95", "relaxations"):
+    for m in ("projection_l1_per_day", "solve_ms_median", "solve_ms_p95", "relaxations",
+              "solved_share", "solver_share"):
         assert m in payload["metrics"]
+    assert payload["metrics"]["solver_share"]["mean"] <= payload["metrics"]["solved_share"][
+        "mean"]
     frame = pd.read_csv(out / "relaxations.csv")
     assert list(frame.columns) == list(RELAXATION_COLUMNS)
     assert len(frame) == payload["relaxations"]
@@ -46,9 +49,14 @@ def test_bench_lp_json(capsys):
                "--days", "10", "--replications", "1", "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
-    assert {(r["lanes"], r["backend"]) for r in result["solves"]} == {(12, "pyomo"),
-                                                                      (12, "highspy")}
-    assert all(r["median_ms"] > 0 and r["max_objective_difference"] <= 1e-6
-               for r in result["solves"])
-    assert [r["mode"] for r in result["simulation"]] == ["pure", "hybrid", "hybrid"]
+    assert {(r["lanes"], r["backend"]) for r in result["solves"]} == {
+        (12, "pyomo"), (12, "highspy"), (12, "pyomo-public")}
+    for r in result["solves"]:
+        # every way (raw MILP, LP first, fast path) and backend reaches the same optimum
+        assert r["max_objective_difference"] <= 1e-6
+        assert all(r[f"{w}_median_ms"] > 0 for w in ("milp", "lp_first", "fast"))
+        assert 0 <= r["lp_certified_share"] <= 1 and 0 <= r["fast_path_share"] <= 1
+    sim = result["simulation"]
+    assert [r["mode"] for r in sim] == ["pure", "hybrid", "hybrid"]
+    assert all(0 <= r["solver_share"] <= r["solved_share"] <= 1 for r in sim[1:])
     assert "hybrid_over_pure" in result["targets"]
