@@ -6,7 +6,9 @@ What it sends back is only the model's arrays and scalar metrics.
 Where a node's data is:
   * deployment (one SuperNode per organization): ``--node-config "data-dir=PATH"``
     (the organization's folder, as ``fedinv data export`` writes it) and optionally
-    ``state-dir=PATH`` (default ``PATH/../.fedinv-state``);
+    ``state-dir=PATH`` (default ``PATH/../.fedinv-state``); the state of a run goes into
+    ``STATE/RUN-HASH/`` (the run folder's name and a hash of its path on the coordinator),
+    so a resumed run finds it again and two runs never share a replay buffer;
   * simulation: the run config's ``data-dir`` holds one folder per organization; the
     simulated node ``partition-id`` k takes the k-th folder in sorted order, and its state
     goes under the run config's ``state-dir``.
@@ -14,12 +16,14 @@ Where a node's data is:
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedinv.federated import FedConfig, LocalTrainer, roles_of
+from fedinv.federated import FedConfig, LocalTrainer, role_of_key, roles_of
 from fedinv.scenario import load_scenario
 
 app = ClientApp()
@@ -31,7 +35,7 @@ def _locate(context: Context) -> tuple[Path, Path]:
     if "data-dir" in node:
         data = Path(str(node["data-dir"]))
         state = Path(str(node.get("state-dir", data.parent / ".fedinv-state")))
-        return data, state
+        return data, state / run_key(str(context.run_config.get("run-dir", "")))
     run = context.run_config
     root = Path(str(run["data-dir"]))
     orgs = sorted(p for p in root.iterdir() if (p / "scenario.toml").is_file())
@@ -40,6 +44,22 @@ def _locate(context: Context) -> tuple[Path, Path]:
         raise RuntimeError(f"partition {k} has no organization folder in {root} "
                            f"({len(orgs)} found)")
     return orgs[k], Path(str(run["state-dir"]))
+
+
+def run_key(run_dir: str) -> str:
+    """A deployed run's folder on a node: the run folder's name and a short hash of its
+    full path on the coordinator."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(run_dir).name) or "run"
+    return f"{name}-{hashlib.sha256(run_dir.encode()).hexdigest()[:8]}"
+
+
+def _roles(cfg: FedConfig, msg: Message) -> tuple[str, ...]:
+    """The roles of the global model, from the names of the arrays the server sent (a node
+    need not have the whole network's scenario file); from the scenario otherwise."""
+    found = [role_of_key(k) for k in msg.content["arrays"].keys()] \
+        if "arrays" in msg.content else []
+    roles = tuple(dict.fromkeys(r for r in found if r))
+    return roles or roles_of(load_scenario(cfg.scenario))
 
 
 def _trainer(context: Context, msg: Message) -> tuple[LocalTrainer, FedConfig, tuple]:
@@ -53,7 +73,7 @@ def _trainer(context: Context, msg: Message) -> tuple[LocalTrainer, FedConfig, t
     fail = str(context.run_config.get("fail-org", ""))
     if fail and data.name == fail:  # fault injection for tests: this organization raises
         raise RuntimeError(f"fault injected for organization {fail!r}")
-    roles = roles_of(load_scenario(cfg.scenario))
+    roles = _roles(cfg, msg)
     return LocalTrainer(data, state, cfg, roles), cfg, roles
 
 

@@ -292,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not echo Flower's log")
     p.set_defaults(func=cmd_federate)
 
+    from fedinv.deploy import add_deploy_parser  # fedinv deploy ... (docs/deployment.md)
+
+    add_deploy_parser(commands)
+
     bench = commands.add_parser("bench", help="benchmarks", description="Benchmarks.")
     kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
     p = kinds.add_parser(

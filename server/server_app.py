@@ -10,6 +10,8 @@ run folder ``run-dir``; everything the server writes goes there:
   rounds.csv, rounds.png      per-round metrics (global cost with its 95% interval,
                               clients' results and failures, train and local metrics)
   summary.json                the run's outcome
+  received.jsonl              per round, what each reply carried (record kinds, array
+                              shapes, metric names and types; never a value)
 
 If ``run-dir`` already holds checkpoints, the run resumes after the last one.
 """
@@ -55,7 +57,8 @@ def main(grid: Grid, context: Context) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     scenario = load_scenario(cfg.scenario)
     data = Path(str(run["data-dir"]))
-    if not data.is_dir() or not any(data.iterdir()):  # plain `flwr run .`: make the data
+    # plain `flwr run .`: make the data (deployed runs pass "": the nodes have their own)
+    if str(run["data-dir"]) and (not data.is_dir() or not any(data.iterdir())):
         from fedinv.orgdata import export_private_data
 
         export_private_data(scenario, data)
@@ -100,6 +103,9 @@ def main(grid: Grid, context: Context) -> None:
             global_round, {k: v for k, v in row.items() if isinstance(v, int | float)})
         (run_dir / "final.pt").write_bytes(ckpt.read_bytes())
         _append_row(run_dir / "rounds.csv", row)
+        with (run_dir / "received.jsonl").open("a") as audit:
+            for reply in strategy.received.get(server_round, []):
+                audit.write(json.dumps({"round": global_round, **reply}) + "\n")
         _plot(run_dir)
         return MetricRecord(metrics)
 
@@ -119,7 +125,7 @@ def _organizations(run) -> int:
     """Organizations in the simulation's data folder (the clients sampled each round)."""
     root = Path(str(run.get("data-dir", "")))
     found = [p for p in root.iterdir() if (p / "scenario.toml").is_file()] \
-        if root.is_dir() else []
+        if str(run.get("data-dir", "")) and root.is_dir() else []
     return max(len(found), int(run.get("min-train-nodes", 2)))
 
 

@@ -1,6 +1,7 @@
 """Flower strategies that average each role's Q-network by the experience clients
-collected for that role (:func:`fedinv.federated.role_weighted_average`), and log every
-round's results and failures."""
+collected for that role (:func:`fedinv.federated.role_weighted_average`), log every
+round's results and failures, and describe what every reply carried (record names and
+types, array shapes, metric names: never values) for an audit of what crossed the wire."""
 
 from __future__ import annotations
 
@@ -17,24 +18,33 @@ from fedinv.federated import role_weighted_average
 
 
 class _RoleWeighted:
-    """Mixin over FedAvg / FedProx: role-weighted averaging, and ``round_log[round]``
-    with ``results``, ``failures`` and the failed nodes' reasons."""
+    """Mixin over FedAvg / FedProx: role-weighted averaging, ``round_log[round]`` with
+    ``results``, ``failures`` and the failed nodes' reasons, ``no_reply`` (nodes sent
+    the round's instructions that did not answer before the round's timeout), and
+    ``received[round]``: a :func:`describe_reply` of every reply of the round."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.round_log: dict[int, dict] = {}
+        self.received: dict[int, list[dict]] = {}
+        self._sent = 0
         self._global: dict[str, np.ndarray] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self._global = dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True))
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self._sent = len(messages)
+        return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid, errors = self._check_and_log_replies(list(replies), is_train=True)
+        replies = list(replies)
+        self.received[server_round] = [describe_reply(m, "train") for m in replies]
+        valid, errors = self._check_and_log_replies(replies, is_train=True)
         self.round_log[server_round] = {
             "results": len(valid), "failures": len(errors),
+            "no_reply": max(self._sent - len(replies), 0),
             "failure_reasons": "; ".join(_reason(m) for m in errors)}
         if not valid:
             return None, None
@@ -58,11 +68,34 @@ class _RoleWeighted:
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
+        replies = list(replies)
+        self.received.setdefault(server_round, []).extend(
+            describe_reply(m, "evaluate") for m in replies)
         metrics = super().aggregate_evaluate(server_round, replies)
         if metrics is not None:
             log = self.round_log.setdefault(server_round, {})
             log.update({k: float(v) for k, v in metrics.items() if k != "num-examples"})
         return metrics
+
+
+def describe_reply(msg: Message, phase: str) -> dict:
+    """What a reply carried, without any value: its sender node, and per record its kind
+    and for arrays their shapes and dtypes, for metrics and configs the names and types of
+    their values; an error reply's code."""
+    out: dict = {"phase": phase, "node": int(msg.metadata.src_node_id)}
+    if msg.has_error():
+        out["error"] = int(msg.error.code)
+        return out
+    records: dict = {}
+    for name, record in msg.content.items():
+        kind = type(record).__name__
+        if isinstance(record, ArrayRecord):
+            fields = {k: [list(a.shape), str(a.dtype)] for k, a in record.items()}
+        else:
+            fields = {k: type(v).__name__ for k, v in record.items()}
+        records[name] = {"kind": kind, "fields": fields}
+    out["records"] = records
+    return out
 
 
 def _reason(msg: Message, keep: int = 400) -> str:
