@@ -583,6 +583,7 @@ class _Projector:
         self.last_objective = np.zeros(b)
         self.counts["days"] += b
         self.counts["infeasible"] += len(idx)
+        lp_first = self.lp_first
         if len(idx) and self.fast_path:
             sub = day.take(idx)
             x, exact = self.relaxation.solve(sub)
@@ -593,12 +594,15 @@ class _Projector:
                 self.last_objective[done] = (prog.w_eff * np.abs(x[ok] - sub.p[ok])).sum(axis=1)
                 self.counts["fast_path"] += len(done)
                 idx = idx[~ok]
+            # lot lanes off their lattice in the separable relaxation: the LP relaxation
+            # (tighter, but of the same kind) rarely lands on it either; go to the MILP
+            lp_first = lp_first and bool(exact[~ok].all())
         solver_used = np.zeros(b, bool)
         solver_used[idx] = True
         if len(idx):
             self.counts["solver"] += len(idx)
             sub = day.take(idx)
-            x, obj, first = self._solve(sub, state.day, b)
+            x, obj, first = self._solve(sub, state.day, b, lp_first)
             released[idx] = x
             self.last_objective[idx] = obj
             recs, hard = prog.relaxations(state.day, x, sub, idx, first)
@@ -610,7 +614,7 @@ class _Projector:
         ms = (time.perf_counter() - t0) * 1e3
         return Projection(released, distance, np.full(b, ms), need, relax, solver_used)
 
-    def _solve(self, day: DayData, day_no: int, batch: int
+    def _solve(self, day: DayData, day_no: int, batch: int, lp_first: bool = True
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Solve ``K`` blocks in the model of ``min(2^ceil(log2 K), batch)`` blocks."""
         prog = self.program
@@ -626,7 +630,7 @@ class _Projector:
         # no soft row relaxed today: every row bounds the lot lanes (ProjectionProgram.lot_ub)
         closed = not (first < len(phases)).any()
         model.set_day(padded, prog.lot_ub(padded) if closed and len(prog.lot_lanes) else None)
-        lp = self.lp_first and len(prog.lot_lanes) > 0 and closed
+        lp = lp_first and len(prog.lot_lanes) > 0 and closed
         model.set_integer(not lp)  # the relaxation phases solve the MILP
         for j, kind in enumerate(phases):
             if not (first <= j).any():
