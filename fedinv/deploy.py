@@ -381,21 +381,25 @@ def _proc_table() -> dict[int, tuple[int, str, list[bytes]]]:
     return table
 
 
-def process_tree(pid: int) -> list[tuple[int, str]]:
+def process_tree(pid: int, root_alive: bool = True) -> list[tuple[int, str]]:
     """``pid`` and its descendants — by parent PID, and Flower's detached helpers started
-    with ``--parent-pid`` — as (PID, start time) pairs."""
+    with ``--parent-pid`` — as (PID, start time) pairs. ``root_alive=False``: ``pid`` has
+    exited (and may be reused): only the helpers naming it in ``--parent-pid``, and
+    their descendants."""
     table = _proc_table()
     found, todo = [], [pid]
     seen = set()
     while todo:
         current = todo.pop()
-        if current in seen or current not in table:
+        if current in seen:
             continue
         seen.add(current)
-        found.append((current, table[current][1]))
+        is_root = current == pid
+        if current in table and (root_alive or not is_root):
+            found.append((current, table[current][1]))
         flag = str(current).encode()
         for other, (ppid, _, args) in table.items():
-            if ppid == current:
+            if ppid == current and (root_alive or not is_root):
                 todo.append(other)
             elif b"--parent-pid" in args:
                 i = args.index(b"--parent-pid")
@@ -432,7 +436,7 @@ def stop_tree(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
     ``grace`` s), then kill whatever of its tree, found by PID beforehand, is left."""
     if proc is None:
         return
-    tree = process_tree(proc.pid) if proc.poll() is None else []
+    tree = process_tree(proc.pid, root_alive=proc.poll() is None)
     _federate().stop_process_tree(proc, grace=grace)
     deadline = time.monotonic() + 5.0
     for pid, started in tree:
@@ -1016,26 +1020,37 @@ def cmd_node_key(args: argparse.Namespace) -> int:
 def _foreground(command: Sequence[str], env: Mapping[str, str],
                 watch: str | None = None) -> tuple[int, bool]:
     """Run ``command`` with its output copied to our stderr until it exits or we are
-    interrupted (Ctrl-C, SIGTERM); then stop it and its tree by PID. Returns its exit
-    status and whether ``watch`` appeared in its output."""
+    interrupted (Ctrl-C, SIGTERM: KeyboardInterrupt, after its tree is stopped by PID).
+    Returns its exit status and whether ``watch`` appeared in its output.
+
+    The process is reaped as soon as it exits (not when its output ends): Flower's
+    helpers hold the output pipe and watch their parent by PID, and a parent left a
+    zombie still looks alive to them."""
+    import threading
+
     proc = subprocess.Popen(list(command), env=dict(env), start_new_session=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace")
+    seen = threading.Event()
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    seen = False
-    try:
+    def copy() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             sys.stderr.write(line)
             sys.stderr.flush()
-            seen = seen or (watch is not None and watch in line)
-        return proc.wait(), seen
-    except KeyboardInterrupt:
-        return 130, seen
+            if watch is not None and watch in line:
+                seen.set()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    reader = threading.Thread(target=copy, daemon=True)
+    reader.start()
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        code = proc.wait()
+        reader.join(10.0)
+        return code, seen.is_set()
     finally:
         stop_tree(proc, grace=10.0)
         signal.signal(signal.SIGTERM, previous)
