@@ -100,9 +100,9 @@ class Projected:
 
     ``act`` returns ``Decision(orders=released, transfers=inner transfers, info=...)``;
     ``info`` holds ``[B]`` arrays ``projection_l1`` (units), ``solve_ms``, ``solved``
-    (0/1) and ``relaxations`` (count), and ``relaxation_log`` (a tuple of
-    :class:`Relaxation`). Lateral transfers pass through unchanged. Wrap any policy,
-    including a learned one during training."""
+    (0/1), ``solver_used`` (0/1: HiGHS was called) and ``relaxations`` (count), and
+    ``relaxation_log`` (a tuple of :class:`Relaxation`). Lateral transfers pass through
+    unchanged. Wrap any policy, including a learned one during training."""
 
     def __init__(self, policy: Any, projector: Projector):
         self.policy = policy

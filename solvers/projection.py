@@ -474,6 +474,8 @@ class ProjectionProgram:
                     first: np.ndarray) -> tuple[list[Relaxation], list[str]]:
         """Relaxation records of released ``x [K, M]`` (blocks ``rows`` of the batch),
         and the hard violations left (empty when all is well)."""
+        if self.feasible(x, day).all():  # nothing over (simulator tolerances): no records
+            return [], []
         ex = self.excess(x, day)
         scale = {g.kind: np.abs(day.rhs[g.kind]) + np.abs(x @ g.a.T) for g in self.groups}
         scale["contract"] = day.lb
@@ -629,7 +631,9 @@ class _Projector:
             caps[first <= j, j] = np.inf
         # no soft row relaxed today: every row bounds the lot lanes (ProjectionProgram.lot_ub)
         closed = not (first < len(phases)).any()
-        model.set_day(padded, prog.lot_ub(padded) if closed and len(prog.lot_lanes) else None)
+        env = prog.envelope(padded.p)
+        model.set_day(padded, prog.lot_ub(padded) if closed and len(prog.lot_lanes) else None,
+                      env)
         lp = lp_first and len(prog.lot_lanes) > 0 and closed
         model.set_integer(not lp)  # the relaxation phases solve the MILP
         for j, kind in enumerate(phases):
@@ -650,7 +654,7 @@ class _Projector:
                 x, _, total = self._run(model, None, day_no)
         elif len(prog.lot_lanes):
             self.counts["milp"] += 1
-        self.last_solver_objective = total + prog.envelope(padded.p)[2].sum()
+        self.last_solver_objective = total + env[2].sum()
         x = x[:k]
         obj = (prog.w_eff * np.abs(x - day.p)).sum(axis=1)
         return prog.repair(x, day), obj, first[:k]
@@ -897,12 +901,15 @@ class _HighsModel:
             self.h.changeColsIntegrality(n, self._n_cols, np.full(n, int(integer), np.int32))
         self.integer = integer
 
-    def set_day(self, day: DayData, lot_ub: np.ndarray | None = None) -> None:
+    def set_day(self, day: DayData, lot_ub: np.ndarray | None = None,
+                env: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        """Today's data; ``lot_ub``: the lot lanes' implied bounds (None: transport
+        only); ``env``: :meth:`ProjectionProgram.envelope` of ``day.p`` if computed."""
         bl = self.bl
         r = bl.rows["distance"]
         rhs = day.p.copy()
         if len(self._env_cols):
-            f, slope, _ = self.prog.envelope(day.p)
+            f, slope, _ = env if env is not None else self.prog.envelope(day.p)
             rhs[:, self.prog.lot_lanes] = f
             self.l1_cost[bl.env] = slope
         self.rlo[r] = rhs
@@ -1078,10 +1085,17 @@ class _PyomoModel:
         self.mdl = mdl
         self.ub_lanes = ub_lanes
         self.cl = cl
-        self.p_keys = [(b, lane) for b in range(k) for lane in range(m)]
-        self.ub_keys = [(b, lane) for b in range(k) for lane in ub_lanes]
-        self.lot_keys = [(b, lane) for b in range(k) for lane in lots]
-        self.n_vars = [mdl.n[key] for key in self.lot_keys] if lots else []
+        lot_keys = [(b, lane) for b in range(k) for lane in lots]
+        self.keys: dict[str, list[tuple[Any, Any]]] = {
+            "p": [(b, lane) for b in range(k) for lane in range(m)],
+            "ub": [(b, lane) for b in range(k) for lane in ub_lanes],
+            "s": lot_keys, "lb": [(b, lane) for b in range(k) for lane in cl],
+            "cap": [(b, kind) for b in range(k) for kind in prog.phases]}
+        for kind in self.rhs_params:
+            rows = prog.group[kind].a.shape[0]
+            self.keys[f"rhs_{kind}"] = [(b, r) for b in range(k) for r in range(rows)]
+        self.n_vars = [mdl.n[key] for key in lot_keys] if lots else []
+        self._last: dict[str, np.ndarray] = {}
         self.integer = True
         opt = Highs()
         if not opt.available():
@@ -1113,6 +1127,25 @@ class _PyomoModel:
                 h.setOptionValue(key, val)
             col = opt._pyomo_var_to_solver_var_map
             self.x_cols = np.array([col[id(v)] for v in self.x_vars]).reshape(k, m)
+            # the interface's helpers that push each Param entry (pyomo 6.10.x internals):
+            # row bounds of the constraint holding it, or the bound of x it caps
+            helpers = opt._mutable_helpers
+
+            def rows(con: Any, keys: list[Any]) -> list[tuple[Any, ...]]:
+                return [tuple(helpers.get(con[key], ())) for key in keys]
+
+            self._helpers: dict[str, list[tuple[Any, ...]]] = {
+                "p": rows(mdl.distance, self.keys["p"]),
+                "ub": [(opt._mutable_bounds[id(mdl.x[key])][1],) for key in self.keys["ub"]]}
+            if cl:
+                self._helpers["lb"] = rows(mdl.contract, self.keys["lb"])
+            if prog.phases:
+                self._helpers["cap"] = rows(mdl.caps, self.keys["cap"])
+            for kind in self.rhs_params:
+                self._helpers[f"rhs_{kind}"] = rows(getattr(mdl, kind), self.keys[f"rhs_{kind}"])
+            self._pending: set[Any] = set()
+            self._push_all = True
+            self._push_objective = False
             self.slack_cols = {kind: np.array([[col[id(v)] for v in row] for row in rows])
                                for kind, rows in self.slack_vars.items()}
             self._time_limit: float | None = None
@@ -1129,36 +1162,55 @@ class _PyomoModel:
             self.opt.update_variables(self.n_vars)
         self.integer = integer
 
-    def set_day(self, day: DayData, lot_ub: np.ndarray | None = None) -> None:
-        mdl, k = self.mdl, self.k
+    def set_day(self, day: DayData, lot_ub: np.ndarray | None = None,
+                env: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        """Today's data into the Params (see :meth:`_HighsModel.set_day`)."""
+        mdl = self.mdl
         p = day.p
         if self.lots:
-            f, slope, _ = self.prog.envelope(p)
+            f, slope, _ = env if env is not None else self.prog.envelope(p)
             p = p.copy()
             p[:, self.lots] = f
-            mdl.s.store_values(dict(zip(self.lot_keys, slope.ravel().tolist(), strict=True)),
-                               check=False)
-        mdl.p.store_values(dict(zip(self.p_keys, p.ravel().tolist(), strict=True)),
-                           check=False)
+            self._store(mdl.s, slope)
+        self._store(mdl.p, p)
         if self.ub_lanes:
             ub = day.ub
             if lot_ub is not None:
                 ub = ub.copy()
                 ub[:, self.lots] = lot_ub
-            mdl.ub.store_values(dict(zip(self.ub_keys, ub[:, self.ub_lanes].ravel().tolist(),
-                                         strict=True)), check=False)
+            self._store(mdl.ub, ub[:, self.ub_lanes])
         for kind, par in self.rhs_params.items():
-            vals = day.rhs[kind]
-            par.store_values({(b, r): float(vals[b, r]) for b in range(k)
-                              for r in range(vals.shape[1])}, check=False)
+            self._store(par, day.rhs[kind])
         if self.cl:
-            mdl.lb.store_values({(b, lane): float(day.lb[b, lane]) for b in range(k)
-                                 for lane in self.cl}, check=False)
+            self._store(mdl.lb, day.lb[:, self.cl])
 
     def set_caps(self, caps: np.ndarray) -> None:
         if self.prog.phases:
-            self.mdl.cap.store_values({(b, kind): float(caps[b, j]) for b in range(self.k)
-                                       for j, kind in enumerate(self.prog.phases)}, check=False)
+            self._store(self.mdl.cap, caps)
+
+    def _store(self, par: Any, values: np.ndarray) -> None:
+        """``values`` (in the order of :attr:`keys` of ``par``) into the Param. Lean mode
+        stores only the entries that changed since the last call and queues the
+        interface's helpers that depend on them (:meth:`_solve_lean` runs them)."""
+        name = par.local_name
+        keys = self.keys[name]
+        vals = np.array(values, float).ravel()  # a copy: callers change their arrays
+        last = self._last.get(name)
+        if not self.lean or last is None:
+            par.store_values(dict(zip(keys, vals.tolist(), strict=True)), check=False)
+            self._push_all = True
+        else:
+            changed = np.flatnonzero(vals != last)
+            if not len(changed):
+                return
+            par.store_values({keys[i]: float(vals[i]) for i in changed}, check=False)
+            helpers = self._helpers.get(name)
+            if helpers is None:  # the objective's coefficients
+                self._push_objective = True
+            else:
+                for i in changed:
+                    self._pending.update(helpers[i])
+        self._last[name] = vals
 
     def solve(self, phase: str | None, time_limit: float):
         opt = self.opt
@@ -1184,15 +1236,24 @@ class _PyomoModel:
         return x, slack, float(res.incumbent_objective)
 
     def _solve_lean(self, phase: str | None, time_limit: float):
-        """The persistent interface's solve without its per-call wrapper: the mutable
-        Params are pushed by the interface itself (``update_parameters``: its helpers
-        re-evaluate every row bound, variable bound and objective coefficient that
-        depends on a Param), then HiGHS runs on the interface's model and the status is
-        checked before the primals are read by column index. Skipped: the per-call copy
-        of the config, the stdout capture (HiGHS output is off), the ``Results`` object
-        and ``update()``'s scans for added or removed components (none ever are)."""
+        """The persistent interface's solve without its per-call wrapper: the Params
+        that changed are pushed by the interface's own helpers (each re-evaluates the row
+        bound, variable bound or objective that depends on a Param; :meth:`_store` queued
+        those of the changed entries; the first time, ``update_parameters`` runs them
+        all), then HiGHS runs on the interface's model and the status is checked before
+        the primals are read by column index. Skipped: the per-call copy of the config,
+        the stdout capture (HiGHS output is off), the ``Results`` object and
+        ``update()``'s scans for added or removed components (none ever are)."""
         opt = self.opt
-        opt.update_parameters()
+        if self._push_all:
+            opt.update_parameters()
+        else:
+            for helper in self._pending:
+                helper.update()
+            if self._push_objective:
+                opt._mutable_objective.update()
+        self._pending.clear()
+        self._push_all = self._push_objective = False
         h = opt._solver_model
         if time_limit != self._time_limit:
             h.setOptionValue("time_limit", time_limit)
