@@ -240,6 +240,9 @@ class ProjectionProgram:
         self.phases = tuple(k for k in reversed(soft_order) if k in present)
         self._a_all_t = (np.concatenate([g.a for g in self.groups]).T if self.groups
                          else np.zeros((m, 0)))
+        # repair: coefficients of the lanes without a lot size [M, R], and [R, M] holds
+        self._free_coef_t = self._a_all_t * ~self.has_lot[:, None]
+        self._free_holds = self._free_coef_t.T > 0
         # rows holding lot lanes (indices into rhs_all), [R', n_lot] mask and coefficients
         a = self._a_all_t.T[:, self.lot_lanes]
         rows = np.flatnonzero((a > 0).any(axis=1))
@@ -461,13 +464,13 @@ class ProjectionProgram:
         need = (over > 0) & (over <= noise)
         if not need.any():
             return x
-        coef = self._a_all_t.T * ~self.has_lot  # [R, M] lanes without a lot size
-        room = (x - floor) @ coef.T  # [K, R] $ or units that can be cut per row
+        coef_t, holds = self._free_coef_t, self._free_holds
+        room = (x - floor) @ coef_t  # [K, R] $ or units that can be cut per row
         frac = np.where(need & (room > 0), np.minimum(over / np.where(room > 0, room, 1.0),
                                                       1.0), 0.0)
         # cut every free lane of a row by the row's fraction (the largest over its rows):
         # rows only lose activity, so each reaches rhs - margin or below
-        cut = np.max(frac[:, :, None] * (coef[None, :, :] > 0), axis=1)  # [K, M]
+        cut = np.max(frac[:, :, None] * holds, axis=1)  # [K, M]
         return x - cut * (x - floor)
 
     def relaxations(self, day_no: int, x: np.ndarray, day: DayData, rows: np.ndarray,
