@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedinv.hybrid import SolverError
-from fedinv.layout import OUTPUT_PRODUCTION, OUTPUT_SHIPPING, Layout
+from fedinv.layout import OUTPUT_PRODUCTION, OUTPUT_SHIPPING, Layout, capacity_times
 
 
 @dataclass
@@ -136,7 +136,7 @@ def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
     owed_pen = np.where(internal, lay.penalty[np.maximum(lay.lane_src, 0)], 0.0)
 
     o = var.add((k_days, m), cost=w[:, None] * ext_cost)
-    s = var.add((k_days, m), hi=lay.transport_cap * data.lane_factor,
+    s = var.add((k_days, m), hi=capacity_times(lay.transport_cap, data.lane_factor),
                 cost=transit_days * lay.transit_holding)
     ow = var.add((k_days, m), cost=w[:, None] * owed_pen)
     h = var.add((k_days, n), cost=w[:, None] * lay.holding)
@@ -148,7 +148,7 @@ def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
     c = var.add((k_days, nc), cost=w[:, None] * lay.comp_holding) if nc else None
     a = None
     if len(bom_nodes):
-        a_hi = lay.capacity[bom_nodes] * data.node_factor[:, bom_nodes]
+        a_hi = capacity_times(lay.capacity[bom_nodes], data.node_factor[:, bom_nodes])
         if not data.day0_events:
             a_hi[0] = 0.0
         a = var.add((k_days, len(bom_nodes)), hi=a_hi)
@@ -233,17 +233,18 @@ def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
             row.coef(rc, a[:, slot_of], lay.comp_bom)
 
     # production: external shipments into a supplier <= capacity x f
-    prod = np.flatnonzero((lay.output_kind == OUTPUT_PRODUCTION) & np.isfinite(lay.capacity))
+    prod = np.flatnonzero((lay.output_kind == OUTPUT_PRODUCTION)
+                          & (np.isfinite(lay.capacity) | (data.node_factor == 0).any(axis=0)))
     if len(prod):
-        cap = lay.capacity[prod] * data.node_factor[:, prod]
+        cap = capacity_times(lay.capacity[prod], data.node_factor[:, prod])
         rp = row.add((k_days, len(prod)), -np.inf, cap)
         for j, i in enumerate(prod):
             lanes_i = np.flatnonzero(lay.external & (lay.lane_dst == i))
             row.coef(rp[:, j][:, None], s[:, lanes_i], 1.0)
     # output: shipments out of a node <= capacity x f (shipping nodes; any node in outage)
     f = data.node_factor
-    out_cap = np.where((lay.output_kind == OUTPUT_SHIPPING) | (f < 1.0), lay.capacity * f,
-                       np.inf)
+    out_cap = np.where((lay.output_kind == OUTPUT_SHIPPING) | (f < 1.0),
+                       capacity_times(lay.capacity, f), np.inf)
     has_out = np.array([(internal & (lay.lane_src == i)).any() for i in range(n)])
     limited = np.flatnonzero(np.isfinite(out_cap).any(axis=0) & has_out)
     if len(limited):

@@ -87,3 +87,20 @@ def test_fedinv_does_not_import_the_solvers_at_import_time():
             "bad = [m for m in ('pyomo', 'highspy', 'solvers') if m in sys.modules]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bound_sees_an_outage_that_shuts_an_unlimited_node():
+    """serial-3's top stage has unlimited capacity; shut for 10 days (capacity_fraction 0),
+    the perfect-information bound must pre-stock around it, so it rises on every
+    replication (inf * 0 used to make the outage invisible)."""
+    from dataclasses import replace
+
+    from fedinv.hybrid import perfect_information_bound
+    from fedinv.network import Outage
+    from fedinv.scenario import load_scenario
+
+    base = load_scenario("serial-3")
+    shut = replace(base, outages=(Outage(target="stage-3", start_day=100, duration_days=10),))
+    free = perfect_information_bound(base, [0, 1], days=300)
+    hit = perfect_information_bound(shut, [0, 1], days=300)
+    assert (hit > free + 1.0).all()
