@@ -15,7 +15,6 @@ import argparse
 import json
 import math
 import os
-import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -389,15 +388,10 @@ def _dump(obj: Any) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through ``write(tmp)`` on a temporary file in the same directory,
-    then rename it over ``path`` (readers never see a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """:func:`fedinv.files.atomic_write` (readers never see a partial file)."""
+    from fedinv.files import atomic_write
+
+    atomic_write(path, write)
 
 
 def _write_text(path: Path, text: str) -> None:

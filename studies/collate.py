@@ -6,7 +6,6 @@ Figure 4 series per month), then render the report (:mod:`studies.report`)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +60,6 @@ def collate(spec: StudySpec, out: Path, render: bool = True) -> Path:
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    from fedinv.files import atomic_write
+
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))

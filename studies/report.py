@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedinv.files import atomic_write
 from fedinv.metrics import paired_difference, summarize
 from fedinv.tuning import TRAIN_BASE
 from studies.spec import PolicySpec, StudySpec, VariantSpec, slugify, spec_from_dict
@@ -452,14 +451,7 @@ def _first_variant(run: StudyRun) -> str:
 # ------------------------------------------------------------------------------ writing
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+_atomic = atomic_write
 
 
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:

@@ -296,10 +296,10 @@ def _unit_path(out: Path, unit: Unit) -> Path:
 
 def _write_json(path: Path, payload: Any) -> None:
     """Write ``payload`` so that ``path`` is either absent or complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=_json_default, allow_nan=True))
-    os.replace(tmp, path)
+    from fedinv.files import atomic_write
+
+    text = json.dumps(payload, indent=1, default=_json_default, allow_nan=True)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _json_default(value: Any) -> Any:

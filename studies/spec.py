@@ -178,36 +178,34 @@ def _builtin_dir():
     return resources.files("studies") / "definitions"
 
 
+def _is_builtin(name_or_path: str | Path) -> bool:
+    text = str(name_or_path)
+    return "/" not in text and not text.endswith(".toml")
+
+
 def load_study(name_or_path: str | Path) -> StudySpec:
     """A built-in study by name or a study ``.toml`` file (:class:`StudyError` if bad)."""
-    text_name = str(name_or_path)
-    if "/" not in text_name and not text_name.endswith(".toml"):
-        entry = _builtin_dir() / f"{text_name}.toml"
-        if not entry.is_file():
-            raise StudyError(f"unknown study {text_name!r}; built-in studies: "
-                             f"{', '.join(builtin_studies())} (or give a .toml file)")
-        return parse_study(tomllib.loads(entry.read_text(encoding="utf-8")),
-                           f"builtin:{text_name}")
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise StudyError(f"{path}: no such study file")
+    text = study_text(name_or_path)
+    source = f"builtin:{name_or_path}" if _is_builtin(name_or_path) else str(name_or_path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise StudyError(f"{path}: not valid TOML ({exc})") from None
-    return parse_study(data, str(path))
+        raise StudyError(f"{source}: not valid TOML ({exc})") from None
+    return parse_study(data, source)
 
 
 def study_text(name_or_path: str | Path) -> str:
-    """The TOML text of a built-in study or a study file."""
-    text_name = str(name_or_path)
-    if "/" not in text_name and not text_name.endswith(".toml"):
-        entry = _builtin_dir() / f"{text_name}.toml"
+    """The TOML text of a built-in study or a study file (:class:`StudyError` if none)."""
+    if _is_builtin(name_or_path):
+        entry = _builtin_dir() / f"{name_or_path}.toml"
         if not entry.is_file():
-            raise StudyError(f"unknown study {text_name!r}; built-in studies: "
-                             f"{', '.join(builtin_studies())}")
+            raise StudyError(f"unknown study {str(name_or_path)!r}; built-in studies: "
+                             f"{', '.join(builtin_studies())} (or give a .toml file)")
         return entry.read_text(encoding="utf-8")
-    return Path(name_or_path).read_text(encoding="utf-8")
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise StudyError(f"{path}: no such study file")
+    return path.read_text(encoding="utf-8")
 
 
 def parse_study(data: Mapping[str, Any], source: str) -> StudySpec:
