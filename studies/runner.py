@@ -26,9 +26,8 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -217,7 +216,6 @@ class _Engine:
         ray = self.ray
         spec_ref = ray.put(spec)
         running: dict[Any, Unit] = {}
-        blocked = {u.key for u in pending}
         failed_needs: set[str] = set()
         while pending or running:
             ready = [u for u in pending if all(n in done for n in u.needs)]
@@ -246,7 +244,6 @@ class _Engine:
                     continue
                 _write_json(_unit_path(out, unit), payload)
                 done.add(unit.key)
-                blocked.discard(unit.key)
                 bar.advance(unit.key)
 
     def close(self) -> None:
@@ -580,12 +577,3 @@ def _train_central(cfg, scenario, work: Path, out: Path, default_reward_scale):
                           "cost_per_day": result.curve["validation_cost_per_day"],
                           "ci95": result.curve["validation_ci95"]})
     return curve, {"checkpoint": str(path.relative_to(out))}
-
-
-def iter_unit_files(out: Path, kind: str) -> Iterable[Path]:
-    root = out / "units" / kind
-    return sorted(root.rglob("*.json")) if root.is_dir() else []
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: fedinv run STUDY")
