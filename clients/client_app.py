@@ -1,6 +1,6 @@
 """Flower ClientApp: one client per organization, training on its own data folder.
 
-A thin adapter (Flower's example-app split): the work is in :mod:`fedinv.federated`.
+A thin adapter (Flower's example-app split): the work is in :mod:`fedinv.federation.task`.
 What it sends back is only the model's arrays and scalar metrics.
 
 Where a node's data is:
@@ -23,8 +23,8 @@ from pathlib import Path
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedinv.federated import FedConfig, LocalTrainer, role_of_key, roles_of
-from fedinv.scenario import load_scenario
+from fedinv.federation.task import FedConfig, LocalTrainer, role_of_key, roles_of
+from fedinv.model.scenario import load_scenario
 
 app = ClientApp()
 

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from fedinv.simulator import Decision, State
+from fedinv.sim.simulator import Decision, State
 
 if TYPE_CHECKING:
-    from fedinv.layout import Layout
-    from fedinv.network import Outage, Scenario
+    from fedinv.model.layout import Layout
+    from fedinv.model.network import Outage, Scenario
 
 BACKENDS = ("pyomo", "highspy")
 """Solver backends of the projection: Pyomo's persistent HiGHS interface, or highspy."""
@@ -59,7 +59,7 @@ class Relaxation:
     (``target`` a node) or ``budget`` (``target`` an organization); ``amount`` in
     ``unit`` (units, or $ for budgets) by which the released orders exceed the
     constraint; ``reason``: why the day was infeasible. ``replication`` is the row in the
-    batch (``fedinv.run.simulate`` reports the replication index)."""
+    batch (``fedinv.sim.run.simulate`` reports the replication index)."""
 
     day: int
     replication: int

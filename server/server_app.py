@@ -1,7 +1,7 @@
 """Flower ServerApp: aggregation, a checkpoint after every round, resume, and a global
 evaluation of the aggregated policy on the whole network.
 
-A thin adapter over :mod:`fedinv.federated`. The run config (flat hyphenated keys, see
+A thin adapter over :mod:`fedinv.federation.task`. The run config (flat hyphenated keys, see
 ``[tool.flwr.app.config]`` in pyproject.toml) names the scenario, the strategy and the
 run folder ``run-dir``; everything the server writes goes there:
 
@@ -26,7 +26,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fedinv.federated import (
+from fedinv.federation.task import (
     FedConfig,
     default_reward_scale,
     global_evaluation,
@@ -36,7 +36,7 @@ from fedinv.federated import (
     save_global_checkpoint,
     to_arrays,
 )
-from fedinv.scenario import load_scenario
+from fedinv.model.scenario import load_scenario
 from server.strategy import make_strategy, with_differential_privacy
 
 app = ServerApp()
@@ -59,7 +59,7 @@ def main(grid: Grid, context: Context) -> None:
     data = Path(str(run["data-dir"]))
     # plain `flwr run .`: make the data (deployed runs pass "": the nodes have their own)
     if str(run["data-dir"]) and (not data.is_dir() or not any(data.iterdir())):
-        from fedinv.orgdata import export_private_data
+        from fedinv.federation.private_data import export_private_data
 
         export_private_data(scenario, data)
     if cfg.reward_scale is None:

@@ -1,5 +1,5 @@
 """Flower strategies that average each role's Q-network by the experience clients
-collected for that role (:func:`fedinv.federated.role_weighted_average`), log every
+collected for that role (:func:`fedinv.federation.task.role_weighted_average`), log every
 round's results and failures, and describe what every reply carried (record names and
 types, array shapes, metric names: never values) for an audit of what crossed the wire."""
 
@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from fedinv.federated import role_weighted_average
+from fedinv.federation.task import role_weighted_average
 
 
 class _RoleWeighted:

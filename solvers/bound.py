@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedinv.exogenous import draw_exogenous
-from fedinv.network import Scenario
-from fedinv.simulator import Simulator
+from fedinv.model.network import Scenario
+from fedinv.sim.exogenous import draw_exogenous
+from fedinv.sim.simulator import Simulator
 from solvers.flowlp import FlowInputs, solve_flow
 
 
@@ -28,7 +28,7 @@ def perfect_information_bound(scenario: Scenario, replications: Sequence[int] | 
                               days: int | None = None,
                               time_limit: float = 600.0) -> np.ndarray:
     """Lower bound on the total cost per day (after warm-up, as
-    :func:`fedinv.run.simulate` counts it) of each replication, ``[R]`` $/day."""
+    :func:`fedinv.sim.run.simulate` counts it) of each replication, ``[R]`` $/day."""
     reps = range(replications) if isinstance(replications, int) else replications
     sim = Simulator(scenario, days=days)
     lay = sim.layout

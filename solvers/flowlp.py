@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedinv.hybrid import SolverError
-from fedinv.layout import OUTPUT_PRODUCTION, OUTPUT_SHIPPING, Layout, capacity_times
+from fedinv.model.layout import OUTPUT_PRODUCTION, OUTPUT_SHIPPING, Layout, capacity_times
 
 
 @dataclass

@@ -69,9 +69,9 @@ from typing import Any
 import numpy as np
 
 from fedinv.hybrid import SOFT_KINDS, Projection, Relaxation, SolverError
-from fedinv.layout import OUTPUT_ASSEMBLY, OUTPUT_PRODUCTION, OUTPUT_SHIPPING, Layout
-from fedinv.network import Outage
-from fedinv.simulator import State
+from fedinv.model.layout import OUTPUT_ASSEMBLY, OUTPUT_PRODUCTION, OUTPUT_SHIPPING, Layout
+from fedinv.model.network import Outage
+from fedinv.sim.simulator import State
 
 TOL = 1e-9
 """Violation tolerance of rows and bounds (units or $), the simulator's."""

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from fedinv.layout import Layout
-from fedinv.network import Scenario
-from fedinv.policies import flow_stats, streams_of
-from fedinv.simulator import Decision, State
+from fedinv.model.layout import Layout
+from fedinv.model.network import Scenario
+from fedinv.policies.classical import flow_stats, streams_of
+from fedinv.sim.simulator import Decision, State
 from solvers.flowlp import FlowInputs, solve_flow
 from solvers.projection import ProjectionProgram
 

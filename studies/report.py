@@ -12,14 +12,14 @@ Writes, each file atomically (a temporary file in the same folder, then ``os.rep
   boolean column of ``replications.parquet`` (``seconds`` included); ``n`` counts the
   replications with a value (NaN left out, so the hybrid-only metrics have no rows for
   pure policies); ``mean``, ``std`` and ``ci95`` (half-width of the Student-t 95%
-  interval, :func:`fedinv.metrics.summarize`) are in the metric's own unit; booleans
+  interval, :func:`fedinv.sim.metrics.summarize`) are in the metric's own unit; booleans
   (``event:E:recovered``) are shares in [0, 1]. Rows: variants, then policies, in the
   study's order; metrics in column order.
 * ``results/paired.csv`` -- per variant, policy other than the reference and metric of
   :data:`PAIRED_METRICS`: ``variant, policy, reference, metric, n, policy_mean,
   reference_mean, mean, ci95, percent, percent_ci95, excludes_zero``: the paired
   difference policy - reference on the replications both have
-  (:func:`fedinv.metrics.paired_difference`), its means, ``percent`` / ``percent_ci95``
+  (:func:`fedinv.sim.metrics.paired_difference`), its means, ``percent`` / ``percent_ci95``
   in percent of the reference's mean, and whether the 95% interval excludes 0.
 * ``figures/monthly.png`` (``monthly-VARIANT.png`` for every further variant),
   ``figures/training.png``, ``figures/cost-vs-violations.png``, ``figures/cost.png``
@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 
 from fedinv.files import atomic_write
-from fedinv.metrics import paired_difference, summarize
-from fedinv.tuning import TRAIN_BASE
+from fedinv.policies.tuning import TRAIN_BASE
+from fedinv.sim.metrics import paired_difference, summarize
 from studies.spec import PolicySpec, StudySpec, VariantSpec, slugify, spec_from_dict
 
 SUMMARY_COLUMNS = ("variant", "policy", "mode", "metric", "n", "mean", "std", "ci95")

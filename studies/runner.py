@@ -328,7 +328,7 @@ def execute_unit(spec: StudySpec, out: str, unit: Unit) -> dict[str, Any]:
 
 
 def _base_scenario(spec: StudySpec):
-    from fedinv.scenario import load_scenario
+    from fedinv.model.scenario import load_scenario
 
     return load_scenario(spec.scenario)
 
@@ -338,7 +338,7 @@ def _variant(spec: StudySpec, name: str):
 
 
 def _tune(spec: StudySpec, unit: Unit) -> dict[str, Any]:
-    from fedinv.tuning import tune
+    from fedinv.policies.tuning import tune
 
     result = tune(_base_scenario(spec), unit.policy, train_replications=spec.train_replications,
                   days=spec.days, sweeps=spec.tune_sweeps)
@@ -358,7 +358,7 @@ def _bound(spec: StudySpec, unit: Unit) -> dict[str, Any]:
 
 
 def _evaluate(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]:
-    from fedinv.run import simulate
+    from fedinv.sim.run import simulate
 
     pol = spec.policy(unit.policy)
     scenario = _variant(spec, unit.variant)
@@ -388,7 +388,7 @@ def policy_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any],
         options = dict(pol.values or {})
         return lambda lay: make_optimization_policy(pol.policy, scenario, lay, options)
     from fedinv.cli import resolve_params
-    from fedinv.policies import default_params, make_policy
+    from fedinv.policies.classical import default_params, make_policy
 
     if pol.values is not None:
         values: Any = dict(pol.values)
@@ -412,13 +412,13 @@ def _learned_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any
     torch.set_num_threads(1)
     saved = json.loads((out / "units" / f"{pol.prepared_by}.json").read_text())
     if pol.training == "isolated":
-        from fedinv.federated import isolated_policy, load_global_checkpoint
+        from fedinv.federation.task import isolated_policy, load_global_checkpoint
 
         cfg = training_config(spec)
         per_org = {org: load_global_checkpoint(out / path)[0]
                    for org, path in saved["checkpoints"].items()}
         return lambda lay: isolated_policy(scenario, per_org, cfg)
-    from fedinv.dqn import load_checkpoint, policy_from_checkpoint
+    from fedinv.agents.dqn import load_checkpoint, policy_from_checkpoint
 
     path = out / saved["checkpoint"]
     data = load_checkpoint(path)
@@ -472,7 +472,7 @@ def event_metrics(daily: pd.DataFrame, scenario, spec: StudySpec) -> dict[str, A
 
 def training_config(spec: StudySpec):
     """The FedConfig of the study's ``[training]`` table on its base scenario."""
-    from fedinv.federated import FedConfig
+    from fedinv.federation.task import FedConfig
 
     cfg = FedConfig.from_flat({**spec.training})
     cfg = dataclasses.replace(cfg, scenario=spec.scenario if "/" not in spec.scenario and not
@@ -489,7 +489,7 @@ def train_unit(spec: StudySpec, unit: Unit, out: Path,
     training replications, with the same budget for the three: rounds x local-steps days
     of a batch of ``replications`` per organization (the centralized learner steps the
     whole network that many days)."""
-    from fedinv.federated import default_reward_scale
+    from fedinv.federation.task import default_reward_scale
 
     kind = unit.policy
     work = out / "units" / "train" / kind
@@ -499,7 +499,7 @@ def train_unit(spec: StudySpec, unit: Unit, out: Path,
     orgs = len(scenario.network.organizations)
     started = time.perf_counter()
     if kind == "federated":
-        from fedinv.federate import FederationError, run_federation
+        from fedinv.federation.local import FederationError, run_federation
 
         try:
             run = run_federation(cfg, work, timeout=3600.0,
@@ -528,7 +528,8 @@ def train_unit(spec: StudySpec, unit: Unit, out: Path,
 
 def _train_isolated(cfg, scenario, work: Path, out: Path):
     """Each organization trains alone (no aggregation) on its private data."""
-    from fedinv.federated import (
+    from fedinv.federation.private_data import export_private_data
+    from fedinv.federation.task import (
         LocalTrainer,
         default_reward_scale,
         new_model,
@@ -536,7 +537,6 @@ def _train_isolated(cfg, scenario, work: Path, out: Path):
         save_global_checkpoint,
         to_arrays,
     )
-    from fedinv.orgdata import export_private_data
 
     cfg = dataclasses.replace(cfg, reward_scale=default_reward_scale(scenario, cfg))
     data = work / "data"
@@ -564,7 +564,7 @@ def _train_isolated(cfg, scenario, work: Path, out: Path):
 
 
 def _train_central(cfg, scenario, work: Path, out: Path, default_reward_scale):
-    from fedinv.dqn import save_checkpoint, train
+    from fedinv.agents.dqn import save_checkpoint, train
 
     cfg = dataclasses.replace(cfg, reward_scale=default_reward_scale(scenario, cfg))
     args = dataclasses.replace(cfg.dqn_args(), total_steps=cfg.rounds * cfg.local_steps,

@@ -5,7 +5,7 @@ every error names the file, the field, what was expected and what was found.
 A study is a list of policies evaluated on common random numbers: held-out replications
 ``0..R-1`` of every variant of one base scenario. Classical policies are tuned and
 learned policies trained once, on the *base* scenario's training replications (from
-:data:`fedinv.tuning.TRAIN_BASE` upward, disjoint from the held-out ones); variants
+:data:`fedinv.policies.tuning.TRAIN_BASE` upward, disjoint from the held-out ones); variants
 (tighter capacity, a supplier outage window, ...) are evaluation conditions.
 """
 
@@ -27,7 +27,8 @@ OPTIMIZATION = ("rolling-lp",)
 LEARNED = ("dqn",)
 PARAMS = ("tuned", "textbook")
 """Classical policies: tuned by simulation, or set by the textbook formulas (EOQ, safety
-stock z = 1.645 from demand and lead-time variability: :func:`fedinv.policies.default_params`)."""
+stock z = 1.645 from demand and lead-time variability:
+:func:`fedinv.policies.classical.default_params`)."""
 TRAININGS = ("federated", "isolated", "central")
 """How a DQN policy is trained: a Flower federation of the organizations (role-weighted
 FedAvg), each organization alone on its own data, or one learner on the pooled network."""
@@ -319,7 +320,7 @@ def _event(source: str, raw: Any, i: int) -> EventSpec:
 
 
 def _training(source: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    from fedinv.federated import FedConfig
+    from fedinv.federation.task import FedConfig
 
     unknown = sorted(set(raw) - set(FEDERATION_KEYS))
     if unknown:
@@ -400,7 +401,7 @@ class _Table:
 
 def variant_scenario(spec: StudySpec, variant: VariantSpec):
     """The base scenario with ``variant`` applied (validated like any scenario file)."""
-    from fedinv.scenario import load_scenario, parse_scenario
+    from fedinv.model.scenario import load_scenario, parse_scenario
 
     base = load_scenario(spec.scenario)
     if not variant.scale and not variant.outages and not variant.surges:
@@ -427,7 +428,9 @@ def variant_scenario(spec: StudySpec, variant: VariantSpec):
 def scenario_document(name_or_path: str) -> tuple[dict[str, Any], Path]:
     """The raw TOML document of a built-in scenario or a file, and its folder."""
     if "/" not in name_or_path and not name_or_path.endswith(".toml"):
-        entry = resources.files("fedinv") / "scenarios" / f"{name_or_path}.toml"
-        return tomllib.loads(entry.read_text(encoding="utf-8")), Path(str(entry)).parent
+        from fedinv.model.scenario import builtin_scenario_text
+
+        text = builtin_scenario_text(name_or_path)
+        return tomllib.loads(text), Path(str(resources.files("fedinv.model"))) / "scenarios"
     path = Path(name_or_path)
     return tomllib.loads(path.read_text(encoding="utf-8")), path.resolve().parent

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from fedinv.hybrid import make_optimization_policy, perfect_information_bound
-from fedinv.policies import BaseStock, make_policy
-from fedinv.run import mean_cost_per_day, simulate
-from fedinv.scenario import load_scenario
-from fedinv.simulator import Simulator
+from fedinv.model.scenario import load_scenario
+from fedinv.policies.classical import BaseStock, make_policy
+from fedinv.sim.run import mean_cost_per_day, simulate
+from fedinv.sim.simulator import Simulator
 
 SERIAL_OPTIMAL_ECHELON = np.array([6.484, 12.028, 22.720])  # Snyder & Shen, Example 6.1
 
@@ -82,8 +82,8 @@ def test_rolling_lp_does_not_read_future_demand():
 
 
 def test_fedinv_does_not_import_the_solvers_at_import_time():
-    code = ("import sys, fedinv.hybrid, fedinv.run, fedinv.cli, fedinv.simulator, "
-            "fedinv.policies\n"
+    code = ("import sys, fedinv.hybrid, fedinv.sim.run, fedinv.cli, fedinv.sim.simulator, "
+            "fedinv.policies.classical\n"
             "bad = [m for m in ('pyomo', 'highspy', 'solvers') if m in sys.modules]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -96,8 +96,8 @@ def test_bound_sees_an_outage_that_shuts_an_unlimited_node():
     from dataclasses import replace
 
     from fedinv.hybrid import perfect_information_bound
-    from fedinv.network import Outage
-    from fedinv.scenario import load_scenario
+    from fedinv.model.network import Outage
+    from fedinv.model.scenario import load_scenario
 
     base = load_scenario("serial-3")
     shut = replace(base, outages=(Outage(target="stage-3", start_day=100, duration_days=10),))

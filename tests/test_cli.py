@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from fedinv.cli import OUTPUT_FILES, main
+from fedinv.model.scenario import builtin_scenario_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = json.dumps({"levels": {"stage-1": 6.484, "stage-2": 12.028, "stage-3": 22.72}})
@@ -64,7 +65,7 @@ def test_scenarios_show_builtin(capsys):
 
 def test_scenarios_validate(capsys, tmp_path):
     good = tmp_path / "good.toml"
-    good.write_text((ROOT / "fedinv" / "scenarios" / "serial-3.toml").read_text())
+    good.write_text(builtin_scenario_text("serial-3"))
     assert main(["scenarios", "validate", str(good)]) == 0
     assert capsys.readouterr().out.startswith("OK: ")
     bad = tmp_path / "bad.toml"
@@ -204,7 +205,7 @@ def test_tune_writes_params_usable_by_simulate(capsys, tmp_path):
 
 
 def test_bench_sim(capsys):
-    from fedinv.bench import bench_sim
+    from fedinv.bench.sim import bench_sim
 
     rows = bench_sim("serial-3", [1, 3], days=10, policy="echelon-base-stock")
     assert [r["batch"] for r in rows] == [1, 3]

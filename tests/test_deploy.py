@@ -1,4 +1,4 @@
-"""Deployment across organizations (fedinv.deploy): certificates and keys, command-line
+"""Deployment across organizations (fedinv.deploy.engine): certificates and keys, command-line
 errors, and a real federation on 127.0.0.1 — a SuperLink and 3 SuperNodes as processes,
 TLS and node authentication on — that trains 2 rounds, refuses an unregistered node,
 survives a SuperNode killed mid-round (it restarts and rejoins with its replay buffer)
@@ -26,7 +26,7 @@ import torch
 from test_federation import THREE_ORGS
 
 from fedinv.cli import main
-from fedinv.deploy import (
+from fedinv.deploy.engine import (
     DeployError,
     LocalDeployment,
     _alive,
@@ -46,9 +46,9 @@ from fedinv.deploy import (
     supernode_command,
     wait_for,
 )
-from fedinv.federated import FedConfig, load_global_checkpoint, new_model, roles_of, to_arrays
-from fedinv.orgdata import export_private_data
-from fedinv.scenario import load_scenario
+from fedinv.federation.private_data import export_private_data
+from fedinv.federation.task import FedConfig, load_global_checkpoint, new_model, roles_of, to_arrays
+from fedinv.model.scenario import load_scenario
 
 LOCAL_STEPS, REPLICATIONS = 12, 2
 
@@ -95,7 +95,7 @@ def test_certificates_have_the_right_names_and_keys_are_private(tmp_path):
 
 def test_secure_defaults_in_the_commands(tmp_path):
     certs = make_certs(tmp_path)
-    from fedinv.deploy import ServerTls
+    from fedinv.deploy.engine import ServerTls
 
     link = superlink_command(tmp_path, tls=ServerTls.from_args(tmp_path))
     assert link[link.index("--host") + 1] == "127.0.0.1"

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fedinv.cli import main
-from fedinv.dqn import (
+from fedinv.agents.compare import REPORT_FILES
+from fedinv.agents.dqn import (
     Args,
     CheckpointError,
     NStepReturns,
@@ -22,10 +22,19 @@ from fedinv.dqn import (
     save_checkpoint,
     train,
 )
-from fedinv.envs import ActionSet, EnvConfig
-from fedinv.learn import REPORT_FILES
-from fedinv.network import DemandModel, Lane, LeadTime, Network, Node, Organization, Scenario, Tier
-from fedinv.simulator import Simulator
+from fedinv.agents.envs import ActionSet, EnvConfig
+from fedinv.cli import main
+from fedinv.model.network import (
+    DemandModel,
+    Lane,
+    LeadTime,
+    Network,
+    Node,
+    Organization,
+    Scenario,
+    Tier,
+)
+from fedinv.sim.simulator import Simulator
 
 # order nothing | up to lead-time demand | + 1, 3 or 6 days of demand
 CHOICES = ActionSet(safety_factors=(0.0,), cover_days=(1.0, 3.0, 6.0), cover_safety_factor=0.0)
@@ -217,7 +226,7 @@ def test_train_bad_input(capsys, tmp_path, extra, needle):
 
 
 def test_one_network_per_node(tmp_path):
-    from fedinv.dqn import agent_roles
+    from fedinv.agents.dqn import agent_roles
 
     scenario = tiny(10)
     layout = Simulator(scenario).layout

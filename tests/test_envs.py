@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-from fedinv.envs import (
+from fedinv.agents.envs import (
     OBS_CLIP,
     ActionMap,
     ActionSet,
@@ -20,11 +20,20 @@ from fedinv.envs import (
     SingleNodeEnv,
     observation_names,
 )
-from fedinv.forecast import DemandForecaster
-from fedinv.network import DemandModel, Lane, LeadTime, Network, Node, Organization, Scenario, Tier
-from fedinv.policies import default_params, make_policy
-from fedinv.scenario import load_scenario
-from fedinv.simulator import Simulator
+from fedinv.agents.forecast import DemandForecaster
+from fedinv.model.network import (
+    DemandModel,
+    Lane,
+    LeadTime,
+    Network,
+    Node,
+    Organization,
+    Scenario,
+    Tier,
+)
+from fedinv.model.scenario import load_scenario
+from fedinv.policies.classical import default_params, make_policy
+from fedinv.sim.simulator import Simulator
 
 
 def short(name: str, days: int) -> Scenario:

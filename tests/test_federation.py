@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fedinv.federated import (
+from fedinv.federation.private_data import export_private_data
+from fedinv.federation.task import (
     FedConfig,
     LocalTrainer,
     load_global_checkpoint,
@@ -19,8 +20,7 @@ from fedinv.federated import (
     roles_of,
     to_arrays,
 )
-from fedinv.orgdata import export_private_data
-from fedinv.scenario import load_scenario
+from fedinv.model.scenario import load_scenario
 
 THREE_ORGS = """
 name = "chain-3"
@@ -186,7 +186,7 @@ def _flower_processes() -> int:
 
 @pytest.mark.timeout(600)
 def test_simulated_federation_end_to_end_resume_and_failure(chain, tmp_path):
-    from fedinv.federate import run_federation
+    from fedinv.federation.local import run_federation
 
     scenario, data = chain
     before = _flower_processes()

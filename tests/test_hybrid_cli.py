@@ -5,7 +5,7 @@ import json
 import pandas as pd
 
 from fedinv.cli import main
-from fedinv.run import RELAXATION_COLUMNS
+from fedinv.sim.run import RELAXATION_COLUMNS
 
 
 def test_simulate_hybrid_json_and_out(tmp_path, capsys):

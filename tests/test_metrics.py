@@ -5,8 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from fedinv.metrics import DAYS_PER_MONTH, paired_difference, replication_metrics, summarize
-from fedinv.network import (
+from fedinv.model.network import (
     DemandModel,
     Lane,
     Network,
@@ -15,7 +14,8 @@ from fedinv.network import (
     Scenario,
     Tier,
 )
-from fedinv.simulator import RECORD_FIELDS, Simulator
+from fedinv.sim.metrics import DAYS_PER_MONTH, paired_difference, replication_metrics, summarize
+from fedinv.sim.simulator import RECORD_FIELDS, Simulator
 
 
 def _layout():

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedinv.orgdata import FILES, _fifo, export_private_data, load_org_scenario
-from fedinv.scenario import load_scenario
+from fedinv.federation.private_data import FILES, _fifo, export_private_data, load_org_scenario
+from fedinv.model.scenario import load_scenario
 
 
 def test_fifo_matches_shipments_to_orders_in_order():

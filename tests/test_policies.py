@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fedinv.network import (
+from fedinv.model.network import (
     DemandModel,
     Lane,
     LeadTime,
@@ -13,15 +13,15 @@ from fedinv.network import (
     Scenario,
     Tier,
 )
-from fedinv.policies import (
+from fedinv.model.scenario import load_scenario
+from fedinv.policies.classical import (
     POLICY_NAMES,
     default_params,
     formula_levels,
     make_policy,
     streams_of,
 )
-from fedinv.scenario import load_scenario
-from fedinv.simulator import Simulator
+from fedinv.sim.simulator import Simulator
 
 
 def _single(lot=0.0, fixed=0.0) -> Simulator:

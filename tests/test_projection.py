@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedinv.hybrid import IdentityProjector, Projected, SolverError, make_projector
-from fedinv.network import (
+from fedinv.model.network import (
     DemandModel,
     Lane,
     LeadTime,
@@ -19,9 +19,9 @@ from fedinv.network import (
     Scenario,
     Tier,
 )
-from fedinv.policies import make_policy
-from fedinv.simulator import Simulator
-from fedinv.synthetic import random_scenario
+from fedinv.model.synthetic import random_scenario
+from fedinv.policies.classical import make_policy
+from fedinv.sim.simulator import Simulator
 from solvers.projection import LOT_TOL, ProjectionProgram
 
 _SIMS: dict = {}
@@ -199,7 +199,7 @@ def test_fast_path_answers_with_the_solvers_optimum(lanes, net_seed, seed, scale
 
 def test_fast_path_answers_most_benchmark_days_exactly():
     """The daily-solve benchmark's days (base-stock x U(0.5, 2.5): mostly infeasible)."""
-    from fedinv.bench_lp import _days
+    from fedinv.bench.lp import _days
 
     scenario, layout, days = _days(40, 40, seed=7)
     kw = dict(outages=scenario.outages, skip_feasible=False)
@@ -363,7 +363,7 @@ def test_projected_policy_reports_info_and_passes_transfers():
 
 
 def load(name):
-    from fedinv.scenario import load_scenario
+    from fedinv.model.scenario import load_scenario
 
     return load_scenario(name)
 
@@ -373,8 +373,8 @@ def load(name):
 def test_hybrid_simulation_of_builtin_scenarios_counts_no_violations(name):
     """Every violation left in hybrid mode is explained: an outage not yet announced
     (the state said full capacity) or a recorded relaxation."""
-    from fedinv.exogenous import draw_exogenous
-    from fedinv.run import simulate
+    from fedinv.sim.exogenous import draw_exogenous
+    from fedinv.sim.run import simulate
 
     scenario = load(name)
     days = 120 if name == "electronics-5r" else 40
@@ -402,7 +402,7 @@ def test_hybrid_simulation_of_builtin_scenarios_counts_no_violations(name):
 def test_hybrid_results_do_not_depend_on_the_batch():
     """Common random numbers survive the safety layer: a replication simulated alone or
     with others gets the same released orders (the optimum is unique)."""
-    from fedinv.run import simulate
+    from fedinv.sim.run import simulate
 
     scenario = load("electronics-5r")
 

@@ -7,16 +7,16 @@ import math
 import pickle
 import random
 import tomllib
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fedinv.network import EXTERNAL, DemandModel, Tier
-from fedinv.scenario import (
+from fedinv.model.network import EXTERNAL, DemandModel, Tier
+from fedinv.model.scenario import (
     ScenarioError,
+    builtin_scenario_text,
     builtin_scenarios,
     load_demand_history,
     load_scenario,
@@ -443,8 +443,8 @@ start_day = 10
 
 
 def test_fixed_outage_window_is_exact_in_every_replication(tmp_path: Path) -> None:
-    from fedinv.exogenous import draw_exogenous
-    from fedinv.layout import compile_layout
+    from fedinv.model.layout import compile_layout
+    from fedinv.sim.exogenous import draw_exogenous
 
     text = BASE + '\n[[outages]]\ntarget = "S"\nstart_day = 5\nduration_days = 3\n'
     scenario = load_scenario(write(tmp_path, text))
@@ -1177,7 +1177,7 @@ def _mutations(data: object, rng: random.Random) -> object:
 @pytest.mark.parametrize("name", ["serial-3", "electronics-5r"])
 def test_random_corruptions_raise_only_scenario_errors(name: str) -> None:
     """No traceback but ScenarioError reaches a user, whatever is wrong in the file."""
-    text = resources.files("fedinv").joinpath("scenarios", f"{name}.toml").read_text("utf-8")
+    text = builtin_scenario_text(name)
     original = tomllib.loads(text)
     rng = random.Random(7)
     errors = 0

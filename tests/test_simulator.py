@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from fedinv.network import (
+from fedinv.model.network import (
     DemandModel,
     Lane,
     LeadTime,
@@ -13,10 +13,10 @@ from fedinv.network import (
     Scenario,
     Tier,
 )
-from fedinv.policies import make_policy
-from fedinv.run import simulate
-from fedinv.scenario import load_scenario
-from fedinv.simulator import Decision, Simulator
+from fedinv.model.scenario import load_scenario
+from fedinv.policies.classical import make_policy
+from fedinv.sim.run import simulate
+from fedinv.sim.simulator import Decision, Simulator
 
 
 def _two_store_scenario() -> Scenario:
@@ -114,7 +114,7 @@ def test_fixed_outage_shuts_an_unlimited_node_without_nan():
     serial-3's top stage buys nothing from its vendor during days 10..14, and only then."""
     from dataclasses import replace
 
-    from fedinv.network import Outage
+    from fedinv.model.network import Outage
 
     base = load_scenario("serial-3")
     scenario = replace(base, outages=(Outage(target="stage-3", start_day=10,

@@ -120,7 +120,7 @@ def test_unknown_study_and_bad_variant_scenario(tmp_path):
            "variants": [{"name": "v", "outages": [{"target": "nowhere", "start_day": 1,
                                                    "duration_days": 2}]}]}
     spec = parse_study(doc, "v.toml")
-    from fedinv.scenario import ScenarioError
+    from fedinv.model.scenario import ScenarioError
 
     with pytest.raises(ScenarioError, match="outages"):
         variant_scenario(spec, spec.variants[0])

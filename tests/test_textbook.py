@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fedinv.policies import BaseStock
-from fedinv.run import mean_cost_per_day
-from fedinv.scenario import load_scenario
-from fedinv.simulator import Simulator
-from fedinv.tuning import tune
+from fedinv.model.scenario import load_scenario
+from fedinv.policies.classical import BaseStock
+from fedinv.policies.tuning import tune
+from fedinv.sim.run import mean_cost_per_day
+from fedinv.sim.simulator import Simulator
 
 SERIAL_OPTIMAL_ECHELON = np.array([6.484, 12.028, 22.720])  # Snyder & Shen, Example 6.1
 SERIAL_OPTIMAL_COST = 47.66

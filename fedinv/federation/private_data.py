@@ -17,7 +17,7 @@ sees, under ``DIR/ORG/``:
   inventory.csv   ``date,node,on_hand,backlog,on_order``: its inventory records.
 
 A user with real data fills the same files (see docs/federation.md);
-:func:`load_org_scenario` turns a folder into a :class:`~fedinv.network.Scenario` that
+:func:`load_org_scenario` turns a folder into a :class:`~fedinv.model.network.Scenario` that
 drives the organization's local training: its own nodes, its own demand history
 (bootstrapped), the supplier behaviour it observed. Nothing in a folder describes
 another organization's nodes.
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedinv.network import EXTERNAL, Lane, Node, Scenario
-from fedinv.policies import make_policy
-from fedinv.scenario import load_scenario
-from fedinv.simulator import Simulator
+from fedinv.model.network import EXTERNAL, Lane, Node, Scenario
+from fedinv.model.scenario import load_scenario
+from fedinv.policies.classical import make_policy
+from fedinv.sim.simulator import Simulator
 
 FILES = ("scenario.toml", "demand.csv", "leadtimes.csv", "inventory.csv")
 

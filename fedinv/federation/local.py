@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedinv.federated import FedConfig
+from fedinv.federation.task import FedConfig
 
 
 class FederationError(RuntimeError):
@@ -46,7 +46,7 @@ class FederationRun:
 
 def app_dir() -> Path:
     """The Flower app: this checkout's root (its pyproject.toml has ``[tool.flwr.app]``)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file() or "[tool.flwr.app]" not in pyproject.read_text():
         raise FederationError(
@@ -137,8 +137,8 @@ def run_federation(cfg: FedConfig, out_dir: str | Path, *, supernodes: int | Non
     """Run ``cfg`` as a local simulated federation into ``out_dir`` (see module doc).
     ``extra``: more run-config keys (e.g. ``fail-org``, ``min-train-nodes``); ``echo``
     receives Flower's output line by line."""
-    from fedinv.orgdata import export_private_data
-    from fedinv.scenario import load_scenario
+    from fedinv.federation.private_data import export_private_data
+    from fedinv.model.scenario import load_scenario
 
     out = Path(out_dir).resolve()
     data = out / "data"

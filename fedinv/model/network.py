@@ -1,8 +1,8 @@
 """The supply network as frozen, validated data: nodes, lanes, organizations, events.
 
 Units everywhere: quantities in units of the item, money in $, time in days.
-A network is built by :mod:`fedinv.scenario` from a TOML file or by a factory; the
-simulator compiles it once into index arrays (:class:`fedinv.simulator.Simulator`).
+A network is built by :mod:`fedinv.model.scenario` from a TOML file or by a factory; the
+simulator compiles it once into index arrays (:class:`fedinv.sim.simulator.Simulator`).
 
 Timing convention of a lane's lead time ``L`` (days, integer >= 1): an order placed at
 the end of day ``t`` (after that day's demand) is filled by the upstream node at once,

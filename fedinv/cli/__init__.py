@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from fedinv.layout import Layout
-    from fedinv.network import Scenario
-    from fedinv.run import SimulationResult
-    from fedinv.tuning import TuneResult
+    from fedinv.model.layout import Layout
+    from fedinv.model.network import Scenario
+    from fedinv.policies.tuning import TuneResult
+    from fedinv.sim.run import SimulationResult
 
 PROG = "fedinv"
 EXIT_USAGE = 2
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if _command(argv) == "bench":
-        from fedinv.bench import pin_single_thread_env
+        from fedinv.bench.sim import pin_single_thread_env
 
         pin_single_thread_env()  # before numpy is imported, where it still counts
     parser = build_parser()
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors (status 2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    from fedinv.scenario import ScenarioError
+    from fedinv.model.scenario import ScenarioError
 
     try:
         return int(args.func(args) or 0)
@@ -126,10 +126,10 @@ def _batch_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every command."""
-    from fedinv.bench import DEFAULT_BATCHES, DEFAULT_POLICY, DEFAULT_SCENARIO
+    from fedinv.bench.sim import DEFAULT_BATCHES, DEFAULT_POLICY, DEFAULT_SCENARIO
     from fedinv.hybrid import BACKENDS, OPTIMIZATION_POLICIES
-    from fedinv.policies import POLICY_NAMES
-    from fedinv.run import MODES
+    from fedinv.policies.classical import POLICY_NAMES
+    from fedinv.sim.run import MODES
 
     days_t, reps_t, seed_t = _int_at_least(2), _int_at_least(1), _int_at_least(0)
     parser = argparse.ArgumentParser(
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "tune", help="tune a policy's parameters by simulation",
         description="Cyclic coordinate descent over per-tier safety factors (and order-size "
-        "multipliers) on training replications; see fedinv.tuning.")
+        "multipliers) on training replications; see fedinv.policies.tuning.")
     _scenario_policy_args(p, POLICY_NAMES)
     p.add_argument("--train-replications", type=reps_t, default=16, metavar="K",
                    help="training replications (default 16)")
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not echo Flower's log")
     p.set_defaults(func=cmd_federate)
 
-    from fedinv.deploy import add_deploy_parser  # fedinv deploy ... (docs/deployment.md)
+    from fedinv.deploy.engine import add_deploy_parser  # fedinv deploy ... (docs/deployment.md)
 
     add_deploy_parser(commands)
 
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = kinds.add_parser(
         "lp", help="safety-layer latency: Pyomo persistent vs highspy, and hybrid vs pure",
         description="Median and p95 ms per daily projection solve on random networks "
-        "(fedinv.synthetic) for each lane count, Pyomo persistent and highspy, model build "
+        "(fedinv.model.synthetic) for each lane count, Pyomo persistent and highspy, model build "
         "time, and the simulation time of a scenario in hybrid vs pure mode.")
     p.add_argument("--lanes", type=_batch_list, default=[20, 100, 500], metavar="L,...",
                    help="comma-separated lane counts (default 20,100,500)")
@@ -399,8 +399,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _load(name_or_path: str, seed: int | None = None) -> Scenario:
-    from fedinv.scenario import load_scenario
-    from fedinv.tuning import with_seed
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.tuning import with_seed
 
     return with_seed(load_scenario(name_or_path), seed)
 
@@ -450,7 +450,7 @@ def cmd_scenarios_list(args: argparse.Namespace) -> int:
     """``fedinv scenarios list``: name, description, nodes and horizon of each built-in."""
     from rich.table import Table
 
-    from fedinv.scenario import ScenarioError, builtin_scenarios, load_scenario
+    from fedinv.model.scenario import ScenarioError, builtin_scenarios, load_scenario
 
     rows = []
     for name, description in builtin_scenarios().items():
@@ -489,12 +489,11 @@ def _opt(x: Any) -> str:
 
 
 def _builtin_toml(s: Scenario) -> str | None:
-    from importlib import resources
+    from fedinv.model.scenario import builtin_scenario_text
 
     if not s.source.startswith("builtin:"):
         return None
-    name = s.source.removeprefix("builtin:")
-    return resources.files("fedinv").joinpath("scenarios", f"{name}.toml").read_text("utf-8")
+    return builtin_scenario_text(s.source.removeprefix("builtin:"))
 
 
 def cmd_scenarios_show(args: argparse.Namespace) -> int:
@@ -621,7 +620,7 @@ def resolve_params(policy: str, layout: Layout, given: Mapping[str, Any] | None
                    ) -> dict[str, dict[str, Any]]:
     """Every node's parameters: ``given`` over the textbook defaults (a component table
     of an assembling node merged item by item), checked by building the policy."""
-    from fedinv.policies import default_params, make_policy
+    from fedinv.policies.classical import default_params, make_policy
 
     defaults = default_params(policy, layout)
     given = dict(given or {})
@@ -649,7 +648,7 @@ def resolve_params(policy: str, layout: Layout, given: Mapping[str, Any] | None
 
 def _layout(scenario: Scenario) -> Layout:
     """The layout the simulator compiles for ``scenario``."""
-    from fedinv.simulator import Simulator
+    from fedinv.sim.simulator import Simulator
 
     return Simulator(scenario, days=2).layout
 
@@ -659,7 +658,7 @@ def _layout(scenario: Scenario) -> Layout:
 
 def _run_tuner(scenario: Scenario, policy: str, train_replications: int, days: int | None,
                sweeps: int, quiet: bool) -> TuneResult:
-    from fedinv.tuning import tune
+    from fedinv.policies.tuning import tune
 
     if quiet:
         return tune(scenario, policy, train_replications=train_replications, days=days,
@@ -792,9 +791,9 @@ def write_outputs(out_dir: Path, result: SimulationResult, params: Mapping[str, 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``fedinv simulate``: run a policy on replications 0..R-1, print/write metrics."""
     from fedinv.hybrid import OPTIMIZATION_POLICIES, make_optimization_policy
-    from fedinv.metrics import HEADLINE
-    from fedinv.policies import make_policy
-    from fedinv.run import simulate
+    from fedinv.policies.classical import make_policy
+    from fedinv.sim.metrics import HEADLINE
+    from fedinv.sim.run import simulate
 
     if args.tune and args.params is not None:
         raise CliError("--tune and --params cannot be used together (--tune finds the params)")
@@ -872,7 +871,7 @@ def _check_learned_args(args: argparse.Namespace) -> bool:
 
 def _learned_factory(checkpoint: Path, layout: Layout) -> Callable[[Layout], Any]:
     """A policy factory for ``simulate`` from a checkpoint (read and checked once)."""
-    from fedinv.dqn import load_checkpoint, policy_from_checkpoint
+    from fedinv.agents.dqn import load_checkpoint, policy_from_checkpoint
 
     data = load_checkpoint(checkpoint)
     policy_from_checkpoint(data, layout, checkpoint)  # fail early, before simulating
@@ -919,13 +918,13 @@ def _print_run(payload: Mapping[str, Any], headline: Sequence[str], tuned: bool)
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``fedinv train``: tune the baselines, train a DQN, compare on held-out replications
-    (:mod:`fedinv.learn`); writes the checkpoint, the curve and the evaluation."""
+    (:mod:`fedinv.agents.compare`); writes the checkpoint, the curve and the evaluation."""
     from dataclasses import replace
 
-    from fedinv.dqn import Args
-    from fedinv.envs import EnvConfig, RewardConfig
-    from fedinv.learn import train_and_compare, write_report
-    from fedinv.policies import POLICY_NAMES
+    from fedinv.agents.compare import train_and_compare, write_report
+    from fedinv.agents.dqn import Args
+    from fedinv.agents.envs import EnvConfig, RewardConfig
+    from fedinv.policies.classical import POLICY_NAMES
 
     baselines = list(dict.fromkeys(b.strip() for b in args.baselines.split(",") if b.strip()))
     unknown = [b for b in baselines if b not in POLICY_NAMES]
@@ -1030,8 +1029,8 @@ def _print_training(payload: Mapping[str, Any]) -> None:
 
 def cmd_bench_sim(args: argparse.Namespace) -> int:
     """``fedinv bench sim``: node-days per second per batch size, on one core."""
-    from fedinv.bench import DEFAULT_SCENARIO, bench_sim, print_bench
-    from fedinv.scenario import ScenarioError
+    from fedinv.bench.sim import DEFAULT_SCENARIO, bench_sim, print_bench
+    from fedinv.model.scenario import ScenarioError
 
     try:
         scenario = _load(args.scenario)
@@ -1053,7 +1052,7 @@ def cmd_bench_sim(args: argparse.Namespace) -> int:
 
 def cmd_bench_lp(args: argparse.Namespace) -> int:
     """``fedinv bench lp``: safety-layer latency per lane count, hybrid vs pure time."""
-    from fedinv.bench_lp import bench_lp, print_bench_lp
+    from fedinv.bench.lp import bench_lp, print_bench_lp
 
     if min(args.lanes) < 10:
         raise CliError(f"--lanes: synthetic networks need at least 10 lanes, got {args.lanes}")
@@ -1082,8 +1081,8 @@ def _finite(obj: Any) -> Any:
 
 def cmd_data_export(args: argparse.Namespace) -> int:
     """``fedinv data export``: one folder of private data per organization."""
-    from fedinv.orgdata import export_private_data
-    from fedinv.scenario import load_scenario
+    from fedinv.federation.private_data import export_private_data
+    from fedinv.model.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
     folders = export_private_data(scenario, args.out, policy=args.policy, days=args.days,
@@ -1094,12 +1093,12 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 
 
 def cmd_federate(args: argparse.Namespace) -> int:
-    """``fedinv federate``: a local simulated federation (fedinv.federate)."""
+    """``fedinv federate``: a local simulated federation (fedinv.federation.local)."""
     import pandas as pd
 
-    from fedinv.federate import FederationError, run_federation
-    from fedinv.federated import FedConfig
-    from fedinv.scenario import load_scenario
+    from fedinv.federation.local import FederationError, run_federation
+    from fedinv.federation.task import FedConfig
+    from fedinv.model.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)  # a bad name fails here, before Flower starts
     source = scenario.source.removeprefix("builtin:")

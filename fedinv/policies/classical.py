@@ -1,6 +1,6 @@
 """Classical ordering policies behind one interface: state of a day -> proposed orders.
 
-Every policy is built for one compiled network (:class:`fedinv.layout.Layout`) and
+Every policy is built for one compiled network (:class:`fedinv.model.layout.Layout`) and
 reads only what a node knows at decision time (its stock, its pipeline, what it owes,
 and the orders its downstream nodes place today); nothing reads future demand.
 
@@ -40,8 +40,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fedinv.layout import Layout
-from fedinv.simulator import Decision, State
+from fedinv.model.layout import Layout
+from fedinv.sim.simulator import Decision, State
 
 POLICY_NAMES = ("base-stock", "echelon-base-stock", "sS", "sQ", "min-stock")
 PARAMETER_NAMES = {

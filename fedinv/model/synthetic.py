@@ -7,7 +7,7 @@ lanes connect suppliers of the right item to manufacturers and manufacturers to
 distributors until there are exactly ``lanes`` lanes. Capacities are about 1.5x the
 mean flow; budgets, storage, lot sizes, contracts, outages and lane outages are drawn
 so that a sensible policy is mostly feasible. The document goes through the scenario
-validator (:func:`fedinv.scenario.parse_scenario`), so the result is a valid scenario.
+validator (:func:`fedinv.model.scenario.parse_scenario`), so the result is a valid scenario.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from fedinv.network import Scenario
+from fedinv.model.network import Scenario
 
 
 def random_scenario(lanes: int = 20, seed: int = 0, *, assembly: bool = True,
                     horizon_days: int = 120) -> Scenario:
     """A random valid scenario with exactly ``lanes`` lanes (``lanes >= 10``)."""
-    from fedinv.scenario import parse_scenario
+    from fedinv.model.scenario import parse_scenario
 
     if lanes < 10:
         raise ValueError(f"a synthetic network needs at least 10 lanes, got {lanes}")
@@ -147,6 +147,6 @@ def random_scenario(lanes: int = 20, seed: int = 0, *, assembly: bool = True,
                 "capacity_fraction": 0.3, "notice_lag_days": 1}
                for s in range(n_sup) if rng.random() < 0.3]
     doc = {"name": f"synthetic-{lanes}-{seed}", "horizon_days": horizon_days, "seed": seed,
-           "description": f"random network with {lanes} lanes (fedinv.synthetic)",
+           "description": f"random network with {lanes} lanes (fedinv.model.synthetic)",
            "organizations": orgs, "nodes": nodes, "lanes": lane_rows, "outages": outages}
     return parse_scenario(doc, f"synthetic:{lanes}:{seed}", Path("."))

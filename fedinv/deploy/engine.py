@@ -68,12 +68,12 @@ class DeployError(RuntimeError):
 
 
 def _federate() -> Any:
-    """:mod:`fedinv.federate` (its helpers: free ports, Flower's environment, stopping a
+    """:mod:`fedinv.federation.local` (its helpers: free ports, Flower's environment, stopping a
     process group), imported when needed: it imports torch, which ``fedinv --help``
     should not."""
-    import fedinv.federate
+    import fedinv.federation.local
 
-    return fedinv.federate
+    return fedinv.federation.local
 
 
 def _free_port() -> int:
@@ -343,7 +343,7 @@ def _exe(name: str) -> str:
 
 
 def deploy_env(home: str | Path, threads: int | None = None) -> dict[str, str]:
-    """Environment of a Flower process: :func:`fedinv.federate.flower_env` (home, no
+    """Environment of a Flower process: :func:`fedinv.federation.local.flower_env` (home, no
     telemetry, no runtime installs), the SuperExec polling for work every 0.2 s, and,
     if ``threads``, that many torch/BLAS threads per process."""
     env = _federate().flower_env(Path(home))
@@ -1163,8 +1163,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 def _fed_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The FedConfig and extra run-config keys of the training options."""
-    from fedinv.federated import FedConfig
-    from fedinv.scenario import load_scenario
+    from fedinv.federation.task import FedConfig
+    from fedinv.model.scenario import load_scenario
 
     for name in ("rounds", "local_steps", "replications", "eval_replications", "min_nodes"):
         if getattr(args, name) < 1:
@@ -1220,8 +1220,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_local(args: argparse.Namespace) -> int:
     """``fedinv deploy local``."""
-    from fedinv.orgdata import export_private_data
-    from fedinv.scenario import load_scenario
+    from fedinv.federation.private_data import export_private_data
+    from fedinv.model.scenario import load_scenario
 
     cfg, extra = _fed_config(args)
     out = Path(args.out).resolve()

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedinv.layout import Layout
-from fedinv.network import Scenario
+from fedinv.model.layout import Layout
+from fedinv.model.network import Scenario
 
 STREAMS = ("demand", "lead_time", "outage", "delay", "surge")
 

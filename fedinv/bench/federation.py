@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedinv.federated import (
+from fedinv.federation.task import (
     FedConfig,
     LocalTrainer,
     new_model,
@@ -52,7 +52,7 @@ def _tree_rss_mb() -> float:
 
 def overhead(scenario: str = "electronics-5r", rounds: int = 3) -> dict[str, float]:
     """Seconds per round of a near-empty federated round, and peak memory (MiB)."""
-    from fedinv.federate import run_federation
+    from fedinv.federation.local import run_federation
 
     cfg = FedConfig(scenario=scenario, rounds=rounds, local_steps=1, replications=1,
                     eval_replications=1, eval_days=2, batch_size=8, learning_starts=10**6,
@@ -91,15 +91,15 @@ def compare(scenario_name: str = "electronics-5r", rounds: int = 4, local_steps:
     base-stock policy, on the whole network (see module doc)."""
     import torch
 
-    from fedinv.dqn import train
-    from fedinv.federated import default_reward_scale, isolated_policy
-    from fedinv.metrics import summarize
-    from fedinv.orgdata import export_private_data
-    from fedinv.policies import make_policy
-    from fedinv.run import mean_cost_per_day
-    from fedinv.scenario import load_scenario
-    from fedinv.simulator import Simulator
-    from fedinv.tuning import tune
+    from fedinv.agents.dqn import train
+    from fedinv.federation.private_data import export_private_data
+    from fedinv.federation.task import default_reward_scale, isolated_policy
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.classical import make_policy
+    from fedinv.policies.tuning import tune
+    from fedinv.sim.metrics import summarize
+    from fedinv.sim.run import mean_cost_per_day
+    from fedinv.sim.simulator import Simulator
 
     scenario = load_scenario(scenario_name)
     days = scenario.horizon_days
@@ -166,8 +166,8 @@ def compare(scenario_name: str = "electronics-5r", rounds: int = 4, local_steps:
 
 
 def _cost(scenario, weights, cfg, held_out, sim) -> np.ndarray:
-    from fedinv.federated import global_policy
-    from fedinv.run import mean_cost_per_day
+    from fedinv.federation.task import global_policy
+    from fedinv.sim.run import mean_cost_per_day
 
     return mean_cost_per_day(sim, global_policy(scenario, weights, cfg), held_out)
 

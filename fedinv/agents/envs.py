@@ -26,7 +26,7 @@ one choice orders all components consistently), up to
     target_k = bom_k x [ m (L_k + c_j) + z_j sqrt(L_k s^2 + m^2 var(L_k)) ]
 
 where ``m`` and ``s`` are the node's forecast of its daily demand and its residual
-standard deviation (:mod:`fedinv.forecast`), ``L_k`` and ``var(L_k)`` the stream's
+standard deviation (:mod:`fedinv.agents.forecast`), ``L_k`` and ``var(L_k)`` the stream's
 expected lead time and its variance (days; what a node knows of its suppliers), ``z_j``
 a safety factor and ``c_j`` extra days of cover. With ``c = 0`` this is the textbook
 base-stock level at safety factor ``z``, so a grid of ``z`` contains the tuned base-stock
@@ -59,7 +59,7 @@ network cost per day of the textbook base-stock policy on a few training replica
 (or the value given).
 
 **Seeding.** :meth:`BatchedInventoryEnv.reset` takes replication indices (training from
-:data:`fedinv.tuning.TRAIN_BASE`, held-out evaluation ``0, 1, ...``): a replication's
+:data:`fedinv.policies.tuning.TRAIN_BASE`, held-out evaluation ``0, 1, ...``): a replication's
 random streams depend only on the scenario seed and its index. The PettingZoo and
 Gymnasium envs map ``reset(seed=s)`` to replication ``replication_base + s`` (each later
 ``reset()`` without a seed runs the next index), or ``options={"replication": r}``.
@@ -78,11 +78,10 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from fedinv.exogenous import Exogenous
-from fedinv.forecast import DemandForecaster
-from fedinv.layout import Layout
-from fedinv.network import Scenario
-from fedinv.policies import (
+from fedinv.agents.forecast import DemandForecaster
+from fedinv.model.layout import Layout
+from fedinv.model.network import Scenario
+from fedinv.policies.classical import (
     StreamPolicy,
     default_params,
     flow_stats,
@@ -90,7 +89,8 @@ from fedinv.policies import (
     stream_vector,
     streams_of,
 )
-from fedinv.simulator import Decision, Simulator, State
+from fedinv.sim.exogenous import Exogenous
+from fedinv.sim.simulator import Decision, Simulator, State
 
 OBS_CLIP = 100.0
 """Observations are clipped to ``[-OBS_CLIP, OBS_CLIP]`` (days of demand, or unitless)."""
@@ -495,8 +495,8 @@ def reference_cost(scenario: Scenario, config: EnvConfig,
                    replications: int = REFERENCE_REPLICATIONS) -> float:
     """Network cost per day ($) of the textbook base-stock policy on training
     replications (the default reward scale; only the cost components the reward counts)."""
-    from fedinv.policies import make_policy
-    from fedinv.tuning import TRAIN_BASE
+    from fedinv.policies.classical import make_policy
+    from fedinv.policies.tuning import TRAIN_BASE
 
     days = min(int(config.episode_days or scenario.horizon_days), 365)
     sim = Simulator(scenario, days=days)
@@ -527,7 +527,7 @@ class InventoryParallelEnv(ParallelEnv):
 
     def __init__(self, scenario: Scenario, config: EnvConfig | None = None,
                  replication_base: int | None = None):
-        from fedinv.tuning import TRAIN_BASE
+        from fedinv.policies.tuning import TRAIN_BASE
 
         self.env = BatchedInventoryEnv(scenario, config)
         self.replication_base = TRAIN_BASE if replication_base is None else replication_base
@@ -591,7 +591,7 @@ class SingleNodeEnv(gymnasium.Env):
 
     def __init__(self, scenario: Scenario, node: str | None = None,
                  config: EnvConfig | None = None, replication_base: int | None = None):
-        from fedinv.tuning import TRAIN_BASE
+        from fedinv.policies.tuning import TRAIN_BASE
 
         net = scenario.network
         self.node = node or (net.customer_nodes[0] if net.customer_nodes else net.nodes[0].id)

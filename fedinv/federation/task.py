@@ -2,11 +2,12 @@
 server computes with the weights (the ``task.py`` of Flower's example apps; the Flower
 adapters in ``clients/`` and ``server/`` only move arrays and scalars).
 
-* **Model.** Role Q-networks (:class:`fedinv.dqn.RoleQNetworks`) with one network per
+* **Model.** Role Q-networks (:class:`fedinv.agents.dqn.RoleQNetworks`) with one network per
   tier of the *whole* network, so every organization holds the same arrays; an
   organization trains the roles of its own nodes.
 * **Local training** (:class:`LocalTrainer`): the organization's own scenario
-  (:func:`fedinv.orgdata.load_org_scenario`: its nodes, its demand history bootstrapped,
+  (:func:`fedinv.federation.private_data.load_org_scenario`: its nodes, its demand
+  history bootstrapped,
   the supplier lead times it observed), double DQN on a batch of replications for
   ``local_steps`` days per round, starting from the global weights. Its replay buffers,
   target networks, optimizer and step count live in files of the node
@@ -21,7 +22,7 @@ adapters in ``clients/`` and ``server/`` only move arrays and scalars).
   checkpoint that ``fedinv simulate --policy dqn --checkpoint`` loads.
 
 Seeds: a client's randomness in round ``r`` derives from ``(seed, organization, r)``;
-training replications are drawn from ``fedinv.tuning.TRAIN_BASE`` upward and never
+training replications are drawn from ``fedinv.policies.tuning.TRAIN_BASE`` upward and never
 overlap the held-out replications ``0..R-1``.
 """
 
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedinv.dqn import (
+from fedinv.agents.dqn import (
     CHECKPOINT_FORMAT,
     Args,
     DQNLearner,
@@ -51,11 +52,11 @@ from fedinv.dqn import (
     _plain,
     linear_schedule,
 )
-from fedinv.envs import TIERS, BatchedInventoryEnv, EnvConfig, RewardConfig, reference_cost
-from fedinv.network import Scenario
-from fedinv.orgdata import load_org_scenario
-from fedinv.run import mean_cost_per_day
-from fedinv.simulator import Simulator
+from fedinv.agents.envs import TIERS, BatchedInventoryEnv, EnvConfig, RewardConfig, reference_cost
+from fedinv.federation.private_data import load_org_scenario
+from fedinv.model.network import Scenario
+from fedinv.sim.run import mean_cost_per_day
+from fedinv.sim.simulator import Simulator
 
 STATE_FORMAT = "fedinv-fed-client/1"
 
@@ -84,7 +85,7 @@ class FedConfig:
     """Seed of initialization, exploration and minibatches."""
     hidden: tuple[int, ...] = (64, 64)
     dueling: bool = True
-    """Dueling Q-network head (fedinv.dqn.QNetwork)."""
+    """Dueling Q-network head (fedinv.agents.dqn.QNetwork)."""
     learning_rate: float = 5e-4
     gamma: float = 0.97
     n_step: int = 3
@@ -152,7 +153,7 @@ class FedConfig:
 
 
 def roles_of(scenario: Scenario) -> tuple[str, ...]:
-    """Tiers present in the network, in :data:`fedinv.envs.TIERS` order."""
+    """Tiers present in the network, in :data:`fedinv.agents.envs.TIERS` order."""
     present = {n.tier.value for n in scenario.network.nodes}
     return tuple(t for t in TIERS if t in present)
 
@@ -166,7 +167,7 @@ def new_model(cfg: FedConfig, roles: Sequence[str]) -> RoleQNetworks:
 
 
 def _observation_size(env_cfg: EnvConfig) -> int:
-    from fedinv.envs import observation_names
+    from fedinv.agents.envs import observation_names
 
     return len(observation_names(env_cfg))
 
@@ -306,7 +307,7 @@ class LocalTrainer:
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         torch.set_num_threads(1)  # small networks; and one thread is reproducible
-        from fedinv.tuning import TRAIN_BASE
+        from fedinv.policies.tuning import TRAIN_BASE
 
         b = cfg.replications
         first = TRAIN_BASE + (server_round * 1000) * b
@@ -424,7 +425,7 @@ def global_evaluation(scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg:
                       ) -> dict[str, float]:
     """Cost per day of the global greedy policy on the whole network, held-out
     replications ``0..R-1`` (mean and 95% half-width)."""
-    from fedinv.metrics import summarize
+    from fedinv.sim.metrics import summarize
 
     policy = global_policy(scenario, arrays, cfg)
     days = min(cfg.eval_days, scenario.horizon_days)

@@ -1,4 +1,4 @@
-"""Scenario files (TOML) -> validated :class:`fedinv.network.Scenario`.
+"""Scenario files (TOML) -> validated :class:`fedinv.model.network.Scenario`.
 
 A scenario file describes a network (organizations, nodes, lanes, lateral-transfer
 links) and what is random or calendar-bound about running it (horizon, seed, outages,
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedinv.network import (
+from fedinv.model.network import (
     DEMAND_DISTRIBUTIONS,
     EXTERNAL,
     LEAD_TIME_DISTRIBUTIONS,
@@ -1154,11 +1154,21 @@ def _start_date(top: _Table) -> str:
 
 
 def _builtin_dir() -> Traversable:
-    return resources.files("fedinv").joinpath("scenarios")
+    return resources.files("fedinv.model").joinpath("scenarios")
+
+
+def builtin_scenario_text(name: str) -> str:
+    """The TOML text of the built-in scenario ``name`` (``fedinv/model/scenarios/NAME.toml``).
+    Raises :class:`ScenarioError` for an unknown name."""
+    entry = _builtin_dir().joinpath(f"{name}.toml")
+    if not entry.is_file():
+        names = ", ".join(builtin_scenarios()) or "none"
+        raise ScenarioError(name, "<file>", f"a built-in scenario name ({names})", "unknown")
+    return entry.read_text(encoding="utf-8")
 
 
 def builtin_scenarios() -> dict[str, str]:
-    """Built-in scenario names -> one-line descriptions (from ``fedinv/scenarios/*.toml``)."""
+    """Built-in scenario names -> one-line descriptions (from ``fedinv/model/scenarios/*.toml``)."""
     out: dict[str, str] = {}
     entries = sorted(_builtin_dir().iterdir(), key=lambda e: e.name)
     for entry in entries:

@@ -1,7 +1,7 @@
 """Safety-layer benchmark behind ``fedinv bench lp`` (docs/hybrid.md).
 
 1. **Daily projection latency.** For each lane count ``L``, a random valid network
-   (:func:`fedinv.synthetic.random_scenario`, seed ``L``) is stepped for ``solves`` days
+   (:func:`fedinv.model.synthetic.random_scenario`, seed ``L``) is stepped for ``solves`` days
    of one replication under textbook base-stock, and each day's state is kept with
    proposals = base-stock orders x U(0.5, 2.5) (so that most days are infeasible). Every
    kept day is projected (``skip_feasible=False``) by each backend -- highspy, Pyomo
@@ -20,7 +20,7 @@
    parameter updates, HiGHS, repair and checks) after 5 untimed warm-up days, the share
    of days the LP certified and the share the fast path answered, the model build time,
    and the largest objective difference of any way and backend from highspy's MILP.
-2. **Hybrid vs pure simulation.** :func:`fedinv.run.simulate` of a scenario, same
+2. **Hybrid vs pure simulation.** :func:`fedinv.sim.run.simulate` of a scenario, same
    policy and replications, in pure mode and in hybrid mode with each backend (wall
    seconds, best and median of three runs); the hybrid runs' share of replication-days
    with infeasible proposals and the share that needed HiGHS.
@@ -41,7 +41,7 @@ import numpy as np
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from fedinv.network import Scenario
+    from fedinv.model.network import Scenario
 
 BACKENDS = ("highspy", "pyomo", "pyomo-public")
 """Timed backends: highspy, Pyomo persistent (lean solve), Pyomo via public ``solve()``."""
@@ -64,9 +64,9 @@ def _days(lanes: int, solves: int, seed: int
           ) -> tuple[Any, Any, list[tuple[Any, np.ndarray]]]:
     """A random ``lanes``-lane scenario, its layout and ``solves + warm-up`` (state,
     proposals) pairs from one replication under base-stock."""
-    from fedinv.policies import make_policy
-    from fedinv.simulator import Simulator
-    from fedinv.synthetic import random_scenario
+    from fedinv.model.synthetic import random_scenario
+    from fedinv.policies.classical import make_policy
+    from fedinv.sim.simulator import Simulator
 
     n = solves + WARMUP_SOLVES
     scenario = random_scenario(lanes, seed, horizon_days=n + 1)
@@ -146,10 +146,10 @@ def _rows(proj: Any) -> int:
 def bench_hybrid(scenario: Scenario, replications: int = 10, days: int | None = None,
                  policy: str = "base-stock",
                  progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Wall seconds of :func:`fedinv.run.simulate` in pure and hybrid mode (best and
+    """Wall seconds of :func:`fedinv.sim.run.simulate` in pure and hybrid mode (best and
     median of :data:`SIM_RUNS`, the modes interleaved run by run)."""
-    from fedinv.policies import make_policy
-    from fedinv.run import simulate
+    from fedinv.policies.classical import make_policy
+    from fedinv.sim.run import simulate
 
     modes = (("pure", None), ("hybrid", "highspy"), ("hybrid", "pyomo"))
     times: dict[tuple[str, str | None], list[float]] = {m: [] for m in modes}

@@ -1,7 +1,7 @@
 """Tune a classical policy's parameters by simulation on training replications.
 
 Method. Each policy has a few search coordinates per tier, mapped to per-node
-parameters through the textbook formula (:func:`fedinv.policies.flow_stats`): a level is
+parameters through the textbook formula (:func:`fedinv.policies.classical.flow_stats`): a level is
 ``mean lead-time demand + z x its standard deviation`` (echelon lead time for the
 echelon policy), and an order quantity or the gap ``S - s`` is ``k x EOQ``. The
 coordinates are ``z`` per tier for every policy, plus ``k`` per tier for (s,S), (s,Q)
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fedinv.layout import Layout
-from fedinv.network import Scenario
-from fedinv.policies import (
+from fedinv.model.layout import Layout
+from fedinv.model.network import Scenario
+from fedinv.policies.classical import (
     POLICY_NAMES,
     eoq,
     flow_stats,
@@ -35,8 +35,8 @@ from fedinv.policies import (
     params_from_streams,
     streams_of,
 )
-from fedinv.run import mean_cost_per_day
-from fedinv.simulator import Simulator
+from fedinv.sim.run import mean_cost_per_day
+from fedinv.sim.simulator import Simulator
 
 TRAIN_BASE = 1_000_000
 """First replication index used for training; held-out runs use 0, 1, ..."""

@@ -1,12 +1,12 @@
 """Per-round overhead of Flower's deployment engine against its simulation engine, for
-the same work: ``python -m fedinv.bench_deploy [--scenario S] [--rounds R]
+the same work: ``python -m fedinv.bench.deployment [--scenario S] [--rounds R]
 [--local-steps N] [--replications B] [--json]``.
 
-One :class:`~fedinv.federated.FedConfig` is run twice on the same private data folders:
+One :class:`~fedinv.federation.task.FedConfig` is run twice on the same private data folders:
 
-* simulation: :func:`fedinv.federate.run_federation` (a SuperLink in simulation mode, Ray,
+* simulation: :func:`fedinv.federation.local.run_federation` (a SuperLink in simulation mode, Ray,
   one simulated SuperNode per organization with one CPU each);
-* deployment: :class:`fedinv.deploy.LocalDeployment` (a SuperLink and one SuperNode
+* deployment: :class:`fedinv.deploy.engine.LocalDeployment` (a SuperLink and one SuperNode
   process per organization on 127.0.0.1, TLS and node authentication on).
 
 A round's wall time is the difference of consecutive ``wall_s`` in ``rounds.csv`` (the
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedinv.federated import FedConfig
+from fedinv.federation.task import FedConfig
 
 
 def _round_seconds(run_dir: Path) -> list[float]:
@@ -40,10 +40,10 @@ def overhead(scenario: str = "electronics-5r", rounds: int = 3, local_steps: int
              echo=None) -> dict:
     """Seconds per round in simulation and in deployment for the same ``FedConfig``
     (defaults: near-empty rounds, so the difference is Flower's), and their difference."""
-    from fedinv.deploy import LocalDeployment, run_finished, wait_for
-    from fedinv.federate import run_federation
-    from fedinv.orgdata import export_private_data
-    from fedinv.scenario import load_scenario
+    from fedinv.deploy.engine import LocalDeployment, run_finished, wait_for
+    from fedinv.federation.local import run_federation
+    from fedinv.federation.private_data import export_private_data
+    from fedinv.model.scenario import load_scenario
 
     cfg = FedConfig(scenario=scenario, rounds=rounds, local_steps=local_steps,
                     replications=replications, eval_replications=eval_replications,
@@ -85,7 +85,7 @@ def overhead(scenario: str = "electronics-5r", rounds: int = 3, local_steps: int
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: print the figures (a table, or ``--json``)."""
-    parser = argparse.ArgumentParser(prog="python -m fedinv.bench_deploy",
+    parser = argparse.ArgumentParser(prog="python -m fedinv.bench.deployment",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", default="electronics-5r")
     parser.add_argument("--rounds", type=int, default=3)

@@ -9,16 +9,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedinv.exogenous import Exogenous
-from fedinv.metrics import (
+from fedinv.model.network import Scenario
+from fedinv.sim.exogenous import Exogenous
+from fedinv.sim.metrics import (
     monthly_metrics,
     node_metrics,
     projection_metrics,
     replication_metrics,
     summarize,
 )
-from fedinv.network import Scenario
-from fedinv.simulator import RECORD_FIELDS, Simulator
+from fedinv.sim.simulator import RECORD_FIELDS, Simulator
 
 MODES = ("pure", "hybrid")
 """``pure``: proposals are released; ``hybrid``: the safety layer's orders are."""
@@ -109,7 +109,7 @@ def simulate(scenario: Scenario, policy_factory, replications: int = 10, seed: i
 
     ``mode``: ``pure`` releases the proposals; ``hybrid`` releases what the safety layer
     (:mod:`fedinv.hybrid`, backend ``solver``: ``pyomo`` or ``highspy``) returns, adds
-    the per-replication metrics of :func:`fedinv.metrics.projection_metrics` and keeps
+    the per-replication metrics of :func:`fedinv.sim.metrics.projection_metrics` and keeps
     the relaxed constraints in ``result.relaxations``."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")

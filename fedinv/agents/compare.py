@@ -1,15 +1,15 @@
 """Train a learned ordering policy and compare it with tuned classical policies: what
 ``fedinv train`` runs (docs/agents.md).
 
-1. Tune each baseline (default: installation base-stock) with :func:`fedinv.tuning.tune`
-   on the training replications (from :data:`fedinv.tuning.TRAIN_BASE`).
-2. Train the DQN (:func:`fedinv.dqn.train`) on training replications; its training
+1. Tune each baseline (default: installation base-stock) with :func:`fedinv.policies.tuning.tune`
+   on the training replications (from :data:`fedinv.policies.tuning.TRAIN_BASE`).
+2. Train the DQN (:func:`fedinv.agents.dqn.train`) on training replications; its training
    curve is the validation cost per day (replications from
-   :data:`fedinv.dqn.VALIDATION_BASE`) against environment steps, and the baselines are
+   :data:`fedinv.agents.dqn.VALIDATION_BASE`) against environment steps, and the baselines are
    run on the same validation replications (the horizontal lines of the plot).
 3. Evaluate the selected DQN and the tuned baselines on the held-out replications
    ``0..R-1`` (common random numbers): mean cost per day with a 95% interval, and the
-   paired difference DQN - baseline (:func:`fedinv.metrics.paired_difference`).
+   paired difference DQN - baseline (:func:`fedinv.sim.metrics.paired_difference`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedinv.dqn import VALIDATION_BASE, Args, TrainResult, evaluate, save_checkpoint, train
-from fedinv.metrics import paired_difference, summarize
-from fedinv.network import Scenario
-from fedinv.policies import make_policy
-from fedinv.simulator import Simulator
-from fedinv.tuning import TuneResult, tune
+from fedinv.agents.dqn import VALIDATION_BASE, Args, TrainResult, evaluate, save_checkpoint, train
+from fedinv.model.network import Scenario
+from fedinv.policies.classical import make_policy
+from fedinv.policies.tuning import TuneResult, tune
+from fedinv.sim.metrics import paired_difference, summarize
+from fedinv.sim.simulator import Simulator
 
 REPORT_FILES = ("checkpoint.pt", "curve.csv", "curve.png", "evaluation.csv", "summary.json")
 """What ``fedinv train --out DIR`` writes."""

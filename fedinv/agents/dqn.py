@@ -8,15 +8,15 @@ owns the update rule, the target networks and the optimizer.
 
 * **Parameter sharing.** One Q-network per role (a node's tier); every node of a role
   acts and learns through it, told apart by the node features of its observation
-  (:mod:`fedinv.envs`). Each role has its own replay buffer, so a role's update always
+  (:mod:`fedinv.agents.envs`). Each role has its own replay buffer, so a role's update always
   sees ``batch_size`` of its own transitions.
 * **Update.** n-step double-DQN target ``R + gamma^n Q_target(s', argmax_a Q(s', a))``
   (the online network picks, the target network values), Huber loss, Adam, gradient
   norm clipping; the target networks follow the online ones every
   ``target_network_frequency`` updates (``tau = 1``: a copy).
 * **Experience.** ``B`` training replications (indices from
-  :data:`fedinv.tuning.TRAIN_BASE`, a fresh batch every episode) step in lockstep in a
-  :class:`fedinv.envs.BatchedInventoryEnv`; epsilon-greedy per agent and replication.
+  :data:`fedinv.policies.tuning.TRAIN_BASE`, a fresh batch every episode) step in lockstep in a
+  :class:`fedinv.agents.envs.BatchedInventoryEnv`; epsilon-greedy per agent and replication.
   Episodes end at the horizon by truncation, so the last transitions bootstrap.
 * **Model selection.** Every ``eval_every`` steps the greedy policy runs on validation
   replications (from :data:`VALIDATION_BASE`, disjoint from training and from the
@@ -42,10 +42,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fedinv.envs import ActionMap, BatchedInventoryEnv, EnvConfig, Observer
-from fedinv.layout import Layout
-from fedinv.network import Scenario
-from fedinv.simulator import Decision, Simulator, State
+from fedinv.agents.envs import ActionMap, BatchedInventoryEnv, EnvConfig, Observer
+from fedinv.model.layout import Layout
+from fedinv.model.network import Scenario
+from fedinv.sim.simulator import Decision, Simulator, State
 
 VALIDATION_BASE = 2_000_000
 """First replication index of the validation runs (model selection, training curve)."""
@@ -69,7 +69,7 @@ class Args:
     replications: int = 16
     """Training replications stepped in lockstep (``B``)."""
     env: EnvConfig = field(default_factory=EnvConfig)
-    """Observations, actions, rewards (:class:`fedinv.envs.EnvConfig`)."""
+    """Observations, actions, rewards (:class:`fedinv.agents.envs.EnvConfig`)."""
     hidden: tuple[int, ...] = (64, 64)
     """Hidden layer widths of each role's Q-network (ReLU MLP)."""
     dueling: bool = True
@@ -206,7 +206,7 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
 class DQNPolicy:
     """A fedinv policy acting greedily on role Q-networks: ``act(state) -> Decision``.
 
-    It keeps each node's memory (forecaster, recent demand; :class:`fedinv.envs.Observer`):
+    It keeps each node's memory (forecaster, recent demand; :class:`fedinv.agents.envs.Observer`):
     call ``act`` once per day in order; day 0 starts afresh.
     """
 
@@ -392,7 +392,7 @@ class DQNLearner:
 def evaluate(policy: Any, scenario: Scenario, replications: Sequence[int],
              days: int | None = None) -> np.ndarray:
     """Total network cost per day of each replication ``[R]`` ($; after warm-up)."""
-    from fedinv.run import mean_cost_per_day
+    from fedinv.sim.run import mean_cost_per_day
 
     return mean_cost_per_day(Simulator(scenario, days=days), policy, list(replications))
 
@@ -418,8 +418,8 @@ def train(args: Args, scenario: Scenario | None = None,
           on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train role Q-networks on ``scenario`` (default: load ``args.scenario``).
     ``on_step(step, stats)`` is called after every environment step (progress)."""
-    from fedinv.scenario import load_scenario
-    from fedinv.tuning import TRAIN_BASE
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.tuning import TRAIN_BASE
 
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)

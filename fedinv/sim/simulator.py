@@ -5,7 +5,7 @@ steps 1-4 of day 0 and returns the state a policy observes; :meth:`Simulator.ste
 takes the released orders of today (steps 5-6), accrues today's costs (step 7), then
 runs steps 1-4 of the next day. Arrays in the state are updated in place (call
 :meth:`State.copy` to keep one). Every random number was drawn up front
-(:mod:`fedinv.exogenous`), so a step is a deterministic function of state and orders.
+(:mod:`fedinv.sim.exogenous`), so a step is a deterministic function of state and orders.
 
 One day, in order:
   1. shipments due today arrive (pipeline) and lateral transfers land;
@@ -40,8 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from fedinv.exogenous import Exogenous, draw_exogenous
-from fedinv.layout import (
+from fedinv.model.layout import (
     OUTPUT_ASSEMBLY,
     OUTPUT_PRODUCTION,
     OUTPUT_SHIPPING,
@@ -49,7 +48,8 @@ from fedinv.layout import (
     capacity_times,
     compile_layout,
 )
-from fedinv.network import Scenario
+from fedinv.model.network import Scenario
+from fedinv.sim.exogenous import Exogenous, draw_exogenous
 
 _EPS = 1e-9
 
@@ -105,7 +105,7 @@ class Decision:
     transfers: np.ndarray | None = None
     info: dict[str, Any] | None = None
     """Diagnostics of the decision: ``[B]`` arrays per replication (e.g. projection
-    distance, solve ms; ``fedinv.run.run_records`` records them) and other objects (e.g.
+    distance, solve ms; ``fedinv.sim.run.run_records`` records them) and other objects (e.g.
     the safety layer's ``relaxation_log``)."""
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fedinv.layout import Layout
+from fedinv.model.layout import Layout
 
 DAYS_PER_MONTH = 365.0 / 12.0
 TIER_ORDER = ("supplier", "manufacturer", "distributor")
@@ -93,7 +93,7 @@ def projection_metrics(records: dict[str, np.ndarray], warmup_days: int = 0) -> 
     ``solve_ms_median`` / ``solve_ms_p95`` (wall ms of the daily safety-layer call, over
     days), ``solved_share`` (share of days the program was solved: proposals
     infeasible) and ``relaxations`` (count of relaxed constraints), from the records
-    ``info.*`` ``[D, B]`` that :func:`fedinv.run.run_records` collects."""
+    ``info.*`` ``[D, B]`` that :func:`fedinv.sim.run.run_records` collects."""
     def col(name: str) -> np.ndarray:
         return records["info." + name][warmup_days:]
 

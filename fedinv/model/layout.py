@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedinv.network import EXTERNAL, Network, Tier
+from fedinv.model.network import EXTERNAL, Network, Tier
 
 OUTPUT_PRODUCTION, OUTPUT_ASSEMBLY, OUTPUT_SHIPPING = 0, 1, 2
 

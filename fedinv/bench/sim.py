@@ -1,7 +1,7 @@
 """Simulator throughput benchmark behind ``fedinv bench sim`` (docs/cli.md).
 
-For each batch size ``B`` the benchmark builds a :class:`~fedinv.simulator.Simulator`,
-times :meth:`~fedinv.simulator.Simulator.reset` (which draws every random stream of the
+For each batch size ``B`` the benchmark builds a :class:`~fedinv.sim.simulator.Simulator`,
+times :meth:`~fedinv.sim.simulator.Simulator.reset` (which draws every random stream of the
 batch) apart from the stepping loop (``policy.act`` + ``sim.step``, no DataFrame), and
 reports node-days per second ``= B x days x nodes / stepping seconds``. A first, untimed
 pass of the same run measures the tracemalloc peak (tracing slows allocation, so it is
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from fedinv.network import Scenario
+    from fedinv.model.network import Scenario
 
 DEFAULT_SCENARIO = "electronics-5r"
 DEFAULT_BATCHES = (1, 256)
@@ -101,9 +101,9 @@ def bench_sim(scenario: Scenario | str = DEFAULT_SCENARIO,
 
     One row per batch size with ``reset_s``, ``step_s``, ``s_per_day``,
     ``node_days_per_s``, ``tracemalloc_peak_mib`` and ``maxrss_mib``."""
-    from fedinv.policies import make_policy
-    from fedinv.scenario import load_scenario
-    from fedinv.simulator import Simulator
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.classical import make_policy
+    from fedinv.sim.simulator import Simulator
 
     if isinstance(scenario, str):
         scenario = load_scenario(scenario)
