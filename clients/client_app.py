@@ -41,8 +41,9 @@ def _locate(context: Context) -> tuple[Path, Path]:
     orgs = sorted(p for p in root.iterdir() if (p / "scenario.toml").is_file())
     k = int(node["partition-id"])
     if k >= len(orgs):
-        raise RuntimeError(f"partition {k} has no organization folder in {root} "
-                           f"({len(orgs)} found)")
+        raise RuntimeError(
+            f"partition {k} has no organization folder in {root} ({len(orgs)} found)"
+        )
     return orgs[k], Path(str(run["state-dir"]))
 
 
@@ -56,8 +57,9 @@ def run_key(run_dir: str) -> str:
 def _roles(cfg: FedConfig, msg: Message) -> tuple[str, ...]:
     """The roles of the global model, from the names of the arrays the server sent (a node
     need not have the whole network's scenario file); from the scenario otherwise."""
-    found = [role_of_key(k) for k in msg.content["arrays"].keys()] \
-        if "arrays" in msg.content else []
+    found = (
+        [role_of_key(k) for k in msg.content["arrays"].keys()] if "arrays" in msg.content else []
+    )
     roles = tuple(dict.fromkeys(r for r in found if r))
     return roles or roles_of(load_scenario(cfg.scenario))
 
@@ -84,13 +86,19 @@ def train(msg: Message, context: Context) -> Message:
     arrays = msg.content["arrays"].to_numpy_ndarrays()
     keys = list(msg.content["arrays"].keys())
     server_round = int(msg.content["config"]["server-round"]) + int(
-        msg.content["config"].get("round-offset", 0))
-    weights, collected, metrics = trainer.train_round(dict(zip(keys, arrays, strict=True)),
-                                                      server_round)
+        msg.content["config"].get("round-offset", 0)
+    )
+    weights, collected, metrics = trainer.train_round(
+        dict(zip(keys, arrays, strict=True)), server_round
+    )
     # every client reports every role (the server needs the same keys from all)
     metrics.update({f"examples-{role}": float(collected.get(role, 0.0)) for role in roles})
-    reply = RecordDict({"arrays": ArrayRecord({k: _array(v) for k, v in weights.items()}),
-                        "metrics": MetricRecord(metrics)})
+    reply = RecordDict(
+        {
+            "arrays": ArrayRecord({k: _array(v) for k, v in weights.items()}),
+            "metrics": MetricRecord(metrics),
+        }
+    )
     return Message(content=reply, reply_to=msg)
 
 

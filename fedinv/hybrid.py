@@ -120,9 +120,14 @@ class Projected:
             count[r.replication] += 1
         info: dict[str, Any] = dict(proposed.info or {})
         used = out.solved if out.solver_used is None else out.solver_used
-        info.update(projection_l1=out.distance, solve_ms=out.solve_ms,
-                    solved=out.solved.astype(float), solver_used=used.astype(float),
-                    relaxations=count, relaxation_log=tuple(out.relaxations))
+        info.update(
+            projection_l1=out.distance,
+            solve_ms=out.solve_ms,
+            solved=out.solved.astype(float),
+            solver_used=used.astype(float),
+            relaxations=count,
+            relaxation_log=tuple(out.relaxations),
+        )
         return Decision(orders=out.released, transfers=proposed.transfers, info=info)
 
 
@@ -138,8 +143,9 @@ class IdentityProjector:
         return Projection(released, np.zeros(b), np.full(b, ms), np.zeros(b, bool))
 
 
-def make_projector(layout: Layout, backend: str = "pyomo", *,
-                   outages: Sequence[Outage] = (), **options: Any) -> Projector:
+def make_projector(
+    layout: Layout, backend: str = "pyomo", *, outages: Sequence[Outage] = (), **options: Any
+) -> Projector:
     """The solver-backed projector of ``layout`` (imports ``solvers`` and the backend).
 
     ``backend``: ``pyomo`` (persistent HiGHS through ``pyomo.contrib.solver``) or
@@ -149,8 +155,9 @@ def make_projector(layout: Layout, backend: str = "pyomo", *,
     the backend (``weights``, ``soft_order``, ``time_limit``, ``skip_feasible``, ...).
     Raises :class:`SolverError` for an unknown or unavailable backend."""
     if backend not in BACKENDS:
-        raise SolverError(f"unknown projection backend {backend!r}; choose one of "
-                          f"{', '.join(BACKENDS)}")
+        raise SolverError(
+            f"unknown projection backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+        )
     try:
         from solvers.projection import make_backend
     except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -158,24 +165,33 @@ def make_projector(layout: Layout, backend: str = "pyomo", *,
     return make_backend(layout, backend, outages=tuple(outages), **options)
 
 
-def make_optimization_policy(name: str, scenario: Scenario, layout: Layout,
-                             params: Mapping[str, Any] | None = None) -> Any:
+def make_optimization_policy(
+    name: str, scenario: Scenario, layout: Layout, params: Mapping[str, Any] | None = None
+) -> Any:
     """An optimization baseline from ``solvers`` by name (``rolling-lp``)."""
     if name != "rolling-lp":
-        raise ValueError(f"unknown optimization policy {name!r}; choose one of "
-                         f"{', '.join(OPTIMIZATION_POLICIES)}")
+        raise ValueError(
+            f"unknown optimization policy {name!r}; choose one of "
+            f"{', '.join(OPTIMIZATION_POLICIES)}"
+        )
     params = dict(params or {})
     unknown = sorted(set(params) - set(ROLLING_LP_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for rolling-lp; "
-                         f"expected some of {', '.join(ROLLING_LP_OPTIONS)}")
+        raise ValueError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for rolling-lp; "
+            f"expected some of {', '.join(ROLLING_LP_OPTIONS)}"
+        )
     from solvers.rolling import RollingLP
 
     return RollingLP(layout, scenario, **params)
 
 
-def perfect_information_bound(scenario: Scenario, replications: Sequence[int] | int = 1,
-                              days: int | None = None, **options: Any) -> np.ndarray:
+def perfect_information_bound(
+    scenario: Scenario,
+    replications: Sequence[int] | int = 1,
+    days: int | None = None,
+    **options: Any,
+) -> np.ndarray:
     """Perfect-information LP lower bound on the total cost per day (after warm-up) of
     every policy, per replication ``[R]`` $/day -- a bound, not a policy (it sees
     realized demand, lead times and outages). See ``solvers/bound.py``."""

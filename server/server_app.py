@@ -74,18 +74,23 @@ def main(grid: Grid, context: Context) -> None:
         _write_summary(run_dir, cfg, offset, "already complete")
         return
     strategy = make_strategy(
-        cfg.strategy, proximal_mu=cfg.proximal_mu,
+        cfg.strategy,
+        proximal_mu=cfg.proximal_mu,
         fraction_train=float(run.get("fraction-train", 1.0)),
         fraction_evaluate=float(run.get("fraction-evaluate", 1.0)),
         min_train_nodes=int(run.get("min-train-nodes", 2)),
         min_evaluate_nodes=int(run.get("min-evaluate-nodes", 2)),
-        min_available_nodes=int(run.get("min-available-nodes", 2)))
+        min_available_nodes=int(run.get("min-available-nodes", 2)),
+    )
     runner = strategy
     noise = float(run.get("dp-noise-multiplier", 0.0))
     if noise > 0:  # optional differential privacy (docs/federation.md)
         runner = with_differential_privacy(
-            strategy, noise, float(run.get("dp-clipping-norm", 1.0)),
-            int(run.get("dp-sampled-clients", 0)) or _organizations(run))
+            strategy,
+            noise,
+            float(run.get("dp-clipping-norm", 1.0)),
+            int(run.get("dp-sampled-clients", 0)) or _organizations(run),
+        )
     shared = {"round-offset": offset, "reward-scale": float(cfg.reward_scale)}
     started = time.perf_counter()
 
@@ -96,11 +101,15 @@ def main(grid: Grid, context: Context) -> None:
         named = dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True))
         metrics = global_evaluation(scenario, named, cfg)
         log = strategy.round_log.get(server_round, {})
-        row = {"round": global_round, **metrics, **log,
-               "wall_s": time.perf_counter() - started}
+        row = {"round": global_round, **metrics, **log, "wall_s": time.perf_counter() - started}
         ckpt = save_global_checkpoint(
-            run_dir / "checkpoints" / f"round-{global_round:04d}.pt", scenario, named, cfg,
-            global_round, {k: v for k, v in row.items() if isinstance(v, int | float)})
+            run_dir / "checkpoints" / f"round-{global_round:04d}.pt",
+            scenario,
+            named,
+            cfg,
+            global_round,
+            {k: v for k, v in row.items() if isinstance(v, int | float)},
+        )
         (run_dir / "final.pt").write_bytes(ckpt.read_bytes())
         _append_row(run_dir / "rounds.csv", row)
         with (run_dir / "received.jsonl").open("a") as audit:
@@ -124,8 +133,11 @@ def main(grid: Grid, context: Context) -> None:
 def _organizations(run) -> int:
     """Organizations in the simulation's data folder (the clients sampled each round)."""
     root = Path(str(run.get("data-dir", "")))
-    found = [p for p in root.iterdir() if (p / "scenario.toml").is_file()] \
-        if str(run.get("data-dir", "")) and root.is_dir() else []
+    found = (
+        [p for p in root.iterdir() if (p / "scenario.toml").is_file()]
+        if str(run.get("data-dir", "")) and root.is_dir()
+        else []
+    )
     return max(len(found), int(run.get("min-train-nodes", 2)))
 
 
@@ -149,8 +161,13 @@ def _plot(run_dir: Path) -> None:
 
     frame = pd.read_csv(run_dir / "rounds.csv")
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.errorbar(frame["round"], frame["global-cost-per-day"],
-                yerr=frame["global-cost-ci95"], marker="o", capsize=3)
+    ax.errorbar(
+        frame["round"],
+        frame["global-cost-per-day"],
+        yerr=frame["global-cost-ci95"],
+        marker="o",
+        capsize=3,
+    )
     ax.set_xlabel("round")
     ax.set_ylabel("network cost per day ($)")
     ax.set_title("global policy, held-out replications")

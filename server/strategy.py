@@ -30,22 +30,26 @@ class _RoleWeighted:
         self._sent = 0
         self._global: dict[str, np.ndarray] = {}
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         self._global = dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True))
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._sent = len(messages)
         return messages
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         self.received[server_round] = [describe_reply(m, "train") for m in replies]
         valid, errors = self._check_and_log_replies(replies, is_train=True)
         self.round_log[server_round] = {
-            "results": len(valid), "failures": len(errors),
+            "results": len(valid),
+            "failures": len(errors),
             "no_reply": max(self._sent - len(replies), 0),
-            "failure_reasons": "; ".join(_reason(m) for m in errors)}
+            "failure_reasons": "; ".join(_reason(m) for m in errors),
+        }
         if not valid:
             return None, None
         # a fixed order (by content), so the floating-point sums do not depend on the
@@ -56,8 +60,13 @@ class _RoleWeighted:
             record = content["arrays"]
             updates.append(dict(zip(record.keys(), record.to_numpy_ndarrays(), strict=True)))
             metrics = content["metrics"]
-            counts.append({k.removeprefix("examples-"): float(v) for k, v in metrics.items()
-                           if k.startswith("examples-")})
+            counts.append(
+                {
+                    k.removeprefix("examples-"): float(v)
+                    for k, v in metrics.items()
+                    if k.startswith("examples-")
+                }
+            )
         averaged = role_weighted_average(updates, counts, self._global)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         log = self.round_log[server_round]
@@ -66,11 +75,13 @@ class _RoleWeighted:
                 log[f"train-{key}" if not key.startswith("train-") else key] = float(value)
         return ArrayRecord({k: Array(v) for k, v in averaged.items()}), metrics
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
-                           ) -> MetricRecord | None:
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
         replies = list(replies)
         self.received.setdefault(server_round, []).extend(
-            describe_reply(m, "evaluate") for m in replies)
+            describe_reply(m, "evaluate") for m in replies
+        )
         metrics = super().aggregate_evaluate(server_round, replies)
         if metrics is not None:
             log = self.round_log.setdefault(server_round, {})
@@ -128,13 +139,17 @@ def make_strategy(name: str, proximal_mu: float = 0.0, **kwargs) -> RoleFedAvg:
     raise ValueError(f"unknown strategy {name!r}; choose fedavg or fedprox")
 
 
-def with_differential_privacy(strategy: RoleFedAvg, noise_multiplier: float,
-                              clipping_norm: float, num_sampled_clients: int):
+def with_differential_privacy(
+    strategy: RoleFedAvg, noise_multiplier: float, clipping_norm: float, num_sampled_clients: int
+):
     """Flower's server-side fixed-clipping DP around ``strategy``: each client's update
     is clipped to ``clipping_norm`` (L2) before aggregation and Gaussian noise of standard
     deviation ``noise_multiplier x clipping_norm / num_sampled_clients`` is added."""
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 
     return DifferentialPrivacyServerSideFixedClipping(
-        strategy, noise_multiplier=noise_multiplier, clipping_norm=clipping_norm,
-        num_sampled_clients=num_sampled_clients)
+        strategy,
+        noise_multiplier=noise_multiplier,
+        clipping_norm=clipping_norm,
+        num_sampled_clients=num_sampled_clients,
+    )

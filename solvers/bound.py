@@ -24,9 +24,12 @@ from fedinv.sim.simulator import Simulator
 from solvers.flowlp import FlowInputs, solve_flow
 
 
-def perfect_information_bound(scenario: Scenario, replications: Sequence[int] | int = 1,
-                              days: int | None = None,
-                              time_limit: float = 600.0) -> np.ndarray:
+def perfect_information_bound(
+    scenario: Scenario,
+    replications: Sequence[int] | int = 1,
+    days: int | None = None,
+    time_limit: float = 600.0,
+) -> np.ndarray:
     """Lower bound on the total cost per day (after warm-up, as
     :func:`fedinv.sim.run.simulate` counts it) of each replication, ``[R]`` $/day."""
     reps = range(replications) if isinstance(replications, int) else replications
@@ -38,11 +41,19 @@ def perfect_information_bound(scenario: Scenario, replications: Sequence[int] | 
     out = np.empty(exo.batch)
     for b in range(exo.batch):
         data = FlowInputs(
-            demand=exo.demand[b], lead=exo.lead[b], node_factor=exo.node_factor[b],
-            lane_factor=exo.lane_factor[b], weight=weight, on_hand=lay.initial.copy(),
-            components=np.zeros(lay.num_components), backlog=np.zeros(lay.num_nodes),
-            owed=np.zeros(lay.num_lanes), arrivals=np.zeros((sim.days, lay.num_lanes)),
-            transfers_landing=np.zeros((sim.days, lay.num_nodes)), day0_events=True)
+            demand=exo.demand[b],
+            lead=exo.lead[b],
+            node_factor=exo.node_factor[b],
+            lane_factor=exo.lane_factor[b],
+            weight=weight,
+            on_hand=lay.initial.copy(),
+            components=np.zeros(lay.num_components),
+            backlog=np.zeros(lay.num_nodes),
+            owed=np.zeros(lay.num_lanes),
+            arrivals=np.zeros((sim.days, lay.num_lanes)),
+            transfers_landing=np.zeros((sim.days, lay.num_nodes)),
+            day0_events=True,
+        )
         sol = solve_flow(lay, data, lost_sales=scenario.lost_sales, time_limit=time_limit)
         out[b] = sol.cost / weight.sum()
     return out

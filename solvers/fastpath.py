@@ -83,8 +83,9 @@ class SeparableRelaxation:
         # lanes of each row by cost per unit of activity (w / a), and two pieces per lane
         # slot (lot lanes rounded up: [first pieces of every slot, then second pieces])
         ratio = np.append(prog.w_eff / coef, np.inf)
-        self.static_order = np.take_along_axis(lanes, np.argsort(ratio[lanes], axis=1,
-                                                                 kind="stable"), axis=1)
+        self.static_order = np.take_along_axis(
+            lanes, np.argsort(ratio[lanes], axis=1, kind="stable"), axis=1
+        )
         self.piece_lane = np.concatenate([lanes, lanes], axis=1)  # [R, 2W]
         self.piece_index = self.piece_lane + np.repeat([0, m + 1], width)
         self.member = np.zeros((m, nr))  # [M, R] lane in kept row
@@ -100,8 +101,13 @@ class SeparableRelaxation:
         """``[K, R]`` right-hand sides of the kept rows."""
         return day.rhs_all[:, self.kept_cols]
 
-    def _cut(self, x0: np.ndarray, lo: np.ndarray, p: np.ndarray, rhs: np.ndarray,
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def _cut(
+        self,
+        x0: np.ndarray,
+        lo: np.ndarray,
+        p: np.ndarray,
+        rhs: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Cut every kept row of ``x0 [K, M]`` down to ``rhs [K, R]`` piece by piece
         (cheapest per unit of activity first). Returns the orders and ``[K, M]`` True
         where a lane's last piece was cut only partly."""
@@ -128,16 +134,17 @@ class SeparableRelaxation:
         len1 = np.where(rounded_up, np.minimum(lot, x0 - lo), 0.0)
         len2 = x0 - lo - len1
         cost1 = w * np.where(rounded_up, (2 * p - 2 * x0 + lot) / lot, 0.0) / a
-        room = np.concatenate([np.concatenate([len1 * a, pad], 1),
-                               np.concatenate([len2 * a, pad], 1)], 1)  # [K, 2(M+1)]
-        ratio = np.concatenate([np.concatenate([cost1, pad], 1),
-                                np.broadcast_to(np.append(w / a, 0.0), (k, m + 1))], 1)
+        room = np.concatenate(
+            [np.concatenate([len1 * a, pad], 1), np.concatenate([len2 * a, pad], 1)], 1
+        )  # [K, 2(M+1)]
+        ratio = np.concatenate(
+            [np.concatenate([cost1, pad], 1), np.broadcast_to(np.append(w / a, 0.0), (k, m + 1))], 1
+        )
         idx = self.piece_index
         room_p = room[:, idx]  # [K, R, 2W]
         order = np.argsort(ratio[:, idx], axis=2, kind="stable")
         room_s = np.take_along_axis(room_p, order, axis=2)
-        cut_s = np.clip(excess[:, :, None] - (np.cumsum(room_s, axis=2) - room_s), 0.0,
-                        room_s)
+        cut_s = np.clip(excess[:, :, None] - (np.cumsum(room_s, axis=2) - room_s), 0.0, room_s)
         cut = np.empty_like(cut_s)
         np.put_along_axis(cut, order, cut_s, axis=2)
         partial_p = (cut > 0) & (cut < room_p)
@@ -186,8 +193,16 @@ class SeparableRelaxation:
         sizes = self.lot_sizes
         return np.abs(q - np.round(q / sizes) * sizes) <= LATTICE_TOL * np.maximum(1.0, sizes)
 
-    def _enumerate(self, x: np.ndarray, off: np.ndarray, x0: np.ndarray, lo: np.ndarray,
-                   hi: np.ndarray, p: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    def _enumerate(
+        self,
+        x: np.ndarray,
+        off: np.ndarray,
+        x0: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        p: np.ndarray,
+        rhs: np.ndarray,
+    ) -> np.ndarray:
         """Rows whose partly cut piece is a lot lane's: that lane at the lot multiple
         below and above (each row cut again), the cheaper per row."""
         lot = self.lot

@@ -76,8 +76,12 @@ class _Vars:
         self.hi: list[np.ndarray] = []
         self.cost: list[np.ndarray] = []
 
-    def add(self, shape: tuple[int, ...], hi: np.ndarray | float = np.inf,
-            cost: np.ndarray | float = 0.0) -> np.ndarray:
+    def add(
+        self,
+        shape: tuple[int, ...],
+        hi: np.ndarray | float = np.inf,
+        cost: np.ndarray | float = 0.0,
+    ) -> np.ndarray:
         size = int(np.prod(shape))
         idx = np.arange(self.n, self.n + size).reshape(shape)
         self.n += size
@@ -96,8 +100,9 @@ class _Rows:
         self.lo: list[np.ndarray] = []
         self.hi: list[np.ndarray] = []
 
-    def add(self, shape: tuple[int, ...], lo: np.ndarray | float,
-            hi: np.ndarray | float) -> np.ndarray:
+    def add(
+        self, shape: tuple[int, ...], lo: np.ndarray | float, hi: np.ndarray | float
+    ) -> np.ndarray:
         size = int(np.prod(shape))
         idx = np.arange(self.n, self.n + size).reshape(shape)
         self.n += size
@@ -113,8 +118,9 @@ class _Rows:
         self.v.append(val[keep].ravel())
 
 
-def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
-               time_limit: float = 600.0) -> FlowSolution:
+def solve_flow(
+    layout: Layout, data: FlowInputs, lost_sales: bool = False, time_limit: float = 600.0
+) -> FlowSolution:
     """Build and solve the flow LP of ``data``; :class:`SolverError` unless optimal."""
     lay = layout
     k_days = data.demand.shape[0]
@@ -136,8 +142,11 @@ def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
     owed_pen = np.where(internal, lay.penalty[np.maximum(lay.lane_src, 0)], 0.0)
 
     o = var.add((k_days, m), cost=w[:, None] * ext_cost)
-    s = var.add((k_days, m), hi=capacity_times(lay.transport_cap, data.lane_factor),
-                cost=transit_days * lay.transit_holding)
+    s = var.add(
+        (k_days, m),
+        hi=capacity_times(lay.transport_cap, data.lane_factor),
+        cost=transit_days * lay.transit_holding,
+    )
     ow = var.add((k_days, m), cost=w[:, None] * owed_pen)
     h = var.add((k_days, n), cost=w[:, None] * lay.holding)
     q_hi = np.full((k_days, len(cust)), np.inf)
@@ -156,9 +165,11 @@ def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
     if t_links:
         t_end = np.minimum(days[:, None] + lay.transfer_lead, k_days)
         t_transit = cum[t_end] - cum[days][:, None]
-        tr = var.add((k_days, t_links), hi=lay.transfer_cap,
-                     cost=w[:, None] * lay.transfer_cost
-                     + t_transit * lay.holding[lay.transfer_src])
+        tr = var.add(
+            (k_days, t_links),
+            hi=lay.transfer_cap,
+            cost=w[:, None] * lay.transfer_cost + t_transit * lay.holding[lay.transfer_src],
+        )
 
     # safety-stock floors: h[k] + short[k] >= floor[k]
     if data.floor is not None:
@@ -171,8 +182,11 @@ def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
             row.coef(rf, short, 1.0)
 
     # owed: w[k] - w[k-1] - o[k] + s[k] = owed0 (k = 0)
-    r = row.add((k_days, m), np.where(days[:, None] == 0, data.owed, 0.0),
-                np.where(days[:, None] == 0, data.owed, 0.0))
+    r = row.add(
+        (k_days, m),
+        np.where(days[:, None] == 0, data.owed, 0.0),
+        np.where(days[:, None] == 0, data.owed, 0.0),
+    )
     row.coef(r, ow, 1.0)
     row.coef(r[1:], ow[:-1], -1.0)
     row.coef(r, o, -1.0)
@@ -194,8 +208,9 @@ def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
     land = kk + lead
     ok = land < k_days
     stock_lane = ok & feeds_stock[None, :]
-    row.coef(rn[land[stock_lane], lay.lane_dst[ll[stock_lane]]], s[kk[stock_lane],
-                                                                    ll[stock_lane]], -1.0)
+    row.coef(
+        rn[land[stock_lane], lay.lane_dst[ll[stock_lane]]], s[kk[stock_lane], ll[stock_lane]], -1.0
+    )
     if a is not None:
         row.coef(rn[:, bom_nodes], a, -1.0)
     if tr is not None:
@@ -233,8 +248,10 @@ def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
             row.coef(rc, a[:, slot_of], lay.comp_bom)
 
     # production: external shipments into a supplier <= capacity x f
-    prod = np.flatnonzero((lay.output_kind == OUTPUT_PRODUCTION)
-                          & (np.isfinite(lay.capacity) | (data.node_factor == 0).any(axis=0)))
+    prod = np.flatnonzero(
+        (lay.output_kind == OUTPUT_PRODUCTION)
+        & (np.isfinite(lay.capacity) | (data.node_factor == 0).any(axis=0))
+    )
     if len(prod):
         cap = capacity_times(lay.capacity[prod], data.node_factor[:, prod])
         rp = row.add((k_days, len(prod)), -np.inf, cap)
@@ -243,8 +260,9 @@ def solve_flow(layout: Layout, data: FlowInputs, lost_sales: bool = False,
             row.coef(rp[:, j][:, None], s[:, lanes_i], 1.0)
     # output: shipments out of a node <= capacity x f (shipping nodes; any node in outage)
     f = data.node_factor
-    out_cap = np.where((lay.output_kind == OUTPUT_SHIPPING) | (f < 1.0),
-                       capacity_times(lay.capacity, f), np.inf)
+    out_cap = np.where(
+        (lay.output_kind == OUTPUT_SHIPPING) | (f < 1.0), capacity_times(lay.capacity, f), np.inf
+    )
     has_out = np.array([(internal & (lay.lane_src == i)).any() for i in range(n)])
     limited = np.flatnonzero(np.isfinite(out_cap).any(axis=0) & has_out)
     if len(limited):
@@ -277,13 +295,24 @@ def _solve(var: _Vars, row: _Rows, o, s, tr, k_days, m, t_links, time_limit) -> 
     h.setOptionValue("time_limit", float(time_limit))
     h.addVars(ncol, lo, hi)
     h.changeColsCost(ncol, np.arange(ncol, dtype=np.int32), cost)
-    h.addRows(row.n, np.concatenate(row.lo), np.concatenate(row.hi), len(vals), starts,
-              cols.astype(np.int32), vals)
+    h.addRows(
+        row.n,
+        np.concatenate(row.lo),
+        np.concatenate(row.hi),
+        len(vals),
+        starts,
+        cols.astype(np.int32),
+        vals,
+    )
     h.run()
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:
         raise SolverError(f"flow LP: HiGHS status {h.modelStatusToString(status)}")
     x = np.asarray(h.getSolution().col_value)
-    return FlowSolution(orders=x[o], shipments=x[s],
-                        transfers=x[tr] if tr is not None else np.zeros((k_days, 0)),
-                        cost=float(h.getInfo().objective_function_value), status="optimal")
+    return FlowSolution(
+        orders=x[o],
+        shipments=x[s],
+        transfers=x[tr] if tr is not None else np.zeros((k_days, 0)),
+        cost=float(h.getInfo().objective_function_value),
+        status="optimal",
+    )

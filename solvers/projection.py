@@ -118,9 +118,14 @@ class DayData:
     rhs_all: np.ndarray  # [K, sum R] every group's rhs, in the program's group order
 
     def take(self, idx: np.ndarray) -> DayData:
-        return DayData(self.p[idx], self.ub[idx], self.lb[idx],
-                       {k: v[idx] for k, v in self.rhs.items()}, self.raw_storage[idx],
-                       self.rhs_all[idx])
+        return DayData(
+            self.p[idx],
+            self.ub[idx],
+            self.lb[idx],
+            {k: v[idx] for k, v in self.rhs.items()},
+            self.raw_storage[idx],
+            self.rhs_all[idx],
+        )
 
     def pad(self, size: int, nominal_ub: np.ndarray) -> DayData:
         """Append empty blocks (p = 0, rhs = 0) up to ``size`` blocks."""
@@ -132,9 +137,14 @@ class DayData:
         def z(a: np.ndarray) -> np.ndarray:
             return np.concatenate([a, np.zeros((extra,) + a.shape[1:])])
 
-        return DayData(z(self.p), np.concatenate([self.ub, np.broadcast_to(
-            nominal_ub, (extra, len(nominal_ub)))]), z(self.lb),
-            {kk: z(v) for kk, v in self.rhs.items()}, z(self.raw_storage), z(self.rhs_all))
+        return DayData(
+            z(self.p),
+            np.concatenate([self.ub, np.broadcast_to(nominal_ub, (extra, len(nominal_ub)))]),
+            z(self.lb),
+            {kk: z(v) for kk, v in self.rhs.items()},
+            z(self.raw_storage),
+            z(self.rhs_all),
+        )
 
 
 class ProjectionProgram:
@@ -146,23 +156,35 @@ class ProjectionProgram:
     ``storage``, ``budget`` that contains ``contract``; kinds left out are hard).
     ``outages``: the scenario's outages (capacity fractions once announced)."""
 
-    def __init__(self, layout: Layout, outages: Sequence[Outage] = (),
-                 weights: np.ndarray | None = None,
-                 soft_order: Sequence[str] = SOFT_KINDS):
+    def __init__(
+        self,
+        layout: Layout,
+        outages: Sequence[Outage] = (),
+        weights: np.ndarray | None = None,
+        soft_order: Sequence[str] = SOFT_KINDS,
+    ):
         lay = layout
         self.layout = lay
         m = lay.num_lanes
         self.num_lanes = m
         self.weights = np.ones(m) if weights is None else np.asarray(weights, float).copy()
-        if self.weights.shape != (m,) or not np.all(np.isfinite(self.weights)) or np.any(
-                self.weights <= 0):
+        if (
+            self.weights.shape != (m,)
+            or not np.all(np.isfinite(self.weights))
+            or np.any(self.weights <= 0)
+        ):
             raise ValueError(f"weights must be {m} positive finite numbers, one per lane")
         self.w_eff = self.weights * (1.0 + TIE_BREAK * (np.arange(m) + 1) / max(m, 1))
         soft_order = tuple(soft_order)
-        if (len(set(soft_order)) != len(soft_order) or not set(soft_order) <= set(SOFT_KINDS)
-                or "contract" not in soft_order):
-            raise ValueError(f"soft_order must list distinct kinds of {SOFT_KINDS} and "
-                             f"include 'contract', got {soft_order!r}")
+        if (
+            len(set(soft_order)) != len(soft_order)
+            or not set(soft_order) <= set(SOFT_KINDS)
+            or "contract" not in soft_order
+        ):
+            raise ValueError(
+                f"soft_order must list distinct kinds of {SOFT_KINDS} and "
+                f"include 'contract', got {soft_order!r}"
+            )
         self.soft_order = soft_order
         self.lot = lay.lot_size.copy()
         self.has_lot = self.lot > 0
@@ -197,49 +219,83 @@ class ProjectionProgram:
         cap = lay.capacity
         ids = lay.node_ids
         # production: a supplier's external orders
-        rows = [i for i in range(lay.num_nodes) if lay.output_kind[i] == OUTPUT_PRODUCTION
-                and np.isfinite(cap[i]) and (lay.external & (lay.lane_dst == i)).any()]
-        self._add_cap_group("production", rows, [lay.external & (lay.lane_dst == i)
-                                                 for i in rows], np.ones(len(rows)))
-        rows = [i for i in range(lay.num_nodes) if lay.output_kind[i] == OUTPUT_SHIPPING
-                and np.isfinite(cap[i]) and (lay.lane_src == i).any()]
-        self._add_cap_group("shipping", rows, [lay.lane_src == i for i in rows],
-                            np.ones(len(rows)))
+        rows = [
+            i
+            for i in range(lay.num_nodes)
+            if lay.output_kind[i] == OUTPUT_PRODUCTION
+            and np.isfinite(cap[i])
+            and (lay.external & (lay.lane_dst == i)).any()
+        ]
+        self._add_cap_group(
+            "production",
+            rows,
+            [lay.external & (lay.lane_dst == i) for i in rows],
+            np.ones(len(rows)),
+        )
+        rows = [
+            i
+            for i in range(lay.num_nodes)
+            if lay.output_kind[i] == OUTPUT_SHIPPING
+            and np.isfinite(cap[i])
+            and (lay.lane_src == i).any()
+        ]
+        self._add_cap_group("shipping", rows, [lay.lane_src == i for i in rows], np.ones(len(rows)))
         comp_items = [item for n in lay.network.nodes for item in n.bill_of_materials]
-        slots = [c for c in range(lay.num_components)
-                 if lay.output_kind[lay.comp_node[c]] == OUTPUT_ASSEMBLY
-                 and np.isfinite(cap[lay.comp_node[c]]) and (lay.lane_comp == c).any()]
-        self._add_cap_group("assembly", [int(lay.comp_node[c]) for c in slots],
-                            [lay.lane_comp == c for c in slots],
-                            np.array([lay.comp_bom[c] for c in slots]),
-                            [f"{ids[lay.comp_node[c]]}:{comp_items[c]}" for c in slots])
+        slots = [
+            c
+            for c in range(lay.num_components)
+            if lay.output_kind[lay.comp_node[c]] == OUTPUT_ASSEMBLY
+            and np.isfinite(cap[lay.comp_node[c]])
+            and (lay.lane_comp == c).any()
+        ]
+        self._add_cap_group(
+            "assembly",
+            [int(lay.comp_node[c]) for c in slots],
+            [lay.lane_comp == c for c in slots],
+            np.array([lay.comp_bom[c] for c in slots]),
+            [f"{ids[lay.comp_node[c]]}:{comp_items[c]}" for c in slots],
+        )
         # storage: nodes with finite storage and inbound lanes
-        st_rows = [i for i in range(lay.num_nodes)
-                   if np.isfinite(lay.storage[i]) and (lay.lane_dst == i).any()]
+        st_rows = [
+            i
+            for i in range(lay.num_nodes)
+            if np.isfinite(lay.storage[i]) and (lay.lane_dst == i).any()
+        ]
         self.storage_nodes = np.array(st_rows, int)
         if st_rows:
             a = np.stack([(lay.lane_dst == i).astype(float) for i in st_rows])
-            self.groups.append(RowGroup("storage", tuple(ids[i] for i in st_rows), a, True,
-                                        "storage" in soft_order))
+            self.groups.append(
+                RowGroup(
+                    "storage", tuple(ids[i] for i in st_rows), a, True, "storage" in soft_order
+                )
+            )
         # budget: organizations with a finite budget paying for priced lanes
-        orgs = [o for o in range(len(lay.org_ids)) if np.isfinite(lay.budget[o])
-                and ((lay.lane_org == o) & (self.unit_cost > 0)).any()]
+        orgs = [
+            o
+            for o in range(len(lay.org_ids))
+            if np.isfinite(lay.budget[o]) and ((lay.lane_org == o) & (self.unit_cost > 0)).any()
+        ]
         self.budget_orgs = np.array(orgs, int)
         if orgs:
             a = np.stack([np.where(lay.lane_org == o, self.unit_cost, 0.0) for o in orgs])
-            self.groups.append(RowGroup("budget", tuple(lay.org_ids[o] for o in orgs), a,
-                                        True, "budget" in soft_order))
+            self.groups.append(
+                RowGroup(
+                    "budget", tuple(lay.org_ids[o] for o in orgs), a, True, "budget" in soft_order
+                )
+            )
         self.group = {g.kind: g for g in self.groups}
         if lay.num_components:
             self._comp_node = np.eye(lay.num_nodes)[lay.comp_node].reshape(
-                lay.num_components, lay.num_nodes)
+                lay.num_components, lay.num_nodes
+            )
         # soft kinds present, hardest first (the order of the lexicographic phases)
         present = {g.kind for g in self.groups if g.soft}
         if len(self.contract_lanes):
             present.add("contract")
         self.phases = tuple(k for k in reversed(soft_order) if k in present)
-        self._a_all_t = (np.concatenate([g.a for g in self.groups]).T if self.groups
-                         else np.zeros((m, 0)))
+        self._a_all_t = (
+            np.concatenate([g.a for g in self.groups]).T if self.groups else np.zeros((m, 0))
+        )
         # repair: coefficients of the lanes without a lot size [M, R], and [R, M] holds
         self._free_coef_t = self._a_all_t * ~self.has_lot[:, None]
         self._free_holds = self._free_coef_t.T > 0
@@ -252,16 +308,24 @@ class ProjectionProgram:
         self.row_offset = {g.kind: int(o) for g, o in zip(self.groups, offsets, strict=False)}
         """First column of each group's rows in ``DayData.rhs_all``."""
 
-    def _add_cap_group(self, kind: str, nodes: list[int], masks: list[np.ndarray],
-                       scale: np.ndarray, targets: list[str] | None = None) -> None:
+    def _add_cap_group(
+        self,
+        kind: str,
+        nodes: list[int],
+        masks: list[np.ndarray],
+        scale: np.ndarray,
+        targets: list[str] | None = None,
+    ) -> None:
         if not nodes:
             return
         a = np.stack([mk.astype(float) for mk in masks])
         nodes_a = np.array(nodes, int)
         daily = bool(self.node_outage[nodes_a].any())
-        self.groups.append(RowGroup(kind, tuple(targets or [self.layout.node_ids[i]
-                                                            for i in nodes]),
-                                    a, daily, False))
+        self.groups.append(
+            RowGroup(
+                kind, tuple(targets or [self.layout.node_ids[i] for i in nodes]), a, daily, False
+            )
+        )
         self._cap_node[kind] = nodes_a
         self._cap_scale[kind] = np.asarray(scale, float)
 
@@ -311,8 +375,11 @@ class ProjectionProgram:
         if state.month_end and len(self.contract_lanes):
             c = self.contract_lanes
             lb[:, c] = np.maximum(self.commit[c] - state.month_ordered[:, c], 0.0)
-        rhs_all = (np.concatenate([rhs[g.kind] for g in self.groups], axis=1) if self.groups
-                   else np.zeros((b, 0)))
+        rhs_all = (
+            np.concatenate([rhs[g.kind] for g in self.groups], axis=1)
+            if self.groups
+            else np.zeros((b, 0))
+        )
         return DayData(p, np.array(ub), lb, rhs, raw, rhs_all)
 
     def envelope(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -412,18 +479,22 @@ class ProjectionProgram:
         if hard_contract or not self.phases:
             x = self.least_orders(day, True)
             if self._violated(x, day, set(self.phases)).any():
-                raise SolverError("infeasible day: month-end commitments conflict with hard "
-                                  "constraints and 'contract' is not a soft kind")
+                raise SolverError(
+                    "infeasible day: month-end commitments conflict with hard "
+                    "constraints and 'contract' is not a soft kind"
+                )
         return first
 
     def conflicts(self, day: DayData, b: int, j: int) -> str:
         """Why block ``b`` is infeasible once the kinds ``phases[:j+1]`` are closed."""
-        closed = set(self.phases[: j + 1]) | ({"contract"} if "contract" not in self.phases
-                                              else set())
+        closed = set(self.phases[: j + 1]) | (
+            {"contract"} if "contract" not in self.phases else set()
+        )
         x = self.least_orders(day, "contract" in closed)[b]
         lanes = self.layout.lane_ids
-        need = [f"{lanes[c]} {day.lb[b, c]:,.6g} units" for c in self.contract_lanes
-                if day.lb[b, c] > 0]
+        need = [
+            f"{lanes[c]} {day.lb[b, c]:,.6g} units" for c in self.contract_lanes if day.lb[b, c] > 0
+        ]
         parts = []
         lot = np.where(self.has_lot, self.lot, 1.0)
         ub = np.where(self.has_lot, np.floor(day.ub[b] / lot + 1e-9) * lot, day.ub[b])
@@ -436,8 +507,10 @@ class ProjectionProgram:
             for r in np.flatnonzero(act > day.rhs[g.kind][b] + TOL):
                 unit = "$" if g.kind == "budget" else "units"
                 left = "left" if g.kind in ("budget", "storage") else "today"
-                parts.append(f"{g.kind} of {g.targets[r]}: they need {act[r]:,.6g} {unit}, "
-                             f"{day.rhs[g.kind][b, r]:,.6g} {unit} {left}")
+                parts.append(
+                    f"{g.kind} of {g.targets[r]}: they need {act[r]:,.6g} {unit}, "
+                    f"{day.rhs[g.kind][b, r]:,.6g} {unit} {left}"
+                )
         what = ("month-end commitments (" + ", ".join(need) + ")") if need else "orders"
         return f"{what} conflict with " + "; ".join(parts or ["the other constraints"])
 
@@ -451,8 +524,7 @@ class ProjectionProgram:
         lot = np.where(self.has_lot, self.lot, 1.0)
         x = np.where(self.has_lot, np.round(x / lot) * lot, np.minimum(x, day.ub))
         short = day.lb - x
-        x = np.where(~self.has_lot & (short > 0) & (short <= NOISE + NOISE_REL * day.lb),
-                     day.lb, x)
+        x = np.where(~self.has_lot & (short > 0) & (short <= NOISE + NOISE_REL * day.lb), day.lb, x)
         if not self.groups:
             return x
         floor = np.where(self.has_lot, x, np.minimum(day.lb, x))
@@ -466,15 +538,17 @@ class ProjectionProgram:
             return x
         coef_t, holds = self._free_coef_t, self._free_holds
         room = (x - floor) @ coef_t  # [K, R] $ or units that can be cut per row
-        frac = np.where(need & (room > 0), np.minimum(over / np.where(room > 0, room, 1.0),
-                                                      1.0), 0.0)
+        frac = np.where(
+            need & (room > 0), np.minimum(over / np.where(room > 0, room, 1.0), 1.0), 0.0
+        )
         # cut every free lane of a row by the row's fraction (the largest over its rows):
         # rows only lose activity, so each reaches rhs - margin or below
         cut = np.max(frac[:, :, None] * holds, axis=1)  # [K, M]
         return x - cut * (x - floor)
 
-    def relaxations(self, day_no: int, x: np.ndarray, day: DayData, rows: np.ndarray,
-                    first: np.ndarray) -> tuple[list[Relaxation], list[str]]:
+    def relaxations(
+        self, day_no: int, x: np.ndarray, day: DayData, rows: np.ndarray, first: np.ndarray
+    ) -> tuple[list[Relaxation], list[str]]:
         """Relaxation records of released ``x [K, M]`` (blocks ``rows`` of the batch),
         and the hard violations left (empty when all is well)."""
         if self.feasible(x, day).all():  # nothing over (simulator tolerances): no records
@@ -489,8 +563,13 @@ class ProjectionProgram:
         for kind, e in ex.items():
             g = self.group.get(kind)
             soft = g.soft if g is not None else kind == "contract" and "contract" in self.phases
-            tol = (np.full_like(e, LOT_TOL) if kind == "lot" else
-                   NOISE + NOISE_REL * scale[kind] if soft else np.full_like(e, TOL))
+            tol = (
+                np.full_like(e, LOT_TOL)
+                if kind == "lot"
+                else NOISE + NOISE_REL * scale[kind]
+                if soft
+                else np.full_like(e, TOL)
+            )
             tols[kind] = (g, soft, tol)
             flagged |= (e > tol).any(axis=1)
         for b in np.flatnonzero(flagged):
@@ -504,10 +583,21 @@ class ProjectionProgram:
                         continue
                     if reason is None:
                         j = int(first[b]) if first[b] < len(self.phases) else 0
-                        reason = (f"infeasible day: {self.conflicts(day, b, j)}; relaxed in "
-                                  f"the order {', '.join(self.soft_order)} (softest first)")
-                    out.append(Relaxation(day_no, int(rows[b]), kind, target,
-                                          round(float(e[b, r]), 6), UNITS[kind], reason))
+                        reason = (
+                            f"infeasible day: {self.conflicts(day, b, j)}; relaxed in "
+                            f"the order {', '.join(self.soft_order)} (softest first)"
+                        )
+                    out.append(
+                        Relaxation(
+                            day_no,
+                            int(rows[b]),
+                            kind,
+                            target,
+                            round(float(e[b, r]), 6),
+                            UNITS[kind],
+                            reason,
+                        )
+                    )
         return out, hard
 
     def clamp_records(self, day_no: int, day: DayData) -> list[Relaxation]:
@@ -517,10 +607,18 @@ class ProjectionProgram:
             return out
         targets = self.group["storage"].targets
         for b, r in zip(*np.nonzero(day.raw_storage < -TOL), strict=True):
-            out.append(Relaxation(
-                day_no, int(b), "storage", targets[r], float(-day.raw_storage[b, r]), "units",
-                "stock and inbound already exceed the storage capacity before today's orders "
-                "(e.g. lateral transfers landed); no order into the node is allowed"))
+            out.append(
+                Relaxation(
+                    day_no,
+                    int(b),
+                    "storage",
+                    targets[r],
+                    float(-day.raw_storage[b, r]),
+                    "units",
+                    "stock and inbound already exceed the storage capacity before today's orders "
+                    "(e.g. lateral transfers landed); no order into the node is allowed",
+                )
+            )
         return out
 
 
@@ -541,10 +639,19 @@ class _Projector:
 
     backend = "?"
 
-    def __init__(self, layout: Layout, outages: Sequence[Outage] = (), *,
-                 weights: np.ndarray | None = None, soft_order: Sequence[str] = SOFT_KINDS,
-                 time_limit: float = DEFAULT_TIME_LIMIT, skip_feasible: bool = True,
-                 fast_path: bool = True, lp_first: bool = True, pack: bool = True):
+    def __init__(
+        self,
+        layout: Layout,
+        outages: Sequence[Outage] = (),
+        *,
+        weights: np.ndarray | None = None,
+        soft_order: Sequence[str] = SOFT_KINDS,
+        time_limit: float = DEFAULT_TIME_LIMIT,
+        skip_feasible: bool = True,
+        fast_path: bool = True,
+        lp_first: bool = True,
+        pack: bool = True,
+    ):
         from solvers.fastpath import SeparableRelaxation
 
         self.program = ProjectionProgram(layout, outages, weights, soft_order)
@@ -612,15 +719,18 @@ class _Projector:
             self.last_objective[idx] = obj
             recs, hard = prog.relaxations(state.day, x, sub, idx, first)
             if hard:
-                raise SolverError(f"{self.backend}: day {state.day}: the solution violates "
-                                  f"hard constraints after repair: {'; '.join(hard[:5])}")
+                raise SolverError(
+                    f"{self.backend}: day {state.day}: the solution violates "
+                    f"hard constraints after repair: {'; '.join(hard[:5])}"
+                )
             relax += recs
         distance = (prog.weights * np.abs(released - p)).sum(axis=1)
         ms = (time.perf_counter() - t0) * 1e3
         return Projection(released, distance, np.full(b, ms), need, relax, solver_used)
 
-    def _solve(self, day: DayData, day_no: int, batch: int, lp_first: bool = True
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _solve(
+        self, day: DayData, day_no: int, batch: int, lp_first: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Solve ``K`` blocks in the model of ``min(2^ceil(log2 K), batch)`` blocks."""
         prog = self.program
         k = day.p.shape[0]
@@ -635,8 +745,7 @@ class _Projector:
         # no soft row relaxed today: every row bounds the lot lanes (ProjectionProgram.lot_ub)
         closed = not (first < len(phases)).any()
         env = prog.envelope(padded.p)
-        model.set_day(padded, prog.lot_ub(padded) if closed and len(prog.lot_lanes) else None,
-                      env)
+        model.set_day(padded, prog.lot_ub(padded) if closed and len(prog.lot_lanes) else None, env)
         lp = lp_first and len(prog.lot_lanes) > 0 and closed
         model.set_integer(not lp)  # the relaxation phases solve the MILP
         for j, kind in enumerate(phases):
@@ -668,8 +777,10 @@ class _Projector:
             return model.solve(phase, self.time_limit)
         except SolverError as exc:
             what = f"phase minimizing {phase} slack" if phase else "projection"
-            raise SolverError(f"{self.backend} backend, day {day_no}, {what}: {exc} (time "
-                              f"limit {self.time_limit:g} s per solve)") from None
+            raise SolverError(
+                f"{self.backend} backend, day {day_no}, {what}: {exc} (time "
+                f"limit {self.time_limit:g} s per solve)"
+            ) from None
 
 
 def make_backend(layout: Layout, backend: str, **options: Any) -> _Projector:
@@ -764,8 +875,7 @@ def _layout_blocks(prog: ProjectionProgram, k: int) -> _Blocks:
         soft_sizes["contract"] = len(prog.contract_lanes)
     off = 0
     cols: dict[str, tuple[int, int]] = {}
-    for name, size in [("x", m), ("up", m), ("dn", m), ("n", nl), ("env", nl),
-                       *soft_sizes.items()]:
+    for name, size in [("x", m), ("up", m), ("dn", m), ("n", nl), ("env", nl), *soft_sizes.items()]:
         cols[name] = (off, size)
         off += size
     ncol = off
@@ -785,8 +895,18 @@ def _layout_blocks(prog: ProjectionProgram, k: int) -> _Blocks:
         roff += size
     rbase = (np.arange(k) * roff)[:, None]
     rows = {name: rbase + o + np.arange(s)[None, :] for name, (o, s) in rows_at.items()}
-    return _Blocks(k, ncol, col("x"), col("up"), col("dn"), col("n"), col("env"),
-                   {kind: col(kind) for kind in soft_sizes}, rows, roff * k)
+    return _Blocks(
+        k,
+        ncol,
+        col("x"),
+        col("up"),
+        col("dn"),
+        col("n"),
+        col("env"),
+        {kind: col(kind) for kind in soft_sizes},
+        rows,
+        roff * k,
+    )
 
 
 # -- highspy backend ---------------------------------------------------------------------
@@ -887,8 +1007,9 @@ class _HighsModel:
         self._mutable_ub = prog.lane_outage.any()
         self._env_cols = bl.env.ravel().astype(np.int32)
         self._n_cols = bl.n.ravel().astype(np.int32)
-        self._ub_cols = (bl.x if self._mutable_ub else bl.x[:, prog.lot_lanes]).ravel().astype(
-            np.int32)
+        self._ub_cols = (
+            (bl.x if self._mutable_ub else bl.x[:, prog.lot_lanes]).ravel().astype(np.int32)
+        )
         self.integer = True
         del m
 
@@ -904,8 +1025,12 @@ class _HighsModel:
             self.h.changeColsIntegrality(n, self._n_cols, np.full(n, int(integer), np.int32))
         self.integer = integer
 
-    def set_day(self, day: DayData, lot_ub: np.ndarray | None = None,
-                env: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+    def set_day(
+        self,
+        day: DayData,
+        lot_ub: np.ndarray | None = None,
+        env: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         """Today's data; ``lot_ub``: the lot lanes' implied bounds (None: transport
         only); ``env``: :meth:`ProjectionProgram.envelope` of ``day.p`` if computed."""
         bl = self.bl
@@ -987,8 +1112,9 @@ class _PyomoModel:
         mdl.p = pyo.Param(mdl.B, mdl.L, mutable=True, initialize=0.0)
         ub_lanes = [int(i) for i in np.flatnonzero(prog.lane_outage | prog.has_lot)]
         mdl.UB = pyo.Set(initialize=ub_lanes)
-        mdl.ub = pyo.Param(mdl.B, mdl.UB, mutable=True,
-                           initialize=lambda _m, b, lane: float(prog.nominal_ub[lane]))
+        mdl.ub = pyo.Param(
+            mdl.B, mdl.UB, mutable=True, initialize=lambda _m, b, lane: float(prog.nominal_ub[lane])
+        )
         nominal = prog.nominal_ub
 
         def x_bounds(_m, b, lane):
@@ -1004,12 +1130,16 @@ class _PyomoModel:
         if lots:
             mdl.LOT = pyo.Set(initialize=lots)
             mdl.n = pyo.Var(mdl.B, mdl.LOT, within=pyo.NonNegativeIntegers)
-            mdl.lot = pyo.Constraint(mdl.B, mdl.LOT, rule=lambda _m, b, lane: _m.x[b, lane]
-                                     == float(prog.lot[lane]) * _m.n[b, lane])
+            mdl.lot = pyo.Constraint(
+                mdl.B,
+                mdl.LOT,
+                rule=lambda _m, b, lane: _m.x[b, lane] == float(prog.lot[lane]) * _m.n[b, lane],
+            )
             # the envelope piece of a lot lane (ProjectionProgram.envelope); there, p
             # holds the lot multiple F at or below the proposal
-            mdl.env = pyo.Var(mdl.B, mdl.LOT, bounds=lambda _m, b, lane: (
-                0.0, float(prog.lot[lane])))
+            mdl.env = pyo.Var(
+                mdl.B, mdl.LOT, bounds=lambda _m, b, lane: (0.0, float(prog.lot[lane]))
+            )
             mdl.s = pyo.Param(mdl.B, mdl.LOT, mutable=True, initialize=0.0)
         lot_set = set(lots)
 
@@ -1031,8 +1161,7 @@ class _PyomoModel:
                 mdl.add_component(f"rhs_{g.kind}", par)
                 self.rhs_params[g.kind] = par
             else:
-                static = (prog.layout.capacity[prog._cap_node[g.kind]]
-                          * prog._cap_scale[g.kind])
+                static = prog.layout.capacity[prog._cap_node[g.kind]] * prog._cap_scale[g.kind]
                 par = {(b, r): float(static[r]) for b in range(k) for r in range(len(static))}
             slack = None
             if g.soft:
@@ -1054,11 +1183,17 @@ class _PyomoModel:
             if "contract" in prog.phases:
                 mdl.slack_contract = pyo.Var(mdl.B, mdl.C, within=pyo.NonNegativeReals)
                 slack_of["contract"] = (mdl.slack_contract, mdl.C)
-                mdl.contract = pyo.Constraint(mdl.B, mdl.C, rule=lambda _m, b, lane: _m.x[
-                    b, lane] + _m.slack_contract[b, lane] >= _m.lb[b, lane])
+                mdl.contract = pyo.Constraint(
+                    mdl.B,
+                    mdl.C,
+                    rule=lambda _m, b, lane: (
+                        _m.x[b, lane] + _m.slack_contract[b, lane] >= _m.lb[b, lane]
+                    ),
+                )
             else:
-                mdl.contract = pyo.Constraint(mdl.B, mdl.C, rule=lambda _m, b, lane: _m.x[
-                    b, lane] >= _m.lb[b, lane])
+                mdl.contract = pyo.Constraint(
+                    mdl.B, mdl.C, rule=lambda _m, b, lane: _m.x[b, lane] >= _m.lb[b, lane]
+                )
         if prog.phases:
             mdl.P = pyo.Set(initialize=list(prog.phases))
             mdl.cap = pyo.Param(mdl.B, mdl.P, mutable=True, initialize=0.0)
@@ -1069,8 +1204,11 @@ class _PyomoModel:
 
             mdl.caps = pyo.Constraint(mdl.B, mdl.P, rule=cap_rule)
         w = prog.w_eff
-        l1 = sum(float(w[lane]) * (mdl.up[b, lane] + mdl.dn[b, lane])
-                 for b in range(k) for lane in range(m))
+        l1 = sum(
+            float(w[lane]) * (mdl.up[b, lane] + mdl.dn[b, lane])
+            for b in range(k)
+            for lane in range(m)
+        )
         if lots:
             l1 = l1 + sum(mdl.s[b, lane] * mdl.env[b, lane] for b in range(k) for lane in lots)
         mdl.obj = pyo.Objective(expr=l1)
@@ -1081,8 +1219,10 @@ class _PyomoModel:
             ob.deactivate()
             mdl.add_component(f"obj_{kind}", ob)
             self.phase_obj[kind] = ob
-        self.slack_vars = {kind: [[var[b, r] for r in rows] for b in range(k)]
-                           for kind, (var, rows) in slack_of.items()}
+        self.slack_vars = {
+            kind: [[var[b, r] for r in rows] for b in range(k)]
+            for kind, (var, rows) in slack_of.items()
+        }
         self.x_vars = [mdl.x[b, lane] for b in range(k) for lane in range(m)]
         self.d_vars = [(mdl.up[b, lane], mdl.dn[b, lane]) for b in range(k) for lane in range(m)]
         self.mdl = mdl
@@ -1092,8 +1232,10 @@ class _PyomoModel:
         self.keys: dict[str, list[tuple[Any, Any]]] = {
             "p": [(b, lane) for b in range(k) for lane in range(m)],
             "ub": [(b, lane) for b in range(k) for lane in ub_lanes],
-            "s": lot_keys, "lb": [(b, lane) for b in range(k) for lane in cl],
-            "cap": [(b, kind) for b in range(k) for kind in prog.phases]}
+            "s": lot_keys,
+            "lb": [(b, lane) for b in range(k) for lane in cl],
+            "cap": [(b, kind) for b in range(k) for kind in prog.phases],
+        }
         for kind in self.rhs_params:
             rows = prog.group[kind].a.shape[0]
             self.keys[f"rhs_{kind}"] = [(b, r) for b in range(k) for r in range(rows)]
@@ -1139,7 +1281,8 @@ class _PyomoModel:
 
             self._helpers: dict[str, list[tuple[Any, ...]]] = {
                 "p": rows(mdl.distance, self.keys["p"]),
-                "ub": [(opt._mutable_bounds[id(mdl.x[key])][1],) for key in self.keys["ub"]]}
+                "ub": [(opt._mutable_bounds[id(mdl.x[key])][1],) for key in self.keys["ub"]],
+            }
             if cl:
                 self._helpers["lb"] = rows(mdl.contract, self.keys["lb"])
             if prog.phases:
@@ -1149,8 +1292,10 @@ class _PyomoModel:
             self._pending: set[Any] = set()
             self._push_all = True
             self._push_objective = False
-            self.slack_cols = {kind: np.array([[col[id(v)] for v in row] for row in rows])
-                               for kind, rows in self.slack_vars.items()}
+            self.slack_cols = {
+                kind: np.array([[col[id(v)] for v in row] for row in rows])
+                for kind, rows in self.slack_vars.items()
+            }
             self._time_limit: float | None = None
 
     def set_integer(self, integer: bool) -> None:
@@ -1165,8 +1310,12 @@ class _PyomoModel:
             self.opt.update_variables(self.n_vars)
         self.integer = integer
 
-    def set_day(self, day: DayData, lot_ub: np.ndarray | None = None,
-                env: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+    def set_day(
+        self,
+        day: DayData,
+        lot_ub: np.ndarray | None = None,
+        env: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         """Today's data into the Params (see :meth:`_HighsModel.set_day`)."""
         mdl = self.mdl
         p = day.p
@@ -1280,8 +1429,9 @@ class PyomoProjector(_Projector):
 
     backend = "pyomo"
 
-    def __init__(self, layout: Layout, outages: Sequence[Outage] = (), *, lean: bool = True,
-                 **options: Any):
+    def __init__(
+        self, layout: Layout, outages: Sequence[Outage] = (), *, lean: bool = True, **options: Any
+    ):
         super().__init__(layout, outages, **options)
         self.lean = bool(lean)
 
@@ -1289,5 +1439,11 @@ class PyomoProjector(_Projector):
         return _PyomoModel(self.program, blocks, self.lean)
 
 
-__all__ = ["DayData", "HighsProjector", "ProjectionProgram", "PyomoProjector", "RowGroup",
-           "make_backend"]
+__all__ = [
+    "DayData",
+    "HighsProjector",
+    "ProjectionProgram",
+    "PyomoProjector",
+    "RowGroup",
+    "make_backend",
+]

@@ -51,13 +51,21 @@ class RollingLP:
 
     name = "rolling-lp"
 
-    def __init__(self, layout: Layout, scenario: Scenario, horizon: int | None = None,
-                 forecast: str = "calendar", window: int = 28,
-                 safety: float | str = "newsvendor", time_limit: float = 60.0):
+    def __init__(
+        self,
+        layout: Layout,
+        scenario: Scenario,
+        horizon: int | None = None,
+        forecast: str = "calendar",
+        window: int = 28,
+        safety: float | str = "newsvendor",
+        time_limit: float = 60.0,
+    ):
         if forecast not in FORECASTS:
             raise ValueError(f"forecast must be one of {', '.join(FORECASTS)}, got {forecast!r}")
-        if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)
-                                    or horizon < 2):
+        if horizon is not None and (
+            isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 2
+        ):
             raise ValueError(f"horizon must be an integer >= 2 (days), got {horizon!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be an integer >= 1 (days), got {window!r}")
@@ -66,8 +74,9 @@ class RollingLP:
         self.forecast = forecast
         self.window = window
         self.time_limit = float(time_limit)
-        self.expected_lead = np.array([max(1, int(round(ln.lead_time.expected_days)))
-                                       for ln in lay.network.lanes], int)
+        self.expected_lead = np.array(
+            [max(1, int(round(ln.lead_time.expected_days))) for ln in lay.network.lanes], int
+        )
         self.horizon = int(horizon or self._chain_lead() + 7)
         self.safety = safety
         self.floor, self.floor_start = self._safety_stock(safety)
@@ -89,11 +98,13 @@ class RollingLP:
         plain = st.slot < 0
         sigma = np.zeros(lay.num_nodes)
         chain = self._lead_into()[st.node[plain]]
-        sigma[st.node[plain]] = np.sqrt(chain * fs.var[plain]
-                                        + fs.mean[plain] ** 2 * fs.lead_var[plain])
+        sigma[st.node[plain]] = np.sqrt(
+            chain * fs.var[plain] + fs.mean[plain] ** 2 * fs.lead_var[plain]
+        )
         floor = np.where(lay.customer, np.maximum(z, 0.0) * sigma, 0.0)
-        first = np.array([self.expected_lead[lay.inbound_lanes(i)].min(initial=1)
-                          for i in range(lay.num_nodes)])
+        first = np.array(
+            [self.expected_lead[lay.inbound_lanes(i)].min(initial=1) for i in range(lay.num_nodes)]
+        )
         return floor, first
 
     def _lead_into(self) -> np.ndarray:
@@ -102,8 +113,14 @@ class RollingLP:
         into = np.zeros(lay.num_nodes)
         for i in lay.topo_order:
             lanes = lay.inbound_lanes(i)
-            into[i] = max(self.expected_lead[m] + (into[lay.lane_src[m]] if lay.lane_src[m] >= 0
-                                                  else 0.0) for m in lanes) if len(lanes) else 0
+            into[i] = (
+                max(
+                    self.expected_lead[m] + (into[lay.lane_src[m]] if lay.lane_src[m] >= 0 else 0.0)
+                    for m in lanes
+                )
+                if len(lanes)
+                else 0
+            )
         return into
 
     def _chain_lead(self) -> int:
@@ -115,8 +132,7 @@ class RollingLP:
             if len(out):
                 below[i] = max(self.expected_lead[m] + below[lay.lane_dst[m]] for m in out)
         ext = np.flatnonzero(lay.external)
-        return int(max((self.expected_lead[m] + below[lay.lane_dst[m]] for m in ext),
-                       default=1))
+        return int(max((self.expected_lead[m] + below[lay.lane_dst[m]] for m in ext), default=1))
 
     def calendar_mean(self, state: State, days: int) -> np.ndarray:
         """``[days, N]`` mean demand of days ``t .. t+days-1`` from the known calendar."""
@@ -133,11 +149,15 @@ class RollingLP:
             if d.history:
                 out[:, i] = d.base_mean
                 continue
-            mean = d.base_mean * np.asarray(d.weekly, float)[weekday] * (
-                1 + d.annual_amplitude * np.cos(2 * np.pi * (doy - d.annual_peak_day) / 365.0))
+            mean = (
+                d.base_mean
+                * np.asarray(d.weekly, float)[weekday]
+                * (1 + d.annual_amplitude * np.cos(2 * np.pi * (doy - d.annual_peak_day) / 365.0))
+            )
             for pr in d.promotions:
-                mean = mean * np.where((day >= pr.start_day) & (day <= pr.end_day),
-                                       pr.multiplier, 1.0)
+                mean = mean * np.where(
+                    (day >= pr.start_day) & (day <= pr.end_day), pr.multiplier, 1.0
+                )
             for s in self.scenario.surges:
                 if s.start_day is not None and s.region == lay.region[i]:
                     on = (day >= s.start_day) & (day < s.start_day + int(round(s.duration_days)))
@@ -150,7 +170,7 @@ class RollingLP:
         b, h = state.on_hand.shape[0], self.horizon
         cal = np.broadcast_to(self.calendar_mean(state, h), (b, h, self.layout.num_nodes)).copy()
         if self.forecast == "moving-average" and self._history:
-            recent = np.stack(self._history[-self.window:])  # [W, B, N]
+            recent = np.stack(self._history[-self.window :])  # [W, B, N]
             cal[:] = recent.mean(axis=0)[:, None, :]
         cal[:, 0] = 0.0
         return cal
@@ -164,35 +184,43 @@ class RollingLP:
         h = self.horizon
         demand = self._forecast(state)
         node_f = self._known.known_node_factor(state)
-        lane_f = np.where((state.alert > 0) & self._known.lane_outage, self._known.lane_frac,
-                          1.0)
+        lane_f = np.where((state.alert > 0) & self._known.lane_outage, self._known.lane_frac, 1.0)
         p_len = state.pipeline.shape[2]
         k = np.arange(h)
         slots = (state.day + k) % p_len
         arrivals = np.where((k >= 1) & (k < p_len), 1.0, 0.0)[None, :, None] * np.moveaxis(
-            state.pipeline[:, :, slots], 2, 1)  # [B, H, M]
+            state.pipeline[:, :, slots], 2, 1
+        )  # [B, H, M]
         t_len = state.transfer_pipeline.shape[2]
         t_slots = (state.day + k) % t_len
         t_land = np.where((k >= 1) & (k < t_len), 1.0, 0.0)[None, :, None] * np.moveaxis(
-            state.transfer_pipeline[:, :, t_slots], 2, 1)  # [B, H, T]
-        dst_t = np.eye(lay.num_nodes)[lay.transfer_dst].reshape(lay.num_transfers,
-                                                               lay.num_nodes)
+            state.transfer_pipeline[:, :, t_slots], 2, 1
+        )  # [B, H, T]
+        dst_t = np.eye(lay.num_nodes)[lay.transfer_dst].reshape(lay.num_transfers, lay.num_nodes)
         lead = np.broadcast_to(self.expected_lead, (h, lay.num_lanes))
         floor = np.where(k[:, None] >= self.floor_start[None, :], self.floor[None, :], 0.0)
         orders = np.zeros((b_size, lay.num_lanes))
         transfers = np.zeros((b_size, lay.num_transfers))
         for b in range(b_size):
             data = FlowInputs(
-                demand=demand[b], lead=lead,
+                demand=demand[b],
+                lead=lead,
                 node_factor=np.broadcast_to(node_f[b], (h, lay.num_nodes)),
                 lane_factor=np.broadcast_to(lane_f[b], (h, lay.num_lanes)),
-                weight=np.ones(h), on_hand=state.on_hand[b].copy(),
-                components=state.components[b].copy(), backlog=state.backlog[b].copy(),
-                owed=state.owed[b].copy(), arrivals=arrivals[b],
-                transfers_landing=t_land[b] @ dst_t, day0_events=False, floor=floor,
-                floor_penalty=lay.penalty)
-            sol = solve_flow(lay, data, lost_sales=self.scenario.lost_sales,
-                             time_limit=self.time_limit)
+                weight=np.ones(h),
+                on_hand=state.on_hand[b].copy(),
+                components=state.components[b].copy(),
+                backlog=state.backlog[b].copy(),
+                owed=state.owed[b].copy(),
+                arrivals=arrivals[b],
+                transfers_landing=t_land[b] @ dst_t,
+                day0_events=False,
+                floor=floor,
+                floor_penalty=lay.penalty,
+            )
+            sol = solve_flow(
+                lay, data, lost_sales=self.scenario.lost_sales, time_limit=self.time_limit
+            )
             orders[b] = sol.orders[0]
             if lay.num_transfers:
                 transfers[b] = sol.transfers[0]
@@ -203,5 +231,9 @@ class RollingLP:
         return Decision(orders, transfers if lay.num_transfers else None)
 
     def options(self) -> dict[str, Any]:
-        return {"horizon": self.horizon, "forecast": self.forecast, "window": self.window,
-                "safety": self.safety}
+        return {
+            "horizon": self.horizon,
+            "forecast": self.forecast,
+            "window": self.window,
+            "safety": self.safety,
+        }

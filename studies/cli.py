@@ -15,35 +15,57 @@ DEFAULT_STUDY = "quick"
 def add_commands(commands, count_t) -> None:
     """Add ``run``, ``report`` and ``studies`` to the subparsers ``commands``."""
     p = commands.add_parser(
-        "run", help=f"run a study (default: {DEFAULT_STUDY}) and write its report",
+        "run",
+        help=f"run a study (default: {DEFAULT_STUDY}) and write its report",
         description="Run a built-in study or a study file: tuned classical policies, trained "
         "DQN (federated through a local Flower federation, isolated or centralized), pure "
         "and hybrid, on common random numbers; writes per-replication results (Parquet), "
         "summary and paired-difference CSVs, figures and report.md. Resumable: re-run the "
-        "same command after an interruption. See docs/studies.md.")
-    p.add_argument("study", nargs="?", default=DEFAULT_STUDY, metavar="STUDY|FILE",
-                   help=f"a built-in study ({', '.join(_names())}) or a .toml file "
-                   f"(default {DEFAULT_STUDY})")
-    p.add_argument("--out", type=Path, metavar="DIR",
-                   help="run folder (default runs/STUDY-NAME); an existing one is resumed")
-    p.add_argument("--workers", type=count_t, metavar="N",
-                   help=f"parallel workers on this machine (default: CPUs, here "
-                   f"{os.cpu_count()}); 1 runs everything in this process")
-    p.add_argument("--ray-address", metavar="ADDR",
-                   help="run the units on an existing Ray cluster (e.g. 'auto' or "
-                   "'ray://HOST:10001') instead of starting Ray on this machine")
+        "same command after an interruption. See docs/studies.md.",
+    )
+    p.add_argument(
+        "study",
+        nargs="?",
+        default=DEFAULT_STUDY,
+        metavar="STUDY|FILE",
+        help=f"a built-in study ({', '.join(_names())}) or a .toml file (default {DEFAULT_STUDY})",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="run folder (default runs/STUDY-NAME); an existing one is resumed",
+    )
+    p.add_argument(
+        "--workers",
+        type=count_t,
+        metavar="N",
+        help=f"parallel workers on this machine (default: CPUs, here "
+        f"{os.cpu_count()}); 1 runs everything in this process",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="run the units on an existing Ray cluster (e.g. 'auto' or "
+        "'ray://HOST:10001') instead of starting Ray on this machine",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
 
     p = commands.add_parser(
-        "report", help="render a study's report again from its saved results",
+        "report",
+        help="render a study's report again from its saved results",
         description="Collate the unit files of a study run folder and write results/, "
-        "figures/ and report.md again (no simulation).")
+        "figures/ and report.md again (no simulation).",
+    )
     p.add_argument("dir", type=Path, metavar="DIR", help="a folder written by fedinv run")
     p.set_defaults(func=cmd_report)
 
-    p = commands.add_parser("studies", help="list or show the built-in studies",
-                            description="The built-in study definitions.")
+    p = commands.add_parser(
+        "studies",
+        help="list or show the built-in studies",
+        description="The built-in study definitions.",
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("list", help="names and titles")
     a.set_defaults(func=cmd_studies_list)
@@ -72,17 +94,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     copy = out / "study.toml"
     if not copy.is_file():
         copy.write_text(study_text(args.study))
-    command = "fedinv run " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
-        if len(sys.argv) > 1 and sys.argv[1] == "run" else f"fedinv run {args.study}"
+    command = (
+        "fedinv run " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if len(sys.argv) > 1 and sys.argv[1] == "run"
+        else f"fedinv run {args.study}"
+    )
     say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     say(f"study {spec.name}: {spec.title}")
     try:
-        run_study(spec, out, workers=args.workers, address=args.ray_address,
-                  command=command, echo=say, progress=not args.quiet and sys.stderr.isatty())
+        run_study(
+            spec,
+            out,
+            workers=args.workers,
+            address=args.ray_address,
+            command=command,
+            echo=say,
+            progress=not args.quiet and sys.stderr.isatty(),
+        )
     except StudyRunError as exc:
         print(f"fedinv: error: {exc}", file=sys.stderr)
-        print(f"finished units are kept in {out}; re-run the same command to continue",
-              file=sys.stderr)
+        print(
+            f"finished units are kept in {out}; re-run the same command to continue",
+            file=sys.stderr,
+        )
         return 1
     _print_summary(out)
     print(f"report: {out / 'report.md'}")
@@ -98,8 +132,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     folder = args.dir.resolve()
     if not (folder / "study.json").is_file() or not (folder / "units").is_dir():
-        raise ValueError(f"{folder}: not a study run folder (expected study.json and units/ "
-                         "written by fedinv run)")
+        raise ValueError(
+            f"{folder}: not a study run folder (expected study.json and units/ "
+            "written by fedinv run)"
+        )
     collate(spec_from_dict(json.loads((folder / "study.json").read_text())["spec"]), folder)
     _print_summary(folder)
     print(f"report: {folder / 'report.md'}")

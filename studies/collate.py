@@ -31,25 +31,44 @@ def collate(spec: StudySpec, out: Path, render: bool = True) -> Path:
         if u["policy"] not in labels or u["variant"] not in variants:
             continue  # a unit of a policy since removed from the study
         key = (u["variant"], int(u["replication"]))
-        row = {"variant": u["variant"], "policy": u["policy"],
-               "replication": int(u["replication"]), "mode": u["mode"],
-               "seconds": float(u.get("seconds", np.nan)), **u["metrics"]}
+        row = {
+            "variant": u["variant"],
+            "policy": u["policy"],
+            "replication": int(u["replication"]),
+            "mode": u["mode"],
+            "seconds": float(u.get("seconds", np.nan)),
+            **u["metrics"],
+        }
         bound = bounds.get(key, np.nan)
         row["bound_cost_per_day"] = bound
-        row["gap_to_bound_pct"] = (100.0 * (row["total_cost_per_day"] - bound) / bound
-                                   if np.isfinite(bound) and bound > 0 else np.nan)
+        row["gap_to_bound_pct"] = (
+            100.0 * (row["total_cost_per_day"] - bound) / bound
+            if np.isfinite(bound) and bound > 0
+            else np.nan
+        )
         for name, ev in u.get("events", {}).items():
             for k, v in ev.items():
                 row[f"event:{name}:{k}"] = v
         rows.append(row)
-        monthly += [{"variant": u["variant"], "policy": u["policy"],
-                     "replication": int(u["replication"]), **m} for m in u["monthly"]]
+        monthly += [
+            {
+                "variant": u["variant"],
+                "policy": u["policy"],
+                "replication": int(u["replication"]),
+                **m,
+            }
+            for m in u["monthly"]
+        ]
     order = {p.label: i for i, p in enumerate(spec.policies)}
     vorder = {v.name: i for i, v in enumerate(spec.variants)}
     frame = pd.DataFrame(rows)
     if len(frame):
-        frame = frame.sort_values(["variant", "policy", "replication"], key=lambda c: c.map(
-            vorder) if c.name == "variant" else c.map(order) if c.name == "policy" else c)
+        frame = frame.sort_values(
+            ["variant", "policy", "replication"],
+            key=lambda c: (
+                c.map(vorder) if c.name == "variant" else c.map(order) if c.name == "policy" else c
+            ),
+        )
     _write_parquet(frame.reset_index(drop=True), results / "replications.parquet")
     _write_parquet(pd.DataFrame(monthly), results / "monthly.parquet")
     if render:

@@ -50,11 +50,28 @@ from fedinv.sim.metrics import paired_difference, summarize
 from studies.spec import PolicySpec, StudySpec, VariantSpec, slugify, spec_from_dict
 
 SUMMARY_COLUMNS = ("variant", "policy", "mode", "metric", "n", "mean", "std", "ci95")
-PAIRED_COLUMNS = ("variant", "policy", "reference", "metric", "n", "policy_mean",
-                  "reference_mean", "mean", "ci95", "percent", "percent_ci95",
-                  "excludes_zero")
-PAIRED_METRICS = ("total_cost_per_day", "fill_rate", "stockouts_per_month",
-                  "holding_cost_k_per_month", "inventory_turnover", "violations_per_month")
+PAIRED_COLUMNS = (
+    "variant",
+    "policy",
+    "reference",
+    "metric",
+    "n",
+    "policy_mean",
+    "reference_mean",
+    "mean",
+    "ci95",
+    "percent",
+    "percent_ci95",
+    "excludes_zero",
+)
+PAIRED_METRICS = (
+    "total_cost_per_day",
+    "fill_rate",
+    "stockouts_per_month",
+    "holding_cost_k_per_month",
+    "inventory_turnover",
+    "violations_per_month",
+)
 """Metrics compared pairwise with the reference policy."""
 ID_COLUMNS = ("variant", "policy", "replication", "mode")
 EVENT_FIELDS = ("recovery_days", "stockouts", "cost_per_day", "recovered")
@@ -75,28 +92,40 @@ METRICS: dict[str, _Metric] = {
     "gap_to_bound_pct": _Metric("Gap to bound %", 1),
     "fill_rate": _Metric("Fill rate", 3, "lower fill rate", "higher fill rate", False),
     "cycle_service_level": _Metric("Cycle service level", 3, relative=False),
-    "stockouts_per_month": _Metric("Stockouts/month", 2, "fewer stockouts",
-                                   "more stockouts"),
+    "stockouts_per_month": _Metric("Stockouts/month", 2, "fewer stockouts", "more stockouts"),
     "internal_stockouts_per_month": _Metric("Internal stockouts/month", 2),
-    "holding_cost_k_per_month": _Metric("Holding $K/month", 2, "lower holding cost",
-                                        "higher holding cost"),
+    "holding_cost_k_per_month": _Metric(
+        "Holding $K/month", 2, "lower holding cost", "higher holding cost"
+    ),
     "total_cost_k_per_month": _Metric("Total cost $K/month", 2),
     "inventory_turnover": _Metric("Turnover", 2, "lower turnover", "higher turnover"),
     "bullwhip_ratio": _Metric("Bullwhip ratio", 2),
-    "violations_per_month": _Metric("Violations/month", 2, "fewer violations",
-                                    "more violations"),
+    "violations_per_month": _Metric("Violations/month", 2, "fewer violations", "more violations"),
     "projection_l1_per_day": _Metric("Projection L1/day", 2),
     "solve_ms_median": _Metric("Solve ms (median)", 1),
 }
-MAIN_METRICS = ("total_cost_per_day", "gap_to_bound_pct", "fill_rate", "stockouts_per_month",
-                "holding_cost_k_per_month", "inventory_turnover", "violations_per_month")
+MAIN_METRICS = (
+    "total_cost_per_day",
+    "gap_to_bound_pct",
+    "fill_rate",
+    "stockouts_per_month",
+    "holding_cost_k_per_month",
+    "inventory_turnover",
+    "violations_per_month",
+)
 HYBRID_METRICS = ("projection_l1_per_day", "solve_ms_median")
-POLICY_NAMES = {"base-stock": "installation base-stock", "echelon-base-stock":
-                "echelon base-stock", "sS": "(s, S)", "sQ": "(s, Q)", "min-stock": "min-stock",
-                "rolling-lp": "rolling-horizon LP", "dqn": "DQN"}
+POLICY_NAMES = {
+    "base-stock": "installation base-stock",
+    "echelon-base-stock": "echelon base-stock",
+    "sS": "(s, S)",
+    "sQ": "(s, Q)",
+    "min-stock": "min-stock",
+    "rolling-lp": "rolling-horizon LP",
+    "dqn": "DQN",
+}
 TRAINING_TEXT = {
     "federated": "as a Flower federation of the organizations (role-weighted FedAvg: "
-                 "only model weights leave an organization)",
+    "only model weights leave an organization)",
     "isolated": "by each organization alone on its own data (no federation)",
     "central": "by one learner on the pooled data of the whole network",
 }
@@ -177,12 +206,19 @@ def _with_gap(frame: pd.DataFrame) -> pd.DataFrame:
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     """The numeric and boolean columns of a replications table (not the identifiers)."""
-    return [c for c in frame.columns if c not in ID_COLUMNS and
-            (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
+    return [
+        c
+        for c in frame.columns
+        if c not in ID_COLUMNS
+        and (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+    ]
 
 
-def summary_frame(replications: pd.DataFrame, variants: Sequence[str] | None = None,
-                  policies: Sequence[str] | None = None) -> pd.DataFrame:
+def summary_frame(
+    replications: pd.DataFrame,
+    variants: Sequence[str] | None = None,
+    policies: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Long table of :data:`SUMMARY_COLUMNS` (module doc) from a replications table."""
     metrics = metric_columns(replications)
     rows: list[dict[str, Any]] = []
@@ -202,16 +238,28 @@ def summary_frame(replications: pd.DataFrame, variants: Sequence[str] | None = N
         for m in metrics:
             if m in stats:
                 s = stats[m]
-                rows.append({"variant": variant, "policy": policy, "mode": mode, "metric": m,
-                             "n": int(s["n"]), "mean": float(s["mean"]),
-                             "std": float(s["std"]), "ci95": float(s["ci95"])})
+                rows.append(
+                    {
+                        "variant": variant,
+                        "policy": policy,
+                        "mode": mode,
+                        "metric": m,
+                        "n": int(s["n"]),
+                        "mean": float(s["mean"]),
+                        "std": float(s["std"]),
+                        "ci95": float(s["ci95"]),
+                    }
+                )
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 
-def paired_frame(replications: pd.DataFrame, reference: str,
-                 variants: Sequence[str] | None = None,
-                 policies: Sequence[str] | None = None,
-                 metrics: Sequence[str] = PAIRED_METRICS) -> pd.DataFrame:
+def paired_frame(
+    replications: pd.DataFrame,
+    reference: str,
+    variants: Sequence[str] | None = None,
+    policies: Sequence[str] | None = None,
+    metrics: Sequence[str] = PAIRED_METRICS,
+) -> pd.DataFrame:
     """Long table of :data:`PAIRED_COLUMNS` (module doc): every policy - ``reference``."""
     rows: list[dict[str, Any]] = []
     by_variant = {v: g for v, _, g in _groups(replications, variants, None, by_policy=False)}
@@ -235,19 +283,33 @@ def paired_frame(replications: pd.DataFrame, reference: str,
                 d = paired_difference(a, b)
                 ref_mean = float(b[both].mean())
                 percent_ci = 100.0 * d["ci95"] / abs(ref_mean) if ref_mean else math.nan
-                rows.append({
-                    "variant": variant, "policy": policy, "reference": reference, "metric": m,
-                    "n": int(both.sum()), "policy_mean": float(a[both].mean()),
-                    "reference_mean": ref_mean, "mean": d["mean"], "ci95": d["ci95"],
-                    "percent": d["percent"], "percent_ci95": percent_ci,
-                    "excludes_zero": bool(math.isfinite(d["ci95"]) and
-                                          abs(d["mean"]) > d["ci95"])})
+                rows.append(
+                    {
+                        "variant": variant,
+                        "policy": policy,
+                        "reference": reference,
+                        "metric": m,
+                        "n": int(both.sum()),
+                        "policy_mean": float(a[both].mean()),
+                        "reference_mean": ref_mean,
+                        "mean": d["mean"],
+                        "ci95": d["ci95"],
+                        "percent": d["percent"],
+                        "percent_ci95": percent_ci,
+                        "excludes_zero": bool(
+                            math.isfinite(d["ci95"]) and abs(d["mean"]) > d["ci95"]
+                        ),
+                    }
+                )
     return pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
 
 
-def _groups(frame: pd.DataFrame, variants: Sequence[str] | None,
-            policies: Sequence[str] | None, by_policy: bool = True
-            ) -> Iterable[tuple[str, str, pd.DataFrame]]:
+def _groups(
+    frame: pd.DataFrame,
+    variants: Sequence[str] | None,
+    policies: Sequence[str] | None,
+    by_policy: bool = True,
+) -> Iterable[tuple[str, str, pd.DataFrame]]:
     variants = list(variants) if variants is not None else list(pd.unique(frame["variant"]))
     for variant in variants:
         sub = frame[frame["variant"] == variant]
@@ -283,8 +345,10 @@ class _Stats:
     """Lookup of the summary table: (variant, policy, metric) -> mean, ci95, n."""
 
     def __init__(self, summary: pd.DataFrame):
-        self.table = {(r.variant, r.policy, r.metric): (r.mean, r.ci95, r.n)
-                      for r in summary.itertuples(index=False)}
+        self.table = {
+            (r.variant, r.policy, r.metric): (r.mean, r.ci95, r.n)
+            for r in summary.itertuples(index=False)
+        }
 
     def get(self, variant: str, policy: str, metric: str) -> tuple[float, float, int]:
         return self.table.get((variant, policy, metric), (math.nan, math.nan, 0))
@@ -357,11 +421,14 @@ def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub markdown table of a frame of strings (columns: headers); columns of
     numbers are right-aligned."""
     head = "| " + " | ".join(_cell(c) for c in frame.columns) + " |"
-    numeric = [len(frame) > 0 and all(re.match(r"[-+−$0-9.]|—$", str(v)) for v in frame[c])
-               for c in frame.columns]
+    numeric = [
+        len(frame) > 0 and all(re.match(r"[-+−$0-9.]|—$", str(v)) for v in frame[c])
+        for c in frame.columns
+    ]
     rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
-    body = ["| " + " | ".join(_cell(v) for v in row) + " |"
-            for row in frame.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     return "\n".join([head, rule, *body])
 
 
@@ -387,15 +454,22 @@ def main_table(run: StudyRun, summary: pd.DataFrame, variant: str) -> pd.DataFra
     for p in policies:
         label = f"{p} (reference)" if p == run.spec.reference else p
         n = max(stats.get(variant, p, m)[2] for m in ("total_cost_per_day", "fill_rate"))
-        rows.append([label, run.mode(p), str(n)] +
-                    [_stat_text(stats, variant, p, m) for m in metrics])
+        rows.append(
+            [label, run.mode(p), str(n)] + [_stat_text(stats, variant, p, m) for m in metrics]
+        )
     if has_bound and run.replications is not None:
         bound = _bound_stats(run.replications, variant)
         if bound is not None:
             mean, ci, n = bound
-            rows.append(["Perfect-information bound (not a policy)", MISSING, str(n),
-                         _pm(mean, ci, _decimals("total_cost_per_day", mean))] +
-                        [MISSING] * (len(metrics) - 1))
+            rows.append(
+                [
+                    "Perfect-information bound (not a policy)",
+                    MISSING,
+                    str(n),
+                    _pm(mean, ci, _decimals("total_cost_per_day", mean)),
+                ]
+                + [MISSING] * (len(metrics) - 1)
+            )
     return pd.DataFrame(rows, columns=["Policy", "Mode", "n"] + [_label(m) for m in metrics])
 
 
@@ -443,8 +517,11 @@ def print_summary(out: Path, console: Any = None) -> None:
 
 
 def _first_variant(run: StudyRun) -> str:
-    present = run.variants if run.replications is None else [
-        v for v in run.variants if (run.replications["variant"] == v).any()]
+    present = (
+        run.variants
+        if run.replications is None
+        else [v for v in run.variants if (run.replications["variant"] == v).any()]
+    )
     return (present or run.variants)[0]
 
 
@@ -496,24 +573,33 @@ def write_figures(run: StudyRun, summary: pd.DataFrame) -> dict[str, str]:
         for i, variant in enumerate(present):
             name = "monthly.png" if i == 0 else f"monthly-{slugify(variant)}.png"
             sub = run.monthly[run.monthly["variant"] == variant]
-            _save(run.out / "figures" / name,
-                  lambda ax, sub=sub, v=variant: _plot_monthly(ax, sub, run, colors, v),
-                  panels=3)
+            _save(
+                run.out / "figures" / name,
+                lambda ax, sub=sub, v=variant: _plot_monthly(ax, sub, run, colors, v),
+                panels=3,
+            )
             figures[f"monthly:{variant}"] = f"figures/{name}"
     curves = _training_curves(run)
     if curves:
-        _save(run.out / "figures" / "training.png",
-              lambda ax: _plot_training(ax, curves), panels=len(curves))
+        _save(
+            run.out / "figures" / "training.png",
+            lambda ax: _plot_training(ax, curves),
+            panels=len(curves),
+        )
         figures["training"] = "figures/training.png"
     stats = _Stats(summary)
     points = [(v, p) for v in run.variants for p in run.policies if stats.has(v, p)]
     if points:
         if any(_finite(stats.get(v, p, "violations_per_month")[0]) for v, p in points):
-            _save(run.out / "figures" / "cost-vs-violations.png",
-                  lambda ax: _plot_cost_violations(ax[0], stats, points, run, colors))
+            _save(
+                run.out / "figures" / "cost-vs-violations.png",
+                lambda ax: _plot_cost_violations(ax[0], stats, points, run, colors),
+            )
             figures["cost-vs-violations"] = "figures/cost-vs-violations.png"
-        _save(run.out / "figures" / "cost.png",
-              lambda ax: _plot_cost(ax[0], stats, points, run, colors))
+        _save(
+            run.out / "figures" / "cost.png",
+            lambda ax: _plot_cost(ax[0], stats, points, run, colors),
+        )
         figures["cost"] = "figures/cost.png"
     return figures
 
@@ -531,19 +617,28 @@ def _save(path: Path, draw: Callable[[Any], None], panels: int = 1) -> None:
         plt.close(fig)
 
 
-def _plot_monthly(axes: list[Any], monthly: pd.DataFrame, run: StudyRun,
-                  colors: Mapping[str, str], variant: str) -> None:
-    panels = (("inventory_turnover", "Inventory turnover (annualized)"),
-              ("stockouts", "Stockouts per month"),
-              ("holding_cost_k", "Holding cost ($K per month)"))
+def _plot_monthly(
+    axes: list[Any], monthly: pd.DataFrame, run: StudyRun, colors: Mapping[str, str], variant: str
+) -> None:
+    panels = (
+        ("inventory_turnover", "Inventory turnover (annualized)"),
+        ("stockouts", "Stockouts per month"),
+        ("holding_cost_k", "Holding cost ($K per month)"),
+    )
     for ax, (column, title) in zip(axes, panels, strict=True):
         for policy in run.policies:
             sub = monthly[monthly["policy"] == policy]
             if sub.empty or column not in sub:
                 continue
             series = sub.groupby("month")[column].mean()
-            ax.plot(series.index, series.to_numpy(), marker="o", ms=3, color=colors[policy],
-                    label=policy)
+            ax.plot(
+                series.index,
+                series.to_numpy(),
+                marker="o",
+                ms=3,
+                color=colors[policy],
+                label=policy,
+            )
         ax.set_title(title)
         ax.set_xlabel("month")
         ax.set_xticks(range(1, 13))
@@ -590,8 +685,9 @@ def _plot_training(axes: list[Any], curves: list[tuple[str, pd.DataFrame]]) -> N
 _MARKERS = {"pure": "o", "hybrid": "s"}
 
 
-def _plot_cost_violations(ax: Any, stats: _Stats, points: list[tuple[str, str]],
-                          run: StudyRun, colors: Mapping[str, str]) -> None:
+def _plot_cost_violations(
+    ax: Any, stats: _Stats, points: list[tuple[str, str]], run: StudyRun, colors: Mapping[str, str]
+) -> None:
     several = len({v for v, _ in points}) > 1
     seen: set[str] = set()
     for variant, policy in points:
@@ -600,13 +696,22 @@ def _plot_cost_violations(ax: Any, stats: _Stats, points: list[tuple[str, str]],
         if not (_finite(cost) and _finite(viol)):
             continue
         mode = run.mode(policy)
-        ax.errorbar(viol, cost, xerr=_nan0(viol_ci), yerr=_nan0(cost_ci),
-                    fmt=_MARKERS.get(mode, "o"), color=colors[policy], capsize=3, ms=7,
-                    label=None if policy in seen else f"{policy} ({mode})")
+        ax.errorbar(
+            viol,
+            cost,
+            xerr=_nan0(viol_ci),
+            yerr=_nan0(cost_ci),
+            fmt=_MARKERS.get(mode, "o"),
+            color=colors[policy],
+            capsize=3,
+            ms=7,
+            label=None if policy in seen else f"{policy} ({mode})",
+        )
         seen.add(policy)
         if several:
-            ax.annotate(variant, (viol, cost), textcoords="offset points", xytext=(5, 5),
-                        fontsize=7)
+            ax.annotate(
+                variant, (viol, cost), textcoords="offset points", xytext=(5, 5), fontsize=7
+            )
     ax.set_xlabel("constraint violations per month (mean ± 95% CI)")
     ax.set_ylabel("total cost per day ($, mean ± 95% CI)")
     ax.set_title("Cost vs violations (circle: pure, square: hybrid)")
@@ -614,8 +719,9 @@ def _plot_cost_violations(ax: Any, stats: _Stats, points: list[tuple[str, str]],
     ax.legend(fontsize=8)
 
 
-def _plot_cost(ax: Any, stats: _Stats, points: list[tuple[str, str]], run: StudyRun,
-               colors: Mapping[str, str]) -> None:
+def _plot_cost(
+    ax: Any, stats: _Stats, points: list[tuple[str, str]], run: StudyRun, colors: Mapping[str, str]
+) -> None:
     variants = list(dict.fromkeys(v for v, _ in points))
     policies = [p for p in run.policies if any(q == p for _, q in points)]
     width = 0.8 / max(len(policies), 1)
@@ -627,15 +733,28 @@ def _plot_cost(ax: Any, stats: _Stats, points: list[tuple[str, str]], run: Study
                 xs.append(i - 0.4 + width * (j + 0.5))
                 ys.append(mean)
                 cis.append(_nan0(ci))
-        ax.bar(xs, ys, width=width * 0.9, yerr=cis, capsize=3, color=colors[policy],
-               label=policy, hatch="//" if run.mode(policy) == "hybrid" else None)
+        ax.bar(
+            xs,
+            ys,
+            width=width * 0.9,
+            yerr=cis,
+            capsize=3,
+            color=colors[policy],
+            label=policy,
+            hatch="//" if run.mode(policy) == "hybrid" else None,
+        )
     labelled = False
     for i, variant in enumerate(variants):
-        bound = _bound_stats(run.replications, variant) if run.replications is not None \
-            else None
+        bound = _bound_stats(run.replications, variant) if run.replications is not None else None
         if bound is not None and _finite(bound[0]):
-            ax.hlines(bound[0], i - 0.45, i + 0.45, colors="black", linestyles="--",
-                      label=None if labelled else "perfect-information bound")
+            ax.hlines(
+                bound[0],
+                i - 0.45,
+                i + 0.45,
+                colors="black",
+                linestyles="--",
+                label=None if labelled else "perfect-information bound",
+            )
             labelled = True
     ax.set_xticks(range(len(variants)))
     ax.set_xticklabels(variants)
@@ -652,15 +771,19 @@ def _nan0(x: float) -> float:
 # ----------------------------------------------------------------------------- markdown
 
 
-def report_markdown(run: StudyRun, summary: pd.DataFrame, paired: pd.DataFrame,
-                    figures: Mapping[str, str]) -> str:
+def report_markdown(
+    run: StudyRun, summary: pd.DataFrame, paired: pd.DataFrame, figures: Mapping[str, str]
+) -> str:
     """The text of ``report.md``."""
     spec = run.spec
     parts = [f"# {spec.title}", ""]
     if spec.description:
         parts += [spec.description.strip(), ""]
-    parts += [f"Study `{spec.name}`, scenario `{spec.scenario}`, definition digest "
-              f"`{run.meta.get('digest', spec.digest())}`.", ""]
+    parts += [
+        f"Study `{spec.name}`, scenario `{spec.scenario}`, definition digest "
+        f"`{run.meta.get('digest', spec.digest())}`.",
+        "",
+    ]
     parts += _method(run)
     parts += ["## Results", ""]
     if run.replications is None or summary.empty:
@@ -683,8 +806,11 @@ def _horizon(run: StudyRun) -> str:
     m = run.monthly
     if m is not None and len(m) and "days" in m:
         first = m.iloc[0]
-        one = m[(m["variant"] == first["variant"]) & (m["policy"] == first["policy"]) &
-                (m["replication"] == first["replication"])]
+        one = m[
+            (m["variant"] == first["variant"])
+            & (m["policy"] == first["policy"])
+            & (m["replication"] == first["replication"])
+        ]
         return f"the scenario's horizon ({int(one['days'].sum()):,} days evaluated)"
     return "the scenario's horizon"
 
@@ -700,39 +826,53 @@ def _method(run: StudyRun) -> list[str]:
         "identical demand and disruption paths (common random numbers) and are compared "
         "replication by replication. Tuning and training use other replications, numbered "
         f"from {TRAIN_BASE:,} upward and disjoint from the held-out ones, on the base "
-        "scenario only" + (": the variants below are evaluation conditions that no policy "
-                           "was tuned or trained on." if len(spec.variants) > 1 else "."))
+        "scenario only"
+        + (
+            ": the variants below are evaluation conditions that no policy was tuned or trained on."
+            if len(spec.variants) > 1
+            else "."
+        )
+    )
     out += ["", "**Policies.**", ""]
     out += [f"- {_policy_text(run, p)}" for p in spec.policies]
     if len(spec.variants) > 1 or _variant_changes(spec.variants[0]):
         out += ["", "**Variants.**", ""]
         out += [f"- `{v.name}`: {_variant_text(v)}" for v in spec.variants]
     if spec.events:
-        windows = "; ".join(f"`{e.name}`: days {e.first_day}–{e.last_day}"
-                            for e in spec.events)
-        out += ["", f"**Events.** For each event window ({windows}) we report per "
-                "policy the days the network needed to recover, the customer stockouts "
-                "during the window and the total cost per day during the window, and how "
-                "many replications had not recovered when the horizon ended."]
+        windows = "; ".join(f"`{e.name}`: days {e.first_day}–{e.last_day}" for e in spec.events)
+        out += [
+            "",
+            f"**Events.** For each event window ({windows}) we report per "
+            "policy the days the network needed to recover, the customer stockouts "
+            "during the window and the total cost per day during the window, and how "
+            "many replications had not recovered when the horizon ended.",
+        ]
     if spec.bound:
-        out += ["", "**Perfect-information bound.** For every held-out replication we also "
-                "solve a linear program that knows the replication's realized demand, lead "
-                "times and outages in advance and relaxes integrality, lot sizes, fixed "
-                "ordering costs, budgets, storage and contracts. Its cost per day is a lower "
-                "bound on the cost per day of any policy on that replication, pure or "
-                "hybrid: a yardstick, not a policy that could be run. The gap to the bound "
-                "is 100 × (cost − bound) / bound per replication, averaged over "
-                "replications."]
-    out += ["", "**Statistics.** Tables show means over the held-out replications ± the "
-            "half-width of a 95% Student-t confidence interval, t(0.975, n − 1) · s / √n. Each "
-            f"policy is compared with the reference policy, **{spec.reference}**, by paired "
-            "differences on the replications both have: the mean of the per-replication "
-            "difference (policy − reference), its 95% t-interval, and the change in percent "
-            "of the reference's mean; a difference is called significant when its interval "
-            "excludes 0. Stockouts count (customer-facing node, day) pairs with demand left "
-            "unfilled; the fill rate is the share of demand filled on the day it arrives; "
-            "turnover is annualized; violations count released orders that break a "
-            "constraint (capacity, budget, storage, lot size, contract).", ""]
+        out += [
+            "",
+            "**Perfect-information bound.** For every held-out replication we also "
+            "solve a linear program that knows the replication's realized demand, lead "
+            "times and outages in advance and relaxes integrality, lot sizes, fixed "
+            "ordering costs, budgets, storage and contracts. Its cost per day is a lower "
+            "bound on the cost per day of any policy on that replication, pure or "
+            "hybrid: a yardstick, not a policy that could be run. The gap to the bound "
+            "is 100 × (cost − bound) / bound per replication, averaged over "
+            "replications.",
+        ]
+    out += [
+        "",
+        "**Statistics.** Tables show means over the held-out replications ± the "
+        "half-width of a 95% Student-t confidence interval, t(0.975, n − 1) · s / √n. Each "
+        f"policy is compared with the reference policy, **{spec.reference}**, by paired "
+        "differences on the replications both have: the mean of the per-replication "
+        "difference (policy − reference), its 95% t-interval, and the change in percent "
+        "of the reference's mean; a difference is called significant when its interval "
+        "excludes 0. Stockouts count (customer-facing node, day) pairs with demand left "
+        "unfilled; the fill rate is the share of demand filled on the day it arrives; "
+        "turnover is annualized; violations count released orders that break a "
+        "constraint (capacity, budget, storage, lot size, contract).",
+        "",
+    ]
     return out
 
 
@@ -744,52 +884,70 @@ def _policy_text(run: StudyRun, p: PolicySpec) -> str:
         record = run.trained.get(p.training)
         text = f"trained {TRAINING_TEXT.get(p.training, p.training)}"
         if record is not None:
-            text += (f": {_int(record.get('simulated_days'))} simulated days, "
-                     f"{_duration(record.get('seconds'))} of wall time")
+            text += (
+                f": {_int(record.get('simulated_days'))} simulated days, "
+                f"{_duration(record.get('seconds'))} of wall time"
+            )
         else:
             text += f" (no training record `units/{prepared}.json`)"
     elif prepared is not None and prepared.startswith("tune/"):
         record = run.tuned.get(p.policy)
-        text = ("parameters tuned by simulation: cyclic coordinate descent with a "
-                "golden-section search per coordinate (a safety factor z per tier, and an "
-                "order-quantity multiple k of the EOQ per tier where the policy has one), "
-                f"{run.spec.tune_sweeps} sweeps, minimizing the mean cost per day over ")
+        text = (
+            "parameters tuned by simulation: cyclic coordinate descent with a "
+            "golden-section search per coordinate (a safety factor z per tier, and an "
+            "order-quantity multiple k of the EOQ per tier where the policy has one), "
+            f"{run.spec.tune_sweeps} sweeps, minimizing the mean cost per day over "
+        )
         if record is not None:
-            text += (f"{record.get('train_replications', run.spec.train_replications)} "
-                     f"training replications: {_int(record.get('evaluations'))} evaluations "
-                     f"= {_int(record.get('simulated_days'))} simulated days, "
-                     f"{_duration(record.get('seconds'))} of wall time")
+            text += (
+                f"{record.get('train_replications', run.spec.train_replications)} "
+                f"training replications: {_int(record.get('evaluations'))} evaluations "
+                f"= {_int(record.get('simulated_days'))} simulated days, "
+                f"{_duration(record.get('seconds'))} of wall time"
+            )
             coords = record.get("coords") or record.get("coordinates") or {}
             if coords:
-                text += "; result " + ", ".join(f"{k} = {_number(v, 2)}"
-                                                for k, v in coords.items())
+                text += "; result " + ", ".join(f"{k} = {_number(v, 2)}" for k, v in coords.items())
             if _finite(record.get("train_cost_per_day")):
-                text += (f" (training cost "
-                         f"${_number(record['train_cost_per_day'], 2)}/day)")
+                text += f" (training cost ${_number(record['train_cost_per_day'], 2)}/day)"
         else:
-            text += (f"{run.spec.train_replications} training replications (no tuning "
-                     f"record `units/{prepared}.json`)")
+            text += (
+                f"{run.spec.train_replications} training replications (no tuning "
+                f"record `units/{prepared}.json`)"
+            )
     elif p.values is not None:
-        text = ("fixed parameters given in the study definition: "
-                f"`{json.dumps(p.values, sort_keys=True)}`")
+        text = (
+            "fixed parameters given in the study definition: "
+            f"`{json.dumps(p.values, sort_keys=True)}`"
+        )
         if p.policy == "rolling-lp":
-            text = "an optimization policy: " + _ROLLING + "; options " + \
-                f"`{json.dumps(p.values, sort_keys=True)}`"
+            text = (
+                "an optimization policy: "
+                + _ROLLING
+                + "; options "
+                + f"`{json.dumps(p.values, sort_keys=True)}`"
+            )
     elif p.policy == "rolling-lp":
         text = "an optimization policy: " + _ROLLING
     else:
-        text = ("textbook parameters, not tuned: levels at a 95% service factor (z = 1.645) "
-                "on lead-time demand, order quantities from the EOQ")
+        text = (
+            "textbook parameters, not tuned: levels at a 95% service factor (z = 1.645) "
+            "on lead-time demand, order quantities from the EOQ"
+        )
     if p.mode == "hybrid":
-        text += (f". In hybrid mode its proposed orders pass through the safety layer "
-                 f"({p.solver}): each day the released orders are the nearest orders "
-                 "(weighted L1) that satisfy the capacity, budget, storage, lot-size and "
-                 "contract constraints")
+        text += (
+            f". In hybrid mode its proposed orders pass through the safety layer "
+            f"({p.solver}): each day the released orders are the nearest orders "
+            "(weighted L1) that satisfy the capacity, budget, storage, lot-size and "
+            "contract constraints"
+        )
     return f"{head}: {text}."
 
 
-_ROLLING = ("each day it solves the network-flow LP over a rolling horizon on a demand "
-            "forecast and releases the first day's orders (nothing tuned or trained)")
+_ROLLING = (
+    "each day it solves the network-flow LP over a rolling horizon on a demand "
+    "forecast and releases the first day's orders (nothing tuned or trained)"
+)
 
 
 def _int(x: Any) -> str:
@@ -810,20 +968,35 @@ def _variant_text(v: VariantSpec) -> str:
     return f"{v.description.rstrip('.')} ({what})." if v.description else f"{what}."
 
 
-def _variant_section(run: StudyRun, summary: pd.DataFrame, paired: pd.DataFrame,
-                     figures: Mapping[str, str], variant: str, several: bool) -> list[str]:
+def _variant_section(
+    run: StudyRun,
+    summary: pd.DataFrame,
+    paired: pd.DataFrame,
+    figures: Mapping[str, str],
+    variant: str,
+    several: bool,
+) -> list[str]:
     out = [f"### Variant `{variant}`" if several else "### Main results", ""]
     table = main_table(run, summary, variant)
-    out += [f"**Policies on `{variant}`**: mean ± 95% CI over the held-out replications "
-            "(n per policy).", "", markdown_table(table), ""]
+    out += [
+        f"**Policies on `{variant}`**: mean ± 95% CI over the held-out replications "
+        "(n per policy).",
+        "",
+        markdown_table(table),
+        "",
+    ]
     out += _paired_section(run, paired, variant)
     out += _event_section(run, summary, variant)
     key = f"monthly:{variant}"
     if key in figures:
-        out += [f"![Monthly inventory turnover, stockouts and holding cost on `{variant}`]"
-                f"({figures[key]})", "",
-                f"*Monthly inventory turnover (annualized), stockouts and holding cost ($K) "
-                f"on `{variant}`, mean over replications, one line per policy.*", ""]
+        out += [
+            f"![Monthly inventory turnover, stockouts and holding cost on `{variant}`]"
+            f"({figures[key]})",
+            "",
+            f"*Monthly inventory turnover (annualized), stockouts and holding cost ($K) "
+            f"on `{variant}`, mean over replications, one line per policy.*",
+            "",
+        ]
     return out
 
 
@@ -846,30 +1019,48 @@ def _paired_section(run: StudyRun, paired: pd.DataFrame, variant: str) -> list[s
     title = f"**Paired differences against the reference, {ref}** (policy − reference)"
     if sub.empty:
         others = [p for p in run.policies if p != ref]
-        why = ("no other policy" if not others else
-               f"no results for the reference {ref} or no replication in common")
+        why = (
+            "no other policy"
+            if not others
+            else f"no results for the reference {ref} or no replication in common"
+        )
         return [f"{title}: none ({why}).", ""]
     out = [f"{title}, on common replications:", ""]
     for row in sub[sub["metric"] == "total_cost_per_day"].itertuples(index=False):
         d = _decimals(row.metric, row.reference_mean)
         sign = "−" if row.mean < 0 else "+"
         money = f"{sign}${_pm(abs(row.mean), row.ci95, d)} per day"
-        verdict = ("the interval excludes 0." if row.excludes_zero else
-                   "the interval includes 0, so the difference is not significant at the "
-                   "95% level.")
+        verdict = (
+            "the interval excludes 0."
+            if row.excludes_zero
+            else "the interval includes 0, so the difference is not significant at the 95% level."
+        )
         reading = _reading(row)
-        sentence = (f"**{row.policy}** has the same cost as **{ref}**" if reading ==
-                    "no difference" else f"**{row.policy}** is {reading} than **{ref}**")
+        sentence = (
+            f"**{row.policy}** has the same cost as **{ref}**"
+            if reading == "no difference"
+            else f"**{row.policy}** is {reading} than **{ref}**"
+        )
         out.append(f"- {sentence} ({money}, n = {row.n}); {verdict}")
     out.append("")
     rows = []
     for row in sub.itertuples(index=False):
         d = _decimals(row.metric, row.reference_mean)
-        rows.append([row.policy, _label(row.metric), _pm(row.mean, row.ci95, d),
-                     (f"{row.percent:+.1f}%" if _finite(row.percent) else MISSING),
-                     _reading(row), "yes" if row.excludes_zero else "no", str(row.n)])
-    table = pd.DataFrame(rows, columns=["Policy", "Metric", "Difference ± 95% CI", "Change",
-                                        "Reading", "Excludes 0", "n"])
+        rows.append(
+            [
+                row.policy,
+                _label(row.metric),
+                _pm(row.mean, row.ci95, d),
+                (f"{row.percent:+.1f}%" if _finite(row.percent) else MISSING),
+                _reading(row),
+                "yes" if row.excludes_zero else "no",
+                str(row.n),
+            ]
+        )
+    table = pd.DataFrame(
+        rows,
+        columns=["Policy", "Metric", "Difference ± 95% CI", "Change", "Reading", "Excludes 0", "n"],
+    )
     return out + [markdown_table(table), ""]
 
 
@@ -909,17 +1100,32 @@ def _event_section(run: StudyRun, summary: pd.DataFrame, variant: str) -> list[s
             continue
         e = windows.get(event)
         span = f" (days {e.first_day}–{e.last_day})" if e is not None else ""
-        table = pd.DataFrame(rows, columns=["Policy", "Recovery days", "Stockouts in window",
-                                            "Cost $/day in window", "Not recovered"])
-        out += [f"**Event `{event}`{span} on `{variant}`**: mean ± 95% CI.", "",
-                markdown_table(table), ""]
+        table = pd.DataFrame(
+            rows,
+            columns=[
+                "Policy",
+                "Recovery days",
+                "Stockouts in window",
+                "Cost $/day in window",
+                "Not recovered",
+            ],
+        )
+        out += [
+            f"**Event `{event}`{span} on `{variant}`**: mean ± 95% CI.",
+            "",
+            markdown_table(table),
+            "",
+        ]
         definition = run.meta.get("recovery_definition")
         if definition and event == event_names(rep.columns, run.spec)[0]:
             out += [f"Recovery days: {definition}.", ""]
         if censored_note:
-            out += ["Replications that had not recovered when the horizon ended count in "
-                    "the recovery days with the days they were observed, so those means "
-                    "are lower bounds.", ""]
+            out += [
+                "Replications that had not recovered when the horizon ended count in "
+                "the recovery days with the days they were observed, so those means "
+                "are lower bounds.",
+                "",
+            ]
         elif any(r[-1] not in (MISSING,) and not r[-1].startswith("0 ") for r in rows):
             out += ["Recovery days are means over the replications that recovered.", ""]
     return out
@@ -928,14 +1134,23 @@ def _event_section(run: StudyRun, summary: pd.DataFrame, variant: str) -> list[s
 def _figures_section(figures: Mapping[str, str]) -> list[str]:
     out = []
     if "cost" in figures:
-        out += ["### Cost and constraint violations", "",
-                f"![Mean cost per day per policy and variant]({figures['cost']})", "",
-                "*Mean total cost per day with 95% CIs, grouped by variant (hatched: hybrid "
-                "mode); dashed: the perfect-information bound, a lower bound.*", ""]
+        out += [
+            "### Cost and constraint violations",
+            "",
+            f"![Mean cost per day per policy and variant]({figures['cost']})",
+            "",
+            "*Mean total cost per day with 95% CIs, grouped by variant (hatched: hybrid "
+            "mode); dashed: the perfect-information bound, a lower bound.*",
+            "",
+        ]
     if "cost-vs-violations" in figures:
-        out += [f"![Cost vs violations]({figures['cost-vs-violations']})", "",
-                "*Mean total cost per day against constraint violations per month, 95% CIs "
-                "on both axes; circles: pure mode, squares: hybrid mode.*", ""]
+        out += [
+            f"![Cost vs violations]({figures['cost-vs-violations']})",
+            "",
+            "*Mean total cost per day against constraint violations per month, 95% CIs "
+            "on both axes; circles: pure mode, squares: hybrid mode.*",
+            "",
+        ]
     return out
 
 
@@ -953,23 +1168,28 @@ def _paper_section(run: StudyRun, summary: pd.DataFrame) -> list[str]:
         cells = [f"{row['label']}", "the paper (as reported)"]
         for m in metrics:
             value = row.get(m)
-            cells.append(_number(value, _decimals(m, float(value))) if _finite(value)
-                         else MISSING)
+            cells.append(_number(value, _decimals(m, float(value))) if _finite(value) else MISSING)
         rows.append(cells)
     for p in run.policies:
         if stats.has(variant, p):
-            rows.append([p, f"ours (`{variant}`, n = "
-                         f"{stats.get(variant, p, 'total_cost_per_day')[2]})"] +
-                        [_stat_text(stats, variant, p, m) for m in metrics])
+            rows.append(
+                [p, f"ours (`{variant}`, n = {stats.get(variant, p, 'total_cost_per_day')[2]})"]
+                + [_stat_text(stats, variant, p, m) for m in metrics]
+            )
     table = pd.DataFrame(rows, columns=["Policy", "Source"] + [_label(m) for m in metrics])
     sources = sorted({str(r["source"]) for r in paper if r.get("source")})
     cite = f" ({'; '.join(sources)})" if sources else ""
-    return ["## Ours vs the paper's reported figures", "",
-            f"The first rows are the figures the paper reports{cite}, copied, not "
-            "re-measured; the rows marked *ours* are measured here (mean ± 95% CI). The "
-            "paper's setup and metric definitions may differ from ours, so compare "
-            "directions and orders of magnitude rather than exact values.", "",
-            markdown_table(table), ""]
+    return [
+        "## Ours vs the paper's reported figures",
+        "",
+        f"The first rows are the figures the paper reports{cite}, copied, not "
+        "re-measured; the rows marked *ours* are measured here (mean ± 95% CI). The "
+        "paper's setup and metric definitions may differ from ours, so compare "
+        "directions and orders of magnitude rather than exact values.",
+        "",
+        markdown_table(table),
+        "",
+    ]
 
 
 def _training_section(run: StudyRun, figures: Mapping[str, str]) -> list[str]:
@@ -978,9 +1198,14 @@ def _training_section(run: StudyRun, figures: Mapping[str, str]) -> list[str]:
     out = ["## Preparation: tuning and training", ""]
     rows = []
     for name, r in run.tuned.items():
-        rows.append([f"tune {POLICY_NAMES.get(name, name)} ({_int(r.get('evaluations'))} "
-                     "evaluations)", _int(r.get("simulated_days")), _duration(r.get("seconds")),
-                     _number(r.get("train_cost_per_day"), 2)])
+        rows.append(
+            [
+                f"tune {POLICY_NAMES.get(name, name)} ({_int(r.get('evaluations'))} evaluations)",
+                _int(r.get("simulated_days")),
+                _duration(r.get("seconds")),
+                _number(r.get("train_cost_per_day"), 2),
+            ]
+        )
     curves = dict(_training_curves(run))
     for kind, r in run.trained.items():
         curve = curves.get(kind)
@@ -989,20 +1214,33 @@ def _training_section(run: StudyRun, figures: Mapping[str, str]) -> list[str]:
             last = _number(curve["cost_per_day"].iloc[-1], 2)
             unit = str(curve["x_label"].iloc[-1]) if "x_label" in curve else "x"
             what = f" ({unit} {_number(curve['x'].iloc[-1], 0)})"
-        rows.append([f"train DQN, {kind}{what}", _int(r.get("simulated_days")),
-                     _duration(r.get("seconds")), last])
-    table = pd.DataFrame(rows, columns=["Unit", "Simulated days", "Wall time",
-                                        "Final cost $/day"])
-    out += [markdown_table(table), "",
-            "Final cost: tuning, the mean cost per day of the tuned parameters on the "
-            "training replications; training, the last point of the validation curve.", ""]
+        rows.append(
+            [
+                f"train DQN, {kind}{what}",
+                _int(r.get("simulated_days")),
+                _duration(r.get("seconds")),
+                last,
+            ]
+        )
+    table = pd.DataFrame(rows, columns=["Unit", "Simulated days", "Wall time", "Final cost $/day"])
+    out += [
+        markdown_table(table),
+        "",
+        "Final cost: tuning, the mean cost per day of the tuned parameters on the "
+        "training replications; training, the last point of the validation curve.",
+        "",
+    ]
     if run.spec.training:
         settings = ", ".join(f"{k} = {v}" for k, v in run.spec.training.items())
         out += [f"Training settings: {settings}.", ""]
     if "training" in figures:
-        out += [f"![Training curves]({figures['training']})", "",
-                "*Validation cost per day of the learned policies during training (95% CI "
-                "where recorded); validation replications, not the held-out ones.*", ""]
+        out += [
+            f"![Training curves]({figures['training']})",
+            "",
+            "*Validation cost per day of the learned policies during training (95% CI "
+            "where recorded); validation replications, not the held-out ones.*",
+            "",
+        ]
     return out
 
 
@@ -1015,20 +1253,25 @@ def _reproduce(run: StudyRun) -> list[str]:
     workers = meta.get("workers")
     on = f"the `{engine}` engine" + (f" with {workers} workers" if workers else "")
     if meta.get("finished"):
-        out.append(f"The run started {meta.get('started', '?')} and finished "
-                   f"{meta['finished']}: {_duration(meta.get('seconds'))} of wall time on "
-                   f"{on}.")
+        out.append(
+            f"The run started {meta.get('started', '?')} and finished "
+            f"{meta['finished']}: {_duration(meta.get('seconds'))} of wall time on "
+            f"{on}."
+        )
     else:
-        out.append(f"The run started {meta.get('started', '?')} and has not finished "
-                   f"({_duration(meta.get('seconds'))} so far, on {on}): these results cover "
-                   "the replications finished so far.")
+        out.append(
+            f"The run started {meta.get('started', '?')} and has not finished "
+            f"({_duration(meta.get('seconds'))} so far, on {on}): these results cover "
+            "the replications finished so far."
+        )
     rep = run.replications
     if rep is not None and "seconds" in rep and rep["seconds"].notna().any():
-        out[-1] += (f" The evaluation units' own times sum to "
-                    f"{_duration(rep['seconds'].sum())}.")
+        out[-1] += f" The evaluation units' own times sum to {_duration(rep['seconds'].sum())}."
     out += ["", "`fedinv report DIR` re-renders this report from the saved results.", ""]
     versions = meta.get("versions") or {}
     if versions:
-        out += ["Package versions: " + ", ".join(f"{k} {v}" for k, v in
-                                                 sorted(versions.items())) + ".", ""]
+        out += [
+            "Package versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".",
+            "",
+        ]
     return out

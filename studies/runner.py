@@ -39,8 +39,19 @@ import pandas as pd
 
 from studies.spec import LEARNED, OPTIMIZATION, StudySpec, variant_scenario
 
-VERSIONS = ("fedinv", "numpy", "pandas", "torch", "flwr", "ray", "pyomo", "highspy",
-            "scipy", "gymnasium", "pettingzoo")
+VERSIONS = (
+    "fedinv",
+    "numpy",
+    "pandas",
+    "torch",
+    "flwr",
+    "ray",
+    "pyomo",
+    "highspy",
+    "scipy",
+    "gymnasium",
+    "pettingzoo",
+)
 RECOVERY_WINDOW = 7
 """Days of the trailing fill rate that define recovery after an event."""
 RECOVERY_TOLERANCE = 0.02
@@ -73,21 +84,32 @@ def plan(spec: StudySpec) -> list[Unit]:
         units.append(Unit(kind, key, policy=name))
     for v in spec.variants:
         if spec.bound:
-            units += [Unit("bound", f"bound/{v.name}/rep-{r:04d}", v.name, replication=r)
-                      for r in range(spec.replications)]
+            units += [
+                Unit("bound", f"bound/{v.name}/rep-{r:04d}", v.name, replication=r)
+                for r in range(spec.replications)
+            ]
         for p in spec.policies:
             needs = (p.prepared_by,) if p.prepared_by else ()
-            units += [Unit("eval", f"eval/{v.name}/{p.slug}/rep-{r:04d}", v.name, p.label, r,
-                           needs) for r in range(spec.replications)]
+            units += [
+                Unit("eval", f"eval/{v.name}/{p.slug}/rep-{r:04d}", v.name, p.label, r, needs)
+                for r in range(spec.replications)
+            ]
     return units
 
 
 # ------------------------------------------------------------------------ the driver
 
 
-def run_study(spec: StudySpec, out: str | Path, *, workers: int | None = None,
-              address: str | None = None, command: str = "",
-              echo: Callable[[str], None] | None = print, progress: bool = True) -> Path:
+def run_study(
+    spec: StudySpec,
+    out: str | Path,
+    *,
+    workers: int | None = None,
+    address: str | None = None,
+    command: str = "",
+    echo: Callable[[str], None] | None = print,
+    progress: bool = True,
+) -> Path:
     """Run (or resume) ``spec`` into ``out``; returns the folder. Raises
     :class:`StudyRunError` if ``out`` holds a different study or a unit fails (the
     finished units stay)."""
@@ -118,15 +140,16 @@ def run_study(spec: StudySpec, out: str | Path, *, workers: int | None = None,
             _write_json(out / "study.json", meta)
     from studies.collate import collate
 
-    meta.update(finished=datetime.now(UTC).isoformat(timespec="seconds"),
-                seconds=prior + time.perf_counter() - started)
+    meta.update(
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        seconds=prior + time.perf_counter() - started,
+    )
     _write_json(out / "study.json", meta)
     collate(spec, out)
     return out
 
 
-def _start_meta(spec: StudySpec, out: Path, command: str, workers: int | None
-                ) -> dict[str, Any]:
+def _start_meta(spec: StudySpec, out: Path, command: str, workers: int | None) -> dict[str, Any]:
     path = out / "study.json"
     if path.is_file():
         meta = json.loads(path.read_text())
@@ -134,23 +157,34 @@ def _start_meta(spec: StudySpec, out: Path, command: str, workers: int | None
             raise StudyRunError(
                 f"{out} holds results of a different study definition ({meta['spec']['name']}, "
                 f"digest {meta.get('digest')}; this one is {spec.digest()}): resuming would mix "
-                f"them. Use another --out folder, or delete {out}.")
+                f"them. Use another --out folder, or delete {out}."
+            )
         meta["command"] = command or meta.get("command", "")
         meta["finished"] = None
         return meta
     base = _base_scenario(spec)
-    meta = {"spec": dataclasses.asdict(spec), "digest": spec.digest(), "command": command,
-            "days": spec.days or base.horizon_days, "warmup_days": base.warmup_days,
-            "recovery_definition": (
-                f"days after an event's window until the customers' {RECOVERY_WINDOW}-day "
-                f"trailing fill rate is back within {RECOVERY_TOLERANCE * 100:.0f} points of "
-                f"its level in the {PRE_EVENT_DAYS} days before the window (0 if it never "
-                "fell below; if it never comes back, the days left in the horizon and "
-                "recovered = false)"),
-            "versions": package_versions(), "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "started": datetime.now(UTC).isoformat(timespec="seconds"), "finished": None,
-            "seconds": 0.0, "workers": workers or os.cpu_count() or 1, "engine": "ray"}
+    meta = {
+        "spec": dataclasses.asdict(spec),
+        "digest": spec.digest(),
+        "command": command,
+        "days": spec.days or base.horizon_days,
+        "warmup_days": base.warmup_days,
+        "recovery_definition": (
+            f"days after an event's window until the customers' {RECOVERY_WINDOW}-day "
+            f"trailing fill rate is back within {RECOVERY_TOLERANCE * 100:.0f} points of "
+            f"its level in the {PRE_EVENT_DAYS} days before the window (0 if it never "
+            "fell below; if it never comes back, the days left in the horizon and "
+            "recovered = false)"
+        ),
+        "versions": package_versions(),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "finished": None,
+        "seconds": 0.0,
+        "workers": workers or os.cpu_count() or 1,
+        "engine": "ray",
+    }
     _write_json(path, meta)
     return meta
 
@@ -183,15 +217,26 @@ class _Engine:
             self.workers = int(ray.cluster_resources().get("CPU", 1))
             self.name = f"ray cluster {address}"
         else:
-            ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False,
-                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}})
+            ray.init(
+                num_cpus=self.workers,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}},
+            )
             self.name = "ray"
         self.ray = ray
         self.remote = ray.remote(num_cpus=1, max_retries=0)(execute_unit)
 
-    def run(self, spec: StudySpec, out: Path, todo: list[Unit], done: set[str],
-            say: Callable[[str], None], progress: bool) -> None:
+    def run(
+        self,
+        spec: StudySpec,
+        out: Path,
+        todo: list[Unit],
+        done: set[str],
+        say: Callable[[str], None],
+        progress: bool,
+    ) -> None:
         pending = list(todo)
         failures: list[str] = []
         with _Bar(len(todo), f"{spec.name}: {len(todo)} units", progress) as bar:
@@ -209,8 +254,10 @@ class _Engine:
             else:
                 self._run_ray(spec, out, pending, done, failures, bar)
         if failures:
-            raise StudyRunError(f"{len(failures)} unit(s) failed (the others are saved; a "
-                                "re-run retries only these):\n  " + "\n  ".join(failures[:10]))
+            raise StudyRunError(
+                f"{len(failures)} unit(s) failed (the others are saved; a "
+                "re-run retries only these):\n  " + "\n  ".join(failures[:10])
+            )
 
     def _run_ray(self, spec, out, pending, done, failures, bar) -> None:
         ray = self.ray
@@ -228,8 +275,10 @@ class _Engine:
                 bar.advance()
             if not running:
                 if pending:
-                    raise StudyRunError("units wait for preparations that never ran: "
-                                        + ", ".join(u.key for u in pending[:5]))
+                    raise StudyRunError(
+                        "units wait for preparations that never ran: "
+                        + ", ".join(u.key for u in pending[:5])
+                    )
                 break
             finished, _ = ray.wait(list(running), num_returns=1)
             for ref in finished:
@@ -270,17 +319,23 @@ class _Bar:
                 TimeRemainingColumn,
             )
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                     MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TimeRemainingColumn(), console=Console(stderr=True))
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
             self.progress.start()
             self.task = self.progress.add_task(self.title, total=self.total)
         return self
 
     def advance(self, key: str = "") -> None:
         if self.progress is not None:
-            self.progress.update(self.task, advance=1,
-                                 description=f"{self.title} (last: {key})" if key else None)
+            self.progress.update(
+                self.task, advance=1, description=f"{self.title} (last: {key})" if key else None
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
@@ -340,21 +395,35 @@ def _variant(spec: StudySpec, name: str):
 def _tune(spec: StudySpec, unit: Unit) -> dict[str, Any]:
     from fedinv.policies.tuning import tune
 
-    result = tune(_base_scenario(spec), unit.policy, train_replications=spec.train_replications,
-                  days=spec.days, sweeps=spec.tune_sweeps)
-    return {"policy": unit.policy, "params": result.params, "coords": result.coordinates,
-            "train_cost_per_day": result.train_cost_per_day, "evaluations": result.evaluations,
-            "simulated_days": result.simulated_days,
-            "train_replications": spec.train_replications}
+    result = tune(
+        _base_scenario(spec),
+        unit.policy,
+        train_replications=spec.train_replications,
+        days=spec.days,
+        sweeps=spec.tune_sweeps,
+    )
+    return {
+        "policy": unit.policy,
+        "params": result.params,
+        "coords": result.coordinates,
+        "train_cost_per_day": result.train_cost_per_day,
+        "evaluations": result.evaluations,
+        "simulated_days": result.simulated_days,
+        "train_replications": spec.train_replications,
+    }
 
 
 def _bound(spec: StudySpec, unit: Unit) -> dict[str, Any]:
     from fedinv.hybrid import perfect_information_bound
 
-    value = perfect_information_bound(_variant(spec, unit.variant), [unit.replication],
-                                      days=spec.days)
-    return {"variant": unit.variant, "replication": unit.replication,
-            "bound_cost_per_day": float(value[0])}
+    value = perfect_information_bound(
+        _variant(spec, unit.variant), [unit.replication], days=spec.days
+    )
+    return {
+        "variant": unit.variant,
+        "replication": unit.replication,
+        "bound_cost_per_day": float(value[0]),
+    }
 
 
 def _evaluate(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]:
@@ -363,15 +432,30 @@ def _evaluate(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]:
     pol = spec.policy(unit.policy)
     scenario = _variant(spec, unit.variant)
     factory = policy_factory(spec, pol, scenario, out)
-    result = simulate(scenario, factory, replications=1, first_replication=unit.replication,
-                      days=spec.days, mode=pol.mode, solver=pol.solver)
+    result = simulate(
+        scenario,
+        factory,
+        replications=1,
+        first_replication=unit.replication,
+        days=spec.days,
+        mode=pol.mode,
+        solver=pol.solver,
+    )
     metrics = {k: _float(v) for k, v in result.per_replication.iloc[0].items()}
     monthly = result.monthly.drop(columns=["replication"]).to_dict(orient="records")
     events = event_metrics(result.daily, scenario, spec)
-    return {"variant": unit.variant, "policy": pol.label, "replication": unit.replication,
-            "mode": pol.mode, "metrics": metrics, "monthly": monthly, "events": events,
-            "relaxations": [] if result.relaxations is None else
-            result.relaxations.head(20).astype(str).to_dict(orient="records")}
+    return {
+        "variant": unit.variant,
+        "policy": pol.label,
+        "replication": unit.replication,
+        "mode": pol.mode,
+        "metrics": metrics,
+        "monthly": monthly,
+        "events": events,
+        "relaxations": []
+        if result.relaxations is None
+        else result.relaxations.head(20).astype(str).to_dict(orient="records"),
+    }
 
 
 def _float(value: Any) -> float:
@@ -399,8 +483,11 @@ def policy_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any],
         values = saved["params"]
 
     def factory(lay):
-        params = default_params(pol.policy, lay) if values is None else \
-            resolve_params(pol.policy, lay, values)
+        params = (
+            default_params(pol.policy, lay)
+            if values is None
+            else resolve_params(pol.policy, lay, values)
+        )
         return make_policy(pol.policy, lay, params)
 
     return factory
@@ -415,8 +502,9 @@ def _learned_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any
         from fedinv.federation.task import isolated_policy, load_global_checkpoint
 
         cfg = training_config(spec)
-        per_org = {org: load_global_checkpoint(out / path)[0]
-                   for org, path in saved["checkpoints"].items()}
+        per_org = {
+            org: load_global_checkpoint(out / path)[0] for org, path in saved["checkpoints"].items()
+        }
         return lambda lay: isolated_policy(scenario, per_org, cfg)
     from fedinv.agents.dqn import load_checkpoint, policy_from_checkpoint
 
@@ -443,27 +531,34 @@ def event_metrics(daily: pd.DataFrame, scenario, spec: StudySpec) -> dict[str, A
     filled = cust.groupby("day")["filled"].sum()
     cost = daily.groupby("day")["total_cost"].sum()
     unmet = (cust["demand"] - cust["filled"] > 1e-9).groupby(cust["day"]).sum()
-    trailing = (filled.rolling(RECOVERY_WINDOW, min_periods=1).sum()
-                / demand.rolling(RECOVERY_WINDOW, min_periods=1).sum().clip(lower=1e-9))
+    trailing = filled.rolling(RECOVERY_WINDOW, min_periods=1).sum() / demand.rolling(
+        RECOVERY_WINDOW, min_periods=1
+    ).sum().clip(lower=1e-9)
     horizon = int(daily["day"].max()) + 1
     out: dict[str, Any] = {}
     for e in spec.events:
         last = min(e.last_day, horizon - 1)
         pre = slice(max(e.first_day - PRE_EVENT_DAYS, 0), max(e.first_day - 1, 0))
-        level = float(filled.loc[pre].sum() / max(demand.loc[pre].sum(), 1e-9)) \
-            if e.first_day > 0 else 1.0
-        after = trailing.loc[last + 1:]
+        level = (
+            float(filled.loc[pre].sum() / max(demand.loc[pre].sum(), 1e-9))
+            if e.first_day > 0
+            else 1.0
+        )
+        after = trailing.loc[last + 1 :]
         ok = after[after >= level - RECOVERY_TOLERANCE]
-        if trailing.loc[e.first_day:last].min() >= level - RECOVERY_TOLERANCE:
+        if trailing.loc[e.first_day : last].min() >= level - RECOVERY_TOLERANCE:
             recovery, recovered = 0, True
         elif len(ok):
             recovery, recovered = int(ok.index[0]) - last, True
         else:
             recovery, recovered = horizon - 1 - last, False
-        out[e.name] = {"recovery_days": recovery, "recovered": recovered,
-                       "stockouts": int(unmet.loc[e.first_day:last].sum()),
-                       "cost_per_day": float(cost.loc[e.first_day:last].mean()),
-                       "pre_event_fill_rate": level}
+        out[e.name] = {
+            "recovery_days": recovery,
+            "recovered": recovered,
+            "stockouts": int(unmet.loc[e.first_day : last].sum()),
+            "cost_per_day": float(cost.loc[e.first_day : last].mean()),
+            "pre_event_fill_rate": level,
+        }
     return out
 
 
@@ -475,16 +570,20 @@ def training_config(spec: StudySpec):
     from fedinv.federation.task import FedConfig
 
     cfg = FedConfig.from_flat({**spec.training})
-    cfg = dataclasses.replace(cfg, scenario=spec.scenario if "/" not in spec.scenario and not
-                              spec.scenario.endswith(".toml") else
-                              str(Path(spec.scenario).resolve()))
+    cfg = dataclasses.replace(
+        cfg,
+        scenario=spec.scenario
+        if "/" not in spec.scenario and not spec.scenario.endswith(".toml")
+        else str(Path(spec.scenario).resolve()),
+    )
     if "exploration-steps" not in spec.training:
         cfg = dataclasses.replace(cfg, exploration_steps=cfg.rounds * cfg.local_steps // 2)
     return cfg
 
 
-def train_unit(spec: StudySpec, unit: Unit, out: Path,
-               echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+def train_unit(
+    spec: StudySpec, unit: Unit, out: Path, echo: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Train the DQN of ``unit`` (federated / isolated / central) on the base scenario's
     training replications, with the same budget for the three: rounds x local-steps days
     of a batch of ``replications`` per organization (the centralized learner steps the
@@ -502,14 +601,20 @@ def train_unit(spec: StudySpec, unit: Unit, out: Path,
         from fedinv.federation.local import FederationError, run_federation
 
         try:
-            run = run_federation(cfg, work, timeout=3600.0,
-                                 echo=None if echo is None else lambda line: None)
+            run = run_federation(
+                cfg, work, timeout=3600.0, echo=None if echo is None else lambda line: None
+            )
         except FederationError as exc:
             raise StudyRunError(f"federated training failed: {exc}") from None
         rounds = pd.read_csv(run.rounds_csv)
-        curve = pd.DataFrame({"x": rounds["round"], "x_label": "round",
-                              "cost_per_day": rounds["global-cost-per-day"],
-                              "ci95": rounds.get("global-cost-ci95", np.nan)})
+        curve = pd.DataFrame(
+            {
+                "x": rounds["round"],
+                "x_label": "round",
+                "cost_per_day": rounds["global-cost-per-day"],
+                "ci95": rounds.get("global-cost-ci95", np.nan),
+            }
+        )
         checkpoint: dict[str, Any] = {"checkpoint": str(run.final_checkpoint.relative_to(out))}
         days = cfg.rounds * cfg.local_steps * cfg.replications * orgs
     elif kind == "isolated":
@@ -522,8 +627,14 @@ def train_unit(spec: StudySpec, unit: Unit, out: Path,
         raise StudyRunError(f"unknown training {kind!r}")
     curve_path = work / "curve.csv"
     curve.to_csv(curve_path, index=False)
-    return {"kind": kind, "seconds": time.perf_counter() - started, "simulated_days": int(days),
-            "curve": str(curve_path.relative_to(out)), "config": cfg.to_flat(), **checkpoint}
+    return {
+        "kind": kind,
+        "seconds": time.perf_counter() - started,
+        "simulated_days": int(days),
+        "curve": str(curve_path.relative_to(out)),
+        "config": cfg.to_flat(),
+        **checkpoint,
+    }
 
 
 def _train_isolated(cfg, scenario, work: Path, out: Path):
@@ -552,10 +663,17 @@ def _train_isolated(cfg, scenario, work: Path, out: Path):
             continue
         weights = to_arrays(new_model(cfg, roles))
         for r in range(1, cfg.rounds + 1):
-            weights, _, metrics = LocalTrainer(org, work / "clients", cfg, roles
-                                               ).train_round(weights, r)
-            rows.append({"x": r, "x_label": "round", "organization": org.name,
-                         "cost_per_day": metrics.get("local-cost-per-day", np.nan)})
+            weights, _, metrics = LocalTrainer(org, work / "clients", cfg, roles).train_round(
+                weights, r
+            )
+            rows.append(
+                {
+                    "x": r,
+                    "x_label": "round",
+                    "organization": org.name,
+                    "cost_per_day": metrics.get("local-cost-per-day", np.nan),
+                }
+            )
         save_global_checkpoint(path, scenario, weights, cfg, cfg.rounds, {})
     curve = pd.DataFrame(rows, columns=["x", "x_label", "organization", "cost_per_day"])
     if len(curve):  # the organizations' local costs summed per round
@@ -567,13 +685,22 @@ def _train_central(cfg, scenario, work: Path, out: Path, default_reward_scale):
     from fedinv.agents.dqn import save_checkpoint, train
 
     cfg = dataclasses.replace(cfg, reward_scale=default_reward_scale(scenario, cfg))
-    args = dataclasses.replace(cfg.dqn_args(), total_steps=cfg.rounds * cfg.local_steps,
-                               eval_every=max(cfg.local_steps, 1),
-                               learning_starts=cfg.learning_starts, eval_replications=2,
-                               exploration_fraction=0.5)
+    args = dataclasses.replace(
+        cfg.dqn_args(),
+        total_steps=cfg.rounds * cfg.local_steps,
+        eval_every=max(cfg.local_steps, 1),
+        learning_starts=cfg.learning_starts,
+        eval_replications=2,
+        exploration_fraction=0.5,
+    )
     result = train(args, scenario)
     path = save_checkpoint(work / "checkpoint.pt", result)
-    curve = pd.DataFrame({"x": result.curve["step"], "x_label": "step",
-                          "cost_per_day": result.curve["validation_cost_per_day"],
-                          "ci95": result.curve["validation_ci95"]})
+    curve = pd.DataFrame(
+        {
+            "x": result.curve["step"],
+            "x_label": "step",
+            "cost_per_day": result.curve["validation_cost_per_day"],
+            "ci95": result.curve["validation_ci95"],
+        }
+    )
     return curve, {"checkpoint": str(path.relative_to(out))}

@@ -37,9 +37,20 @@ SOLVERS = ("pyomo", "highspy")
 SCALES = ("capacity", "storage_capacity", "transport_capacity", "monthly_budget")
 """What a variant may scale: node production/assembly capacity, node storage, lane
 transport capacity, organization monthly budgets."""
-FEDERATION_KEYS = ("rounds", "local-steps", "replications", "eval-replications", "eval-days",
-                   "seed", "strategy", "proximal-mu", "hidden", "exploration-steps",
-                   "learning-rate", "batch-size")
+FEDERATION_KEYS = (
+    "rounds",
+    "local-steps",
+    "replications",
+    "eval-replications",
+    "eval-days",
+    "seed",
+    "strategy",
+    "proximal-mu",
+    "hidden",
+    "exploration-steps",
+    "learning-rate",
+    "batch-size",
+)
 """Keys of a study's ``[training]`` table (the federated run config's names); the
 isolated and centralized learners get the same budget (rounds x local-steps days)."""
 
@@ -136,22 +147,28 @@ class StudySpec:
         data = asdict(self)
         for key in ("title", "description", "source", "paper"):
             data.pop(key)
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()
-                              ).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[
+            :16
+        ]
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:
     """The inverse of ``dataclasses.asdict`` (a run folder's ``study.json``); unknown
     keys are ignored, so an older folder still reads."""
+
     def build(cls: type, raw: Mapping[str, Any]) -> Any:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in names})
 
     d = dict(data)
     d["policies"] = tuple(build(PolicySpec, p) for p in d.get("policies", ()))
-    d["variants"] = tuple(build(VariantSpec, {**v, "outages": tuple(v.get("outages", ())),
-                                              "surges": tuple(v.get("surges", ()))})
-                          for v in d.get("variants", ())) or (VariantSpec("base"),)
+    d["variants"] = tuple(
+        build(
+            VariantSpec,
+            {**v, "outages": tuple(v.get("outages", ())), "surges": tuple(v.get("surges", ()))},
+        )
+        for v in d.get("variants", ())
+    ) or (VariantSpec("base"),)
     d["events"] = tuple(build(EventSpec, e) for e in d.get("events", ()))
     d["paper"] = tuple(dict(p) for p in d.get("paper", ()))
     d["training"] = dict(d.get("training") or {})
@@ -200,8 +217,10 @@ def study_text(name_or_path: str | Path) -> str:
     if _is_builtin(name_or_path):
         entry = _builtin_dir() / f"{name_or_path}.toml"
         if not entry.is_file():
-            raise StudyError(f"unknown study {str(name_or_path)!r}; built-in studies: "
-                             f"{', '.join(builtin_studies())} (or give a .toml file)")
+            raise StudyError(
+                f"unknown study {str(name_or_path)!r}; built-in studies: "
+                f"{', '.join(builtin_studies())} (or give a .toml file)"
+            )
         return entry.read_text(encoding="utf-8")
     path = Path(name_or_path)
     if not path.is_file():
@@ -211,105 +230,158 @@ def study_text(name_or_path: str | Path) -> str:
 
 def parse_study(data: Mapping[str, Any], source: str) -> StudySpec:
     """Validate a parsed study document (see docs/studies.md)."""
-    top = _Table(source, data, "", {"study", "policies", "variants", "events", "training",
-                                    "paper"})
-    study = _Table(source, top.get("study", _REQUIRED, dict, "a [study] table"), "study",
-                   {"name", "title", "description", "scenario", "replications", "days",
-                    "train_replications", "tune_sweeps", "bound", "reference"})
+    top = _Table(source, data, "", {"study", "policies", "variants", "events", "training", "paper"})
+    study = _Table(
+        source,
+        top.get("study", _REQUIRED, dict, "a [study] table"),
+        "study",
+        {
+            "name",
+            "title",
+            "description",
+            "scenario",
+            "replications",
+            "days",
+            "train_replications",
+            "tune_sweeps",
+            "bound",
+            "reference",
+        },
+    )
     scenario = study.get("scenario", _REQUIRED, str, "a scenario name or .toml path")
     if ("/" in scenario or scenario.endswith(".toml")) and not source.startswith("builtin:"):
         scenario = str((Path(source).resolve().parent / scenario).resolve())
         if not Path(scenario).is_file():
-            raise StudyError(f"{source}: field study.scenario: expected a built-in scenario "
-                             f"or an existing .toml file, got {scenario!r} (no such file)")
-    name = study.get("name", slugify(Path(source).stem.removeprefix("builtin:")), str,
-                     "a name")
+            raise StudyError(
+                f"{source}: field study.scenario: expected a built-in scenario "
+                f"or an existing .toml file, got {scenario!r} (no such file)"
+            )
+    name = study.get("name", slugify(Path(source).stem.removeprefix("builtin:")), str, "a name")
     raw_policies = top.get("policies", _REQUIRED, list, "an array of [[policies]] tables")
     if not raw_policies:
-        raise StudyError(f"{source}: field policies: expected at least one [[policies]] "
-                         "table, got none")
+        raise StudyError(
+            f"{source}: field policies: expected at least one [[policies]] table, got none"
+        )
     policies = tuple(_policy(source, raw, i) for i, raw in enumerate(raw_policies))
     labels = [p.label for p in policies]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
-        raise StudyError(f"{source}: field policies: expected distinct labels, got "
-                         f"{', '.join(map(repr, dup))} twice")
+        raise StudyError(
+            f"{source}: field policies: expected distinct labels, got "
+            f"{', '.join(map(repr, dup))} twice"
+        )
     slugs = [p.slug for p in policies]
     if len(set(slugs)) != len(slugs):
-        raise StudyError(f"{source}: field policies: expected labels that differ in letters "
-                         f"or digits (they name files), got {labels}")
+        raise StudyError(
+            f"{source}: field policies: expected labels that differ in letters "
+            f"or digits (they name files), got {labels}"
+        )
     reference = study.get("reference", policies[0].label, str, "a policy label")
     if reference not in labels:
-        raise StudyError(f"{source}: field study.reference: expected one of the policy "
-                         f"labels ({', '.join(map(repr, labels))}), got {reference!r}")
-    variants = tuple(_variant(source, raw, i) for i, raw in
-                     enumerate(top.get("variants", [], list, "an array of [[variants]]")))
+        raise StudyError(
+            f"{source}: field study.reference: expected one of the policy "
+            f"labels ({', '.join(map(repr, labels))}), got {reference!r}"
+        )
+    variants = tuple(
+        _variant(source, raw, i)
+        for i, raw in enumerate(top.get("variants", [], list, "an array of [[variants]]"))
+    )
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise StudyError(f"{source}: field variants: expected distinct names, got {names}")
-    events = tuple(_event(source, raw, i) for i, raw in
-                   enumerate(top.get("events", [], list, "an array of [[events]]")))
+    events = tuple(
+        _event(source, raw, i)
+        for i, raw in enumerate(top.get("events", [], list, "an array of [[events]]"))
+    )
     training = _training(source, top.get("training", {}, dict, "a [training] table"))
-    paper = tuple(_paper(source, raw, i) for i, raw in
-                  enumerate(top.get("paper", [], list, "an array of [[paper]] rows")))
+    paper = tuple(
+        _paper(source, raw, i)
+        for i, raw in enumerate(top.get("paper", [], list, "an array of [[paper]] rows"))
+    )
     spec = StudySpec(
-        name=name, title=study.get("title", name, str, "a title"),
+        name=name,
+        title=study.get("title", name, str, "a title"),
         description=study.get("description", "", str, "a description"),
-        scenario=scenario, policies=policies,
+        scenario=scenario,
+        policies=policies,
         replications=study.integer("replications", 10, 2),
         days=study.integer("days", None, 2),
         train_replications=study.integer("train_replications", 16, 1),
         tune_sweeps=study.integer("tune_sweeps", 2, 1),
         bound=study.get("bound", True, bool, "true or false"),
-        reference=reference, variants=variants or (VariantSpec("base"),), events=events,
-        training=training, paper=paper, source=source)
+        reference=reference,
+        variants=variants or (VariantSpec("base"),),
+        events=events,
+        training=training,
+        paper=paper,
+        source=source,
+    )
     for e in spec.events:
         if spec.days is not None and e.last_day >= spec.days:
-            raise StudyError(f"{source}: field events: expected windows inside the "
-                             f"{spec.days}-day horizon, got {e.name!r} ending on day "
-                             f"{e.last_day}")
+            raise StudyError(
+                f"{source}: field events: expected windows inside the "
+                f"{spec.days}-day horizon, got {e.name!r} ending on day "
+                f"{e.last_day}"
+            )
     return spec
 
 
 def _policy(source: str, raw: Any, i: int) -> PolicySpec:
-    t = _Table(source, raw, f"policies[{i}]",
-               {"label", "policy", "params", "values", "training", "mode", "solver"})
+    t = _Table(
+        source,
+        raw,
+        f"policies[{i}]",
+        {"label", "policy", "params", "values", "training", "mode", "solver"},
+    )
     policy = t.choice("policy", _REQUIRED, CLASSICAL + OPTIMIZATION + LEARNED)
     values = t.get("values", None, dict, "a table of params")
     spec = PolicySpec(
-        label=t.get("label", policy, str, "a label"), policy=policy,
-        params=t.choice("params", "tuned", PARAMS), values=values,
+        label=t.get("label", policy, str, "a label"),
+        policy=policy,
+        params=t.choice("params", "tuned", PARAMS),
+        values=values,
         training=t.choice("training", "federated", TRAININGS),
-        mode=t.choice("mode", "pure", MODES), solver=t.choice("solver", "highspy", SOLVERS))
+        mode=t.choice("mode", "pure", MODES),
+        solver=t.choice("solver", "highspy", SOLVERS),
+    )
     if policy in LEARNED and ("params" in t.data or values is not None):
-        raise StudyError(f"{source}: field policies[{i}].params: expected none for a learned "
-                         f"policy (it is trained: give training = ...), got one")
+        raise StudyError(
+            f"{source}: field policies[{i}].params: expected none for a learned "
+            f"policy (it is trained: give training = ...), got one"
+        )
     if policy not in LEARNED and "training" in t.data:
-        raise StudyError(f"{source}: field policies[{i}].training: expected it only for a "
-                         f"learned policy ({', '.join(LEARNED)}), got policy {policy!r}")
+        raise StudyError(
+            f"{source}: field policies[{i}].training: expected it only for a "
+            f"learned policy ({', '.join(LEARNED)}), got policy {policy!r}"
+        )
     if policy in OPTIMIZATION and "params" in t.data:
-        raise StudyError(f"{source}: field policies[{i}].params: expected none for "
-                         f"{policy} (its options go in values), got {t.data['params']!r}")
+        raise StudyError(
+            f"{source}: field policies[{i}].params: expected none for "
+            f"{policy} (its options go in values), got {t.data['params']!r}"
+        )
     return spec
 
 
 def _variant(source: str, raw: Any, i: int) -> VariantSpec:
-    t = _Table(source, raw, f"variants[{i}]", {"name", "description", "scale", "outages",
-                                               "surges"})
+    t = _Table(source, raw, f"variants[{i}]", {"name", "description", "scale", "outages", "surges"})
     scale = t.get("scale", {}, dict, "a table of scale factors")
     for key, value in scale.items():
         if key not in SCALES:
-            raise StudyError(f"{source}: field variants[{i}].scale.{key}: expected one of "
-                             f"{', '.join(SCALES)}, got {key!r}")
+            raise StudyError(
+                f"{source}: field variants[{i}].scale.{key}: expected one of "
+                f"{', '.join(SCALES)}, got {key!r}"
+            )
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise StudyError(f"{source}: field variants[{i}].scale.{key}: expected a "
-                             f"number > 0, got {value!r}")
+            raise StudyError(
+                f"{source}: field variants[{i}].scale.{key}: expected a number > 0, got {value!r}"
+            )
     return VariantSpec(
         name=t.get("name", _REQUIRED, str, "a name"),
         description=t.get("description", "", str, "a description"),
         scale={k: float(v) for k, v in scale.items()},
         outages=tuple(t.get("outages", [], list, "an array of outage tables")),
-        surges=tuple(t.get("surges", [], list, "an array of surge tables")))
+        surges=tuple(t.get("surges", [], list, "an array of surge tables")),
+    )
 
 
 def _event(source: str, raw: Any, i: int) -> EventSpec:
@@ -324,8 +396,10 @@ def _training(source: str, raw: Mapping[str, Any]) -> dict[str, Any]:
 
     unknown = sorted(set(raw) - set(FEDERATION_KEYS))
     if unknown:
-        raise StudyError(f"{source}: field training.{unknown[0]}: expected one of "
-                         f"{', '.join(FEDERATION_KEYS)}, got {unknown[0]!r}")
+        raise StudyError(
+            f"{source}: field training.{unknown[0]}: expected one of "
+            f"{', '.join(FEDERATION_KEYS)}, got {unknown[0]!r}"
+        )
     try:
         FedConfig.from_flat(raw)
     except (TypeError, ValueError) as exc:
@@ -335,13 +409,15 @@ def _training(source: str, raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _paper(source: str, raw: Any, i: int) -> dict[str, Any]:
     if not isinstance(raw, dict) or not isinstance(raw.get("label"), str):
-        raise StudyError(f"{source}: field paper[{i}]: expected a table with a label and "
-                         f"metric values, got {raw!r}")
+        raise StudyError(
+            f"{source}: field paper[{i}]: expected a table with a label and "
+            f"metric values, got {raw!r}"
+        )
     for key, value in raw.items():
-        if key not in ("label", "source") and (isinstance(value, bool) or
-                                               not isinstance(value, int | float)):
-            raise StudyError(f"{source}: field paper[{i}].{key}: expected a number, got "
-                             f"{value!r}")
+        if key not in ("label", "source") and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            raise StudyError(f"{source}: field paper[{i}].{key}: expected a number, got {value!r}")
     return dict(raw)
 
 
@@ -353,13 +429,16 @@ class _Table:
 
     def __init__(self, source: str, data: Any, path: str, keys: set[str]):
         if not isinstance(data, dict):
-            raise StudyError(f"{source}: field {path or 'document'}: expected a table, got "
-                             f"{type(data).__name__}")
+            raise StudyError(
+                f"{source}: field {path or 'document'}: expected a table, got {type(data).__name__}"
+            )
         self.source, self.data, self.path = source, data, path
         unknown = sorted(set(data) - keys)
         if unknown:
-            raise StudyError(f"{source}: field {self._name(unknown[0])}: expected one of "
-                             f"{', '.join(sorted(keys))}, got unknown key {unknown[0]!r}")
+            raise StudyError(
+                f"{source}: field {self._name(unknown[0])}: expected one of "
+                f"{', '.join(sorted(keys))}, got unknown key {unknown[0]!r}"
+            )
 
     def _name(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -367,32 +446,41 @@ class _Table:
     def get(self, key: str, default: Any, kind: type, expected: str) -> Any:
         if key not in self.data:
             if default is _REQUIRED:
-                raise StudyError(f"{self.source}: field {self._name(key)}: expected "
-                                 f"{expected}, got nothing (it is required)")
+                raise StudyError(
+                    f"{self.source}: field {self._name(key)}: expected "
+                    f"{expected}, got nothing (it is required)"
+                )
             return default
         value = self.data[key]
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise StudyError(f"{self.source}: field {self._name(key)}: expected {expected}, "
-                             f"got {value!r}")
+            raise StudyError(
+                f"{self.source}: field {self._name(key)}: expected {expected}, got {value!r}"
+            )
         return value
 
     def integer(self, key: str, default: Any, minimum: int) -> Any:
         if key not in self.data:
             if default is _REQUIRED:
-                raise StudyError(f"{self.source}: field {self._name(key)}: expected an "
-                                 "integer, got nothing (it is required)")
+                raise StudyError(
+                    f"{self.source}: field {self._name(key)}: expected an "
+                    "integer, got nothing (it is required)"
+                )
             return default
         value = self.data[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise StudyError(f"{self.source}: field {self._name(key)}: expected an integer "
-                             f">= {minimum}, got {value!r}")
+            raise StudyError(
+                f"{self.source}: field {self._name(key)}: expected an integer "
+                f">= {minimum}, got {value!r}"
+            )
         return value
 
     def choice(self, key: str, default: Any, options: tuple[str, ...]) -> str:
         value = self.get(key, default, str, f"one of {', '.join(options)}")
         if value not in options:
-            raise StudyError(f"{self.source}: field {self._name(key)}: expected one of "
-                             f"{', '.join(options)}, got {value!r}")
+            raise StudyError(
+                f"{self.source}: field {self._name(key)}: expected one of "
+                f"{', '.join(options)}, got {value!r}"
+            )
         return value
 
 
@@ -414,8 +502,9 @@ def variant_scenario(spec: StudySpec, variant: VariantSpec):
                 node[key] = float(node[key]) * variant.scale[key]
     for lane in doc.get("lanes", []):
         if "transport_capacity" in variant.scale and "transport_capacity" in lane:
-            lane["transport_capacity"] = float(lane["transport_capacity"]) * \
-                variant.scale["transport_capacity"]
+            lane["transport_capacity"] = (
+                float(lane["transport_capacity"]) * variant.scale["transport_capacity"]
+            )
     for org in doc.get("organizations", []):
         if "monthly_budget" in variant.scale and "monthly_budget" in org:
             org["monthly_budget"] = float(org["monthly_budget"]) * variant.scale["monthly_budget"]

@@ -19,8 +19,9 @@ def test_bound_is_below_the_optimal_base_stock_cost_serial3():
     scenario = load_scenario("serial-3")
     bound = perfect_information_bound(scenario, range(4))
     sim = Simulator(scenario)
-    cost = mean_cost_per_day(sim, BaseStock(sim.layout, SERIAL_OPTIMAL_ECHELON, echelon=True),
-                             range(4))
+    cost = mean_cost_per_day(
+        sim, BaseStock(sim.layout, SERIAL_OPTIMAL_ECHELON, echelon=True), range(4)
+    )
     assert np.all(bound < 47.66)
     assert np.all(bound <= cost)  # replication by replication, common random numbers
     # with the demand known, what stays is the pipeline's holding cost: 5 units/day on
@@ -31,8 +32,11 @@ def test_bound_is_below_the_optimal_base_stock_cost_serial3():
 def test_bound_is_below_the_newsvendor_cost_single_node():
     scenario = load_scenario("single-node")
     bound = perfect_information_bound(scenario, range(3))
-    cost = simulate(scenario, lambda lay: make_policy("base-stock", lay, {
-        "levels": {"store": 124.67}}), replications=3).per_replication.total_cost_per_day
+    cost = simulate(
+        scenario,
+        lambda lay: make_policy("base-stock", lay, {"levels": {"store": 124.67}}),
+        replications=3,
+    ).per_replication.total_cost_per_day
     assert np.all(bound < 30.94) and np.all(bound <= cost.to_numpy())
     # lead time 1 with tomorrow's demand known: only day 0's surplus stock costs
     assert np.all(bound < 0.2)
@@ -42,17 +46,23 @@ def test_bound_is_below_every_policy_on_common_replications_lost_sales():
     scenario = load_scenario("single-node-lost-sales")
     bound = perfect_information_bound(scenario, range(3), days=120)
     for policy in ("base-stock", "sS"):
-        cost = simulate(scenario, lambda lay, p=policy: make_policy(p, lay), replications=3,
-                        days=120).per_replication.total_cost_per_day.to_numpy()
+        cost = simulate(
+            scenario, lambda lay, p=policy: make_policy(p, lay), replications=3, days=120
+        ).per_replication.total_cost_per_day.to_numpy()
         assert np.all(bound <= cost + 1e-9)
 
 
 @pytest.mark.parametrize("mode", ["pure", "hybrid"])
 def test_rolling_lp_runs_and_is_no_better_than_the_bound(mode):
     scenario = load_scenario("serial-3")
-    result = simulate(scenario, lambda lay: make_optimization_policy(
-        "rolling-lp", scenario, lay, {"horizon": 8}), replications=2, days=60, mode=mode,
-        solver="highspy")
+    result = simulate(
+        scenario,
+        lambda lay: make_optimization_policy("rolling-lp", scenario, lay, {"horizon": 8}),
+        replications=2,
+        days=60,
+        mode=mode,
+        solver="highspy",
+    )
     cost = result.per_replication.total_cost_per_day.to_numpy()
     bound = perfect_information_bound(scenario, range(2), days=60)
     assert np.all(np.isfinite(cost)) and np.all(bound <= cost)
@@ -82,10 +92,12 @@ def test_rolling_lp_does_not_read_future_demand():
 
 
 def test_fedinv_does_not_import_the_solvers_at_import_time():
-    code = ("import sys, fedinv.hybrid, fedinv.sim.run, fedinv.cli, fedinv.sim.simulator, "
-            "fedinv.policies.classical\n"
-            "bad = [m for m in ('pyomo', 'highspy', 'solvers') if m in sys.modules]\n"
-            "assert not bad, bad")
+    code = (
+        "import sys, fedinv.hybrid, fedinv.sim.run, fedinv.cli, fedinv.sim.simulator, "
+        "fedinv.policies.classical\n"
+        "bad = [m for m in ('pyomo', 'highspy', 'solvers') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

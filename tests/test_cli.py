@@ -17,11 +17,28 @@ from fedinv.model.scenario import builtin_scenario_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = json.dumps({"levels": {"stage-1": 6.484, "stage-2": 12.028, "stage-3": 22.72}})
-SIM = ["simulate", "--scenario", "serial-3", "--policy", "echelon-base-stock", "--params",
-       PUBLISHED, "--days", "200", "--replications", "4"]
+SIM = [
+    "simulate",
+    "--scenario",
+    "serial-3",
+    "--policy",
+    "echelon-base-stock",
+    "--params",
+    PUBLISHED,
+    "--days",
+    "200",
+    "--replications",
+    "4",
+]
 REQUIRED_KEYS = {"scenario", "policy", "params", "days", "replications", "seed", "metrics"}
-HEADLINE = ("total_cost_per_day", "holding_cost_k_per_month", "stockouts_per_month",
-            "fill_rate", "inventory_turnover", "bullwhip_ratio")
+HEADLINE = (
+    "total_cost_per_day",
+    "holding_cost_k_per_month",
+    "stockouts_per_month",
+    "fill_rate",
+    "inventory_turnover",
+    "bullwhip_ratio",
+)
 
 
 def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
@@ -30,8 +47,7 @@ def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
     return json.loads(out)  # the whole of stdout is one JSON value
 
 
-def assert_usage_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str
-                       ) -> str:
+def assert_usage_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err + captured.out
@@ -70,8 +86,9 @@ def test_scenarios_validate(capsys, tmp_path):
     assert capsys.readouterr().out.startswith("OK: ")
     bad = tmp_path / "bad.toml"
     bad.write_text(good.read_text().replace("holding_cost = 7.0", 'holding_cost = "seven"'))
-    err = assert_usage_error(capsys, ["scenarios", "validate", str(bad)], "holding_cost",
-                             "bad.toml")
+    err = assert_usage_error(
+        capsys, ["scenarios", "validate", str(bad)], "holding_cost", "bad.toml"
+    )
     assert len(err.strip().splitlines()) == 1
     broken = tmp_path / "broken.toml"
     broken.write_text('name = "x"\n[[nodes]\n')
@@ -106,8 +123,23 @@ def test_simulate_same_seed_same_metrics(capsys):
 
 
 def test_simulate_table_and_defaults(capsys):
-    assert main(["simulate", "--scenario", "serial-3", "--policy", "base-stock", "--days", "30",
-                 "--replications", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--scenario",
+                "serial-3",
+                "--policy",
+                "base-stock",
+                "--days",
+                "30",
+                "--replications",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.index("total_cost_per_day") < out.index("cycle_service_level")
     assert "stage-3" in out  # the parameters table
@@ -124,7 +156,8 @@ def test_simulate_out_files(capsys, tmp_path):
     assert len(pd.read_csv(out_dir / "per_replication.csv")) == 4
     summary = pd.read_csv(out_dir / "summary.csv", index_col="metric")
     assert summary.loc["total_cost_per_day", "mean"] == pytest.approx(
-        payload["metrics"]["total_cost_per_day"]["mean"])
+        payload["metrics"]["total_cost_per_day"]["mean"]
+    )
     assert len(pd.read_csv(out_dir / "nodes.csv")) == 4 * 3
     assert len(pd.read_csv(out_dir / "monthly.csv")) > 0
 
@@ -135,8 +168,9 @@ def test_params_from_file_and_partial(capsys, tmp_path):
     from_file = run_json(capsys, [*SIM[:5], "--params", str(path), *SIM[7:], "--json"])
     inline = run_json(capsys, [*SIM, "--json"])
     assert from_file["metrics"] == inline["metrics"]
-    partial = run_json(capsys, [*SIM[:5], "--params", '{"levels": {"stage-1": 7}}', *SIM[7:],
-                                "--json"])
+    partial = run_json(
+        capsys, [*SIM[:5], "--params", '{"levels": {"stage-1": 7}}', *SIM[7:], "--json"]
+    )
     levels = partial["params"]["levels"]
     assert levels["stage-1"] == 7 and set(levels) == {"stage-1", "stage-2", "stage-3"}
 
@@ -144,39 +178,67 @@ def test_params_from_file_and_partial(capsys, tmp_path):
 def test_installation_levels_equal_echelon_differences(capsys):
     """docs/cli.md: installation levels = differences of the echelon levels (serial)."""
     common = ["--scenario", "serial-3", "--days", "100", "--replications", "3", "--json"]
-    echelon = run_json(capsys, ["simulate", *common, "--policy", "echelon-base-stock",
-                                "--params", PUBLISHED])
-    installation = run_json(capsys, ["simulate", *common, "--policy", "base-stock", "--params",
-                                     '{"levels": {"stage-1": 6.484, "stage-2": 5.544, '
-                                     '"stage-3": 10.692}}'])
+    echelon = run_json(
+        capsys, ["simulate", *common, "--policy", "echelon-base-stock", "--params", PUBLISHED]
+    )
+    installation = run_json(
+        capsys,
+        [
+            "simulate",
+            *common,
+            "--policy",
+            "base-stock",
+            "--params",
+            '{"levels": {"stage-1": 6.484, "stage-2": 5.544, "stage-3": 10.692}}',
+        ],
+    )
     assert installation["metrics"]["total_cost_per_day"]["mean"] == pytest.approx(
-        echelon["metrics"]["total_cost_per_day"]["mean"], rel=1e-9)
+        echelon["metrics"]["total_cost_per_day"]["mean"], rel=1e-9
+    )
 
 
-@pytest.mark.parametrize(("args", "needles"), [
-    (["--policy", "no-such-policy"], ("--policy",)),
-    (["--params", '{"levels": {"stage-1": 6'], ("JSON",)),
-    (["--params", '{"levels": {"stage-9": 6}}'], ("stage-9",)),
-    (["--params", '{"lvls": {"stage-1": 6}}'], ("lvls",)),
-    (["--params", '{"levels": {"stage-1": "six"}}'], ("stage-1",)),
-    (["--params", "missing-params.json"], ("missing-params.json",)),
-    (["--days", "-5"], ("--days",)),
-    (["--replications", "-1"], ("--replications",)),
-    (["--scenario", "no/such/file.toml"], ("file.toml",)),
-    (["--scenario", "no-such-builtin"], ("no-such-builtin",)),
-    (["--tune", "--params", PUBLISHED], ("--tune", "--params")),
-])
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--policy", "no-such-policy"], ("--policy",)),
+        (["--params", '{"levels": {"stage-1": 6'], ("JSON",)),
+        (["--params", '{"levels": {"stage-9": 6}}'], ("stage-9",)),
+        (["--params", '{"lvls": {"stage-1": 6}}'], ("lvls",)),
+        (["--params", '{"levels": {"stage-1": "six"}}'], ("stage-1",)),
+        (["--params", "missing-params.json"], ("missing-params.json",)),
+        (["--days", "-5"], ("--days",)),
+        (["--replications", "-1"], ("--replications",)),
+        (["--scenario", "no/such/file.toml"], ("file.toml",)),
+        (["--scenario", "no-such-builtin"], ("no-such-builtin",)),
+        (["--tune", "--params", PUBLISHED], ("--tune", "--params")),
+    ],
+)
 def test_simulate_bad_input(capsys, args, needles):
-    argv = ["simulate", "--scenario", "serial-3", "--policy", "base-stock", "--days", "20",
-            *args]
+    argv = ["simulate", "--scenario", "serial-3", "--policy", "base-stock", "--days", "20", *args]
     assert_usage_error(capsys, argv, *needles)
 
 
 def test_simulate_tune(capsys):
-    payload = run_json(capsys, ["simulate", "--scenario", "serial-3", "--policy",
-                                "echelon-base-stock", "--tune", "--train-replications", "2",
-                                "--sweeps", "1", "--days", "40", "--replications", "2",
-                                "--json"])
+    payload = run_json(
+        capsys,
+        [
+            "simulate",
+            "--scenario",
+            "serial-3",
+            "--policy",
+            "echelon-base-stock",
+            "--tune",
+            "--train-replications",
+            "2",
+            "--sweeps",
+            "1",
+            "--days",
+            "40",
+            "--replications",
+            "2",
+            "--json",
+        ],
+    )
     tuning = payload["tuning"]
     assert tuning["evaluations"] > 1
     assert tuning["simulated_days"] == tuning["evaluations"] * 2 * 40
@@ -189,15 +251,46 @@ def test_simulate_tune(capsys):
 
 def test_tune_writes_params_usable_by_simulate(capsys, tmp_path):
     out = tmp_path / "tuned.json"
-    payload = run_json(capsys, ["tune", "--scenario", "serial-3", "--policy", "base-stock",
-                                "--train-replications", "2", "--sweeps", "1", "--days", "40",
-                                "--out", str(out), "--json", "--quiet"])
+    payload = run_json(
+        capsys,
+        [
+            "tune",
+            "--scenario",
+            "serial-3",
+            "--policy",
+            "base-stock",
+            "--train-replications",
+            "2",
+            "--sweeps",
+            "1",
+            "--days",
+            "40",
+            "--out",
+            str(out),
+            "--json",
+            "--quiet",
+        ],
+    )
     assert payload["params"] == json.loads(out.read_text())
     assert payload["evaluations"] > 1 and payload["simulated_days"] > 0
     assert set(payload["coordinates"]) >= {"z:distributor"}
-    sim = run_json(capsys, ["simulate", "--scenario", "serial-3", "--policy", "base-stock",
-                            "--params", str(out), "--days", "20", "--replications", "2",
-                            "--json"])
+    sim = run_json(
+        capsys,
+        [
+            "simulate",
+            "--scenario",
+            "serial-3",
+            "--policy",
+            "base-stock",
+            "--params",
+            str(out),
+            "--days",
+            "20",
+            "--replications",
+            "2",
+            "--json",
+        ],
+    )
     assert sim["params"] == payload["params"]
 
 
@@ -212,11 +305,12 @@ def test_bench_sim(capsys):
     r = rows[1]
     assert r["node_days_per_s"] == pytest.approx(3 * 10 * 3 / r["step_s"])
     assert r["tracemalloc_peak_mib"] > 0 and r["maxrss_mib"] > 0 and r["reset_s"] >= 0
-    listed = run_json(capsys, ["bench", "sim", "--scenario", "serial-3", "--days", "5",
-                               "--batches", "2", "--json"])
+    listed = run_json(
+        capsys,
+        ["bench", "sim", "--scenario", "serial-3", "--days", "5", "--batches", "2", "--json"],
+    )
     assert len(listed) == 1 and listed[0]["batch"] == 2
-    assert_usage_error(capsys, ["bench", "sim", "--scenario", "no-such-builtin"],
-                       "no-such-builtin")
+    assert_usage_error(capsys, ["bench", "sim", "--scenario", "no-such-builtin"], "no-such-builtin")
     assert_usage_error(capsys, ["bench", "sim", "--batches", "0,x"], "--batches")
 
 
@@ -224,15 +318,39 @@ def test_bench_sim(capsys):
 
 
 def test_module_entry_point_prints_only_json():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.run([sys.executable, "-m", "fedinv", *SIM, "--json"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedinv", *SIM, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
     assert REQUIRED_KEYS <= set(payload)
-    bad = subprocess.run([sys.executable, "-m", "fedinv", "simulate", "--scenario", "serial-3",
-                          "--policy", "base-stock", "--params", "{oops"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedinv",
+            "simulate",
+            "--scenario",
+            "serial-3",
+            "--policy",
+            "base-stock",
+            "--params",
+            "{oops",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("fedinv: error:") and "Traceback" not in bad.stderr

@@ -54,10 +54,19 @@ LOCAL_STEPS, REPLICATIONS = 12, 2
 
 
 def _config(scenario: Path, rounds: int) -> FedConfig:
-    return FedConfig(scenario=str(scenario), rounds=rounds, local_steps=LOCAL_STEPS,
-                     replications=REPLICATIONS, eval_replications=2, eval_days=20,
-                     batch_size=16, learning_starts=4, exploration_steps=20, hidden=(16,),
-                     reward_scale=50.0)
+    return FedConfig(
+        scenario=str(scenario),
+        rounds=rounds,
+        local_steps=LOCAL_STEPS,
+        replications=REPLICATIONS,
+        eval_replications=2,
+        eval_days=20,
+        batch_size=16,
+        learning_starts=4,
+        exploration_steps=20,
+        hidden=(16,),
+        reward_scale=50.0,
+    )
 
 
 # -- certificates, keys, commands (fast) ---------------------------------------------------
@@ -68,8 +77,11 @@ def test_certificates_have_the_right_names_and_keys_are_private(tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    certs = make_certs(tmp_path, hosts=["localhost", "127.0.0.1", "coord.example.org",
-                                        "10.1.2.3"], nodes=["maker", "retail"])
+    certs = make_certs(
+        tmp_path,
+        hosts=["localhost", "127.0.0.1", "coord.example.org", "10.1.2.3"],
+        nodes=["maker", "retail"],
+    )
     ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
     server = x509.load_pem_x509_certificate(certs.server_cert.read_bytes())
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -77,8 +89,7 @@ def test_certificates_have_the_right_names_and_keys_are_private(tmp_path):
     server.verify_directly_issued_by(ca)  # raises if the CA did not sign it
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["localhost", "coord.example.org"]
-    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1",
-                                                                          "10.1.2.3"]
+    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "10.1.2.3"]
     for private in (certs.ca_key, certs.server_key, *(k for k, _ in certs.nodes.values())):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600
     private, public = certs.nodes["maker"]
@@ -103,8 +114,14 @@ def test_secure_defaults_in_the_commands(tmp_path):
     assert link[link.index("--ssl-ca-certfile") + 1] == str(certs.ca_cert.resolve())
     with pytest.raises(DeployError, match="needs TLS"):
         superlink_command(tmp_path, tls=None, auth=True)
-    node = supernode_command("127.0.0.1:9092", data_dir=tmp_path, state_dir=tmp_path,
-                             root_cert=certs.ca_cert, private_key=tmp_path / "k", port=1)
+    node = supernode_command(
+        "127.0.0.1:9092",
+        data_dir=tmp_path,
+        state_dir=tmp_path,
+        root_cert=certs.ca_cert,
+        private_key=tmp_path / "k",
+        port=1,
+    )
     assert "--insecure" not in node and "--root-certificates" in node
     assert "--auth-supernode-private-key" in node
 
@@ -118,32 +135,73 @@ def _usage_error(capsys, argv: list[str], *needles: str) -> None:
 
 
 def test_command_line_errors_are_one_clear_line(tmp_path, capsys):
-    _usage_error(capsys, ["deploy", "superlink", "--certs", str(tmp_path / "none")],
-                 "CA certificate not found", "fedinv deploy certs")
+    _usage_error(
+        capsys,
+        ["deploy", "superlink", "--certs", str(tmp_path / "none")],
+        "CA certificate not found",
+        "fedinv deploy certs",
+    )
     make_certs(tmp_path / "c", nodes=["maker"])
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        _usage_error(capsys, ["deploy", "superlink", "--certs", str(tmp_path / "c"),
-                              "--port", str(port)], f"port {port}", "in use")
-    _usage_error(capsys, ["deploy", "superlink", "--certs", str(tmp_path / "c"),
-                          "--insecure"], "choose one")
+        _usage_error(
+            capsys,
+            ["deploy", "superlink", "--certs", str(tmp_path / "c"), "--port", str(port)],
+            f"port {port}",
+            "in use",
+        )
+    _usage_error(
+        capsys, ["deploy", "superlink", "--certs", str(tmp_path / "c"), "--insecure"], "choose one"
+    )
     data = tmp_path / "data" / "maker"
     data.mkdir(parents=True)
     (data / "scenario.toml").write_text("")
-    node = ["deploy", "node", "--org", "maker", "--data", str(tmp_path / "data"),
-            "--superlink", "127.0.0.1:9092", "--ca", str(tmp_path / "c" / "ca.crt")]
+    node = [
+        "deploy",
+        "node",
+        "--org",
+        "maker",
+        "--data",
+        str(tmp_path / "data"),
+        "--superlink",
+        "127.0.0.1:9092",
+        "--ca",
+        str(tmp_path / "c" / "ca.crt"),
+    ]
     _usage_error(capsys, node, "no node private key given", "--key")
-    _usage_error(capsys, [*node, "--key", str(tmp_path / "c" / "ca.crt")],
-                 "not an unencrypted OpenSSH private key")
-    _usage_error(capsys, [*node[:-2], "--key", str(tmp_path / "c" / "nodes" / "maker")],
-                 "CA certificate", "--ca")
-    _usage_error(capsys, ["deploy", "node", "--org", "retail", "--data",
-                          str(tmp_path / "data"), "--superlink", "127.0.0.1:9092",
-                          "--insecure"], "no private data for 'retail'")
-    _usage_error(capsys, ["deploy", "register", "x.pub", "--superlink", "nohost",
-                          "--insecure"], "expected HOST:PORT")
+    _usage_error(
+        capsys,
+        [*node, "--key", str(tmp_path / "c" / "ca.crt")],
+        "not an unencrypted OpenSSH private key",
+    )
+    _usage_error(
+        capsys,
+        [*node[:-2], "--key", str(tmp_path / "c" / "nodes" / "maker")],
+        "CA certificate",
+        "--ca",
+    )
+    _usage_error(
+        capsys,
+        [
+            "deploy",
+            "node",
+            "--org",
+            "retail",
+            "--data",
+            str(tmp_path / "data"),
+            "--superlink",
+            "127.0.0.1:9092",
+            "--insecure",
+        ],
+        "no private data for 'retail'",
+    )
+    _usage_error(
+        capsys,
+        ["deploy", "register", "x.pub", "--superlink", "nohost", "--insecure"],
+        "expected HOST:PORT",
+    )
     _usage_error(capsys, ["deploy", "certs", "--out", str(tmp_path / "c")], "already exists")
 
 
@@ -206,10 +264,18 @@ def test_tls_loopback_and_refusal_of_unregistered_nodes(federation, tmp_path):
         list_nodes(address=federation.address, root_cert=other.ca_cert)
     # a SuperNode with a key the SuperLink never registered is refused (Flower: exit 305)
     private, _ = make_node_key(tmp_path / "keys" / "rogue")
-    rogue = start(supernode_command(
-        federation.address, data_dir=federation.data / "maker", state_dir=tmp_path / "state",
-        root_cert=federation.root_cert, private_key=private, port=_free_port()),
-        env=deploy_env(tmp_path / "home"), log=tmp_path / "rogue.log")
+    rogue = start(
+        supernode_command(
+            federation.address,
+            data_dir=federation.data / "maker",
+            state_dir=tmp_path / "state",
+            root_cert=federation.root_cert,
+            private_key=private,
+            port=_free_port(),
+        ),
+        env=deploy_env(tmp_path / "home"),
+        log=tmp_path / "rogue.log",
+    )
     try:
         assert rogue.wait(90) != 0
     finally:
@@ -288,8 +354,9 @@ def test_two_rounds_over_tls_with_node_authentication(federation, two_rounds, ch
         if reply["phase"] == "train":
             arrays = records["arrays"]
             assert arrays["kind"] == "ArrayRecord"
-            assert {k: tuple(v[0]) for k, v in arrays["fields"].items()} == \
-                {k: v.shape for k, v in start_weights.items()}
+            assert {k: tuple(v[0]) for k, v in arrays["fields"].items()} == {
+                k: v.shape for k, v in start_weights.items()
+            }
             assert all(history_days not in v[0] for v in arrays["fields"].values())
 
     # private keys appear in no log, no Flower folder, no run folder
@@ -325,8 +392,10 @@ def test_killed_supernode_rejoins_and_killed_serverapp_resumes(federation, two_r
 
     def retail_training() -> bool:
         table = _proc_table()
-        return any(pid in table and any(b"flwr-clientapp" in a for a in table[pid][2][:2])
-                   for pid, _ in process_tree(retail.proc.pid))
+        return any(
+            pid in table and any(b"flwr-clientapp" in a for a in table[pid][2][:2])
+            for pid, _ in process_tree(retail.proc.pid)
+        )
 
     wait_for(retail_training, 180, "retail's ClientApp in round 3", check=check, poll=0.1)
     federation.kill_node("retail")

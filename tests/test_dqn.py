@@ -43,17 +43,38 @@ CHOICES = ActionSet(safety_factors=(0.0,), cover_days=(1.0, 3.0, 6.0), cover_saf
 def tiny(days: int = 60) -> Scenario:
     """One shop, 5 units/day of deterministic demand, lead time 1: the optimum orders
     the demand every day (cost 0); every other choice holds stock or backorders."""
-    node = Node("shop", Tier.DISTRIBUTOR, "r", "o", holding_cost=1.0, stockout_penalty=10.0,
-                initial_inventory=5.0, demand=DemandModel("deterministic", 5.0))
+    node = Node(
+        "shop",
+        Tier.DISTRIBUTOR,
+        "r",
+        "o",
+        holding_cost=1.0,
+        stockout_penalty=10.0,
+        initial_inventory=5.0,
+        demand=DemandModel("deterministic", 5.0),
+    )
     lane = Lane("external", "shop", LeadTime(mean=1))
     return Scenario("tiny", Network((node,), (lane,), (Organization("o"),)), horizon_days=days)
 
 
 def small_args(**kw) -> Args:
-    base = dict(total_steps=400, replications=4, learning_starts=50, eval_every=20,
-                eval_replications=1, exploration_fraction=0.5, buffer_size=20_000,
-                batch_size=64, hidden=(32,), gamma=0.9, n_step=1, learning_rate=1e-3,
-                target_network_frequency=25, updates_per_step=2, env=EnvConfig(actions=CHOICES))
+    base = dict(
+        total_steps=400,
+        replications=4,
+        learning_starts=50,
+        eval_every=20,
+        eval_replications=1,
+        exploration_fraction=0.5,
+        buffer_size=20_000,
+        batch_size=64,
+        hidden=(32,),
+        gamma=0.9,
+        n_step=1,
+        learning_rate=1e-3,
+        target_network_frequency=25,
+        updates_per_step=2,
+        env=EnvConfig(actions=CHOICES),
+    )
     return Args(**(base | kw))
 
 
@@ -86,8 +107,10 @@ def test_same_seed_same_parameters():
     for key, value in a.learner.q_network.state_dict().items():
         assert torch.equal(value, b.learner.q_network.state_dict()[key])
     assert a.learner.updates == b.learner.updates > 0
-    assert any(not torch.equal(v, c.learner.q_network.state_dict()[k])
-               for k, v in a.learner.q_network.state_dict().items())
+    assert any(
+        not torch.equal(v, c.learner.q_network.state_dict()[k])
+        for k, v in a.learner.q_network.state_dict().items()
+    )
 
 
 def test_checkpoint_round_trip(trained, tmp_path):
@@ -142,10 +165,30 @@ def test_n_step_returns_and_schedule():
 @pytest.fixture(scope="module")
 def train_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
-    argv = ["train", "--scenario", "single-node", "--algo", "dqn", "--steps", "60",
-            "--replications", "2", "--days", "30", "--eval-replications", "2",
-            "--test-replications", "3", "--train-replications", "2", "--sweeps", "1",
-            "--out", str(out), "--quiet"]
+    argv = [
+        "train",
+        "--scenario",
+        "single-node",
+        "--algo",
+        "dqn",
+        "--steps",
+        "60",
+        "--replications",
+        "2",
+        "--days",
+        "30",
+        "--eval-replications",
+        "2",
+        "--test-replications",
+        "3",
+        "--train-replications",
+        "2",
+        "--sweeps",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     return out
 
@@ -154,43 +197,61 @@ def test_train_command_writes_report(train_dir, capsys):
     assert sorted(p.name for p in train_dir.iterdir()) == sorted(REPORT_FILES)
     curve = pd.read_csv(train_dir / "curve.csv")
     assert {"step", "validation_cost_per_day", "base-stock_validation_cost_per_day"} <= set(
-        curve.columns)
+        curve.columns
+    )
     assert curve["step"].iloc[-1] == 60
     evaluation = pd.read_csv(train_dir / "evaluation.csv", index_col="replication")
-    assert list(evaluation.index) == [0, 1, 2] and list(evaluation.columns) == [
-        "dqn", "base-stock"]
+    assert list(evaluation.index) == [0, 1, 2] and list(evaluation.columns) == ["dqn", "base-stock"]
     summary = json.loads((train_dir / "summary.json").read_text())
     assert set(summary["cost_per_day"]) == {"dqn", "base-stock"}
     assert summary["difference_vs"]["base-stock"]["mean"] == pytest.approx(
-        (evaluation["dqn"] - evaluation["base-stock"]).mean())
+        (evaluation["dqn"] - evaluation["base-stock"]).mean()
+    )
     assert (train_dir / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_simulate_with_checkpoint(train_dir, capsys):
-    argv = ["simulate", "--scenario", "single-node", "--policy", "dqn", "--checkpoint",
-            str(train_dir / "checkpoint.pt"), "--days", "30", "--replications", "3", "--json"]
+    argv = [
+        "simulate",
+        "--scenario",
+        "single-node",
+        "--policy",
+        "dqn",
+        "--checkpoint",
+        str(train_dir / "checkpoint.pt"),
+        "--days",
+        "30",
+        "--replications",
+        "3",
+        "--json",
+    ]
     assert main(argv) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["policy"] == "dqn" and payload["params"] == {}
     # the same held-out replications as fedinv train's evaluation
     evaluation = pd.read_csv(train_dir / "evaluation.csv", index_col="replication")
     assert payload["metrics"]["total_cost_per_day"]["mean"] == pytest.approx(
-        evaluation["dqn"].mean())
+        evaluation["dqn"].mean()
+    )
     assert main(argv[:-1] + ["--quiet"]) == 0
     assert "checkpoint" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    ([], "--checkpoint"),
-    (["--checkpoint", "no/such/checkpoint.pt"], "no such file"),
-    (["--checkpoint", "CORRUPT"], "cannot be read"),
-    (["--checkpoint", "CKPT", "--params", "{}"], "--params"),
-])
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ([], "--checkpoint"),
+        (["--checkpoint", "no/such/checkpoint.pt"], "no such file"),
+        (["--checkpoint", "CORRUPT"], "cannot be read"),
+        (["--checkpoint", "CKPT", "--params", "{}"], "--params"),
+    ],
+)
 def test_simulate_dqn_bad_input(capsys, tmp_path, train_dir, extra, needle):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00" * 64)
-    extra = [{"CORRUPT": str(corrupt), "CKPT": str(train_dir / "checkpoint.pt")}.get(x, x)
-             for x in extra]
+    extra = [
+        {"CORRUPT": str(corrupt), "CKPT": str(train_dir / "checkpoint.pt")}.get(x, x) for x in extra
+    ]
     argv = ["simulate", "--scenario", "single-node", "--policy", "dqn", "--days", "10", *extra]
     assert main(argv) == 2
     captured = capsys.readouterr()
@@ -198,28 +259,48 @@ def test_simulate_dqn_bad_input(capsys, tmp_path, train_dir, extra, needle):
 
 
 def test_checkpoint_only_for_learned_policies(capsys, train_dir):
-    argv = ["simulate", "--scenario", "single-node", "--policy", "base-stock", "--days", "10",
-            "--checkpoint", str(train_dir / "checkpoint.pt")]
+    argv = [
+        "simulate",
+        "--scenario",
+        "single-node",
+        "--policy",
+        "base-stock",
+        "--days",
+        "10",
+        "--checkpoint",
+        str(train_dir / "checkpoint.pt"),
+    ]
     assert main(argv) == 2
     assert "--checkpoint" in capsys.readouterr().err
 
 
 def test_checkpoint_for_another_network(capsys, train_dir):
     """A single distributor's agent has no Q-network for serial-3's upstream roles."""
-    argv = ["simulate", "--scenario", "serial-3", "--policy", "dqn", "--days", "10",
-            "--checkpoint", str(train_dir / "checkpoint.pt")]
+    argv = [
+        "simulate",
+        "--scenario",
+        "serial-3",
+        "--policy",
+        "dqn",
+        "--days",
+        "10",
+        "--checkpoint",
+        str(train_dir / "checkpoint.pt"),
+    ]
     assert main(argv) == 2
     assert "role" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    (["--baselines", "no-such-policy"], "--baselines"),
-    (["--network-share", "-1"], "--network-share"),
-    (["--algo", "ppo"], "--algo"),
-])
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--baselines", "no-such-policy"], "--baselines"),
+        (["--network-share", "-1"], "--network-share"),
+        (["--algo", "ppo"], "--algo"),
+    ],
+)
 def test_train_bad_input(capsys, tmp_path, extra, needle):
-    argv = ["train", "--scenario", "single-node", "--steps", "5", "--out", str(tmp_path),
-            *extra]
+    argv = ["train", "--scenario", "single-node", "--steps", "5", "--out", str(tmp_path), *extra]
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err and needle in captured.err
@@ -234,8 +315,9 @@ def test_one_network_per_node(tmp_path):
     assert agent_roles(layout, [0], "tier") == ("distributor",)
     with pytest.raises(ValueError, match="share"):
         agent_roles(layout, [0], "organization")
-    result = train(small_args(total_steps=30, learning_starts=10, eval_every=0,
-                              share="node"), scenario)
+    result = train(
+        small_args(total_steps=30, learning_starts=10, eval_every=0, share="node"), scenario
+    )
     assert result.policy.q_network.roles == ("shop",)
     loaded = load_policy(save_checkpoint(tmp_path / "node.pt", result), layout)
     assert loaded.agent_roles == ("shop",)

@@ -42,8 +42,16 @@ def short(name: str, days: int) -> Scenario:
 
 def tiny(days: int = 30, demand: float = 5.0, lead: int = 1) -> Scenario:
     """One shop, deterministic demand, an outside vendor with lead time ``lead``."""
-    node = Node("shop", Tier.DISTRIBUTOR, "r", "o", holding_cost=1.0, stockout_penalty=10.0,
-                initial_inventory=demand, demand=DemandModel("deterministic", demand))
+    node = Node(
+        "shop",
+        Tier.DISTRIBUTOR,
+        "r",
+        "o",
+        holding_cost=1.0,
+        stockout_penalty=10.0,
+        initial_inventory=demand,
+        demand=DemandModel("deterministic", demand),
+    )
     lane = Lane("external", "shop", LeadTime(mean=lead))
     return Scenario("tiny", Network((node,), (lane,), (Organization("o"),)), horizon_days=days)
 
@@ -102,13 +110,18 @@ def test_observation_has_no_future_information():
 
     exo = env.sim.reset([3, 4])[1]
     future = dataclasses.replace(
-        exo, demand=exo.demand.copy(), lead=exo.lead.copy(), alert=exo.alert.copy(),
-        delay_notice=exo.delay_notice.copy(), node_factor=exo.node_factor.copy())
-    future.demand[:, cut + 1:] *= 3.0
-    future.lead[:, cut + 1:] += 2
-    future.alert[:, cut + 1:] = 1.0
-    future.delay_notice[:, cut + 1:] = 5.0
-    future.node_factor[:, cut + 1:] = 0.5
+        exo,
+        demand=exo.demand.copy(),
+        lead=exo.lead.copy(),
+        alert=exo.alert.copy(),
+        delay_notice=exo.delay_notice.copy(),
+        node_factor=exo.node_factor.copy(),
+    )
+    future.demand[:, cut + 1 :] *= 3.0
+    future.lead[:, cut + 1 :] += 2
+    future.alert[:, cut + 1 :] = 1.0
+    future.delay_notice[:, cut + 1 :] = 5.0
+    future.node_factor[:, cut + 1 :] = 0.5
     base, changed = trajectory(exo), trajectory(future)
     for day in range(cut + 1):
         np.testing.assert_array_equal(base[day], changed[day], err_msg=f"day {day}")
@@ -177,25 +190,37 @@ def test_order_nothing_and_orders_up_to_target():
 
 def test_reward_weights():
     scenario = short("serial-3", 10)
-    team = BatchedInventoryEnv(scenario, EnvConfig(reward=RewardConfig(
-        own_weight=0.0, network_share=1.0, scale=10.0)))
-    own = BatchedInventoryEnv(scenario, EnvConfig(reward=RewardConfig(
-        own_weight=1.0, network_share=0.0, order_change_cost=2.0, scale=10.0)))
+    team = BatchedInventoryEnv(
+        scenario, EnvConfig(reward=RewardConfig(own_weight=0.0, network_share=1.0, scale=10.0))
+    )
+    own = BatchedInventoryEnv(
+        scenario,
+        EnvConfig(
+            reward=RewardConfig(
+                own_weight=1.0, network_share=0.0, order_change_cost=2.0, scale=10.0
+            )
+        ),
+    )
     team.reset([0, 1])
     own.reset([0, 1])
     acts = np.array([[5, 6, 7], [8, 2, 1]])
     _, r_team, _, _, info = team.step(acts)
     _, r_own, _, _, _ = own.step(acts)
-    np.testing.assert_allclose(r_team, -np.repeat(info["network_cost"][:, None], 3, 1) / 10,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        r_team, -np.repeat(info["network_cost"][:, None], 3, 1) / 10, rtol=1e-6
+    )
     change = own.state.last_orders @ own.observer.lane_to_node  # yesterday's orders were 0
     np.testing.assert_allclose(r_own, -(info["cost"] + 2.0 * change) / 10, rtol=1e-6)
     assert BatchedInventoryEnv(scenario).cost_scale > 0
 
 
 def test_config_round_trip():
-    cfg = EnvConfig(actions=ActionSet(safety_factors=(0.5,)), controlled=("stage-1",),
-                    reward=RewardConfig(network_share=0.5), fallback_levels={"stage-2": 3.0})
+    cfg = EnvConfig(
+        actions=ActionSet(safety_factors=(0.5,)),
+        controlled=("stage-1",),
+        reward=RewardConfig(network_share=0.5),
+        fallback_levels={"stage-2": 3.0},
+    )
     assert EnvConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -241,5 +266,6 @@ def test_single_node_env_others_use_fallback_levels():
     levels = default_params("base-stock", Simulator(scenario).layout)["levels"]
     env = SingleNodeEnv(scenario, node="stage-1")
     assert env.env.agents == ("stage-1",)
-    np.testing.assert_allclose(env.env.action_map.fallback,
-                               [levels["stage-1"], levels["stage-2"], levels["stage-3"]])
+    np.testing.assert_allclose(
+        env.env.action_map.fallback, [levels["stage-1"], levels["stage-2"], levels["stage-3"]]
+    )

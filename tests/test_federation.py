@@ -77,9 +77,19 @@ lead_time = 1
 
 
 def _config(scenario: Path, **kw) -> FedConfig:
-    base = dict(scenario=str(scenario), rounds=2, local_steps=12, replications=2,
-                eval_replications=2, eval_days=20, batch_size=16, learning_starts=4,
-                exploration_steps=20, hidden=(16,), reward_scale=50.0)
+    base = dict(
+        scenario=str(scenario),
+        rounds=2,
+        local_steps=12,
+        replications=2,
+        eval_replications=2,
+        eval_days=20,
+        batch_size=16,
+        learning_starts=4,
+        exploration_steps=20,
+        hidden=(16,),
+        reward_scale=50.0,
+    )
     base.update(kw)
     return FedConfig(**base)
 
@@ -97,8 +107,9 @@ def test_role_weighted_average_by_hand():
     prev = {"nets.supplier.w": np.zeros(2), "nets.distributor.w": np.zeros(2)}
     a = {"nets.supplier.w": np.array([1.0, 1.0]), "nets.distributor.w": np.array([4.0, 0.0])}
     b = {"nets.supplier.w": np.array([3.0, 3.0]), "nets.distributor.w": np.array([8.0, 8.0])}
-    out = role_weighted_average([a, b], [{"supplier": 1, "distributor": 0},
-                                         {"supplier": 3, "distributor": 0}], prev)
+    out = role_weighted_average(
+        [a, b], [{"supplier": 1, "distributor": 0}, {"supplier": 3, "distributor": 0}], prev
+    )
     np.testing.assert_allclose(out["nets.supplier.w"], [2.5, 2.5])  # (1 + 9) / 4
     np.testing.assert_allclose(out["nets.distributor.w"], [0.0, 0.0])  # nobody trained it
 
@@ -116,14 +127,24 @@ def test_client_sends_only_weights_and_scalar_metrics(chain, tmp_path):
     cfg = _config(scenario)
     model = to_arrays(new_model(cfg, roles_of(load_scenario(scenario))))
     history_days = len(pd.read_csv(data / "retail" / "demand.csv"))
-    context = Context(run_id=1, node_id=7, state=RecordDict(), run_config=cfg.to_flat(),
-                      node_config={"data-dir": str(data / "retail"),
-                                   "state-dir": str(tmp_path / "state")})
+    context = Context(
+        run_id=1,
+        node_id=7,
+        state=RecordDict(),
+        run_config=cfg.to_flat(),
+        node_config={"data-dir": str(data / "retail"), "state-dir": str(tmp_path / "state")},
+    )
     for kind in ("train", "evaluate"):
-        msg = Message(content=RecordDict({
-            "arrays": ArrayRecord({k: Array(v) for k, v in model.items()}),
-            "config": ConfigRecord({"server-round": 1, "reward-scale": 50.0})}),
-            dst_node_id=7, message_type=kind)
+        msg = Message(
+            content=RecordDict(
+                {
+                    "arrays": ArrayRecord({k: Array(v) for k, v in model.items()}),
+                    "config": ConfigRecord({"server-round": 1, "reward-scale": 50.0}),
+                }
+            ),
+            dst_node_id=7,
+            message_type=kind,
+        )
         reply = app(msg, context)
         assert not reply.has_error(), reply.error
         content = reply.content
@@ -168,7 +189,8 @@ def test_fedprox_keeps_local_weights_near_the_global_ones(chain, tmp_path):
     def drift(**kw):
         cfg = _config(scenario, local_steps=30, **kw)
         out, _, _ = LocalTrainer(data / "retail", tmp_path / str(kw), cfg, roles).train_round(
-            start, 1)
+            start, 1
+        )
         return sum(float(((out[k] - start[k]) ** 2).sum()) for k in start)
 
     assert drift(strategy="fedprox", proximal_mu=100.0) < drift(strategy="fedavg")
@@ -204,9 +226,25 @@ def test_simulated_federation_end_to_end_resume_and_failure(chain, tmp_path):
     # the final checkpoint runs as a policy
     from fedinv.cli import main
 
-    assert main(["simulate", "--scenario", str(scenario), "--policy", "dqn", "--checkpoint",
-                 str(run.final_checkpoint), "--days", "20", "--replications", "2",
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--scenario",
+                str(scenario),
+                "--policy",
+                "dqn",
+                "--checkpoint",
+                str(run.final_checkpoint),
+                "--days",
+                "20",
+                "--replications",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
 
     # 2. one round, then resumed to two: the same weights as the uninterrupted run
     split = tmp_path / "split"
@@ -249,8 +287,9 @@ def test_differential_privacy_wraps_the_role_weighted_strategy():
 
     inner = make_strategy("fedprox", proximal_mu=0.5)
     assert isinstance(inner, RoleFedProx) and inner.proximal_mu == 0.5
-    dp = with_differential_privacy(inner, noise_multiplier=0.8, clipping_norm=2.0,
-                                   num_sampled_clients=3)
+    dp = with_differential_privacy(
+        inner, noise_multiplier=0.8, clipping_norm=2.0, num_sampled_clients=3
+    )
     assert isinstance(dp, DifferentialPrivacyServerSideFixedClipping)
     assert dp.strategy is inner and dp.noise_multiplier == 0.8 and dp.clipping_norm == 2.0
     with pytest.raises(ValueError, match="unknown strategy"):

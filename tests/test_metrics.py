@@ -21,8 +21,9 @@ from fedinv.sim.simulator import RECORD_FIELDS, Simulator
 def _layout():
     nodes = (
         Node("s", Tier.SUPPLIER, "r", "o", unit_value=5.0),
-        Node("d", Tier.DISTRIBUTOR, "r", "o", unit_value=10.0,
-             demand=DemandModel("deterministic", 1)),
+        Node(
+            "d", Tier.DISTRIBUTOR, "r", "o", unit_value=10.0, demand=DemandModel("deterministic", 1)
+        ),
     )
     lanes = (Lane("external", "s"), Lane("s", "d"))
     return Simulator(Scenario("m", Network(nodes, lanes, (Organization("o"),))), days=1).layout
@@ -55,8 +56,9 @@ def test_network_metrics_by_hand():
     # turnover: COGS 12 x $10 over mean stock value (30+50+10+30)/4 = 30, x 365/4
     assert m["inventory_turnover"] == pytest.approx(120 / 30 * 365 / 4)
     # bullwhip: the supplier tier's orders (0, 8, 0, 4) vs demand (4, 2, 6, 0)
-    assert m["bullwhip_ratio"] == pytest.approx(np.var([0, 8, 0, 4], ddof=1)
-                                                / np.var([4, 2, 6, 0], ddof=1))
+    assert m["bullwhip_ratio"] == pytest.approx(
+        np.var([0, 8, 0, 4], ddof=1) / np.var([4, 2, 6, 0], ddof=1)
+    )
     assert m["bullwhip_distributor"] == pytest.approx(1.0)
 
 

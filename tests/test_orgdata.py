@@ -9,8 +9,7 @@ from fedinv.model.scenario import load_scenario
 
 
 def test_fifo_matches_shipments_to_orders_in_order():
-    chunks = list(_fifo(np.array([5.0, 0.0, 3.0]), np.array([2.0, 3.0, 3.0]),
-                        np.array([2, 2, 2])))
+    chunks = list(_fifo(np.array([5.0, 0.0, 3.0]), np.array([2.0, 3.0, 3.0]), np.array([2, 2, 2])))
     assert chunks == [(0, 2.0, 2), (0, 3.0, 3), (2, 3.0, 4)]
 
 
@@ -54,5 +53,6 @@ def test_observed_lead_times_cover_the_nominal_transit(exported):
     assert len(lane) > 0
     # order -> receipt is at least the shortest transit time the lane can draw
     assert lane["lead_days"].min() >= min(1, nominal.lead_time.support_max)
-    assert (pd.to_datetime(lane["receipt_date"]) - pd.to_datetime(lane["order_date"])
-            ).dt.days.tolist() == lane["lead_days"].tolist()
+    assert (
+        pd.to_datetime(lane["receipt_date"]) - pd.to_datetime(lane["order_date"])
+    ).dt.days.tolist() == lane["lead_days"].tolist()

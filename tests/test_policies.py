@@ -25,11 +25,20 @@ from fedinv.sim.simulator import Simulator
 
 
 def _single(lot=0.0, fixed=0.0) -> Simulator:
-    node = Node("d", Tier.DISTRIBUTOR, "r", "o", holding_cost=1, stockout_penalty=9,
-                initial_inventory=10, demand=DemandModel("deterministic", 4))
+    node = Node(
+        "d",
+        Tier.DISTRIBUTOR,
+        "r",
+        "o",
+        holding_cost=1,
+        stockout_penalty=9,
+        initial_inventory=10,
+        demand=DemandModel("deterministic", 4),
+    )
     lane = Lane("external", "d", LeadTime(mean=3), lot_size=lot, fixed_order_cost=fixed)
-    return Simulator(Scenario("one", Network((node,), (lane,), (Organization("o"),)),
-                              horizon_days=30))
+    return Simulator(
+        Scenario("one", Network((node,), (lane,), (Organization("o"),)), horizon_days=30)
+    )
 
 
 def test_base_stock_orders_up_to_level_on_inventory_position():
@@ -75,8 +84,11 @@ def test_assembly_node_orders_each_component_by_its_bill_of_materials():
     bom = lay.network.nodes[node].bill_of_materials
     net = state.on_hand[0, node] - state.backlog[0, node] - (state.owed[0] @ lay.src_mat)[node]
     for item, qty in bom.items():
-        lanes = [m for m in lay.inbound_lanes(node)
-                 if lay.network.nodes[lay.lane_src[m]].item_name == item]
+        lanes = [
+            m
+            for m in lay.inbound_lanes(node)
+            if lay.network.nodes[lay.lane_src[m]].item_name == item
+        ]
         stock = state.components[0, lay.lane_comp[lanes[0]]]
         expected = max(qty * (1000.0 - net) - stock - state.on_order[0, lanes].sum(), 0.0)
         got = orders[lanes].sum()

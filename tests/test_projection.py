@@ -42,7 +42,8 @@ def _random_state(sim: Simulator, rng: np.random.Generator, batch: int):
     state.on_hand = rng.uniform(0, 300, state.on_hand.shape)
     state.owed = rng.uniform(0, 50, state.owed.shape) * (rng.random(state.owed.shape) < 0.3)
     state.pipeline = rng.uniform(0, 40, state.pipeline.shape) * (
-        rng.random(state.pipeline.shape) < 0.2)
+        rng.random(state.pipeline.shape) < 0.2
+    )
     state.components = rng.uniform(0, 100, state.components.shape)
     state.month_spend = lay.budget * rng.uniform(0.3, 1.05, state.month_spend.shape)
     state.month_spend[~np.isfinite(state.month_spend)] = 0.0
@@ -74,17 +75,23 @@ def _check_released(prog: ProjectionProgram, state, out, p):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(lanes=st.integers(10, 16), net_seed=st.integers(0, 3), seed=st.integers(0, 10**6),
-       scale=st.sampled_from([0.5, 1.0, 3.0]))
+@given(
+    lanes=st.integers(10, 16),
+    net_seed=st.integers(0, 3),
+    seed=st.integers(0, 10**6),
+    scale=st.sampled_from([0.5, 1.0, 3.0]),
+)
 def test_released_orders_satisfy_every_constraint_and_feasible_proposals_are_kept(
-        lanes, net_seed, seed, scale):
+    lanes, net_seed, seed, scale
+):
     sim = _sim(lanes, net_seed)
     rng = np.random.default_rng(seed)
     state = _random_state(sim, rng, batch=3)
     prog_outages = sim.scenario.outages
     p = rng.uniform(0, 60 * scale, (3, sim.layout.num_lanes)) * (rng.random((3, 1)) < 0.9)
-    proj = make_projector(sim.layout, "highspy", outages=prog_outages, skip_feasible=False,
-                          fast_path=False)
+    proj = make_projector(
+        sim.layout, "highspy", outages=prog_outages, skip_feasible=False, fast_path=False
+    )
     out = proj.project(state, p)
     assert out.solver_used.all()
     _check_released(proj.program, state, out, p)
@@ -107,9 +114,15 @@ def test_with_only_transport_capacities_the_projection_is_clipping(seed):
     rng = np.random.default_rng(seed)
     base = random_scenario(12, seed % 3, horizon_days=5).network
     nodes = tuple(replace(n, capacity=math.inf, storage_capacity=math.inf) for n in base.nodes)
-    lanes = tuple(replace(ln, lot_size=0.0, min_monthly_commitment=0.0,
-                          transport_capacity=float(rng.uniform(0, 50)))
-                  for ln in base.lanes)
+    lanes = tuple(
+        replace(
+            ln,
+            lot_size=0.0,
+            min_monthly_commitment=0.0,
+            transport_capacity=float(rng.uniform(0, 50)),
+        )
+        for ln in base.lanes
+    )
     orgs = tuple(replace(o, monthly_budget=math.inf) for o in base.organizations)
     sim = Simulator(Scenario("box", Network(nodes, lanes, orgs), horizon_days=5))
     state, _ = sim.reset(2)
@@ -121,8 +134,9 @@ def test_with_only_transport_capacities_the_projection_is_clipping(seed):
         assert out.solver_used.any() != fast
         clip = np.clip(np.nan_to_num(p), 0.0, sim.layout.transport_cap)
         np.testing.assert_allclose(out.released, clip, atol=1e-9)
-        np.testing.assert_allclose(out.distance, np.abs(clip - np.maximum(np.nan_to_num(p), 0))
-                                   .sum(axis=1), atol=1e-7)
+        np.testing.assert_allclose(
+            out.distance, np.abs(clip - np.maximum(np.nan_to_num(p), 0)).sum(axis=1), atol=1e-7
+        )
         assert not out.relaxations
 
 
@@ -135,9 +149,11 @@ def test_pyomo_and_highspy_reach_the_same_objective():
         rng = np.random.default_rng(lanes)
         kw = dict(outages=sim.scenario.outages, skip_feasible=False, fast_path=False)
         a = make_projector(sim.layout, "highspy", lp_first=False, **kw)
-        others = [make_projector(sim.layout, "highspy", **kw),
-                  make_projector(sim.layout, "pyomo", **kw),
-                  make_projector(sim.layout, "pyomo", lean=False, lp_first=False, **kw)]
+        others = [
+            make_projector(sim.layout, "highspy", **kw),
+            make_projector(sim.layout, "pyomo", **kw),
+            make_projector(sim.layout, "pyomo", lean=False, lp_first=False, **kw),
+        ]
         for _ in range(4):
             state = _random_state(sim, rng, batch=3)
             p = rng.uniform(0, 120, (3, sim.layout.num_lanes))
@@ -148,7 +164,8 @@ def test_pyomo_and_highspy_reach_the_same_objective():
                 np.testing.assert_allclose(a.last_objective, b.last_objective, atol=1e-6)
                 np.testing.assert_allclose(ra.distance, rb.distance, atol=1e-6)
                 assert [(r.kind, r.target) for r in ra.relaxations] == [
-                    (r.kind, r.target) for r in rb.relaxations]
+                    (r.kind, r.target) for r in rb.relaxations
+                ]
         certified += others[0].counts["lp_certified"]
     assert certified > 0  # the LP-first path was taken, not only its MILP fallback
 
@@ -163,16 +180,22 @@ def _fast_and_reference(lanes: int, seed: int):
     if key not in _FAST:
         sim = _sim(lanes, seed)
         kw = dict(outages=sim.scenario.outages, skip_feasible=False)
-        _FAST[key] = (make_projector(sim.layout, "highspy", **kw),
-                      make_projector(sim.layout, "highspy", fast_path=False, lp_first=False,
-                                     **kw),
-                      make_projector(sim.layout, "pyomo", fast_path=False, **kw))
+        _FAST[key] = (
+            make_projector(sim.layout, "highspy", **kw),
+            make_projector(sim.layout, "highspy", fast_path=False, lp_first=False, **kw),
+            make_projector(sim.layout, "pyomo", fast_path=False, **kw),
+        )
     return _FAST[key]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(lanes=st.integers(10, 24), net_seed=st.integers(0, 3), seed=st.integers(0, 10**6),
-       scale=st.sampled_from([0.5, 1.0, 3.0]), on_lots=st.booleans())
+@given(
+    lanes=st.integers(10, 24),
+    net_seed=st.integers(0, 3),
+    seed=st.integers(0, 10**6),
+    scale=st.sampled_from([0.5, 1.0, 3.0]),
+    on_lots=st.booleans(),
+)
 def test_fast_path_answers_with_the_solvers_optimum(lanes, net_seed, seed, scale, on_lots):
     """Where the separable relaxation's optimum is feasible, it is released without a
     solve, and its objective is the optimum both solvers find for the full program."""
@@ -193,8 +216,7 @@ def test_fast_path_answers_with_the_solvers_optimum(lanes, net_seed, seed, scale
         np.testing.assert_allclose(out.distance, o.distance, atol=1e-6)
         if answered.any():
             # the same orders (the optimum is unique up to solver noise)
-            np.testing.assert_allclose(out.released[answered], o.released[answered],
-                                       atol=1e-5)
+            np.testing.assert_allclose(out.released[answered], o.released[answered], atol=1e-5)
 
 
 def test_fast_path_answers_most_benchmark_days_exactly():
@@ -204,8 +226,10 @@ def test_fast_path_answers_most_benchmark_days_exactly():
     scenario, layout, days = _days(40, 40, seed=7)
     kw = dict(outages=scenario.outages, skip_feasible=False)
     fast = make_projector(layout, "highspy", **kw)
-    refs = [make_projector(layout, "highspy", fast_path=False, lp_first=False, **kw),
-            make_projector(layout, "pyomo", fast_path=False, **kw)]
+    refs = [
+        make_projector(layout, "highspy", fast_path=False, lp_first=False, **kw),
+        make_projector(layout, "pyomo", fast_path=False, **kw),
+    ]
     for state, p in days:
         out = fast.project(state, p)
         _check_released(fast.program, state, out, p)
@@ -220,12 +244,18 @@ def test_fast_path_answers_most_benchmark_days_exactly():
 def _row_scenario(capacity: float, lots: tuple[float, float]) -> Scenario:
     """A plant with a shipping capacity serving two stores (lanes plant->a, plant->b,
     lot sizes ``lots``), bought from a supplier."""
-    nodes = (Node("sup", Tier.SUPPLIER, "R", "o"),
-             Node("plant", Tier.MANUFACTURER, "R", "o", capacity=capacity),
-             Node("a", Tier.DISTRIBUTOR, "R", "o", demand=DemandModel("deterministic", 1)),
-             Node("b", Tier.DISTRIBUTOR, "R", "o", demand=DemandModel("deterministic", 1)))
-    lanes = (Lane("external", "sup"), Lane("sup", "plant"),
-             Lane("plant", "a", lot_size=lots[0]), Lane("plant", "b", lot_size=lots[1]))
+    nodes = (
+        Node("sup", Tier.SUPPLIER, "R", "o"),
+        Node("plant", Tier.MANUFACTURER, "R", "o", capacity=capacity),
+        Node("a", Tier.DISTRIBUTOR, "R", "o", demand=DemandModel("deterministic", 1)),
+        Node("b", Tier.DISTRIBUTOR, "R", "o", demand=DemandModel("deterministic", 1)),
+    )
+    lanes = (
+        Lane("external", "sup"),
+        Lane("sup", "plant"),
+        Lane("plant", "a", lot_size=lots[0]),
+        Lane("plant", "b", lot_size=lots[1]),
+    )
     return Scenario("row", Network(nodes, lanes, (Organization("o"),)), horizon_days=5)
 
 
@@ -237,8 +267,9 @@ def test_lot_lane_rounded_up_when_cutting_the_other_lane_is_cheaper(backend, fas
     continuous relaxation would cut the lot lane to 150, off its lattice."""
     sim = Simulator(_row_scenario(250.0, (100.0, 0.0)))
     state, _ = sim.reset(1)
-    proj = make_projector(sim.layout, backend, weights=np.array([1.0, 1.0, 1.0, 1.5]),
-                          fast_path=fast)
+    proj = make_projector(
+        sim.layout, backend, weights=np.array([1.0, 1.0, 1.0, 1.5]), fast_path=fast
+    )
     out = proj.project(state, np.array([[0.0, 0.0, 200.0, 100.0]]))
     np.testing.assert_allclose(out.released, [[0.0, 0.0, 200.0, 50.0]], atol=1e-6)
     assert out.distance[0] == pytest.approx(75.0, abs=1e-6)
@@ -264,12 +295,32 @@ def test_two_lot_lanes_in_one_row(backend):
 def _contract_scenario(budget: float = 10_000.0, storage: float = math.inf) -> Scenario:
     """A store buying on one lane at $9 + $1 shipping per unit, committed to 1,000 units a
     month, with a monthly budget."""
-    nodes = (Node("store", Tier.DISTRIBUTOR, "R", "shop", holding_cost=1, stockout_penalty=5,
-                  storage_capacity=storage, demand=DemandModel("deterministic", 10)),)
-    lanes = (Lane("external", "store", LeadTime(mean=1), price=9.0, shipping_cost=1.0,
-                  min_monthly_commitment=1000.0, transport_capacity=5000.0),)
-    return Scenario("contract", Network(nodes, lanes, (Organization("shop", budget),)),
-                    horizon_days=40)
+    nodes = (
+        Node(
+            "store",
+            Tier.DISTRIBUTOR,
+            "R",
+            "shop",
+            holding_cost=1,
+            stockout_penalty=5,
+            storage_capacity=storage,
+            demand=DemandModel("deterministic", 10),
+        ),
+    )
+    lanes = (
+        Lane(
+            "external",
+            "store",
+            LeadTime(mean=1),
+            price=9.0,
+            shipping_cost=1.0,
+            min_monthly_commitment=1000.0,
+            transport_capacity=5000.0,
+        ),
+    )
+    return Scenario(
+        "contract", Network(nodes, lanes, (Organization("shop", budget),)), horizon_days=40
+    )
 
 
 def _month_end_state(sim: Simulator, spent: float, ordered: float):
@@ -335,10 +386,17 @@ def test_solver_trouble_raises_solver_error():
     state, _ = sim.reset(2)
     rng = np.random.default_rng(0)
     p = make_policy("base-stock", sim.layout).act(state).orders * rng.uniform(
-        0.5, 2.5, (2, sim.layout.num_lanes))
+        0.5, 2.5, (2, sim.layout.num_lanes)
+    )
     for backend in ("highspy", "pyomo"):
-        proj = make_projector(sim.layout, backend, outages=sim.scenario.outages,
-                              time_limit=0.0, fast_path=False, lp_first=False)
+        proj = make_projector(
+            sim.layout,
+            backend,
+            outages=sim.scenario.outages,
+            time_limit=0.0,
+            fast_path=False,
+            lp_first=False,
+        )
         with pytest.raises(SolverError, match=f"{backend} backend, day 0.*time limit"):
             proj.project(state, p)
 
@@ -346,13 +404,14 @@ def test_solver_trouble_raises_solver_error():
 def test_projected_policy_reports_info_and_passes_transfers():
     scenario = load("electronics-5r")
     sim = Simulator(scenario, days=3)
-    policy = Projected(make_policy("base-stock", sim.layout),
-                       make_projector(sim.layout, "highspy", outages=scenario.outages))
+    policy = Projected(
+        make_policy("base-stock", sim.layout),
+        make_projector(sim.layout, "highspy", outages=scenario.outages),
+    )
     state, _ = sim.reset(2)
     d = policy.act(state)
     assert d.orders.shape == (2, sim.layout.num_lanes)
-    assert set(d.info) >= {"projection_l1", "solve_ms", "solved", "relaxations",
-                           "relaxation_log"}
+    assert set(d.info) >= {"projection_l1", "solve_ms", "solved", "relaxations", "relaxation_log"}
     assert d.info["projection_l1"].shape == (2,)
     # the identity projector releases the proposals (negatives read as 0) with the same
     # bookkeeping: the switch a trainer flips between pure and projected actions
@@ -368,8 +427,9 @@ def load(name):
     return load_scenario(name)
 
 
-@pytest.mark.parametrize("name", ["serial-3", "single-node", "single-node-lost-sales",
-                                  "beer-game", "electronics-5r"])
+@pytest.mark.parametrize(
+    "name", ["serial-3", "single-node", "single-node-lost-sales", "beer-game", "electronics-5r"]
+)
 def test_hybrid_simulation_of_builtin_scenarios_counts_no_violations(name):
     """Every violation left in hybrid mode is explained: an outage not yet announced
     (the state said full capacity) or a recorded relaxation."""
@@ -379,10 +439,17 @@ def test_hybrid_simulation_of_builtin_scenarios_counts_no_violations(name):
     scenario = load(name)
     days = 120 if name == "electronics-5r" else 40
     solver = "pyomo" if name == "serial-3" else "highspy"
-    result = simulate(scenario, lambda lay: make_policy("base-stock", lay), replications=2,
-                      days=days, mode="hybrid", solver=solver)
-    assert {"projection_l1_per_day", "solve_ms_median", "solve_ms_p95",
-            "relaxations"} <= set(result.per_replication.columns)
+    result = simulate(
+        scenario,
+        lambda lay: make_policy("base-stock", lay),
+        replications=2,
+        days=days,
+        mode="hybrid",
+        solver=solver,
+    )
+    assert {"projection_l1_per_day", "solve_ms_median", "solve_ms_p95", "relaxations"} <= set(
+        result.per_replication.columns
+    )
     violated = result.daily[result.daily.violations > 0]
     if not scenario.outages:
         assert violated.empty, violated
@@ -394,8 +461,9 @@ def test_hybrid_simulation_of_builtin_scenarios_counts_no_violations(name):
     for row in violated.itertuples():
         b, t, i = result.replications.index(row.replication), row.day, node[row.node]
         unannounced = exo.node_factor[b, t, i] < 1.0 and not (
-            exo.alert[b, t] @ (sim.layout.lane_src == i) + exo.alert[b, t] @ (
-                sim.layout.external & (sim.layout.lane_dst == i)))
+            exo.alert[b, t] @ (sim.layout.lane_src == i)
+            + exo.alert[b, t] @ (sim.layout.external & (sim.layout.lane_dst == i))
+        )
         assert unannounced or (row.replication, t) in relaxed, row
 
 
@@ -407,8 +475,15 @@ def test_hybrid_results_do_not_depend_on_the_batch():
     scenario = load("electronics-5r")
 
     def run(reps, first=0):
-        return simulate(scenario, lambda lay: make_policy("base-stock", lay), replications=reps,
-                        first_replication=first, days=45, mode="hybrid", solver="highspy")
+        return simulate(
+            scenario,
+            lambda lay: make_policy("base-stock", lay),
+            replications=reps,
+            first_replication=first,
+            days=45,
+            mode="hybrid",
+            solver="highspy",
+        )
 
     together = run(3).per_replication.total_cost_per_day.to_numpy()
     alone = [run(1, first=i).per_replication.total_cost_per_day.iloc[0] for i in range(3)]

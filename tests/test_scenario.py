@@ -458,12 +458,20 @@ def test_fixed_outage_window_is_exact_in_every_replication(tmp_path: Path) -> No
     np.testing.assert_array_equal(exo.node_factor[:, :, s] == 0.0, expected)
     assert len(down) == 9
     # random outages still need their probability; a fixed one refuses it
-    expect_error(tmp_path, BASE + '\n[[outages]]\ntarget = "S"\nstart_day = 5\n'
-                 'duration_days = 3\nstart_probability = 0.1\n',
-                 "outages[0].start_probability", "fixed outage")
-    expect_error(tmp_path, BASE + '\n[[outages]]\ntarget = "S"\nduration_days = 3\n'
-                 'start_probability = 0.1\nmean_duration_days = 2\n',
-                 "outages[0].start_day", "random outage")
+    expect_error(
+        tmp_path,
+        BASE + '\n[[outages]]\ntarget = "S"\nstart_day = 5\n'
+        "duration_days = 3\nstart_probability = 0.1\n",
+        "outages[0].start_probability",
+        "fixed outage",
+    )
+    expect_error(
+        tmp_path,
+        BASE + '\n[[outages]]\ntarget = "S"\nduration_days = 3\n'
+        "start_probability = 0.1\nmean_duration_days = 2\n",
+        "outages[0].start_day",
+        "random outage",
+    )
 
 
 @pytest.mark.parametrize(

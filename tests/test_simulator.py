@@ -23,10 +23,25 @@ def _two_store_scenario() -> Scenario:
     """Supplier S (production 10/day) feeds store A (lead time 2) and store B (lead 1)."""
     nodes = (
         Node("S", Tier.SUPPLIER, "R", "o", holding_cost=1, capacity=10, initial_inventory=6),
-        Node("A", Tier.DISTRIBUTOR, "R", "o", holding_cost=2, stockout_penalty=10,
-             initial_inventory=5, demand=DemandModel("deterministic", 4)),
-        Node("B", Tier.DISTRIBUTOR, "R", "o", holding_cost=2, stockout_penalty=10,
-             demand=DemandModel("deterministic", 2)),
+        Node(
+            "A",
+            Tier.DISTRIBUTOR,
+            "R",
+            "o",
+            holding_cost=2,
+            stockout_penalty=10,
+            initial_inventory=5,
+            demand=DemandModel("deterministic", 4),
+        ),
+        Node(
+            "B",
+            Tier.DISTRIBUTOR,
+            "R",
+            "o",
+            holding_cost=2,
+            stockout_penalty=10,
+            demand=DemandModel("deterministic", 2),
+        ),
     )
     lanes = (
         Lane("external", "S", LeadTime(mean=1), transit_holding_cost=0),
@@ -81,8 +96,9 @@ def test_same_seed_gives_identical_frames():
     scenario = load_scenario("beer-game")
 
     def run():
-        return simulate(scenario, lambda lay: make_policy("base-stock", lay), replications=3,
-                        seed=7)
+        return simulate(
+            scenario, lambda lay: make_policy("base-stock", lay), replications=3, seed=7
+        )
 
     a, b = run(), run()
     pd.testing.assert_frame_equal(a.daily, b.daily)
@@ -102,8 +118,7 @@ def test_replication_streams_do_not_depend_on_the_batch():
 
 def test_daily_frame_has_one_row_per_replication_day_node():
     scenario = load_scenario("serial-3")
-    res = simulate(scenario, lambda lay: make_policy("base-stock", lay), replications=2,
-                   days=30)
+    res = simulate(scenario, lambda lay: make_policy("base-stock", lay), replications=2, days=30)
     assert len(res.daily) == 2 * 30 * 3
     assert set(res.summary.index) >= {"total_cost_per_day", "fill_rate", "bullwhip_ratio"}
     assert (res.daily["on_hand"] >= 0).all()
@@ -117,8 +132,7 @@ def test_fixed_outage_shuts_an_unlimited_node_without_nan():
     from fedinv.model.network import Outage
 
     base = load_scenario("serial-3")
-    scenario = replace(base, outages=(Outage(target="stage-3", start_day=10,
-                                             duration_days=5),))
+    scenario = replace(base, outages=(Outage(target="stage-3", start_day=10, duration_days=5),))
     sim = Simulator(scenario, days=30)
     top = sim.layout.network.node_index["stage-3"]
     vendor_lane = int(np.flatnonzero(sim.layout.external & (sim.layout.lane_dst == top))[0])

@@ -24,26 +24,49 @@ from studies.spec import EventSpec, PolicySpec, StudySpec, VariantSpec
 
 BS, SS, DQN = "Base-stock (tuned)", "(s,S) textbook", "DQN federated + safety"
 COST = {  # variant -> policy -> total cost per day of replications 0..3
-    "base": {BS: [1000.0, 1100.0, 1050.0, 980.0], SS: [1100.0, 1150.0, 1120.0, 1050.0],
-             DQN: [960.0, 1040.0, 1030.0, 950.0]},
-    "tight": {BS: [1200.0, 1300.0, 1250.0, 1180.0], SS: [1400.0, 1450.0, 1420.0, 1350.0],
-              DQN: [1250.0, 1240.0, 1290.0, 1160.0]},
+    "base": {
+        BS: [1000.0, 1100.0, 1050.0, 980.0],
+        SS: [1100.0, 1150.0, 1120.0, 1050.0],
+        DQN: [960.0, 1040.0, 1030.0, 950.0],
+    },
+    "tight": {
+        BS: [1200.0, 1300.0, 1250.0, 1180.0],
+        SS: [1400.0, 1450.0, 1420.0, 1350.0],
+        DQN: [1250.0, 1240.0, 1290.0, 1160.0],
+    },
 }
 BOUND = {"base": [900.0, 950.0, 1000.0, 920.0], "tight": [1100.0, 1150.0, 1200.0, 1120.0]}
-PAPER = {"label": "RL-based (paper)", "inventory_turnover": 9.51, "stockouts_per_month": 3.02,
-         "holding_cost_k_per_month": 14.32}
+PAPER = {
+    "label": "RL-based (paper)",
+    "inventory_turnover": 9.51,
+    "stockouts_per_month": 3.02,
+    "holding_cost_k_per_month": 14.32,
+}
 
 
 def _spec(**changes) -> StudySpec:
     spec = StudySpec(
-        name="demo", title="Demo study", description="A synthetic study.",
-        scenario="electronics-5r", replications=4, days=365, reference=BS,
-        policies=(PolicySpec(BS, "base-stock"), PolicySpec(SS, "sS", params="textbook"),
-                  PolicySpec(DQN, "dqn", training="federated", mode="hybrid")),
-        variants=(VariantSpec("base"), VariantSpec("tight", "Capacity cut by 20%.",
-                                                   scale={"capacity": 0.8})),
-        events=(EventSpec("outage", 100, 129),), training={"rounds": 3},
-        paper=(PAPER,), source="studies/demo.toml")
+        name="demo",
+        title="Demo study",
+        description="A synthetic study.",
+        scenario="electronics-5r",
+        replications=4,
+        days=365,
+        reference=BS,
+        policies=(
+            PolicySpec(BS, "base-stock"),
+            PolicySpec(SS, "sS", params="textbook"),
+            PolicySpec(DQN, "dqn", training="federated", mode="hybrid"),
+        ),
+        variants=(
+            VariantSpec("base"),
+            VariantSpec("tight", "Capacity cut by 20%.", scale={"capacity": 0.8}),
+        ),
+        events=(EventSpec("outage", 100, 129),),
+        training={"rounds": 3},
+        paper=(PAPER,),
+        source="studies/demo.toml",
+    )
     return dataclasses.replace(spec, **changes)
 
 
@@ -55,19 +78,26 @@ def _replications(spec: StudySpec, gap: bool = True) -> pd.DataFrame:
                 if variant == "base" and p.label == SS and r == 3:
                     continue  # a replication missing: paired on the common ones only
                 hybrid = p.mode == "hybrid"
-                row = {"variant": variant, "policy": p.label, "replication": r,
-                       "mode": p.mode, "seconds": 2.0 + r, "total_cost_per_day": cost,
-                       "holding_cost_k_per_month": cost / 100.0 + r,
-                       "stockouts_per_month": 3.0 + r + (p.label == SS),
-                       "fill_rate": 0.95 + 0.01 * r, "inventory_turnover": 8.0 + r,
-                       "violations_per_month": 0.0 if hybrid else 1.0 + r,
-                       "projection_l1_per_day": 5.0 + r if hybrid else math.nan,
-                       "solve_ms_median": 1.5 if hybrid else math.nan,
-                       "bound_cost_per_day": BOUND[variant][r],
-                       "event:outage:recovery_days": 10 + r,
-                       "event:outage:stockouts": 2 * r,
-                       "event:outage:cost_per_day": cost * 1.5,
-                       "event:outage:recovered": not (p.label == SS and r == 2)}
+                row = {
+                    "variant": variant,
+                    "policy": p.label,
+                    "replication": r,
+                    "mode": p.mode,
+                    "seconds": 2.0 + r,
+                    "total_cost_per_day": cost,
+                    "holding_cost_k_per_month": cost / 100.0 + r,
+                    "stockouts_per_month": 3.0 + r + (p.label == SS),
+                    "fill_rate": 0.95 + 0.01 * r,
+                    "inventory_turnover": 8.0 + r,
+                    "violations_per_month": 0.0 if hybrid else 1.0 + r,
+                    "projection_l1_per_day": 5.0 + r if hybrid else math.nan,
+                    "solve_ms_median": 1.5 if hybrid else math.nan,
+                    "bound_cost_per_day": BOUND[variant][r],
+                    "event:outage:recovery_days": 10 + r,
+                    "event:outage:stockouts": 2 * r,
+                    "event:outage:cost_per_day": cost * 1.5,
+                    "event:outage:recovered": not (p.label == SS and r == 2),
+                }
                 if gap:
                     row["gap_to_bound_pct"] = 100 * (cost - BOUND[variant][r]) / BOUND[variant][r]
                 rows.append(row)
@@ -80,21 +110,43 @@ def _monthly(spec: StudySpec) -> pd.DataFrame:
         for i, p in enumerate(spec.policies):
             for r in range(spec.replications):
                 for month in range(1, 13):
-                    rows.append({"variant": variant, "policy": p.label, "replication": r,
-                                 "month": month, "days": 30, "holding_cost_k": 10.0 + i,
-                                 "total_cost_k": 30.0 + month, "stockouts": r + i,
-                                 "fill_rate": 0.97, "inventory_turnover": 8.0 + month / 12})
+                    rows.append(
+                        {
+                            "variant": variant,
+                            "policy": p.label,
+                            "replication": r,
+                            "month": month,
+                            "days": 30,
+                            "holding_cost_k": 10.0 + i,
+                            "total_cost_k": 30.0 + month,
+                            "stockouts": r + i,
+                            "fill_rate": 0.97,
+                            "inventory_turnover": 8.0 + month / 12,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
-def write_run(out: Path, spec: StudySpec, *, replications: pd.DataFrame | None = None,
-              monthly: bool = True, units: bool = True) -> Path:
+def write_run(
+    out: Path,
+    spec: StudySpec,
+    *,
+    replications: pd.DataFrame | None = None,
+    monthly: bool = True,
+    units: bool = True,
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"spec": dataclasses.asdict(spec), "digest": spec.digest(),
-           "command": "fedinv run studies/demo.toml --out runs/demo",
-           "versions": {"fedinv": "0.1.0", "numpy": "2.0.0"},
-           "started": "2025-01-01T10:00:00", "finished": "2025-01-01T10:05:00",
-           "seconds": 300.0, "workers": 4, "engine": "in-process"}
+    doc = {
+        "spec": dataclasses.asdict(spec),
+        "digest": spec.digest(),
+        "command": "fedinv run studies/demo.toml --out runs/demo",
+        "versions": {"fedinv": "0.1.0", "numpy": "2.0.0"},
+        "started": "2025-01-01T10:00:00",
+        "finished": "2025-01-01T10:05:00",
+        "seconds": 300.0,
+        "workers": 4,
+        "engine": "in-process",
+    }
     (out / "study.json").write_text(json.dumps(doc))
     (out / "results").mkdir(exist_ok=True)
     if replications is not None:
@@ -105,16 +157,39 @@ def write_run(out: Path, spec: StudySpec, *, replications: pd.DataFrame | None =
         tune, train = out / "units" / "tune", out / "units" / "train"
         tune.mkdir(parents=True)
         train.mkdir(parents=True)
-        (tune / "base-stock.json").write_text(json.dumps({
-            "policy": "base-stock", "params": {"r1": {"level": 40.0}},
-            "coords": {"z:retailer": 1.23}, "train_cost_per_day": 1010.5, "evaluations": 45,
-            "simulated_days": 262800, "train_replications": 16, "seconds": 12.3}))
-        pd.DataFrame({"x": [1, 2, 3], "x_label": "round", "cost_per_day": [2000.0, 1500, 1100],
-                      "ci95": [100.0, 80, 50]}).to_csv(train / "federated-curve.csv", index=False)
-        (train / "federated.json").write_text(json.dumps({
-            "kind": "federated", "seconds": 95.0, "simulated_days": 43200,
-            "checkpoint": "units/train/federated.pt",
-            "curve": "units/train/federated-curve.csv"}))
+        (tune / "base-stock.json").write_text(
+            json.dumps(
+                {
+                    "policy": "base-stock",
+                    "params": {"r1": {"level": 40.0}},
+                    "coords": {"z:retailer": 1.23},
+                    "train_cost_per_day": 1010.5,
+                    "evaluations": 45,
+                    "simulated_days": 262800,
+                    "train_replications": 16,
+                    "seconds": 12.3,
+                }
+            )
+        )
+        pd.DataFrame(
+            {
+                "x": [1, 2, 3],
+                "x_label": "round",
+                "cost_per_day": [2000.0, 1500, 1100],
+                "ci95": [100.0, 80, 50],
+            }
+        ).to_csv(train / "federated-curve.csv", index=False)
+        (train / "federated.json").write_text(
+            json.dumps(
+                {
+                    "kind": "federated",
+                    "seconds": 95.0,
+                    "simulated_days": 43200,
+                    "checkpoint": "units/train/federated.pt",
+                    "curve": "units/train/federated-curve.csv",
+                }
+            )
+        )
     return out
 
 
@@ -169,8 +244,9 @@ def test_gap_to_bound_is_the_mean_of_per_replication_gaps(rendered):
 
 def test_gap_is_computed_when_the_runner_left_it_out(tmp_path):
     spec = _spec()
-    out = write_run(tmp_path, spec, replications=_replications(spec, gap=False),
-                    monthly=False, units=False)
+    out = write_run(
+        tmp_path, spec, replications=_replications(spec, gap=False), monthly=False, units=False
+    )
     run = load_run(out)
     summary = summary_frame(run.replications, run.variants, run.policies)
     row = _row(summary, variant="tight", policy=BS, metric="gap_to_bound_pct")
@@ -199,9 +275,14 @@ def test_paired_differences_on_common_replications(rendered):
     # tight: DQN - BS = 50, -60, 40, -20 -> mean 2.5, the interval includes 0
     row = _row(paired, variant="tight", policy=DQN, metric="total_cost_per_day")
     assert row["mean"] == pytest.approx(2.5) and not row["excludes_zero"]
-    assert set(paired["metric"]) == {"total_cost_per_day", "fill_rate", "stockouts_per_month",
-                                     "holding_cost_k_per_month", "inventory_turnover",
-                                     "violations_per_month"}
+    assert set(paired["metric"]) == {
+        "total_cost_per_day",
+        "fill_rate",
+        "stockouts_per_month",
+        "holding_cost_k_per_month",
+        "inventory_turnover",
+        "violations_per_month",
+    }
 
 
 def test_report_reads_as_a_results_section(rendered):
@@ -220,8 +301,13 @@ def test_report_reads_as_a_results_section(rendered):
     assert "Projection L1/day" in text and "Perfect-information bound (not a policy)" in text
     assert "**Event `outage` (days 100–129) on `base`**" in text and "1 of 3" in text
     # figures exist and are linked relatively
-    for name in ("monthly.png", "monthly-tight.png", "training.png", "cost.png",
-                 "cost-vs-violations.png"):
+    for name in (
+        "monthly.png",
+        "monthly-tight.png",
+        "training.png",
+        "cost.png",
+        "cost-vs-violations.png",
+    ):
         assert (out / "figures" / name).stat().st_size > 1000
         assert f"](figures/{name})" in text or name == "monthly-tight.png"
     assert "](figures/monthly-tight.png)" in text
@@ -253,13 +339,29 @@ def test_rerendering_is_idempotent(rendered):
 
 
 def test_missing_optional_parts_are_tolerated(tmp_path):
-    spec = StudySpec(name="mini", title="Mini", scenario="serial-3",
-                     policies=(PolicySpec("sS", "sS", params="textbook"),), reference="sS",
-                     replications=2, bound=False)
-    rep = pd.DataFrame({"variant": "base", "policy": "sS", "replication": [0, 1],
-                        "mode": "pure", "seconds": 1.0, "total_cost_per_day": [10.0, 12.0],
-                        "fill_rate": [0.9, 0.8], "violations_per_month": [0.0, 0.0],
-                        "bound_cost_per_day": math.nan, "gap_to_bound_pct": math.nan})
+    spec = StudySpec(
+        name="mini",
+        title="Mini",
+        scenario="serial-3",
+        policies=(PolicySpec("sS", "sS", params="textbook"),),
+        reference="sS",
+        replications=2,
+        bound=False,
+    )
+    rep = pd.DataFrame(
+        {
+            "variant": "base",
+            "policy": "sS",
+            "replication": [0, 1],
+            "mode": "pure",
+            "seconds": 1.0,
+            "total_cost_per_day": [10.0, 12.0],
+            "fill_rate": [0.9, 0.8],
+            "violations_per_month": [0.0, 0.0],
+            "bound_cost_per_day": math.nan,
+            "gap_to_bound_pct": math.nan,
+        }
+    )
     out = write_run(tmp_path / "a", spec, replications=rep, monthly=False, units=False)
     text = render_report(out).read_text()
     assert "paper" not in text.lower() and "Gap to bound" not in text
@@ -267,7 +369,9 @@ def test_missing_optional_parts_are_tolerated(tmp_path):
     assert "**sS** — (s, S) policy, pure mode: textbook parameters" in text
     assert "none (no other policy)" in text
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
-        "cost-vs-violations.png", "cost.png"]
+        "cost-vs-violations.png",
+        "cost.png",
+    ]
     assert pd.read_csv(out / "results" / "paired.csv").empty
     summary = pd.read_csv(out / "results" / "summary.csv")
     row = _row(summary, policy="sS", metric="total_cost_per_day")

@@ -61,8 +61,13 @@ def tiny(tmp_path: Path, reps: int = 3, days: int = 200, bound: bool = True) -> 
 
 
 def test_every_builtin_study_loads_and_its_variants_are_valid_scenarios():
-    assert {"quick", "paper-table3", "hybrid-vs-pure", "federated-vs-local-vs-central",
-            "disruption"} <= set(builtin_studies())
+    assert {
+        "quick",
+        "paper-table3",
+        "hybrid-vs-pure",
+        "federated-vs-local-vs-central",
+        "disruption",
+    } <= set(builtin_studies())
     for name in builtin_studies():
         spec = load_study(name)
         assert spec.replications >= 10
@@ -78,31 +83,42 @@ def test_variant_scales_capacities_and_budgets_and_adds_a_fixed_outage():
     chip = nominal.network.node("S-CHIP-TW")
     assert tight.network.node("S-CHIP-TW").capacity == pytest.approx(0.8 * chip.capacity)
     org = nominal.network.organizations[0]
-    assert tight.network.organizations[0].monthly_budget == pytest.approx(
-        0.8 * org.monthly_budget)
+    assert tight.network.organizations[0].monthly_budget == pytest.approx(0.8 * org.monthly_budget)
     disruption = load_study("disruption")
     hit = variant_scenario(disruption, disruption.variants[1])
     assert len(hit.outages) == len(nominal.outages) + 1
     assert hit.outages[-1].start_day == 120 and hit.outages[-1].duration_days == 30
 
 
-@pytest.mark.parametrize(("edit", "field"), [
-    (lambda d: d["study"].pop("scenario"), "study.scenario"),
-    (lambda d: d["study"].update(replications=1), "study.replications"),
-    (lambda d: d["study"].update(reference="nobody"), "study.reference"),
-    (lambda d: d["study"].update(colour="red"), "study.colour"),
-    (lambda d: d["policies"][0].update(policy="magic"), "policies[0].policy"),
-    (lambda d: d["policies"][0].update(mode="turbo"), "policies[0].mode"),
-    (lambda d: d["policies"][1].update(label="echelon (tuned)"), "policies"),
-    (lambda d: d["policies"][0].update(training="federated"), "policies[0].training"),
-    (lambda d: d.update(variants=[{"name": "v", "scale": {"capacity": -1}}]),
-     "variants[0].scale.capacity"),
-    (lambda d: d.update(variants=[{"name": "v", "scale": {"price": 2}}]),
-     "variants[0].scale.price"),
-    (lambda d: d.update(events=[{"name": "e", "first_day": 5, "last_day": 2}]),
-     "events[0].last_day"),
-    (lambda d: d.update(training={"rounds": 2, "learning-speed": 3}), "training.learning-speed"),
-])
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda d: d["study"].pop("scenario"), "study.scenario"),
+        (lambda d: d["study"].update(replications=1), "study.replications"),
+        (lambda d: d["study"].update(reference="nobody"), "study.reference"),
+        (lambda d: d["study"].update(colour="red"), "study.colour"),
+        (lambda d: d["policies"][0].update(policy="magic"), "policies[0].policy"),
+        (lambda d: d["policies"][0].update(mode="turbo"), "policies[0].mode"),
+        (lambda d: d["policies"][1].update(label="echelon (tuned)"), "policies"),
+        (lambda d: d["policies"][0].update(training="federated"), "policies[0].training"),
+        (
+            lambda d: d.update(variants=[{"name": "v", "scale": {"capacity": -1}}]),
+            "variants[0].scale.capacity",
+        ),
+        (
+            lambda d: d.update(variants=[{"name": "v", "scale": {"price": 2}}]),
+            "variants[0].scale.price",
+        ),
+        (
+            lambda d: d.update(events=[{"name": "e", "first_day": 5, "last_day": 2}]),
+            "events[0].last_day",
+        ),
+        (
+            lambda d: d.update(training={"rounds": 2, "learning-speed": 3}),
+            "training.learning-speed",
+        ),
+    ],
+)
 def test_malformed_study_names_the_field(tmp_path, edit, field):
     import tomllib
 
@@ -116,9 +132,13 @@ def test_malformed_study_names_the_field(tmp_path, edit, field):
 def test_unknown_study_and_bad_variant_scenario(tmp_path):
     with pytest.raises(StudyError, match="unknown study 'nope'.*quick"):
         load_study("nope")
-    doc = {"study": {"scenario": "serial-3"}, "policies": [{"policy": "base-stock"}],
-           "variants": [{"name": "v", "outages": [{"target": "nowhere", "start_day": 1,
-                                                   "duration_days": 2}]}]}
+    doc = {
+        "study": {"scenario": "serial-3"},
+        "policies": [{"policy": "base-stock"}],
+        "variants": [
+            {"name": "v", "outages": [{"target": "nowhere", "start_day": 1, "duration_days": 2}]}
+        ],
+    }
     spec = parse_study(doc, "v.toml")
     from fedinv.model.scenario import ScenarioError
 
@@ -143,10 +163,15 @@ def test_event_metrics_on_a_hand_made_day_series():
     i.e. 11 days after the window's last day (12)."""
     days = np.arange(40)
     filled = np.where(days < 10, 10.0, np.where(days < 13, 0.0, np.where(days < 17, 5.0, 10.0)))
-    daily = pd.DataFrame({"day": np.repeat(days, 2), "node": ["c", "x"] * 40,
-                          "demand": np.repeat(10.0, 80) * np.tile([1, 0], 40),
-                          "filled": np.column_stack([filled, np.zeros(40)]).ravel(),
-                          "total_cost": np.tile([2.0, 1.0], 40)})
+    daily = pd.DataFrame(
+        {
+            "day": np.repeat(days, 2),
+            "node": ["c", "x"] * 40,
+            "demand": np.repeat(10.0, 80) * np.tile([1, 0], 40),
+            "filled": np.column_stack([filled, np.zeros(40)]).ravel(),
+            "total_cost": np.tile([2.0, 1.0], 40),
+        }
+    )
     scenario = SimpleNamespace(network=SimpleNamespace(customer_nodes=("c",)))
     spec = SimpleNamespace(events=(EventSpec("e", 10, 12), EventSpec("quiet", 30, 31)))
     out = event_metrics(daily, scenario, spec)
@@ -187,8 +212,10 @@ def test_in_process_run_common_random_numbers_and_the_bound(tmp_path):
 
 
 def _unit_files(out: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in (out / "units").rglob("*.json")}
+    return {
+        str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in (out / "units").rglob("*.json")
+    }
 
 
 @pytest.mark.timeout(300)
@@ -199,18 +226,28 @@ def test_killed_ray_run_resumes_without_redoing_or_losing_a_unit(tmp_path):
     study = tiny(tmp_path, reps=8, days=365, bound=False)
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [str(Path(sys.executable).parent / "fedinv"), "run", str(study), "--out", str(out),
-           "--workers", "2", "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    cmd = [
+        str(Path(sys.executable).parent / "fedinv"),
+        "run",
+        str(study),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
             if len(list((out / "units" / "eval").rglob("rep-*.json"))) >= 3:
                 break
             time.sleep(0.05)
-        assert proc.poll() is None, f"the run ended before it could be killed: " \
-            f"{proc.stderr.read().decode()[-2000:]}"
+        assert proc.poll() is None, (
+            f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        )
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -222,8 +259,9 @@ def test_killed_ray_run_resumes_without_redoing_or_losing_a_unit(tmp_path):
     after = _unit_files(out)
     assert len(after) == total
     assert all(after[k] == v for k, v in before.items()), "a finished unit was redone"
-    reference = run_study(load_study(study), tmp_path / "whole", workers=1, echo=None,
-                          progress=False)
+    reference = run_study(
+        load_study(study), tmp_path / "whole", workers=1, echo=None, progress=False
+    )
     cols = ["variant", "policy", "replication", "total_cost_per_day", "fill_rate"]
     got = pd.read_parquet(out / "results" / "replications.parquet")[cols]
     want = pd.read_parquet(reference / "results" / "replications.parquet")[cols]
@@ -234,8 +272,9 @@ def test_cli_errors_and_listing(tmp_path, capsys):
     from fedinv.cli import main
 
     bad = tmp_path / "bad.toml"
-    bad.write_text('[study]\nscenario = "serial-3"\n[[policies]]\npolicy = "base-stock"\n'
-                   'mode = "turbo"\n')
+    bad.write_text(
+        '[study]\nscenario = "serial-3"\n[[policies]]\npolicy = "base-stock"\nmode = "turbo"\n'
+    )
     assert main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "bad.toml: field policies[0].mode: expected one of pure, hybrid, got 'turbo'" in err
@@ -291,8 +330,12 @@ def test_isolated_and_centralized_training_units_get_the_same_budget(tmp_path):
     iso = json.loads((out / "units" / "train" / "isolated.json").read_text())
     central = json.loads((out / "units" / "train" / "central.json").read_text())
     assert iso["simulated_days"] == 160 and central["simulated_days"] == 40
-    assert sorted(iso["checkpoints"]) == ["brewery-co", "distribution-co", "retail-co",
-                                          "wholesale-co"]
+    assert sorted(iso["checkpoints"]) == [
+        "brewery-co",
+        "distribution-co",
+        "retail-co",
+        "wholesale-co",
+    ]
     assert (out / central["checkpoint"]).is_file()
     frame = pd.read_parquet(out / "results" / "replications.parquet")
     assert sorted(frame["policy"].unique()) == ["bs", "central", "iso"]

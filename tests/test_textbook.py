@@ -40,8 +40,9 @@ def test_serial3_installation_levels_equal_echelon_levels():
     # Local levels = differences of echelon levels give the same orders, day by day.
     sim = Simulator(load_scenario("serial-3"), days=200)
     local = np.diff(SERIAL_OPTIMAL_ECHELON, prepend=0.0)
-    a = mean_cost_per_day(sim, BaseStock(sim.layout, SERIAL_OPTIMAL_ECHELON, echelon=True),
-                          range(4))
+    a = mean_cost_per_day(
+        sim, BaseStock(sim.layout, SERIAL_OPTIMAL_ECHELON, echelon=True), range(4)
+    )
     b = mean_cost_per_day(sim, BaseStock(sim.layout, local), range(4))
     np.testing.assert_allclose(a, b, rtol=1e-9)
 
@@ -51,8 +52,7 @@ def test_tuner_finds_serial3_base_stock_within_one_percent_of_optimum():
     result = tune(scenario, "echelon-base-stock", train_replications=16)
     sim = Simulator(scenario, days=3000)
     levels = np.array([result.params["levels"][n] for n in sim.layout.node_ids])
-    mean, half = _cost_and_halfwidth(sim, BaseStock(sim.layout, levels, echelon=True),
-                                     range(32))
+    mean, half = _cost_and_halfwidth(sim, BaseStock(sim.layout, levels, echelon=True), range(32))
     assert mean <= SERIAL_OPTIMAL_COST * 1.01, (mean, half, levels)
     assert result.simulated_days == result.evaluations * 16 * scenario.horizon_days
 
@@ -106,6 +106,7 @@ def test_single_node_backorders_newsvendor_optimum():
     mean, half = _cost_and_halfwidth(sim, BaseStock(sim.layout, np.array([best])), range(32))
     assert abs(mean - expected) <= half, (mean, expected, half)
     for off in (-8.0, 8.0):
-        worse, _ = _cost_and_halfwidth(sim, BaseStock(sim.layout, np.array([best + off])),
-                                       range(32))
+        worse, _ = _cost_and_halfwidth(
+            sim, BaseStock(sim.layout, np.array([best + off])), range(32)
+        )
         assert worse > mean

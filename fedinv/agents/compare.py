@@ -64,42 +64,65 @@ class TrainingReport:
             "best_step": r.best_step,
             "days": self.scenario.horizon_days,
             "test_replications": len(self.evaluation),
-            "cost_per_day": {p: {"mean": _num(self.summary.at[p, "mean"]),
-                                 "ci95": _num(self.summary.at[p, "ci95"])}
-                             for p in self.summary.index},
-            "difference_vs": {p: {k: _num(v) for k, v in d.items()}
-                              for p, d in self.differences.items()},
-            "baselines": {p: {"params": t.params, "evaluations": t.evaluations,
-                              "simulated_days": t.simulated_days,
-                              "train_cost_per_day": _num(t.train_cost_per_day),
-                              "validation_cost_per_day": _num(self.baseline_validation[p])}
-                          for p, t in self.baselines.items()},
+            "cost_per_day": {
+                p: {
+                    "mean": _num(self.summary.at[p, "mean"]),
+                    "ci95": _num(self.summary.at[p, "ci95"]),
+                }
+                for p in self.summary.index
+            },
+            "difference_vs": {
+                p: {k: _num(v) for k, v in d.items()} for p, d in self.differences.items()
+            },
+            "baselines": {
+                p: {
+                    "params": t.params,
+                    "evaluations": t.evaluations,
+                    "simulated_days": t.simulated_days,
+                    "train_cost_per_day": _num(t.train_cost_per_day),
+                    "validation_cost_per_day": _num(self.baseline_validation[p]),
+                }
+                for p, t in self.baselines.items()
+            },
         }
 
 
-def train_and_compare(scenario: Scenario, args: Args, *,
-                      baselines: Sequence[str] = ("base-stock",),
-                      tune_replications: int = 16, sweeps: int = 2,
-                      test_replications: int = 10,
-                      on_tune: Callable[[str, int, float], None] | None = None,
-                      on_step: Callable[[int, dict[str, float]], None] | None = None
-                      ) -> TrainingReport:
+def train_and_compare(
+    scenario: Scenario,
+    args: Args,
+    *,
+    baselines: Sequence[str] = ("base-stock",),
+    tune_replications: int = 16,
+    sweeps: int = 2,
+    test_replications: int = 10,
+    on_tune: Callable[[str, int, float], None] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainingReport:
     """Steps 1-3 of the module doc; ``on_tune(policy, evaluations, cost)`` and
     ``on_step(step, stats)`` report progress."""
     days = scenario.horizon_days
     layout = Simulator(scenario, days=2).layout
     tuned: dict[str, TuneResult] = {}
     for name in baselines:
+
         def progress(evaluations: int, cost: float, name: str = name) -> None:
             if on_tune is not None:
                 on_tune(name, evaluations, cost)
 
-        tuned[name] = tune(scenario, name, train_replications=tune_replications, days=days,
-                           sweeps=sweeps, progress=progress)
+        tuned[name] = tune(
+            scenario,
+            name,
+            train_replications=tune_replications,
+            days=days,
+            sweeps=sweeps,
+            progress=progress,
+        )
     classical = {name: make_policy(name, layout, t.params) for name, t in tuned.items()}
     valid = range(VALIDATION_BASE, VALIDATION_BASE + args.eval_replications)
-    validation = {name: float(evaluate(p, scenario, valid, args.eval_days).mean())
-                  for name, p in classical.items()}
+    validation = {
+        name: float(evaluate(p, scenario, valid, args.eval_days).mean())
+        for name, p in classical.items()
+    }
     result = train(args, scenario, on_step=on_step)
     test = range(test_replications)
     evaluation = pd.DataFrame({"dqn": evaluate(result.policy, scenario, test)}, index=test)
@@ -120,19 +143,23 @@ def write_report(report: TrainingReport, out_dir: Path) -> list[Path]:
         curve[f"{name}_validation_cost_per_day"] = cost
     curve.to_csv(out_dir / "curve.csv", index=False)
     paths.append(out_dir / "curve.csv")
-    plot_curve(report.result.curve, report.baseline_validation, out_dir / "curve.png",
-               f"DQN on {report.scenario.name}")
+    plot_curve(
+        report.result.curve,
+        report.baseline_validation,
+        out_dir / "curve.png",
+        f"DQN on {report.scenario.name}",
+    )
     paths.append(out_dir / "curve.png")
     report.evaluation.to_csv(out_dir / "evaluation.csv")
     paths.append(out_dir / "evaluation.csv")
-    (out_dir / "summary.json").write_text(json.dumps(report.payload(), indent=2,
-                                                     allow_nan=False) + "\n")
+    (out_dir / "summary.json").write_text(
+        json.dumps(report.payload(), indent=2, allow_nan=False) + "\n"
+    )
     paths.append(out_dir / "summary.json")
     return paths
 
 
-def plot_curve(curve: pd.DataFrame, baselines: dict[str, float], path: Path,
-               title: str) -> None:
+def plot_curve(curve: pd.DataFrame, baselines: dict[str, float], path: Path, title: str) -> None:
     """Validation cost per day against environment steps (with its 95% interval), and a
     horizontal line per tuned baseline; written as PNG (matplotlib, Agg)."""
     import matplotlib

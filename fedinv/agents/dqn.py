@@ -135,8 +135,13 @@ class QNetwork(nn.Module):
     its backlog) dwarfs the differences between order choices, which the advantage head
     learns on its own."""
 
-    def __init__(self, obs_size: int, num_actions: int, hidden: Sequence[int] = (64, 64),
-                 dueling: bool = True):
+    def __init__(
+        self,
+        obs_size: int,
+        num_actions: int,
+        hidden: Sequence[int] = (64, 64),
+        dueling: bool = True,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         width = obs_size
@@ -159,14 +164,21 @@ class RoleQNetworks(nn.Module):
     """One :class:`QNetwork` per role; ``forward(obs [B, A, F]) -> q [B, A, actions]``
     with agent ``a`` through the network of ``agent_roles[a]``."""
 
-    def __init__(self, roles: Sequence[str], obs_size: int, num_actions: int,
-                 hidden: Sequence[int] = (64, 64), dueling: bool = True):
+    def __init__(
+        self,
+        roles: Sequence[str],
+        obs_size: int,
+        num_actions: int,
+        hidden: Sequence[int] = (64, 64),
+        dueling: bool = True,
+    ):
         super().__init__()
         self.roles = tuple(sorted(set(roles)))
         self.obs_size, self.num_actions, self.hidden = obs_size, num_actions, tuple(hidden)
         self.dueling = dueling
-        self.nets = nn.ModuleDict({r: QNetwork(obs_size, num_actions, hidden, dueling)
-                                   for r in self.roles})
+        self.nets = nn.ModuleDict(
+            {r: QNetwork(obs_size, num_actions, hidden, dueling) for r in self.roles}
+        )
 
     def forward(self, obs: torch.Tensor, agent_roles: Sequence[str]) -> torch.Tensor:
         q = obs.new_empty(obs.shape[:-1] + (self.num_actions,))
@@ -175,8 +187,7 @@ class RoleQNetworks(nn.Module):
         return q
 
 
-def agent_roles(layout: Layout, agent_nodes: Sequence[int], share: str = "tier"
-                ) -> tuple[str, ...]:
+def agent_roles(layout: Layout, agent_nodes: Sequence[int], share: str = "tier") -> tuple[str, ...]:
     """The role (the Q-network) of each agent: its tier, or its node id."""
     if share not in ("tier", "node"):
         raise ValueError(f"share must be 'tier' or 'node', got {share!r}")
@@ -212,8 +223,9 @@ class DQNPolicy:
 
     name = "dqn"
 
-    def __init__(self, layout: Layout, q_network: RoleQNetworks, config: EnvConfig,
-                 share: str = "tier"):
+    def __init__(
+        self, layout: Layout, q_network: RoleQNetworks, config: EnvConfig, share: str = "tier"
+    ):
         self.layout, self.config, self.q_network = layout, config, q_network
         ids = config.controlled or layout.node_ids
         unknown = [n for n in ids if n not in layout.node_ids]
@@ -223,14 +235,18 @@ class DQNPolicy:
         self.agent_roles = agent_roles(layout, self.agent_nodes, share)
         missing = sorted(set(self.agent_roles) - set(q_network.roles))
         if missing:
-            raise ValueError(f"no Q-network for role(s) {missing} (trained roles: "
-                             f"{', '.join(q_network.roles)})")
+            raise ValueError(
+                f"no Q-network for role(s) {missing} (trained roles: {', '.join(q_network.roles)})"
+            )
         self.observer = Observer(layout, config)
         if self.observer.size != q_network.obs_size:
-            raise ValueError(f"observation size {self.observer.size} does not match the "
-                             f"network's {q_network.obs_size}")
-        self.action_map = ActionMap(layout, config.actions, self.agent_nodes,
-                                    config.fallback_levels, config.safety_std)
+            raise ValueError(
+                f"observation size {self.observer.size} does not match the "
+                f"network's {q_network.obs_size}"
+            )
+        self.action_map = ActionMap(
+            layout, config.actions, self.agent_nodes, config.fallback_levels, config.safety_std
+        )
         self._day: int | None = None
         self._obs: np.ndarray | None = None
 
@@ -243,8 +259,9 @@ class DQNPolicy:
         """Greedy actions ``[B, A]``."""
         return self.q_values(obs).argmax(axis=2)
 
-    def explore(self, obs: np.ndarray, epsilon: float, rng: np.random.Generator,
-                radius: int = 0) -> np.ndarray:
+    def explore(
+        self, obs: np.ndarray, epsilon: float, rng: np.random.Generator, radius: int = 0
+    ) -> np.ndarray:
         """Epsilon-greedy actions ``[B, A]`` (each agent and replication on its own): with
         probability ``epsilon`` a random action, uniform over all actions (``radius`` 0)
         or within ``radius`` action indices of the greedy one (the actions are ordered by
@@ -286,8 +303,14 @@ class ReplayBuffer:
         self.size = 0
         self._pos = 0
 
-    def add(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-            next_obs: np.ndarray, discount: np.ndarray) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        discount: np.ndarray,
+    ) -> None:
         """Add ``n`` transitions (arrays with ``n`` rows)."""
         n = len(action)
         idx = (self._pos + np.arange(n)) % self.capacity
@@ -298,11 +321,13 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         idx = rng.integers(0, self.size, batch_size)
-        return {"obs": torch.from_numpy(self.obs[idx]),
-                "action": torch.from_numpy(self.action[idx]),
-                "reward": torch.from_numpy(self.reward[idx]),
-                "next_obs": torch.from_numpy(self.next_obs[idx]),
-                "discount": torch.from_numpy(self.discount[idx])}
+        return {
+            "obs": torch.from_numpy(self.obs[idx]),
+            "action": torch.from_numpy(self.action[idx]),
+            "reward": torch.from_numpy(self.reward[idx]),
+            "next_obs": torch.from_numpy(self.next_obs[idx]),
+            "discount": torch.from_numpy(self.discount[idx]),
+        }
 
 
 class NStepReturns:
@@ -314,18 +339,24 @@ class NStepReturns:
         self.n, self.gamma = int(n), float(gamma)
         self._window: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def push(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-             next_obs: np.ndarray, episode_over: bool
-             ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]]:
+    def push(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        episode_over: bool,
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]]:
         self._window.append((obs, action, reward))
         out = []
         while self._window and (len(self._window) >= self.n or episode_over):
             ret = np.zeros_like(reward)
             for k, (_, _, r) in enumerate(self._window):
-                ret += (self.gamma ** k) * r
+                ret += (self.gamma**k) * r
             first_obs, first_action, _ = self._window.pop(0)
-            out.append((first_obs, first_action, ret, next_obs,
-                        self.gamma ** (len(self._window) + 1)))
+            out.append(
+                (first_obs, first_action, ret, next_obs, self.gamma ** (len(self._window) + 1))
+            )
         return out
 
 
@@ -338,8 +369,11 @@ class DQNLearner:
         self.optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
         self.updates = 0
 
-    def update(self, batches: Mapping[str, Mapping[str, torch.Tensor]],
-               proximal: tuple[float, Sequence[torch.Tensor]] | None = None) -> float:
+    def update(
+        self,
+        batches: Mapping[str, Mapping[str, torch.Tensor]],
+        proximal: tuple[float, Sequence[torch.Tensor]] | None = None,
+    ) -> float:
         """One gradient step on a minibatch per role; returns the mean Huber loss.
         ``proximal = (mu, anchor)`` adds ``mu/2 ||w - anchor||^2`` (FedProx)."""
         losses = []
@@ -355,8 +389,10 @@ class DQNLearner:
         objective = loss
         if proximal is not None and proximal[0] > 0:
             mu, anchor = proximal
-            drift = sum(((p - a) ** 2).sum()
-                        for p, a in zip(self.q_network.parameters(), anchor, strict=True))
+            drift = sum(
+                ((p - a) ** 2).sum()
+                for p, a in zip(self.q_network.parameters(), anchor, strict=True)
+            )
             objective = loss + 0.5 * mu * drift
         self.optimizer.zero_grad()
         objective.backward()
@@ -365,8 +401,9 @@ class DQNLearner:
         self.updates += 1
         if self.updates % self.args.target_network_frequency == 0:
             tau = self.args.tau
-            for tp, p in zip(self.target_network.parameters(), self.q_network.parameters(),
-                             strict=True):
+            for tp, p in zip(
+                self.target_network.parameters(), self.q_network.parameters(), strict=True
+            ):
                 tp.data.copy_(tau * p.data + (1.0 - tau) * tp.data)
         return float(loss.item())
 
@@ -375,9 +412,12 @@ class DQNLearner:
             group["lr"] = rate
 
     def state_dict(self) -> dict[str, Any]:
-        return {"q_network": self.q_network.state_dict(),
-                "target_network": self.target_network.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "updates": self.updates}
+        return {
+            "q_network": self.q_network.state_dict(),
+            "target_network": self.target_network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updates": self.updates,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.q_network.load_state_dict(state["q_network"])
@@ -389,8 +429,9 @@ class DQNLearner:
 # -- evaluation --------------------------------------------------------------------------
 
 
-def evaluate(policy: Any, scenario: Scenario, replications: Sequence[int],
-             days: int | None = None) -> np.ndarray:
+def evaluate(
+    policy: Any, scenario: Scenario, replications: Sequence[int], days: int | None = None
+) -> np.ndarray:
     """Total network cost per day of each replication ``[R]`` ($; after warm-up)."""
     from fedinv.sim.run import mean_cost_per_day
 
@@ -414,8 +455,11 @@ class TrainResult:
     cost_scale: float
 
 
-def train(args: Args, scenario: Scenario | None = None,
-          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+def train(
+    args: Args,
+    scenario: Scenario | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
     """Train role Q-networks on ``scenario`` (default: load ``args.scenario``).
     ``on_step(step, stats)`` is called after every environment step (progress)."""
     from fedinv.model.scenario import load_scenario
@@ -427,8 +471,9 @@ def train(args: Args, scenario: Scenario | None = None,
     scenario = scenario or load_scenario(args.scenario)
     env = BatchedInventoryEnv(scenario, args.env)
     roles = agent_roles(env.layout, env.agent_nodes, args.share)
-    q_network = RoleQNetworks(roles, env.observation_size, env.num_actions, args.hidden,
-                              args.dueling)
+    q_network = RoleQNetworks(
+        roles, env.observation_size, env.num_actions, args.hidden, args.dueling
+    )
     policy = DQNPolicy(env.layout, q_network, args.env, args.share)
     learner = DQNLearner(q_network, args)
     groups = _groups(roles)
@@ -444,18 +489,24 @@ def train(args: Args, scenario: Scenario | None = None,
     loss, start = float("nan"), time.perf_counter()
     for step in range(1, args.total_steps + 1):
         # act: epsilon-greedy, every agent of every replication on its own
-        epsilon = linear_schedule(args.start_e, args.end_e,
-                                  args.exploration_fraction * args.total_steps, step)
+        epsilon = linear_schedule(
+            args.start_e, args.end_e, args.exploration_fraction * args.total_steps, step
+        )
         actions = policy.explore(obs, epsilon, rng, args.explore_radius)
         next_obs, reward, _, truncated, _ = env.step(actions)
         over = bool(truncated.all())
         # remember: n-step transitions, split by role
-        for o, a, r, o2, discount in nstep.push(obs, actions, reward * args.reward_scale,
-                                                next_obs, over):
+        for o, a, r, o2, discount in nstep.push(
+            obs, actions, reward * args.reward_scale, next_obs, over
+        ):
             for role, idx in groups.items():
-                buffers[role].add(o[:, idx].reshape(-1, o.shape[2]), a[:, idx].reshape(-1),
-                                  r[:, idx].reshape(-1), o2[:, idx].reshape(-1, o.shape[2]),
-                                  np.full(b * len(idx), discount, np.float32))
+                buffers[role].add(
+                    o[:, idx].reshape(-1, o.shape[2]),
+                    a[:, idx].reshape(-1),
+                    r[:, idx].reshape(-1),
+                    o2[:, idx].reshape(-1, o.shape[2]),
+                    np.full(b * len(idx), discount, np.float32),
+                )
         if over:  # the horizon: a fresh batch of training replications
             episode += 1
             first = TRAIN_BASE + episode * b
@@ -465,20 +516,30 @@ def train(args: Args, scenario: Scenario | None = None,
         # learn
         if step >= args.learning_starts and step % args.train_frequency == 0:
             if args.final_learning_rate is not None:
-                learner.set_learning_rate(args.learning_rate + (
-                    args.final_learning_rate - args.learning_rate) * step / args.total_steps)
+                learner.set_learning_rate(
+                    args.learning_rate
+                    + (args.final_learning_rate - args.learning_rate) * step / args.total_steps
+                )
             for _ in range(args.updates_per_step):
-                loss = learner.update({role: buf.sample(args.batch_size, rng)
-                                       for role, buf in buffers.items()})
+                loss = learner.update(
+                    {role: buf.sample(args.batch_size, rng) for role, buf in buffers.items()}
+                )
         # validate: the training curve and model selection
         last = step == args.total_steps
         if last or (args.eval_every and step % args.eval_every == 0):
             eval_policy.q_network.load_state_dict(q_network.state_dict())
             cost = evaluate(eval_policy, scenario, valid, args.eval_days)
-            rows.append({"step": step, "simulated_days": step * b, "epsilon": epsilon,
-                         "loss": loss, "validation_cost_per_day": float(cost.mean()),
-                         "validation_ci95": _ci95(cost),
-                         "wall_s": time.perf_counter() - start})
+            rows.append(
+                {
+                    "step": step,
+                    "simulated_days": step * b,
+                    "epsilon": epsilon,
+                    "loss": loss,
+                    "validation_cost_per_day": float(cost.mean()),
+                    "validation_ci95": _ci95(cost),
+                    "wall_s": time.perf_counter() - start,
+                }
+            )
             if cost.mean() < best_cost:
                 best_cost, best_step = float(cost.mean()), step
                 best_state = copy.deepcopy(q_network.state_dict())
@@ -486,8 +547,15 @@ def train(args: Args, scenario: Scenario | None = None,
             on_step(step, {"epsilon": epsilon, "loss": loss, "best": best_cost})
     selected = copy.deepcopy(q_network)
     selected.load_state_dict(best_state)
-    return TrainResult(args, scenario, DQNPolicy(env.layout, selected, args.env, args.share),
-                       learner, pd.DataFrame(rows), best_step, env.cost_scale)
+    return TrainResult(
+        args,
+        scenario,
+        DQNPolicy(env.layout, selected, args.env, args.share),
+        learner,
+        pd.DataFrame(rows),
+        best_step,
+        env.cost_scale,
+    )
 
 
 def _ci95(values: np.ndarray) -> float:
@@ -544,11 +612,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds on a corrupt file
-        raise CheckpointError(f"checkpoint {str(path)!r}: cannot be read "
-                              f"({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {str(path)!r}: not a fedinv DQN checkpoint "
-                              f"(expected format {CHECKPOINT_FORMAT!r})")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: not a fedinv DQN checkpoint "
+            f"(expected format {CHECKPOINT_FORMAT!r})"
+        )
     return data
 
 
@@ -558,23 +629,31 @@ def load_policy(path: str | Path, layout: Layout) -> DQNPolicy:
     return policy_from_checkpoint(load_checkpoint(path), layout, path)
 
 
-def policy_from_checkpoint(data: Mapping[str, Any], layout: Layout,
-                           path: str | Path = "checkpoint") -> DQNPolicy:
+def policy_from_checkpoint(
+    data: Mapping[str, Any], layout: Layout, path: str | Path = "checkpoint"
+) -> DQNPolicy:
     """:func:`load_policy` from the contents :func:`load_checkpoint` returned."""
     try:
         config = EnvConfig.from_dict(data["env_config"])
-        q = RoleQNetworks(data["roles"], int(data["obs_size"]), int(data["num_actions"]),
-                          tuple(data["hidden"]), bool(data.get("dueling", False)))
+        q = RoleQNetworks(
+            data["roles"],
+            int(data["obs_size"]),
+            int(data["num_actions"]),
+            tuple(data["hidden"]),
+            bool(data.get("dueling", False)),
+        )
         q.load_state_dict(data["policy_state"])
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: inconsistent contents "
-                              f"({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: inconsistent contents ({type(exc).__name__}: {exc})"
+        ) from None
     q.eval()
     try:
         return DQNPolicy(layout, q, config, str(data.get("share", "tier")))
     except ValueError as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this network: "
-                              f"{exc}") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit this network: {exc}"
+        ) from None
 
 
 def args_from_checkpoint(data: Mapping[str, Any]) -> Args:

@@ -108,8 +108,21 @@ class ActionSet:
     then one order-up-to target per safety factor (no extra cover), then one per
     ``cover_days`` at ``cover_safety_factor``."""
 
-    safety_factors: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5,
-                                         1.75, 2.0, 2.5, 3.0)
+    safety_factors: tuple[float, ...] = (
+        -1.0,
+        -0.5,
+        0.0,
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+        1.25,
+        1.5,
+        1.75,
+        2.0,
+        2.5,
+        3.0,
+    )
     """Safety factors ``z`` of the base-stock-like targets."""
     cover_days: tuple[float, ...] = (2.0, 4.0, 7.0, 14.0)
     """Extra days of mean demand on top of the lead-time demand (order batching)."""
@@ -121,8 +134,9 @@ class ActionSet:
     @property
     def choices(self) -> tuple[tuple[float, float], ...]:
         """``(z, cover days)`` of each target choice, in action order after choice 0."""
-        return (tuple((float(z), 0.0) for z in self.safety_factors)
-                + tuple((float(self.cover_safety_factor), float(c)) for c in self.cover_days))
+        return tuple((float(z), 0.0) for z in self.safety_factors) + tuple(
+            (float(self.cover_safety_factor), float(c)) for c in self.cover_days
+        )
 
     @property
     def size(self) -> int:
@@ -196,22 +210,44 @@ class EnvConfig:
             if key in acts:
                 acts[key] = tuple(acts[key])
         controlled = data.pop("controlled", None)
-        return cls(actions=ActionSet(**acts), reward=RewardConfig(**(data.pop("reward", {})
-                                                                       or {})),
-                   controlled=None if controlled is None else tuple(controlled), **data)
+        return cls(
+            actions=ActionSet(**acts),
+            reward=RewardConfig(**(data.pop("reward", {}) or {})),
+            controlled=None if controlled is None else tuple(controlled),
+            **data,
+        )
 
 
 def observation_names(config: EnvConfig) -> list[str]:
     """Names of the ``F`` observation features, in order."""
-    return (["on_hand", "components", "backlog", "owed_downstream", "orders_received",
-             "own_orders", "position", "on_order"]
-            + [f"in_transit_{d}" for d in range(1, config.pipeline_days + 1)]
-            + [f"demand_lag_{w}" for w in range(config.demand_lags)]
-            + ["forecast_mean", "forecast_lower", "forecast_upper", "alert", "delay_notice",
-               "weekday_sin", "weekday_cos", "year_sin", "year_cos", "month_end"]
-            + [f"tier_{t}" for t in TIERS]
-            + ["customer_facing", "assembling", "lead_time", "lead_time_std",
-               "critical_ratio"])
+    return (
+        [
+            "on_hand",
+            "components",
+            "backlog",
+            "owed_downstream",
+            "orders_received",
+            "own_orders",
+            "position",
+            "on_order",
+        ]
+        + [f"in_transit_{d}" for d in range(1, config.pipeline_days + 1)]
+        + [f"demand_lag_{w}" for w in range(config.demand_lags)]
+        + [
+            "forecast_mean",
+            "forecast_lower",
+            "forecast_upper",
+            "alert",
+            "delay_notice",
+            "weekday_sin",
+            "weekday_cos",
+            "year_sin",
+            "year_cos",
+            "month_end",
+        ]
+        + [f"tier_{t}" for t in TIERS]
+        + ["customer_facing", "assembling", "lead_time", "lead_time_std", "critical_ratio"]
+    )
 
 
 # -- observations ------------------------------------------------------------------------
@@ -229,8 +265,9 @@ class Observer:
         self.stats = flow_stats(layout, st)
         mean_n, var_n = node_demand(layout)
         self.unit = np.where(mean_n > 1e-12, mean_n, 1.0)  # [N] units/day
-        self.forecaster = DemandForecaster(mean_n, var_n, config.forecast_alpha,
-                                           config.forecast_beta, min_std=1e-3 * self.unit)
+        self.forecaster = DemandForecaster(
+            mean_n, var_n, config.forecast_alpha, config.forecast_beta, min_std=1e-3 * self.unit
+        )
         self._positions = StreamPolicy(layout)  # installation positions
         n, k = lay.num_nodes, st.size
         count = np.bincount(st.node, minlength=n).astype(float)
@@ -250,12 +287,23 @@ class Observer:
         np.add.at(lead_var, st.node, self.stats.lead_var / count[st.node])
         self.node_lead = lead  # [N] days, mean over the node's streams
         tier = np.stack([(lay.tier == t).astype(float) for t in TIERS], axis=1)
-        crit = np.where(lay.penalty + lay.holding > 0,
-                        lay.penalty / np.maximum(lay.penalty + lay.holding, 1e-12), 0.0)
+        crit = np.where(
+            lay.penalty + lay.holding > 0,
+            lay.penalty / np.maximum(lay.penalty + lay.holding, 1e-12),
+            0.0,
+        )
         assembling = np.zeros(n)
         assembling[lay.bom_nodes] = 1.0
-        self._static = np.column_stack([tier, lay.customer.astype(float), assembling,
-                                        lead / 7.0, np.sqrt(lead_var) / 7.0, crit])
+        self._static = np.column_stack(
+            [
+                tier,
+                lay.customer.astype(float),
+                assembling,
+                lead / 7.0,
+                np.sqrt(lead_var) / 7.0,
+                crit,
+            ]
+        )
         self.size = len(observation_names(config))
         self._lags = np.zeros((1, n, config.demand_lags))
         self.day = -1
@@ -276,9 +324,11 @@ class Observer:
         """Take in today's state; return the observations ``[B, N, F]`` (float32)."""
         lay, s = self.layout, state
         if s.day != self.day + 1 or s.on_hand.shape[0] != self._lags.shape[0]:
-            raise ValueError(f"Observer.observe: expected day {self.day + 1} of a batch of "
-                             f"{self._lags.shape[0]}, got day {s.day} of "
-                             f"{s.on_hand.shape[0]} (call reset on day 0)")
+            raise ValueError(
+                f"Observer.observe: expected day {self.day + 1} of a batch of "
+                f"{self._lags.shape[0]}, got day {s.day} of "
+                f"{s.on_hand.shape[0]} (call reset on day 0)"
+            )
         self.day = s.day
         signal = self.signal(s)
         if s.day == 0:  # nothing was ordered yesterday: only customer demand is news
@@ -302,26 +352,43 @@ class Observer:
         fc = self.forecaster
         lead = np.maximum(self.node_lead, 1.0)
         window = fc.forecast(lead[None, :])
-        calendar = np.array([
-            math.sin(2 * math.pi * s.weekday / 7), math.cos(2 * math.pi * s.weekday / 7),
-            math.sin(2 * math.pi * s.day_of_year / 365.25),
-            math.cos(2 * math.pi * s.day_of_year / 365.25), float(s.month_end)])
+        calendar = np.array(
+            [
+                math.sin(2 * math.pi * s.weekday / 7),
+                math.cos(2 * math.pi * s.weekday / 7),
+                math.sin(2 * math.pi * s.day_of_year / 365.25),
+                math.cos(2 * math.pi * s.day_of_year / 365.25),
+                float(s.month_end),
+            ]
+        )
         b, n = s.on_hand.shape
-        per_unit = np.stack([
-            s.on_hand, components, s.backlog, s.owed @ lay.src_mat,
-            s.last_orders @ lay.src_mat, s.last_orders @ self.lane_to_node, position,
-            s.on_order @ self.lane_to_node], axis=2)
+        per_unit = np.stack(
+            [
+                s.on_hand,
+                components,
+                s.backlog,
+                s.owed @ lay.src_mat,
+                s.last_orders @ lay.src_mat,
+                s.last_orders @ self.lane_to_node,
+                position,
+                s.on_order @ self.lane_to_node,
+            ],
+            axis=2,
+        )
         forecast = np.stack([fc.mean, window.lower / lead, window.upper / lead], axis=2)
-        obs = np.concatenate([
-            per_unit / u[None, :, None],
-            transit / u[None, :, None],
-            self._lags / u[None, :, None],
-            forecast / u[None, :, None],
-            (s.alert @ self._inbound)[:, :, None],
-            (s.delay_notice @ lay.dst_mat)[:, :, None] / 7.0,
-            np.broadcast_to(calendar, (b, n, len(calendar))),
-            np.broadcast_to(self._static, (b, n, self._static.shape[1])),
-        ], axis=2)
+        obs = np.concatenate(
+            [
+                per_unit / u[None, :, None],
+                transit / u[None, :, None],
+                self._lags / u[None, :, None],
+                forecast / u[None, :, None],
+                (s.alert @ self._inbound)[:, :, None],
+                (s.delay_notice @ lay.dst_mat)[:, :, None] / 7.0,
+                np.broadcast_to(calendar, (b, n, len(calendar))),
+                np.broadcast_to(self._static, (b, n, self._static.shape[1])),
+            ],
+            axis=2,
+        )
         return np.clip(obs, -OBS_CLIP, OBS_CLIP).astype(np.float32)
 
     def _node_min(self, per_stream: np.ndarray) -> np.ndarray:
@@ -331,8 +398,7 @@ class Observer:
         out[:, st.node[self._plain]] = per_stream[:, self._plain]
         if len(self._comp):
             per_unit = per_stream[:, self._comp] / st.bom[self._comp]
-            out[:, self.layout.bom_nodes] = np.minimum.reduceat(per_unit, self._comp_starts,
-                                                                axis=1)
+            out[:, self.layout.bom_nodes] = np.minimum.reduceat(per_unit, self._comp_starts, axis=1)
         return out
 
     def _transit(self, s: State) -> np.ndarray:
@@ -356,9 +422,14 @@ class ActionMap:
     """Discrete choices of the agents -> order-up-to targets per stream -> lane orders
     (installation positions, downstream nodes first; see the module doc)."""
 
-    def __init__(self, layout: Layout, actions: ActionSet, agent_nodes: Sequence[int],
-                 fallback_levels: Mapping[str, Any] | None = None,
-                 safety_std: str = "static"):
+    def __init__(
+        self,
+        layout: Layout,
+        actions: ActionSet,
+        agent_nodes: Sequence[int],
+        fallback_levels: Mapping[str, Any] | None = None,
+        safety_std: str = "static",
+    ):
         if safety_std not in ("static", "forecast"):
             raise ValueError(f"safety_std must be 'static' or 'forecast', got {safety_std!r}")
         self.layout, self.actions, self.safety_std = layout, actions, safety_std
@@ -378,8 +449,9 @@ class ActionMap:
         levels.update(fallback_levels or {})
         self.fallback = stream_vector(layout, levels, st)
 
-    def levels(self, actions: np.ndarray, mean: np.ndarray, std: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def levels(
+        self, actions: np.ndarray, mean: np.ndarray, std: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Targets ``[B, K]`` (stream units) and the order-nothing mask ``[B, K]`` from
         actions ``[B, A]`` and the forecast ``mean``, ``std`` ``[B, N]`` (units/day)."""
         st, fs = self.streams, self.stats
@@ -396,12 +468,14 @@ class ActionMap:
         zero = self._controlled & (a == 0) if self.actions.zero else np.zeros_like(a, bool)
         return levels, zero
 
-    def decision(self, state: State, actions: np.ndarray, mean: np.ndarray,
-                 std: np.ndarray) -> Decision:
+    def decision(
+        self, state: State, actions: np.ndarray, mean: np.ndarray, std: np.ndarray
+    ) -> Decision:
         """Lane orders of today from the agents' choices ``[B, A]``."""
         levels, zero = self.levels(actions, mean, std)
         orders = self.policy.decide(
-            state, lambda pos: np.where(zero, 0.0, np.maximum(levels - pos, 0.0)))
+            state, lambda pos: np.where(zero, 0.0, np.maximum(levels - pos, 0.0))
+        )
         return self.policy.finish(orders)
 
 
@@ -430,14 +504,16 @@ class BatchedInventoryEnv:
         else:
             unknown = [n for n in cfg.controlled if n not in lay.node_ids]
             if unknown:
-                raise ValueError(f"unknown node(s) {unknown} in controlled (known: "
-                                 f"{', '.join(lay.node_ids)})")
+                raise ValueError(
+                    f"unknown node(s) {unknown} in controlled (known: {', '.join(lay.node_ids)})"
+                )
             self.agent_nodes = np.array([lay.node_ids.index(n) for n in cfg.controlled], int)
         self.agents = tuple(lay.node_ids[i] for i in self.agent_nodes)
         self.roles = tuple(str(lay.tier[i]) for i in self.agent_nodes)
         self.observer = Observer(lay, cfg)
-        self.action_map = ActionMap(lay, cfg.actions, self.agent_nodes, cfg.fallback_levels,
-                                    cfg.safety_std)
+        self.action_map = ActionMap(
+            lay, cfg.actions, self.agent_nodes, cfg.fallback_levels, cfg.safety_std
+        )
         self.observation_size = self.observer.size
         self.num_actions = cfg.actions.size
         self.cost_scale = float(cfg.reward.scale or reference_cost(scenario, cfg))
@@ -447,8 +523,7 @@ class BatchedInventoryEnv:
         self.day = 0
         self._last_orders: np.ndarray | None = None
 
-    def reset(self, replications: Sequence[int], exogenous: Exogenous | None = None
-              ) -> np.ndarray:
+    def reset(self, replications: Sequence[int], exogenous: Exogenous | None = None) -> np.ndarray:
         """Start replications (indices; see the module doc) -> observations ``[B, A, F]``.
         ``exogenous``: streams drawn before for ``episode_days + 1`` days, reused."""
         self.state, self.exogenous = self.sim.reset(list(replications), exogenous=exogenous)
@@ -458,8 +533,9 @@ class BatchedInventoryEnv:
         self.observer.reset(self.state)
         return self.observer.observe(self.state)[:, self.agent_nodes]
 
-    def step(self, actions: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Release the orders of ``actions [B, A]``, run to tomorrow's decision."""
         if self.state is None or self.exogenous is None:
             raise RuntimeError("call reset before step")
@@ -468,20 +544,28 @@ class BatchedInventoryEnv:
         s, rcfg = self.state, self.config.reward
         actions = np.asarray(actions)
         if actions.shape != (s.on_hand.shape[0], len(self.agent_nodes)):
-            raise ValueError(f"actions must have shape {(s.on_hand.shape[0], len(self.agents))}"
-                             f", got {actions.shape}")
+            raise ValueError(
+                f"actions must have shape {(s.on_hand.shape[0], len(self.agents))}"
+                f", got {actions.shape}"
+            )
         fc = self.observer.forecaster
         decision = self.action_map.decision(s, actions, fc.mean, fc.std)
         s, record = self.sim.step(s, self.exogenous, decision)
         cost = record["total_cost"]
-        reward_cost = cost if rcfg.variable_costs else (
-            cost - record["external_purchase_cost"] - record["shipping_cost"])
+        reward_cost = (
+            cost
+            if rcfg.variable_costs
+            else (cost - record["external_purchase_cost"] - record["shipping_cost"])
+        )
         node_orders = decision.orders @ self.observer.lane_to_node  # units of product
         change = np.abs(node_orders - self._last_orders)
         self._last_orders = node_orders
         team = reward_cost.sum(axis=1, keepdims=True)
-        total = (rcfg.own_weight * reward_cost + rcfg.network_share * team
-                 + rcfg.order_change_cost * change)
+        total = (
+            rcfg.own_weight * reward_cost
+            + rcfg.network_share * team
+            + rcfg.order_change_cost * change
+        )
         reward = -(total[:, self.agent_nodes] / self.cost_scale).astype(np.float32)
         self.day += 1
         obs = self.observer.observe(s)[:, self.agent_nodes]
@@ -491,8 +575,9 @@ class BatchedInventoryEnv:
         return obs, reward, np.zeros(b, bool), over, info
 
 
-def reference_cost(scenario: Scenario, config: EnvConfig,
-                   replications: int = REFERENCE_REPLICATIONS) -> float:
+def reference_cost(
+    scenario: Scenario, config: EnvConfig, replications: int = REFERENCE_REPLICATIONS
+) -> float:
     """Network cost per day ($) of the textbook base-stock policy on training
     replications (the default reward scale; only the cost components the reward counts)."""
     from fedinv.policies.classical import make_policy
@@ -525,8 +610,12 @@ class InventoryParallelEnv(ParallelEnv):
 
     metadata = {"name": "fedinv_inventory_v0", "render_modes": []}
 
-    def __init__(self, scenario: Scenario, config: EnvConfig | None = None,
-                 replication_base: int | None = None):
+    def __init__(
+        self,
+        scenario: Scenario,
+        config: EnvConfig | None = None,
+        replication_base: int | None = None,
+    ):
         from fedinv.policies.tuning import TRAIN_BASE
 
         self.env = BatchedInventoryEnv(scenario, config)
@@ -534,10 +623,10 @@ class InventoryParallelEnv(ParallelEnv):
         self.possible_agents = list(self.env.agents)
         self.agents: list[str] = []
         size = self.env.observation_size
-        self._obs_spaces = {a: spaces.Box(-OBS_CLIP, OBS_CLIP, (size,), np.float32)
-                            for a in self.possible_agents}
-        self._act_spaces = {a: spaces.Discrete(self.env.num_actions)
-                            for a in self.possible_agents}
+        self._obs_spaces = {
+            a: spaces.Box(-OBS_CLIP, OBS_CLIP, (size,), np.float32) for a in self.possible_agents
+        }
+        self._act_spaces = {a: spaces.Discrete(self.env.num_actions) for a in self.possible_agents}
         self._next = 0
 
     def observation_space(self, agent: str) -> spaces.Box:
@@ -555,12 +644,15 @@ class InventoryParallelEnv(ParallelEnv):
         self._next += 1
         return rep
 
-    def reset(self, seed: int | None = None, options: dict | None = None
-              ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         obs = self.env.reset([self._replication(seed, options)])
         self.agents = list(self.possible_agents)
-        return ({a: obs[0, i] for i, a in enumerate(self.possible_agents)},
-                {a: {"replication": self.env.replications[0]} for a in self.possible_agents})
+        return (
+            {a: obs[0, i] for i, a in enumerate(self.possible_agents)},
+            {a: {"replication": self.env.replications[0]} for a in self.possible_agents},
+        )
 
     def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
         if not self.agents:
@@ -569,11 +661,16 @@ class InventoryParallelEnv(ParallelEnv):
         obs, reward, _, truncated, info = self.env.step(arr)
         done = bool(truncated[0])
         agents = self.possible_agents
-        out = ({a: obs[0, i] for i, a in enumerate(agents)},
-               {a: float(reward[0, i]) for i, a in enumerate(agents)},
-               dict.fromkeys(agents, False), dict.fromkeys(agents, done),
-               {a: {"cost": float(info["cost"][0, self.env.agent_nodes[i]])}
-                for i, a in enumerate(agents)})
+        out = (
+            {a: obs[0, i] for i, a in enumerate(agents)},
+            {a: float(reward[0, i]) for i, a in enumerate(agents)},
+            dict.fromkeys(agents, False),
+            dict.fromkeys(agents, done),
+            {
+                a: {"cost": float(info["cost"][0, self.env.agent_nodes[i]])}
+                for i, a in enumerate(agents)
+            },
+        )
         if done:
             self.agents = []
         return out
@@ -589,22 +686,30 @@ class SingleNodeEnv(gymnasium.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, scenario: Scenario, node: str | None = None,
-                 config: EnvConfig | None = None, replication_base: int | None = None):
+    def __init__(
+        self,
+        scenario: Scenario,
+        node: str | None = None,
+        config: EnvConfig | None = None,
+        replication_base: int | None = None,
+    ):
         from fedinv.policies.tuning import TRAIN_BASE
 
         net = scenario.network
         self.node = node or (net.customer_nodes[0] if net.customer_nodes else net.nodes[0].id)
-        self.env = BatchedInventoryEnv(scenario, replace(config or EnvConfig(),
-                                                         controlled=(self.node,)))
+        self.env = BatchedInventoryEnv(
+            scenario, replace(config or EnvConfig(), controlled=(self.node,))
+        )
         self.replication_base = TRAIN_BASE if replication_base is None else replication_base
-        self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, (self.env.observation_size,),
-                                            np.float32)
+        self.observation_space = spaces.Box(
+            -OBS_CLIP, OBS_CLIP, (self.env.observation_size,), np.float32
+        )
         self.action_space = spaces.Discrete(self.env.num_actions)
         self._next = 0
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None
-              ) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         if options and "replication" in options:
             rep = int(options["replication"])
@@ -619,6 +724,10 @@ class SingleNodeEnv(gymnasium.Env):
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self.env.step(np.array([[int(action)]]))
         node = self.env.agent_nodes[0]
-        return (obs[0, 0], float(reward[0, 0]), bool(terminated[0]), bool(truncated[0]),
-                {"cost": float(info["cost"][0, node]),
-                 "network_cost": float(info["network_cost"][0])})
+        return (
+            obs[0, 0],
+            float(reward[0, 0]),
+            bool(terminated[0]),
+            bool(truncated[0]),
+            {"cost": float(info["cost"][0, node]), "network_cost": float(info["network_cost"][0])},
+        )

@@ -46,11 +46,18 @@ class DemandForecaster:
     ``min_std`` (units/day, a number or ``[N]``) floors the standard deviation.
     """
 
-    def __init__(self, prior_mean: np.ndarray, prior_var: np.ndarray, alpha: float = 0.1,
-                 beta: float = 0.05, min_std: float | np.ndarray = 1e-6):
+    def __init__(
+        self,
+        prior_mean: np.ndarray,
+        prior_var: np.ndarray,
+        alpha: float = 0.1,
+        beta: float = 0.05,
+        min_std: float | np.ndarray = 1e-6,
+    ):
         if not (0.0 < alpha <= 1.0 and 0.0 < beta <= 1.0):
-            raise ValueError(f"smoothing constants must be in (0, 1], got alpha={alpha}, "
-                             f"beta={beta}")
+            raise ValueError(
+                f"smoothing constants must be in (0, 1], got alpha={alpha}, beta={beta}"
+            )
         self.prior_mean = np.asarray(prior_mean, float)
         self.prior_var = np.asarray(prior_var, float)
         self.alpha, self.beta = float(alpha), float(beta)
@@ -87,5 +94,4 @@ class DemandForecaster:
         z = float(stats.norm.ppf(0.5 + coverage / 2.0))
         mean = horizon_days * self.level
         half = z * self.std * np.sqrt(horizon_days)
-        return Forecast(horizon_days, mean, np.maximum(mean - half, 0.0), mean + half,
-                        coverage)
+        return Forecast(horizon_days, mean, np.maximum(mean - half, 0.0), mean + half, coverage)

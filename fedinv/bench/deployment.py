@@ -35,9 +35,15 @@ def _round_seconds(run_dir: Path) -> list[float]:
     return np.diff(np.concatenate([[0.0], walls])).tolist()
 
 
-def overhead(scenario: str = "electronics-5r", rounds: int = 3, local_steps: int = 1,
-             replications: int = 1, eval_replications: int = 1, eval_days: int = 2,
-             echo=None) -> dict:
+def overhead(
+    scenario: str = "electronics-5r",
+    rounds: int = 3,
+    local_steps: int = 1,
+    replications: int = 1,
+    eval_replications: int = 1,
+    eval_days: int = 2,
+    echo=None,
+) -> dict:
     """Seconds per round in simulation and in deployment for the same ``FedConfig``
     (defaults: near-empty rounds, so the difference is Flower's), and their difference."""
     from fedinv.deploy.engine import LocalDeployment, run_finished, wait_for
@@ -45,13 +51,24 @@ def overhead(scenario: str = "electronics-5r", rounds: int = 3, local_steps: int
     from fedinv.federation.private_data import export_private_data
     from fedinv.model.scenario import load_scenario
 
-    cfg = FedConfig(scenario=scenario, rounds=rounds, local_steps=local_steps,
-                    replications=replications, eval_replications=eval_replications,
-                    eval_days=eval_days, batch_size=8,
-                    learning_starts=10**6 if local_steps <= 1 else 30, reward_scale=100.0)
+    cfg = FedConfig(
+        scenario=scenario,
+        rounds=rounds,
+        local_steps=local_steps,
+        replications=replications,
+        eval_replications=eval_replications,
+        eval_days=eval_days,
+        batch_size=8,
+        learning_starts=10**6 if local_steps <= 1 else 30,
+        reward_scale=100.0,
+    )
     say = echo or (lambda _: None)
-    out: dict = {"scenario": scenario, "rounds": rounds, "local_steps": local_steps,
-                 "replications": replications}
+    out: dict = {
+        "scenario": scenario,
+        "rounds": rounds,
+        "local_steps": local_steps,
+        "replications": replications,
+    }
     with tempfile.TemporaryDirectory(prefix="fedinv-bench-deploy-") as tmp:
         root = Path(tmp)
         export_private_data(load_scenario(scenario), root / "data")
@@ -73,8 +90,7 @@ def overhead(scenario: str = "electronics-5r", rounds: int = 3, local_steps: int
         with LocalDeployment(root / "site", root / "data", root / "keys", echo=say) as fed:
             out["deploy_startup_s"] = time.perf_counter() - started
             fed.submit(cfg, root / "deployed")
-            wait_for(lambda: run_finished(root / "deployed", rounds), 3600, "the run",
-                     poll=0.5)
+            wait_for(lambda: run_finished(root / "deployed", rounds), 3600, "the run", poll=0.5)
         out["deploy_total_s"] = time.perf_counter() - started
         out["deploy_round_s"] = _round_seconds(root / "deployed")
     out["sim_median_round_s"] = float(np.median(out["sim_round_s"]))
@@ -85,8 +101,9 @@ def overhead(scenario: str = "electronics-5r", rounds: int = 3, local_steps: int
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: print the figures (a table, or ``--json``)."""
-    parser = argparse.ArgumentParser(prog="python -m fedinv.bench.deployment",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fedinv.bench.deployment", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--scenario", default="electronics-5r")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--local-steps", type=int, default=1)
@@ -95,22 +112,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-days", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = overhead(args.scenario, args.rounds, args.local_steps, args.replications,
-                      args.eval_replications, args.eval_days,
-                      echo=lambda line: print(line, file=sys.stderr))
+    result = overhead(
+        args.scenario,
+        args.rounds,
+        args.local_steps,
+        args.replications,
+        args.eval_replications,
+        args.eval_days,
+        echo=lambda line: print(line, file=sys.stderr),
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['scenario']}: {result['organizations']} organizations, "
-          f"{result['rounds']} rounds of {result['local_steps']} local steps x "
-          f"{result['replications']} replications")
-    print(f"simulation: {result['sim_median_round_s']:.1f} s per round (median; rounds "
-          f"{', '.join(f'{s:.1f}' for s in result['sim_round_s'])}), "
-          f"{result['sim_total_s']:.0f} s in all")
-    print(f"deployment: {result['deploy_median_round_s']:.1f} s per round (median; rounds "
-          f"{', '.join(f'{s:.1f}' for s in result['deploy_round_s'])}), "
-          f"{result['deploy_total_s']:.0f} s in all ({result['deploy_startup_s']:.0f} s "
-          "to start the SuperLink and SuperNodes)")
+    print(
+        f"{result['scenario']}: {result['organizations']} organizations, "
+        f"{result['rounds']} rounds of {result['local_steps']} local steps x "
+        f"{result['replications']} replications"
+    )
+    print(
+        f"simulation: {result['sim_median_round_s']:.1f} s per round (median; rounds "
+        f"{', '.join(f'{s:.1f}' for s in result['sim_round_s'])}), "
+        f"{result['sim_total_s']:.0f} s in all"
+    )
+    print(
+        f"deployment: {result['deploy_median_round_s']:.1f} s per round (median; rounds "
+        f"{', '.join(f'{s:.1f}' for s in result['deploy_round_s'])}), "
+        f"{result['deploy_total_s']:.0f} s in all ({result['deploy_startup_s']:.0f} s "
+        "to start the SuperLink and SuperNodes)"
+    )
     print(f"overhead of deployment: {result['overhead_per_round_s']:+.1f} s per round")
     return 0
 

@@ -54,9 +54,17 @@ def overhead(scenario: str = "electronics-5r", rounds: int = 3) -> dict[str, flo
     """Seconds per round of a near-empty federated round, and peak memory (MiB)."""
     from fedinv.federation.local import run_federation
 
-    cfg = FedConfig(scenario=scenario, rounds=rounds, local_steps=1, replications=1,
-                    eval_replications=1, eval_days=2, batch_size=8, learning_starts=10**6,
-                    reward_scale=100.0)
+    cfg = FedConfig(
+        scenario=scenario,
+        rounds=rounds,
+        local_steps=1,
+        replications=1,
+        eval_replications=1,
+        eval_days=2,
+        batch_size=8,
+        learning_starts=10**6,
+        reward_scale=100.0,
+    )
     peak = [0.0]
     done = threading.Event()
 
@@ -78,15 +86,24 @@ def overhead(scenario: str = "electronics-5r", rounds: int = 3) -> dict[str, flo
         total = time.perf_counter() - started
         rounds_frame = pd.read_csv(run.rounds_csv)
     walls = np.diff(np.concatenate([[0.0], rounds_frame["wall_s"].to_numpy()]))
-    return {"clients": float(rounds_frame["results"].iloc[0]), "rounds": float(rounds),
-            "seconds_per_round": float(np.median(walls)),
-            "client_train_seconds": float(rounds_frame["train-seconds"].mean()),
-            "total_seconds_with_startup": total, "peak_memory_mib": peak[0]}
+    return {
+        "clients": float(rounds_frame["results"].iloc[0]),
+        "rounds": float(rounds),
+        "seconds_per_round": float(np.median(walls)),
+        "client_train_seconds": float(rounds_frame["train-seconds"].mean()),
+        "total_seconds_with_startup": total,
+        "peak_memory_mib": peak[0],
+    }
 
 
-def compare(scenario_name: str = "electronics-5r", rounds: int = 4, local_steps: int = 120,
-            replications: int = 4, eval_replications: int = 10, seed: int = 1
-            ) -> pd.DataFrame:
+def compare(
+    scenario_name: str = "electronics-5r",
+    rounds: int = 4,
+    local_steps: int = 120,
+    replications: int = 4,
+    eval_replications: int = 10,
+    seed: int = 1,
+) -> pd.DataFrame:
     """Held-out cost per day of federated, isolated and centralized DQN and the tuned
     base-stock policy, on the whole network (see module doc)."""
     import torch
@@ -103,9 +120,16 @@ def compare(scenario_name: str = "electronics-5r", rounds: int = 4, local_steps:
 
     scenario = load_scenario(scenario_name)
     days = scenario.horizon_days
-    cfg = FedConfig(scenario=scenario_name, rounds=rounds, local_steps=local_steps,
-                    replications=replications, eval_replications=eval_replications,
-                    eval_days=days, seed=seed, exploration_steps=rounds * local_steps // 2)
+    cfg = FedConfig(
+        scenario=scenario_name,
+        rounds=rounds,
+        local_steps=local_steps,
+        replications=replications,
+        eval_replications=eval_replications,
+        eval_days=days,
+        seed=seed,
+        exploration_steps=rounds * local_steps // 2,
+    )
     cfg = replace(cfg, reward_scale=default_reward_scale(scenario, cfg))
     roles = roles_of(scenario)
     sim = Simulator(scenario)
@@ -114,8 +138,9 @@ def compare(scenario_name: str = "electronics-5r", rounds: int = 4, local_steps:
 
     def record(name: str, cost: np.ndarray, seconds: float) -> None:
         s = summarize(pd.DataFrame({"c": cost})).loc["c"]
-        rows.append({"policy": name, "cost_per_day": s["mean"], "ci95": s["ci95"],
-                     "train_seconds": seconds})
+        rows.append(
+            {"policy": name, "cost_per_day": s["mean"], "ci95": s["ci95"], "train_seconds": seconds}
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -127,14 +152,18 @@ def compare(scenario_name: str = "electronics-5r", rounds: int = 4, local_steps:
         for r in range(1, rounds + 1):
             updates, counts = [], []
             for org in orgs:
-                out, collected, _ = LocalTrainer(org, Path(tmp) / "fed", cfg, roles
-                                                 ).train_round(weights, r)
+                out, collected, _ = LocalTrainer(org, Path(tmp) / "fed", cfg, roles).train_round(
+                    weights, r
+                )
                 updates.append(out)
                 counts.append(collected)
             weights = role_weighted_average(updates, counts, weights)
         fed_seconds = time.perf_counter() - start
-        record("DQN federated (role-weighted FedAvg)",
-               _cost(scenario, weights, cfg, held_out, sim), fed_seconds)
+        record(
+            "DQN federated (role-weighted FedAvg)",
+            _cost(scenario, weights, cfg, held_out, sim),
+            fed_seconds,
+        )
         # isolated: each organization trains alone; its nodes act with its own networks
         start = time.perf_counter()
         per_org = {}
@@ -145,23 +174,36 @@ def compare(scenario_name: str = "electronics-5r", rounds: int = 4, local_steps:
             per_org[org.name] = w
         iso_seconds = time.perf_counter() - start
         iso_policy = isolated_policy(scenario, per_org, cfg)
-        record("DQN isolated (each organization alone)",
-               mean_cost_per_day(sim, iso_policy, held_out), iso_seconds)
+        record(
+            "DQN isolated (each organization alone)",
+            mean_cost_per_day(sim, iso_policy, held_out),
+            iso_seconds,
+        )
         # centralized: one learner on the whole network, the same days and replications
         start = time.perf_counter()
-        args = replace(cfg.dqn_args(), total_steps=rounds * local_steps, eval_every=0,
-                       learning_starts=cfg.learning_starts, eval_replications=2,
-                       exploration_fraction=0.5)
+        args = replace(
+            cfg.dqn_args(),
+            total_steps=rounds * local_steps,
+            eval_every=0,
+            learning_starts=cfg.learning_starts,
+            eval_replications=2,
+            exploration_fraction=0.5,
+        )
         result = train(args, scenario)
-        record("DQN centralized (all data pooled)",
-               mean_cost_per_day(sim, result.policy, held_out), time.perf_counter() - start)
+        record(
+            "DQN centralized (all data pooled)",
+            mean_cost_per_day(sim, result.policy, held_out),
+            time.perf_counter() - start,
+        )
         torch.set_num_threads(1)
     # the classical reference, tuned with its own simulation budget
     start = time.perf_counter()
     tuned = tune(scenario, "base-stock", train_replications=8)
-    record("base-stock (tuned)",
-           mean_cost_per_day(sim, make_policy("base-stock", sim.layout, tuned.params),
-                             held_out), time.perf_counter() - start)
+    record(
+        "base-stock (tuned)",
+        mean_cost_per_day(sim, make_policy("base-stock", sim.layout, tuned.params), held_out),
+        time.perf_counter() - start,
+    )
     return pd.DataFrame(rows)
 
 

@@ -93,9 +93,12 @@ def _maxrss_mib() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-def bench_sim(scenario: Scenario | str = DEFAULT_SCENARIO,
-              batches: Sequence[int] = DEFAULT_BATCHES, days: int | None = None,
-              policy: str = DEFAULT_POLICY) -> list[dict[str, Any]]:
+def bench_sim(
+    scenario: Scenario | str = DEFAULT_SCENARIO,
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    days: int | None = None,
+    policy: str = DEFAULT_POLICY,
+) -> list[dict[str, Any]]:
     """Time reset and stepping of ``scenario`` (a Scenario or a built-in name / file) under
     ``policy`` (default parameters) for each batch size; ``days`` defaults to the horizon.
 
@@ -115,8 +118,9 @@ def bench_sim(scenario: Scenario | str = DEFAULT_SCENARIO,
             sim = Simulator(scenario, days=days)
             pol = make_policy(policy, sim.layout)
 
-            def run(b: int = int(batch), sim: Simulator = sim, pol: Any = pol
-                    ) -> tuple[float, float]:
+            def run(
+                b: int = int(batch), sim: Simulator = sim, pol: Any = pol
+            ) -> tuple[float, float]:
                 t0 = time.perf_counter()
                 state, exo = sim.reset(b)
                 t1 = time.perf_counter()
@@ -135,20 +139,22 @@ def bench_sim(scenario: Scenario | str = DEFAULT_SCENARIO,
             gc.collect()
             reset_s, step_s = run()
             nodes = sim.layout.num_nodes
-            rows.append({
-                "scenario": scenario.name,
-                "policy": policy,
-                "batch": int(batch),
-                "days": sim.days,
-                "nodes": nodes,
-                "reset_s": reset_s,
-                "step_s": step_s,
-                "s_per_day": step_s / sim.days,
-                "node_days_per_s": int(batch) * sim.days * nodes / step_s,
-                "tracemalloc_peak_mib": peak / 2**20,
-                "maxrss_mib": _maxrss_mib(),
-                "one_core": "; ".join(notes),
-            })
+            rows.append(
+                {
+                    "scenario": scenario.name,
+                    "policy": policy,
+                    "batch": int(batch),
+                    "days": sim.days,
+                    "nodes": nodes,
+                    "reset_s": reset_s,
+                    "step_s": step_s,
+                    "s_per_day": step_s / sim.days,
+                    "node_days_per_s": int(batch) * sim.days * nodes / step_s,
+                    "tracemalloc_peak_mib": peak / 2**20,
+                    "maxrss_mib": _maxrss_mib(),
+                    "one_core": "; ".join(notes),
+                }
+            )
     return rows
 
 
@@ -159,21 +165,39 @@ def print_bench(rows: Sequence[dict[str, Any]], console: Console) -> None:
     if not rows:
         return
     first = rows[0]
-    table = Table(title=f"fedinv bench sim: {first['scenario']} ({first['nodes']} nodes, "
-                        f"{first['days']} days, {first['policy']})")
-    for col in ("batch", "node-days/s", "s/day", "reset s", "step s", "tracemalloc MiB",
-                "max RSS MiB"):
+    table = Table(
+        title=f"fedinv bench sim: {first['scenario']} ({first['nodes']} nodes, "
+        f"{first['days']} days, {first['policy']})"
+    )
+    for col in (
+        "batch",
+        "node-days/s",
+        "s/day",
+        "reset s",
+        "step s",
+        "tracemalloc MiB",
+        "max RSS MiB",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["batch"]), f"{r['node_days_per_s']:,.0f}",
-                      f"{r['s_per_day'] * 1e3:.3f} ms", f"{r['reset_s']:.3f}",
-                      f"{r['step_s']:.3f}", f"{r['tracemalloc_peak_mib']:.1f}",
-                      f"{r['maxrss_mib']:.0f}")
+        table.add_row(
+            str(r["batch"]),
+            f"{r['node_days_per_s']:,.0f}",
+            f"{r['s_per_day'] * 1e3:.3f} ms",
+            f"{r['reset_s']:.3f}",
+            f"{r['step_s']:.3f}",
+            f"{r['tracemalloc_peak_mib']:.1f}",
+            f"{r['maxrss_mib']:.0f}",
+        )
     console.print(table)
     console.print(f"one core: {first['one_core']}", markup=False, highlight=False)
     at_target = [r for r in rows if r["batch"] == TARGET_BATCH]
     if at_target:
         rate = at_target[0]["node_days_per_s"]
         verdict = "met" if rate >= TARGET_NODE_DAYS_PER_S else "NOT met"
-        console.print(f"target {TARGET_NODE_DAYS_PER_S:,} node-days/s at batch {TARGET_BATCH} "
-                      f"on one core: {verdict} ({rate:,.0f})", markup=False, highlight=False)
+        console.print(
+            f"target {TARGET_NODE_DAYS_PER_S:,} node-days/s at batch {TARGET_BATCH} "
+            f"on one core: {verdict} ({rate:,.0f})",
+            markup=False,
+            highlight=False,
+        )

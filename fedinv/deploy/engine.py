@@ -126,16 +126,24 @@ def _san_entries(hosts: Sequence[str]) -> list[Any]:
             continue
         except ValueError:
             pass
-        if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9*]([A-Za-z0-9-]{0,62})"
-                            r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?", host):
+        if not re.fullmatch(
+            r"(?=.{1,253}$)[A-Za-z0-9*]([A-Za-z0-9-]{0,62})"
+            r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?",
+            host,
+        ):
             raise DeployError(f"--host {host!r} is neither an IP address nor a DNS name")
         entries.append(x509.DNSName(host))
     return entries
 
 
-def make_certs(out_dir: str | Path, *, hosts: Sequence[str] = DEFAULT_SANS,
-               nodes: Iterable[str] = (), days: int = 365, force: bool = False
-               ) -> Certificates:
+def make_certs(
+    out_dir: str | Path,
+    *,
+    hosts: Sequence[str] = DEFAULT_SANS,
+    nodes: Iterable[str] = (),
+    days: int = 365,
+    force: bool = False,
+) -> Certificates:
     """Write a CA (``ca.crt``, ``ca.key``), a server certificate signed by it for
     ``hosts`` (``server.crt``, ``server.key``: the subject alternative names the
     SuperNodes will dial, IP addresses or DNS names) valid ``days`` days, and one node key
@@ -162,36 +170,65 @@ def make_certs(out_dir: str | Path, *, hosts: Sequence[str] = DEFAULT_SANS,
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedinv federation CA")])
     ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(until)
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True,
-            crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA384()))
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
 
     server_key = ec.generate_private_key(ec.SECP384R1())
     server_cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name).public_key(server_key.public_key())
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(until)
+        .not_valid_before(now)
+        .not_valid_after(until)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=True, key_cert_sign=False,
-            crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA384()))
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
 
     certs = Certificates(out, out / CA_CERT, out / CA_KEY, out / SERVER_CERT, out / SERVER_KEY)
     _write_private(certs.ca_key, ca_key.private_bytes(pem, pkcs8, plain), force)
@@ -218,12 +255,23 @@ def make_node_key(path: str | Path, force: bool = False) -> tuple[Path, Path]:
     private = Path(path)
     public = private.with_name(private.name + ".pub")
     key = ec.generate_private_key(ec.SECP384R1())
-    _write_private(private, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption()), force)
-    _write_public(public, key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        + f" fedinv-node-{private.name}\n".encode(), force)
+    _write_private(
+        private,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+        force,
+    )
+    _write_public(
+        public,
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        + f" fedinv-node-{private.name}\n".encode(),
+        force,
+    )
     return private, public
 
 
@@ -258,11 +306,14 @@ def _check_node_key(path: Path) -> None:
     try:
         key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError):
-        raise DeployError(f"node key {path} is not an unencrypted OpenSSH private key "
-                          "(make one with: fedinv deploy node-key --out PATH)") from None
+        raise DeployError(
+            f"node key {path} is not an unencrypted OpenSSH private key "
+            "(make one with: fedinv deploy node-key --out PATH)"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise DeployError(f"node key {path}: Flower expects an ECDSA key "
-                          "(fedinv deploy node-key makes one)")
+        raise DeployError(
+            f"node key {path}: Flower expects an ECDSA key (fedinv deploy node-key makes one)"
+        )
 
 
 @dataclass
@@ -274,9 +325,13 @@ class ServerTls:
     key: Path
 
     @classmethod
-    def from_args(cls, folder: str | Path | None, ca_cert: str | Path | None = None,
-                  cert: str | Path | None = None, key: str | Path | None = None
-                  ) -> ServerTls:
+    def from_args(
+        cls,
+        folder: str | Path | None,
+        ca_cert: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+    ) -> ServerTls:
         """Files named explicitly, else ``ca.crt``/``server.crt``/``server.key`` of
         ``folder``; checked to exist and parse."""
         base = Path(folder) if folder is not None else None
@@ -285,9 +340,11 @@ class ServerTls:
         def pick(given, name):
             return given if given is not None else (base / name if base else None)
 
-        tls = cls(_need_file(pick(ca_cert, CA_CERT), "CA certificate", hint),
-                  _need_file(pick(cert, SERVER_CERT), "server certificate", hint),
-                  _need_file(pick(key, SERVER_KEY), "server private key", hint))
+        tls = cls(
+            _need_file(pick(ca_cert, CA_CERT), "CA certificate", hint),
+            _need_file(pick(cert, SERVER_CERT), "server certificate", hint),
+            _need_file(pick(key, SERVER_KEY), "server private key", hint),
+        )
         _check_certificate(tls.ca_cert, "CA certificate")
         _check_certificate(tls.cert, "server certificate")
         return tls
@@ -296,36 +353,74 @@ class ServerTls:
 # -- processes ---------------------------------------------------------------------------
 
 
-def superlink_command(home: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                      tls: ServerTls | None = None, auth: bool = True) -> list[str]:
+def superlink_command(
+    home: str | Path,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    tls: ServerTls | None = None,
+    auth: bool = True,
+) -> list[str]:
     """``flower-superlink`` with TLS (``tls``; None: ``--insecure``), node authentication
     (``auth``, needs TLS), its state database in ``home`` and ServerApps run as
     subprocesses, without runtime dependency installation."""
     if auth and tls is None:
         raise DeployError("node authentication needs TLS: drop --insecure or add --no-auth")
-    cmd = [_exe("flower-superlink"), "--host", host, "--port", str(port),
-           "--database", str(Path(home).resolve() / "state.db"),
-           "--isolation", "subprocess", "--disable-runtime-dependency-installation"]
+    cmd = [
+        _exe("flower-superlink"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--database",
+        str(Path(home).resolve() / "state.db"),
+        "--isolation",
+        "subprocess",
+        "--disable-runtime-dependency-installation",
+    ]
     if tls is None:
         cmd.append("--insecure")
     else:
-        cmd += ["--ssl-ca-certfile", str(tls.ca_cert), "--ssl-certfile", str(tls.cert),
-                "--ssl-keyfile", str(tls.key)]
+        cmd += [
+            "--ssl-ca-certfile",
+            str(tls.ca_cert),
+            "--ssl-certfile",
+            str(tls.cert),
+            "--ssl-keyfile",
+            str(tls.key),
+        ]
     if auth:
         cmd.append("--enable-supernode-auth")
     return cmd
 
 
-def supernode_command(superlink: str, *, data_dir: str | Path, state_dir: str | Path,
-                      root_cert: str | Path | None, private_key: str | Path | None,
-                      port: int) -> list[str]:
+def supernode_command(
+    superlink: str,
+    *,
+    data_dir: str | Path,
+    state_dir: str | Path,
+    root_cert: str | Path | None,
+    private_key: str | Path | None,
+    port: int,
+) -> list[str]:
     """``flower-supernode`` for one organization: its data folder and state folder in the
     node config, TLS with ``root_cert`` (None: ``--insecure``), authenticated by
     ``private_key`` (None: no node authentication), its ClientAppIo API on ``port``."""
-    node_config = (f"data-dir={json.dumps(str(Path(data_dir).resolve()))} "
-                   f"state-dir={json.dumps(str(Path(state_dir).resolve()))}")
-    cmd = [_exe("flower-supernode"), "--superlink", superlink, "--port", str(port),
-           "--isolation", "subprocess", "--node-config", node_config]
+    node_config = (
+        f"data-dir={json.dumps(str(Path(data_dir).resolve()))} "
+        f"state-dir={json.dumps(str(Path(state_dir).resolve()))}"
+    )
+    cmd = [
+        _exe("flower-supernode"),
+        "--superlink",
+        superlink,
+        "--port",
+        str(port),
+        "--isolation",
+        "subprocess",
+        "--node-config",
+        node_config,
+    ]
     cmd += ["--insecure"] if root_cert is None else ["--root-certificates", str(root_cert)]
     if private_key is not None:
         cmd += ["--auth-supernode-private-key", str(private_key)]
@@ -334,11 +429,13 @@ def supernode_command(superlink: str, *, data_dir: str | Path, state_dir: str | 
 
 def _exe(name: str) -> str:
     """A Flower executable of this environment (beside the running interpreter)."""
-    found = shutil.which(name, path=f"{Path(sys.executable).parent}{os.pathsep}"
-                         f"{os.environ.get('PATH', '')}")
+    found = shutil.which(
+        name, path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     if found is None:
-        raise DeployError(f"{name} not found: install fedinv (pip install -e .) in this "
-                          "environment")
+        raise DeployError(
+            f"{name} not found: install fedinv (pip install -e .) in this environment"
+        )
     return found
 
 
@@ -355,14 +452,25 @@ def deploy_env(home: str | Path, threads: int | None = None) -> dict[str, str]:
     return env
 
 
-def start(command: Sequence[str], *, env: Mapping[str, str], log: str | Path,
-          cwd: str | Path | None = None) -> subprocess.Popen:
+def start(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log: str | Path,
+    cwd: str | Path | None = None,
+) -> subprocess.Popen:
     """Start ``command`` in a session of its own, appending its output to ``log``."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        return subprocess.Popen(list(command), env=dict(env), cwd=cwd, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            list(command),
+            env=dict(env),
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _proc_table() -> dict[int, tuple[int, str, list[bytes]]]:
@@ -376,7 +484,7 @@ def _proc_table() -> dict[int, tuple[int, str, list[bytes]]]:
             args = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         table[int(entry.name)] = (int(fields[1]), fields[19], args)
     return table
 
@@ -413,7 +521,7 @@ def _alive(pid: int, started: str) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return fields[19] == started and fields[0] != "Z"
 
 
@@ -449,24 +557,24 @@ def stop_tree(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
                 pass
 
 
-def wait_port(host: str, port: int, proc: subprocess.Popen, what: str, log: Path,
-              seconds: float = 60.0) -> None:
+def wait_port(
+    host: str, port: int, proc: subprocess.Popen, what: str, log: Path, seconds: float = 60.0
+) -> None:
     """Wait until ``proc`` accepts connections on ``host:port``."""
     import socket
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise DeployError(f"the {what} exited at start (code {proc.returncode}); "
-                              f"see {log}{_log_hint(log)}")
+            raise DeployError(
+                f"the {what} exited at start (code {proc.returncode}); see {log}{_log_hint(log)}"
+            )
         with socket.socket() as s:
             s.settimeout(1.0)
-            if s.connect_ex((host if host not in ("0.0.0.0", "::") else "127.0.0.1",
-                             port)) == 0:
+            if s.connect_ex((host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise DeployError(f"the {what} did not open port {port} within {seconds:.0f} s; "
-                      f"see {log}")
+    raise DeployError(f"the {what} did not open port {port} within {seconds:.0f} s; see {log}")
 
 
 def _log_hint(log: Path, lines: int = 3) -> str:
@@ -510,8 +618,13 @@ def write_connection(home: str | Path, address: str, root_cert: str | Path | Non
     checked against ``root_cert`` (None: insecure)."""
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
-    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
-             f"address = {json.dumps(address)}"]
+    lines = [
+        "[superlink]",
+        f'default = "{CONNECTION}"',
+        "",
+        f"[superlink.{CONNECTION}]",
+        f"address = {json.dumps(address)}",
+    ]
     if root_cert is None:
         lines.append("insecure = true")
     else:
@@ -521,21 +634,34 @@ def write_connection(home: str | Path, address: str, root_cert: str | Path | Non
     return path
 
 
-def flwr_cli(args: Sequence[str], *, address: str, root_cert: str | Path | None,
-             home: str | Path | None = None, timeout: float = 120.0, stream: bool = False
-             ) -> subprocess.CompletedProcess:
+def flwr_cli(
+    args: Sequence[str],
+    *,
+    address: str,
+    root_cert: str | Path | None,
+    home: str | Path | None = None,
+    timeout: float = 120.0,
+    stream: bool = False,
+) -> subprocess.CompletedProcess:
     """Run ``flwr ARGS`` against the SuperLink at ``address`` (a ``config.toml`` in
     ``home``, else in a temporary folder removed afterwards)."""
     with tempfile.TemporaryDirectory(prefix="fedinv-flwr-") as tmp:
         where = Path(home) if home is not None else Path(tmp)
         write_connection(where, address, root_cert)
         try:
-            return subprocess.run([_exe("flwr"), *args], env=deploy_env(where),
-                                  capture_output=not stream, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
+            return subprocess.run(
+                [_exe("flwr"), *args],
+                env=deploy_env(where),
+                capture_output=not stream,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
-            raise DeployError(f"flwr {args[0]} did not finish within {timeout:.0f} s "
-                              f"(is the SuperLink at {address} up?)") from None
+            raise DeployError(
+                f"flwr {args[0]} did not finish within {timeout:.0f} s "
+                f"(is the SuperLink at {address} up?)"
+            ) from None
 
 
 def _json_out(done: subprocess.CompletedProcess, what: str) -> dict:
@@ -557,55 +683,86 @@ def _clean(text: str) -> str:
     return " ".join(text.split())[-600:]
 
 
-def register_node(public_key: str | Path, *, address: str, root_cert: str | Path | None,
-                  name: str | None = None) -> int:
+def register_node(
+    public_key: str | Path, *, address: str, root_cert: str | Path | None, name: str | None = None
+) -> int:
     """Register a SuperNode's public key with the SuperLink (``flwr supernode
     register``); returns its node ID."""
     key = _need_file(public_key, "node public key")
     args = ["supernode", "register", str(key), CONNECTION, "--format", "json"]
     if name:
         args += ["--name", name]
-    payload = _json_out(flwr_cli(args, address=address, root_cert=root_cert),
-                        f"registering {key.name}")
+    payload = _json_out(
+        flwr_cli(args, address=address, root_cert=root_cert), f"registering {key.name}"
+    )
     return int(payload.get("node-id", 0))
 
 
 def list_nodes(*, address: str, root_cert: str | Path | None) -> list[dict]:
     """The SuperLink's SuperNodes (``flwr supernode list``): dicts with ``node-id``,
     ``status`` (``online``, ``offline``, ``registered``, ...) and more."""
-    payload = _json_out(flwr_cli(["supernode", "list", CONNECTION, "--format", "json"],
-                                 address=address, root_cert=root_cert), "listing nodes")
+    payload = _json_out(
+        flwr_cli(
+            ["supernode", "list", CONNECTION, "--format", "json"],
+            address=address,
+            root_cert=root_cert,
+        ),
+        "listing nodes",
+    )
     return list(payload.get("nodes", []))
 
 
-def run_config(cfg: Any, run_dir: str | Path, extra: Mapping[str, Any] | None = None
-               ) -> dict[str, Any]:
+def run_config(
+    cfg: Any, run_dir: str | Path, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The run config of a deployed run of ``cfg`` (a :class:`FedConfig`) writing into
     ``run_dir`` on the coordinator. Nodes read their data from their own node config, so
     ``data-dir`` is empty (the ServerApp then exports nothing)."""
-    return {**cfg.to_flat(), "run-dir": str(Path(run_dir).resolve()), "data-dir": "",
-            "state-dir": "", **(extra or {})}
+    return {
+        **cfg.to_flat(),
+        "run-dir": str(Path(run_dir).resolve()),
+        "data-dir": "",
+        "state-dir": "",
+        **(extra or {}),
+    }
 
 
-def submit_run(cfg: Any, run_dir: str | Path, *, address: str,
-               root_cert: str | Path | None, extra: Mapping[str, Any] | None = None,
-               app: str | Path | None = None, stream: bool = False,
-               timeout: float = 120.0) -> int:
+def submit_run(
+    cfg: Any,
+    run_dir: str | Path,
+    *,
+    address: str,
+    root_cert: str | Path | None,
+    extra: Mapping[str, Any] | None = None,
+    app: str | Path | None = None,
+    stream: bool = False,
+    timeout: float = 120.0,
+) -> int:
     """Submit ``cfg`` as a run of the Flower app (this checkout) to the SuperLink
     (``flwr run APP fedinv --run-config ...``); returns the run ID (0 with ``stream``,
     where the call returns when the run ends)."""
     config = run_config(cfg, run_dir, extra)
     fed = _federate()
-    args = ["run", str(app or fed.app_dir()), CONNECTION, "--run-config",
-            " ".join(f"{k}={fed._toml_value(v)}" for k, v in config.items())]
+    args = [
+        "run",
+        str(app or fed.app_dir()),
+        CONNECTION,
+        "--run-config",
+        " ".join(f"{k}={fed._toml_value(v)}" for k, v in config.items()),
+    ]
     if stream:
-        done = flwr_cli([*args, "--stream"], address=address, root_cert=root_cert,
-                        timeout=timeout, stream=True)
+        done = flwr_cli(
+            [*args, "--stream"], address=address, root_cert=root_cert, timeout=timeout, stream=True
+        )
         if done.returncode != 0:
             raise DeployError(f"flwr run exited with code {done.returncode}")
         return 0
-    payload = _json_out(flwr_cli([*args, "--format", "json"], address=address,
-                                 root_cert=root_cert, timeout=timeout), "submitting the run")
+    payload = _json_out(
+        flwr_cli(
+            [*args, "--format", "json"], address=address, root_cert=root_cert, timeout=timeout
+        ),
+        "submitting the run",
+    )
     return int(payload.get("run-id", 0))
 
 
@@ -642,14 +799,24 @@ class LocalDeployment:
     ``keys_dir`` (made there if missing), which must be outside ``root``'s run folders.
     """
 
-    def __init__(self, root: str | Path, data_dir: str | Path, keys_dir: str | Path, *,
-                 secure: bool = True, threads: int | None = 1,
-                 echo: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        data_dir: str | Path,
+        keys_dir: str | Path,
+        *,
+        secure: bool = True,
+        threads: int | None = 1,
+        echo: Callable[[str], None] | None = None,
+    ):
         self.root, self.data = Path(root).resolve(), Path(data_dir).resolve()
         self.keys = Path(keys_dir).resolve()
         self.secure, self.threads, self.echo = secure, threads, echo or (lambda _: None)
-        self.orgs = sorted(p.name for p in self.data.iterdir()
-                           if (p / "scenario.toml").is_file()) if self.data.is_dir() else []
+        self.orgs = (
+            sorted(p.name for p in self.data.iterdir() if (p / "scenario.toml").is_file())
+            if self.data.is_dir()
+            else []
+        )
         if not self.orgs:
             raise DeployError(f"no organization folders (ORG/scenario.toml) in {self.data}")
         self.port = _free_port()
@@ -691,20 +858,25 @@ class LocalDeployment:
             self.root_cert = tls.ca_cert
         self.link_home.mkdir(parents=True, exist_ok=True)
         env = deploy_env(self.link_home, self.threads)
-        self.superlink = start(superlink_command(self.link_home, port=self.port, tls=tls,
-                                                 auth=self.secure),
-                               env=env, log=self.link_log, cwd=self.link_home)
+        self.superlink = start(
+            superlink_command(self.link_home, port=self.port, tls=tls, auth=self.secure),
+            env=env,
+            log=self.link_log,
+            cwd=self.link_home,
+        )
         wait_port(DEFAULT_HOST, self.port, self.superlink, "SuperLink", self.link_log)
         self.echo(f"SuperLink on {self.address} (pid {self.superlink.pid})")
         for org in self.orgs:
             home = self.root / "nodes" / org
             key = self.keys / NODES_DIR / org if self.secure else None
-            self.nodes[org] = _Node(org, self.data / org, home / "state", home, key,
-                                    _free_port())
+            self.nodes[org] = _Node(org, self.data / org, home / "state", home, key, _free_port())
             if key is not None:
-                node_id = register_node(key.with_name(key.name + ".pub"),
-                                        address=self.address, root_cert=self.root_cert,
-                                        name=org)
+                node_id = register_node(
+                    key.with_name(key.name + ".pub"),
+                    address=self.address,
+                    root_cert=self.root_cert,
+                    name=org,
+                )
                 self.node_ids[org] = node_id
                 self.echo(f"registered {org}'s key (node {node_id})")
         for org in self.orgs:
@@ -722,10 +894,18 @@ class LocalDeployment:
         while True:
             offset = node.log.stat().st_size if node.log.is_file() else 0
             node.proc = start(
-                supernode_command(self.address, data_dir=node.data, state_dir=node.state,
-                                  root_cert=self.root_cert, private_key=node.key,
-                                  port=node.port),
-                env=deploy_env(node.home, self.threads), log=node.log, cwd=node.home)
+                supernode_command(
+                    self.address,
+                    data_dir=node.data,
+                    state_dir=node.state,
+                    root_cert=self.root_cert,
+                    private_key=node.key,
+                    port=node.port,
+                ),
+                env=deploy_env(node.home, self.threads),
+                log=node.log,
+                cwd=node.home,
+            )
             self.echo(f"SuperNode {org} (pid {node.proc.pid})")
             if rejoin <= 0 or node.key is None:  # without node keys nothing is refused
                 return node.proc
@@ -734,17 +914,20 @@ class LocalDeployment:
             if node.proc.poll() is None:
                 return node.proc
             if not refused(node.log, offset) or time.monotonic() > deadline:
-                raise DeployError(f"SuperNode {org} exited (code {node.proc.returncode}); "
-                                  f"see {node.log}{_log_hint(node.log)}")
+                raise DeployError(
+                    f"SuperNode {org} exited (code {node.proc.returncode}); "
+                    f"see {node.log}{_log_hint(node.log)}"
+                )
             self.echo(f"SuperNode {org} refused (Flower exit code 305), retrying")
             time.sleep(3.0)
 
     def _is_online(self, org: str) -> bool:
         """Whether ``org``'s key belongs to a node the SuperLink sees online."""
         wanted = self.node_ids.get(org)
-        return any(str(n.get("node-id")) == str(wanted)
-                   and str(n.get("status", "")).lower() == "online"
-                   for n in list_nodes(address=self.address, root_cert=self.root_cert))
+        return any(
+            str(n.get("node-id")) == str(wanted) and str(n.get("status", "")).lower() == "online"
+            for n in list_nodes(address=self.address, root_cert=self.root_cert)
+        )
 
     def kill_node(self, org: str) -> None:
         """SIGKILL organization ``org``'s SuperNode and its ClientApp at once (a crash)."""
@@ -754,8 +937,11 @@ class LocalDeployment:
 
     def online(self) -> int:
         """SuperNodes the SuperLink sees online now."""
-        return sum(1 for n in list_nodes(address=self.address, root_cert=self.root_cert)
-                   if str(n.get("status", "")).lower() == "online")
+        return sum(
+            1
+            for n in list_nodes(address=self.address, root_cert=self.root_cert)
+            if str(n.get("status", "")).lower() == "online"
+        )
 
     def wait_online(self, count: int, seconds: float = 120.0) -> None:
         """Wait until ``count`` SuperNodes are online."""
@@ -763,29 +949,34 @@ class LocalDeployment:
         while True:
             for node in self.nodes.values():
                 if node.proc is not None and node.proc.poll() is not None:
-                    raise DeployError(f"SuperNode {node.org} exited (code "
-                                      f"{node.proc.returncode}); see {node.log}"
-                                      f"{_log_hint(node.log)}")
+                    raise DeployError(
+                        f"SuperNode {node.org} exited (code "
+                        f"{node.proc.returncode}); see {node.log}"
+                        f"{_log_hint(node.log)}"
+                    )
             if self.online() >= count:
                 return
             if time.monotonic() > deadline:
-                raise DeployError(f"fewer than {count} SuperNodes online after "
-                                  f"{seconds:.0f} s; see {self.root / 'nodes'}")
+                raise DeployError(
+                    f"fewer than {count} SuperNodes online after "
+                    f"{seconds:.0f} s; see {self.root / 'nodes'}"
+                )
             time.sleep(0.5)
 
-    def submit(self, cfg: Any, run_dir: str | Path, extra: Mapping[str, Any] | None = None
-               ) -> int:
+    def submit(self, cfg: Any, run_dir: str | Path, extra: Mapping[str, Any] | None = None) -> int:
         """Submit ``cfg`` as a run writing into ``run_dir``; returns the run ID."""
-        return submit_run(cfg, run_dir, address=self.address, root_cert=self.root_cert,
-                          extra=extra)
+        return submit_run(cfg, run_dir, address=self.address, root_cert=self.root_cert, extra=extra)
 
     def serverapps(self) -> list[int]:
         """PIDs of the ServerApp processes running now."""
         if self.superlink is None:
             return []
         table = _proc_table()
-        return [pid for pid, _ in process_tree(self.superlink.pid)
-                if pid in table and any(b"flwr-serverapp" in a for a in table[pid][2][:2])]
+        return [
+            pid
+            for pid, _ in process_tree(self.superlink.pid)
+            if pid in table and any(b"flwr-serverapp" in a for a in table[pid][2][:2])
+        ]
 
     def close(self) -> None:
         """Stop every SuperNode, then the SuperLink (each with its tree), by PID."""
@@ -794,8 +985,13 @@ class LocalDeployment:
         stop_tree(self.superlink, grace=5.0)
 
 
-def wait_for(predicate: Callable[[], bool], seconds: float, what: str,
-             check: Callable[[], None] | None = None, poll: float = 0.5) -> None:
+def wait_for(
+    predicate: Callable[[], bool],
+    seconds: float,
+    what: str,
+    check: Callable[[], None] | None = None,
+    poll: float = 0.5,
+) -> None:
     """Poll ``predicate`` until true; DeployError after ``seconds``. ``check`` runs each
     time too and may raise (e.g. a process died)."""
     deadline = time.monotonic() + seconds
@@ -815,9 +1011,10 @@ def run_finished(run_dir: str | Path, rounds: int = 0) -> bool:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return (summary.get("status") in ("finished", "already complete")
-            and int(summary.get("rounds", 0)) >= rounds)
-
+    return (
+        summary.get("status") in ("finished", "already complete")
+        and int(summary.get("rounds", 0)) >= rounds
+    )
 
 
 # -- the command line: fedinv deploy ... -------------------------------------------------
@@ -826,55 +1023,94 @@ def run_finished(run_dir: str | Path, rounds: int = 0) -> bool:
 def add_deploy_parser(commands: Any) -> None:
     """Add ``fedinv deploy`` and its actions to the ``fedinv`` subparsers ``commands``."""
     deploy = commands.add_parser(
-        "deploy", help="federated training across organizations (Flower deployment engine)",
+        "deploy",
+        help="federated training across organizations (Flower deployment engine)",
         description="Run the federation across organizations: a SuperLink at the "
         "coordinator, one SuperNode per organization on its private data, TLS and node "
-        "authentication on by default. See docs/deployment.md.")
+        "authentication on by default. See docs/deployment.md.",
+    )
     actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     p = actions.add_parser(
-        "certs", help="a CA, the SuperLink's certificate and node key pairs (test federation)",
+        "certs",
+        help="a CA, the SuperLink's certificate and node key pairs (test federation)",
         description="Write DIR/ca.crt, DIR/ca.key, DIR/server.crt, DIR/server.key (subject "
         "alternative names: every --host) and, for each --nodes name, DIR/nodes/ORG "
-        "(private key) and DIR/nodes/ORG.pub. Private files are mode 0600.")
+        "(private key) and DIR/nodes/ORG.pub. Private files are mode 0600.",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
-    p.add_argument("--host", action="append", metavar="NAME|IP",
-                   help="a host name or IP address SuperNodes dial to reach the SuperLink "
-                   "(repeatable; default: localhost and 127.0.0.1)")
-    p.add_argument("--nodes", default="", metavar="ORG,...",
-                   help="organizations to make node key pairs for (comma-separated)")
-    p.add_argument("--days", type=int, default=365, metavar="N",
-                   help="validity of the certificates in days (default 365)")
+    p.add_argument(
+        "--host",
+        action="append",
+        metavar="NAME|IP",
+        help="a host name or IP address SuperNodes dial to reach the SuperLink "
+        "(repeatable; default: localhost and 127.0.0.1)",
+    )
+    p.add_argument(
+        "--nodes",
+        default="",
+        metavar="ORG,...",
+        help="organizations to make node key pairs for (comma-separated)",
+    )
+    p.add_argument(
+        "--days",
+        type=int,
+        default=365,
+        metavar="N",
+        help="validity of the certificates in days (default 365)",
+    )
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=_cmd(cmd_certs))
 
     p = actions.add_parser(
-        "node-key", help="one organization's node key pair (OpenSSH ECDSA P-384)",
+        "node-key",
+        help="one organization's node key pair (OpenSSH ECDSA P-384)",
         description="Write PATH (private key, mode 0600: keep it on the organization's "
-        "machine) and PATH.pub (send it to the coordinator to register).")
+        "machine) and PATH.pub (send it to the coordinator to register).",
+    )
     p.add_argument("--out", required=True, metavar="PATH", help="private key file to write")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=_cmd(cmd_node_key))
 
     p = actions.add_parser(
-        "superlink", help="run the coordinator's SuperLink in the foreground",
+        "superlink",
+        help="run the coordinator's SuperLink in the foreground",
         description="Run flower-superlink with TLS and node authentication until Ctrl-C; "
-        "ServerApps of submitted runs are its subprocesses.")
+        "ServerApps of submitted runs are its subprocesses.",
+    )
     _tls_server_args(p)
-    p.add_argument("--host", default=DEFAULT_HOST, metavar="ADDR",
-                   help="address to listen on (default 127.0.0.1: this machine only; "
-                   "0.0.0.0 for every interface)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="PORT",
-                   help=f"port of every API (default {DEFAULT_PORT})")
-    p.add_argument("--home", default="fedinv-superlink", metavar="DIR",
-                   help="Flower home: state database and logs (default ./fedinv-superlink)")
-    p.add_argument("--no-auth", action="store_true",
-                   help="accept SuperNodes without registered keys (not recommended)")
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        metavar="ADDR",
+        help="address to listen on (default 127.0.0.1: this machine only; "
+        "0.0.0.0 for every interface)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        metavar="PORT",
+        help=f"port of every API (default {DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--home",
+        default="fedinv-superlink",
+        metavar="DIR",
+        help="Flower home: state database and logs (default ./fedinv-superlink)",
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="accept SuperNodes without registered keys (not recommended)",
+    )
     p.set_defaults(func=_cmd(cmd_superlink))
 
     p = actions.add_parser(
-        "register", help="register organizations' node public keys with the SuperLink",
-        description="flwr supernode register, for each public key.")
+        "register",
+        help="register organizations' node public keys with the SuperLink",
+        description="flwr supernode register, for each public key.",
+    )
     p.add_argument("keys", nargs="+", metavar="KEY.pub", help="node public key files")
     _client_args(p)
     p.set_defaults(func=_cmd(cmd_register))
@@ -884,53 +1120,87 @@ def add_deploy_parser(commands: Any) -> None:
     p.set_defaults(func=_cmd(cmd_nodes))
 
     p = actions.add_parser(
-        "node", help="run one organization's SuperNode in the foreground",
+        "node",
+        help="run one organization's SuperNode in the foreground",
         description="Run flower-supernode on the organization's private data folder until "
         "Ctrl-C. A restart after a crash rejoins with the node's local state (replay "
-        "buffers and learner in --state).")
+        "buffers and learner in --state).",
+    )
     p.add_argument("--org", required=True, metavar="ORG", help="the organization's id")
-    p.add_argument("--data", required=True, metavar="DIR",
-                   help="its private data folder (DIR/scenario.toml), or a folder holding "
-                   "DIR/ORG/ (fedinv data export)")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="its private data folder (DIR/scenario.toml), or a folder holding "
+        "DIR/ORG/ (fedinv data export)",
+    )
     _client_args(p)
-    p.add_argument("--key", metavar="FILE",
-                   help="the node's private key (fedinv deploy node-key); omit only with "
-                   "--no-auth")
-    p.add_argument("--no-auth", action="store_true",
-                   help="the SuperLink runs without node authentication")
-    p.add_argument("--state", metavar="DIR",
-                   help="the node's training state (default DATA/../.fedinv-state)")
-    p.add_argument("--port", type=int, metavar="PORT",
-                   help="local port of the node's ClientApp API (default: a free one)")
-    p.add_argument("--rejoin-wait", type=float, default=90.0, metavar="SECONDS",
-                   help="retry a refused activation this long (after a crash the SuperLink "
-                   "sees the node online for up to 60 s; default 90)")
+    p.add_argument(
+        "--key",
+        metavar="FILE",
+        help="the node's private key (fedinv deploy node-key); omit only with --no-auth",
+    )
+    p.add_argument(
+        "--no-auth", action="store_true", help="the SuperLink runs without node authentication"
+    )
+    p.add_argument(
+        "--state", metavar="DIR", help="the node's training state (default DATA/../.fedinv-state)"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        metavar="PORT",
+        help="local port of the node's ClientApp API (default: a free one)",
+    )
+    p.add_argument(
+        "--rejoin-wait",
+        type=float,
+        default=90.0,
+        metavar="SECONDS",
+        help="retry a refused activation this long (after a crash the SuperLink "
+        "sees the node online for up to 60 s; default 90)",
+    )
     p.set_defaults(func=_cmd(cmd_node))
 
     p = actions.add_parser(
-        "run", help="submit a federated training run to the SuperLink (on the coordinator)",
+        "run",
+        help="submit a federated training run to the SuperLink (on the coordinator)",
         description="flwr run of this checkout's app. --out is the run folder on the "
         "coordinator; submitting again into the same --out resumes after its last "
-        "checkpoint.")
+        "checkpoint.",
+    )
     _client_args(p)
     _training_args(p)
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="run folder on the coordinator (checkpoints, rounds.csv, final.pt)")
-    p.add_argument("--detach", action="store_true",
-                   help="return once submitted (default: stream the run's log until it ends)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="run folder on the coordinator (checkpoints, rounds.csv, final.pt)",
+    )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="return once submitted (default: stream the run's log until it ends)",
+    )
     p.set_defaults(func=_cmd(cmd_run))
 
     p = actions.add_parser(
-        "local", help="a whole TLS-authenticated federation on this machine, one run",
+        "local",
+        help="a whole TLS-authenticated federation on this machine, one run",
         description="Export each organization's data into OUT/data (unless there), make "
         "certificates and node keys (in a temporary folder unless --keys), start a SuperLink "
         "and one SuperNode per organization on 127.0.0.1 with TLS and node "
-        "authentication, run the training into OUT, and stop every process it started.")
+        "authentication, run the training into OUT, and stop every process it started.",
+    )
     _training_args(p)
-    p.add_argument("--out", default="runs/deployed", metavar="DIR",
-                   help="run folder (default runs/deployed)")
-    p.add_argument("--keys", metavar="DIR",
-                   help="certificates and keys (made if missing; keep it outside --out)")
+    p.add_argument(
+        "--out", default="runs/deployed", metavar="DIR", help="run folder (default runs/deployed)"
+    )
+    p.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="certificates and keys (made if missing; keep it outside --out)",
+    )
     p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication")
     p.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -938,45 +1208,83 @@ def add_deploy_parser(commands: Any) -> None:
 
 
 def _tls_server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--certs", metavar="DIR",
-                   help="folder with ca.crt, server.crt, server.key (fedinv deploy certs)")
+    p.add_argument(
+        "--certs",
+        metavar="DIR",
+        help="folder with ca.crt, server.crt, server.key (fedinv deploy certs)",
+    )
     p.add_argument("--ca-cert", metavar="FILE", help="CA certificate (default DIR/ca.crt)")
-    p.add_argument("--cert", metavar="FILE",
-                   help="server certificate (default DIR/server.crt)")
+    p.add_argument("--cert", metavar="FILE", help="server certificate (default DIR/server.crt)")
     p.add_argument("--key", metavar="FILE", help="server private key (default DIR/server.key)")
-    p.add_argument("--insecure", action="store_true",
-                   help="no TLS (and no node authentication): only for a trusted network")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no TLS (and no node authentication): only for a trusted network",
+    )
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--superlink", required=True, metavar="HOST:PORT",
-                   help="the SuperLink's address, as named in its certificate")
-    p.add_argument("--ca", metavar="FILE",
-                   help="the federation's CA certificate (ca.crt) to verify the SuperLink")
+    p.add_argument(
+        "--superlink",
+        required=True,
+        metavar="HOST:PORT",
+        help="the SuperLink's address, as named in its certificate",
+    )
+    p.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="the federation's CA certificate (ca.crt) to verify the SuperLink",
+    )
     p.add_argument("--insecure", action="store_true", help="the SuperLink runs without TLS")
 
 
 def _training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", default="electronics-5r", metavar="NAME|FILE",
-                   help="the whole network (default electronics-5r)")
+    p.add_argument(
+        "--scenario",
+        default="electronics-5r",
+        metavar="NAME|FILE",
+        help="the whole network (default electronics-5r)",
+    )
     p.add_argument("--rounds", type=int, default=3, metavar="R", help="server rounds")
     p.add_argument("--strategy", choices=("fedavg", "fedprox"), default="fedavg")
-    p.add_argument("--mu", type=float, default=0.1, metavar="MU",
-                   help="FedProx proximal weight (with --strategy fedprox)")
-    p.add_argument("--local-steps", type=int, default=120, metavar="N",
-                   help="days of local training per client and round (default 120)")
+    p.add_argument(
+        "--mu",
+        type=float,
+        default=0.1,
+        metavar="MU",
+        help="FedProx proximal weight (with --strategy fedprox)",
+    )
+    p.add_argument(
+        "--local-steps",
+        type=int,
+        default=120,
+        metavar="N",
+        help="days of local training per client and round (default 120)",
+    )
     p.add_argument("--replications", type=int, default=4, metavar="B")
     p.add_argument("--eval-replications", type=int, default=4, metavar="R")
     p.add_argument("--eval-days", type=int, default=120, metavar="N")
     p.add_argument("--seed", type=int, default=1, metavar="S")
-    p.add_argument("--min-nodes", type=int, default=2, metavar="N",
-                   help="rounds start once N nodes are online and use the replies of at "
-                   "least N (default 2)")
-    p.add_argument("--round-timeout", type=float, default=600.0, metavar="SECONDS",
-                   help="a round's training (and evaluation) replies are awaited this long "
-                   "at most (default 600)")
-    p.add_argument("--no-client-eval", action="store_true",
-                   help="skip the organizations' local evaluation after each round")
+    p.add_argument(
+        "--min-nodes",
+        type=int,
+        default=2,
+        metavar="N",
+        help="rounds start once N nodes are online and use the replies of at least N (default 2)",
+    )
+    p.add_argument(
+        "--round-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="a round's training (and evaluation) replies are awaited this long "
+        "at most (default 600)",
+    )
+    p.add_argument(
+        "--no-client-eval",
+        action="store_true",
+        help="skip the organizations' local evaluation after each round",
+    )
 
 
 def _cmd(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -997,12 +1305,15 @@ def _cmd(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 def cmd_certs(args: argparse.Namespace) -> int:
     """``fedinv deploy certs``."""
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
-    certs = make_certs(args.out, hosts=args.host or DEFAULT_SANS, nodes=nodes,
-                       days=args.days, force=args.force)
+    certs = make_certs(
+        args.out, hosts=args.host or DEFAULT_SANS, nodes=nodes, days=args.days, force=args.force
+    )
     print(f"CA certificate:     {certs.ca_cert}   (give to every organization)")
     print(f"CA private key:     {certs.ca_key}   (keep offline)")
-    print(f"server certificate: {certs.server_cert}   (SuperLink; names: "
-          f"{', '.join(args.host or DEFAULT_SANS)})")
+    print(
+        f"server certificate: {certs.server_cert}   (SuperLink; names: "
+        f"{', '.join(args.host or DEFAULT_SANS)})"
+    )
     print(f"server private key: {certs.server_key}   (SuperLink only)")
     for org, (private, public) in certs.nodes.items():
         print(f"node {org}: {private} (to {org} only), {public} (register it)")
@@ -1017,8 +1328,9 @@ def cmd_node_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _foreground(command: Sequence[str], env: Mapping[str, str],
-                watch: str | None = None) -> tuple[int, bool]:
+def _foreground(
+    command: Sequence[str], env: Mapping[str, str], watch: str | None = None
+) -> tuple[int, bool]:
     """Run ``command`` with its output copied to our stderr until it exits or we are
     interrupted (Ctrl-C, SIGTERM: KeyboardInterrupt, after its tree is stopped by PID).
     Returns its exit status and whether ``watch`` appeared in its output.
@@ -1028,9 +1340,16 @@ def _foreground(command: Sequence[str], env: Mapping[str, str],
     zombie still looks alive to them."""
     import threading
 
-    proc = subprocess.Popen(list(command), env=dict(env), start_new_session=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace")
+    proc = subprocess.Popen(
+        list(command),
+        env=dict(env),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
     seen = threading.Event()
 
     def copy() -> None:
@@ -1061,17 +1380,25 @@ def cmd_superlink(args: argparse.Namespace) -> int:
     given = [args.certs, args.ca_cert, args.cert, args.key]
     if args.insecure and any(x is not None for x in given):
         raise DeployError("--insecure with certificate options: choose one")
-    tls = None if args.insecure else ServerTls.from_args(args.certs, args.ca_cert, args.cert,
-                                                         args.key)
+    tls = (
+        None
+        if args.insecure
+        else ServerTls.from_args(args.certs, args.ca_cert, args.cert, args.key)
+    )
     if not port_free(args.host, args.port):
-        raise DeployError(f"port {args.port} on {args.host} is in use (another SuperLink?); "
-                          "choose another with --port")
+        raise DeployError(
+            f"port {args.port} on {args.host} is in use (another SuperLink?); "
+            "choose another with --port"
+        )
     home = Path(args.home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     auth = not (args.no_auth or args.insecure)
     command = superlink_command(home, host=args.host, port=args.port, tls=tls, auth=auth)
-    print(f"SuperLink on {args.host}:{args.port}: TLS {'off' if tls is None else 'on'}, "
-          f"node authentication {'on' if auth else 'off'}; home {home}", file=sys.stderr)
+    print(
+        f"SuperLink on {args.host}:{args.port}: TLS {'off' if tls is None else 'on'}, "
+        f"node authentication {'on' if auth else 'off'}; home {home}",
+        file=sys.stderr,
+    )
     return _foreground(command, deploy_env(home))[0]
 
 
@@ -1081,8 +1408,9 @@ def _client_tls(args: argparse.Namespace) -> Path | None:
         if args.ca:
             raise DeployError("--insecure with --ca: choose one")
         return None
-    path = _need_file(args.ca, "CA certificate",
-                      " (pass --ca ca.crt, the federation's CA; or --insecure)")
+    path = _need_file(
+        args.ca, "CA certificate", " (pass --ca ca.crt, the federation's CA; or --insecure)"
+    )
     _check_certificate(path, "CA certificate")
     return path
 
@@ -1090,8 +1418,9 @@ def _client_tls(args: argparse.Namespace) -> Path | None:
 def _check_address(address: str) -> str:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise DeployError(f"--superlink {address!r}: expected HOST:PORT, e.g. "
-                          f"127.0.0.1:{DEFAULT_PORT}")
+        raise DeployError(
+            f"--superlink {address!r}: expected HOST:PORT, e.g. 127.0.0.1:{DEFAULT_PORT}"
+        )
     return address
 
 
@@ -1120,8 +1449,10 @@ def _org_folder(data: str | Path, org: str) -> Path:
     for folder in (base / org, base):
         if (folder / "scenario.toml").is_file():
             return folder
-    raise DeployError(f"no private data for {org!r}: neither {base / org}/scenario.toml nor "
-                      f"{base}/scenario.toml exists (fedinv data export writes them)")
+    raise DeployError(
+        f"no private data for {org!r}: neither {base / org}/scenario.toml nor "
+        f"{base}/scenario.toml exists (fedinv data export writes them)"
+    )
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -1132,8 +1463,11 @@ def cmd_node(args: argparse.Namespace) -> int:
     data = _org_folder(args.data, args.org)
     key = None
     if not (args.no_auth or args.insecure):
-        key = _need_file(args.key, "node private key",
-                         " (pass --key, made by fedinv deploy node-key; or --no-auth)")
+        key = _need_file(
+            args.key,
+            "node private key",
+            " (pass --key, made by fedinv deploy node-key; or --no-auth)",
+        )
         _check_node_key(key)
     state = Path(args.state).resolve() if args.state else data.parent / ".fedinv-state"
     port = args.port if args.port is not None else _free_port()
@@ -1141,11 +1475,15 @@ def cmd_node(args: argparse.Namespace) -> int:
         raise DeployError(f"--port {port} is in use; choose another (or omit it)")
     home = state / f"flower-{args.org}"
     home.mkdir(parents=True, exist_ok=True)
-    command = supernode_command(address, data_dir=data, state_dir=state, root_cert=ca,
-                                private_key=key, port=port)
-    print(f"SuperNode {args.org}: data {data}, state {state}, SuperLink {address} "
-          f"(TLS {'off' if ca is None else 'on'}, node authentication "
-          f"{'off' if key is None else 'on'})", file=sys.stderr)
+    command = supernode_command(
+        address, data_dir=data, state_dir=state, root_cert=ca, private_key=key, port=port
+    )
+    print(
+        f"SuperNode {args.org}: data {data}, state {state}, SuperLink {address} "
+        f"(TLS {'off' if ca is None else 'on'}, node authentication "
+        f"{'off' if key is None else 'on'})",
+        file=sys.stderr,
+    )
     deadline = time.monotonic() + max(args.rejoin_wait, 0.0)
     while True:
         code, refused_now = _foreground(command, deploy_env(home), watch=REFUSED_MARK)
@@ -1155,9 +1493,13 @@ def cmd_node(args: argparse.Namespace) -> int:
             raise DeployError(
                 "the SuperLink refused this node (Flower exit 305): is its public key "
                 "registered (fedinv deploy register KEY.pub)? A node restarted after a "
-                "crash is refused until the SuperLink notices it went offline (up to 60 s)")
-        print("fedinv: the SuperLink refused this node (not registered, or still seen "
-              "online after a crash); retrying in 5 s", file=sys.stderr)
+                "crash is refused until the SuperLink notices it went offline (up to 60 s)"
+            )
+        print(
+            "fedinv: the SuperLink refused this node (not registered, or still seen "
+            "online after a crash); retrying in 5 s",
+            file=sys.stderr,
+        )
         time.sleep(5.0)
 
 
@@ -1173,17 +1515,26 @@ def _fed_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         raise DeployError("--eval-days must be at least 2 and --round-timeout positive")
     scenario = load_scenario(args.scenario)  # a bad name fails here, before Flower starts
     source = scenario.source
-    cfg = FedConfig(scenario=source.removeprefix("builtin:") if source.startswith("builtin:")
-                    else str(Path(args.scenario).resolve()), rounds=args.rounds,
-                    strategy=args.strategy,
-                    proximal_mu=args.mu if args.strategy == "fedprox" else 0.0,
-                    local_steps=args.local_steps, replications=args.replications,
-                    eval_replications=args.eval_replications, eval_days=args.eval_days,
-                    seed=args.seed)
-    extra = {"min-train-nodes": args.min_nodes, "min-available-nodes": args.min_nodes,
-             "min-evaluate-nodes": 0 if args.no_client_eval else args.min_nodes,
-             "fraction-evaluate": 0.0 if args.no_client_eval else 1.0,
-             "round-timeout": float(args.round_timeout)}
+    cfg = FedConfig(
+        scenario=source.removeprefix("builtin:")
+        if source.startswith("builtin:")
+        else str(Path(args.scenario).resolve()),
+        rounds=args.rounds,
+        strategy=args.strategy,
+        proximal_mu=args.mu if args.strategy == "fedprox" else 0.0,
+        local_steps=args.local_steps,
+        replications=args.replications,
+        eval_replications=args.eval_replications,
+        eval_days=args.eval_days,
+        seed=args.seed,
+    )
+    extra = {
+        "min-train-nodes": args.min_nodes,
+        "min-available-nodes": args.min_nodes,
+        "min-evaluate-nodes": 0 if args.no_client_eval else args.min_nodes,
+        "fraction-evaluate": 0.0 if args.no_client_eval else 1.0,
+        "round-timeout": float(args.round_timeout),
+    }
     return cfg, extra
 
 
@@ -1195,9 +1546,20 @@ def _print_rounds(run_dir: Path) -> None:
         print(f"no rounds.csv in {run_dir} (yet)")
         return
     rounds = pd.read_csv(path)
-    cols = [c for c in ("round", "global-cost-per-day", "global-cost-ci95", "results",
-                        "failures", "no_reply", "local-cost-per-day", "wall_s")
-            if c in rounds]
+    cols = [
+        c
+        for c in (
+            "round",
+            "global-cost-per-day",
+            "global-cost-ci95",
+            "results",
+            "failures",
+            "no_reply",
+            "local-cost-per-day",
+            "wall_s",
+        )
+        if c in rounds
+    ]
     print(rounds[cols].to_string(index=False))
     if (run_dir / "final.pt").is_file():
         print(f"final global policy: {run_dir / 'final.pt'}")
@@ -1209,8 +1571,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     address = _check_address(args.superlink)
     cfg, extra = _fed_config(args)
     out = Path(args.out).resolve()
-    run_id = submit_run(cfg, out, address=address, root_cert=ca, extra=extra,
-                        stream=not args.detach, timeout=10 * 24 * 3600.0)
+    run_id = submit_run(
+        cfg,
+        out,
+        address=address,
+        root_cert=ca,
+        extra=extra,
+        stream=not args.detach,
+        timeout=10 * 24 * 3600.0,
+    )
     if args.detach:
         print(f"submitted run {run_id}; results in {out} (on the coordinator)")
         return 0
@@ -1233,8 +1602,9 @@ def cmd_local(args: argparse.Namespace) -> int:
         keys = Path(args.keys).resolve() if args.keys else Path(tmp)
         if keys == out or out in keys.parents:
             raise DeployError("--keys must be outside --out (keys never go into run folders)")
-        with LocalDeployment(out / "deployment", data, keys, secure=not args.insecure,
-                             echo=echo) as fed:
+        with LocalDeployment(
+            out / "deployment", data, keys, secure=not args.insecure, echo=echo
+        ) as fed:
             run_id = fed.submit(cfg, out, extra=extra)
             echo(f"run {run_id} submitted; results in {out}")
             rows = [0]
@@ -1243,7 +1613,7 @@ def cmd_local(args: argparse.Namespace) -> int:
                 path = out / "rounds.csv"
                 if path.is_file():
                     lines = path.read_text().splitlines()
-                    for line in lines[max(rows[0], 1):]:
+                    for line in lines[max(rows[0], 1) :]:
                         echo(f"round done: {line[:100]}")
                     rows[0] = max(rows[0], len(lines))
                 return run_finished(out, cfg.rounds)

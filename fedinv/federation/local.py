@@ -51,7 +51,8 @@ def app_dir() -> Path:
     if not pyproject.is_file() or "[tool.flwr.app]" not in pyproject.read_text():
         raise FederationError(
             f"no Flower app found at {root}: fedinv federate runs from a source checkout "
-            "(pip install -e .), whose pyproject.toml declares [tool.flwr.app]")
+            "(pip install -e .), whose pyproject.toml declares [tool.flwr.app]"
+        )
     return root
 
 
@@ -76,10 +77,16 @@ def _wait_port(port: int, proc: subprocess.Popen, seconds: float = 60.0) -> None
 def flower_env(home: Path) -> dict[str, str]:
     """Environment of every Flower process: home inside the run, quiet, no installs."""
     env = dict(os.environ)
-    env.update({"FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
-                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-                "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_DEDUP_LOGS": "0",
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
+    env.update(
+        {
+            "FLWR_HOME": str(home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+            "RAY_DEDUP_LOGS": "0",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
     return env
 
 
@@ -131,9 +138,15 @@ def _children_by_parent_flag(parent: int) -> list[int]:
     return found
 
 
-def run_federation(cfg: FedConfig, out_dir: str | Path, *, supernodes: int | None = None,
-                   extra: Mapping[str, Any] | None = None, timeout: float = 3600.0,
-                   echo: Callable[[str], None] | None = None) -> FederationRun:
+def run_federation(
+    cfg: FedConfig,
+    out_dir: str | Path,
+    *,
+    supernodes: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+    timeout: float = 3600.0,
+    echo: Callable[[str], None] | None = None,
+) -> FederationRun:
     """Run ``cfg`` as a local simulated federation into ``out_dir`` (see module doc).
     ``extra``: more run-config keys (e.g. ``fail-org``, ``min-train-nodes``); ``echo``
     receives Flower's output line by line."""
@@ -152,29 +165,65 @@ def run_federation(cfg: FedConfig, out_dir: str | Path, *, supernodes: int | Non
     port = _free_port()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "fedinv"\n\n[superlink.fedinv]\n'
-        f'address = "127.0.0.1:{port}"\ninsecure = true\n')
+        f'address = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
     env = flower_env(home)
-    run_config = {**cfg.to_flat(), "data-dir": str(data), "state-dir": str(out / "clients"),
-                  "run-dir": str(out),
-                  "min-train-nodes": min(2, n_nodes), "min-evaluate-nodes": min(2, n_nodes),
-                  "min-available-nodes": min(2, n_nodes), **(extra or {})}
+    run_config = {
+        **cfg.to_flat(),
+        "data-dir": str(data),
+        "state-dir": str(out / "clients"),
+        "run-dir": str(out),
+        "min-train-nodes": min(2, n_nodes),
+        "min-evaluate-nodes": min(2, n_nodes),
+        "min-available-nodes": min(2, n_nodes),
+        **(extra or {}),
+    }
     run_args = " ".join(f"{k}={_toml_value(v)}" for k, v in run_config.items())
     log_path = out / "flower.log"
     link_log = (home / "superlink.log").open("ab")
     superlink = subprocess.Popen(
-        [shutil.which("flower-superlink", path=env["PATH"]) or "flower-superlink", "--insecure",
-         "--simulation", "--isolation", "subprocess", "--host", "127.0.0.1",
-         "--port", str(port), "--database", str(home / "state.db")],
-        cwd=out, env=env, stdout=link_log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            shutil.which("flower-superlink", path=env["PATH"]) or "flower-superlink",
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            str(home / "state.db"),
+        ],
+        cwd=out,
+        env=env,
+        stdout=link_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _wait_port(port, superlink)
-        command = [shutil.which("flwr", path=env["PATH"]) or "flwr", "run", str(app_dir()),
-                   "fedinv", "--stream", "--run-config", run_args, "--federation-config",
-                   f"num-supernodes={n_nodes} client-resources-num-cpus=1"]
+        command = [
+            shutil.which("flwr", path=env["PATH"]) or "flwr",
+            "run",
+            str(app_dir()),
+            "fedinv",
+            "--stream",
+            "--run-config",
+            run_args,
+            "--federation-config",
+            f"num-supernodes={n_nodes} client-resources-num-cpus=1",
+        ]
         with log_path.open("a") as log:
-            proc = subprocess.Popen(command, cwd=out, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                command,
+                cwd=out,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
             try:
                 deadline = time.monotonic() + timeout
                 assert proc.stdout is not None
@@ -196,6 +245,8 @@ def run_federation(cfg: FedConfig, out_dir: str | Path, *, supernodes: int | Non
     final = out / "final.pt"
     summary = out / "summary.json"
     if not final.is_file() or not summary.is_file():
-        raise FederationError(f"the ServerApp finished without a final checkpoint; see "
-                              f"{log_path} and {home / 'superlink.log'}")
+        raise FederationError(
+            f"the ServerApp finished without a final checkpoint; see "
+            f"{log_path} and {home / 'superlink.log'}"
+        )
     return FederationRun(out, out / "rounds.csv", final, log_path)

@@ -43,9 +43,15 @@ from fedinv.sim.simulator import Simulator
 FILES = ("scenario.toml", "demand.csv", "leadtimes.csv", "inventory.csv")
 
 
-def export_private_data(scenario: Scenario, out_dir: str | Path, policy: str = "base-stock",
-                        params: Mapping[str, Any] | None = None, days: int | None = None,
-                        seed: int | None = None, replication: int = 0) -> dict[str, Path]:
+def export_private_data(
+    scenario: Scenario,
+    out_dir: str | Path,
+    policy: str = "base-stock",
+    params: Mapping[str, Any] | None = None,
+    days: int | None = None,
+    seed: int | None = None,
+    replication: int = 0,
+) -> dict[str, Path]:
     """Simulate one history of ``scenario`` under ``policy`` and write every
     organization's folder; returns ``{org: folder}``."""
     if seed is not None:
@@ -78,38 +84,69 @@ def export_private_data(scenario: Scenario, out_dir: str | Path, policy: str = "
         rows = []
         for i, node in enumerate(nodes):
             if node.id in own and node.demand is not None:
-                rows.append(pd.DataFrame({"date": dates, "node": node.id,
-                                          "quantity": exo.demand[0, :, i], "kind": "customer"}))
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "date": dates,
+                            "node": node.id,
+                            "quantity": exo.demand[0, :, i],
+                            "kind": "customer",
+                        }
+                    )
+                )
         for m, lane in enumerate(scenario.network.lanes):
             if lane.source in own and lane.destination not in own:
-                rows.append(pd.DataFrame({"date": dates, "node": lane.source,
-                                          "quantity": orders[:, m], "kind": "order"}))
-        demand = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-            columns=["date", "node", "quantity", "kind"])
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "date": dates,
+                            "node": lane.source,
+                            "quantity": orders[:, m],
+                            "kind": "order",
+                        }
+                    )
+                )
+        demand = (
+            pd.concat(rows, ignore_index=True)
+            if rows
+            else pd.DataFrame(columns=["date", "node", "quantity", "kind"])
+        )
         demand["date"] = pd.to_datetime(demand["date"]).dt.strftime("%Y-%m-%d")
         _write_csv(demand, folder / "demand.csv")
         # lead times observed on lanes from outside
         log = []
-        outside = [m for m, lane in enumerate(scenario.network.lanes)
-                   if lane.destination in own and lane.source not in own]
+        outside = [
+            m
+            for m, lane in enumerate(scenario.network.lanes)
+            if lane.destination in own and lane.source not in own
+        ]
         for m in outside:
             for order_day, qty, receipt in _fifo(orders[:, m], shipped[:, m], lead[:, m]):
-                log.append({"order_date": dates[order_day], "lane": lay.lane_ids[m],
-                            "quantity": qty, "receipt_date": dates[0] + pd.Timedelta(
-                                days=int(receipt)), "lead_days": int(receipt - order_day)})
-        leadlog = pd.DataFrame(log, columns=["order_date", "lane", "quantity", "receipt_date",
-                                             "lead_days"])
+                log.append(
+                    {
+                        "order_date": dates[order_day],
+                        "lane": lay.lane_ids[m],
+                        "quantity": qty,
+                        "receipt_date": dates[0] + pd.Timedelta(days=int(receipt)),
+                        "lead_days": int(receipt - order_day),
+                    }
+                )
+        leadlog = pd.DataFrame(
+            log, columns=["order_date", "lane", "quantity", "receipt_date", "lead_days"]
+        )
         for col in ("order_date", "receipt_date"):
             leadlog[col] = pd.to_datetime(leadlog[col]).dt.strftime("%Y-%m-%d")
         _write_csv(leadlog, folder / "leadtimes.csv")
         idx = [i for i, n in enumerate(nodes) if n.id in own]
-        inv = pd.DataFrame({
-            "date": np.repeat(dates.strftime("%Y-%m-%d"), len(idx)),
-            "node": np.tile([nodes[i].id for i in idx], n_days),
-            "on_hand": inventory[:, 0, idx].reshape(-1),
-            "backlog": inventory[:, 1, idx].reshape(-1),
-            "on_order": inventory[:, 2, idx].reshape(-1),
-        })
+        inv = pd.DataFrame(
+            {
+                "date": np.repeat(dates.strftime("%Y-%m-%d"), len(idx)),
+                "node": np.tile([nodes[i].id for i in idx], n_days),
+                "on_hand": inventory[:, 0, idx].reshape(-1),
+                "backlog": inventory[:, 1, idx].reshape(-1),
+                "on_order": inventory[:, 2, idx].reshape(-1),
+            }
+        )
         _write_csv(inv, folder / "inventory.csv")
         text = _org_toml(scenario, org.id, own, leadlog, lay)
         tmp = folder / "scenario.toml.tmp"
@@ -149,8 +186,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
-def _org_toml(scenario: Scenario, org: str, own: set[str], leadlog: pd.DataFrame,
-              layout) -> str:
+def _org_toml(scenario: Scenario, org: str, own: set[str], leadlog: pd.DataFrame, layout) -> str:
     """The organization's local scenario, in fedinv's TOML format."""
     net = scenario.network
     nodes = {n.id: n for n in net.nodes}
@@ -182,8 +218,10 @@ def _org_toml(scenario: Scenario, org: str, own: set[str], leadlog: pd.DataFrame
     internal = [ln for ln in net.lanes if ln.destination in own and ln.source in own]
     lane_pos = {ln.id: m for m, ln in enumerate(net.lanes)}
     for lane in internal:  # shares as the simulator normalizes them
-        lines += ["", *_lane_toml(lane, _lead_time_toml(lane),
-                                  float(layout.lane_share[lane_pos[lane.id]]))]
+        lines += [
+            "",
+            *_lane_toml(lane, _lead_time_toml(lane), float(layout.lane_share[lane_pos[lane.id]])),
+        ]
     # outside supply: merge lanes per (destination, item)
     groups: dict[tuple[str, str], list[int]] = {}
     for m, lane in enumerate(net.lanes):
@@ -199,8 +237,10 @@ def _org_toml(scenario: Scenario, org: str, own: set[str], leadlog: pd.DataFrame
         obs = leadlog[leadlog["lane"].isin(ids)]
         if len(obs):
             days = obs.groupby("lead_days")["quantity"].sum()
-            lead = (f'{{ distribution = "empirical", values = {[int(v) for v in days.index]}, '
-                    f'weights = {[round(float(w), 6) for w in days / days.sum()]} }}')
+            lead = (
+                f'{{ distribution = "empirical", values = {[int(v) for v in days.index]}, '
+                f"weights = {[round(float(w), 6) for w in days / days.sum()]} }}"
+            )
         else:
             mean = float(np.dot(share, [net.lanes[m].lead_time.expected_days for m in members]))
             lead = f'{{ distribution = "deterministic", mean = {max(1, round(mean))} }}'
@@ -224,28 +264,43 @@ def _org_toml(scenario: Scenario, org: str, own: set[str], leadlog: pd.DataFrame
             lines.append(f"lot_size = {next(iter(lots))!r}")
     for link in net.transfers:
         if link.source in own and link.destination in own:
-            lines += ["", "[[transfers]]", f'source = "{link.source}"',
-                      f'destination = "{link.destination}"', f"unit_cost = {link.unit_cost!r}",
-                      f"lead_time_days = {link.lead_time_days}"]
+            lines += [
+                "",
+                "[[transfers]]",
+                f'source = "{link.source}"',
+                f'destination = "{link.destination}"',
+                f"unit_cost = {link.unit_cost!r}",
+                f"lead_time_days = {link.lead_time_days}",
+            ]
             if math.isfinite(link.capacity):
                 lines.append(f"capacity = {link.capacity!r}")
     lane_ids = {ln.id for ln in internal}
     for o in scenario.outages:
         if o.target in own or o.target in lane_ids:
-            lines += ["", "[[outages]]", f'target = "{o.target}"',
-                      f"start_probability = {o.start_probability!r}",
-                      f"mean_duration_days = {o.mean_duration_days!r}",
-                      f"capacity_fraction = {o.capacity_fraction!r}",
-                      f"notice_lag_days = {o.notice_lag_days}"]
+            lines += [
+                "",
+                "[[outages]]",
+                f'target = "{o.target}"',
+                f"start_probability = {o.start_probability!r}",
+                f"mean_duration_days = {o.mean_duration_days!r}",
+                f"capacity_fraction = {o.capacity_fraction!r}",
+                f"notice_lag_days = {o.notice_lag_days}",
+            ]
     return "\n".join(lines) + "\n"
 
 
 def _node_toml(node: Node) -> list[str]:
-    out = ["[[nodes]]", f'id = "{node.id}"', f'tier = "{node.tier.value}"',
-           f'region = "{node.region}"', f'organization = "{node.organization}"',
-           f"unit_value = {node.unit_value!r}", f"holding_cost = {node.holding_cost!r}",
-           f"stockout_penalty = {node.stockout_penalty!r}",
-           f"initial_inventory = {node.initial_inventory!r}"]
+    out = [
+        "[[nodes]]",
+        f'id = "{node.id}"',
+        f'tier = "{node.tier.value}"',
+        f'region = "{node.region}"',
+        f'organization = "{node.organization}"',
+        f"unit_value = {node.unit_value!r}",
+        f"holding_cost = {node.holding_cost!r}",
+        f"stockout_penalty = {node.stockout_penalty!r}",
+        f"initial_inventory = {node.initial_inventory!r}",
+    ]
     if node.item:
         out.append(f'item = "{node.item}"')
     if math.isfinite(node.capacity):
@@ -277,11 +332,16 @@ def _lead_time_toml(lane: Lane) -> str:
 
 
 def _lane_toml(lane: Lane, lead: str, share: float) -> list[str]:
-    out = ["[[lanes]]", f'source = "{lane.source}"', f'destination = "{lane.destination}"',
-           f"lead_time = {lead}", f"shipping_cost = {lane.shipping_cost!r}",
-           f"fixed_order_cost = {lane.fixed_order_cost!r}",
-           f"min_monthly_commitment = {lane.min_monthly_commitment!r}",
-           f"order_share = {share!r}"]
+    out = [
+        "[[lanes]]",
+        f'source = "{lane.source}"',
+        f'destination = "{lane.destination}"',
+        f"lead_time = {lead}",
+        f"shipping_cost = {lane.shipping_cost!r}",
+        f"fixed_order_cost = {lane.fixed_order_cost!r}",
+        f"min_monthly_commitment = {lane.min_monthly_commitment!r}",
+        f"order_share = {share!r}",
+    ]
     if lane.price is not None:
         out.append(f"price = {lane.price!r}")
     if lane.transit_holding_cost is not None:

@@ -104,12 +104,20 @@ class FedConfig:
     average meaningfully); None: the whole network's reference cost / organizations."""
 
     def dqn_args(self) -> Args:
-        return Args(scenario=self.scenario, seed=self.seed, hidden=tuple(self.hidden),
-                    dueling=self.dueling,
-                    learning_rate=self.learning_rate, gamma=self.gamma, n_step=self.n_step,
-                    batch_size=self.batch_size, buffer_size=self.buffer_size,
-                    target_network_frequency=self.target_network_frequency,
-                    replications=self.replications, env=self.env_config())
+        return Args(
+            scenario=self.scenario,
+            seed=self.seed,
+            hidden=tuple(self.hidden),
+            dueling=self.dueling,
+            learning_rate=self.learning_rate,
+            gamma=self.gamma,
+            n_step=self.n_step,
+            batch_size=self.batch_size,
+            buffer_size=self.buffer_size,
+            target_network_frequency=self.target_network_frequency,
+            replications=self.replications,
+            env=self.env_config(),
+        )
 
     def env_config(self) -> EnvConfig:
         return EnvConfig(reward=RewardConfig(scale=self.reward_scale))
@@ -188,9 +196,11 @@ def role_of_key(key: str) -> str:
     return parts[1] if len(parts) > 2 and parts[0] == "nets" else ""
 
 
-def role_weighted_average(updates: Sequence[Mapping[str, np.ndarray]],
-                          counts: Sequence[Mapping[str, float]],
-                          previous: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def role_weighted_average(
+    updates: Sequence[Mapping[str, np.ndarray]],
+    counts: Sequence[Mapping[str, float]],
+    previous: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
     """Average each array over the clients, weighted by each client's transitions for the
     array's role (``counts[i][role]``); an array whose role nobody trained keeps
     ``previous``."""
@@ -202,8 +212,9 @@ def role_weighted_average(updates: Sequence[Mapping[str, np.ndarray]],
             out[key] = np.array(old, copy=True)
             continue
         weights = weights / weights.sum()
-        out[key] = sum(w * np.asarray(u[key], dtype=np.float64)
-                       for w, u in zip(weights, updates, strict=True)).astype(old.dtype)
+        out[key] = sum(
+            w * np.asarray(u[key], dtype=np.float64) for w, u in zip(weights, updates, strict=True)
+        ).astype(old.dtype)
     return out
 
 
@@ -218,8 +229,9 @@ class LocalTrainer:
     """One organization's learner: its scenario, model, learner and replay buffers, with
     the state in ``state_dir`` (loaded if present, saved after every round)."""
 
-    def __init__(self, org_dir: str | Path, state_dir: str | Path, cfg: FedConfig,
-                 roles: Sequence[str]):
+    def __init__(
+        self, org_dir: str | Path, state_dir: str | Path, cfg: FedConfig, roles: Sequence[str]
+    ):
         self.org_dir, self.cfg = Path(org_dir), cfg
         self.org = self.org_dir.name
         self.state_dir = Path(state_dir) / self.org
@@ -229,8 +241,9 @@ class LocalTrainer:
         self.policy = DQNPolicy(self.env.layout, self.model, cfg.env_config())
         self.learner = DQNLearner(self.model, cfg.dqn_args())
         self.local_roles = sorted(set(self.env.roles))
-        self.buffers = {r: ReplayBuffer(cfg.buffer_size, self.env.observation_size)
-                        for r in self.local_roles}
+        self.buffers = {
+            r: ReplayBuffer(cfg.buffer_size, self.env.observation_size) for r in self.local_roles
+        }
         self.steps_done = 0
 
     # -- persistence: one snapshot per round -------------------------------------------
@@ -242,8 +255,11 @@ class LocalTrainer:
         """Rounds whose end state is on disk."""
         if not self.state_dir.is_dir():
             return []
-        return sorted(int(p.name.split("-")[1]) for p in self.state_dir.glob("round-*")
-                      if (p / "learner.pt").is_file())
+        return sorted(
+            int(p.name.split("-")[1])
+            for p in self.state_dir.glob("round-*")
+            if (p / "learner.pt").is_file()
+        )
 
     def load_before(self, server_round: int) -> int:
         """Load the newest saved state from before ``server_round`` (a round re-run after
@@ -278,13 +294,26 @@ class LocalTrainer:
         arrays = {}
         for role, buf in self.buffers.items():
             n = buf.size
-            arrays.update({f"{role}.obs": buf.obs[:n], f"{role}.next_obs": buf.next_obs[:n],
-                           f"{role}.action": buf.action[:n], f"{role}.reward": buf.reward[:n],
-                           f"{role}.discount": buf.discount[:n],
-                           f"{role}.size": np.array(n), f"{role}.pos": np.array(buf._pos)})
+            arrays.update(
+                {
+                    f"{role}.obs": buf.obs[:n],
+                    f"{role}.next_obs": buf.next_obs[:n],
+                    f"{role}.action": buf.action[:n],
+                    f"{role}.reward": buf.reward[:n],
+                    f"{role}.discount": buf.discount[:n],
+                    f"{role}.size": np.array(n),
+                    f"{role}.pos": np.array(buf._pos),
+                }
+            )
         np.savez(work / "replay.npz", **arrays)
-        torch.save({"format": STATE_FORMAT, "learner": self.learner.state_dict(),
-                    "steps_done": self.steps_done}, work / "learner.pt")
+        torch.save(
+            {
+                "format": STATE_FORMAT,
+                "learner": self.learner.state_dict(),
+                "steps_done": self.steps_done,
+            },
+            work / "learner.pt",
+        )
         shutil.rmtree(final, ignore_errors=True)
         work.rename(final)
         for old in self.saved_rounds()[:-keep]:
@@ -292,8 +321,9 @@ class LocalTrainer:
 
     # -- one round -------------------------------------------------------------------------
 
-    def train_round(self, global_arrays: Mapping[str, np.ndarray], server_round: int
-                    ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, float]]:
+    def train_round(
+        self, global_arrays: Mapping[str, np.ndarray], server_round: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, float]]:
         """Train ``local_steps`` days from the global weights. Returns the new weights,
         the transitions collected per role, and scalar metrics."""
         cfg = self.cfg
@@ -331,9 +361,12 @@ class LocalTrainer:
                 for role, idx in groups.items():
                     rows = b * len(idx)
                     self.buffers[role].add(
-                        o[:, idx].reshape(rows, -1), a[:, idx].reshape(-1),
-                        r[:, idx].reshape(-1), o2[:, idx].reshape(rows, -1),
-                        np.full(rows, discount, np.float32))
+                        o[:, idx].reshape(rows, -1),
+                        a[:, idx].reshape(-1),
+                        r[:, idx].reshape(-1),
+                        o2[:, idx].reshape(rows, -1),
+                        np.full(rows, discount, np.float32),
+                    )
                     collected[role] += rows
             if over:
                 episode += 1
@@ -343,8 +376,9 @@ class LocalTrainer:
                 obs = next_obs
             ready = all(buf.size >= cfg.batch_size for buf in self.buffers.values())
             if ready and self.steps_done >= cfg.learning_starts:
-                batch = {role: buf.sample(cfg.batch_size, rng)
-                         for role, buf in self.buffers.items()}
+                batch = {
+                    role: buf.sample(cfg.batch_size, rng) for role, buf in self.buffers.items()
+                }
                 losses.append(self.learner.update(batch, proximal=(mu, anchor)))
         self.save(server_round)
         metrics = {
@@ -357,18 +391,22 @@ class LocalTrainer:
         }
         return to_arrays(self.model), collected, metrics
 
-    def evaluate(self, arrays: Mapping[str, np.ndarray], replications: int, days: int
-                 ) -> dict[str, float]:
+    def evaluate(
+        self, arrays: Mapping[str, np.ndarray], replications: int, days: int
+    ) -> dict[str, float]:
         """Greedy cost per day of the weights on the organization's own scenario
         (held-out replications ``0..R-1``)."""
         model = copy.deepcopy(self.model)
         load_arrays(model, arrays)
         policy = DQNPolicy(self.env.layout, model, self.cfg.env_config())
         days = min(days, self.scenario.horizon_days)
-        cost = mean_cost_per_day(Simulator(self.scenario, days=days), policy,
-                                 list(range(replications)))
-        return {"num-examples": float(replications * days),
-                "local-cost-per-day": float(cost.mean())}
+        cost = mean_cost_per_day(
+            Simulator(self.scenario, days=days), policy, list(range(replications))
+        )
+        return {
+            "num-examples": float(replications * days),
+            "local-cost-per-day": float(cost.mean()),
+        }
 
 
 def _groups(roles: Sequence[str]) -> dict[str, list[int]]:
@@ -387,16 +425,18 @@ def default_reward_scale(scenario: Scenario, cfg: FedConfig) -> float:
     return reference_cost(scenario, env_cfg) / max(len(scenario.network.organizations), 1)
 
 
-def global_policy(scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
-                  ) -> DQNPolicy:
+def global_policy(
+    scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
+) -> DQNPolicy:
     """The greedy policy of global weights on the whole network."""
     model = new_model(cfg, roles_of(scenario))
     load_arrays(model, arrays)
     return DQNPolicy(Simulator(scenario, days=2).layout, model, cfg.env_config())
 
 
-def isolated_policy(scenario: Scenario, per_org: Mapping[str, Mapping[str, np.ndarray]],
-                    cfg: FedConfig) -> DQNPolicy:
+def isolated_policy(
+    scenario: Scenario, per_org: Mapping[str, Mapping[str, np.ndarray]], cfg: FedConfig
+) -> DQNPolicy:
     """The greedy policy on the whole network when every organization acts with the
     weights it trained alone (``per_org``: organization id -> its arrays): a node of
     organization O and tier T uses O's network for T."""
@@ -409,8 +449,13 @@ def isolated_policy(scenario: Scenario, per_org: Mapping[str, Mapping[str, np.nd
     keys = sorted({f"{org_of[i]}:{layout.tier[i]}" for i in range(layout.num_nodes)})
     template = new_model(cfg, roles)
     # the plain roles too (DQNPolicy checks them); the organization-qualified ones act
-    composite = RoleQNetworks(keys + list(roles), template.obs_size, template.num_actions,
-                              template.hidden, template.dueling)
+    composite = RoleQNetworks(
+        keys + list(roles),
+        template.obs_size,
+        template.num_actions,
+        template.hidden,
+        template.dueling,
+    )
     for key in keys:
         org, tier = key.split(":")
         model = new_model(cfg, roles)
@@ -421,26 +466,35 @@ def isolated_policy(scenario: Scenario, per_org: Mapping[str, Mapping[str, np.nd
     return policy
 
 
-def global_evaluation(scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
-                      ) -> dict[str, float]:
+def global_evaluation(
+    scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
+) -> dict[str, float]:
     """Cost per day of the global greedy policy on the whole network, held-out
     replications ``0..R-1`` (mean and 95% half-width)."""
     from fedinv.sim.metrics import summarize
 
     policy = global_policy(scenario, arrays, cfg)
     days = min(cfg.eval_days, scenario.horizon_days)
-    cost = mean_cost_per_day(Simulator(scenario, days=days), policy,
-                             list(range(cfg.eval_replications)))
+    cost = mean_cost_per_day(
+        Simulator(scenario, days=days), policy, list(range(cfg.eval_replications))
+    )
     import pandas as pd
 
     row = summarize(pd.DataFrame({"c": cost})).loc["c"]
-    return {"global-cost-per-day": float(row["mean"]),
-            "global-cost-ci95": float(row["ci95"]) if np.isfinite(row["ci95"]) else 0.0}
+    return {
+        "global-cost-per-day": float(row["mean"]),
+        "global-cost-ci95": float(row["ci95"]) if np.isfinite(row["ci95"]) else 0.0,
+    }
 
 
-def save_global_checkpoint(path: str | Path, scenario: Scenario,
-                           arrays: Mapping[str, np.ndarray], cfg: FedConfig,
-                           server_round: int, metrics: Mapping[str, float]) -> Path:
+def save_global_checkpoint(
+    path: str | Path,
+    scenario: Scenario,
+    arrays: Mapping[str, np.ndarray],
+    cfg: FedConfig,
+    server_round: int,
+    metrics: Mapping[str, float],
+) -> Path:
     """A checkpoint of the global weights in the DQN checkpoint format (loadable by
     ``fedinv simulate --policy dqn --checkpoint``), plus the federated round."""
     model = new_model(cfg, roles_of(scenario))
@@ -458,8 +512,11 @@ def save_global_checkpoint(path: str | Path, scenario: Scenario,
         "hidden": list(model.hidden),
         "dueling": bool(model.dueling),
         "policy_state": model.state_dict(),
-        "federated": {"round": int(server_round), "config": _plain(dataclasses.asdict(cfg)),
-                      "metrics": {k: float(v) for k, v in metrics.items()}},
+        "federated": {
+            "round": int(server_round),
+            "config": _plain(dataclasses.asdict(cfg)),
+            "metrics": {k: float(v) for k, v in metrics.items()},
+        },
         "torch_version": str(torch.__version__),
     }
     path = Path(path)
@@ -477,4 +534,3 @@ def load_global_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], int
         raise ValueError(f"{path}: not a fedinv federated checkpoint")
     arrays = {k: v.numpy() for k, v in data["policy_state"].items()}
     return arrays, int(data["federated"]["round"])
-

@@ -127,11 +127,21 @@ def compile_layout(network: Network, extra_delay_max: int = 0) -> Layout:
         return default if external[m] else float(getattr(nodes[lane_src[m]], name))
 
     price = np.array(
-        [ln.price if ln.price is not None else src_attr(m, "unit_value", 0.0)
-         for m, ln in enumerate(lanes)], f)
+        [
+            ln.price if ln.price is not None else src_attr(m, "unit_value", 0.0)
+            for m, ln in enumerate(lanes)
+        ],
+        f,
+    )
     transit_holding = np.array(
-        [ln.transit_holding_cost if ln.transit_holding_cost is not None
-         else src_attr(m, "holding_cost", 0.0) for m, ln in enumerate(lanes)], f)
+        [
+            ln.transit_holding_cost
+            if ln.transit_holding_cost is not None
+            else src_attr(m, "holding_cost", 0.0)
+            for m, ln in enumerate(lanes)
+        ],
+        f,
+    )
     comp_holding = np.zeros(len(comp_node))
     comp_value = np.zeros(len(comp_node))
     for m in range(n_lanes):

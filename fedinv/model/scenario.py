@@ -528,8 +528,12 @@ def _parse_lane(source: str, raw: object, index: int, nodes: Mapping[str, Node])
         raise t.error("destination", "a node other than the source", f'"{dst}"')
     item = t.string("item", expected="an item name") if t.has("item") else ""
     if item and src != EXTERNAL:
-        raise t.error("item", f'no item on a lane from a node (it carries "{src}"\'s item); '
-                      f'item names what a lane from "{EXTERNAL}" brings', f'"{item}"')
+        raise t.error(
+            "item",
+            f'no item on a lane from a node (it carries "{src}"\'s item); '
+            f'item names what a lane from "{EXTERNAL}" brings',
+            f'"{item}"',
+        )
     return Lane(
         source=src,
         destination=dst,
@@ -595,8 +599,12 @@ def _parse_outage(
     start_day = t.integer("start_day", None, minimum=0)
     if start_day is None:  # random outages
         if "duration_days" in t.data:
-            raise t.error("start_day", "a start_day for an outage with duration_days (a "
-                          "random outage takes mean_duration_days)", "none")
+            raise t.error(
+                "start_day",
+                "a start_day for an outage with duration_days (a "
+                "random outage takes mean_duration_days)",
+                "none",
+            )
         outage = Outage(
             target=target,
             start_probability=t.number("start_probability", maximum=1.0),
@@ -609,13 +617,16 @@ def _parse_outage(
     else:  # a fixed window
         for key in ("start_probability", "mean_duration_days"):
             if key in t.data:
-                raise t.error(key, "no start_probability or mean_duration_days for a fixed "
-                              "outage (start_day given: give duration_days)", "both")
+                raise t.error(
+                    key,
+                    "no start_probability or mean_duration_days for a fixed "
+                    "outage (start_day given: give duration_days)",
+                    "both",
+                )
         outage = Outage(
             target=target,
             start_day=start_day,
-            duration_days=t.integer("duration_days", minimum=1,
-                                    expected="a duration >= 1 (days)"),
+            duration_days=t.integer("duration_days", minimum=1, expected="a duration >= 1 (days)"),
             capacity_fraction=t.number("capacity_fraction", 0.0, maximum=1.0),
             notice_lag_days=t.integer("notice_lag_days", 0, minimum=0),
         )

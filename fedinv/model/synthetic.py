@@ -20,8 +20,9 @@ import numpy as np
 from fedinv.model.network import Scenario
 
 
-def random_scenario(lanes: int = 20, seed: int = 0, *, assembly: bool = True,
-                    horizon_days: int = 120) -> Scenario:
+def random_scenario(
+    lanes: int = 20, seed: int = 0, *, assembly: bool = True, horizon_days: int = 120
+) -> Scenario:
     """A random valid scenario with exactly ``lanes`` lanes (``lanes >= 10``)."""
     from fedinv.model.scenario import parse_scenario
 
@@ -33,8 +34,7 @@ def random_scenario(lanes: int = 20, seed: int = 0, *, assembly: bool = True,
     n_dist = max(1, round(lanes * 0.35))
     # manufacturers: even ones assemble from items a and b, odd ones buy item a or b
     man_bom = [assembly and m % 2 == 0 for m in range(n_man)]
-    man_item = ["" if man_bom[m] else ("a" if (m // 2) % 2 == 0 else "b")
-                for m in range(n_man)]
+    man_item = ["" if man_bom[m] else ("a" if (m // 2) % 2 == 0 else "b") for m in range(n_man)]
     sup_item = ["a" if s % 2 == 0 else "b" for s in range(n_sup)]
     if not assembly:
         sup_item = ["a"] * n_sup
@@ -46,7 +46,7 @@ def random_scenario(lanes: int = 20, seed: int = 0, *, assembly: bool = True,
     sm: set[tuple[int, int]] = set()
     md: set[tuple[int, int]] = set()
     for m in range(n_man):  # every manufacturer gets its items and serves a distributor
-        for item in (("a", "b") if man_bom[m] else (man_item[m],)):
+        for item in ("a", "b") if man_bom[m] else (man_item[m],):
             cands = [s for s in range(n_sup) if sup_item[s] == item]
             sm.add((int(rng.choice(cands)), m))
         md.add((m, int(rng.integers(n_dist))))
@@ -60,8 +60,9 @@ def random_scenario(lanes: int = 20, seed: int = 0, *, assembly: bool = True,
     target = lanes - n_sup
     pairs_sm = [(s, m) for s in range(n_sup) for m in range(n_man) if accepts(m, sup_item[s])]
     pairs_md = [(m, d) for m in range(n_man) for d in range(n_dist)]
-    free = [("sm", e) for e in pairs_sm if e not in sm] + [("md", e) for e in pairs_md
-                                                          if e not in md]
+    free = [("sm", e) for e in pairs_sm if e not in sm] + [
+        ("md", e) for e in pairs_md if e not in md
+    ]
     need = target - len(sm) - len(md)
     if need < 0 or need > len(free):
         raise ValueError(f"cannot build a network with {lanes} lanes")
@@ -92,18 +93,33 @@ def random_scenario(lanes: int = 20, seed: int = 0, *, assembly: bool = True,
     def node(id_: str, tier: str, value: float, flow: float, **extra: Any) -> None:
         org = int(rng.integers(len(orgs)))
         node_org[id_] = org
-        nodes.append({"id": id_, "tier": tier, "region": f"R{int(rng.integers(3))}",
-                      "organization": orgs[org]["id"], "unit_value": value,
-                      "holding_cost": round(value * 0.25 / 365, 4),
-                      "stockout_penalty": round(value * 0.01, 3),
-                      "initial_inventory": round(flow * rng.uniform(3, 8), 1), **extra})
+        nodes.append(
+            {
+                "id": id_,
+                "tier": tier,
+                "region": f"R{int(rng.integers(3))}",
+                "organization": orgs[org]["id"],
+                "unit_value": value,
+                "holding_cost": round(value * 0.25 / 365, 4),
+                "stockout_penalty": round(value * 0.01, 3),
+                "initial_inventory": round(flow * rng.uniform(3, 8), 1),
+                **extra,
+            }
+        )
 
     for s in range(n_sup):
-        node(f"S{s}", "supplier", 10.0, sup_flow[s], item=sup_item[s],
-             capacity=round(max(sup_flow[s], 1.0) * rng.uniform(1.4, 1.8), 1))
+        node(
+            f"S{s}",
+            "supplier",
+            10.0,
+            sup_flow[s],
+            item=sup_item[s],
+            capacity=round(max(sup_flow[s], 1.0) * rng.uniform(1.4, 1.8), 1),
+        )
     for m in range(n_man):
-        extra: dict[str, Any] = {"capacity": round(max(man_flow[m], 1.0) * rng.uniform(1.4, 1.8),
-                                                   1)}
+        extra: dict[str, Any] = {
+            "capacity": round(max(man_flow[m], 1.0) * rng.uniform(1.4, 1.8), 1)
+        }
         if man_bom[m]:
             extra["bill_of_materials"] = {"a": 1.0, "b": 1.0}
         else:
@@ -118,10 +134,13 @@ def random_scenario(lanes: int = 20, seed: int = 0, *, assembly: bool = True,
     lane_rows: list[dict[str, Any]] = []
 
     def lane(src: str, dst: str, flow: float, value: float, **extra: Any) -> None:
-        row: dict[str, Any] = {"source": src, "destination": dst,
-                               "lead_time": {"distribution": "uniform", "low": 1,
-                                             "high": int(rng.integers(2, 5))},
-                               "shipping_cost": round(float(rng.uniform(0.1, 1.0)), 2), **extra}
+        row: dict[str, Any] = {
+            "source": src,
+            "destination": dst,
+            "lead_time": {"distribution": "uniform", "low": 1, "high": int(rng.integers(2, 5))},
+            "shipping_cost": round(float(rng.uniform(0.1, 1.0)), 2),
+            **extra,
+        }
         if rng.random() < 0.3:
             row["transport_capacity"] = round(max(flow, 1.0) * rng.uniform(1.5, 2.5), 1)
         if rng.random() < 0.15 and flow > 2:
@@ -135,18 +154,32 @@ def random_scenario(lanes: int = 20, seed: int = 0, *, assembly: bool = True,
 
     for s in range(n_sup):
         lane("external", f"S{s}", sup_flow[s], 4.0, price=4.0)
-    for (s, m) in sorted(sm):
+    for s, m in sorted(sm):
         ss = man_in[m][sup_item[s]]
         lane(f"S{s}", f"M{m}", man_flow[m] / len(ss), 10.0, order_share=1.0 / len(ss))
-    for (m, d) in sorted(md):
-        lane(f"M{m}", f"D{d}", demand[d] / len(dist_in[d]), 40.0,
-             order_share=1.0 / len(dist_in[d]))
+    for m, d in sorted(md):
+        lane(f"M{m}", f"D{d}", demand[d] / len(dist_in[d]), 40.0, order_share=1.0 / len(dist_in[d]))
     for k, o in enumerate(orgs):
         o["monthly_budget"] = round(float(max(org_spend[k], 100.0) * rng.uniform(1.2, 1.6)), 0)
-    outages = [{"target": f"S{s}", "start_probability": 0.02, "mean_duration_days": 5.0,
-                "capacity_fraction": 0.3, "notice_lag_days": 1}
-               for s in range(n_sup) if rng.random() < 0.3]
-    doc = {"name": f"synthetic-{lanes}-{seed}", "horizon_days": horizon_days, "seed": seed,
-           "description": f"random network with {lanes} lanes (fedinv.model.synthetic)",
-           "organizations": orgs, "nodes": nodes, "lanes": lane_rows, "outages": outages}
+    outages = [
+        {
+            "target": f"S{s}",
+            "start_probability": 0.02,
+            "mean_duration_days": 5.0,
+            "capacity_fraction": 0.3,
+            "notice_lag_days": 1,
+        }
+        for s in range(n_sup)
+        if rng.random() < 0.3
+    ]
+    doc = {
+        "name": f"synthetic-{lanes}-{seed}",
+        "horizon_days": horizon_days,
+        "seed": seed,
+        "description": f"random network with {lanes} lanes (fedinv.model.synthetic)",
+        "organizations": orgs,
+        "nodes": nodes,
+        "lanes": lane_rows,
+        "outages": outages,
+    }
     return parse_scenario(doc, f"synthetic:{lanes}:{seed}", Path("."))

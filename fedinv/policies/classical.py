@@ -160,12 +160,18 @@ def flow_stats(layout: Layout, streams: Streams | None = None) -> FlowStats:
         out = np.flatnonzero(layout.lane_src == n)
         if len(out):
             below[n] = max(lead[st.lane_stream[m]] + below[layout.lane_dst[m]] for m in out)
-    return FlowStats(mean=st.bom * mean_n[st.node], var=st.bom**2 * var_n[st.node],
-                     lead=lead, lead_var=lead_var, echelon_lead=lead + below[st.node])
+    return FlowStats(
+        mean=st.bom * mean_n[st.node],
+        var=st.bom**2 * var_n[st.node],
+        lead=lead,
+        lead_var=lead_var,
+        echelon_lead=lead + below[st.node],
+    )
 
 
-def formula_levels(layout: Layout, z: float | Mapping[str, float] = 1.645,
-                   echelon: bool = False) -> np.ndarray:
+def formula_levels(
+    layout: Layout, z: float | Mapping[str, float] = 1.645, echelon: bool = False
+) -> np.ndarray:
     """Textbook levels per stream: mean lead-time demand + ``z`` x its standard deviation
     (demand and lead-time variability; ``z`` one number or per tier)."""
     st = streams_of(layout)
@@ -181,8 +187,11 @@ def eoq(layout: Layout) -> np.ndarray:
     st = streams_of(layout)
     fs = flow_stats(layout, st)
     fixed = (layout.fixed_cost * layout.lane_share) @ st.lane_mat
-    hold = np.where(st.slot >= 0, layout.comp_holding[np.maximum(st.slot, 0)]
-                    if layout.num_components else 0.0, layout.holding[st.node])
+    hold = np.where(
+        st.slot >= 0,
+        layout.comp_holding[np.maximum(st.slot, 0)] if layout.num_components else 0.0,
+        layout.holding[st.node],
+    )
     q = np.where(fixed > 0, np.sqrt(2 * fixed * fs.mean / np.maximum(hold, 1e-9)), fs.mean)
     return np.maximum(q, 1e-6)
 
@@ -217,7 +226,8 @@ class StreamPolicy:
         # and component stock at an assembling node counts toward its suppliers
         internal = ~lay.external
         self._transit_content = np.where(
-            internal[None, :], lay.content[:, np.maximum(lay.lane_src, 0)], 0.0).T  # [M, N]
+            internal[None, :], lay.content[:, np.maximum(lay.lane_src, 0)], 0.0
+        ).T  # [M, N]
         comp_lane = np.zeros((lay.num_lanes, lay.num_components))
         for m in np.flatnonzero(lay.lane_comp >= 0):
             comp_lane[m, lay.lane_comp[m]] = lay.lane_share[m]
@@ -232,8 +242,11 @@ class StreamPolicy:
         """Net stock per node before today's downstream orders, ``[B, N]`` units."""
         lay = self.layout
         if self.echelon:
-            return ((s.on_hand - s.backlog) @ lay.content.T + s.in_transit @ self._transit_content
-                    + s.components @ self._comp_content)
+            return (
+                (s.on_hand - s.backlog) @ lay.content.T
+                + s.in_transit @ self._transit_content
+                + s.components @ self._comp_content
+            )
         return s.on_hand - s.backlog - s.owed @ lay.src_mat
 
     def position(self, s: State, net: np.ndarray) -> np.ndarray:
@@ -287,8 +300,9 @@ class SS(StreamPolicy):
         self.big_s = np.maximum(stream_vector(layout, big_s, self.streams), self.s)
 
     def act(self, state: State) -> Decision:
-        return self.finish(self.decide(
-            state, lambda pos: np.where(pos <= self.s, self.big_s - pos, 0.0)))
+        return self.finish(
+            self.decide(state, lambda pos: np.where(pos <= self.s, self.big_s - pos, 0.0))
+        )
 
 
 class SQ(StreamPolicy):
@@ -332,8 +346,9 @@ class MinStock(StreamPolicy):
 # -- parameters --------------------------------------------------------------------------
 
 
-def stream_vector(layout: Layout, values: np.ndarray | Mapping[str, Any],
-                  streams: Streams | None = None) -> np.ndarray:
+def stream_vector(
+    layout: Layout, values: np.ndarray | Mapping[str, Any], streams: Streams | None = None
+) -> np.ndarray:
     """Per-stream vector from a ``[K]`` array, a ``[N]`` array (node units, scaled by
     the BOM for components) or a mapping ``{node: number | {item: number}}`` (missing
     nodes: 0)."""
@@ -342,16 +357,20 @@ def stream_vector(layout: Layout, values: np.ndarray | Mapping[str, Any],
         out = np.zeros(st.size)
         for key, val in values.items():
             if key not in layout.node_ids:
-                raise ValueError(f"unknown node {key!r} in policy parameters "
-                                 f"(known: {', '.join(layout.node_ids)})")
+                raise ValueError(
+                    f"unknown node {key!r} in policy parameters "
+                    f"(known: {', '.join(layout.node_ids)})"
+                )
             node = layout.node_ids.index(key)
             ks = np.flatnonzero(st.node == node)
             if isinstance(val, Mapping):
                 for item, v in val.items():
                     match = [k for k in ks if st.item[k] == item]
                     if not match:
-                        raise ValueError(f"node {key!r} has no component {item!r}; its "
-                                         f"components: {[st.item[k] for k in ks] or 'none'}")
+                        raise ValueError(
+                            f"node {key!r} has no component {item!r}; its "
+                            f"components: {[st.item[k] for k in ks] or 'none'}"
+                        )
                     out[match[0]] = _number(v, f"{key}.{item}")
             else:
                 out[ks] = st.bom[ks] * _number(val, key)
@@ -361,8 +380,9 @@ def stream_vector(layout: Layout, values: np.ndarray | Mapping[str, Any],
         return arr
     if arr.shape == (layout.num_nodes,):
         return arr[st.node] * st.bom
-    raise ValueError(f"expected {st.size} stream values or {layout.num_nodes} node values, "
-                     f"got shape {arr.shape}")
+    raise ValueError(
+        f"expected {st.size} stream values or {layout.num_nodes} node values, got shape {arr.shape}"
+    )
 
 
 def _number(value: Any, where: str) -> float:
@@ -412,8 +432,10 @@ def make_policy(name: str, layout: Layout, params: Mapping[str, Any] | None = No
     params = dict(params or {})
     unknown = set(params) - set(PARAMETER_NAMES[name])
     if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for policy {name!r}; "
-                         f"expected {list(PARAMETER_NAMES[name])}")
+        raise ValueError(
+            f"unknown parameter(s) {sorted(unknown)} for policy {name!r}; "
+            f"expected {list(PARAMETER_NAMES[name])}"
+        )
     st = streams_of(layout)
     vec = {}
     for key in PARAMETER_NAMES[name]:

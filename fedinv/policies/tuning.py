@@ -63,8 +63,9 @@ class TuneResult:
         return self.evaluations * self.train_replications * self.days
 
 
-def params_from_coordinates(policy: str, layout: Layout, coords: dict[str, float]
-                            ) -> dict[str, dict]:
+def params_from_coordinates(
+    policy: str, layout: Layout, coords: dict[str, float]
+) -> dict[str, dict]:
     """Per-node parameters from search coordinates ``{"z:TIER": z, "k:TIER": k}``."""
     st = streams_of(layout)
     fs = flow_stats(layout, st)
@@ -72,8 +73,7 @@ def params_from_coordinates(policy: str, layout: Layout, coords: dict[str, float
     tiers = layout.tier[st.node]
     z = np.array([coords.get(f"z:{t}", 1.645) for t in tiers])
     k = np.array([coords.get(f"k:{t}", 1.0) for t in tiers])
-    level = np.maximum(fs.mean * lead + z * np.sqrt(lead * fs.var + fs.mean**2 * fs.lead_var),
-                       0.0)
+    level = np.maximum(fs.mean * lead + z * np.sqrt(lead * fs.var + fs.mean**2 * fs.lead_var), 0.0)
     q = eoq(layout) * k
     match policy:
         case "base-stock" | "echelon-base-stock":
@@ -96,9 +96,15 @@ def search_space(policy: str, layout: Layout) -> dict[str, tuple[float, float]]:
     return space
 
 
-def tune(scenario: Scenario, policy: str, train_replications: int = 16, days: int | None = None,
-         sweeps: int = 2, tolerance: float = 0.02,
-         progress: Callable[[int, float], None] | None = None) -> TuneResult:
+def tune(
+    scenario: Scenario,
+    policy: str,
+    train_replications: int = 16,
+    days: int | None = None,
+    sweeps: int = 2,
+    tolerance: float = 0.02,
+    progress: Callable[[int, float], None] | None = None,
+) -> TuneResult:
     """Tune ``policy`` on ``scenario`` (see module doc); ``tolerance`` is the width at
     which a golden-section search stops, in coordinate units."""
     sim = Simulator(scenario, days=days)
@@ -125,18 +131,26 @@ def tune(scenario: Scenario, policy: str, train_replications: int = 16, days: in
     best = cost(coords)
     for _ in range(sweeps):
         for name, (lo, hi) in space.items():
+
             def along(x: float, name: str = name, base: dict = coords) -> float:
                 return cost(base | {name: x})
 
             x, fx = _golden(along, lo, hi, tolerance)
             if fx < best:
                 best, coords = fx, coords | {name: x}
-    return TuneResult(policy, params_from_coordinates(policy, layout, coords), coords, best,
-                      len(history), train_replications, sim.days, history)
+    return TuneResult(
+        policy,
+        params_from_coordinates(policy, layout, coords),
+        coords,
+        best,
+        len(history),
+        train_replications,
+        sim.days,
+        history,
+    )
 
 
-def _golden(f: Callable[[float], float], lo: float, hi: float, tol: float
-            ) -> tuple[float, float]:
+def _golden(f: Callable[[float], float], lo: float, hi: float, tol: float) -> tuple[float, float]:
     """Minimize a unimodal ``f`` on ``[lo, hi]`` by golden-section search."""
     a, b = lo, hi
     c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
@@ -155,4 +169,3 @@ def _golden(f: Callable[[float], float], lo: float, hi: float, tol: float
 
 def with_seed(scenario: Scenario, seed: int | None) -> Scenario:
     return scenario if seed is None else replace(scenario, seed=int(seed))
-

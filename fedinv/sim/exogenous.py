@@ -86,9 +86,16 @@ def draw_exogenous(
     n_nodes, n_lanes, n_reps = layout.num_nodes, layout.num_lanes, len(reps)
     cal = make_calendar(scenario.start_date, days)
     gens = [
-        dict(zip(STREAMS, (np.random.default_rng(s) for s in
-                           np.random.SeedSequence([scenario.seed, r]).spawn(len(STREAMS))),
-                 strict=True))
+        dict(
+            zip(
+                STREAMS,
+                (
+                    np.random.default_rng(s)
+                    for s in np.random.SeedSequence([scenario.seed, r]).spawn(len(STREAMS))
+                ),
+                strict=True,
+            )
+        )
         for r in reps
     ]
 
@@ -98,7 +105,8 @@ def draw_exogenous(
         in_region = (layout.region == s.region) & layout.customer
         if s.start_day is not None:
             window = (np.arange(days) >= s.start_day) & (
-                np.arange(days) < s.start_day + int(round(s.duration_days)))
+                np.arange(days) < s.start_day + int(round(s.duration_days))
+            )
             surge[:, window[:, None].repeat(n_nodes, 1) & in_region[None, :]] *= s.multiplier
     random_surges = [s for s in scenario.surges if s.start_day is None and s.start_probability > 0]
     if random_surges:
@@ -128,11 +136,13 @@ def draw_exogenous(
             continue
         weekly = np.asarray(model.weekly, float)[cal.weekday]
         annual = 1 + model.annual_amplitude * np.cos(
-            2 * np.pi * (cal.day_of_year - model.annual_peak_day) / 365.0)
+            2 * np.pi * (cal.day_of_year - model.annual_peak_day) / 365.0
+        )
         promo = np.ones(days)
         for pr in model.promotions:
             promo[(np.arange(days) >= pr.start_day) & (np.arange(days) <= pr.end_day)] *= (
-                pr.multiplier)
+                pr.multiplier
+            )
         m = model.base_mean * weekly * annual * promo * surge[:, :, i]  # [B, D]
         demand_mean[:, :, i] = m
         for b, g in enumerate(gens):
@@ -186,8 +196,9 @@ def draw_exogenous(
                 lane_factor[:, :, m] = np.minimum(lane_factor[:, :, m], factor)
                 affected = np.arange(n_lanes) == m
             alert[:, :, affected] = np.maximum(alert[:, :, affected], announced[:, :, None])
-    return Exogenous(reps, cal, demand, demand_mean, lead, extra, node_factor, lane_factor,
-                     alert, delay_notice)
+    return Exogenous(
+        reps, cal, demand, demand_mean, lead, extra, node_factor, lane_factor, alert, delay_notice
+    )
 
 
 def _draw_demand(model, mean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -216,8 +227,9 @@ def _on_off(rngs, days: int, start_p: np.ndarray, mean_duration: np.ndarray):
     with mean ``mean_duration`` days (at least 1)."""
     n_proc = len(start_p)
     u = np.stack([g.random((days, n_proc)) for g in rngs])
-    length = np.stack([g.geometric(1.0 / np.maximum(mean_duration, 1.0), size=(days, n_proc))
-                       for g in rngs])
+    length = np.stack(
+        [g.geometric(1.0 / np.maximum(mean_duration, 1.0), size=(days, n_proc)) for g in rngs]
+    )
     remaining = np.zeros((len(rngs), n_proc), np.int64)
     since = np.zeros((len(rngs), n_proc), np.int64)
     active = np.zeros((len(rngs), days, n_proc), bool)

@@ -34,12 +34,19 @@ from fedinv.model.layout import Layout
 
 DAYS_PER_MONTH = 365.0 / 12.0
 TIER_ORDER = ("supplier", "manufacturer", "distributor")
-HEADLINE = ("total_cost_per_day", "holding_cost_k_per_month", "stockouts_per_month",
-            "fill_rate", "inventory_turnover", "bullwhip_ratio")
+HEADLINE = (
+    "total_cost_per_day",
+    "holding_cost_k_per_month",
+    "stockouts_per_month",
+    "fill_rate",
+    "inventory_turnover",
+    "bullwhip_ratio",
+)
 
 
-def replication_metrics(records: dict[str, np.ndarray], layout: Layout,
-                        warmup_days: int = 0) -> pd.DataFrame:
+def replication_metrics(
+    records: dict[str, np.ndarray], layout: Layout, warmup_days: int = 0
+) -> pd.DataFrame:
     """Network-wide metrics, one row per replication, from records ``[D, B, N]``."""
     r = {k: v[warmup_days:] for k, v in records.items()}
     days = r["total_cost"].shape[0]
@@ -48,8 +55,16 @@ def replication_metrics(records: dict[str, np.ndarray], layout: Layout,
     months = days / DAYS_PER_MONTH
     cust = layout.customer
     out: dict[str, np.ndarray] = {}
-    for col in ("total", "holding", "penalty", "purchase", "external_purchase", "shipping",
-                "ordering", "transfer"):
+    for col in (
+        "total",
+        "holding",
+        "penalty",
+        "purchase",
+        "external_purchase",
+        "shipping",
+        "ordering",
+        "transfer",
+    ):
         total = r[f"{col}_cost"].sum(axis=(0, 2))
         out[f"{col}_cost_k_per_month"] = total / months / 1000.0
     out["total_cost_per_day"] = r["total_cost"].sum(axis=(0, 2)) / days
@@ -58,21 +73,26 @@ def replication_metrics(records: dict[str, np.ndarray], layout: Layout,
     out["stockouts_per_month"] = (unfilled > 1e-9).sum(axis=(0, 2)) / months
     out["internal_stockouts_per_month"] = (r["internal_shortfall"] > 1e-9).sum(axis=(0, 2)) / months
     total_demand = demand.sum(axis=(0, 2))
-    out["fill_rate"] = np.where(total_demand > 0, r["filled"][:, :, cust].sum(axis=(0, 2))
-                                / np.maximum(total_demand, 1e-12), 1.0)
+    out["fill_rate"] = np.where(
+        total_demand > 0,
+        r["filled"][:, :, cust].sum(axis=(0, 2)) / np.maximum(total_demand, 1e-12),
+        1.0,
+    )
     out["cycle_service_level"] = (unfilled <= 1e-9).mean(axis=(0, 2))
     cogs = (r["sold"] * layout.unit_value).sum(axis=(0, 2))
     avg_value = r["inventory_value"].sum(axis=2).mean(axis=0)
     # undefined (NaN) where stock carries no value (e.g. textbook instances without prices)
-    out["inventory_turnover"] = np.where(avg_value > 0, cogs / np.maximum(avg_value, 1e-12),
-                                         np.nan) * 365.0 / days
+    out["inventory_turnover"] = (
+        np.where(avg_value > 0, cogs / np.maximum(avg_value, 1e-12), np.nan) * 365.0 / days
+    )
     demand_var = demand.sum(axis=2).var(axis=0, ddof=1)
     ordering_tiers = [t for t in TIER_ORDER if (layout.tier == t).any()]
     top = None
     for tier in ordering_tiers:
         orders = r["ordered"][:, :, layout.tier == tier].sum(axis=2)
-        ratio = np.where(demand_var > 0, orders.var(axis=0, ddof=1) / np.maximum(
-            demand_var, 1e-12), np.nan)
+        ratio = np.where(
+            demand_var > 0, orders.var(axis=0, ddof=1) / np.maximum(demand_var, 1e-12), np.nan
+        )
         out[f"bullwhip_{tier}"] = ratio
         top = ratio if top is None else top
     out["bullwhip_ratio"] = top if top is not None else np.full(len(total_demand), np.nan)
@@ -94,21 +114,25 @@ def projection_metrics(records: dict[str, np.ndarray], warmup_days: int = 0) -> 
     days), ``solved_share`` (share of days the program was solved: proposals
     infeasible) and ``relaxations`` (count of relaxed constraints), from the records
     ``info.*`` ``[D, B]`` that :func:`fedinv.sim.run.run_records` collects."""
+
     def col(name: str) -> np.ndarray:
         return records["info." + name][warmup_days:]
 
     ms = col("solve_ms")
-    return pd.DataFrame({
-        "projection_l1_per_day": col("projection_l1").mean(axis=0),
-        "solve_ms_median": np.median(ms, axis=0),
-        "solve_ms_p95": np.percentile(ms, 95, axis=0),
-        "solved_share": col("solved").mean(axis=0),
-        "relaxations": col("relaxations").sum(axis=0),
-    })
+    return pd.DataFrame(
+        {
+            "projection_l1_per_day": col("projection_l1").mean(axis=0),
+            "solve_ms_median": np.median(ms, axis=0),
+            "solve_ms_p95": np.percentile(ms, 95, axis=0),
+            "solved_share": col("solved").mean(axis=0),
+            "relaxations": col("relaxations").sum(axis=0),
+        }
+    )
 
 
-def node_metrics(records: dict[str, np.ndarray], layout: Layout,
-                 warmup_days: int = 0) -> pd.DataFrame:
+def node_metrics(
+    records: dict[str, np.ndarray], layout: Layout, warmup_days: int = 0
+) -> pd.DataFrame:
     """Per node and replication: costs per day, fill rate, stockouts/month, bullwhip."""
     r = {k: v[warmup_days:] for k, v in records.items()}
     days, reps, n = r["total_cost"].shape
@@ -120,8 +144,11 @@ def node_metrics(records: dict[str, np.ndarray], layout: Layout,
         "mean_on_hand": r["on_hand"].mean(axis=0),
         "mean_backlog": r["backlog"].mean(axis=0),
         "stockouts_per_month": ((r["demand"] - r["filled"]) > 1e-9).sum(axis=0) / months,
-        "fill_rate": np.where(r["demand"].sum(axis=0) > 0, r["filled"].sum(axis=0)
-                              / np.maximum(r["demand"].sum(axis=0), 1e-12), np.nan),
+        "fill_rate": np.where(
+            r["demand"].sum(axis=0) > 0,
+            r["filled"].sum(axis=0) / np.maximum(r["demand"].sum(axis=0), 1e-12),
+            np.nan,
+        ),
         "order_mean": r["ordered"].mean(axis=0),
         "order_std": r["ordered"].std(axis=0, ddof=1),
         "violations": r["violations"].sum(axis=0),
@@ -133,8 +160,9 @@ def node_metrics(records: dict[str, np.ndarray], layout: Layout,
     return frame
 
 
-def monthly_metrics(records: dict[str, np.ndarray], layout: Layout, month: np.ndarray,
-                    warmup_days: int = 0) -> pd.DataFrame:
+def monthly_metrics(
+    records: dict[str, np.ndarray], layout: Layout, month: np.ndarray, warmup_days: int = 0
+) -> pd.DataFrame:
     """Per calendar month and replication: holding cost ($K), stockouts, total cost ($K),
     fill rate and annualized turnover (the paper's Figure 4 series)."""
     cust = layout.customer
@@ -148,15 +176,20 @@ def monthly_metrics(records: dict[str, np.ndarray], layout: Layout, month: np.nd
         value = sub["inventory_value"].sum(axis=2).mean(axis=0)
         cogs = (sub["sold"] * layout.unit_value).sum(axis=(0, 2))
         for b in range(d.shape[1]):
-            rows.append({
-                "replication": b, "month": int(mo), "days": len(sel),
-                "holding_cost_k": sub["holding_cost"][:, b].sum() / 1000.0,
-                "total_cost_k": sub["total_cost"][:, b].sum() / 1000.0,
-                "stockouts": int(((d[:, b] - f[:, b]) > 1e-9).sum()),
-                "fill_rate": float(f[:, b].sum() / d[:, b].sum()) if d[:, b].sum() > 0 else 1.0,
-                "inventory_turnover": float(cogs[b] / value[b] * 365.0 / len(sel))
-                if value[b] > 0 else float("nan"),
-            })
+            rows.append(
+                {
+                    "replication": b,
+                    "month": int(mo),
+                    "days": len(sel),
+                    "holding_cost_k": sub["holding_cost"][:, b].sum() / 1000.0,
+                    "total_cost_k": sub["total_cost"][:, b].sum() / 1000.0,
+                    "stockouts": int(((d[:, b] - f[:, b]) > 1e-9).sum()),
+                    "fill_rate": float(f[:, b].sum() / d[:, b].sum()) if d[:, b].sum() > 0 else 1.0,
+                    "inventory_turnover": float(cogs[b] / value[b] * 365.0 / len(sel))
+                    if value[b] > 0
+                    else float("nan"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -175,8 +208,14 @@ def paired_difference(a: pd.Series, b: pd.Series, confidence: float = 0.95) -> d
     change in percent of ``b``."""
     diff = (a - b).dropna()
     n = len(diff)
-    half = (stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n)
-            if n > 1 else np.nan)
+    half = (
+        stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n)
+        if n > 1
+        else np.nan
+    )
     base = b.loc[diff.index].mean()
-    return {"mean": float(diff.mean()), "ci95": float(half),
-            "percent": float(100.0 * diff.mean() / base) if base else float("nan")}
+    return {
+        "mean": float(diff.mean()),
+        "ci95": float(half),
+        "percent": float(100.0 * diff.mean() / base) if base else float("nan"),
+    }

@@ -22,9 +22,25 @@ from fedinv.sim.simulator import RECORD_FIELDS, Simulator
 
 MODES = ("pure", "hybrid")
 """``pure``: proposals are released; ``hybrid``: the safety layer's orders are."""
-DAILY_COLUMNS = ("on_hand", "backlog", "demand", "filled", "lost", "ordered", "orders_received",
-                 "shipped", "in_transit", "holding_cost", "penalty_cost", "purchase_cost",
-                 "shipping_cost", "ordering_cost", "transfer_cost", "total_cost", "violations")
+DAILY_COLUMNS = (
+    "on_hand",
+    "backlog",
+    "demand",
+    "filled",
+    "lost",
+    "ordered",
+    "orders_received",
+    "shipped",
+    "in_transit",
+    "holding_cost",
+    "penalty_cost",
+    "purchase_cost",
+    "shipping_cost",
+    "ordering_cost",
+    "transfer_cost",
+    "total_cost",
+    "violations",
+)
 
 
 @dataclass
@@ -51,9 +67,13 @@ INFO_PREFIX = "info."
 """Records key prefix of a policy's per-day ``Decision.info`` arrays (``[D, B]``)."""
 
 
-def run_records(sim: Simulator, policy, replications: Sequence[int],
-                on_day: Callable[[int], None] | None = None,
-                logs: dict[str, list] | None = None) -> dict[str, np.ndarray]:
+def run_records(
+    sim: Simulator,
+    policy,
+    replications: Sequence[int],
+    on_day: Callable[[int], None] | None = None,
+    logs: dict[str, list] | None = None,
+) -> dict[str, np.ndarray]:
     """Step ``policy`` through the horizon on a batch; records ``[D, B, N]`` per field.
 
     ``Decision.info`` entries that are numeric ``[B]`` arrays become records
@@ -85,8 +105,9 @@ def run_records(sim: Simulator, policy, replications: Sequence[int],
     return out
 
 
-def mean_cost_per_day(sim: Simulator, policy, replications: Sequence[int],
-                      exogenous: Exogenous | None = None) -> np.ndarray:
+def mean_cost_per_day(
+    sim: Simulator, policy, replications: Sequence[int], exogenous: Exogenous | None = None
+) -> np.ndarray:
     """Total network cost per day of each replication (after warm-up), ``[B]`` $: the
     fast path for tuning (no DataFrame). ``exogenous``: streams drawn before, reused."""
     state, exo = sim.reset(replications, exogenous=exogenous)
@@ -99,10 +120,18 @@ def mean_cost_per_day(sim: Simulator, policy, replications: Sequence[int],
     return total / max(sim.days - warm, 1)
 
 
-def simulate(scenario: Scenario, policy_factory, replications: int = 10, seed: int | None = None,
-             days: int | None = None, first_replication: int = 0,
-             progress: bool = False, mode: str = "pure", solver: str = "pyomo",
-             projector_options: Mapping[str, Any] | None = None) -> SimulationResult:
+def simulate(
+    scenario: Scenario,
+    policy_factory,
+    replications: int = 10,
+    seed: int | None = None,
+    days: int | None = None,
+    first_replication: int = 0,
+    progress: bool = False,
+    mode: str = "pure",
+    solver: str = "pyomo",
+    projector_options: Mapping[str, Any] | None = None,
+) -> SimulationResult:
     """Simulate ``replications`` replications (indices ``first_replication..``) of
     ``scenario`` (seed overridden by ``seed``) for ``days`` days under the policy that
     ``policy_factory(layout)`` builds.
@@ -120,8 +149,12 @@ def simulate(scenario: Scenario, policy_factory, replications: int = 10, seed: i
     if mode == "hybrid":
         from fedinv.hybrid import Projected, make_projector
 
-        policy = Projected(policy, make_projector(sim.layout, solver, outages=scenario.outages,
-                                                  **dict(projector_options or {})))
+        policy = Projected(
+            policy,
+            make_projector(
+                sim.layout, solver, outages=scenario.outages, **dict(projector_options or {})
+            ),
+        )
     reps = tuple(range(first_replication, first_replication + replications))
     logs: dict[str, list] = {}
     if progress:
@@ -129,8 +162,7 @@ def simulate(scenario: Scenario, policy_factory, replications: int = 10, seed: i
 
         with Progress(transient=True) as bar:
             task = bar.add_task(f"simulating {scenario.name} ({policy.name})", total=sim.days)
-            records = run_records(sim, policy, reps, on_day=lambda t: bar.advance(task),
-                                  logs=logs)
+            records = run_records(sim, policy, reps, on_day=lambda t: bar.advance(task), logs=logs)
     else:
         records = run_records(sim, policy, reps, logs=logs)
     month = records.pop("_month")
@@ -142,46 +174,73 @@ def simulate(scenario: Scenario, policy_factory, replications: int = 10, seed: i
         per_rep = per_rep.join(projection_metrics(records, warm))
         if "info.solver_used" in records:  # share of days HiGHS was called (no fast path)
             per_rep["solver_share"] = records["info.solver_used"][warm:].mean(axis=0)
-        relaxations = relaxation_frame(logs.get("relaxation_log", []), reps,
-                                       _dates(scenario.start_date, sim.days))
+        relaxations = relaxation_frame(
+            logs.get("relaxation_log", []), reps, _dates(scenario.start_date, sim.days)
+        )
     per_rep.index = pd.Index(reps, name="replication")
-    daily = daily_frame(records, lay.node_ids, reps, np.asarray(
-        _dates(scenario.start_date, sim.days)))
+    daily = daily_frame(
+        records, lay.node_ids, reps, np.asarray(_dates(scenario.start_date, sim.days))
+    )
     nodes = node_metrics(records, lay, warm)
     nodes["replication"] = np.asarray(reps)[nodes["replication"].to_numpy()]
     monthly = monthly_metrics(records, lay, month, warm)
     if len(monthly):
         monthly["replication"] = np.asarray(reps)[monthly["replication"].to_numpy()]
-    return SimulationResult(scenario, policy.name, reps, sim.days, daily, per_rep,
-                            summarize(per_rep), nodes, monthly, mode, relaxations)
+    return SimulationResult(
+        scenario,
+        policy.name,
+        reps,
+        sim.days,
+        daily,
+        per_rep,
+        summarize(per_rep),
+        nodes,
+        monthly,
+        mode,
+        relaxations,
+    )
 
 
-RELAXATION_COLUMNS = ("replication", "day", "date", "kind", "target", "amount", "unit",
-                      "reason")
+RELAXATION_COLUMNS = ("replication", "day", "date", "kind", "target", "amount", "unit", "reason")
 
 
-def relaxation_frame(log: Sequence[Sequence[Any]], reps: Sequence[int],
-                     dates: np.ndarray) -> pd.DataFrame:
+def relaxation_frame(
+    log: Sequence[Sequence[Any]], reps: Sequence[int], dates: np.ndarray
+) -> pd.DataFrame:
     """One row per :class:`fedinv.hybrid.Relaxation` in the per-day ``log``, with the
     replication index (not the batch row) and the date: :data:`RELAXATION_COLUMNS`."""
-    rows = [{"replication": int(reps[r.replication]), "day": r.day, "date": dates[r.day],
-             "kind": r.kind, "target": r.target, "amount": r.amount, "unit": r.unit,
-             "reason": r.reason} for day in log for r in day]
+    rows = [
+        {
+            "replication": int(reps[r.replication]),
+            "day": r.day,
+            "date": dates[r.day],
+            "kind": r.kind,
+            "target": r.target,
+            "amount": r.amount,
+            "unit": r.unit,
+            "reason": r.reason,
+        }
+        for day in log
+        for r in day
+    ]
     return pd.DataFrame(rows, columns=list(RELAXATION_COLUMNS))
 
 
-def daily_frame(records: dict[str, np.ndarray], node_ids: Sequence[str],
-                reps: Sequence[int], dates: np.ndarray) -> pd.DataFrame:
+def daily_frame(
+    records: dict[str, np.ndarray], node_ids: Sequence[str], reps: Sequence[int], dates: np.ndarray
+) -> pd.DataFrame:
     """Long frame: one row per (replication, day, node) with :data:`DAILY_COLUMNS`."""
     days, b, n = records["total_cost"].shape
     cols = {c: records[c].transpose(1, 0, 2).reshape(-1) for c in DAILY_COLUMNS}
-    frame = pd.DataFrame({
-        "replication": np.repeat(np.asarray(reps), days * n),
-        "day": np.tile(np.repeat(np.arange(days), n), b),
-        "date": np.tile(np.repeat(dates, n), b),
-        "node": pd.Categorical(np.tile(np.asarray(node_ids), days * b), categories=node_ids),
-        **cols,
-    })
+    frame = pd.DataFrame(
+        {
+            "replication": np.repeat(np.asarray(reps), days * n),
+            "day": np.tile(np.repeat(np.arange(days), n), b),
+            "date": np.tile(np.repeat(dates, n), b),
+            "node": pd.Categorical(np.tile(np.asarray(node_ids), days * b), categories=node_ids),
+            **cols,
+        }
+    )
     return frame
 
 

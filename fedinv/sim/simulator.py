@@ -82,8 +82,12 @@ class State:
     day_of_year: int = 1
 
     def copy(self) -> State:
-        return State(**{f.name: (v.copy() if isinstance(v := getattr(self, f.name), np.ndarray)
-                                 else v) for f in fields(self)})
+        return State(
+            **{
+                f.name: (v.copy() if isinstance(v := getattr(self, f.name), np.ndarray) else v)
+                for f in fields(self)
+            }
+        )
 
     @property
     def in_transit(self) -> np.ndarray:
@@ -110,12 +114,33 @@ class Decision:
 
 
 RECORD_FIELDS = (
-    "on_hand", "backlog", "demand", "filled", "sold", "lost", "ordered", "orders_received",
-    "shipped", "internal_shortfall", "in_transit", "inventory_value",
-    "holding_cost", "penalty_cost", "purchase_cost", "external_purchase_cost",
-    "shipping_cost", "ordering_cost", "transfer_cost", "total_cost",
-    "capacity_violation", "transport_violation", "lot_violation", "storage_violation",
-    "contract_violation", "budget_violation", "violations",
+    "on_hand",
+    "backlog",
+    "demand",
+    "filled",
+    "sold",
+    "lost",
+    "ordered",
+    "orders_received",
+    "shipped",
+    "internal_shortfall",
+    "in_transit",
+    "inventory_value",
+    "holding_cost",
+    "penalty_cost",
+    "purchase_cost",
+    "external_purchase_cost",
+    "shipping_cost",
+    "ordering_cost",
+    "transfer_cost",
+    "total_cost",
+    "capacity_violation",
+    "transport_violation",
+    "lot_violation",
+    "storage_violation",
+    "contract_violation",
+    "budget_violation",
+    "violations",
 )
 """Per node and day, in units or $; ``budget_violation`` ($ over the organization's
 monthly budget, charged to the ordering node), ``violations`` (count of violated
@@ -141,13 +166,17 @@ class Simulator:
         for m in np.flatnonzero(self._comp_lanes):
             self._comp_mat[m, lay.lane_comp[m]] = 1.0
         self._transfer_src_mat = np.eye(lay.num_nodes)[lay.transfer_src].reshape(
-            lay.num_transfers, lay.num_nodes)
+            lay.num_transfers, lay.num_nodes
+        )
         self._transfer_dst_mat = np.eye(lay.num_nodes)[lay.transfer_dst].reshape(
-            lay.num_transfers, lay.num_nodes)
+            lay.num_transfers, lay.num_nodes
+        )
         self._org_mat = np.eye(len(lay.org_ids))[lay.lane_org].reshape(
-            lay.num_lanes, len(lay.org_ids))
+            lay.num_lanes, len(lay.org_ids)
+        )
         self._node_org_mat = np.eye(len(lay.org_ids))[lay.node_org].reshape(
-            lay.num_nodes, len(lay.org_ids))
+            lay.num_nodes, len(lay.org_ids)
+        )
         self._prod_nodes = lay.output_kind == OUTPUT_PRODUCTION
         self._ship_nodes = lay.output_kind == OUTPUT_SHIPPING
         self._asm = lay.output_kind == OUTPUT_ASSEMBLY
@@ -157,9 +186,11 @@ class Simulator:
         self._finite_storage = np.isfinite(lay.storage)
         self._commit = lay.commitment > 0
         self._comp_node = np.eye(lay.num_nodes)[lay.comp_node].reshape(
-            lay.num_components, lay.num_nodes)
-        self._comp_of_slot = np.searchsorted(lay.comp_starts, np.arange(lay.num_components),
-                                             side="right") - 1
+            lay.num_components, lay.num_nodes
+        )
+        self._comp_of_slot = (
+            np.searchsorted(lay.comp_starts, np.arange(lay.num_components), side="right") - 1
+        )
 
     # -- episode -------------------------------------------------------------------------
 
@@ -172,8 +203,13 @@ class Simulator:
             replications = range(replications)
         exo = exogenous or draw_exogenous(self.scenario, self.layout, replications, self.days)
         lay, b = self.layout, exo.batch
-        n, m, c, t, o = (lay.num_nodes, lay.num_lanes, lay.num_components, lay.num_transfers,
-                         len(lay.org_ids))
+        n, m, c, t, o = (
+            lay.num_nodes,
+            lay.num_lanes,
+            lay.num_components,
+            lay.num_transfers,
+            len(lay.org_ids),
+        )
         zeros = np.zeros
         state = State(
             day=0,
@@ -185,7 +221,10 @@ class Simulator:
             transfer_pipeline=zeros((b, t, self.transfer_len)),
             month_spend=zeros((b, o)),
             month_ordered=zeros((b, m)),
-            demand=zeros((b, n)), filled=zeros((b, n)), sold=zeros((b, n)), lost=zeros((b, n)),
+            demand=zeros((b, n)),
+            filled=zeros((b, n)),
+            sold=zeros((b, n)),
+            lost=zeros((b, n)),
             shipped=zeros((b, m)),
             last_orders=zeros((b, m)),
             alert=zeros((b, m)),
@@ -258,21 +297,25 @@ class Simulator:
         lay, t = self.layout, s.day
         node_f = exo.node_factor[:, t]
         owed = s.owed
-        out_cap = np.where(self._ship_nodes | (node_f < 1.0),
-                           capacity_times(lay.capacity, node_f), np.inf)
+        out_cap = np.where(
+            self._ship_nodes | (node_f < 1.0), capacity_times(lay.capacity, node_f), np.inf
+        )
         avail = np.minimum(s.on_hand, out_cap)
         total_owed = owed @ lay.src_mat
-        frac = np.where(total_owed > _EPS, np.minimum(1.0, avail / np.maximum(total_owed, _EPS)),
-                        0.0)
+        frac = np.where(
+            total_owed > _EPS, np.minimum(1.0, avail / np.maximum(total_owed, _EPS)), 0.0
+        )
         lane_frac = frac @ lay.src_mat.T  # internal lanes: the source's fill fraction
         if self._ext.any():
             ext_owed = owed @ self._ext_dst_mat
             prod_cap = np.where(self._prod_nodes, capacity_times(lay.capacity, node_f), np.inf)
-            pfrac = np.where(ext_owed > _EPS,
-                             np.minimum(1.0, prod_cap / np.maximum(ext_owed, _EPS)), 1.0)
+            pfrac = np.where(
+                ext_owed > _EPS, np.minimum(1.0, prod_cap / np.maximum(ext_owed, _EPS)), 1.0
+            )
             lane_frac = np.where(self._ext, pfrac @ self._ext_dst_mat.T, lane_frac)
-        ship = np.minimum(owed * lane_frac,
-                          capacity_times(lay.transport_cap, exo.lane_factor[:, t]))
+        ship = np.minimum(
+            owed * lane_frac, capacity_times(lay.transport_cap, exo.lane_factor[:, t])
+        )
         ship = np.where(ship > _EPS, ship, 0.0)
         s.on_hand -= ship @ lay.src_mat
         np.maximum(s.on_hand, 0.0, out=s.on_hand)
@@ -313,8 +356,11 @@ class Simulator:
         # violations of released orders
         cap_f = capacity_times(lay.capacity, node_f)
         # production nodes: their own production orders; shipping nodes: orders placed on them
-        load = np.where(self._prod_nodes, orders @ self._ext_dst_mat,
-                        np.where(self._ship_nodes, orders @ lay.src_mat, 0.0))
+        load = np.where(
+            self._prod_nodes,
+            orders @ self._ext_dst_mat,
+            np.where(self._ship_nodes, orders @ lay.src_mat, 0.0),
+        )
         cap_v = np.where(load > cap_f + _EPS, load - cap_f, 0.0)
         tcap = capacity_times(lay.transport_cap, exo.lane_factor[:, t])
         trans_v = np.where(orders > tcap + _EPS, orders - tcap, 0.0)
@@ -330,8 +376,9 @@ class Simulator:
         s.month_ordered = s.month_ordered + orders
         inbound = s.on_order @ lay.dst_mat
         stock = s.on_hand + (s.components @ self._comp_node if lay.num_components else 0)
-        storage_v = np.where(self._finite_storage,
-                             np.maximum(stock + inbound - lay.storage, 0.0), 0.0)
+        storage_v = np.where(
+            self._finite_storage, np.maximum(stock + inbound - lay.storage, 0.0), 0.0
+        )
         contract_v = np.zeros((b, lay.num_nodes))
         if exo.calendar.month_end[t]:
             if self._commit.any():
@@ -339,8 +386,13 @@ class Simulator:
                 contract_v = short @ lay.dst_mat
             s.month_spend[:] = 0.0
             s.month_ordered[:] = 0.0
-        count = ((cap_v > _EPS) + ((trans_v > _EPS) | (lot_v > _EPS)).astype(float) @ lay.dst_mat
-                 + (storage_v > _EPS) + (contract_v > _EPS) + (budget_v > _EPS))
+        count = (
+            (cap_v > _EPS)
+            + ((trans_v > _EPS) | (lot_v > _EPS)).astype(float) @ lay.dst_mat
+            + (storage_v > _EPS)
+            + (contract_v > _EPS)
+            + (budget_v > _EPS)
+        )
         # 7. costs on end-of-day state
         in_transit_lane = s.pipeline.sum(axis=2)
         holding = s.on_hand * lay.holding + (in_transit_lane * lay.transit_holding) @ lay.dst_mat
