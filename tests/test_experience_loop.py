@@ -16,6 +16,7 @@ from fedinv.agents.dqn import (
     Exploration,
     RoleQNetworks,
     agent_roles,
+    linear_layer,
 )
 from fedinv.agents.envs import ActionSet, BatchedInventoryEnv, EnvConfig
 from fedinv.federation.private_data import export_private_data
@@ -104,7 +105,14 @@ def _loop(days: int, **kw) -> ExperienceLoop:
     args = Args(**(base | kw))
     env = BatchedInventoryEnv(two_shops(days), args.env)
     roles = agent_roles(env.layout, env.agent_nodes)
-    q = RoleQNetworks(roles, env.observation_size, env.num_actions, args.hidden, args.dueling)
+    q = RoleQNetworks(
+        roles,
+        env.observation_size,
+        env.num_actions,
+        args.hidden,
+        args.dueling,
+        generator=torch.Generator().manual_seed(0),  # the same initial weights
+    )
     policy = DQNPolicy(env.layout, q, args.env)
     return ExperienceLoop(env, policy, DQNLearner(q, args), args, Exploration(1.0, 0.1, 10))
 
@@ -161,7 +169,6 @@ def test_horizon_starts_the_next_batch_of_replications():
 
 def test_same_seed_same_loop():
     def run(seed):
-        torch.manual_seed(0)  # the same initial weights
         loop = _loop(days=10)
         loop.begin(100, np.random.default_rng(seed))
         losses = [x for _ in range(15) for x in loop.step().losses]
@@ -171,6 +178,24 @@ def test_same_seed_same_loop():
     assert la == lb and la != lc
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_initial_weights_come_from_the_generator_only():
+    """A layer drawn from a generator seeded s is torch's default layer after
+    ``torch.manual_seed(s)``, and building networks never moves the global generator."""
+    torch.manual_seed(5)
+    reference = torch.nn.Linear(7, 3)
+    ours = linear_layer(7, 3, torch.Generator().manual_seed(5))
+    assert torch.equal(ours.weight, reference.weight) and torch.equal(ours.bias, reference.bias)
+    assert float(ours.weight.detach().abs().max()) <= 1 / 7**0.5
+    before = torch.get_rng_state()
+    a = RoleQNetworks(["x", "y"], 4, 3, (8,), generator=torch.Generator().manual_seed(2))
+    b = RoleQNetworks(["x", "y"], 4, 3, (8,), generator=torch.Generator().manual_seed(2))
+    c = RoleQNetworks(["x", "y"], 4, 3, (8,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not torch.equal(a.nets["x"].advantage.weight, c.nets["x"].advantage.weight)
+    assert not torch.equal(a.nets["x"].advantage.weight, a.nets["y"].advantage.weight)
 
 
 # -- a federated client ---------------------------------------------------------------------

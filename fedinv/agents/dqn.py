@@ -32,6 +32,7 @@ replay / update loop, with all its state, that :func:`train` and a federated cli
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,8 +62,9 @@ class Args:
     scenario: str = "serial-3"
     """Built-in scenario name or path to a scenario TOML file."""
     seed: int = 1
-    """Seed of network initialization, exploration and minibatch sampling (the demand
-    streams depend on the scenario seed and the replication indices only)."""
+    """Seed of network initialization (a ``torch.Generator``), exploration and minibatch
+    sampling (a numpy ``Generator``); the demand streams depend on the scenario seed and
+    the replication indices only."""
     total_steps: int = 20_000
     """Environment steps: days stepped by the batch of replications."""
     replications: int = 16
@@ -123,7 +125,30 @@ class Args:
     """torch CPU threads (small networks: one is fastest)."""
 
 
+def torch_globals(seed: int, threads: int = 1) -> None:
+    """Set the torch state that no generator reaches, once per training (``fedinv train``,
+    and a federated client's round): the CPU thread count (one thread is fastest for these
+    small networks, and results are bit-identical for a given count) and the global seed.
+    Nothing in fedinv draws from torch's global generator — initial weights come from a
+    ``torch.Generator`` (:func:`linear_layer`), exploration and minibatches from a numpy
+    ``Generator`` — so the seed only pins an operation that might (dropout, say) if one is
+    added."""
+    torch.set_num_threads(max(1, int(threads)))
+    torch.manual_seed(int(seed))
+
+
 # -- the network -------------------------------------------------------------------------
+
+
+def linear_layer(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Linear:
+    """``nn.Linear(fan_in, fan_out)`` with torch's default initialization (weights and
+    bias uniform in ``+-1/sqrt(fan_in)``: Kaiming-uniform with ``a = sqrt(5)``), drawn
+    from ``generator`` instead of torch's global generator (which it never touches)."""
+    layer = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
 
 
 class QNetwork(nn.Module):
@@ -132,7 +157,8 @@ class QNetwork(nn.Module):
     ``dueling``: the last hidden layer feeds a state value ``V`` and advantages ``A``,
     ``Q = V + A - mean(A)`` (Wang et al. 2016): here the value of a state (its stock,
     its backlog) dwarfs the differences between order choices, which the advantage head
-    learns on its own."""
+    learns on its own. The initial weights are drawn from ``generator``
+    (:func:`linear_layer`)."""
 
     def __init__(
         self,
@@ -140,16 +166,18 @@ class QNetwork(nn.Module):
         num_actions: int,
         hidden: Sequence[int] = (64, 64),
         dueling: bool = True,
+        *,
+        generator: torch.Generator,
     ):
         super().__init__()
         layers: list[nn.Module] = []
         width = obs_size
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [linear_layer(width, h, generator), nn.ReLU()]
             width = h
         self.trunk = nn.Sequential(*layers)
-        self.advantage = nn.Linear(width, num_actions)
-        self.value = nn.Linear(width, 1) if dueling else None
+        self.advantage = linear_layer(width, num_actions, generator)
+        self.value = linear_layer(width, 1, generator) if dueling else None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = self.trunk(obs)
@@ -161,7 +189,9 @@ class QNetwork(nn.Module):
 
 class RoleQNetworks(nn.Module):
     """One :class:`QNetwork` per role; ``forward(obs [B, A, F]) -> q [B, A, actions]``
-    with agent ``a`` through the network of ``agent_roles[a]``."""
+    with agent ``a`` through the network of ``agent_roles[a]``. Initial weights from
+    ``generator`` (None: a generator seeded 0, for networks whose weights are loaded
+    next)."""
 
     def __init__(
         self,
@@ -170,13 +200,19 @@ class RoleQNetworks(nn.Module):
         num_actions: int,
         hidden: Sequence[int] = (64, 64),
         dueling: bool = True,
+        generator: torch.Generator | None = None,
     ):
         super().__init__()
         self.roles = tuple(sorted(set(roles)))
         self.obs_size, self.num_actions, self.hidden = obs_size, num_actions, tuple(hidden)
         self.dueling = dueling
+        if generator is None:  # weights about to be loaded; still never the global stream
+            generator = torch.Generator().manual_seed(0)
         self.nets = nn.ModuleDict(
-            {r: QNetwork(obs_size, num_actions, hidden, dueling) for r in self.roles}
+            {
+                r: QNetwork(obs_size, num_actions, hidden, dueling, generator=generator)
+                for r in self.roles  # one stream, drawn role after role in sorted order
+            }
         )
 
     def forward(self, obs: torch.Tensor, agent_roles: Sequence[str]) -> torch.Tensor:
@@ -615,13 +651,17 @@ def train(
     from fedinv.model.scenario import load_scenario
     from fedinv.policies.tuning import TRAIN_BASE
 
-    torch.set_num_threads(max(1, args.threads))
-    torch.manual_seed(args.seed)
+    torch_globals(args.seed, args.threads)
     scenario = scenario or load_scenario(args.scenario)
     env = BatchedInventoryEnv(scenario, args.env)
     roles = agent_roles(env.layout, env.agent_nodes, args.share)
     q_network = RoleQNetworks(
-        roles, env.observation_size, env.num_actions, args.hidden, args.dueling
+        roles,
+        env.observation_size,
+        env.num_actions,
+        args.hidden,
+        args.dueling,
+        generator=torch.Generator().manual_seed(args.seed),
     )
     policy = DQNPolicy(env.layout, q_network, args.env, args.share)
     learner = DQNLearner(q_network, args)

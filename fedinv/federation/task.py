@@ -55,6 +55,7 @@ from fedinv.agents.dqn import (
     Exploration,
     ReplayBuffer,
     RoleQNetworks,
+    torch_globals,
 )
 from fedinv.agents.envs import TIERS, BatchedInventoryEnv, EnvConfig, RewardConfig, reference_cost
 from fedinv.federation.private_data import load_org_scenario
@@ -172,11 +173,17 @@ def roles_of(scenario: Scenario) -> tuple[str, ...]:
 
 
 def new_model(cfg: FedConfig, roles: Sequence[str]) -> RoleQNetworks:
-    """Freshly initialized role Q-networks (seeded by ``cfg.seed``)."""
-    torch.manual_seed(cfg.seed)
+    """Freshly initialized role Q-networks (a ``torch.Generator`` seeded ``cfg.seed``)."""
     env_cfg = cfg.env_config()
     obs_size = _observation_size(env_cfg)
-    return RoleQNetworks(roles, obs_size, env_cfg.actions.size, cfg.hidden, cfg.dueling)
+    return RoleQNetworks(
+        roles,
+        obs_size,
+        env_cfg.actions.size,
+        cfg.hidden,
+        cfg.dueling,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
 
 
 def _observation_size(env_cfg: EnvConfig) -> int:
@@ -356,8 +363,7 @@ class LocalTrainer:
         anchor = [p.detach().clone() for p in self.model.parameters()]
         mu = cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0
         seed = _client_seed(cfg, self.org, server_round)
-        torch.manual_seed(seed)
-        torch.set_num_threads(1)  # small networks; and one thread is reproducible
+        torch_globals(seed, threads=1)
         from fedinv.policies.tuning import TRAIN_BASE
 
         first = TRAIN_BASE + (server_round * 1000) * cfg.replications
