@@ -19,6 +19,7 @@ If ``run-dir`` already holds checkpoints, the run resumes after the last one.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from fedinv.federation.task import (
     save_global_checkpoint,
     to_arrays,
 )
+from fedinv.files import atomic_write
 from fedinv.model.scenario import load_scenario
 from server.strategy import make_strategy, with_differential_privacy
 
@@ -110,7 +112,7 @@ def main(grid: Grid, context: Context) -> None:
             global_round,
             {k: v for k, v in row.items() if isinstance(v, int | float)},
         )
-        (run_dir / "final.pt").write_bytes(ckpt.read_bytes())
+        atomic_write(run_dir / "final.pt", lambda tmp: shutil.copyfile(ckpt, tmp))
         _append_row(run_dir / "rounds.csv", row)
         with (run_dir / "received.jsonl").open("a") as audit:
             for reply in strategy.received.get(server_round, []):
@@ -147,9 +149,7 @@ def _append_row(path: Path, row: dict) -> None:
     frame = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     frame = frame[frame["round"] != row["round"]] if len(frame) else frame
     frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
-    tmp = path.with_suffix(".csv.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _plot(run_dir: Path) -> None:
@@ -172,15 +172,15 @@ def _plot(run_dir: Path) -> None:
     ax.set_ylabel("network cost per day ($)")
     ax.set_title("global policy, held-out replications")
     fig.tight_layout()
-    fig.savefig(run_dir / "rounds.png.tmp.png", dpi=120)
-    plt.close(fig)
-    (run_dir / "rounds.png.tmp.png").replace(run_dir / "rounds.png")
+    try:
+        atomic_write(run_dir / "rounds.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _write_summary(run_dir: Path, cfg: FedConfig, rounds: int, status: str) -> None:
     import dataclasses
 
     summary = {"status": status, "rounds": rounds, "config": dataclasses.asdict(cfg)}
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(run_dir / "summary.json")
+    text = json.dumps(summary, indent=2, default=str)
+    atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(text))

@@ -506,7 +506,7 @@ def _learned_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any
             org: load_global_checkpoint(out / path)[0] for org, path in saved["checkpoints"].items()
         }
         return lambda lay: isolated_policy(scenario, per_org, cfg)
-    from fedinv.agents.dqn import load_checkpoint, policy_from_checkpoint
+    from fedinv.agents.checkpoints import load_checkpoint, policy_from_checkpoint
 
     path = out / saved["checkpoint"]
     data = load_checkpoint(path)
@@ -682,7 +682,8 @@ def _train_isolated(cfg, scenario, work: Path, out: Path):
 
 
 def _train_central(cfg, scenario, work: Path, out: Path, default_reward_scale):
-    from fedinv.agents.dqn import save_checkpoint, train
+    from fedinv.agents.checkpoints import save_checkpoint
+    from fedinv.agents.dqn import train
 
     cfg = dataclasses.replace(cfg, reward_scale=default_reward_scale(scenario, cfg))
     args = dataclasses.replace(

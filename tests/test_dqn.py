@@ -9,19 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from fedinv.agents.compare import REPORT_FILES
-from fedinv.agents.dqn import (
-    Args,
+from fedinv.agents.checkpoints import (
     CheckpointError,
-    NStepReturns,
     args_from_checkpoint,
-    evaluate,
-    linear_schedule,
     load_checkpoint,
     load_policy,
     save_checkpoint,
-    train,
 )
+from fedinv.agents.compare import REPORT_FILES
+from fedinv.agents.dqn import Args, NStepReturns, evaluate, linear_schedule, train
 from fedinv.agents.envs import ActionSet, EnvConfig
 from fedinv.cli import main
 from fedinv.model.network import (

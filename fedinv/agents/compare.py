@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedinv.agents.dqn import VALIDATION_BASE, Args, TrainResult, evaluate, save_checkpoint, train
+from fedinv.agents.checkpoints import save_checkpoint
+from fedinv.agents.dqn import VALIDATION_BASE, Args, TrainResult, evaluate, train
 from fedinv.model.network import Scenario
 from fedinv.policies.classical import make_policy
 from fedinv.policies.tuning import TuneResult, tune

@@ -1,10 +1,13 @@
 """Double DQN for ordering agents, in one module read top to bottom (docs/agents.md).
 
 The shape of CleanRL's ``dqn.py``: the arguments (:class:`Args`, a docstring per field),
-the network, the exploration schedule, then one explicit training loop (:func:`train`).
-Acting is apart from learning (Tianshou's split): :class:`DQNPolicy` is a fedinv policy
-(``act(state) -> Decision``) that owns the Q-networks and the observer; :class:`DQNLearner`
-owns the update rule, the target networks and the optimizer.
+the network, the exploration schedule, the experience loop, then the training run
+(:func:`train`). Acting is apart from learning and from collecting (Tianshou's split):
+:class:`DQNPolicy` is a fedinv policy (``act(state) -> Decision``) that owns the
+Q-networks and the observer; :class:`DQNLearner` owns the update rule, the target
+networks and the optimizer; :class:`ExperienceLoop` is the one act / step / n-step /
+replay / update loop, with all its state, that :func:`train` and a federated client
+(:class:`fedinv.federation.task.LocalTrainer`) both step.
 
 * **Parameter sharing.** One Q-network per role (a node's tier); every node of a role
   acts and learns through it, told apart by the node features of its observation
@@ -22,19 +25,17 @@ owns the update rule, the target networks and the optimizer.
   replications (from :data:`VALIDATION_BASE`, disjoint from training and from the
   held-out replications ``0..R-1``); the weights with the lowest validation cost per day
   are the trained policy. Held-out replications are used only after training.
-* **Checkpoint.** One ``torch.save`` file: the policy's weights, the learner's state
-  (online and target weights, optimizer) and the config (:class:`Args`, the environment
-  config, the scenario name); :func:`load_policy` builds a :class:`DQNPolicy` from it.
+* **Checkpoint.** :mod:`fedinv.agents.checkpoints` writes and reads the trained policy's
+  file (weights, config, how it was trained, versions).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,6 @@ from fedinv.sim.simulator import Decision, Simulator, State
 
 VALIDATION_BASE = 2_000_000
 """First replication index of the validation runs (model selection, training curve)."""
-CHECKPOINT_FORMAT = "fedinv-dqn/1"
 
 
 # -- arguments ---------------------------------------------------------------------------
@@ -62,8 +62,9 @@ class Args:
     scenario: str = "serial-3"
     """Built-in scenario name or path to a scenario TOML file."""
     seed: int = 1
-    """Seed of network initialization, exploration and minibatch sampling (the demand
-    streams depend on the scenario seed and the replication indices only)."""
+    """Seed of network initialization (a ``torch.Generator``), exploration and minibatch
+    sampling (a numpy ``Generator``); the demand streams depend on the scenario seed and
+    the replication indices only."""
     total_steps: int = 20_000
     """Environment steps: days stepped by the batch of replications."""
     replications: int = 16
@@ -124,7 +125,30 @@ class Args:
     """torch CPU threads (small networks: one is fastest)."""
 
 
+def torch_globals(seed: int, threads: int = 1) -> None:
+    """Set the torch state that no generator reaches, once per training (``fedinv train``,
+    and a federated client's round): the CPU thread count (one thread is fastest for these
+    small networks, and results are bit-identical for a given count) and the global seed.
+    Nothing in fedinv draws from torch's global generator — initial weights come from a
+    ``torch.Generator`` (:func:`linear_layer`), exploration and minibatches from a numpy
+    ``Generator`` — so the seed only pins an operation that might (dropout, say) if one is
+    added."""
+    torch.set_num_threads(max(1, int(threads)))
+    torch.manual_seed(int(seed))
+
+
 # -- the network -------------------------------------------------------------------------
+
+
+def linear_layer(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Linear:
+    """``nn.Linear(fan_in, fan_out)`` with torch's default initialization (weights and
+    bias uniform in ``+-1/sqrt(fan_in)``: Kaiming-uniform with ``a = sqrt(5)``), drawn
+    from ``generator`` instead of torch's global generator (which it never touches)."""
+    layer = nn.utils.skip_init(nn.Linear, fan_in, fan_out)
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
 
 
 class QNetwork(nn.Module):
@@ -133,7 +157,8 @@ class QNetwork(nn.Module):
     ``dueling``: the last hidden layer feeds a state value ``V`` and advantages ``A``,
     ``Q = V + A - mean(A)`` (Wang et al. 2016): here the value of a state (its stock,
     its backlog) dwarfs the differences between order choices, which the advantage head
-    learns on its own."""
+    learns on its own. The initial weights are drawn from ``generator``
+    (:func:`linear_layer`)."""
 
     def __init__(
         self,
@@ -141,16 +166,18 @@ class QNetwork(nn.Module):
         num_actions: int,
         hidden: Sequence[int] = (64, 64),
         dueling: bool = True,
+        *,
+        generator: torch.Generator,
     ):
         super().__init__()
         layers: list[nn.Module] = []
         width = obs_size
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [linear_layer(width, h, generator), nn.ReLU()]
             width = h
         self.trunk = nn.Sequential(*layers)
-        self.advantage = nn.Linear(width, num_actions)
-        self.value = nn.Linear(width, 1) if dueling else None
+        self.advantage = linear_layer(width, num_actions, generator)
+        self.value = linear_layer(width, 1, generator) if dueling else None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = self.trunk(obs)
@@ -162,7 +189,9 @@ class QNetwork(nn.Module):
 
 class RoleQNetworks(nn.Module):
     """One :class:`QNetwork` per role; ``forward(obs [B, A, F]) -> q [B, A, actions]``
-    with agent ``a`` through the network of ``agent_roles[a]``."""
+    with agent ``a`` through the network of ``agent_roles[a]``. Initial weights from
+    ``generator`` (None: a generator seeded 0, for networks whose weights are loaded
+    next)."""
 
     def __init__(
         self,
@@ -171,13 +200,19 @@ class RoleQNetworks(nn.Module):
         num_actions: int,
         hidden: Sequence[int] = (64, 64),
         dueling: bool = True,
+        generator: torch.Generator | None = None,
     ):
         super().__init__()
         self.roles = tuple(sorted(set(roles)))
         self.obs_size, self.num_actions, self.hidden = obs_size, num_actions, tuple(hidden)
         self.dueling = dueling
+        if generator is None:  # weights about to be loaded; still never the global stream
+            generator = torch.Generator().manual_seed(0)
         self.nets = nn.ModuleDict(
-            {r: QNetwork(obs_size, num_actions, hidden, dueling) for r in self.roles}
+            {
+                r: QNetwork(obs_size, num_actions, hidden, dueling, generator=generator)
+                for r in self.roles  # one stream, drawn role after role in sorted order
+            }
         )
 
     def forward(self, obs: torch.Tensor, agent_roles: Sequence[str]) -> torch.Tensor:
@@ -209,6 +244,23 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
     """Epsilon at step ``t``: from ``start_e`` down to ``end_e`` over ``duration`` steps."""
     slope = (end_e - start_e) / max(duration, 1.0)
     return max(slope * t + start_e, end_e)
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """The epsilon-greedy schedule: :func:`linear_schedule` from ``start`` to ``end``
+    over ``steps`` environment steps (counted from the first step of the training, over
+    all of its calls)."""
+
+    start: float
+    """Exploration rate at step 0."""
+    end: float
+    """Exploration rate from ``steps`` on."""
+    steps: float
+    """Environment steps of the decay."""
+
+    def epsilon(self, step: int) -> float:
+        return linear_schedule(self.start, self.end, self.steps, step)
 
 
 # -- acting: the policy ------------------------------------------------------------------
@@ -426,6 +478,140 @@ class DQNLearner:
         self.updates = int(state["updates"])
 
 
+# -- collecting and learning: the experience loop ----------------------------------------
+
+
+@dataclass
+class StepStats:
+    """What one :meth:`ExperienceLoop.step` did."""
+
+    epsilon: float
+    """Exploration rate of the step."""
+    losses: list[float]
+    """Huber loss of each gradient step taken (empty before learning starts)."""
+    reward: float
+    """Mean environment reward over agents and replications (before ``reward_scale``)."""
+    network_cost: float
+    """Mean network cost of the day over replications ($)."""
+    collected: dict[str, int]
+    """Transitions added to each role's replay buffer."""
+
+
+class ExperienceLoop:
+    """The experience loop of double DQN and all of its state: the environment's current
+    observations, the n-step window, one replay buffer per role, the learner, the step
+    count and the random generator of exploration and minibatches.
+
+    :meth:`begin` starts a batch of ``B`` replications (``first .. first + B - 1``; the
+    next batch at each horizon, ``first + k B``); each :meth:`step` then acts
+    epsilon-greedily (:class:`Exploration`), steps the batch, turns the stream into
+    n-step transitions in each role's buffer and, once ``learning_starts`` steps are done
+    and every buffer holds a minibatch, takes ``updates_per_step`` gradient steps every
+    ``train_frequency`` steps. ``fedinv train`` (:func:`train`) begins once and steps
+    ``total_steps`` times; a federated client (:class:`fedinv.federation.task.LocalTrainer`)
+    begins every round, steps ``local_steps`` times and flushes the window at the
+    round's end, keeping the buffers, the learner and the step count across rounds.
+    """
+
+    def __init__(
+        self,
+        env: BatchedInventoryEnv,
+        policy: DQNPolicy,
+        learner: DQNLearner,
+        args: Args,
+        exploration: Exploration,
+        buffer_order: Sequence[str] | None = None,
+    ):
+        self.env, self.policy, self.learner = env, policy, learner
+        self.args, self.exploration = args, exploration
+        self.groups = _groups(policy.agent_roles)
+        """Agent indices of each role (in order of first appearance)."""
+        order = list(buffer_order) if buffer_order is not None else list(self.groups)
+        if sorted(order) != sorted(self.groups):
+            raise ValueError(f"buffer_order {order} must list the roles {sorted(self.groups)}")
+        self.buffers = {
+            role: ReplayBuffer(args.buffer_size, env.observation_size) for role in order
+        }
+        """One replay buffer per role; minibatches are drawn in this order."""
+        self.steps = 0
+        """Environment steps taken since the training started (over all calls)."""
+        self.rng: np.random.Generator | None = None
+        """Exploration and minibatches (set by :meth:`begin`)."""
+        self._nstep = NStepReturns(args.n_step, args.gamma)
+        self._obs: np.ndarray | None = None
+        self._first, self._episode = 0, 0
+
+    def begin(self, first: int, rng: np.random.Generator) -> None:
+        """Reset the environment to replications ``first .. first + B - 1`` with a fresh
+        n-step window; exploration and minibatches draw from ``rng`` from now on."""
+        self.rng, self._first, self._episode = rng, int(first), 0
+        self._nstep = NStepReturns(self.args.n_step, self.args.gamma)
+        self._obs = self.env.reset(range(self._first, self._first + self.args.replications))
+
+    def step(
+        self,
+        flush: bool = False,
+        proximal: tuple[float, Sequence[torch.Tensor]] | None = None,
+    ) -> StepStats:
+        """One environment step of every replication, then learning when it is due.
+        ``flush``: end the n-step window here (the shorter tails bootstrap), as at a
+        horizon; ``proximal``: FedProx term of the updates (:meth:`DQNLearner.update`)."""
+        if self._obs is None or self.rng is None:
+            raise RuntimeError("ExperienceLoop.step before begin")
+        args, obs, b = self.args, self._obs, self.args.replications
+        self.steps += 1
+        # act: epsilon-greedy, every agent of every replication on its own
+        epsilon = self.exploration.epsilon(self.steps)
+        actions = self.policy.explore(obs, epsilon, self.rng, args.explore_radius)
+        next_obs, reward, _, truncated, info = self.env.step(actions)
+        over = bool(truncated.all())
+        # remember: n-step transitions, split by role
+        collected = dict.fromkeys(self.buffers, 0)
+        for o, a, r, o2, discount in self._nstep.push(
+            obs, actions, reward * args.reward_scale, next_obs, over or flush
+        ):
+            for role, idx in self.groups.items():
+                rows = b * len(idx)
+                self.buffers[role].add(
+                    o[:, idx].reshape(rows, -1),
+                    a[:, idx].reshape(-1),
+                    r[:, idx].reshape(-1),
+                    o2[:, idx].reshape(rows, -1),
+                    np.full(rows, discount, np.float32),
+                )
+                collected[role] += rows
+        if over:  # the horizon: the next batch of replications
+            self._episode += 1
+            start = self._first + self._episode * b
+            self._obs = self.env.reset(range(start, start + b))
+        else:
+            self._obs = next_obs
+        # learn
+        losses = []
+        ready = all(buf.size >= args.batch_size for buf in self.buffers.values())
+        if ready and self.steps >= args.learning_starts and self.steps % args.train_frequency == 0:
+            if args.final_learning_rate is not None:
+                self.learner.set_learning_rate(
+                    args.learning_rate
+                    + (args.final_learning_rate - args.learning_rate)
+                    * self.steps
+                    / args.total_steps
+                )
+            for _ in range(args.updates_per_step):
+                batches = {
+                    role: buf.sample(args.batch_size, self.rng)
+                    for role, buf in self.buffers.items()
+                }
+                losses.append(self.learner.update(batches, proximal))
+        return StepStats(
+            epsilon=epsilon,
+            losses=losses,
+            reward=float(reward.mean()),
+            network_cost=float(info["network_cost"].mean()),
+            collected=collected,
+        )
+
+
 # -- evaluation --------------------------------------------------------------------------
 
 
@@ -465,65 +651,34 @@ def train(
     from fedinv.model.scenario import load_scenario
     from fedinv.policies.tuning import TRAIN_BASE
 
-    torch.set_num_threads(max(1, args.threads))
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    torch_globals(args.seed, args.threads)
     scenario = scenario or load_scenario(args.scenario)
     env = BatchedInventoryEnv(scenario, args.env)
     roles = agent_roles(env.layout, env.agent_nodes, args.share)
     q_network = RoleQNetworks(
-        roles, env.observation_size, env.num_actions, args.hidden, args.dueling
+        roles,
+        env.observation_size,
+        env.num_actions,
+        args.hidden,
+        args.dueling,
+        generator=torch.Generator().manual_seed(args.seed),
     )
     policy = DQNPolicy(env.layout, q_network, args.env, args.share)
     learner = DQNLearner(q_network, args)
-    groups = _groups(roles)
-    buffers = {role: ReplayBuffer(args.buffer_size, env.observation_size) for role in groups}
-    nstep = NStepReturns(args.n_step, args.gamma)
+    exploration = Exploration(
+        args.start_e, args.end_e, args.exploration_fraction * args.total_steps
+    )
+    experience = ExperienceLoop(env, policy, learner, args, exploration)
+    experience.begin(TRAIN_BASE, np.random.default_rng(args.seed))
     valid = range(VALIDATION_BASE, VALIDATION_BASE + args.eval_replications)
     eval_policy = DQNPolicy(env.layout, copy.deepcopy(q_network), args.env, args.share)
 
-    episode, b = 0, args.replications
-    obs = env.reset(range(TRAIN_BASE, TRAIN_BASE + b))
     rows: list[dict[str, float]] = []
     best_cost, best_step, best_state = np.inf, 0, copy.deepcopy(q_network.state_dict())
     loss, start = float("nan"), time.perf_counter()
     for step in range(1, args.total_steps + 1):
-        # act: epsilon-greedy, every agent of every replication on its own
-        epsilon = linear_schedule(
-            args.start_e, args.end_e, args.exploration_fraction * args.total_steps, step
-        )
-        actions = policy.explore(obs, epsilon, rng, args.explore_radius)
-        next_obs, reward, _, truncated, _ = env.step(actions)
-        over = bool(truncated.all())
-        # remember: n-step transitions, split by role
-        for o, a, r, o2, discount in nstep.push(
-            obs, actions, reward * args.reward_scale, next_obs, over
-        ):
-            for role, idx in groups.items():
-                buffers[role].add(
-                    o[:, idx].reshape(-1, o.shape[2]),
-                    a[:, idx].reshape(-1),
-                    r[:, idx].reshape(-1),
-                    o2[:, idx].reshape(-1, o.shape[2]),
-                    np.full(b * len(idx), discount, np.float32),
-                )
-        if over:  # the horizon: a fresh batch of training replications
-            episode += 1
-            first = TRAIN_BASE + episode * b
-            obs = env.reset(range(first, first + b))
-        else:
-            obs = next_obs
-        # learn
-        if step >= args.learning_starts and step % args.train_frequency == 0:
-            if args.final_learning_rate is not None:
-                learner.set_learning_rate(
-                    args.learning_rate
-                    + (args.final_learning_rate - args.learning_rate) * step / args.total_steps
-                )
-            for _ in range(args.updates_per_step):
-                loss = learner.update(
-                    {role: buf.sample(args.batch_size, rng) for role, buf in buffers.items()}
-                )
+        stats = experience.step()
+        loss = stats.losses[-1] if stats.losses else loss
         # validate: the training curve and model selection
         last = step == args.total_steps
         if last or (args.eval_every and step % args.eval_every == 0):
@@ -532,8 +687,8 @@ def train(
             rows.append(
                 {
                     "step": step,
-                    "simulated_days": step * b,
-                    "epsilon": epsilon,
+                    "simulated_days": step * args.replications,
+                    "epsilon": stats.epsilon,
                     "loss": loss,
                     "validation_cost_per_day": float(cost.mean()),
                     "validation_ci95": _ci95(cost),
@@ -544,7 +699,7 @@ def train(
                 best_cost, best_step = float(cost.mean()), step
                 best_state = copy.deepcopy(q_network.state_dict())
         if on_step is not None:
-            on_step(step, {"epsilon": epsilon, "loss": loss, "best": best_cost})
+            on_step(step, {"epsilon": stats.epsilon, "loss": loss, "best": best_cost})
     selected = copy.deepcopy(q_network)
     selected.load_state_dict(best_state)
     return TrainResult(
@@ -565,109 +720,3 @@ def _ci95(values: np.ndarray) -> float:
     if n < 2:
         return float("nan")
     return float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / np.sqrt(n))
-
-
-# -- checkpoints -------------------------------------------------------------------------
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, unreadable or not a fedinv DQN checkpoint."""
-
-
-def save_checkpoint(path: str | Path, result: TrainResult) -> Path:
-    """Write the selected weights, the learner's state and the config to ``path``."""
-    path = Path(path)
-    q = result.policy.q_network
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "algo": "dqn",
-        "scenario": result.scenario.name,
-        "args": _plain(dataclasses.asdict(result.args)),
-        "env_config": _plain(result.args.env.to_dict()),
-        "roles": list(q.roles),
-        "obs_size": q.obs_size,
-        "num_actions": q.num_actions,
-        "hidden": list(q.hidden),
-        "dueling": bool(q.dueling),
-        "share": str(result.args.share),
-        "policy_state": q.state_dict(),
-        "learner_state": result.learner.state_dict(),
-        "best_step": int(result.best_step),
-        "cost_scale": float(result.cost_scale),
-        "torch_version": str(torch.__version__),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (:class:`CheckpointError` if
-    it is missing or not one)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r}: no such file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds on a corrupt file
-        raise CheckpointError(
-            f"checkpoint {str(path)!r}: cannot be read ({type(exc).__name__}: {exc})"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r}: not a fedinv DQN checkpoint "
-            f"(expected format {CHECKPOINT_FORMAT!r})"
-        )
-    return data
-
-
-def load_policy(path: str | Path, layout: Layout) -> DQNPolicy:
-    """The trained :class:`DQNPolicy` of a checkpoint, acting on ``layout`` (the network
-    it was trained on, or any whose node roles it has a Q-network for)."""
-    return policy_from_checkpoint(load_checkpoint(path), layout, path)
-
-
-def policy_from_checkpoint(
-    data: Mapping[str, Any], layout: Layout, path: str | Path = "checkpoint"
-) -> DQNPolicy:
-    """:func:`load_policy` from the contents :func:`load_checkpoint` returned."""
-    try:
-        config = EnvConfig.from_dict(data["env_config"])
-        q = RoleQNetworks(
-            data["roles"],
-            int(data["obs_size"]),
-            int(data["num_actions"]),
-            tuple(data["hidden"]),
-            bool(data.get("dueling", False)),
-        )
-        q.load_state_dict(data["policy_state"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r}: inconsistent contents ({type(exc).__name__}: {exc})"
-        ) from None
-    q.eval()
-    try:
-        return DQNPolicy(layout, q, config, str(data.get("share", "tier")))
-    except ValueError as exc:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} does not fit this network: {exc}"
-        ) from None
-
-
-def args_from_checkpoint(data: Mapping[str, Any]) -> Args:
-    """The :class:`Args` saved in a checkpoint."""
-    raw = dict(data["args"])
-    raw["env"] = EnvConfig.from_dict(raw.get("env", {}))
-    raw["hidden"] = tuple(raw.get("hidden", (64, 64)))
-    return Args(**raw)
-
-
-def _plain(obj: Any) -> Any:
-    """Lists for tuples, recursively (what ``torch.load(weights_only=True)`` reads)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    return obj

@@ -1210,7 +1210,7 @@ def _check_learned_args(args: argparse.Namespace) -> bool:
 
 def _learned_factory(checkpoint: Path, layout: Layout) -> Callable[[Layout], Any]:
     """A policy factory for ``simulate`` from a checkpoint (read and checked once)."""
-    from fedinv.agents.dqn import load_checkpoint, policy_from_checkpoint
+    from fedinv.agents.checkpoints import load_checkpoint, policy_from_checkpoint
 
     data = load_checkpoint(checkpoint)
     policy_from_checkpoint(data, layout, checkpoint)  # fail early, before simulating

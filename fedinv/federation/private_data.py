@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedinv.files import atomic_write
 from fedinv.model.network import EXTERNAL, Lane, Node, Scenario
 from fedinv.model.scenario import load_scenario
 from fedinv.policies.classical import make_policy
@@ -149,9 +150,7 @@ def export_private_data(
         )
         _write_csv(inv, folder / "inventory.csv")
         text = _org_toml(scenario, org.id, own, leadlog, lay)
-        tmp = folder / "scenario.toml.tmp"
-        tmp.write_text(text)
-        tmp.replace(folder / "scenario.toml")
+        atomic_write(folder / "scenario.toml", lambda tmp, text=text: tmp.write_text(text))
         load_org_scenario(folder)  # the folder must load: fail here, not in a client
         written[org.id] = folder
     return written
@@ -181,9 +180,7 @@ def _fifo(orders: np.ndarray, shipped: np.ndarray, lead: np.ndarray):
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _org_toml(scenario: Scenario, org: str, own: set[str], leadlog: pd.DataFrame, layout) -> str:

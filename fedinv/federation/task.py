@@ -41,16 +41,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedinv.agents.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    weights_from_checkpoint,
+    write_checkpoint,
+)
 from fedinv.agents.dqn import (
-    CHECKPOINT_FORMAT,
     Args,
     DQNLearner,
     DQNPolicy,
-    NStepReturns,
+    ExperienceLoop,
+    Exploration,
     ReplayBuffer,
     RoleQNetworks,
-    _plain,
-    linear_schedule,
+    torch_globals,
 )
 from fedinv.agents.envs import TIERS, BatchedInventoryEnv, EnvConfig, RewardConfig, reference_cost
 from fedinv.federation.private_data import load_org_scenario
@@ -114,6 +119,7 @@ class FedConfig:
             n_step=self.n_step,
             batch_size=self.batch_size,
             buffer_size=self.buffer_size,
+            learning_starts=self.learning_starts,
             target_network_frequency=self.target_network_frequency,
             replications=self.replications,
             env=self.env_config(),
@@ -167,11 +173,17 @@ def roles_of(scenario: Scenario) -> tuple[str, ...]:
 
 
 def new_model(cfg: FedConfig, roles: Sequence[str]) -> RoleQNetworks:
-    """Freshly initialized role Q-networks (seeded by ``cfg.seed``)."""
-    torch.manual_seed(cfg.seed)
+    """Freshly initialized role Q-networks (a ``torch.Generator`` seeded ``cfg.seed``)."""
     env_cfg = cfg.env_config()
     obs_size = _observation_size(env_cfg)
-    return RoleQNetworks(roles, obs_size, env_cfg.actions.size, cfg.hidden, cfg.dueling)
+    return RoleQNetworks(
+        roles,
+        obs_size,
+        env_cfg.actions.size,
+        cfg.hidden,
+        cfg.dueling,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
 
 
 def _observation_size(env_cfg: EnvConfig) -> int:
@@ -226,7 +238,8 @@ def _client_seed(cfg: FedConfig, org: str, server_round: int) -> int:
 
 
 class LocalTrainer:
-    """One organization's learner: its scenario, model, learner and replay buffers, with
+    """One organization's learner: its scenario, model and experience loop
+    (:class:`fedinv.agents.dqn.ExperienceLoop`: replay buffers, learner, step count), with
     the state in ``state_dir`` (loaded if present, saved after every round)."""
 
     def __init__(
@@ -239,12 +252,28 @@ class LocalTrainer:
         self.env = BatchedInventoryEnv(self.scenario, cfg.env_config())
         self.model = new_model(cfg, roles)
         self.policy = DQNPolicy(self.env.layout, self.model, cfg.env_config())
-        self.learner = DQNLearner(self.model, cfg.dqn_args())
+        args = cfg.dqn_args()
+        self.learner = DQNLearner(self.model, args)
         self.local_roles = sorted(set(self.env.roles))
-        self.buffers = {
-            r: ReplayBuffer(cfg.buffer_size, self.env.observation_size) for r in self.local_roles
-        }
-        self.steps_done = 0
+        self.experience = ExperienceLoop(
+            self.env,
+            self.policy,
+            self.learner,
+            args,
+            Exploration(cfg.start_e, cfg.end_e, cfg.exploration_steps),
+            buffer_order=self.local_roles,
+        )
+        """The experience loop: replay buffers, step count, learner (saved every round)."""
+
+    @property
+    def buffers(self) -> dict[str, ReplayBuffer]:
+        """The replay buffer of each of the organization's roles."""
+        return self.experience.buffers
+
+    @property
+    def steps_done(self) -> int:
+        """Local environment steps over all rounds so far."""
+        return self.experience.steps
 
     # -- persistence: one snapshot per round -------------------------------------------
 
@@ -273,7 +302,7 @@ class LocalTrainer:
         if data.get("format") != STATE_FORMAT:
             raise ValueError(f"{folder}: not a fedinv client state")
         self.learner.load_state_dict(data["learner"])
-        self.steps_done = int(data["steps_done"])
+        self.experience.steps = int(data["steps_done"])
         replay = np.load(folder / "replay.npz")
         for role, buf in self.buffers.items():
             if f"{role}.size" not in replay:
@@ -334,59 +363,28 @@ class LocalTrainer:
         anchor = [p.detach().clone() for p in self.model.parameters()]
         mu = cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0
         seed = _client_seed(cfg, self.org, server_round)
-        rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)
-        torch.set_num_threads(1)  # small networks; and one thread is reproducible
+        torch_globals(seed, threads=1)
         from fedinv.policies.tuning import TRAIN_BASE
 
-        b = cfg.replications
-        first = TRAIN_BASE + (server_round * 1000) * b
-        obs = self.env.reset(range(first, first + b))
-        nstep = NStepReturns(cfg.n_step, cfg.gamma)
-        groups = _groups(self.env.roles)
-        decay = max(float(cfg.exploration_steps), 1.0)
+        first = TRAIN_BASE + (server_round * 1000) * cfg.replications
+        self.experience.begin(first, np.random.default_rng(seed))
         losses, rewards, costs = [], [], []
         collected = dict.fromkeys(self.local_roles, 0.0)
-        episode = 0
         for step in range(cfg.local_steps):
-            self.steps_done += 1
-            epsilon = linear_schedule(cfg.start_e, cfg.end_e, decay, self.steps_done)
-            actions = self.policy.explore(obs, epsilon, rng)
-            next_obs, reward, _, truncated, info = self.env.step(actions)
-            rewards.append(float(reward.mean()))
-            costs.append(float(info["network_cost"].mean()))
-            over = bool(truncated.all())
-            flush = over or step == cfg.local_steps - 1  # the round's last step: bootstrap
-            for o, a, r, o2, discount in nstep.push(obs, actions, reward, next_obs, flush):
-                for role, idx in groups.items():
-                    rows = b * len(idx)
-                    self.buffers[role].add(
-                        o[:, idx].reshape(rows, -1),
-                        a[:, idx].reshape(-1),
-                        r[:, idx].reshape(-1),
-                        o2[:, idx].reshape(rows, -1),
-                        np.full(rows, discount, np.float32),
-                    )
-                    collected[role] += rows
-            if over:
-                episode += 1
-                start = first + episode * b
-                obs = self.env.reset(range(start, start + b))
-            else:
-                obs = next_obs
-            ready = all(buf.size >= cfg.batch_size for buf in self.buffers.values())
-            if ready and self.steps_done >= cfg.learning_starts:
-                batch = {
-                    role: buf.sample(cfg.batch_size, rng) for role, buf in self.buffers.items()
-                }
-                losses.append(self.learner.update(batch, proximal=(mu, anchor)))
+            # the round's last step ends the n-step window (its tails bootstrap)
+            stats = self.experience.step(flush=step == cfg.local_steps - 1, proximal=(mu, anchor))
+            losses += stats.losses
+            rewards.append(stats.reward)
+            costs.append(stats.network_cost)
+            for role, rows in stats.collected.items():
+                collected[role] += rows
         self.save(server_round)
         metrics = {
             "num-examples": float(sum(collected.values())),
             "train-loss": float(np.mean(losses)) if losses else float("nan"),
             "train-reward": float(np.mean(rewards)),
             "train-cost-per-day": float(np.mean(costs)),
-            "epsilon": float(epsilon),
+            "epsilon": float(stats.epsilon),
             "train-seconds": time.perf_counter() - started,
         }
         return to_arrays(self.model), collected, metrics
@@ -407,13 +405,6 @@ class LocalTrainer:
             "num-examples": float(replications * days),
             "local-cost-per-day": float(cost.mean()),
         }
-
-
-def _groups(roles: Sequence[str]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for i, r in enumerate(roles):
-        out.setdefault(r, []).append(i)
-    return out
 
 
 # -- the server's side ---------------------------------------------------------------------
@@ -495,42 +486,30 @@ def save_global_checkpoint(
     server_round: int,
     metrics: Mapping[str, float],
 ) -> Path:
-    """A checkpoint of the global weights in the DQN checkpoint format (loadable by
-    ``fedinv simulate --policy dqn --checkpoint``), plus the federated round."""
+    """A checkpoint of the global weights (:mod:`fedinv.agents.checkpoints`, loadable by
+    ``fedinv simulate --policy dqn --checkpoint``), trained by the federation up to
+    ``server_round``."""
     model = new_model(cfg, roles_of(scenario))
     load_arrays(model, arrays)
-    env_cfg = cfg.env_config()
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "algo": "dqn",
-        "scenario": scenario.name,
-        "args": _plain(dataclasses.asdict(cfg.dqn_args())),
-        "env_config": _plain(env_cfg.to_dict()),
-        "roles": list(model.roles),
-        "obs_size": model.obs_size,
-        "num_actions": model.num_actions,
-        "hidden": list(model.hidden),
-        "dueling": bool(model.dueling),
-        "policy_state": model.state_dict(),
-        "federated": {
+    return write_checkpoint(
+        path,
+        model,
+        scenario=scenario.name,
+        args=cfg.dqn_args(),
+        federated={
             "round": int(server_round),
-            "config": _plain(dataclasses.asdict(cfg)),
+            "config": dataclasses.asdict(cfg),
             "metrics": {k: float(v) for k, v in metrics.items()},
         },
-        "torch_version": str(torch.__version__),
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    )
 
 
 def load_global_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
-    """Global weights and round of a checkpoint written by :func:`save_global_checkpoint`."""
-    data = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if data.get("format") != CHECKPOINT_FORMAT or "federated" not in data:
-        raise ValueError(f"{path}: not a fedinv federated checkpoint")
-    arrays = {k: v.numpy() for k, v in data["policy_state"].items()}
-    return arrays, int(data["federated"]["round"])
+    """Global weights and round of a checkpoint written by :func:`save_global_checkpoint`
+    (:class:`fedinv.agents.checkpoints.CheckpointError` otherwise)."""
+    data = load_checkpoint(path)
+    if "federated" not in data:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: not a federated checkpoint (trained by fedinv train)"
+        )
+    return weights_from_checkpoint(data), int(data["federated"]["round"])

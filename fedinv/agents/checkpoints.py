@@ -1,0 +1,200 @@
+"""The trained policy's file: one writer and one reader for ``fedinv train`` and the
+federation (docs/agents.md, "Checkpoints").
+
+A checkpoint is one ``torch.save`` file of plain types and tensors (readable with
+``torch.load(weights_only=True)``), written atomically (:func:`fedinv.files.atomic_write`):
+
+* **arrays**: ``policy_state``, the role Q-networks' weights, and what rebuilds them
+  (``roles``, ``obs_size``, ``num_actions``, ``hidden``, ``dueling``, ``share``);
+* **config**: ``scenario`` (its name), ``args`` (all of :class:`fedinv.agents.dqn.Args`)
+  and ``env_config`` (:class:`fedinv.agents.envs.EnvConfig`);
+* **how it was trained**: by ``fedinv train``, ``best_step`` (the validation run the
+  weights come from), ``cost_scale`` and ``learner_state`` (online and target weights,
+  Adam state, update count at the end); by a federation, ``federated`` (the round, the
+  federation's config, the round's metrics);
+* **versions**: ``versions`` (fedinv, torch, numpy, python) and the ``format`` tag.
+
+:func:`load_checkpoint` raises :class:`CheckpointError`, naming the file, when it is
+missing, unreadable or not of this format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedinv.agents.dqn import Args, DQNPolicy, RoleQNetworks, TrainResult
+from fedinv.agents.envs import EnvConfig
+from fedinv.files import atomic_write
+from fedinv.model.layout import Layout
+
+FORMAT = "fedinv-dqn/1"
+"""The format tag of a checkpoint (bumped, with a message for older files, if a key
+changes meaning)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable or not a fedinv DQN checkpoint."""
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+def write_checkpoint(
+    path: str | Path,
+    q_network: RoleQNetworks,
+    *,
+    scenario: str,
+    args: Args,
+    best_step: int | None = None,
+    cost_scale: float | None = None,
+    learner_state: Mapping[str, Any] | None = None,
+    federated: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``q_network``'s weights with the config that made them (``args``, whose
+    ``env`` is the environment config) and how they were trained: ``best_step``,
+    ``cost_scale`` and ``learner_state`` for ``fedinv train``, ``federated`` (round,
+    config, metrics) for a federation. Returns ``path``."""
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "algo": "dqn",
+        "scenario": str(scenario),
+        "args": plain(dataclasses.asdict(args)),
+        "env_config": plain(args.env.to_dict()),
+        "roles": list(q_network.roles),
+        "obs_size": int(q_network.obs_size),
+        "num_actions": int(q_network.num_actions),
+        "hidden": list(q_network.hidden),
+        "dueling": bool(q_network.dueling),
+        "share": str(args.share),
+        "policy_state": q_network.state_dict(),
+    }
+    if learner_state is not None:
+        payload["learner_state"] = dict(learner_state)
+    if best_step is not None:
+        payload["best_step"] = int(best_step)
+    if cost_scale is not None:
+        payload["cost_scale"] = float(cost_scale)
+    if federated is not None:
+        payload["federated"] = plain(dict(federated))
+    payload["versions"] = versions()
+    path = Path(path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return path
+
+
+def save_checkpoint(path: str | Path, result: TrainResult) -> Path:
+    """The checkpoint of a ``fedinv train`` run: the selected weights, the learner's final
+    state and the config."""
+    return write_checkpoint(
+        path,
+        result.policy.q_network,
+        scenario=result.scenario.name,
+        args=result.args,
+        best_step=result.best_step,
+        cost_scale=result.cost_scale,
+        learner_state=result.learner.state_dict(),
+    )
+
+
+def versions() -> dict[str, str]:
+    """The versions of the software that wrote a checkpoint."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        fedinv = version("fedinv")
+    except PackageNotFoundError:
+        fedinv = "unknown"
+    return {
+        "fedinv": fedinv,
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def plain(obj: Any) -> Any:
+    """Lists for tuples, recursively (what ``torch.load(weights_only=True)`` reads)."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    return obj
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint (:class:`CheckpointError`, naming the file, if it is missing or
+    not one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r}: no such file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a corrupt file
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: not a fedinv DQN checkpoint "
+            f"(expected format {FORMAT!r}"
+            + (f", found {found!r}: written by another fedinv version" if found else "")
+            + ")"
+        )
+    return data
+
+
+def load_policy(path: str | Path, layout: Layout) -> DQNPolicy:
+    """The trained :class:`DQNPolicy` of a checkpoint, acting on ``layout`` (the network
+    it was trained on, or any whose node roles it has a Q-network for)."""
+    return policy_from_checkpoint(load_checkpoint(path), layout, path)
+
+
+def policy_from_checkpoint(
+    data: Mapping[str, Any], layout: Layout, path: str | Path = "checkpoint"
+) -> DQNPolicy:
+    """:func:`load_policy` from the contents :func:`load_checkpoint` returned."""
+    try:
+        config = EnvConfig.from_dict(data["env_config"])
+        q = RoleQNetworks(
+            data["roles"],
+            int(data["obs_size"]),
+            int(data["num_actions"]),
+            tuple(data["hidden"]),
+            bool(data.get("dueling", False)),
+        )
+        q.load_state_dict(data["policy_state"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: inconsistent contents ({type(exc).__name__}: {exc})"
+        ) from None
+    q.eval()
+    try:
+        return DQNPolicy(layout, q, config, str(data.get("share", "tier")))
+    except ValueError as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit this network: {exc}"
+        ) from None
+
+
+def weights_from_checkpoint(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The policy's weights as named numpy arrays (what a federation exchanges)."""
+    return {k: v.numpy() for k, v in data["policy_state"].items()}
+
+
+def args_from_checkpoint(data: Mapping[str, Any]) -> Args:
+    """The :class:`Args` saved in a checkpoint."""
+    raw = dict(data["args"])
+    raw["env"] = EnvConfig.from_dict(raw.get("env", {}))
+    raw["hidden"] = tuple(raw.get("hidden", (64, 64)))
+    return Args(**raw)
