@@ -642,20 +642,6 @@ def _load(name_or_path: str, seed: int | None = None) -> Scenario:
     return with_seed(load_scenario(name_or_path), seed)
 
 
-def _lead_text(lead: Any) -> str:
-    match lead.distribution:
-        case "deterministic":
-            return f"{round(lead.mean)} d"
-        case "uniform":
-            return f"U{{{lead.low}..{lead.high}}} d"
-        case "empirical":
-            return f"empirical {list(lead.values)} d"
-        case "poisson":
-            return f"poisson({lead.mean:g}) d"
-        case other:
-            return f"{other}({lead.mean:g}, sd {lead.std:g}) d"
-
-
 def _counts(values: Sequence[str]) -> str:
     out: dict[str, int] = {}
     for v in values:
@@ -796,7 +782,7 @@ def cmd_scenarios_show(args: argparse.Namespace) -> int:
     for lane in net.lanes:
         lanes.add_row(
             _plain(lane.id),
-            _lead_text(lane.lead_time),
+            lane.lead_time.describe(),
             "" if lane.price is None else f"{lane.price:g}",
             f"{lane.lot_size:g}" if lane.lot_size else "",
         )

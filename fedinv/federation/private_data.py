@@ -311,21 +311,13 @@ def _node_toml(node: Node) -> list[str]:
 
 
 def _lead_time_toml(lane: Lane) -> str:
-    lt = lane.lead_time
-    match lt.distribution:
-        case "deterministic":
-            body = f"mean = {lt.mean!r}"
-        case "uniform":
-            body = f"low = {lt.low}, high = {lt.high}"
-        case "poisson":
-            body = f"mean = {lt.mean!r}"
-        case "gamma" | "lognormal":
-            body = f"mean = {lt.mean!r}, std = {lt.std!r}"
-        case _:
-            body = f"values = {list(lt.values)}, weights = {list(lt.weights)}"
-    if lt.max_days:
-        body += f", max_days = {lt.max_days}"
-    return f'{{ distribution = "{lt.distribution}", {body} }}'
+    def text(value: object) -> str:
+        if isinstance(value, str):
+            return f'"{value}"'
+        return repr(list(value)) if isinstance(value, tuple) else repr(value)
+
+    body = ", ".join(f"{k} = {text(v)}" for k, v in lane.lead_time.parameters().items())
+    return f"{{ {body} }}"
 
 
 def _lane_toml(lane: Lane, lead: str, share: float) -> list[str]:

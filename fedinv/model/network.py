@@ -15,10 +15,13 @@ lead time ``l`` is ``l + 1`` here.)
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -34,18 +37,321 @@ class Tier(StrEnum):
     DISTRIBUTOR = "distributor"
 
 
-LEAD_TIME_DISTRIBUTIONS = ("deterministic", "uniform", "poisson", "gamma", "lognormal", "empirical")
+LEAD_TIME_RULE = (
+    "lead times are whole days >= 1, because an order placed at the end of a day "
+    "arrives at the earliest the next morning"
+)
+"""Why a lead time is a whole number of days >= 1 (quoted in validation errors)."""
+
 DEMAND_DISTRIBUTIONS = ("poisson", "negative_binomial", "normal", "uniform", "deterministic")
+
+
+# -- lead-time distributions: one small typed family ----------------------------------------
+
+
+class LeadTimeError(ValueError):
+    """A lead-time parameter out of its range: ``param`` (``values[1]`` for an array
+    entry), what was ``expected``, and optionally how to show what was ``got``."""
+
+    def __init__(self, param: str, expected: str, got: str | None = None) -> None:
+        self.param, self.expected, self.got = param, expected, got
+        tail = f", got {got}" if got else ""
+        super().__init__(f"lead time {param}: expected {expected}{tail}")
+
+
+_DAYS = f"a lead time in days ({LEAD_TIME_RULE}; at most 100000)"
+_MEAN_DAYS = f"a mean lead time >= 1 day ({LEAD_TIME_RULE})"
+
+
+MAX_LEAD_DAYS = 100_000
+"""Longest lead time a scenario may give, days (about 270 years: beyond it a number is a
+typo, and the simulator's pipeline of that many days would not fit in memory)."""
+
+
+def _whole_days(param: str, value: float, expected: str = _DAYS) -> None:
+    if not (float(value).is_integer() and 1 <= value <= MAX_LEAD_DAYS):
+        raise LeadTimeError(param, expected)
+
+
+@dataclass(frozen=True)
+class Deterministic:
+    """Always ``mean`` days."""
+
+    name: ClassVar[str] = "deterministic"
+    expects: ClassVar[dict[str, str]] = {"mean": _DAYS}
+    mean: int
+    """The lead time, whole days >= 1."""
+
+    def __post_init__(self) -> None:
+        _whole_days("mean", self.mean)
+        object.__setattr__(self, "mean", int(self.mean))
+
+    @property
+    def shortest(self) -> int:
+        return int(self.mean)
+
+    @property
+    def natural_max(self) -> int:
+        return max(1, int(round(self.mean)))
+
+    def draw(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+        return np.full(size, round(self.mean), dtype=np.int64)
+
+    def pmf(self, cap: int) -> np.ndarray:
+        return _point(min(max(int(round(self.mean)), 1), cap), cap)
+
+    def describe(self) -> str:
+        return f"{round(self.mean)} d"
+
+
+@dataclass(frozen=True)
+class DiscreteUniform:
+    """Integers ``low..high`` inclusive, equally likely."""
+
+    name: ClassVar[str] = "uniform"
+    expects: ClassVar[dict[str, str]] = {"low": _DAYS, "high": "an integer >= low"}
+    low: int
+    """Shortest lead time, whole days >= 1."""
+    high: int
+    """Longest lead time, whole days >= ``low``."""
+
+    def __post_init__(self) -> None:
+        _whole_days("low", self.low)
+        _whole_days("high", self.high, f"an integer >= low ({self.low})")
+        if self.high < self.low:
+            raise LeadTimeError("high", f"an integer >= low ({self.low})")
+        object.__setattr__(self, "low", int(self.low))
+        object.__setattr__(self, "high", int(self.high))
+
+    @property
+    def shortest(self) -> int:
+        return int(self.low)
+
+    @property
+    def natural_max(self) -> int:
+        return max(1, int(self.high))
+
+    def draw(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+        return rng.integers(self.low, self.high + 1, size=size)
+
+    def pmf(self, cap: int) -> np.ndarray:
+        days = np.arange(self.low, self.high + 1)
+        return _clipped(days, np.full(len(days), 1.0 / len(days)), cap)
+
+    def describe(self) -> str:
+        return f"U{{{self.low}..{self.high}}} d"
+
+
+@dataclass(frozen=True)
+class Poisson:
+    """``max(1, Poisson(mean))``: a Poisson count of days, a draw of 0 read as 1."""
+
+    name: ClassVar[str] = "poisson"
+    expects: ClassVar[dict[str, str]] = {"mean": _MEAN_DAYS}
+    mean: float
+    """Mean of the Poisson count, >= 1 day."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.mean) and 1 <= self.mean <= MAX_LEAD_DAYS):
+            raise LeadTimeError("mean", _MEAN_DAYS)
+        object.__setattr__(self, "mean", float(self.mean))
+
+    shortest: ClassVar[int] = 1
+
+    @property
+    def natural_max(self) -> int:
+        return max(1, int(math.ceil(self.mean + 6 * math.sqrt(max(self.mean, 1e-9)) + 1)))
+
+    def draw(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+        return rng.poisson(self.mean, size=size)
+
+    def pmf(self, cap: int) -> np.ndarray:
+        k = np.arange(cap + 1)
+        log_p = k * math.log(self.mean) - self.mean - np.array([math.lgamma(i + 1) for i in k])
+        probs = np.exp(log_p)
+        probs[-1] += max(1.0 - probs.sum(), 0.0)  # everything above cap is drawn as cap
+        return _clipped(k, probs, cap)
+
+    def describe(self) -> str:
+        return f"poisson({self.mean:g}) d"
+
+
+@dataclass(frozen=True)
+class _Continuous:
+    """A continuous law with ``mean`` and ``std`` (days), rounded up to whole days."""
+
+    name: ClassVar[str] = ""
+    mean: float
+    """Mean before rounding up, >= 1 day."""
+    std: float
+    """Standard deviation before rounding up, > 0 days."""
+
+    def __post_init__(self) -> None:
+        positive = self.expects["mean"]
+        for param in ("mean", "std"):
+            value = getattr(self, param)
+            if not (math.isfinite(value) and 0 < value <= MAX_LEAD_DAYS):
+                raise LeadTimeError(param, positive)
+            object.__setattr__(self, param, float(value))
+        if self.mean < 1:
+            raise LeadTimeError("mean", _MEAN_DAYS)
+
+    shortest: ClassVar[int] = 1
+
+    @property
+    def natural_max(self) -> int:
+        return max(1, int(math.ceil(self.mean + 6 * self.std + 1)))
+
+    def cdf(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def pmf(self, cap: int) -> np.ndarray:
+        """``P(ceil(X) = k) = F(k) - F(k - 1)``, clipped to ``[1, cap]``."""
+        k = np.arange(cap + 1, dtype=float)
+        cdf = self.cdf(k)
+        probs = np.diff(cdf, prepend=0.0)
+        probs[-1] += 1.0 - cdf[-1]  # everything above cap is drawn as cap
+        return _clipped(k.astype(int), probs, cap)
+
+    def describe(self) -> str:
+        return f"{self.name}({self.mean:g}, sd {self.std:g}) d"
+
+
+@dataclass(frozen=True)
+class Gamma(_Continuous):
+    """Gamma with that mean and std, rounded up."""
+
+    name: ClassVar[str] = "gamma"
+    expects: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("mean", "std"), "a positive mean and std for a gamma lead time"
+    )
+
+    def draw(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+        k = (self.mean / self.std) ** 2
+        return np.ceil(rng.gamma(k, self.mean / k, size=size))
+
+    def cdf(self, x: np.ndarray) -> np.ndarray:
+        from scipy.special import gammainc
+
+        k = (self.mean / self.std) ** 2
+        return gammainc(k, np.maximum(x, 0.0) / (self.mean / k))
+
+
+@dataclass(frozen=True)
+class Lognormal(_Continuous):
+    """Lognormal with that mean and std, rounded up."""
+
+    name: ClassVar[str] = "lognormal"
+    expects: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("mean", "std"), "a positive mean and std for a lognormal lead time"
+    )
+
+    def _mu_sigma(self) -> tuple[float, float]:
+        sigma2 = math.log(1 + (self.std / self.mean) ** 2)
+        return math.log(self.mean) - sigma2 / 2, math.sqrt(sigma2)
+
+    def draw(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+        mu, sigma = self._mu_sigma()
+        return np.ceil(rng.lognormal(mu, sigma, size=size))
+
+    def cdf(self, x: np.ndarray) -> np.ndarray:
+        mu, sigma = self._mu_sigma()
+        with np.errstate(divide="ignore"):
+            z = (np.log(np.maximum(x, 0.0)) - mu) / (sigma * math.sqrt(2.0))
+        return 0.5 * (1.0 + np.array([math.erf(v) for v in z]))
+
+
+@dataclass(frozen=True)
+class Empirical:
+    """``values[i]`` with probability ``weights[i] / sum(weights)``."""
+
+    name: ClassVar[str] = "empirical"
+    expects: ClassVar[dict[str, str]] = {
+        "values": f"an array of lead times in days ({LEAD_TIME_RULE})",
+        "weights": "weights >= 0, one per value",
+    }
+    values: tuple[int, ...]
+    """Lead times, whole days >= 1 (at least one)."""
+    weights: tuple[float, ...] = ()
+    """One weight >= 0 per value, positive sum (default: equal)."""
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise LeadTimeError("values", "at least one lead time", "an empty array")
+        for i, value in enumerate(self.values):
+            _whole_days(f"values[{i}]", value, f"lead times in days ({LEAD_TIME_RULE})")
+        if not self.weights:
+            object.__setattr__(self, "weights", (1.0,) * len(self.values))
+        if len(self.weights) != len(self.values):
+            raise LeadTimeError("weights", f"one weight per value ({len(self.values)} values)")
+        for i, weight in enumerate(self.weights):
+            if not (math.isfinite(weight) and weight >= 0):
+                raise LeadTimeError(f"weights[{i}]", "weights >= 0, one per value")
+        if sum(self.weights) <= 0:
+            raise LeadTimeError("weights", "weights with a positive sum", "all zero")
+        object.__setattr__(self, "values", tuple(int(v) for v in self.values))
+        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+
+    @property
+    def shortest(self) -> int:
+        return int(min(self.values))
+
+    @property
+    def natural_max(self) -> int:
+        return max(1, int(max(self.values)))
+
+    def _p(self) -> np.ndarray:
+        w = np.asarray(self.weights, float)
+        return w / w.sum()
+
+    def draw(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+        return rng.choice(np.asarray(self.values), p=self._p(), size=size)
+
+    def pmf(self, cap: int) -> np.ndarray:
+        return _clipped(np.asarray(self.values, int), self._p(), cap)
+
+    def describe(self) -> str:
+        return f"empirical {list(self.values)} d"
+
+
+LeadTimeLaw = Deterministic | DiscreteUniform | Poisson | Gamma | Lognormal | Empirical
+"""One lead-time distribution, with its own parameters (see :data:`LEAD_TIME_LAWS`)."""
+
+LEAD_TIME_LAWS: dict[str, type[LeadTimeLaw]] = {
+    law.name: law for law in (Deterministic, DiscreteUniform, Poisson, Gamma, Lognormal, Empirical)
+}
+"""``distribution`` name (as written in a scenario file) -> its law."""
+LEAD_TIME_DISTRIBUTIONS = tuple(LEAD_TIME_LAWS)
+
+
+def law_params(law: type[LeadTimeLaw]) -> tuple[str, ...]:
+    """The parameters a law takes (its fields; as written in a scenario file)."""
+    return tuple(f.name for f in dataclasses.fields(law))
+
+
+def _point(day: int, cap: int) -> np.ndarray:
+    out = np.zeros(cap + 1)
+    out[day] = 1.0
+    return out
+
+
+def _clipped(days: np.ndarray, probs: np.ndarray, cap: int) -> np.ndarray:
+    """Probabilities ``[cap + 1]`` (index = days) of ``clip(days, 1, cap)``."""
+    out = np.zeros(cap + 1)
+    np.add.at(out, np.clip(days, 1, cap), probs)
+    return out
 
 
 @dataclass(frozen=True)
 class LeadTime:
     """Distribution of a lane's lead time in whole days (>= 1, see the module docstring).
 
-    ``deterministic``: ``mean`` days. ``uniform``: integers ``low..high`` inclusive.
-    ``poisson``: ``max(1, Poisson(mean))``. ``gamma`` / ``lognormal`` with ``mean`` and
-    ``std``, rounded up. ``empirical``: ``values`` with ``weights`` (normalized).
-    Every draw is clipped to ``[1, max_days]``.
+    The fields are the scenario file's ``lead_time`` table; :attr:`law` is the typed
+    distribution they describe (:data:`LEAD_TIME_LAWS`): ``deterministic``: ``mean``
+    days. ``uniform``: integers ``low..high`` inclusive. ``poisson``:
+    ``max(1, Poisson(mean))``. ``gamma`` / ``lognormal`` with ``mean`` and ``std``,
+    rounded up. ``empirical``: ``values`` with ``weights`` (normalized). Every draw is
+    clipped to ``[1, support_max]``.
     """
 
     distribution: str = "deterministic"
@@ -57,57 +363,81 @@ class LeadTime:
     weights: tuple[float, ...] = ()
     max_days: int = 0  # 0: derived from the distribution (see ``support_max``)
 
+    @classmethod
+    def of(cls, law: LeadTimeLaw, max_days: int = 0) -> LeadTime:
+        """The lead time of ``law``, capped at ``max_days`` (0: no cap)."""
+        kwargs: dict[str, Any] = {f.name: getattr(law, f.name) for f in dataclasses.fields(law)}
+        match law:  # the nominal mean the flat record carries
+            case DiscreteUniform():
+                kwargs["mean"] = (law.low + law.high) / 2
+            case Empirical():
+                kwargs["mean"] = float(np.dot(law.values, law.weights) / sum(law.weights))
+        if "mean" in kwargs:
+            kwargs["mean"] = float(kwargs["mean"])
+        return cls(distribution=law.name, **kwargs, max_days=max_days)
+
+    @functools.cached_property
+    def law(self) -> LeadTimeLaw:
+        """The typed distribution of this lead time."""
+        law = LEAD_TIME_LAWS.get(self.distribution)
+        if law is None:
+            raise ValueError(f"unknown lead-time distribution {self.distribution!r}")
+        return law(**{name: getattr(self, name) for name in law_params(law)})
+
     @property
     def support_max(self) -> int:
         """Largest lead time this distribution can produce, in days."""
         if self.max_days:
             return int(self.max_days)
-        match self.distribution:
-            case "deterministic":
-                return max(1, int(round(self.mean)))
-            case "uniform":
-                return max(1, int(self.high))
-            case "empirical":
-                return max(1, int(max(self.values)))
-            case "poisson":
-                return max(1, int(math.ceil(self.mean + 6 * math.sqrt(max(self.mean, 1e-9)) + 1)))
-            case _:
-                return max(1, int(math.ceil(self.mean + 6 * self.std + 1)))
+        return self.law.natural_max
 
     @property
     def expected_days(self) -> float:
-        """Mean lead time in days, before clipping (exact for deterministic/uniform/empirical)."""
-        match self.distribution:
-            case "uniform":
-                return (self.low + self.high) / 2
-            case "empirical":
-                w = np.asarray(self.weights, float)
-                return float(np.dot(self.values, w / w.sum()))
-            case _:
-                return float(self.mean)
+        """Nominal mean lead time in days, before rounding and clipping (exact for
+        deterministic/uniform/empirical); :attr:`mean_days` is the exact mean of a draw."""
+        match self.law:
+            case DiscreteUniform(low=low, high=high):
+                return (low + high) / 2
+            case Empirical(values=values, weights=weights):
+                w = np.asarray(weights, float)
+                return float(np.dot(values, w / w.sum()))
+        return float(self.mean)
+
+    def pmf(self) -> np.ndarray:
+        """Exact probabilities of a draw, ``[support_max + 1]`` indexed by days (0 at 0)."""
+        return self.law.pmf(self.support_max)
+
+    @property
+    def mean_days(self) -> float:
+        """Exact mean of a draw (rounded up and clipped as :meth:`sample` draws), days."""
+        p = self.pmf()
+        return float(np.dot(np.arange(len(p)), p))
+
+    @property
+    def variance_days(self) -> float:
+        """Exact variance of a draw (rounded up and clipped), days²."""
+        p = self.pmf()
+        days = np.arange(len(p))
+        mean = float(np.dot(days, p))
+        return max(float(np.dot((days - mean) ** 2, p)), 0.0)
+
+    def describe(self) -> str:
+        """Short text, e.g. ``U{2..4} d`` or ``gamma(3, sd 1) d``."""
+        return self.law.describe()
+
+    def parameters(self) -> dict[str, Any]:
+        """The file's ``lead_time`` table: ``distribution``, the law's parameters, and
+        ``max_days`` when it caps the draws."""
+        law = self.law
+        out: dict[str, Any] = {"distribution": law.name}
+        out |= {name: getattr(law, name) for name in law_params(type(law))}
+        if self.max_days:
+            out["max_days"] = int(self.max_days)
+        return out
 
     def sample(self, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
         """Draw lead times (int days, in ``[1, support_max]``) of the given shape."""
-        match self.distribution:
-            case "deterministic":
-                out = np.full(size, round(self.mean), dtype=np.int64)
-            case "uniform":
-                out = rng.integers(self.low, self.high + 1, size=size)
-            case "poisson":
-                out = rng.poisson(self.mean, size=size)
-            case "gamma":
-                k = (self.mean / self.std) ** 2
-                out = np.ceil(rng.gamma(k, self.mean / k, size=size))
-            case "lognormal":
-                sigma2 = math.log(1 + (self.std / self.mean) ** 2)
-                mu = math.log(self.mean) - sigma2 / 2
-                out = np.ceil(rng.lognormal(mu, math.sqrt(sigma2), size=size))
-            case "empirical":
-                w = np.asarray(self.weights, float)
-                out = rng.choice(np.asarray(self.values), p=w / w.sum(), size=size)
-            case other:  # pragma: no cover - validated at load time
-                raise ValueError(f"unknown lead-time distribution {other!r}")
-        return np.clip(out, 1, self.support_max).astype(np.int64)
+        return np.clip(self.law.draw(rng, size), 1, self.support_max).astype(np.int64)
 
 
 @dataclass(frozen=True)

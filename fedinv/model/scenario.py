@@ -32,10 +32,13 @@ from fedinv.model.network import (
     DEMAND_DISTRIBUTIONS,
     EXTERNAL,
     LEAD_TIME_DISTRIBUTIONS,
+    LEAD_TIME_LAWS,
     DemandModel,
+    Deterministic,
     ExtraDelay,
     Lane,
     LeadTime,
+    LeadTimeError,
     Network,
     Node,
     Organization,
@@ -45,6 +48,7 @@ from fedinv.model.network import (
     Surge,
     Tier,
     TransferLink,
+    law_params,
 )
 
 __all__ = [
@@ -100,14 +104,10 @@ HISTORY_MODES = ("bootstrap", "replay")
 TIERS = tuple(t.value for t in Tier)
 
 LEAD_TIME_PARAMS: dict[str, tuple[str, ...]] = {
-    "deterministic": ("mean",),
-    "uniform": ("low", "high"),
-    "poisson": ("mean",),
-    "gamma": ("mean", "std"),
-    "lognormal": ("mean", "std"),
-    "empirical": ("values", "weights"),
+    name: law_params(law) for name, law in LEAD_TIME_LAWS.items()
 }
 """Parameters each lead-time distribution uses (``max_days`` is allowed with all)."""
+LEAD_TIME_PARAM_KEYS = tuple(k for k in LEAD_TIME_KEYS if k not in ("distribution", "max_days"))
 
 DEMAND_PARAMS: dict[str, tuple[str, ...]] = {
     "poisson": ("mean",),
@@ -117,11 +117,6 @@ DEMAND_PARAMS: dict[str, tuple[str, ...]] = {
     "deterministic": ("mean",),
 }
 """Parameters each demand distribution uses (calendar fields are allowed with all)."""
-
-LEAD_TIME_RULE = (
-    "lead times are whole days >= 1, because an order placed at the end of a day "
-    "arrives at the earliest the next morning"
-)
 
 _REQUIRED: Any = object()
 _INF_WORDS = ("inf", "+inf", "infinity")
@@ -441,79 +436,56 @@ def _parse_node(source: str, raw: object, index: int) -> Node:
     )
 
 
-def _lead_days(t: _Table, key: str, value: object) -> int:
-    """A whole number of days >= 1 (for a deterministic lead time)."""
-    expected = f"a lead time in days ({LEAD_TIME_RULE})"
-    return t._integer_value(key, value, 1, None, expected)
-
-
 def _parse_lead_time(lane: _Table) -> LeadTime:
+    """A lane's ``lead_time``: the law named by ``distribution`` (see
+    :data:`fedinv.model.network.LEAD_TIME_LAWS`), its parameters checked by the law."""
     if not lane.has("lead_time"):
         return LeadTime()
     raw = lane.data["lead_time"]
     if isinstance(raw, int | float) and not isinstance(raw, bool):  # shorthand: lead_time = 2
-        return LeadTime(
-            distribution="deterministic", mean=float(_lead_days(lane, "lead_time", raw))
-        )
+        try:
+            return LeadTime.of(Deterministic(mean=raw))
+        except LeadTimeError as exc:
+            raise lane.error("lead_time", exc.expected, _describe(raw)) from None
     t = lane.sub("lead_time", LEAD_TIME_KEYS)
     distribution = t.string("distribution", "deterministic", choices=LEAD_TIME_DISTRIBUTIONS)
-    used = LEAD_TIME_PARAMS[distribution]
-    t.only_params(distribution, used, ("mean", "std", "low", "high", "values", "weights"))
-    kwargs: dict[str, Any] = {"distribution": distribution}
-    mean_rule = f"a mean lead time >= 1 day ({LEAD_TIME_RULE})"
-    match distribution:
-        case "deterministic":
-            if not t.has("mean"):
-                raise t._missing("mean", "the lead time in days")
-            kwargs["mean"] = float(_lead_days(t, "mean", t.data["mean"]))
-        case "uniform":
-            low = t.integer("low", minimum=1, expected=f"a lead time in days ({LEAD_TIME_RULE})")
-            high = t.integer("high", minimum=low, expected=f"an integer >= low ({low})")
-            kwargs.update(low=low, high=high, mean=(low + high) / 2)
-        case "poisson":
-            kwargs["mean"] = t.number("mean", minimum=1.0, expected=mean_rule)
-        case "gamma" | "lognormal":
-            positive = f"a positive mean and std for a {distribution} lead time"
-            mean = t.number("mean", minimum=0.0, above=True, expected=positive)
-            std = t.number("std", minimum=0.0, above=True, expected=positive)
-            if mean < 1:
-                raise t.error("mean", mean_rule, _describe(t.data["mean"]))
-            kwargs.update(mean=mean, std=std)
-        case "empirical":
-            if not t.has("values"):
-                raise t._missing("values", "an array of lead times in days")
-            values = t.integers(
-                "values", minimum=1, expected=f"lead times in days ({LEAD_TIME_RULE})"
-            )
-            if not values:
-                raise t.error("values", "at least one lead time", "an empty array")
-            if t.has("weights"):
-                weights = t.numbers("weights", expected="weights >= 0, one per value")
-                if len(weights) != len(values):
-                    raise t.error(
-                        "weights",
-                        f"one weight per value ({len(values)} values)",
-                        _describe(t.data["weights"]),
-                    )
-                if sum(weights) <= 0:
-                    raise t.error("weights", "weights with a positive sum", "all zero")
-            else:
-                weights = (1.0,) * len(values)
-            kwargs.update(values=values, weights=weights)
-            kwargs["mean"] = float(np.dot(values, weights) / sum(weights))
-    shortest = {
-        "deterministic": kwargs.get("mean", 1),
-        "uniform": kwargs.get("low", 1),
-        "empirical": min(kwargs.get("values", (1,))),
-    }.get(distribution, 1)
+    law_type = LEAD_TIME_LAWS[distribution]
+    t.only_params(distribution, law_params(law_type), LEAD_TIME_PARAM_KEYS)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(law_type):
+        expected = law_type.expects[f.name]
+        if f.name not in t.data:
+            if f.default is dataclasses.MISSING:
+                raise t._missing(f.name, expected)
+            continue
+        value = t.data[f.name]
+        if str(f.type).startswith("tuple"):
+            if not isinstance(value, list):
+                raise t.error(f.name, expected, _describe(value))
+            for i, v in enumerate(value):
+                if isinstance(v, bool) or not isinstance(v, int | float):
+                    raise t.error(f"{f.name}[{i}]", expected, _describe(v))
+            kwargs[f.name] = tuple(value)
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise t.error(f.name, expected, _describe(value))
+        else:
+            kwargs[f.name] = value
+    try:
+        law = law_type(**kwargs)
+    except LeadTimeError as exc:
+        key, _, index = exc.param.partition("[")
+        value = t.data[key]
+        if index and isinstance(value, list):
+            value = value[int(index.rstrip("]"))]
+        raise t.error(exc.param, exc.expected, exc.got or _describe(value)) from None
     max_days = t.integer("max_days", 0, minimum=0)
-    if 0 < max_days < shortest:
+    if 0 < max_days < law.shortest:
         raise t.error(
             "max_days",
-            f"0 (no cap) or at least the shortest lead time ({int(shortest)} days)",
+            f"0 (no cap) or at least the shortest lead time ({law.shortest} days)",
             _describe(t.data["max_days"]),
         )
-    return LeadTime(**kwargs, max_days=max_days)
+    return LeadTime.of(law, max_days=max_days)
 
 
 def _parse_lane(source: str, raw: object, index: int, nodes: Mapping[str, Node]) -> Lane:
