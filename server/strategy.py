@@ -15,6 +15,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from fedinv.federation.task import role_weighted_average
+from server.flower_private import check_and_log_replies
 
 
 class _RoleWeighted:
@@ -43,7 +44,7 @@ class _RoleWeighted:
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         self.received[server_round] = [describe_reply(m, "train") for m in replies]
-        valid, errors = self._check_and_log_replies(replies, is_train=True)
+        valid, errors = check_and_log_replies(self, replies, is_train=True)
         self.round_log[server_round] = {
             "results": len(valid),
             "failures": len(errors),

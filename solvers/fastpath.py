@@ -1,6 +1,6 @@
 """Exact fast path of the projection: a separable relaxation solved in closed form.
 
-The daily program (``solvers/projection.py``) minimizes ``sum_l w_l |x_l - p_l|`` over
+The daily program (``solvers/program.py``) minimizes ``sum_l w_l |x_l - p_l|`` over
 box bounds ``lo <= x <= hi`` (commitments, transport), lot lattices ``x_l in lot_l Z``
 and rows ``a_r @ x <= rhs_r`` with nonnegative coefficients. Keep only rows whose lanes
 are *disjoint* (each lane in at most one kept row) and replace each lot lane's cost by
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from solvers.projection import DayData, ProjectionProgram
+    from solvers.program import DayData, ProjectionProgram
 
 ROW_KINDS = ("production", "shipping", "assembly", "budget", "storage")
 """Kinds of rows tried for the relaxation, in this order (a row is kept when none of its

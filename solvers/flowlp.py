@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedinv.hybrid import SolverError
 from fedinv.model.layout import OUTPUT_PRODUCTION, OUTPUT_SHIPPING, Layout, capacity_times
+from fedinv.policies.projector import SolverError
 
 
 @dataclass
@@ -279,7 +279,7 @@ def _solve(var: _Vars, row: _Rows, o, s, tr, k_days, m, t_links, time_limit) -> 
         import highspy
     except ImportError as exc:
         raise SolverError(f"highspy is not installed: {exc}") from None
-    from solvers.projection import _quiet_stdout
+    from solvers.highs import quiet_stdout
 
     ncol = var.n
     lo, hi, cost = (np.concatenate(x) for x in (var.lo, var.hi, var.cost))
@@ -289,7 +289,7 @@ def _solve(var: _Vars, row: _Rows, o, s, tr, k_days, m, t_links, time_limit) -> 
     order = np.lexsort((cols, rows))
     rows, cols, vals = rows[order], cols[order], vals[order]
     starts = np.searchsorted(rows, np.arange(row.n)).astype(np.int32)
-    with _quiet_stdout():
+    with quiet_stdout():
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))

@@ -40,7 +40,7 @@ from fedinv.model.network import Scenario
 from fedinv.policies.classical import flow_stats, streams_of
 from fedinv.sim.simulator import Decision, State
 from solvers.flowlp import FlowInputs, solve_flow
-from solvers.projection import ProjectionProgram
+from solvers.program import ProjectionProgram
 
 FORECASTS = ("calendar", "moving-average")
 

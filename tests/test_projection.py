@@ -1,4 +1,5 @@
-"""The safety layer (solvers/projection.py): real HiGHS solves, known answers, properties."""
+"""The safety layer (solvers/program.py, solvers/projection.py): real HiGHS solves, known
+answers, properties."""
 
 import math
 from dataclasses import replace
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedinv.hybrid import IdentityProjector, Projected, SolverError, make_projector
+from fedinv.hybrid import make_projector
 from fedinv.model.network import (
     DemandModel,
     Lane,
@@ -21,8 +22,9 @@ from fedinv.model.network import (
 )
 from fedinv.model.synthetic import random_scenario
 from fedinv.policies.classical import make_policy
+from fedinv.policies.projector import IdentityProjector, Projected, SolverError
 from fedinv.sim.simulator import Simulator
-from solvers.projection import LOT_TOL, ProjectionProgram
+from solvers.program import LOT_TOL, ProjectionProgram
 
 _SIMS: dict = {}
 
@@ -488,3 +490,20 @@ def test_hybrid_results_do_not_depend_on_the_batch():
     together = run(3).per_replication.total_cost_per_day.to_numpy()
     alone = [run(1, first=i).per_replication.total_cost_per_day.iloc[0] for i in range(3)]
     np.testing.assert_allclose(together, alone, rtol=1e-12)
+
+
+def test_the_mode_is_decided_in_one_place():
+    """``fedinv.hybrid.for_mode``: pure runs the policy itself, hybrid the policy behind
+    the solver-backed projector; unknown modes and backends are refused by name."""
+    from fedinv.hybrid import for_mode
+
+    sim = Simulator(load("serial-3"), days=3)
+    policy = make_policy("base-stock", sim.layout)
+    assert for_mode(policy, "pure", sim.layout) is policy
+    hybrid = for_mode(policy, "hybrid", sim.layout, backend="highspy", fast_path=False)
+    assert isinstance(hybrid, Projected) and hybrid.policy is policy
+    assert hybrid.projector.backend == "highspy" and not hybrid.projector.fast_path
+    with pytest.raises(ValueError, match="unknown mode 'mixed'; choose one of pure, hybrid"):
+        for_mode(policy, "mixed", sim.layout)
+    with pytest.raises(SolverError, match="unknown projection backend 'cplex'"):
+        for_mode(policy, "hybrid", sim.layout, backend="cplex")

@@ -25,7 +25,7 @@
    seconds, best and median of three runs); the hybrid runs' share of replication-days
    with infeasible proposals and the share that needed HiGHS.
 
-Targets (DESIGN 7 / issue 5), checked on the raw MILP solve of the default Pyomo
+Targets (docs/hybrid.md), checked on the raw MILP solve of the default Pyomo
 backend: at most 2.5 ms median at 100 lanes and within 3x of highspy; hybrid at most 2x
 pure (the worst backend, best of three).
 """

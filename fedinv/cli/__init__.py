@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         return EXIT_USAGE
     except RuntimeError as exc:
-        from fedinv.hybrid import SolverError
+        from fedinv.policies.projector import SolverError
 
         if not isinstance(exc, SolverError):
             raise

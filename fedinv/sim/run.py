@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedinv.hybrid import MODES, for_mode  # noqa: F401 (MODES re-exported for callers)
 from fedinv.model.network import Scenario
 from fedinv.sim.exogenous import Exogenous
 from fedinv.sim.metrics import (
@@ -20,8 +21,6 @@ from fedinv.sim.metrics import (
 )
 from fedinv.sim.simulator import RECORD_FIELDS, Simulator
 
-MODES = ("pure", "hybrid")
-"""``pure``: proposals are released; ``hybrid``: the safety layer's orders are."""
 DAILY_COLUMNS = (
     "on_hand",
     "backlog",
@@ -136,25 +135,22 @@ def simulate(
     ``scenario`` (seed overridden by ``seed``) for ``days`` days under the policy that
     ``policy_factory(layout)`` builds.
 
-    ``mode``: ``pure`` releases the proposals; ``hybrid`` releases what the safety layer
-    (:mod:`fedinv.hybrid`, backend ``solver``: ``pyomo`` or ``highspy``) returns, adds
-    the per-replication metrics of :func:`fedinv.sim.metrics.projection_metrics` and keeps
-    the relaxed constraints in ``result.relaxations``."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    ``mode`` (:data:`fedinv.hybrid.MODES`): ``pure`` releases the proposals; ``hybrid``
+    releases what the safety layer (backend ``solver``: ``pyomo`` or ``highspy``, options
+    ``projector_options``) returns; :func:`fedinv.hybrid.for_mode` decides. Hybrid runs
+    add the per-replication metrics of :func:`fedinv.sim.metrics.projection_metrics` and
+    keep the relaxed constraints in ``result.relaxations``."""
     if seed is not None:
         scenario = replace(scenario, seed=int(seed))
     sim = Simulator(scenario, days=days)
-    policy = policy_factory(sim.layout)
-    if mode == "hybrid":
-        from fedinv.hybrid import Projected, make_projector
-
-        policy = Projected(
-            policy,
-            make_projector(
-                sim.layout, solver, outages=scenario.outages, **dict(projector_options or {})
-            ),
-        )
+    policy = for_mode(
+        policy_factory(sim.layout),
+        mode,
+        sim.layout,
+        backend=solver,
+        outages=scenario.outages,
+        **dict(projector_options or {}),
+    )
     reps = tuple(range(first_replication, first_replication + replications))
     logs: dict[str, list] = {}
     if progress:
@@ -170,7 +166,7 @@ def simulate(
     warm = min(scenario.warmup_days, sim.days - 2)
     per_rep = replication_metrics(records, lay, warm)
     relaxations = None
-    if mode == "hybrid":
+    if INFO_PREFIX + "projection_l1" in records:  # the orders went through a projector
         per_rep = per_rep.join(projection_metrics(records, warm))
         if "info.solver_used" in records:  # share of days HiGHS was called (no fast path)
             per_rep["solver_share"] = records["info.solver_used"][warm:].mean(axis=0)
