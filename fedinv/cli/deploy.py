@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedinv.cli.common import CliError
-from fedinv.cli.training import add_training_options, fed_config
+from fedinv.cli.training import add_training_options, fed_config, print_rounds
 from fedinv.deploy.engine import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -473,28 +473,9 @@ def _fed_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def _print_rounds(run_dir: Path) -> None:
-    import pandas as pd
-
-    path = run_dir / "rounds.csv"
-    if not path.is_file():
+    if not print_rounds(run_dir / "rounds.csv"):
         print(f"no rounds.csv in {run_dir} (yet)")
         return
-    rounds = pd.read_csv(path)
-    cols = [
-        c
-        for c in (
-            "round",
-            "global-cost-per-day",
-            "global-cost-ci95",
-            "results",
-            "failures",
-            "no_reply",
-            "local-cost-per-day",
-            "wall_s",
-        )
-        if c in rounds
-    ]
-    print(rounds[cols].to_string(index=False))
     if (run_dir / "final.pt").is_file():
         print(f"final global policy: {run_dir / 'final.pt'}")
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from fedinv.cli.common import CliError, refuse_unused
-from fedinv.cli.training import add_training_options, fed_config
+from fedinv.cli.training import add_training_options, fed_config, print_rounds
 from fedinv.federation.runconfig import SERVER_DEFAULTS
 
 
@@ -54,8 +54,6 @@ def add_parser(commands: Any) -> None:
 
 def cmd_federate(args: argparse.Namespace) -> int:
     """``fedinv federate``: a local simulated federation (fedinv.federation.local)."""
-    import pandas as pd
-
     from fedinv.errors import FederationError
     from fedinv.federation.local import run_federation
 
@@ -69,21 +67,7 @@ def cmd_federate(args: argparse.Namespace) -> int:
         run = run_federation(cfg, args.out, timeout=args.timeout, echo=echo, extra=extra)
     except FederationError as exc:
         raise CliError(str(exc)) from None
-    rounds = pd.read_csv(run.rounds_csv)
-    cols = [
-        c
-        for c in (
-            "round",
-            "global-cost-per-day",
-            "global-cost-ci95",
-            "results",
-            "failures",
-            "local-cost-per-day",
-            "wall_s",
-        )
-        if c in rounds
-    ]
-    print(rounds[cols].to_string(index=False))
+    print_rounds(run.rounds_csv, skip=("no_reply",))
     print(f"final global policy: {run.final_checkpoint}")
     print(
         f"evaluate it: fedinv simulate --scenario {cfg.scenario} --policy dqn "

@@ -123,3 +123,29 @@ def fed_config(args: argparse.Namespace) -> FedConfig:
     else:
         values["proximal_mu"] = defaults.proximal_mu
     return dataclasses.replace(defaults, **values)
+
+
+ROUND_COLUMNS = (
+    "round",
+    "global-cost-per-day",
+    "global-cost-ci95",
+    "results",
+    "failures",
+    "no_reply",
+    "local-cost-per-day",
+    "wall_s",
+)
+"""The columns of ``rounds.csv`` a finished run prints (those present)."""
+
+
+def print_rounds(rounds_csv: Path, skip: tuple[str, ...] = ()) -> bool:
+    """Print the :data:`ROUND_COLUMNS` of a run's ``rounds.csv`` (less ``skip``);
+    False if there is no such file (yet)."""
+    import pandas as pd
+
+    if not rounds_csv.is_file():
+        return False
+    rounds = pd.read_csv(rounds_csv)
+    cols = [c for c in ROUND_COLUMNS if c in rounds and c not in skip]
+    print(rounds[cols].to_string(index=False))
+    return True

@@ -107,8 +107,7 @@ def _write_private(path: Path, data: bytes, force: bool) -> None:
 def _write_public(path: Path, data: bytes, force: bool) -> None:
     if path.exists() and not force:
         raise DeployError(f"{path} already exists; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _san_entries(hosts: Sequence[str]) -> list[Any]:
