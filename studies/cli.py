@@ -1,5 +1,7 @@
 """The study commands of the ``fedinv`` command line: ``run``, ``report`` and ``studies``
-(docs/studies.md). Registered by :func:`fedinv.cli.build_parser`."""
+(docs/studies.md). :func:`register` is this package's entry point in the
+``fedinv.commands`` group (``pyproject.toml``), through which ``fedinv`` finds them
+without importing ``studies``."""
 
 from __future__ import annotations
 
@@ -8,12 +10,15 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_STUDY = "quick"
 
 
-def add_commands(commands, count_t) -> None:
-    """Add ``run``, ``report`` and ``studies`` to the subparsers ``commands``."""
+def register(commands: Any) -> None:
+    """Add ``run``, ``report`` and ``studies`` to the ``fedinv`` subparsers ``commands``."""
+    from fedinv.cli.common import COUNT
+
     p = commands.add_parser(
         "run",
         help=f"run a study (default: {DEFAULT_STUDY}) and write its report",
@@ -38,7 +43,7 @@ def add_commands(commands, count_t) -> None:
     )
     p.add_argument(
         "--workers",
-        type=count_t,
+        type=COUNT,
         metavar="N",
         help=f"parallel workers on this machine (default: CPUs, here "
         f"{os.cpu_count()}); 1 runs everything in this process",
@@ -48,6 +53,12 @@ def add_commands(commands, count_t) -> None:
         metavar="ADDR",
         help="run the units on an existing Ray cluster (e.g. 'auto' or "
         "'ray://HOST:10001') instead of starting Ray on this machine",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard what an earlier run left in --out (units, results, report) and "
+        "start over; needed after the study definition changed",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
@@ -81,25 +92,36 @@ def _names() -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``fedinv run``: run or resume a study, print its table and where the report is."""
-    from studies.runner import StudyRunError, run_study
-    from studies.spec import StudyError, load_study, study_text
+    """``fedinv run``: check the definition against its scenario, run or resume the study,
+    print its table and where the report is."""
+    from fedinv.files import atomic_write
+    from studies.runner import StudyDefinitionChanged, StudyRunError, clear_run_folder, run_study
+    from studies.spec import check_study, load_study, study_text
 
-    try:
-        spec = load_study(args.study)
-    except StudyError as exc:
-        raise ValueError(str(exc)) from None
+    spec = load_study(args.study)  # StudyError (a ValueError): exit 2, file and field named
+    check_study(spec)  # before the folder is made or any unit runs
     out = (args.out or Path("runs") / spec.name).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    if args.restart:
+        try:
+            removed = clear_run_folder(out)
+        except StudyRunError as exc:
+            print(f"fedinv: error: {exc}", file=sys.stderr)
+            return 1
+        if removed:
+            say(f"--restart: removed {', '.join(removed)} from {out}")
     out.mkdir(parents=True, exist_ok=True)
     copy = out / "study.toml"
     if not copy.is_file():
-        copy.write_text(study_text(args.study))
+        text = study_text(args.study)
+        atomic_write(copy, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     command = (
-        "fedinv run " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        "fedinv run " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a != "--restart")
         if len(sys.argv) > 1 and sys.argv[1] == "run"
         else f"fedinv run {args.study}"
     )
-    say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     say(f"study {spec.name}: {spec.title}")
     try:
         run_study(
@@ -111,6 +133,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             echo=say,
             progress=not args.quiet and sys.stderr.isatty(),
         )
+    except StudyDefinitionChanged as exc:
+        print(f"fedinv: error: {exc}", file=sys.stderr)
+        return 2
     except StudyRunError as exc:
         print(f"fedinv: error: {exc}", file=sys.stderr)
         print(
@@ -124,11 +149,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """``fedinv report DIR``: collate and render again."""
+    """``fedinv report DIR``: collate and render again; unit files that are not valid
+    units are named (one per line) and nothing is rewritten (exit 2)."""
     import json
 
     from studies.collate import collate
     from studies.spec import spec_from_dict
+    from studies.units import BadUnitsError
 
     folder = args.dir.resolve()
     if not (folder / "study.json").is_file() or not (folder / "units").is_dir():
@@ -136,7 +163,16 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"{folder}: not a study run folder (expected study.json and units/ "
             "written by fedinv run)"
         )
-    collate(spec_from_dict(json.loads((folder / "study.json").read_text())["spec"]), folder)
+    try:
+        spec = spec_from_dict(json.loads((folder / "study.json").read_text())["spec"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{folder / 'study.json'}: not a valid study record ({exc})") from None
+    try:
+        collate(spec, folder)
+    except BadUnitsError as exc:
+        for line in str(exc).splitlines():
+            print(f"fedinv: error: {line.strip()}", file=sys.stderr)
+        return 2
     _print_summary(folder)
     print(f"report: {folder / 'report.md'}")
     return 0

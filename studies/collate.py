@@ -5,31 +5,34 @@ Figure 4 series per month), then render the report (:mod:`studies.report`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from studies.spec import StudySpec
+from studies.units import BadUnitsError, plan, scan
 
 
 def collate(spec: StudySpec, out: Path, render: bool = True) -> Path:
-    """Write ``OUT/results/*.parquet`` from the unit files; returns the results folder."""
+    """Write ``OUT/results/*.parquet`` from the unit files of ``spec``'s plan (those
+    present; :class:`studies.units.BadUnitsError` naming every file that is not a valid
+    unit); returns the results folder."""
     out = Path(out)
     results = out / "results"
     results.mkdir(parents=True, exist_ok=True)
+    found = scan(out, plan(spec))
+    if found.bad:
+        raise BadUnitsError(out, found.bad)
+    records = [(key, found.finished[key]) for key in sorted(found.finished)]
     rows, monthly = [], []
     bounds = {}
-    for path in sorted((out / "units" / "bound").rglob("rep-*.json")):
-        b = json.loads(path.read_text())
-        bounds[(b["variant"], int(b["replication"]))] = float(b["bound_cost_per_day"])
-    labels = {p.label for p in spec.policies}
-    variants = {v.name for v in spec.variants}
-    for path in sorted((out / "units" / "eval").rglob("rep-*.json")):
-        u = json.loads(path.read_text())
-        if u["policy"] not in labels or u["variant"] not in variants:
-            continue  # a unit of a policy since removed from the study
+    for name, b in records:
+        if name.startswith("bound/"):
+            bounds[(b["variant"], int(b["replication"]))] = float(b["bound_cost_per_day"])
+    for name, u in records:
+        if not name.startswith("eval/"):
+            continue
         key = (u["variant"], int(u["replication"]))
         row = {
             "variant": u["variant"],

@@ -48,6 +48,7 @@ from fedinv.files import atomic_write
 from fedinv.policies.tuning import TRAIN_BASE
 from fedinv.sim.metrics import paired_difference, summarize
 from studies.spec import PolicySpec, StudySpec, VariantSpec, slugify, spec_from_dict
+from studies.units import read_json
 
 SUMMARY_COLUMNS = ("variant", "policy", "mode", "metric", "n", "mean", "std", "ci95")
 PAIRED_COLUMNS = (
@@ -173,7 +174,9 @@ def _ordered(names: list[str], frame: pd.DataFrame | None, column: str) -> list[
 
 
 def load_run(out: Path) -> StudyRun:
-    """Read a run folder (``FileNotFoundError`` without ``study.json``)."""
+    """Read a run folder (``FileNotFoundError`` without ``study.json``;
+    :class:`studies.units.UnitFileError` naming a tune or train record that is not a JSON
+    object)."""
     out = Path(out)
     doc = json.loads((out / "study.json").read_text(encoding="utf-8"))
     spec = spec_from_dict(doc["spec"])
@@ -187,7 +190,7 @@ def load_run(out: Path) -> StudyRun:
         run.monthly = pd.read_parquet(path)
     for folder, target, key in (("tune", run.tuned, "policy"), ("train", run.trained, "kind")):
         for item in sorted((out / "units" / folder).glob("*.json")):
-            record = json.loads(item.read_text(encoding="utf-8"))
+            record = read_json(item)
             target[str(record.get(key, item.stem))] = {**record, "_path": item}
     return run
 

@@ -28,7 +28,6 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -37,7 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from studies.spec import LEARNED, OPTIMIZATION, StudySpec, variant_scenario
+from studies.spec import StudySpec, check_study, variant_scenario
+from studies.units import Unit, plan, read_unit, scan, unit_path
+
+__all__ = ["Unit", "plan", "run_study", "execute_unit", "event_metrics", "StudyRunError"]
 
 VERSIONS = (
     "fedinv",
@@ -63,38 +65,8 @@ class StudyRunError(RuntimeError):
     """A study that cannot run in the given folder, or a unit that failed."""
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One resumable piece of work; ``key`` is its path under ``OUT/units`` (no suffix)."""
-
-    kind: str
-    key: str
-    variant: str | None = None
-    policy: str | None = None
-    replication: int | None = None
-    needs: tuple[str, ...] = ()
-
-
-def plan(spec: StudySpec) -> list[Unit]:
-    """Every unit of ``spec``, preparations first."""
-    units: list[Unit] = []
-    prepared = sorted({p.prepared_by for p in spec.policies if p.prepared_by})
-    for key in prepared:
-        kind, name = key.split("/")
-        units.append(Unit(kind, key, policy=name))
-    for v in spec.variants:
-        if spec.bound:
-            units += [
-                Unit("bound", f"bound/{v.name}/rep-{r:04d}", v.name, replication=r)
-                for r in range(spec.replications)
-            ]
-        for p in spec.policies:
-            needs = (p.prepared_by,) if p.prepared_by else ()
-            units += [
-                Unit("eval", f"eval/{v.name}/{p.slug}/rep-{r:04d}", v.name, p.label, r, needs)
-                for r in range(spec.replications)
-            ]
-    return units
+class StudyDefinitionChanged(StudyRunError):
+    """The run folder holds results of a different study definition."""
 
 
 # ------------------------------------------------------------------------ the driver
@@ -109,27 +81,45 @@ def run_study(
     command: str = "",
     echo: Callable[[str], None] | None = print,
     progress: bool = True,
+    restart: bool = False,
 ) -> Path:
-    """Run (or resume) ``spec`` into ``out``; returns the folder. Raises
-    :class:`StudyRunError` if ``out`` holds a different study or a unit fails (the
-    finished units stay)."""
+    """Run (or resume) ``spec`` into ``out``; returns the folder.
+
+    The whole definition is checked against its scenario first
+    (:func:`studies.spec.check_study`, :class:`studies.spec.StudyError`). Raises
+    :class:`StudyDefinitionChanged` if ``out`` holds a different definition (``restart``:
+    discard that folder's results and start over instead), :class:`StudyRunError` if a
+    unit fails (the finished units stay). Unit files that are not valid are reported by
+    path and recomputed; the old ``results/``, ``figures/`` and ``report.md`` are removed
+    before any work, so they are only ever those of the units beside them."""
+    check_study(spec)
     out = Path(out).resolve()
-    (out / "units").mkdir(parents=True, exist_ok=True)
     say = echo or (lambda _msg: None)
+    if restart:
+        removed = clear_run_folder(out)
+        if removed:
+            say(f"--restart: removed {', '.join(removed)} from {out}")
+    (out / "units").mkdir(parents=True, exist_ok=True)
     meta = _start_meta(spec, out, command, workers)
+    _reap(out, say)
+    _remove_outputs(out)
     units = plan(spec)
-    done = {u.key for u in units if _unit_path(out, u).is_file()}
+    found = scan(out, units)
+    for key, exc in found.bad.items():
+        say(f"not a finished unit, recomputing it: {exc}")
+        unit_path(out, next(u for u in units if u.key == key)).unlink(missing_ok=True)
+    done = set(found.finished)
     if done:
         say(f"resuming {spec.name} in {out}: {len(done)} of {len(units)} units already done")
     started, prior = time.perf_counter(), float(meta.get("seconds") or 0.0)
     for unit in units:  # trainings, in this process
         if unit.kind == "train" and unit.key not in done:
             say(f"training: DQN {unit.policy} ...")
-            _write_json(_unit_path(out, unit), train_unit(spec, unit, out, echo=echo))
+            _write_json(unit_path(out, unit), train_unit(spec, unit, out, echo=echo))
             done.add(unit.key)
     todo = [u for u in units if u.key not in done]
     if todo:
-        engine = _Engine(workers, address)
+        engine = _Engine(workers, address, out)
         meta["engine"], meta["workers"] = engine.name, engine.workers
         _write_json(out / "study.json", meta)
         try:
@@ -149,15 +139,76 @@ def run_study(
     return out
 
 
+RUN_OUTPUTS = ("results", "figures", "report.md")
+"""What collating writes (removed before a run works, rewritten at its end)."""
+RUN_FILES = ("units", *RUN_OUTPUTS, "study.json", "study.toml")
+"""Everything ``fedinv run`` writes into its folder (what ``--restart`` removes)."""
+
+
+def _reap(out: Path, say: Callable[[str], None]) -> None:
+    """Stop what an interrupted run into ``out`` left running (its Ray cluster); refuse
+    if another run is working in ``out`` now."""
+    from fedinv.federation.processes import RunFolderBusy, reap_leftovers
+
+    try:
+        stopped = reap_leftovers(out)
+    except RunFolderBusy as exc:
+        raise StudyRunError(str(exc)) from None
+    if stopped:
+        say(f"stopped {len(stopped)} process(es) an interrupted run left in {out}")
+
+
+def _remove_outputs(out: Path) -> None:
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def clear_run_folder(out: Path) -> list[str]:
+    """Remove what ``fedinv run`` wrote into ``out`` (:data:`RUN_FILES`), after stopping
+    any process an interrupted run left there; other files stay. Returns the names
+    removed."""
+    from fedinv.federation.processes import RunFolderBusy, reap_leftovers
+
+    removed = []
+    try:
+        reap_leftovers(out)
+        federated = out / "units" / "train" / "federated"
+        if federated.is_dir():
+            reap_leftovers(federated)
+    except RunFolderBusy as exc:
+        raise StudyRunError(str(exc)) from None
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+            removed.append(name + "/")
+        elif path.exists():
+            path.unlink()
+            removed.append(name)
+    return removed
+
+
 def _start_meta(spec: StudySpec, out: Path, command: str, workers: int | None) -> dict[str, Any]:
     path = out / "study.json"
     if path.is_file():
-        meta = json.loads(path.read_text())
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            meta["spec"]["name"]  # noqa: B018 - a KeyError/TypeError if it is not ours
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StudyDefinitionChanged(
+                f"{path} is not a valid study record ({type(exc).__name__}: {exc}); to "
+                "start over in this folder, re-run with --restart"
+            ) from None
         if meta.get("digest") != spec.digest():
-            raise StudyRunError(
+            raise StudyDefinitionChanged(
                 f"{out} holds results of a different study definition ({meta['spec']['name']}, "
                 f"digest {meta.get('digest')}; this one is {spec.digest()}): resuming would mix "
-                f"them. Use another --out folder, or delete {out}."
+                "them. To start over in this folder, re-run with --restart (it removes the "
+                "old units and results); or give another --out folder."
             )
         meta["command"] = command or meta.get("command", "")
         meta["finished"] = None
@@ -202,13 +253,16 @@ def package_versions() -> dict[str, str]:
 class _Engine:
     """Ray (several workers or a cluster) or this process (``workers == 1``)."""
 
-    def __init__(self, workers: int | None, address: str | None):
+    def __init__(self, workers: int | None, address: str | None, out: Path):
         self.workers = int(workers or os.cpu_count() or 1)
         self.ray = None
+        self.guard = None
         if address is None and self.workers <= 1:
             self.name = "in-process"
             return
         import ray
+
+        from fedinv.federation.processes import TAG_VARIABLE, ProcessGuard
 
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -217,13 +271,23 @@ class _Engine:
             self.workers = int(ray.cluster_resources().get("CPU", 1))
             self.name = f"ray cluster {address}"
         else:
-            ray.init(
-                num_cpus=self.workers,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}},
-            )
+            # the processes of Ray's local cluster inherit the guard's tag: they are
+            # stopped with this run, even if this process is killed
+            self.guard = ProcessGuard(out).__enter__()
+            os.environ[TAG_VARIABLE] = self.guard.tag
+            try:
+                ray.init(
+                    num_cpus=self.workers,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}},
+                )
+            except BaseException:
+                self.guard.close()
+                raise
+            finally:
+                os.environ.pop(TAG_VARIABLE, None)
             self.name = "ray"
         self.ray = ray
         self.remote = ray.remote(num_cpus=1, max_retries=0)(execute_unit)
@@ -248,7 +312,7 @@ class _Engine:
                         failures.append(f"{unit.key}: {type(exc).__name__}: {exc}")
                         bar.advance()
                         continue
-                    _write_json(_unit_path(out, unit), payload)
+                    _write_json(unit_path(out, unit), payload)
                     done.add(unit.key)
                     bar.advance(unit.key)
             else:
@@ -291,13 +355,15 @@ class _Engine:
                     failed_needs.add(unit.key)
                     bar.advance()
                     continue
-                _write_json(_unit_path(out, unit), payload)
+                _write_json(unit_path(out, unit), payload)
                 done.add(unit.key)
                 bar.advance(unit.key)
 
     def close(self) -> None:
         if self.ray is not None:
             self.ray.shutdown()
+        if self.guard is not None:
+            self.guard.close()
 
 
 class _Bar:
@@ -309,24 +375,9 @@ class _Bar:
 
     def __enter__(self) -> _Bar:
         if self.show:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from fedinv.progress import progress_bar
 
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
+            self.progress = progress_bar()
             self.progress.start()
             self.task = self.progress.add_task(self.title, total=self.total)
         return self
@@ -340,10 +391,6 @@ class _Bar:
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
-
-
-def _unit_path(out: Path, unit: Unit) -> Path:
-    return out / "units" / f"{unit.key}.json"
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -463,54 +510,45 @@ def _float(value: Any) -> float:
 
 
 def policy_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any], Any]:
-    """A ``simulate`` policy factory for ``pol`` from what its preparation unit saved."""
-    if pol.policy in LEARNED:
-        return _learned_factory(spec, pol, scenario, out)
-    if pol.policy in OPTIMIZATION:
-        from fedinv.hybrid import make_optimization_policy
+    """A ``simulate`` policy factory for ``pol`` (:func:`fedinv.policies.registry.prepare`)
+    from what its preparation unit saved."""
+    from fedinv.policies.registry import kind_of, prepare, scenario_layout
 
-        options = dict(pol.values or {})
-        return lambda lay: make_optimization_policy(pol.policy, scenario, lay, options)
-    from fedinv.cli import resolve_params
-    from fedinv.policies.classical import default_params, make_policy
+    kind = kind_of(pol.policy)
+    if kind == "learned":
+        import torch
 
-    if pol.values is not None:
-        values: Any = dict(pol.values)
+        torch.set_num_threads(1)
+        saved = _prepared_record(out, pol.prepared_by)
+        if pol.training == "isolated":
+            return _isolated_factory(spec, scenario, out, saved)
+        layout = scenario_layout(scenario)
+        return prepare(pol.policy, scenario, layout, checkpoint=out / saved["checkpoint"]).factory
+    if kind == "optimization" or pol.values is not None:
+        values: Any = None if pol.values is None else dict(pol.values)
     elif pol.params == "textbook":
         values = None
     else:
-        saved = json.loads((out / "units" / f"{pol.prepared_by}.json").read_text())
-        values = saved["params"]
-
-    def factory(lay):
-        params = (
-            default_params(pol.policy, lay)
-            if values is None
-            else resolve_params(pol.policy, lay, values)
-        )
-        return make_policy(pol.policy, lay, params)
-
-    return factory
+        values = _prepared_record(out, pol.prepared_by)["params"]
+    return prepare(pol.policy, scenario, scenario_layout(scenario), params=values).factory
 
 
-def _learned_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any], Any]:
-    import torch
+def _prepared_record(out: Path, key: str) -> dict[str, Any]:
+    """The validated record of the preparation unit ``key`` (``tune/P``, ``train/K``)."""
+    kind, name = key.split("/")
+    unit = Unit(kind, key, policy=name)
+    return read_unit(unit_path(out, unit), unit)
 
-    torch.set_num_threads(1)
-    saved = json.loads((out / "units" / f"{pol.prepared_by}.json").read_text())
-    if pol.training == "isolated":
-        from fedinv.federation.task import isolated_policy, load_global_checkpoint
 
-        cfg = training_config(spec)
-        per_org = {
-            org: load_global_checkpoint(out / path)[0] for org, path in saved["checkpoints"].items()
-        }
-        return lambda lay: isolated_policy(scenario, per_org, cfg)
-    from fedinv.agents.checkpoints import load_checkpoint, policy_from_checkpoint
+def _isolated_factory(spec: StudySpec, scenario, out: Path, saved) -> Callable[[Any], Any]:
+    """Each organization's nodes run by the policy it trained alone."""
+    from fedinv.federation.task import isolated_policy, load_global_checkpoint
 
-    path = out / saved["checkpoint"]
-    data = load_checkpoint(path)
-    return lambda lay: policy_from_checkpoint(data, lay, path)
+    cfg = training_config(spec)
+    per_org = {
+        org: load_global_checkpoint(out / path)[0] for org, path in saved["checkpoints"].items()
+    }
+    return lambda lay: isolated_policy(scenario, per_org, cfg)
 
 
 # ------------------------------------------------------------------- disruption events
@@ -598,12 +636,11 @@ def train_unit(
     orgs = len(scenario.network.organizations)
     started = time.perf_counter()
     if kind == "federated":
-        from fedinv.federation.local import FederationError, run_federation
+        from fedinv.errors import FederationError
+        from fedinv.federation.local import run_federation
 
         try:
-            run = run_federation(
-                cfg, work, timeout=3600.0, echo=None if echo is None else lambda line: None
-            )
+            run = run_federation(cfg, work, timeout=3600.0, echo=None, notice=echo)
         except FederationError as exc:
             raise StudyRunError(f"federated training failed: {exc}") from None
         rounds = pd.read_csv(run.rounds_csv)

@@ -22,9 +22,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-CLASSICAL = ("base-stock", "echelon-base-stock", "sS", "sQ", "min-stock")
-OPTIMIZATION = ("rolling-lp",)
-LEARNED = ("dqn",)
+from fedinv.hybrid import BACKENDS as SOLVERS
+from fedinv.policies.registry import CLASSICAL, OPTIMIZATION
+from fedinv.policies.registry import LEARNED_POLICIES as LEARNED
+from fedinv.sim.run import MODES
+
 PARAMS = ("tuned", "textbook")
 """Classical policies: tuned by simulation, or set by the textbook formulas (EOQ, safety
 stock z = 1.645 from demand and lead-time variability:
@@ -32,8 +34,6 @@ stock z = 1.645 from demand and lead-time variability:
 TRAININGS = ("federated", "isolated", "central")
 """How a DQN policy is trained: a Flower federation of the organizations (role-weighted
 FedAvg), each organization alone on its own data, or one learner on the pooled network."""
-MODES = ("pure", "hybrid")
-SOLVERS = ("pyomo", "highspy")
 SCALES = ("capacity", "storage_capacity", "transport_capacity", "monthly_budget")
 """What a variant may scale: node production/assembly capacity, node storage, lane
 transport capacity, organization monthly budgets."""
@@ -482,6 +482,48 @@ class _Table:
                 f"{', '.join(options)}, got {value!r}"
             )
         return value
+
+
+# ------------------------------------------------------------ checks against the scenario
+
+
+def check_study(spec: StudySpec) -> None:
+    """Check the whole definition against its scenario before any unit runs
+    (:class:`StudyError` naming the study file and the field): the base scenario loads,
+    every variant is a valid scenario (its outages and surges name existing nodes and
+    regions), every policy's explicit values fit the network (known parameters and
+    nodes; an optimization policy's options), and every event window lies inside the
+    horizon."""
+    from fedinv.model.scenario import ScenarioError, load_scenario
+    from fedinv.policies.registry import prepare, scenario_layout
+
+    source = spec.source or "study"
+    try:
+        base = load_scenario(spec.scenario)
+    except ScenarioError as exc:
+        raise StudyError(f"{source}: field study.scenario: {exc}") from None
+    for i, variant in enumerate(spec.variants):
+        try:
+            variant_scenario(spec, variant)
+        except ScenarioError as exc:
+            raise StudyError(f"{source}: field variants[{i}] ({variant.name!r}): {exc}") from None
+    layout = scenario_layout(base)
+    for i, pol in enumerate(spec.policies):
+        if pol.values is None:
+            continue
+        where = f"{source}: field policies[{i}].values"
+        try:
+            prepare(pol.policy, base, layout, params=dict(pol.values), where=where)
+        except ValueError as exc:  # InputError, and the policies' own checks
+            text = str(exc)
+            raise StudyError(text if text.startswith(where) else f"{where}: {text}") from None
+    days = spec.days or base.horizon_days
+    for e in spec.events:
+        if e.last_day >= days:
+            raise StudyError(
+                f"{source}: field events: expected windows inside the {days}-day horizon, "
+                f"got {e.name!r} ending on day {e.last_day}"
+            )
 
 
 # --------------------------------------------------------------------------- variants

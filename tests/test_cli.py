@@ -218,6 +218,47 @@ def test_simulate_bad_input(capsys, args, needles):
     assert_usage_error(capsys, argv, *needles)
 
 
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (
+            ["simulate", "--scenario", "serial-3", "--policy", "base-stock", "--solver", "highspy"],
+            ("--solver does nothing without --mode hybrid",),
+        ),
+        (
+            ["simulate", "--scenario", "serial-3", "--policy", "base-stock", "--sweeps", "3"],
+            ("--sweeps does nothing without --tune",),
+        ),
+        (
+            ["simulate", "--scenario", "serial-3", "--policy", "sS", "--train-replications", "4"],
+            ("--train-replications does nothing without --tune",),
+        ),
+        (["federate", "--mu", "0.5", "--out", "unused"], ("--mu does nothing without",)),
+        (["federate", "--dp-clip", "2", "--out", "unused"], ("--dp-clip does nothing without",)),
+        (
+            [
+                "deploy",
+                "run",
+                "--superlink",
+                "127.0.0.1:9",
+                "--insecure",
+                "--mu",
+                "1",
+                "--out",
+                "x",
+            ],
+            ("--mu does nothing without",),
+        ),
+    ],
+)
+def test_options_that_would_do_nothing_are_refused(capsys, tmp_path, monkeypatch, argv, needles):
+    """An option that has no effect in its context is an error (exit 2), not ignored;
+    nothing runs (no folder is made)."""
+    monkeypatch.chdir(tmp_path)
+    assert_usage_error(capsys, argv, *needles)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_simulate_tune(capsys):
     payload = run_json(
         capsys,
@@ -315,6 +356,20 @@ def test_bench_sim(capsys):
 
 
 # -- the real entry point ----------------------------------------------------------------
+
+
+def test_console_script_has_the_study_commands_of_the_entry_point_group():
+    """``run``, ``report`` and ``studies`` come from studies' ``fedinv.commands`` entry
+    point (installed metadata), through the real ``fedinv`` console script."""
+    from importlib.metadata import entry_points
+
+    assert [e.value for e in entry_points(group="fedinv.commands")] == ["studies.cli:register"]
+    script = Path(sys.executable).parent / "fedinv"
+    proc = subprocess.run(
+        [str(script), "run", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: fedinv run" in proc.stdout and "--restart" in proc.stdout
 
 
 def test_module_entry_point_prints_only_json():

@@ -1,6 +1,7 @@
-"""Deployment across organizations (fedinv.deploy.engine): certificates and keys, command-line
-errors, and a real federation on 127.0.0.1 — a SuperLink and 3 SuperNodes as processes,
-TLS and node authentication on — that trains 2 rounds, refuses an unregistered node,
+"""Deployment across organizations (fedinv.deploy.engine, fedinv.cli.deploy): certificates
+and keys, command-line errors, and a real federation on 127.0.0.1 — a SuperLink and 3
+SuperNodes as processes, TLS and node authentication on — that trains 2 rounds, refuses
+an unregistered node,
 survives a SuperNode killed mid-round (it restarts and rejoins with its replay buffer)
 and a ServerApp killed after a round (a resubmitted run resumes, no round lost).
 
@@ -27,26 +28,24 @@ from test_federation import THREE_ORGS
 
 from fedinv.cli import main
 from fedinv.deploy.engine import (
-    DeployError,
     LocalDeployment,
-    _alive,
-    _proc_table,
     deploy_env,
     list_nodes,
     make_certs,
     make_node_key,
-    process_tree,
     refused,
     register_node,
     run_finished,
-    start,
     stop_run,
-    stop_tree,
     superlink_command,
     supernode_command,
     wait_for,
 )
+from fedinv.errors import DeployError
 from fedinv.federation.private_data import export_private_data
+from fedinv.federation.processes import alive as _alive
+from fedinv.federation.processes import proc_table as _proc_table
+from fedinv.federation.processes import process_tree, start, stop_tree
 from fedinv.federation.task import FedConfig, load_global_checkpoint, new_model, roles_of, to_arrays
 from fedinv.model.scenario import load_scenario
 

@@ -2,7 +2,7 @@
 simulation runs (2 rounds, 3 organizations) with resume and a failing client."""
 
 import math
-import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -201,9 +201,17 @@ def _final_weights(run_dir: Path) -> dict[str, np.ndarray]:
     return weights
 
 
-def _flower_processes() -> int:
-    out = subprocess.run(["pgrep", "-f", "flower-super"], capture_output=True, text=True)
-    return len(out.stdout.split())
+def _left_running(processes, seconds: float = 15.0) -> list[int]:
+    """PIDs of ``processes`` ((PID, start time) pairs of one run) still running after
+    waiting up to ``seconds`` for them to exit; other runs' processes do not count."""
+    from fedinv.federation.processes import alive
+
+    deadline = time.monotonic() + seconds
+    while True:
+        left = [pid for pid, started in processes if alive(pid, started)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 @pytest.mark.timeout(600)
@@ -211,7 +219,6 @@ def test_simulated_federation_end_to_end_resume_and_failure(chain, tmp_path):
     from fedinv.federation.local import run_federation
 
     scenario, data = chain
-    before = _flower_processes()
     # 1. two rounds, three organizations, on Flower's simulation engine
     full = tmp_path / "full"
     (full / "data").mkdir(parents=True)
@@ -222,7 +229,8 @@ def test_simulated_federation_end_to_end_resume_and_failure(chain, tmp_path):
     assert rounds["round"].tolist() == [1, 2]
     assert rounds["results"].tolist() == [3, 3] and rounds["failures"].tolist() == [0, 0]
     assert all(math.isfinite(c) for c in rounds["global-cost-per-day"])
-    assert _flower_processes() == before  # everything it started is gone
+    assert len(run.processes) >= 3  # the SuperLink, flwr run, and what they started
+    assert _left_running(run.processes) == []  # everything it started is gone
     # the final checkpoint runs as a policy
     from fedinv.cli import main
 
@@ -265,7 +273,7 @@ def test_simulated_federation_end_to_end_resume_and_failure(chain, tmp_path):
     for org in data.iterdir():
         (failing / "data" / org.name).symlink_to(org)
     cfg = _config(scenario, rounds=1)
-    run_federation(cfg, failing, extra={"fail-org": "maker"}, timeout=400)
+    failed = run_federation(cfg, failing, extra={"fail-org": "maker"}, timeout=400)
     row = pd.read_csv(failing / "rounds.csv").iloc[0]
     assert (row["results"], row["failures"]) == (2, 1)
     assert "fault injected" in str(row["failure_reasons"])
@@ -276,7 +284,7 @@ def test_simulated_federation_end_to_end_resume_and_failure(chain, tmp_path):
     for key in supplier:  # only "maker" has a supplier: its network stays as it was
         np.testing.assert_array_equal(after[key], start[key])
     assert any(not np.array_equal(after[k], start[k]) for k in others)
-    assert _flower_processes() == before
+    assert _left_running(failed.processes) == []
     torch.set_num_threads(1)
 
 
@@ -294,3 +302,36 @@ def test_differential_privacy_wraps_the_role_weighted_strategy():
     assert dp.strategy is inner and dp.noise_multiplier == 0.8 and dp.clipping_norm == 2.0
     with pytest.raises(ValueError, match="unknown strategy"):
         make_strategy("fedsgd")
+
+
+def test_pyproject_run_config_is_fedconfig_and_the_server_defaults():
+    """One source of the federation's defaults: ``flwr run .`` (pyproject's run config)
+    trains exactly what FedConfig() and fedinv.federation.runconfig describe."""
+    import tomllib
+
+    from fedinv.federation.runconfig import PATH_KEYS, SERVER_DEFAULTS
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    config = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"]
+    flat = FedConfig().to_flat()
+    assert {k: config[k] for k in flat} == flat
+    assert FedConfig.from_flat(config) == FedConfig()  # reward-scale 0 there: None here
+    assert {k: config[k] for k in SERVER_DEFAULTS} == SERVER_DEFAULTS
+    assert {k: config[k] for k in PATH_KEYS} == PATH_KEYS
+    assert set(config) == {*flat, "reward-scale", *SERVER_DEFAULTS, *PATH_KEYS}
+
+
+def test_training_options_default_to_fedconfig():
+    """``fedinv federate`` and ``fedinv deploy run`` read the same FedConfig defaults."""
+    import argparse
+
+    from fedinv.cli.training import add_training_options, fed_config
+
+    parser = argparse.ArgumentParser()
+    add_training_options(parser)
+    assert fed_config(parser.parse_args([])) == FedConfig()
+    prox = fed_config(parser.parse_args(["--strategy", "fedprox"]))
+    assert (prox.strategy, prox.proximal_mu) == ("fedprox", 0.1)
+    assert fed_config(parser.parse_args(["--strategy", "fedprox", "--mu", "2"])).proximal_mu == 2
+    help_text = parser.format_help()
+    assert "(default 120)" in help_text and "(default electronics-5r)" in help_text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -340,3 +341,222 @@ def test_isolated_and_centralized_training_units_get_the_same_budget(tmp_path):
     frame = pd.read_parquet(out / "results" / "replications.parquet")
     assert sorted(frame["policy"].unique()) == ["bs", "central", "iso"]
     assert frame["total_cost_per_day"].notna().all()
+
+
+# -- bad unit files, checks before any unit, a changed definition -----------------------
+
+CORRUPTIONS = {
+    "truncated": lambda text: text[: len(text) // 2].encode(),
+    "garbage appended": lambda text: (text + "\n}{ garbage").encode(),
+    "empty": lambda text: b"",
+    "empty object": lambda text: b"{}",
+    "not UTF-8": lambda text: b"\xff\xfe" + text.encode(),
+    "another unit's record": lambda text: re.sub(
+        r'"replication": \d+', '"replication": 0', text
+    ).encode(),
+}
+"""Ways a unit file (here of replication 1 or 2) is not a finished unit."""
+
+
+def _eval_files(out: Path) -> list[Path]:
+    return sorted((out / "units" / "eval").rglob("rep-*.json"))
+
+
+def test_bad_unit_files_are_named_by_report_and_recomputed_by_a_rerun(tmp_path, capsys):
+    """Each corrupt shape of a unit file is refused as a finished unit: ``fedinv report``
+    names every bad file (exit 2); a re-run names them, recomputes exactly them (the
+    other units untouched) and gives the results of the intact run."""
+    from fedinv.cli import main
+
+    study = tiny(tmp_path, reps=3, days=60, bound=False)
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    want = pd.read_parquet(out / "results" / "replications.parquet")
+    files = [f for f in _eval_files(out) if f.name == "rep-0001.json"]
+    files += [f for f in _eval_files(out) if f.name == "rep-0002.json"]
+    assert len(files) >= len(CORRUPTIONS)
+    bad = dict(zip(CORRUPTIONS, files, strict=False))
+    for shape, path in bad.items():
+        broken = CORRUPTIONS[shape](path.read_text(encoding="utf-8"))
+        assert broken != path.read_bytes()
+        path.write_bytes(broken)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for path in bad.values():
+        assert str(path) in err
+    kept = {p: p.stat().st_mtime_ns for p in _eval_files(out) if p not in bad.values()}
+    assert main(["run", str(study), "--out", str(out), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    for path in bad.values():
+        assert f"recomputing it: {path}" in err
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the good ones were not redone
+    got = pd.read_parquet(out / "results" / "replications.parquet")
+    cols = ["variant", "policy", "replication", "total_cost_per_day", "fill_rate"]
+    pd.testing.assert_frame_equal(got[cols], want[cols])
+
+
+def test_a_failed_run_leaves_no_stale_results(tmp_path, monkeypatch):
+    """Results of an earlier run never stay beside units they were not computed from:
+    a re-run that fails removes results/, figures/ and report.md (a later successful
+    run writes them again)."""
+    import studies.runner as runner
+
+    study = tiny(tmp_path, reps=2, days=60, bound=False)
+    out = run_study(load_study(study), tmp_path / "out", workers=1, echo=None, progress=False)
+    assert (out / "results" / "replications.parquet").is_file() and (out / "report.md").is_file()
+    victim = _eval_files(out)[0]
+    victim.write_text("{}")
+
+    def broken(spec, folder, unit):
+        raise RuntimeError("no solver today")
+
+    monkeypatch.setattr(runner, "execute_unit", broken)
+    with pytest.raises(runner.StudyRunError, match="1 unit"):
+        run_study(load_study(study), out, workers=1, echo=None, progress=False)
+    assert not (out / "results").exists() and not (out / "report.md").exists()
+    assert not victim.exists()  # not left looking finished either
+
+
+BAD_DEFINITIONS = {
+    "outage of an unknown node": (
+        '[[variants]]\nname = "hit"\n'
+        'outages = [{ target = "stage-9", start_day = 5, duration_days = 3 }]\n',
+        "field variants[0] ('hit')",
+        "stage-9",
+    ),
+    "policy value naming an unknown node": (
+        '[[policies]]\nlabel = "bad values"\npolicy = "base-stock"\n'
+        "values = { levels = { stage-9 = 5 } }\n",
+        "field policies[3].values",
+        "unknown node 'stage-9'",
+    ),
+    "event after the scenario's horizon": (
+        '[[events]]\nname = "late"\nfirst_day = 10\nlast_day = 9999\n',
+        "field events",
+        "9999",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DEFINITIONS))
+def test_the_whole_definition_is_checked_before_any_unit_runs(tmp_path, capsys, case):
+    from fedinv.cli import main
+
+    extra, field, needle = BAD_DEFINITIONS[case]
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY.format(reps=2, days=60, bound="false") + extra)
+    if case.startswith("event"):  # days unset: the scenario's 365-day horizon applies
+        path.write_text(path.read_text().replace("days = 60\n", ""))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--workers", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err  # one line
+    assert f"{path}: {field}" in err and needle in err
+    assert not out.exists()  # no unit ran, no folder was made
+
+
+def test_a_changed_definition_says_how_to_continue_and_restart_does_it(tmp_path, capsys):
+    from fedinv.cli import main
+
+    out = tmp_path / "out"
+    study = tiny(tmp_path, reps=2, days=60, bound=False)
+    assert main(["run", str(study), "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    study = tiny(tmp_path, reps=3, days=60, bound=False)  # the same file, changed
+    capsys.readouterr()
+    assert main(["run", str(study), "--out", str(out), "--workers", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "different study definition" in err and "--restart" in err
+    assert "re-run the same command" not in err  # it would be refused again
+    argv = ["run", str(study), "--out", str(out), "--workers", "1", "--quiet", "--restart"]
+    assert main(argv) == 0
+    frame = pd.read_parquet(out / "results" / "replications.parquet")
+    assert sorted(frame["replication"].unique()) == [0, 1, 2]
+    assert "reps = 3" not in (out / "study.toml").read_text()  # the new definition's text
+    assert "replications = 3" in (out / "study.toml").read_text()
+    meta = json.loads((out / "study.json").read_text())
+    assert meta["digest"] == load_study(study).digest()
+
+
+FEDERATED = """
+[study]
+name = "fed-kill"
+title = "Killed during federated training"
+scenario = "chain-3.toml"
+replications = 2
+days = 40
+bound = false
+
+[training]
+rounds = {rounds}
+local-steps = 8
+replications = 2
+eval-replications = 2
+eval-days = 20
+
+[[policies]]
+label = "federated dqn"
+policy = "dqn"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_study_killed_during_federated_training_leaves_no_process(tmp_path):
+    """SIGKILL on ``fedinv run`` (the driver only) while its federation trains: every
+    process of that federation (SuperLink, SuperExec, flwr-simulation, Ray) is gone
+    within seconds and stops writing into the run folder; the re-run resumes and
+    finishes with each round's replies received once."""
+    from test_federation import THREE_ORGS
+
+    from fedinv.federation.processes import RECORD, alive, tagged
+
+    (tmp_path / "chain-3.toml").write_text(THREE_ORGS)
+    study = tmp_path / "fed.toml"
+    study.write_text(FEDERATED.format(rounds=4))
+    out = tmp_path / "out"
+    work = out / "units" / "train" / "federated"
+    cmd = [str(Path(sys.executable).parent / "fedinv"), "run", str(study), "--out", str(out)]
+    cmd += ["--workers", "1", "--quiet"]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    seen: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None:
+            record = json.loads((work / RECORD).read_text()) if (work / RECORD).is_file() else {}
+            if record:
+                seen.update(tagged(record["tag"]))
+            if (work / "checkpoints" / "round-0001.pt").is_file():
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the run ended early: {proc.stderr.read().decode()[-2000:]}"
+        seen.update(tagged(record["tag"]))
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only, as the OOM killer would
+        proc.wait()
+        assert len(seen) >= 5  # SuperLink, SuperExec, flwr run, flwr-simulation, Ray...
+        deadline = time.monotonic() + 10
+        while any(alive(p, s) for p, s in seen.items()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [p for p, s in seen.items() if alive(p, s)] == []
+        assert tagged(record["tag"]) == []
+        files = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()}
+        time.sleep(3)
+        now = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()}
+        assert now == files, "something still writes into the run folder"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid, started in seen.items():
+            if alive(pid, started):
+                os.kill(pid, signal.SIGKILL)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    rounds = pd.read_csv(work / "rounds.csv")
+    assert rounds["round"].tolist() == [1, 2, 3, 4]
+    replies = [json.loads(line) for line in (work / "received.jsonl").open()]
+    keys = [(r["round"], r["phase"], r["node"]) for r in replies]
+    assert len(keys) == len(set(keys)), "a round's replies were received twice"
+    assert not (work / RECORD).exists()

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import pandas as pd
 
 from fedinv.agents.checkpoints import save_checkpoint
 from fedinv.agents.dqn import VALIDATION_BASE, Args, TrainResult, evaluate, train
+from fedinv.jsonout import num as _num
 from fedinv.model.network import Scenario
 from fedinv.policies.classical import make_policy
 from fedinv.policies.tuning import TuneResult, tune
@@ -189,11 +189,3 @@ def plot_curve(curve: pd.DataFrame, baselines: dict[str, float], path: Path, tit
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def _num(x: Any) -> float | None:
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None

@@ -6,32 +6,40 @@ folder), runs the app of this checkout with ``flwr run ... --stream``, and stops
 process it started, by PID, whatever happens. Runtime dependency installation is
 disabled, so Flower never builds an environment of its own.
 
+Every process of the run (the SuperLink, ``flwr run``, and what they start: the
+SuperExec, ``flwr-simulation``, its Ray cluster) carries the run's tag and is stopped
+within seconds even if the calling process is killed (a watchdog); a re-run into the
+same folder first stops whatever a killed run left (:mod:`fedinv.federation.processes`).
+
 Run folder ``OUT/``: ``data/ORG/`` (private data), ``clients/ORG/`` (each client's replay
 buffer and learner), ``checkpoints/``, ``final.pt``, ``rounds.csv``, ``rounds.png``,
-``summary.json`` (written by the ServerApp), ``flower.log`` and ``.flwr/`` (Flower's home:
-its state database and the SuperLink's log).
+``summary.json`` (written by the ServerApp), ``flower.log``, ``.flwr/`` (Flower's home:
+its state database and the SuperLink's log) and, while it runs, ``processes.json`` (the
+run's tag and the PIDs it started).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedinv.errors import FederationError
+from fedinv.federation.processes import (
+    ProcessGuard,
+    RunFolderBusy,
+    flower_env,
+    free_port,
+    stop_tree,
+)
+from fedinv.federation.runconfig import app_dir, run_config_text
 from fedinv.federation.task import FedConfig
-
-
-class FederationError(RuntimeError):
-    """The federation could not run; the message says why and where the logs are."""
+from fedinv.files import atomic_write
 
 
 @dataclass
@@ -42,24 +50,8 @@ class FederationRun:
     rounds_csv: Path
     final_checkpoint: Path
     log: Path
-
-
-def app_dir() -> Path:
-    """The Flower app: this checkout's root (its pyproject.toml has ``[tool.flwr.app]``)."""
-    root = Path(__file__).resolve().parents[2]
-    pyproject = root / "pyproject.toml"
-    if not pyproject.is_file() or "[tool.flwr.app]" not in pyproject.read_text():
-        raise FederationError(
-            f"no Flower app found at {root}: fedinv federate runs from a source checkout "
-            "(pip install -e .), whose pyproject.toml declares [tool.flwr.app]"
-        )
-    return root
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    processes: tuple[tuple[int, str], ...] = ()
+    """(PID, start time) of every process of the run seen while it ran (all stopped)."""
 
 
 def _wait_port(port: int, proc: subprocess.Popen, seconds: float = 60.0) -> None:
@@ -74,70 +66,6 @@ def _wait_port(port: int, proc: subprocess.Popen, seconds: float = 60.0) -> None
     raise FederationError(f"the SuperLink did not open port {port} within {seconds:.0f} s")
 
 
-def flower_env(home: Path) -> dict[str, str]:
-    """Environment of every Flower process: home inside the run, quiet, no installs."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "FLWR_HOME": str(home),
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
-            "RAY_DEDUP_LOGS": "0",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        }
-    )
-    return env
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))
-
-
-def stop_process_tree(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """Stop ``proc`` (started in its own session) and every process of its group; and
-    Flower's SuperExec, which watches its parent by PID."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-    for pid in _children_by_parent_flag(proc.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _children_by_parent_flag(parent: int) -> list[int]:
-    """PIDs of processes started with ``--parent-pid PARENT`` (Flower's SuperExec)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"--parent-pid" in args:
-            i = args.index(b"--parent-pid")
-            if i + 1 < len(args) and args[i + 1] == str(parent).encode():
-                found.append(int(entry.name))
-    return found
-
-
 def run_federation(
     cfg: FedConfig,
     out_dir: str | Path,
@@ -146,28 +74,52 @@ def run_federation(
     extra: Mapping[str, Any] | None = None,
     timeout: float = 3600.0,
     echo: Callable[[str], None] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> FederationRun:
     """Run ``cfg`` as a local simulated federation into ``out_dir`` (see module doc).
     ``extra``: more run-config keys (e.g. ``fail-org``, ``min-train-nodes``); ``echo``
-    receives Flower's output line by line."""
+    receives Flower's output line by line, ``notice`` (default ``echo``) what this
+    module has to say (leftovers of an interrupted run stopped). Every process it starts
+    is tagged and recorded in ``OUT/processes.json``
+    (:class:`fedinv.federation.processes.ProcessGuard`): they are stopped when this
+    returns or raises, within seconds if this process is killed, and by the next run
+    into ``out_dir`` if all else failed."""
     from fedinv.federation.private_data import export_private_data
     from fedinv.model.scenario import load_scenario
 
     out = Path(out_dir).resolve()
     data = out / "data"
     scenario = load_scenario(cfg.scenario)
-    if not data.is_dir() or not any(data.iterdir()):
-        export_private_data(scenario, data)
+    try:
+        with ProcessGuard(out, echo=notice or echo) as guard:
+            if not data.is_dir() or not any(data.iterdir()):
+                export_private_data(scenario, data)
+            return _run(cfg, out, guard, supernodes, extra, timeout, echo)
+    except RunFolderBusy as exc:
+        raise FederationError(str(exc)) from None
+
+
+def _run(
+    cfg: FedConfig,
+    out: Path,
+    guard: ProcessGuard,
+    supernodes: int | None,
+    extra: Mapping[str, Any] | None,
+    timeout: float,
+    echo: Callable[[str], None] | None,
+) -> FederationRun:
+    data = out / "data"
     orgs = sorted(p.name for p in data.iterdir() if (p / "scenario.toml").is_file())
     n_nodes = supernodes or len(orgs)
     home = out / ".flwr"
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    (home / "config.toml").write_text(
+    port = free_port()
+    config_text = (
         f'[superlink]\ndefault = "fedinv"\n\n[superlink.fedinv]\n'
         f'address = "127.0.0.1:{port}"\ninsecure = true\n'
     )
-    env = flower_env(home)
+    atomic_write(home / "config.toml", lambda tmp: tmp.write_text(config_text))
+    env = guard.env(flower_env(home))
     run_config = {
         **cfg.to_flat(),
         "data-dir": str(data),
@@ -178,7 +130,6 @@ def run_federation(
         "min-available-nodes": min(2, n_nodes),
         **(extra or {}),
     }
-    run_args = " ".join(f"{k}={_toml_value(v)}" for k, v in run_config.items())
     log_path = out / "flower.log"
     link_log = (home / "superlink.log").open("ab")
     superlink = subprocess.Popen(
@@ -201,6 +152,7 @@ def run_federation(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    guard.note(superlink, "superlink")
     try:
         _wait_port(port, superlink)
         command = [
@@ -210,7 +162,7 @@ def run_federation(
             "fedinv",
             "--stream",
             "--run-config",
-            run_args,
+            run_config_text(run_config),
             "--federation-config",
             f"num-supernodes={n_nodes} client-resources-num-cpus=1",
         ]
@@ -224,6 +176,7 @@ def run_federation(
                 text=True,
                 start_new_session=True,
             )
+            guard.note(proc, "flwr run")
             try:
                 deadline = time.monotonic() + timeout
                 assert proc.stdout is not None
@@ -236,11 +189,11 @@ def run_federation(
                         raise FederationError(f"the run took longer than {timeout:.0f} s")
                 proc.wait()
             finally:
-                stop_process_tree(proc, grace=5.0)
+                stop_tree(proc, grace=5.0)
         if proc.returncode != 0:
             raise FederationError(f"flwr run exited with code {proc.returncode}; see {log_path}")
     finally:
-        stop_process_tree(superlink)
+        stop_tree(superlink)
         link_log.close()
     final = out / "final.pt"
     summary = out / "summary.json"
@@ -249,4 +202,4 @@ def run_federation(
             f"the ServerApp finished without a final checkpoint; see "
             f"{log_path} and {home / 'superlink.log'}"
         )
-    return FederationRun(out, out / "rounds.csv", final, log_path)
+    return FederationRun(out, out / "rounds.csv", final, log_path, guard.seen_so_far())

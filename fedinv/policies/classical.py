@@ -414,15 +414,27 @@ def default_params(name: str, layout: Layout) -> dict[str, dict[str, Any]]:
     if name not in POLICY_NAMES:
         raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
     level = formula_levels(layout, 1.645, echelon=name == "echelon-base-stock")
-    q = eoq(layout)
+    return params_from_level_and_quantity(name, layout, level, eoq(layout))
+
+
+def params_from_level_and_quantity(
+    name: str, layout: Layout, level: np.ndarray, quantity: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Per-node parameters of policy ``name`` from two stream vectors (units): a
+    ``level`` (base-stock: the order-up-to level; (s,S), (s,Q): the reorder point ``s``;
+    min-stock: ``min``) and an order ``quantity`` ((s,S): ``S = s + quantity``; (s,Q):
+    ``Q``; min-stock: ``quantity``; unused by base-stock). The one place that knows each
+    policy's parameter names."""
     match name:
         case "base-stock" | "echelon-base-stock":
             return params_from_streams(layout, levels=level)
         case "sS":
-            return params_from_streams(layout, s=level, S=level + q)
+            return params_from_streams(layout, s=level, S=level + quantity)
         case "sQ":
-            return params_from_streams(layout, s=level, Q=q)
-    return params_from_streams(layout, min=level, quantity=q)
+            return params_from_streams(layout, s=level, Q=quantity)
+        case "min-stock":
+            return params_from_streams(layout, min=level, quantity=quantity)
+    raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
 
 
 def make_policy(name: str, layout: Layout, params: Mapping[str, Any] | None = None) -> Policy:

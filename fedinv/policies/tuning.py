@@ -28,11 +28,10 @@ import numpy as np
 from fedinv.model.layout import Layout
 from fedinv.model.network import Scenario
 from fedinv.policies.classical import (
-    POLICY_NAMES,
     eoq,
     flow_stats,
     make_policy,
-    params_from_streams,
+    params_from_level_and_quantity,
     streams_of,
 )
 from fedinv.sim.run import mean_cost_per_day
@@ -74,17 +73,7 @@ def params_from_coordinates(
     z = np.array([coords.get(f"z:{t}", 1.645) for t in tiers])
     k = np.array([coords.get(f"k:{t}", 1.0) for t in tiers])
     level = np.maximum(fs.mean * lead + z * np.sqrt(lead * fs.var + fs.mean**2 * fs.lead_var), 0.0)
-    q = eoq(layout) * k
-    match policy:
-        case "base-stock" | "echelon-base-stock":
-            return params_from_streams(layout, levels=level)
-        case "sS":
-            return params_from_streams(layout, s=level, S=level + q)
-        case "sQ":
-            return params_from_streams(layout, s=level, Q=q)
-        case "min-stock":
-            return params_from_streams(layout, min=level, quantity=q)
-    raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICY_NAMES)}")
+    return params_from_level_and_quantity(policy, layout, level, eoq(layout) * k)
 
 
 def search_space(policy: str, layout: Layout) -> dict[str, tuple[float, float]]:

@@ -1,0 +1,153 @@
+"""``fedinv bench sim | lp``: simulator throughput and safety-layer latency (docs/cli.md,
+docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fedinv.cli.common import (
+    COUNT,
+    DAYS,
+    CliError,
+    batch_list,
+    dump,
+    int_at_least,
+    load,
+    num,
+    stderr_console,
+    stdout_console,
+)
+from fedinv.jsonout import finite
+
+
+def add_parser(commands: Any) -> None:
+    """``fedinv bench`` and its kinds."""
+    from fedinv.bench.sim import DEFAULT_BATCHES, DEFAULT_POLICY, DEFAULT_SCENARIO
+    from fedinv.policies.classical import POLICY_NAMES
+
+    bench = commands.add_parser("bench", help="benchmarks", description="Benchmarks.")
+    kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
+    p = kinds.add_parser(
+        "sim",
+        help="simulator throughput (node-days per second) on one core",
+        description="Time Simulator.reset and the stepping loop per batch size, on one core.",
+    )
+    p.add_argument(
+        "--scenario",
+        default=DEFAULT_SCENARIO,
+        metavar="NAME|FILE",
+        help=f"default {DEFAULT_SCENARIO}",
+    )
+    p.add_argument("--days", type=DAYS, metavar="N", help="days (default: horizon)")
+    p.add_argument(
+        "--batches",
+        type=batch_list,
+        default=list(DEFAULT_BATCHES),
+        metavar="B,...",
+        help="comma-separated batch sizes (default 1,256)",
+    )
+    p.add_argument(
+        "--policy",
+        choices=POLICY_NAMES,
+        default=DEFAULT_POLICY,
+        help=f"policy with default parameters (default {DEFAULT_POLICY})",
+    )
+    p.add_argument("--json", action="store_true", help="print the result rows as a JSON list")
+    p.set_defaults(func=cmd_bench_sim)
+    p = kinds.add_parser(
+        "lp",
+        help="safety-layer latency: Pyomo persistent vs highspy, and hybrid vs pure",
+        description="Median and p95 ms per daily projection solve on random networks "
+        "(fedinv.model.synthetic) for each lane count, Pyomo persistent and highspy, model build "
+        "time, and the simulation time of a scenario in hybrid vs pure mode.",
+    )
+    p.add_argument(
+        "--lanes",
+        type=batch_list,
+        default=[20, 100, 500],
+        metavar="L,...",
+        help="comma-separated lane counts (default 20,100,500)",
+    )
+    p.add_argument(
+        "--solves",
+        type=int_at_least(5),
+        default=200,
+        metavar="N",
+        help="timed solves per lane count and backend (default 200)",
+    )
+    p.add_argument(
+        "--scenario",
+        default=DEFAULT_SCENARIO,
+        metavar="NAME|FILE",
+        help=f"scenario of the hybrid-vs-pure timing (default {DEFAULT_SCENARIO})",
+    )
+    p.add_argument(
+        "--replications",
+        type=COUNT,
+        default=10,
+        metavar="R",
+        help="replications of the hybrid-vs-pure timing (default 10)",
+    )
+    p.add_argument(
+        "--days",
+        type=DAYS,
+        metavar="N",
+        help="days of the hybrid-vs-pure timing (default: horizon)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench_lp)
+
+
+def cmd_bench_sim(args: argparse.Namespace) -> int:
+    """``fedinv bench sim``: node-days per second per batch size, on one core."""
+    from fedinv.bench.sim import DEFAULT_SCENARIO, bench_sim, print_bench
+    from fedinv.model.scenario import ScenarioError
+
+    try:
+        scenario = load(args.scenario)
+    except ScenarioError as exc:
+        hint = (
+            " (the default benchmark scenario is missing from this installation; "
+            "pass --scenario NAME|FILE)"
+            if args.scenario == DEFAULT_SCENARIO
+            else ""
+        )
+        raise CliError(f"cannot load benchmark scenario {args.scenario!r}{hint}: {exc}") from None
+    if not args.json:
+        stderr_console().print(
+            f"benchmarking {scenario.name} at batch sizes {', '.join(map(str, args.batches))} ...",
+            markup=False,
+        )
+    rows = bench_sim(scenario, args.batches, args.days, args.policy)
+    if args.json:
+        print(
+            dump([{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
+        )
+    else:
+        print_bench(rows, stdout_console())
+    return 0
+
+
+def cmd_bench_lp(args: argparse.Namespace) -> int:
+    """``fedinv bench lp``: safety-layer latency per lane count, hybrid vs pure time."""
+    from fedinv.bench.lp import bench_lp, print_bench_lp
+
+    if min(args.lanes) < 10:
+        raise CliError(f"--lanes: synthetic networks need at least 10 lanes, got {args.lanes}")
+    scenario = load(args.scenario)
+    if args.json:
+        result = bench_lp(args.lanes, args.solves, scenario, args.replications, args.days)
+        print(dump(finite(result)))
+        return 0
+    with stderr_console().status("bench lp") as status:
+        result = bench_lp(
+            args.lanes,
+            args.solves,
+            scenario,
+            args.replications,
+            args.days,
+            progress=lambda text: status.update(f"bench lp: {text}"),
+        )
+    print_bench_lp(result, stdout_console())
+    return 0

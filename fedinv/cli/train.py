@@ -1,0 +1,264 @@
+"""``fedinv train``: tune the baselines, train a DQN, compare them on held-out
+replications (docs/agents.md)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fedinv.cli.common import (
+    COUNT,
+    DAYS,
+    SEED,
+    CliError,
+    dump,
+    fmt,
+    int_at_least,
+    load,
+    stderr_console,
+    stdout_console,
+)
+
+ALGOS = ("dqn",)
+"""Learning algorithms of ``fedinv train --algo``."""
+
+
+def add_parser(commands: Any) -> None:
+    """``fedinv train``."""
+    p = commands.add_parser(
+        "train",
+        help="train a learned ordering policy and compare it with tuned base-stock",
+        description="Tune the baseline(s) on training replications, train a DQN on training "
+        "replications (validation curve on separate replications), then evaluate both on "
+        "held-out replications 0..R-1; see docs/agents.md.",
+    )
+    p.add_argument(
+        "--scenario",
+        required=True,
+        metavar="NAME|FILE",
+        help="built-in scenario name or path to a .toml file",
+    )
+    p.add_argument("--algo", choices=ALGOS, default="dqn", help="learning algorithm (dqn)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="write checkpoint.pt, curve.csv, curve.png, evaluation.csv, summary.json to DIR",
+    )
+    p.add_argument(
+        "--steps",
+        type=COUNT,
+        metavar="N",
+        help="environment steps (days of the training batch; default 20000)",
+    )
+    p.add_argument(
+        "--seed",
+        type=SEED,
+        default=1,
+        metavar="S",
+        help="training seed: initialization, exploration, minibatches (default 1)",
+    )
+    p.add_argument(
+        "--replications",
+        type=COUNT,
+        default=16,
+        metavar="B",
+        help="training replications stepped in lockstep (default 16)",
+    )
+    p.add_argument(
+        "--days",
+        type=DAYS,
+        metavar="N",
+        help="days per episode and evaluation (default: horizon)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int_at_least(0),
+        metavar="N",
+        help="steps between validation runs (default: steps / 20)",
+    )
+    p.add_argument(
+        "--eval-replications",
+        type=COUNT,
+        default=8,
+        metavar="R",
+        help="validation replications (default 8)",
+    )
+    p.add_argument(
+        "--test-replications",
+        type=COUNT,
+        default=10,
+        metavar="R",
+        help="held-out replications 0..R-1 of the final comparison (default 10)",
+    )
+    p.add_argument(
+        "--network-share",
+        type=float,
+        metavar="W",
+        help="reward weight of the network's cost next to the node's own "
+        "(default 1; see docs/agents.md)",
+    )
+    p.add_argument(
+        "--order-change-cost",
+        type=float,
+        metavar="C",
+        help="reward penalty in $ per unit of day-to-day order change (default 0)",
+    )
+    p.add_argument(
+        "--baselines",
+        default="base-stock",
+        metavar="P,...",
+        help="tuned classical policies to compare with (default base-stock)",
+    )
+    p.add_argument(
+        "--train-replications",
+        type=COUNT,
+        default=16,
+        metavar="K",
+        help="training replications of the baselines' tuning (default 16)",
+    )
+    p.add_argument(
+        "--sweeps",
+        type=COUNT,
+        default=2,
+        metavar="S",
+        help="coordinate-descent sweeps of the tuning (default 2)",
+    )
+    p.add_argument("--json", action="store_true", help="print summary.json on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``fedinv train``: tune the baselines, train a DQN, compare on held-out replications
+    (:mod:`fedinv.agents.compare`); writes the checkpoint, the curve and the evaluation."""
+    from dataclasses import replace
+
+    from fedinv.agents.compare import train_and_compare, write_report
+    from fedinv.agents.dqn import Args
+    from fedinv.agents.envs import EnvConfig, RewardConfig
+    from fedinv.policies.classical import POLICY_NAMES
+
+    baselines = list(dict.fromkeys(b.strip() for b in args.baselines.split(",") if b.strip()))
+    unknown = [b for b in baselines if b not in POLICY_NAMES]
+    if not baselines or unknown:
+        raise CliError(
+            f"--baselines: expected policies among {', '.join(POLICY_NAMES)}, got "
+            f"{args.baselines!r}"
+        )
+    if args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out {args.out}: exists and is not a directory")
+    scenario = load(args.scenario)
+    if args.days is not None:
+        scenario = replace(
+            scenario, horizon_days=args.days, warmup_days=min(scenario.warmup_days, args.days - 2)
+        )
+    steps = args.steps or Args().total_steps
+    reward = RewardConfig()
+    for name in ("network_share", "order_change_cost"):
+        value = getattr(args, name)
+        if value is not None:
+            if not math.isfinite(value) or value < 0:
+                raise CliError(f"--{name.replace('_', '-')}: expected a number >= 0, got {value}")
+            reward = replace(reward, **{name: value})
+    train_args = Args(
+        scenario=args.scenario,
+        seed=args.seed,
+        total_steps=steps,
+        replications=args.replications,
+        eval_replications=args.eval_replications,
+        eval_every=(max(steps // 20, 1) if args.eval_every is None else args.eval_every),
+        env=EnvConfig(reward=reward),
+    )
+    common = dict(
+        baselines=baselines,
+        tune_replications=args.train_replications,
+        sweeps=args.sweeps,
+        test_replications=args.test_replications,
+    )
+    if args.quiet or args.json:
+        report = train_and_compare(scenario, train_args, **common)
+    else:
+        from fedinv.progress import progress_bar
+
+        with progress_bar(stderr_console(), transient=True) as bar:
+            tuning = bar.add_task("tuning baselines", total=None)
+            training = bar.add_task(f"training dqn on {scenario.name}", total=steps, visible=False)
+
+            def on_tune(policy: str, evaluations: int, cost: float) -> None:
+                bar.update(
+                    tuning,
+                    description=f"tuning {policy}: {evaluations} evaluations, "
+                    f"last {cost:,.2f} $/day",
+                )
+
+            def on_step(step: int, stats: Mapping[str, float]) -> None:
+                if step == 1:
+                    bar.update(tuning, visible=False)
+                    bar.update(training, visible=True)
+                if step % 10 == 0 or step == steps:
+                    best = stats["best"]
+                    bar.update(
+                        training,
+                        completed=step,
+                        description=(
+                            f"training dqn on {scenario.name} (eps {stats['epsilon']:.2f}"
+                            + (
+                                f", best validation {best:,.2f} $/day)"
+                                if math.isfinite(best)
+                                else ")"
+                            )
+                        ),
+                    )
+
+            report = train_and_compare(
+                scenario, train_args, on_tune=on_tune, on_step=on_step, **common
+            )
+    paths = write_report(report, args.out)
+    if args.json:
+        print(dump(report.payload()))
+        return 0
+    _print_training(report.payload())
+    stdout_console().print(f"wrote {', '.join(p.name for p in paths)} to {args.out}", markup=False)
+    return 0
+
+
+def _print_training(payload: Mapping[str, Any]) -> None:
+    from rich.table import Table
+
+    con = stdout_console()
+    con.print(
+        f"{payload['scenario']} | dqn, seed {payload['seed']} | {payload['steps']:,} "
+        f"steps x {payload['replications']} replications = "
+        f"{payload['simulated_days']:,} simulated days | selected step "
+        f"{payload['best_step']:,}",
+        markup=False,
+    )
+    for name, b in payload["baselines"].items():
+        con.print(
+            f"tuned {name}: {b['evaluations']} evaluations, {b['simulated_days']:,} simulated days",
+            markup=False,
+        )
+    table = Table(
+        title=f"Held-out cost per day ({payload['test_replications']} replications "
+        "0..R-1, mean ± 95% CI half-width)"
+    )
+    table.add_column("policy")
+    table.add_column("cost per day", justify="right")
+    table.add_column("± ci95", justify="right")
+    table.add_column("dqn - policy (paired)", justify="right")
+    table.add_column("%", justify="right")
+    for name, c in payload["cost_per_day"].items():
+        d = payload["difference_vs"].get(name)
+        table.add_row(
+            name,
+            fmt(c["mean"]),
+            fmt(c["ci95"]),
+            "" if d is None else f"{fmt(d['mean'])} ± {fmt(d['ci95'])}",
+            "" if d is None else f"{fmt(d['percent'])}",
+        )
+    con.print(table)

@@ -1,0 +1,151 @@
+"""The federated-training options of ``fedinv federate`` and ``fedinv deploy run|local``,
+generated from :class:`fedinv.federation.task.FedConfig` (its defaults are the options'
+defaults: one source, see :mod:`fedinv.federation.runconfig`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedinv.cli.common import COUNT, DAYS, SEED, CliError
+from fedinv.federation.runconfig import FEDPROX_MU
+
+if TYPE_CHECKING:
+    from fedinv.federation.task import FedConfig
+
+STRATEGIES = ("fedavg", "fedprox")
+
+
+@dataclass(frozen=True)
+class TrainingOption:
+    """One command-line option for one FedConfig field."""
+
+    field: str
+    flag: str
+    metavar: str | None
+    help: str
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+
+
+TRAINING_OPTIONS = (
+    TrainingOption("scenario", "--scenario", "NAME|FILE", "the whole network"),
+    TrainingOption("rounds", "--rounds", "R", "server rounds", COUNT),
+    TrainingOption("strategy", "--strategy", None, "aggregation", choices=STRATEGIES),
+    TrainingOption(
+        "proximal_mu",
+        "--mu",
+        "MU",
+        f"FedProx proximal weight (only with --strategy fedprox; default {FEDPROX_MU})",
+        float,
+    ),
+    TrainingOption(
+        "local_steps", "--local-steps", "N", "days of local training per client and round", COUNT
+    ),
+    TrainingOption(
+        "replications", "--replications", "B", "training replications per client", COUNT
+    ),
+    TrainingOption(
+        "eval_replications",
+        "--eval-replications",
+        "R",
+        "held-out replications of each round's evaluation",
+        COUNT,
+    ),
+    TrainingOption("eval_days", "--eval-days", "N", "days of an evaluation run", DAYS),
+    TrainingOption(
+        "seed", "--seed", "S", "seed of initialization, exploration and minibatches", SEED
+    ),
+)
+"""The FedConfig fields the command line sets (the others keep FedConfig's defaults)."""
+
+
+class _FedConfigDefaults(argparse.HelpFormatter):
+    """Help that shows FedConfig's default of each training option, read only when help
+    is printed (FedConfig's module imports torch, which parsing should not)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if action.dest in _FIELDS and text is not None and action.dest != "proximal_mu":
+            from fedinv.federation.task import FedConfig
+
+            text = f"{text} (default {getattr(FedConfig(), action.dest)})"
+        return text
+
+
+_FIELDS = frozenset(o.field for o in TRAINING_OPTIONS)
+"""Destinations of the training options (each the FedConfig field of its name)."""
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """Add :data:`TRAINING_OPTIONS` to ``p``. An option not given is None and takes
+    FedConfig's default in :func:`fed_config` (``--help`` shows it)."""
+    p.formatter_class = _FedConfigDefaults
+    for o in TRAINING_OPTIONS:
+        kwargs: dict[str, Any] = {"metavar": o.metavar, "help": o.help}
+        if o.type is not None:
+            kwargs["type"] = o.type
+        if o.choices is not None:
+            kwargs["choices"] = o.choices
+        p.add_argument(o.flag, dest=o.field, **kwargs)
+
+
+def fed_config(args: argparse.Namespace) -> FedConfig:
+    """The FedConfig of the parsed :data:`TRAINING_OPTIONS`; the scenario is loaded (a
+    bad name fails here, before Flower starts) and a file given by its absolute path.
+    ``--mu`` without ``--strategy fedprox`` is refused (it would do nothing)."""
+    from fedinv.federation.task import FedConfig
+    from fedinv.model.scenario import load_scenario
+
+    defaults = FedConfig()
+    values = {
+        o.field: getattr(defaults, o.field)
+        if getattr(args, o.field) is None
+        else getattr(args, o.field)
+        for o in TRAINING_OPTIONS
+    }
+    strategy = values["strategy"]
+    if args.proximal_mu is not None and strategy != "fedprox":
+        raise CliError("--mu does nothing without --strategy fedprox (FedAvg has no proximal term)")
+    scenario = load_scenario(values["scenario"])
+    source = scenario.source
+    values["scenario"] = (
+        source.removeprefix("builtin:")
+        if source.startswith("builtin:")
+        else str(Path(values["scenario"]).resolve())
+    )
+    if strategy == "fedprox":
+        values["proximal_mu"] = FEDPROX_MU if args.proximal_mu is None else args.proximal_mu
+    else:
+        values["proximal_mu"] = defaults.proximal_mu
+    return dataclasses.replace(defaults, **values)
+
+
+ROUND_COLUMNS = (
+    "round",
+    "global-cost-per-day",
+    "global-cost-ci95",
+    "results",
+    "failures",
+    "no_reply",
+    "local-cost-per-day",
+    "wall_s",
+)
+"""The columns of ``rounds.csv`` a finished run prints (those present)."""
+
+
+def print_rounds(rounds_csv: Path, skip: tuple[str, ...] = ()) -> bool:
+    """Print the :data:`ROUND_COLUMNS` of a run's ``rounds.csv`` (less ``skip``);
+    False if there is no such file (yet)."""
+    import pandas as pd
+
+    if not rounds_csv.is_file():
+        return False
+    rounds = pd.read_csv(rounds_csv)
+    cols = [c for c in ROUND_COLUMNS if c in rounds and c not in skip]
+    print(rounds[cols].to_string(index=False))
+    return True
