@@ -320,6 +320,7 @@ def _key_fragments(keys: Path) -> list[bytes]:
     return fragments
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_two_rounds_over_tls_with_node_authentication(federation, two_rounds, chain):
     scenario, data = chain
@@ -376,6 +377,7 @@ def _steps_and_buffer(state: Path, org: str, server_round: int) -> tuple[int, in
     return int(learner["steps_done"]), size
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_killed_supernode_rejoins_and_killed_serverapp_resumes(federation, two_rounds, chain):
     """Continue the 2-round run to 4 rounds. Round 3: retail's SuperNode (and ClientApp)

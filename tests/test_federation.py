@@ -214,6 +214,7 @@ def _left_running(processes, seconds: float = 15.0) -> list[int]:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_simulated_federation_end_to_end_resume_and_failure(chain, tmp_path):
     from fedinv.federation.local import run_federation

@@ -219,6 +219,7 @@ def _unit_files(out: Path) -> dict[str, tuple[int, bytes]]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_killed_ray_run_resumes_without_redoing_or_losing_a_unit(tmp_path):
     """``fedinv run`` on Ray, killed with SIGKILL once some units are written; the
