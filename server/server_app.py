@@ -27,6 +27,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fedinv.federation.runconfig import SERVER_DEFAULTS
 from fedinv.federation.task import (
     FedConfig,
     default_reward_scale,
@@ -53,7 +54,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run (or resume) the federated training described by the run config."""
-    run = context.run_config
+    run = {**SERVER_DEFAULTS, **context.run_config}  # a bare config gets the documented defaults
     cfg = FedConfig.from_flat(run)
     run_dir = Path(str(run["run-dir"]))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -78,20 +79,20 @@ def main(grid: Grid, context: Context) -> None:
     strategy = make_strategy(
         cfg.strategy,
         proximal_mu=cfg.proximal_mu,
-        fraction_train=float(run.get("fraction-train", 1.0)),
-        fraction_evaluate=float(run.get("fraction-evaluate", 1.0)),
-        min_train_nodes=int(run.get("min-train-nodes", 2)),
-        min_evaluate_nodes=int(run.get("min-evaluate-nodes", 2)),
-        min_available_nodes=int(run.get("min-available-nodes", 2)),
+        fraction_train=float(run["fraction-train"]),
+        fraction_evaluate=float(run["fraction-evaluate"]),
+        min_train_nodes=int(run["min-train-nodes"]),
+        min_evaluate_nodes=int(run["min-evaluate-nodes"]),
+        min_available_nodes=int(run["min-available-nodes"]),
     )
     runner = strategy
-    noise = float(run.get("dp-noise-multiplier", 0.0))
+    noise = float(run["dp-noise-multiplier"])
     if noise > 0:  # optional differential privacy (docs/federation.md)
         runner = with_differential_privacy(
             strategy,
             noise,
-            float(run.get("dp-clipping-norm", 1.0)),
-            int(run.get("dp-sampled-clients", 0)) or _organizations(run),
+            float(run["dp-clipping-norm"]),
+            int(run["dp-sampled-clients"]) or _organizations(run),
         )
     shared = {"round-offset": offset, "reward-scale": float(cfg.reward_scale)}
     started = time.perf_counter()
@@ -124,7 +125,7 @@ def main(grid: Grid, context: Context) -> None:
         grid=grid,
         initial_arrays=ArrayRecord({k: Array(np.asarray(v)) for k, v in weights.items()}),
         num_rounds=remaining,
-        timeout=float(run.get("round-timeout", 3600.0)),
+        timeout=float(run["round-timeout"]),
         train_config=ConfigRecord(dict(shared)),
         evaluate_config=ConfigRecord(dict(shared)),
         evaluate_fn=evaluate,
@@ -140,7 +141,7 @@ def _organizations(run) -> int:
         if str(run.get("data-dir", "")) and root.is_dir()
         else []
     )
-    return max(len(found), int(run.get("min-train-nodes", 2)))
+    return max(len(found), int(run["min-train-nodes"]))
 
 
 def _append_row(path: Path, row: dict) -> None:

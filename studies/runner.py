@@ -510,9 +510,9 @@ def _float(value: Any) -> float:
 
 
 def policy_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any], Any]:
-    """A ``simulate`` policy factory for ``pol`` (:func:`fedinv.policies.registry.prepare`)
+    """A ``simulate`` policy factory for ``pol`` (:func:`fedinv.registry.prepare`)
     from what its preparation unit saved."""
-    from fedinv.policies.registry import kind_of, prepare, scenario_layout
+    from fedinv.registry import kind_of, prepare, scenario_layout
 
     kind = kind_of(pol.policy)
     if kind == "learned":

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from fedinv.hybrid import BACKENDS as SOLVERS
-from fedinv.policies.registry import CLASSICAL, OPTIMIZATION
-from fedinv.policies.registry import LEARNED_POLICIES as LEARNED
+from fedinv.registry import CLASSICAL, OPTIMIZATION
+from fedinv.registry import LEARNED_POLICIES as LEARNED
 from fedinv.sim.run import MODES
 
 PARAMS = ("tuned", "textbook")
@@ -495,7 +495,7 @@ def check_study(spec: StudySpec) -> None:
     nodes; an optimization policy's options), and every event window lies inside the
     horizon."""
     from fedinv.model.scenario import ScenarioError, load_scenario
-    from fedinv.policies.registry import prepare, scenario_layout
+    from fedinv.registry import prepare, scenario_layout
 
     source = spec.source or "study"
     try:

@@ -1,4 +1,5 @@
-"""Benchmarks of federated training (``fedinv bench federation``).
+"""Benchmarks of federated training, run on demand: ``python -m fedinv.bench.federation
+[--compare-only]`` (docs/federation.md quotes its figures).
 
 * :func:`overhead`: Flower's cost per round in simulation. Clients train for one day
   and evaluate almost nothing, so a round's wall time is Flower's overhead (message

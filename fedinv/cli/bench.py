@@ -1,5 +1,5 @@
 """``fedinv bench sim | lp``: simulator throughput and safety-layer latency (docs/cli.md,
-docs/benchmarks.md)."""
+docs/hybrid.md)."""
 
 from __future__ import annotations
 

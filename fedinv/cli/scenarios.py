@@ -230,7 +230,7 @@ def cmd_scenarios_show(args: argparse.Namespace) -> int:
 
 def cmd_scenarios_validate(args: argparse.Namespace) -> int:
     """``fedinv scenarios validate FILE``: ``OK: ...`` or the ScenarioError (exit 2)."""
-    from fedinv.policies.registry import scenario_layout
+    from fedinv.registry import scenario_layout
 
     s = load(args.file)
     scenario_layout(s)  # the simulator compiles it too

@@ -52,7 +52,7 @@ def add_parsers(commands: Any) -> None:
     """``fedinv simulate`` and ``fedinv tune``."""
     from fedinv.hybrid import BACKENDS
     from fedinv.policies.classical import POLICY_NAMES
-    from fedinv.policies.registry import ALL_POLICIES
+    from fedinv.registry import ALL_POLICIES
     from fedinv.sim.run import MODES
 
     p = commands.add_parser(
@@ -337,7 +337,7 @@ def write_outputs(
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``fedinv simulate``: run a policy on replications 0..R-1, print/write metrics."""
-    from fedinv.policies.registry import OPTIMIZATION, prepare, scenario_layout
+    from fedinv.registry import OPTIMIZATION, prepare, scenario_layout
     from fedinv.sim.metrics import HEADLINE
     from fedinv.sim.run import simulate
 
@@ -421,7 +421,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _check_learned_args(args: argparse.Namespace) -> bool:
     """True for a learned policy; its options are checked (``--checkpoint`` needed, no
     ``--params`` or ``--tune``)."""
-    from fedinv.policies.registry import LEARNED_POLICIES
+    from fedinv.registry import LEARNED_POLICIES
 
     if args.policy not in LEARNED_POLICIES:
         if args.checkpoint is not None:
