@@ -38,8 +38,10 @@ from fedinv.policies.projector import (
     Projected,
     Projection,
     Projector,
+    ProposalError,
     Relaxation,
     SolverError,
+    SolverEvent,
 )
 
 if TYPE_CHECKING:
@@ -56,8 +58,10 @@ __all__ = [
     "Projected",
     "Projection",
     "Projector",
+    "ProposalError",
     "Relaxation",
     "SolverError",
+    "SolverEvent",
     "for_mode",
     "make_optimization_policy",
     "make_projector",
@@ -91,7 +95,8 @@ def for_mode(
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode == "pure":
         return policy
-    return Projected(policy, make_projector(layout, backend, outages=outages, **options))
+    projector = make_projector(layout, backend, outages=outages, **options)
+    return Projected(policy, projector, lane_ids=layout.lane_ids)
 
 
 def make_projector(

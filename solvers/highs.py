@@ -26,6 +26,29 @@ HIGHS_OPTIONS = {
 gaps so that both backends agree on the optimum, and no feasibility-jump heuristic
 (it tripled the time of these small MILPs)."""
 
+FEASIBILITY_OPTIONS = (
+    "primal_feasibility_tolerance",
+    "dual_feasibility_tolerance",
+    "mip_feasibility_tolerance",
+)
+"""The tolerances a retry loosens (:meth:`HighsModel.set_tolerance`)."""
+
+
+class NotOptimal(SolverError):
+    """HiGHS ended without an optimum: ``status`` its name, ``time_limit`` whether the
+    time limit stopped it (then no retry can help)."""
+
+    def __init__(self, status: str, time_limit: bool = False, label: str = "HiGHS status"):
+        super().__init__(f"{label} {status}")
+        self.status = status
+        self.time_limit = time_limit
+
+
+def tolerance_options(tol: float | None) -> dict[str, float]:
+    """The feasibility options at ``tol`` (None: the defaults of :data:`HIGHS_OPTIONS`)."""
+    return {key: float(HIGHS_OPTIONS[key] if tol is None else tol) for key in FEASIBILITY_OPTIONS}
+
+
 _single_thread: bool | None = None
 
 
@@ -223,7 +246,7 @@ class HighsModel:
             c[bl.slack[kind]] = 1.0
             self._phase_costs[kind] = c
         self._cost_phase: str | None = None
-        self._mutable_ub = prog.lane_outage.any()
+        self._mutable_ub = prog.ub_mutable.any()
         self._env_cols = bl.env.ravel().astype(np.int32)
         self._n_cols = bl.n.ravel().astype(np.int32)
         self._ub_cols = (
@@ -278,6 +301,15 @@ class HighsModel:
         if len(self.prog.phases):
             self.rhi[self.bl.rows["caps"]] = caps
 
+    def cold(self) -> None:
+        """Forget the last solve (basis and solution): the next one starts from scratch."""
+        self.h.clearSolver()
+
+    def set_tolerance(self, tol: float | None) -> None:
+        """Feasibility tolerances ``tol`` (None: back to :data:`HIGHS_OPTIONS`)."""
+        for key, val in tolerance_options(tol).items():
+            self.h.setOptionValue(key, val)
+
     def solve(self, phase: str | None, time_limit: float):
         h = self.h
         h.changeRowsBounds(len(self.rlo), self._all_rows, self.rlo, self.rhi)
@@ -291,7 +323,9 @@ class HighsModel:
         h.run()
         status = h.getModelStatus()
         if status != self.hs.HighsModelStatus.kOptimal:
-            raise SolverError(f"HiGHS status {h.modelStatusToString(status)}")
+            raise NotOptimal(
+                h.modelStatusToString(status), status == self.hs.HighsModelStatus.kTimeLimit
+            )
         sol = np.asarray(h.getSolution().col_value)
         x = sol[self.bl.x]
         slack = sol[self.bl.slack[phase]].sum(axis=1) if phase else None

@@ -14,7 +14,8 @@ For one network and a batch of ``B`` replications, each day and each replication
 
 ``p`` are the proposals (NaN and negatives read as 0, as the simulator reads them),
 ``f`` the capacity fraction known today: 1, or the outage's ``capacity_fraction`` once
-``state.alert`` announces an outage of that node or lane. Right-hand sides below zero
+``state.alert`` announces an outage of that node or lane (a fraction 0 shuts even an
+unlimited capacity: the lanes it would bound get the bound 0). Right-hand sides below zero
 are clamped at 0 (x = 0 stays feasible). Every constraint is the one
 ``Simulator._release_and_cost`` counts (plus assembly capacity), with the same
 tolerances, so released orders are counted as violations only where the state did not
@@ -41,11 +42,17 @@ and ``solvers/pyomo_model.py`` hold the two backends' models.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from fedinv.model.layout import OUTPUT_ASSEMBLY, OUTPUT_PRODUCTION, OUTPUT_SHIPPING, Layout
+from fedinv.model.layout import (
+    OUTPUT_ASSEMBLY,
+    OUTPUT_PRODUCTION,
+    OUTPUT_SHIPPING,
+    Layout,
+    capacity_times,
+)
 from fedinv.model.network import Outage
 from fedinv.policies.projector import SOFT_KINDS, Relaxation, SolverError
 from fedinv.sim.simulator import State
@@ -60,6 +67,9 @@ NOISE_REL = 1e-7
 """Relative part: an excess below ``NOISE + NOISE_REL x (|rhs| + |activity|)`` is solver
 noise (HiGHS's tolerances act on a scaled model) and is repaired; above, on a soft row,
 it is a relaxation."""
+BIG = 1e12
+"""Units: proposals above this are tamed before any solve (:meth:`ProjectionProgram.tame`)
+-- HiGHS reads 1e20 as infinite and its tolerances are absolute."""
 TIE_BREAK = 1e-6
 """Relative weight perturbation that makes the optimum unique (see module doc)."""
 UNITS = {"contract": "units", "storage": "units", "budget": "$"}
@@ -182,6 +192,26 @@ class ProjectionProgram:
         self.alert_mat = np.zeros((m, lay.num_nodes))  # lane announces node's outage
         for i in np.flatnonzero(self.node_outage):
             self.alert_mat[(lay.lane_src == i) | (lay.external & (lay.lane_dst == i)), i] = 1.0
+        # nodes of unlimited capacity that an outage shuts (capacity_fraction 0): no
+        # capacity row holds their lanes, so while the outage is announced the lanes its
+        # row would hold (external inbound for production, outbound for shipping, inbound
+        # components for assembly) are bounded by 0, as a finite capacity's row would be
+        shut = [
+            i for i in np.flatnonzero(self.node_frac == 0.0) if not np.isfinite(lay.capacity[i])
+        ]
+        self.shut_nodes = np.array(shut, int)
+        self.shut_mat = np.zeros((len(shut), m))  # [shut node, lane]: lane shut with it
+        for r, i in enumerate(shut):
+            kind = lay.output_kind[i]
+            if kind == OUTPUT_PRODUCTION:
+                held = lay.external & (lay.lane_dst == i)
+            elif kind == OUTPUT_ASSEMBLY:
+                held = np.isin(lay.lane_comp, np.flatnonzero(lay.comp_node == i))
+            else:
+                held = lay.lane_src == i
+            self.shut_mat[r, held] = 1.0
+        self.ub_mutable = self.lane_outage | (self.shut_mat > 0).any(axis=0)
+        """``[M]`` lanes whose upper bound can change from day to day (outages)."""
 
         self.groups: list[RowGroup] = []
         self._cap_node: dict[str, np.ndarray] = {}  # kind -> [R] node of the row
@@ -269,11 +299,17 @@ class ProjectionProgram:
         # repair: coefficients of the lanes without a lot size [M, R], and [R, M] holds
         self._free_coef_t = self._a_all_t * ~self.has_lot[:, None]
         self._free_holds = self._free_coef_t.T > 0
-        # rows holding lot lanes (indices into rhs_all), [R', n_lot] mask and coefficients
-        a = self._a_all_t.T[:, self.lot_lanes]
-        rows = np.flatnonzero((a > 0).any(axis=1))
-        mask = a[rows] > 0
-        self._lot_rows = (rows, mask, np.where(mask, a[rows], 1.0))
+        self._row_coef = np.maximum(self._a_all_t.max(axis=0), 1.0) if self.groups else np.zeros(0)
+        """``[R]`` each row's largest coefficient, at least 1 (units of the row per unit)."""
+        self._row_kind = np.array([g.kind for g in self.groups for _ in g.targets], object)
+        # (lane, row) pairs of the rows, for the bounds they imply (implied_ub): of the
+        # lot lanes in every row, of every lane in every row, and in the hard rows only
+        soft_row = np.concatenate([np.full(g.a.shape[0], g.soft) for g in self.groups] or [[]])
+        self._pairs = {
+            "lot": self._limit_pairs(self.lot_lanes, np.ones(len(soft_row), bool)),
+            "all": self._limit_pairs(np.arange(m), np.ones(len(soft_row), bool)),
+            "hard": self._limit_pairs(np.arange(m), ~soft_row.astype(bool)),
+        }
         offsets = np.cumsum([0] + [g.a.shape[0] for g in self.groups])
         self.row_offset = {g.kind: int(o) for g, o in zip(self.groups, offsets, strict=False)}
         """First column of each group's rows in ``DayData.rhs_all``."""
@@ -324,8 +360,11 @@ class ProjectionProgram:
         lay = self.layout
         b = p.shape[0]
         lane_f = np.where((state.alert > 0) & self.lane_outage, self.lane_frac, 1.0)
-        ub = np.broadcast_to(self.nominal_ub, (b, self.num_lanes)) * lane_f
+        ub = capacity_times(self.nominal_ub, lane_f)  # an announced fraction 0 shuts the lane
         node_f = self.known_node_factor(state)
+        if len(self.shut_nodes):
+            shut = (node_f[:, self.shut_nodes] == 0.0) @ self.shut_mat > 0
+            ub = np.where(shut, 0.0, ub)
         rhs: dict[str, np.ndarray] = {}
         for kind, nodes in self._cap_node.items():
             rhs[kind] = lay.capacity[nodes] * self._cap_scale[kind] * node_f[:, nodes]
@@ -365,17 +404,62 @@ class ProjectionProgram:
         f = np.floor(q / lot) * lot
         return f, w * (lot - 2.0 * (q - f)) / lot, (w * (q - f)).sum(axis=1)
 
+    def _limit_pairs(
+        self, lanes: np.ndarray, rows_used: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The nonzero coefficients of rows ``rows_used`` on ``lanes``, grouped by lane:
+        ``(positions in lanes, group starts, rows, coefficients)``."""
+        a = self._a_all_t[lanes] * rows_used[None, :]  # [L, R]
+        li, ri = np.nonzero(a)  # row-major: grouped by lane
+        starts = np.flatnonzero(np.r_[True, li[1:] != li[:-1]]) if len(li) else li
+        return li[starts], starts, ri, a[li, ri]
+
+    def _limit(self, day: DayData, ub: np.ndarray, pairs: str) -> np.ndarray:
+        """``ub [K, L]`` lowered to ``rhs / a`` of every row of ``pairs`` holding a lane
+        (the row's other lanes are >= 0, so no feasible point goes above)."""
+        cols, starts, rows, coef = self._pairs[pairs]
+        if len(rows):
+            lim = np.minimum.reduceat(day.rhs_all[:, rows] / coef, starts, axis=1)
+            ub[:, cols] = np.minimum(ub[:, cols], lim)
+        return ub
+
+    def implied_ub(self, day: DayData, hard_only: bool = False) -> np.ndarray:
+        """``[K, M]`` units: the largest value each lane takes in any point of the program,
+        its transport bound and ``rhs / a`` of every row holding it; ``hard_only``: of
+        the capacity rows only (on a day when soft rows get slack)."""
+        return self._limit(day, day.ub.copy(), "hard" if hard_only else "all")
+
+    def tame(self, day: DayData) -> tuple[DayData, np.ndarray, np.ndarray, np.ndarray]:
+        """The day with proposals above :data:`BIG` units made harmless: ``(day, alone,
+        x, offset)``, ``alone [K, M]`` where ``x [K, M]`` is to be released, ``offset
+        [K]`` what the objective at the original proposals adds to the tamed one.
+
+        A lane that nothing bounds (no transport bound, in no row: :meth:`implied_ub` is
+        infinite) is separable, its optimum its own: the proposal (a lot lane: the
+        nearest lot multiple), at least the commitment; the paths below see it proposed
+        at its commitment (``alone``: then ``x`` is released there). Elsewhere a proposal
+        is cut to ``max(U, BIG)`` (``U`` the implied bound): for ``x <= U``,
+        ``w |x - p| = w |x - max(U, BIG)| + w (p - max(U, BIG))``, so the optimum stays
+        (on a day that relaxes soft rows, as long as no order beyond ``BIG`` is needed to
+        meet a commitment)."""
+        u = self.implied_ub(day)
+        p = day.p
+        lot = np.where(self.has_lot, self.lot, 1.0)
+        least = np.where(self.has_lot, np.ceil(day.lb / lot - 1e-9) * lot, day.lb)
+        own = np.where(
+            self.has_lot, np.maximum(np.round(p / lot) * lot, least), np.maximum(p, least)
+        )
+        alone = np.isinf(u) & (p > BIG)
+        cut = np.minimum(p, np.maximum(u, BIG))
+        offset = np.where(alone, np.abs(own - p), p - cut) @ self.w_eff
+        return replace(day, p=np.where(alone, least, cut)), alone, own, offset
+
     def lot_ub(self, day: DayData) -> np.ndarray:
         """``[K, n_lot]`` upper bounds of the lot lanes implied by the program: the
-        largest lot multiple within the transport bound and within ``rhs / a`` of every
-        row holding the lane (the other lanes of a row are >= 0). A valid cut: the MILP
-        keeps its optimum, its LP relaxation gets tighter."""
+        largest lot multiple within :meth:`implied_ub`. A valid cut: the MILP keeps its
+        optimum, its LP relaxation gets tighter."""
         lanes = self.lot_lanes
-        ub = day.ub[:, lanes]
-        rows, mask, a = self._lot_rows
-        if len(rows):
-            lim = np.where(mask, day.rhs_all[:, rows, None] / a, np.inf).min(axis=1)
-            ub = np.minimum(ub, lim)
+        ub = self._limit(day, day.ub[:, lanes], "lot")
         lot = self.lot[lanes]
         return np.floor(ub / lot + 1e-9) * lot
 
@@ -489,9 +573,13 @@ class ProjectionProgram:
     def repair(self, x: np.ndarray, day: DayData) -> np.ndarray:
         """Remove solver noise: x >= 0, exact lot multiples, transport bounds, commitments
         met where within noise, and rows within noise of their bound pulled just inside
-        (by 1e-10 relative) through lanes without a lot size."""
+        (by 1e-10 relative) through lanes without a lot size. A row's noise is
+        ``NOISE`` units times its largest coefficient (a budget row's $ per unit), plus
+        ``NOISE_REL`` relative, plus what rounding its lot lanes to exact multiples added
+        to it (HiGHS accepts lot counts within 1e-9 of an integer)."""
         x = np.maximum(x, 0.0)
         lot = np.where(self.has_lot, self.lot, 1.0)
+        raw = x
         x = np.where(self.has_lot, np.round(x / lot) * lot, np.minimum(x, day.ub))
         short = day.lb - x
         x = np.where(~self.has_lot & (short > 0) & (short <= NOISE + NOISE_REL * day.lb), day.lb, x)
@@ -502,7 +590,9 @@ class ProjectionProgram:
         act = x @ self._a_all_t
         margin = 1e-10 * np.maximum(1.0, np.abs(rhs))
         over = act - (rhs - margin)
-        noise = NOISE + NOISE_REL * (np.abs(rhs) + np.abs(act)) + 2 * margin
+        noise = NOISE * self._row_coef + NOISE_REL * (np.abs(rhs) + np.abs(act)) + 2 * margin
+        if len(self.lot_lanes):
+            noise = noise + np.maximum((x - raw) * self.has_lot, 0.0) @ self._a_all_t
         need = (over > 0) & (over <= noise)
         if not need.any():
             return x
@@ -516,11 +606,66 @@ class ProjectionProgram:
         cut = np.max(frac[:, :, None] * holds, axis=1)  # [K, M]
         return x - cut * (x - floor)
 
+    def relaxed(self, kind: str, first: np.ndarray) -> np.ndarray:
+        """``[K]`` True where ``kind`` is relaxed today for the block (``first``:
+        :meth:`first_relaxed`; the kinds ``phases[first:]`` get slack)."""
+        if kind not in self.phases:
+            return np.zeros(len(first), bool)
+        return first <= self.phases.index(kind)
+
+    def relaxed_rows(self, first: np.ndarray) -> np.ndarray:
+        """``[K, R]`` :meth:`relaxed` for every row of the program."""
+        out = np.zeros((len(first), len(self._row_kind)), bool)
+        for g in self.groups:
+            out[:, self._row_kind == g.kind] = self.relaxed(g.kind, first)[:, None]
+        return out
+
+    def cut_to_fit(self, x: np.ndarray, day: DayData, first: np.ndarray) -> np.ndarray:
+        """The last resort when a solve's orders, repaired, still break rows that must
+        hold today (warm and cold): in each such row, lanes without a lot size are cut
+        toward their commitment, then lot lanes one lot at a time, cheapest ``w / a``
+        first. Rows only lose activity, so none breaks; the least orders (commitments in
+        whole lots) hold every such row, so the loop ends. Feasible, not necessarily the
+        optimum."""
+        x = x.copy()
+        lot = np.where(self.has_lot, self.lot, 1.0)
+        floor = np.where(self.has_lot, np.ceil(day.lb / lot - 1e-9) * lot, day.lb)
+        a_t, free = self._a_all_t, ~self.has_lot
+        must = ~self.relaxed_rows(first)
+        for b in range(x.shape[0]):
+            for _ in range(10 * self.num_lanes + 10):
+                rhs = day.rhs_all[b]
+                over = x[b] @ a_t - rhs
+                bad = np.flatnonzero(must[b] & (over > TOL))
+                if not len(bad):
+                    break
+                r = bad[0]
+                coef = a_t[:, r]
+                need = over[r] + 1e-10 * max(1.0, abs(rhs[r]))
+                room = np.where(free & (coef > 0), x[b] - floor[b], 0.0)
+                if (room * coef).sum() > 0:
+                    frac = min(need / (room * coef).sum(), 1.0)
+                    x[b] -= frac * room
+                    if frac < 1.0:
+                        continue
+                lots = np.flatnonzero(self.has_lot & (coef > 0) & (x[b] - lot >= floor[b] - 1e-9))
+                if not len(lots):
+                    break
+                lane = lots[np.argmin(self.w_eff[lots] / coef[lots])]
+                x[b, lane] -= lot[lane]
+        return x
+
     def relaxations(
         self, day_no: int, x: np.ndarray, day: DayData, rows: np.ndarray, first: np.ndarray
     ) -> tuple[list[Relaxation], list[str]]:
         """Relaxation records of released ``x [K, M]`` (blocks ``rows`` of the batch),
-        and the hard violations left (empty when all is well)."""
+        and the violations left that no relaxation explains (empty when all is well).
+
+        A soft row may be over only on a day and for a kind the relaxation order relaxed
+        (``first``: :meth:`first_relaxed`; the kinds ``phases[first:]``); its excess above
+        solver noise is then recorded. Anywhere else an excess above the simulator's
+        tolerance is a violation left, as on a hard row: solver noise never becomes a
+        record."""
         if self.feasible(x, day).all():  # nothing over (simulator tolerances): no records
             return [], []
         ex = self.excess(x, day)
@@ -532,23 +677,20 @@ class ProjectionProgram:
         tols, flagged = {}, np.zeros(x.shape[0], bool)
         for kind, e in ex.items():
             g = self.group.get(kind)
-            soft = g.soft if g is not None else kind == "contract" and "contract" in self.phases
-            tol = (
-                np.full_like(e, LOT_TOL)
-                if kind == "lot"
-                else NOISE + NOISE_REL * scale[kind]
-                if soft
-                else np.full_like(e, TOL)
-            )
-            tols[kind] = (g, soft, tol)
+            relaxed = self.relaxed(kind, first)
+            if kind == "lot":
+                tol = np.full_like(e, LOT_TOL)
+            else:
+                tol = np.where(relaxed[:, None], NOISE + NOISE_REL * scale.get(kind, 0.0), TOL)
+            tols[kind] = (g, relaxed, tol)
             flagged |= (e > tol).any(axis=1)
         for b in np.flatnonzero(flagged):
             reason = None
             for kind, e in ex.items():
-                g, soft, tol = tols[kind]
+                g, relaxed, tol = tols[kind]
                 for r in np.flatnonzero(e[b] > tol[b]):
                     target = g.targets[r] if g is not None else lanes[r]
-                    if not soft:
+                    if not relaxed[b]:
                         hard.append(f"{kind} {target}: {e[b, r]:.3g} over")
                         continue
                     if reason is None:

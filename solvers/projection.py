@@ -24,27 +24,39 @@ power-of-two block count. Ties of the L1 objective are broken by a 1e-6 relative
 perturbation of the weights (later lanes cost slightly more to move), so the optimum is
 unique (up to a proposal exactly halfway between two lot multiples) and does not depend
 on the solver's path or on the other replications.
+
+**Wild proposals and solver trouble** (docs/hybrid.md). Proposals above ``BIG`` are tamed
+(:meth:`ProjectionProgram.tame`) and, before HiGHS sees a day, cut to each lane's implied
+bound (the optimum is unchanged); a solve without an optimum is retried from scratch,
+then with looser tolerances; orders that still break a row that must hold today are
+solved again from scratch and, as a last resort, cut to fit. Each such step is a
+:class:`fedinv.policies.projector.SolverEvent`; solver noise never becomes a relaxation.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from fedinv.model.layout import Layout
 from fedinv.model.network import Outage
-from fedinv.policies.projector import SOFT_KINDS, Projection, SolverError
+from fedinv.policies.projector import SOFT_KINDS, Projection, SolverError, SolverEvent
 from fedinv.sim.simulator import State
 from solvers.fastpath import SeparableRelaxation
-from solvers.highs import HighsModel
-from solvers.program import DayData, ProjectionProgram
+from solvers.highs import HIGHS_OPTIONS, HighsModel, NotOptimal
+from solvers.program import BIG, DayData, ProjectionProgram
 from solvers.pyomo_model import PyomoModel
 
 DEFAULT_TIME_LIMIT = 30.0
 """Seconds per solve before :class:`SolverError`."""
+HIGHS_TOLERANCE = HIGHS_OPTIONS["primal_feasibility_tolerance"]
+RETRY_TOLERANCE = 1e-7
+"""HiGHS's feasibility tolerances of the last retry of a solve that found no optimum
+warm or cold (HiGHS's default; the layer's own are :data:`HIGHS_TOLERANCE`)."""
 
 COUNTS = ("days", "infeasible", "fast_path", "solver", "lp_certified", "milp")
 """Counters of :attr:`_Projector.counts`: replication-days projected, with infeasible
@@ -95,6 +107,8 @@ class _Projector:
         self.last_solver_objective = 0.0
         """The objective the solver reported for the last solve (all blocks)."""
         self.solves = 0
+        self._events: list[SolverEvent] = []
+        self._rows: tuple[int, ...] = ()
 
     def model(self, blocks: int) -> Any:
         """The backend model with ``blocks`` blocks (built on first use)."""
@@ -116,6 +130,9 @@ class _Projector:
         released = p.copy()
         relax = prog.clamp_records(state.day, day)
         need = ~prog.feasible(p, day) if self.skip_feasible else np.ones(b, bool)
+        alone = None
+        if (p > BIG).any():  # the paths below see proposals of the day's scale
+            day, alone, own, offset = prog.tame(day)
         idx = np.flatnonzero(need)
         self.last_objective = np.zeros(b)
         self.counts["days"] += b
@@ -136,22 +153,58 @@ class _Projector:
             lp_first = lp_first and bool(exact[~ok].all())
         solver_used = np.zeros(b, bool)
         solver_used[idx] = True
+        events: list[SolverEvent] = []
         if len(idx):
             self.counts["solver"] += len(idx)
             sub = day.take(idx)
+            self._events, self._rows = events, tuple(int(i) for i in idx)
             x, obj, first = self._solve(sub, state.day, b, lp_first)
+            recs, hard = prog.relaxations(state.day, x, sub, idx, first)
+            if hard:  # solver noise: the day again from scratch, the MILP directly
+                self._cold()
+                x, obj, first = self._solve(sub, state.day, b, lp_first=False)
+                recs, again = prog.relaxations(state.day, x, sub, idx, first)
+                if not again:
+                    self._event(
+                        state.day,
+                        "cold_restart",
+                        f"the warm-started solution broke {hard[0]} after repair; solved "
+                        "again from scratch",
+                    )
+                else:  # the last resort: cut the broken rows' lanes until they hold
+                    x = prog.cut_to_fit(x, sub, first)
+                    obj = (prog.w_eff * np.abs(x - sub.p)).sum(axis=1)
+                    recs, left = prog.relaxations(state.day, x, sub, idx, first)
+                    if left:
+                        raise SolverError(
+                            f"{self.backend} backend, day {state.day}: the solution "
+                            f"violates constraints after repair: {'; '.join(left[:5])}"
+                        )
+                    self._event(
+                        state.day,
+                        "cut_to_fit",
+                        f"the solution broke {hard[0]} after repair, warm and cold "
+                        f"({again[0]}); the lanes of the broken rows were cut until they "
+                        "held (feasible, not necessarily optimal)",
+                    )
             released[idx] = x
             self.last_objective[idx] = obj
-            recs, hard = prog.relaxations(state.day, x, sub, idx, first)
-            if hard:
-                raise SolverError(
-                    f"{self.backend}: day {state.day}: the solution violates "
-                    f"hard constraints after repair: {'; '.join(hard[:5])}"
-                )
             relax += recs
+        if alone is not None:
+            released = np.where(alone, own, released)
+            self.last_objective += offset
+        np.maximum(released, 0.0, out=released)  # rounding of the cuts: -1e-15 is 0
         distance = (prog.weights * np.abs(released - p)).sum(axis=1)
         ms = (time.perf_counter() - t0) * 1e3
-        return Projection(released, distance, np.full(b, ms), need, relax, solver_used)
+        return Projection(released, distance, np.full(b, ms), need, relax, solver_used, events)
+
+    def _event(self, day_no: int, kind: str, detail: str) -> None:
+        self._events.append(SolverEvent(day_no, self._rows, kind, detail))
+
+    def _cold(self) -> None:
+        """Every model forgets its warm start."""
+        for model in self._models.values():
+            model.cold()
 
     def _solve(
         self, day: DayData, day_no: int, batch: int, lp_first: bool = True
@@ -169,6 +222,13 @@ class _Projector:
             caps[first <= j, j] = np.inf
         # no soft row relaxed today: every row bounds the lot lanes (ProjectionProgram.lot_ub)
         closed = not (first < len(phases)).any()
+        # proposals above what a lane can take (its implied bound U, from the rows that
+        # hold today) are cut to U: for x <= U, w |x - p| = w |x - U| + w (p - U), so the
+        # optimum is the same and the model keeps numbers of the day's scale
+        cut = np.minimum(padded.p, prog.implied_ub(padded, hard_only=not closed))
+        offset = float((prog.w_eff * (padded.p - cut)).sum())
+        if offset > 0:
+            padded = replace(padded, p=cut)
         env = prog.envelope(padded.p)
         model.set_day(padded, prog.lot_ub(padded) if closed and len(prog.lot_lanes) else None, env)
         lp = lp_first and len(prog.lot_lanes) > 0 and closed
@@ -191,21 +251,57 @@ class _Projector:
                 x, _, total = self._run(model, None, day_no)
         elif len(prog.lot_lanes):
             self.counts["milp"] += 1
-        self.last_solver_objective = total + env[2].sum()
+        self.last_solver_objective = total + env[2].sum() + offset
         x = x[:k]
         obj = (prog.w_eff * np.abs(x - day.p)).sum(axis=1)
         return prog.repair(x, day), obj, first[:k]
 
     def _run(self, model: Any, phase: str | None, day_no: int):
+        """One solve of ``model``; a solve that ends without an optimum (other than at the
+        time limit) is retried from scratch, then from scratch with feasibility
+        tolerances :data:`RETRY_TOLERANCE`, each retry recorded as a solver event."""
         self.solves += 1
-        try:
-            return model.solve(phase, self.time_limit)
-        except SolverError as exc:
-            what = f"phase minimizing {phase} slack" if phase else "projection"
-            raise SolverError(
-                f"{self.backend} backend, day {day_no}, {what}: {exc} (time "
-                f"limit {self.time_limit:g} s per solve)"
-            ) from None
+        what = f"phase minimizing {phase} slack" if phase else "projection"
+        statuses = []
+        for attempt in ("warm", "cold", "loose"):
+            if attempt == "cold":
+                model.cold()
+            elif attempt == "loose":
+                model.cold()
+                model.set_tolerance(RETRY_TOLERANCE)
+            try:
+                out = model.solve(phase, self.time_limit)
+            except NotOptimal as exc:
+                if exc.time_limit:
+                    raise self._error(day_no, what, str(exc)) from None
+                statuses.append(f"{exc} ({attempt})")
+                continue
+            finally:
+                if attempt == "loose":
+                    model.set_tolerance(None)
+            if attempt == "cold":
+                self._event(
+                    day_no,
+                    "cold_restart",
+                    f"{what}: the warm-started solve ended with {statuses[0]}; "
+                    "solved again from scratch",
+                )
+            elif attempt == "loose":
+                self._event(
+                    day_no,
+                    "tolerance",
+                    f"{what}: {', '.join(statuses)}; solved from scratch with feasibility "
+                    f"tolerances {RETRY_TOLERANCE:g} instead of {HIGHS_TOLERANCE:g}, the orders "
+                    "repaired and checked at the simulator's tolerances",
+                )
+            return out
+        raise self._error(day_no, what, ", ".join(statuses))
+
+    def _error(self, day_no: int, what: str, why: str) -> SolverError:
+        return SolverError(
+            f"{self.backend} backend, day {day_no}, {what}: {why} (time limit "
+            f"{self.time_limit:g} s per solve)"
+        )
 
 
 class HighsProjector(_Projector):

@@ -11,7 +11,7 @@ import numpy as np
 
 from fedinv.policies.projector import SolverError
 from solvers import pyomo_private as private
-from solvers.highs import highs_options
+from solvers.highs import NotOptimal, highs_options, tolerance_options
 from solvers.program import DayData, ProjectionProgram
 
 
@@ -34,7 +34,7 @@ class PyomoModel:
         mdl.B = pyo.RangeSet(0, k - 1)
         mdl.L = pyo.RangeSet(0, m - 1)
         mdl.p = pyo.Param(mdl.B, mdl.L, mutable=True, initialize=0.0)
-        ub_lanes = [int(i) for i in np.flatnonzero(prog.lane_outage | prog.has_lot)]
+        ub_lanes = [int(i) for i in np.flatnonzero(prog.ub_mutable | prog.has_lot)]
         mdl.UB = pyo.Set(initialize=ub_lanes)
         mdl.ub = pyo.Param(
             mdl.B, mdl.UB, mutable=True, initialize=lambda _m, b, lane: float(prog.nominal_ub[lane])
@@ -264,6 +264,25 @@ class PyomoModel:
         if self.prog.phases:
             self._store(self.mdl.cap, caps)
 
+    def cold(self) -> None:
+        """Forget the last solve: the next one starts from scratch. Lean: HiGHS's own
+        model is cleared; public: the interface loads the model again (``set_instance``,
+        public API), with the objective it had."""
+        if self.lean:
+            private.highs_model(self.opt).clearSolver()
+            return
+        self.opt.set_instance(self.mdl)
+        self._phase = None  # set_instance takes the model's active objective, the L1
+
+    def set_tolerance(self, tol: float | None) -> None:
+        """Feasibility tolerances ``tol`` (None: back to the defaults)."""
+        options = tolerance_options(tol)
+        self.opt.config.solver_options.update(options)  # the public solve applies these
+        if self.lean:
+            h = private.highs_model(self.opt)
+            for key, val in options.items():
+                h.setOptionValue(key, val)
+
     def _store(self, par: Any, values: np.ndarray) -> None:
         """``values`` (in the order of :attr:`keys` of ``par``) into the Param. Lean mode
         stores only the entries that changed since the last call and queues the
@@ -299,7 +318,11 @@ class PyomoModel:
             opt.config.time_limit = time_limit
         res = opt.solve(self.mdl)
         if res.termination_condition != self.tc.convergenceCriteriaSatisfied:
-            raise SolverError(f"termination condition {res.termination_condition.name}")
+            raise NotOptimal(
+                res.termination_condition.name,
+                res.termination_condition == self.tc.maxTimeLimit,
+                "termination condition",
+            )
         k, m = self.k, self.prog.num_lanes
         prim = res.solution_loader.get_vars(self.x_vars)
         x = np.fromiter((prim[v] for v in self.x_vars), float, k * m).reshape(k, m)
@@ -337,7 +360,9 @@ class PyomoModel:
         h.run()
         status = h.getModelStatus()
         if status != self.hs.HighsModelStatus.kOptimal:
-            raise SolverError(f"HiGHS status {h.modelStatusToString(status)}")
+            raise NotOptimal(
+                h.modelStatusToString(status), status == self.hs.HighsModelStatus.kTimeLimit
+            )
         col = np.asarray(h.getSolution().col_value)
         x = col[self.x_cols]
         slack = col[self.slack_cols[phase]].sum(axis=1) if phase is not None else None

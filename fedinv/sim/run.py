@@ -11,6 +11,7 @@ import pandas as pd
 
 from fedinv.hybrid import MODES, for_mode  # noqa: F401 (MODES re-exported for callers)
 from fedinv.model.network import Scenario
+from fedinv.policies.projector import check_orders
 from fedinv.sim.exogenous import Exogenous
 from fedinv.sim.metrics import (
     monthly_metrics,
@@ -19,7 +20,7 @@ from fedinv.sim.metrics import (
     replication_metrics,
     summarize,
 )
-from fedinv.sim.simulator import RECORD_FIELDS, Simulator
+from fedinv.sim.simulator import RECORD_FIELDS, Decision, Simulator
 
 DAILY_COLUMNS = (
     "on_hand",
@@ -60,6 +61,9 @@ class SimulationResult:
     mode: str = "pure"
     relaxations: pd.DataFrame | None = None
     """Hybrid mode: one row per relaxed constraint (:func:`relaxation_frame`)."""
+    solver_events: pd.DataFrame | None = None
+    """Hybrid mode: one row per replication and solver event (:func:`solver_event_frame`):
+    days the solver needed a cold restart or looser tolerances (no constraint relaxed)."""
 
 
 INFO_PREFIX = "info."
@@ -82,8 +86,10 @@ def run_records(
     state, exo = sim.reset(replications)
     days = sim.days
     out: dict[str, np.ndarray] = {}
+    who, lanes = _name(policy), sim.layout.lane_ids
     for t in range(days):
         decision = policy.act(state)
+        check_orders(_orders(decision), policy=who, day=t, lane_ids=lanes)
         state, rec = sim.step(state, exo, decision)
         if not out:
             out = {k: np.empty((days,) + rec[k].shape) for k in RECORD_FIELDS}
@@ -112,11 +118,22 @@ def mean_cost_per_day(
     state, exo = sim.reset(replications, exogenous=exogenous)
     warm = sim.scenario.warmup_days
     total = np.zeros(exo.batch)
+    who, lanes = _name(policy), sim.layout.lane_ids
     for t in range(sim.days):
-        state, rec = sim.step(state, exo, policy.act(state))
+        decision = policy.act(state)
+        check_orders(_orders(decision), policy=who, day=t, lane_ids=lanes)
+        state, rec = sim.step(state, exo, decision)
         if t >= warm:
             total += rec["total_cost"].sum(axis=1)
     return total / max(sim.days - warm, 1)
+
+
+def _name(policy: Any) -> str:
+    return str(getattr(policy, "name", type(policy).__name__))
+
+
+def _orders(decision: Any) -> np.ndarray:
+    return decision.orders if isinstance(decision, Decision) else np.asarray(decision)
 
 
 def simulate(
@@ -165,14 +182,14 @@ def simulate(
     lay = sim.layout
     warm = min(scenario.warmup_days, sim.days - 2)
     per_rep = replication_metrics(records, lay, warm)
-    relaxations = None
+    relaxations = solver_events = None
     if INFO_PREFIX + "projection_l1" in records:  # the orders went through a projector
         per_rep = per_rep.join(projection_metrics(records, warm))
         if "info.solver_used" in records:  # share of days HiGHS was called (no fast path)
             per_rep["solver_share"] = records["info.solver_used"][warm:].mean(axis=0)
-        relaxations = relaxation_frame(
-            logs.get("relaxation_log", []), reps, _dates(scenario.start_date, sim.days)
-        )
+        dates = _dates(scenario.start_date, sim.days)
+        relaxations = relaxation_frame(logs.get("relaxation_log", []), reps, dates)
+        solver_events = solver_event_frame(logs.get("solver_event_log", []), reps, dates)
     per_rep.index = pd.Index(reps, name="replication")
     daily = daily_frame(
         records, lay.node_ids, reps, np.asarray(_dates(scenario.start_date, sim.days))
@@ -194,6 +211,7 @@ def simulate(
         monthly,
         mode,
         relaxations,
+        solver_events,
     )
 
 
@@ -203,8 +221,9 @@ RELAXATION_COLUMNS = ("replication", "day", "date", "kind", "target", "amount", 
 def relaxation_frame(
     log: Sequence[Sequence[Any]], reps: Sequence[int], dates: np.ndarray
 ) -> pd.DataFrame:
-    """One row per :class:`fedinv.hybrid.Relaxation` in the per-day ``log``, with the
-    replication index (not the batch row) and the date: :data:`RELAXATION_COLUMNS`."""
+    """One row per :class:`fedinv.policies.projector.Relaxation` in the per-day ``log``,
+    with the replication index (not the batch row) and the date:
+    :data:`RELAXATION_COLUMNS`."""
     rows = [
         {
             "replication": int(reps[r.replication]),
@@ -220,6 +239,29 @@ def relaxation_frame(
         for r in day
     ]
     return pd.DataFrame(rows, columns=list(RELAXATION_COLUMNS))
+
+
+SOLVER_EVENT_COLUMNS = ("replication", "day", "date", "kind", "detail")
+
+
+def solver_event_frame(
+    log: Sequence[Sequence[Any]], reps: Sequence[int], dates: np.ndarray
+) -> pd.DataFrame:
+    """One row per replication of each :class:`fedinv.policies.projector.SolverEvent` in
+    the per-day ``log``: :data:`SOLVER_EVENT_COLUMNS`."""
+    rows = [
+        {
+            "replication": int(reps[b]),
+            "day": e.day,
+            "date": dates[e.day],
+            "kind": e.kind,
+            "detail": e.detail,
+        }
+        for day in log
+        for e in day
+        for b in e.replications
+    ]
+    return pd.DataFrame(rows, columns=list(SOLVER_EVENT_COLUMNS))
 
 
 def daily_frame(
