@@ -107,7 +107,10 @@ def streams_of(layout: Layout) -> Streams:
 @dataclass(frozen=True)
 class FlowStats:
     """Per stream: mean and variance of daily demand on it (stream units/day), and the
-    expected lead time, its variance, and the echelon lead time (days)."""
+    expected lead time, its variance, and the echelon lead time (days). Lead-time
+    moments are the exact ones of a lane's draws (rounded up and clipped, see
+    :attr:`fedinv.model.network.LeadTime.mean_days`), averaged over the stream's lanes
+    with their ``order_share``."""
 
     mean: np.ndarray
     var: np.ndarray
@@ -146,14 +149,12 @@ def flow_stats(layout: Layout, streams: Streams | None = None) -> FlowStats:
     """Demand and lead-time statistics per stream (see :class:`FlowStats`)."""
     st = streams or streams_of(layout)
     mean_n, var_n = node_demand(layout)
-    rng = np.random.default_rng(0)
     lead = np.zeros(st.size)
     lead_var = np.zeros(st.size)
-    for m, lane in enumerate(layout.network.lanes):
-        draws = lane.lead_time.sample(rng, (4000,))
+    for m, lane in enumerate(layout.network.lanes):  # exact moments of the drawn lead time
         k = st.lane_stream[m]
-        lead[k] += layout.lane_share[m] * draws.mean()
-        lead_var[k] += layout.lane_share[m] * draws.var()
+        lead[k] += layout.lane_share[m] * lane.lead_time.mean_days
+        lead_var[k] += layout.lane_share[m] * lane.lead_time.variance_days
     # echelon: add the longest-mean path of lead times below the node
     below = np.zeros(layout.num_nodes)
     for n in layout.topo_order[::-1]:  # downstream first
