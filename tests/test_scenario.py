@@ -1199,3 +1199,65 @@ def test_random_corruptions_raise_only_scenario_errors(name: str) -> None:
             errors += 1
             assert str(err).startswith("fuzz.toml: field ") and "\n" not in str(err)
     assert errors > 50
+
+
+# ----------------------------------------------------------------- order lead times, pipeline
+
+LANE_S_D1 = 'destination = "D1"\nlead_time = { distribution = "uniform", low = 1, high = 3 }\n'
+
+
+def test_order_lead_time_and_initial_pipeline_load(tmp_path: Path) -> None:
+    text = sub(
+        BASE,
+        LANE_S_D1,
+        LANE_S_D1 + "order_lead_time = 2\n"
+        "initial_pipeline = [{ arrival_day = 2, quantity = 4.0 }, "
+        "{ arrival_day = 1, quantity = 3 }]\n",
+    )
+    lane = load_scenario(write(tmp_path, text)).network.lanes[1]
+    assert lane.order_lead_time == 2
+    assert [(e.arrival_day, e.quantity) for e in lane.initial_pipeline] == [(1, 3.0), (2, 4.0)]
+
+
+@pytest.mark.parametrize(
+    ("new", "field", "expected"),
+    [
+        ("order_lead_time = -1", "lanes[1].order_lead_time", "0 to 100000"),
+        ("order_lead_time = 1.5", "lanes[1].order_lead_time", "an integer number of days"),
+        (
+            "initial_pipeline = [{ arrival_day = 0, quantity = 1 }]",
+            "lanes[1].initial_pipeline[0].arrival_day",
+            "initial_inventory",
+        ),
+        (
+            "initial_pipeline = [{ arrival_day = 1, quantity = -1 }]",
+            "lanes[1].initial_pipeline[0].quantity",
+            ">= 0",
+        ),
+        (
+            "initial_pipeline = [{ arrival_day = 1, quantity = 1 }, "
+            "{ arrival_day = 1, quantity = 2 }]",
+            "lanes[1].initial_pipeline[1].arrival_day",
+            "one entry per arrival day",
+        ),
+        (  # U{1..3}: what left on day -1 or earlier arrives by day 2
+            "initial_pipeline = [{ arrival_day = 3, quantity = 1 }]",
+            "lanes[1].initial_pipeline",
+            "arrival days from 1 to 2",
+        ),
+        ("initial_pipeline = [{ day = 1, quantity = 1 }]", "lanes[1].initial_pipeline[0].day", ""),
+        ("initial_pipeline = 4", "lanes[1].initial_pipeline", "an array"),
+    ],
+)
+def test_bad_order_lead_time_or_initial_pipeline(
+    tmp_path: Path, new: str, field: str, expected: str
+) -> None:
+    expect_error(tmp_path, sub(BASE, LANE_S_D1, LANE_S_D1 + new + "\n"), field, expected)
+
+
+def test_initial_pipeline_may_arrive_late_by_the_lane_extra_delay(tmp_path: Path) -> None:
+    late = "initial_pipeline = [{ arrival_day = 4, quantity = 1 }]\n"
+    text = sub(BASE, LANE_S_D1, LANE_S_D1 + late)
+    expect_error(tmp_path, text, "lanes[1].initial_pipeline", "arrival days from 1 to 2")
+    text += '\n[[delays]]\nlane = "S->D1"\nprobability = 0.1\nmin_days = 1\nmax_days = 2\n'
+    assert load_scenario(write(tmp_path, text, "ok.toml")).network.lanes[1].initial_pipeline

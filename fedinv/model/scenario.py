@@ -33,9 +33,11 @@ from fedinv.model.network import (
     EXTERNAL,
     LEAD_TIME_DISTRIBUTIONS,
     LEAD_TIME_LAWS,
+    MAX_LEAD_DAYS,
     DemandModel,
     Deterministic,
     ExtraDelay,
+    InTransit,
     Lane,
     LeadTime,
     LeadTimeError,
@@ -95,6 +97,7 @@ DEMAND_KEYS = _field_names(DemandModel, exclude=("history", "history_mode"))
 PROMOTION_KEYS = _field_names(Promotion)
 LANE_KEYS = _field_names(Lane)
 LEAD_TIME_KEYS = _field_names(LeadTime)
+IN_TRANSIT_KEYS = _field_names(InTransit)
 TRANSFER_KEYS = _field_names(TransferLink)
 OUTAGE_KEYS = _field_names(Outage)
 DELAY_KEYS = _field_names(ExtraDelay)
@@ -519,7 +522,61 @@ def _parse_lane(source: str, raw: object, index: int, nodes: Mapping[str, Node])
         fixed_order_cost=t.number("fixed_order_cost", 0.0),
         order_share=t.number("order_share", 1.0, maximum=1.0),
         item=item,
+        order_lead_time=t.integer(
+            "order_lead_time",
+            0,
+            minimum=0,
+            maximum=MAX_LEAD_DAYS,
+            expected=f"an integer number of days, 0 to {MAX_LEAD_DAYS} (0: the source "
+            "receives an order the moment it is released)",
+        ),
+        initial_pipeline=_parse_initial_pipeline(t),
     )
+
+
+def _parse_initial_pipeline(lane: _Table) -> tuple[InTransit, ...]:
+    """``initial_pipeline = [{ arrival_day = 1, quantity = 4.0 }, ...]`` (arrival days
+    checked against the lane's lead time in :func:`_check_initial_pipeline`)."""
+    out: list[InTransit] = []
+    seen: set[int] = set()
+    for i, raw in enumerate(lane.array("initial_pipeline", "tables {arrival_day, quantity}")):
+        t = _Table(lane.source, raw, f"{lane.where('initial_pipeline')}[{i}]", IN_TRANSIT_KEYS)
+        day = t.integer(
+            "arrival_day",
+            minimum=1,
+            expected="an arrival day >= 1 (a shipment that arrives on day 0 is on hand: "
+            "count it in the destination's initial_inventory)",
+        )
+        if day in seen:
+            raise t.error("arrival_day", "one entry per arrival day", f"{day} again")
+        seen.add(day)
+        out.append(InTransit(arrival_day=day, quantity=t.number("quantity")))
+    return tuple(sorted(out, key=lambda x: x.arrival_day))
+
+
+def _check_initial_pipeline(source: str, lanes: list[Lane], delays: Iterable[ExtraDelay]) -> None:
+    """A unit in transit on day 0 left on day -1 or earlier, so it arrives by day
+    ``longest lead time - 1`` (plus the lane's longest extra delay)."""
+    extra: dict[str, int] = {}
+    for d in delays:
+        extra[d.lane] = max(extra.get(d.lane, 0), d.max_days)
+    for i, lane in enumerate(lanes):
+        if not lane.initial_pipeline:
+            continue
+        longest = lane.lead_time.support_max
+        last = longest - 1 + extra.get(lane.id, 0)
+        for entry in lane.initial_pipeline:
+            if entry.arrival_day > last:
+                why = f"longest lead time {longest} days"
+                if extra.get(lane.id):
+                    why += f" plus an extra delay of up to {extra[lane.id]} days"
+                raise ScenarioError(
+                    source,
+                    f"lanes[{i}].initial_pipeline",
+                    f"arrival days from 1 to {last} (a shipment that left on day -1 or "
+                    f"earlier on this lane, {why}, arrives by day {last})",
+                    f"arrival_day = {entry.arrival_day}",
+                )
 
 
 def _parse_transfer(
@@ -1093,6 +1150,7 @@ def parse_scenario(data: Mapping[str, Any], source: str, base_dir: Path) -> Scen
         _parse_delay(source, raw, i, lane_map)
         for i, raw in enumerate(top.array("delays", "tables ([[delays]])"))
     )
+    _check_initial_pipeline(source, lanes, delays)
     regions = {n.region for n in nodes.values() if n.demand is not None}
     surges = tuple(
         _parse_surge(source, raw, i, regions)
