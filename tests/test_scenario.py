@@ -1261,3 +1261,41 @@ def test_initial_pipeline_may_arrive_late_by_the_lane_extra_delay(tmp_path: Path
     expect_error(tmp_path, text, "lanes[1].initial_pipeline", "arrival days from 1 to 2")
     text += '\n[[delays]]\nlane = "S->D1"\nprobability = 0.1\nmin_days = 1\nmax_days = 2\n'
     assert load_scenario(write(tmp_path, text, "ok.toml")).network.lanes[1].initial_pipeline
+
+
+# ----------------------------------------------------------------- magnitudes
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "expected"),
+    [
+        ("horizon_days = 30", "horizon_days = 1e308", "horizon_days", "written as an integer"),
+        ("horizon_days = 30", "horizon_days = 30.5", "horizon_days", "an integer >= 1"),
+        ("capacity = 100.0", "capacity = 1e308", "nodes[id=S].capacity", "at most 1e+15"),
+        ("unit_value = 10.0", "unit_value = -1e300", "nodes[id=S].unit_value", ">= 0"),
+        ("unit_value = 10.0", "unit_value = 1e16", "nodes[id=S].unit_value", "at most 1e+15"),
+        (
+            'id = "org"\n',
+            'id = "org"\nmonthly_budget = 1e300\n',
+            "organizations[id=org].monthly_budget",
+            "at most 1e+15",
+        ),
+        (
+            'lead_time = { distribution = "deterministic", mean = 2 }',
+            "lead_time = 1000000",
+            "lanes[0].lead_time",
+            "at most 100000",
+        ),
+    ],
+)
+def test_absurd_magnitudes_are_refused(
+    tmp_path: Path, old: str, new: str, field: str, expected: str
+) -> None:
+    expect_error(tmp_path, sub(BASE, old, new), field, expected)
+
+
+def test_integral_floats_and_large_finite_numbers_still_load(tmp_path: Path) -> None:
+    text = sub(BASE, "horizon_days = 30", "horizon_days = 30.0")
+    text = sub(text, "capacity = 100.0", "capacity = 1e15")
+    scenario = load_scenario(write(tmp_path, text))
+    assert scenario.horizon_days == 30 and scenario.network.nodes[0].capacity == 1e15

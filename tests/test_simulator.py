@@ -236,3 +236,35 @@ def test_the_perfect_information_bound_refuses_order_lead_times():
     lane = Lane("external", "A", LeadTime(mean=1), order_lead_time=1)
     with pytest.raises(ValueError, match="order lead times"):
         perfect_information_bound(_one_lane(lane, demand=1.0), 1)
+
+
+def test_a_horizon_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path):
+    from fedinv.model.scenario import builtin_scenario_text
+
+    with pytest.raises(ValueError, match=r"^days = 1000000000000: .* need about .* limit of"):
+        Simulator(load_scenario("serial-3"), days=10**12)
+    path = tmp_path / "long.toml"
+    text = builtin_scenario_text("serial-3").replace("horizon_days = 365", "horizon_days = 10")
+    path.write_text(text.replace("horizon_days = 10", f"horizon_days = {10**12}"))
+    with pytest.raises(ValueError, match=r"^horizon_days \(scenario .*long.toml\) = 10{12}"):
+        Simulator(load_scenario(path))
+    sim = Simulator(load_scenario("serial-3"), days=10**6)  # one fits; a big batch does not
+    with pytest.raises(ValueError, match=r"100000 replication\(s\) of 1000000 days"):
+        sim.reset(100_000)
+
+
+def test_capacity_1e15_simulates_without_overflow_warnings(tmp_path):
+    import warnings
+
+    from fedinv.model.scenario import builtin_scenario_text
+
+    text = builtin_scenario_text("serial-3").replace(
+        "holding_cost = 7.0", "holding_cost = 7.0\ncapacity = 1e15", 1
+    )
+    path = tmp_path / "cap.toml"
+    path.write_text(text)
+    scenario = load_scenario(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("base-stock", "sS"):
+            simulate(scenario, lambda lay, name=name: make_policy(name, lay), 2, days=40)

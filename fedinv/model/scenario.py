@@ -121,6 +121,11 @@ DEMAND_PARAMS: dict[str, tuple[str, ...]] = {
 }
 """Parameters each demand distribution uses (calendar fields are allowed with all)."""
 
+MAX_NUMBER = 1e15
+"""Largest magnitude of a finite number in a scenario file: a quantity, a price or a cost
+beyond it is a typo, and products of such numbers overflow (``inf`` means unlimited)."""
+_EXACT_INT = 2**53  # floats beyond this are not exact integers
+
 _REQUIRED: Any = object()
 _INF_WORDS = ("inf", "+inf", "infinity")
 _BUILTIN_PREFIX = "builtin:"
@@ -238,6 +243,8 @@ class _Table:
         )
         if bad:
             raise self.error(key, expected, _describe(value))
+        if abs(number) > MAX_NUMBER and math.isfinite(number):
+            raise self.error(key, f"{expected}, at most {MAX_NUMBER:g}", repr(value))
         return number
 
     def integer(
@@ -265,6 +272,12 @@ class _Table:
             raise self.error(where, expected, _describe(value))
         if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
             raise self.error(where, expected, _describe(value))
+        if isinstance(value, float) and abs(value) > _EXACT_INT:
+            raise self.error(
+                where,
+                f"{expected}, written as an integer (a float above 2^53 is not an exact integer)",
+                _describe(value),
+            )
         number = int(value)
         if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
             raise self.error(where, expected, _describe(value))
@@ -331,7 +344,7 @@ class _Table:
         out = []
         for i, value in enumerate(values):
             bad = isinstance(value, bool) or not isinstance(value, int | float)
-            if bad or not math.isfinite(value) or value < minimum:
+            if bad or not math.isfinite(value) or value < minimum or abs(value) > MAX_NUMBER:
                 raise self.error(f"{key}[{i}]", expected, _describe(value))
             out.append(float(value))
         return tuple(out)
@@ -466,7 +479,7 @@ def _parse_lead_time(lane: _Table) -> LeadTime:
             if not isinstance(value, list):
                 raise t.error(f.name, expected, _describe(value))
             for i, v in enumerate(value):
-                if isinstance(v, bool) or not isinstance(v, int | float):
+                if isinstance(v, bool) or not isinstance(v, int | float) or abs(v) > MAX_NUMBER:
                     raise t.error(f"{f.name}[{i}]", expected, _describe(v))
             kwargs[f.name] = tuple(value)
         elif isinstance(value, bool) or not isinstance(value, int | float):
@@ -603,7 +616,7 @@ def _parse_transfer(
         source=src,
         destination=dst,
         unit_cost=t.number("unit_cost", 0.0),
-        lead_time_days=t.integer("lead_time_days", 1, minimum=1),
+        lead_time_days=t.integer("lead_time_days", 1, minimum=1, maximum=MAX_LEAD_DAYS),
         capacity=t.number("capacity", math.inf, infinite=True),
     )
 
@@ -674,13 +687,17 @@ def _parse_delay(source: str, raw: object, index: int, lanes: Mapping[str, Lane]
     lane = t.string("lane", expected='a lane id "SOURCE->DESTINATION"')
     if lane not in lanes:
         raise t.error("lane", 'a declared lane id "SOURCE->DESTINATION"', _unknown(lane, lanes))
-    min_days = t.integer("min_days", 1, minimum=1)
+    min_days = t.integer("min_days", 1, minimum=1, maximum=MAX_LEAD_DAYS)
     return ExtraDelay(
         lane=lane,
         probability=t.number("probability", maximum=1.0),
         min_days=min_days,
         max_days=t.integer(
-            "max_days", min_days, minimum=min_days, expected=f"an integer >= min_days ({min_days})"
+            "max_days",
+            min_days,
+            minimum=min_days,
+            maximum=MAX_LEAD_DAYS,
+            expected=f"an integer >= min_days ({min_days}) and <= {MAX_LEAD_DAYS}",
         ),
         notice_lag_days=t.integer("notice_lag_days", 0, minimum=0),
     )

@@ -51,7 +51,12 @@ from fedinv.model.layout import (
     compile_layout,
 )
 from fedinv.model.network import Scenario
-from fedinv.sim.exogenous import Exogenous, draw_exogenous
+from fedinv.sim.exogenous import (
+    Exogenous,
+    check_memory,
+    draw_exogenous,
+    exogenous_bytes_per_day,
+)
 
 _EPS = 1e-9
 
@@ -161,6 +166,11 @@ class Simulator:
     def __init__(self, scenario: Scenario, days: int | None = None):
         self.scenario = scenario
         self.days = int(days or scenario.horizon_days)
+        if days:
+            self._days_field = "days"
+        else:
+            where = scenario.source.removeprefix("builtin:") or scenario.name
+            self._days_field = f"horizon_days (scenario {where})"
         extra = max([d.max_days for d in scenario.delays] + [0])
         self.layout: Layout = compile_layout(scenario.network, extra)
         lay = self.layout
@@ -168,6 +178,7 @@ class Simulator:
         self.order_len = int(lay.order_lead.max(initial=0)) + 1
         self._delayed = lay.order_lead > 0  # [M] lanes whose orders travel to the source
         self.transfer_len = int(max(lay.transfer_lead.max(initial=1), 1)) + 1
+        self.check_memory(1)
         self._ext = lay.external
         self._ext_dst_mat = lay.dst_mat * lay.external[:, None]
         self._comp_lanes = lay.lane_comp >= 0
@@ -202,6 +213,27 @@ class Simulator:
             np.searchsorted(lay.comp_starts, np.arange(lay.num_components), side="right") - 1
         )
 
+    def memory_bytes(self, replications: int) -> tuple[int, int]:
+        """Estimated bytes to simulate ``replications`` over :attr:`days` and keep each
+        day's record (as :func:`fedinv.sim.run.simulate` does): ``(total, per
+        replication-day)``."""
+        lay = self.layout
+        per_day = exogenous_bytes_per_day(self.scenario, lay) + 8 * len(RECORD_FIELDS) * (
+            lay.num_nodes
+        )
+        per_rep = 8 * (
+            lay.num_lanes * (self.pipeline_len + self.order_len + 12)
+            + lay.num_transfers * self.transfer_len
+            + 12 * lay.num_nodes
+        )
+        return replications * (self.days * per_day + per_rep), per_day
+
+    def check_memory(self, replications: int) -> None:
+        """Refuse (``ValueError`` naming the field that set the days, the estimate and
+        the limit) a batch that would not fit in this machine's memory."""
+        need, per_day = self.memory_bytes(replications)
+        check_memory(need, per_day, replications, self.days, self._days_field)
+
     # -- episode -------------------------------------------------------------------------
 
     def reset(
@@ -211,6 +243,8 @@ class Simulator:
         1-4 of day 0. Returns the state and the batch's pre-drawn random streams."""
         if isinstance(replications, int):
             replications = range(replications)
+        if exogenous is None:
+            self.check_memory(len(replications))
         exo = exogenous or draw_exogenous(self.scenario, self.layout, replications, self.days)
         lay, b = self.layout, exo.batch
         n, m, c, t, o = (
