@@ -1299,3 +1299,105 @@ def test_integral_floats_and_large_finite_numbers_still_load(tmp_path: Path) -> 
     text = sub(text, "capacity = 100.0", "capacity = 1e15")
     scenario = load_scenario(write(tmp_path, text))
     assert scenario.horizon_days == 30 and scenario.network.nodes[0].capacity == 1e15
+
+
+# ----------------------------------------------------------------- messages that mislead
+
+
+def test_a_directory_is_not_reported_as_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(tmp_path)
+    assert info.value.field == "<file>" and info.value.got == "a directory"
+
+
+def test_a_name_without_slash_and_suffix_is_always_a_builtin(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, BASE, "tiny")  # a file named like a built-in name would be
+    with pytest.raises(ScenarioError) as info:
+        load_scenario("tiny")
+    assert "not a built-in" in info.value.got and "./tiny" in info.value.got
+    assert load_scenario("./tiny").name == "tiny"
+    assert load_scenario(Path("tiny")).name == "tiny"  # a Path is always a file
+
+
+def test_look_alike_characters_are_shown_by_code_point(tmp_path: Path) -> None:
+    look_alike = "D\u0425"  # CYRILLIC CAPITAL LETTER HA, drawn like X
+    text = BASE + f'\n[[lanes]]\nsource = "S"\ndestination = "{look_alike}1"\n'
+    text = sub(text, 'id = "D1"', 'id = "DX1"')
+    text = text.replace('destination = "D1"', 'destination = "DX1"')
+    err = expect_error(tmp_path, text, "lanes[3].destination", "a declared node id")
+    assert err.got == (
+        f"\"{look_alike}1\" (U+0425 CYRILLIC CAPITAL LETTER HA at character 2); did you mean 'DX1'?"
+    )
+
+
+def _history_scenario(tmp_path: Path, content: bytes) -> Path:
+    (tmp_path / "sales.csv").write_bytes(content)
+    return write(tmp_path, BASE + '\n[demand_history]\nfile = "sales.csv"\n')
+
+
+def test_non_utf8_history_names_the_line(tmp_path: Path) -> None:
+    content = "date,node,quantity\n2024-01-01,D1,3\n2024-01-02,D1,4 caf\xe9\n".encode("latin-1")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(_history_scenario(tmp_path, content))
+    err = info.value
+    assert err.file.endswith("sales.csv") and err.field == "<file> (line 3)"
+    assert err.got == "byte 0xE9 at line 3, column 20, which is not UTF-8"
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n"])
+def test_empty_history_file(tmp_path: Path, content: bytes) -> None:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(_history_scenario(tmp_path, content))
+    assert info.value.got == "an empty file"
+    assert "header line date,node,quantity" in info.value.expected
+    assert "EmptyDataError" not in str(info.value)
+
+
+def test_non_utf8_scenario_file_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin.toml"
+    path.write_bytes(BASE.replace('"a tiny network"', '"caf\xe9"').encode("latin-1"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert info.value.field == "<toml> (line 2)" and "line 2, column 19" in info.value.got
+
+
+def test_single_node_comment_agrees_with_the_timing() -> None:
+    text = builtin_scenario_text("single-node")
+    assert "nothing is ever in transit" not in text
+    assert "in transit overnight" in text
+
+
+def _documented_fields(heading: str) -> set[str]:
+    """Field names in the first table under ``heading`` of docs/scenarios.md."""
+    text = (Path(__file__).parents[1] / "docs" / "scenarios.md").read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1]
+    fields: set[str] = set()
+    started = False
+    for line in section.splitlines()[1:]:
+        if line.startswith("| `"):
+            started = True
+            for name in line.split("|")[1].split(","):
+                fields.add(name.strip().strip("`"))
+        elif started and not line.startswith("|"):
+            break
+    return fields
+
+
+@pytest.mark.parametrize(
+    ("heading", "keys"),
+    [
+        ("## `[[organizations]]`", "ORGANIZATION_KEYS"),
+        ("## `[[nodes]]`", "NODE_KEYS"),
+        ("## `[[lanes]]`", "LANE_KEYS"),
+        ("### `initial_pipeline`", "IN_TRANSIT_KEYS"),
+        ("## `[[transfers]]`", "TRANSFER_KEYS"),
+        ("## `[[outages]]`", "OUTAGE_KEYS"),
+        ("## `[[delays]]`", "DELAY_KEYS"),
+        ("## `[[surges]]`", "SURGE_KEYS"),
+    ],
+)
+def test_docs_list_exactly_the_accepted_fields(heading: str, keys: str) -> None:
+    from fedinv.model import scenario as module
+
+    assert _documented_fields(heading) == set(getattr(module, keys))

@@ -16,9 +16,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import io
 import json
 import math
 import tomllib
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -159,10 +161,25 @@ def _quote(text: str) -> str:
 
 
 def _unknown(name: str, known: Iterable[str]) -> str:
-    """``"name"`` plus a did-you-mean hint drawn from ``known``."""
+    """``"name"`` plus a did-you-mean hint drawn from ``known``; characters outside ASCII
+    are named by code point, so that a look-alike (Cyrillic ``х`` for Latin ``x``) is
+    visible."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{_quote(name)}{hint}"
+    hint = f"; did you mean {close[0]!r}{_code_points(close[0])}?" if close else ""
+    return f"{_quote(name)}{_code_points(name)}{hint}"
+
+
+def _code_points(text: str) -> str:
+    """`` (U+0445 CYRILLIC SMALL LETTER HA at character 3)`` for the non-ASCII or
+    unprintable characters of ``text`` (the first three), or ``""``."""
+    odd = [(i, c) for i, c in enumerate(text) if not (c.isascii() and c.isprintable())]
+    if not odd:
+        return ""
+    shown = ", ".join(
+        f"U+{ord(c):04X} {unicodedata.name(c, 'UNNAMED')} at character {i + 1}" for i, c in odd[:3]
+    )
+    more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+    return f" ({shown}{more})"
 
 
 def _entry_path(section: str, index: int, raw: object) -> str:
@@ -913,10 +930,24 @@ def load_demand_history(
         raise ScenarioError(
             source, "demand_history.file", "a .csv or .parquet file", f'"{path.name}"'
         )
+    if path.stat().st_size == 0:
+        raise ScenarioError(
+            label, "<file>", "a header line date,node,quantity and data rows", "an empty file"
+        )
+    if csv:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ScenarioError(label, "<file>", "a readable file", str(exc)) from None
+        text = _utf8(raw, label, "<file>")
+        if not text.strip():
+            raise ScenarioError(
+                label, "<file>", "a header line date,node,quantity and data rows", "an empty file"
+            )
     try:
         if csv:
             frame = pd.read_csv(
-                path,
+                io.StringIO(text),
                 dtype=str,
                 keep_default_na=False,
                 skip_blank_lines=False,
@@ -1239,11 +1270,10 @@ def builtin_scenarios() -> dict[str, str]:
 
 def _load_file(path: Path, source: str) -> Scenario:
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ScenarioError(source, "<toml>", "a UTF-8 text file", str(exc)) from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise ScenarioError(source, "<file>", "a readable file", str(exc)) from None
+    text = _utf8(raw, source, "<toml>")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -1251,11 +1281,30 @@ def _load_file(path: Path, source: str) -> Scenario:
     return parse_scenario(data, source, path.parent)
 
 
+def _utf8(raw: bytes, source: str, field: str) -> str:
+    """``raw`` decoded as UTF-8 (a leading byte-order mark dropped); an invalid byte is
+    reported by its line and column (lines from 1), not its byte offset."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = raw[exc.start : exc.start + 1].hex().upper()
+        raise ScenarioError(
+            source,
+            f"{field} (line {line})",
+            "UTF-8 text (save the file as UTF-8)",
+            f"byte 0x{byte} at line {line}, column {column}, which is not UTF-8",
+        ) from None
+
+
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """Load a built-in scenario by name (see :func:`builtin_scenarios`) or a ``.toml`` file.
 
-    A string without a path separator and without a ``.toml`` suffix is a built-in
-    name. Raises :class:`ScenarioError` for any problem with the file.
+    A string without a path separator and without a ``.toml`` suffix is always a built-in
+    name (a file of that name is not looked for: write ``./NAME`` for it); anything else,
+    and any :class:`~pathlib.Path`, is a file. Raises :class:`ScenarioError` for any
+    problem with the file.
     """
     if (
         isinstance(name_or_path, str)
@@ -1266,17 +1315,18 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if entry.is_file():
             with resources.as_file(entry) as path:
                 return _load_file(path, f"{_BUILTIN_PREFIX}{name_or_path}")
-        if not Path(name_or_path).is_file():
-            names = ", ".join(builtin_scenarios()) or "none"
-            raise ScenarioError(
-                name_or_path,
-                "<file>",
-                f"a built-in scenario name ({names}) or a path to a .toml file",
-                "neither",
-            )
-    path = Path(name_or_path)
-    if not path.is_file():
+        names = ", ".join(builtin_scenarios()) or "none"
+        hint = f" (for the file, write ./{name_or_path})" if Path(name_or_path).exists() else ""
         raise ScenarioError(
-            str(path), "<file>", "an existing scenario file (.toml)", "no such file"
+            name_or_path,
+            "<file>",
+            f"a built-in scenario name ({names}) or a path to a .toml file",
+            f"{_unknown(name_or_path, builtin_scenarios())}, not a built-in{hint}",
         )
+    path = Path(name_or_path)
+    if path.is_dir():
+        raise ScenarioError(str(path), "<file>", "a scenario file (.toml)", "a directory")
+    if not path.is_file():
+        what = "no such file" if not path.exists() else "not a regular file"
+        raise ScenarioError(str(path), "<file>", "an existing scenario file (.toml)", what)
     return _load_file(path, str(path))
