@@ -4,6 +4,7 @@ equations day by day, and the published optimal base-stock levels (8, 8, 0, 0)."
 import itertools
 
 import numpy as np
+import pytest
 
 from fedinv.model.scenario import load_scenario
 from fedinv.policies.classical import BaseStock
@@ -62,6 +63,7 @@ def test_beer_game_reproduces_the_authors_equations_day_by_day():
             np.testing.assert_array_equal(ours[:, b], theirs)
 
 
+@pytest.mark.slow  # about 40 s
 def test_published_base_stock_levels_are_optimal_on_the_beer_game():
     """No installation base-stock vector near (8, 8, 0, 0) -- each level moved by up to
     3, or two levels by 1 each -- has a lower long-run cost beyond noise (common random
