@@ -160,13 +160,13 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _unknown(name: str, known: Iterable[str]) -> str:
+def _unknown(name: str, known: Iterable[str], note: str = "") -> str:
     """``"name"`` plus a did-you-mean hint drawn from ``known``; characters outside ASCII
     are named by code point, so that a look-alike (Cyrillic ``х`` for Latin ``x``) is
     visible."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}{_code_points(close[0])}?" if close else ""
-    return f"{_quote(name)}{_code_points(name)}{hint}"
+    return f"{_quote(name)}{_code_points(name)}{note}{hint}"
 
 
 def _code_points(text: str) -> str:
@@ -1321,7 +1321,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             name_or_path,
             "<file>",
             f"a built-in scenario name ({names}) or a path to a .toml file",
-            f"{_unknown(name_or_path, builtin_scenarios())}, not a built-in{hint}",
+            _unknown(name_or_path, builtin_scenarios(), f", not a built-in{hint}"),
         )
     path = Path(name_or_path)
     if path.is_dir():
