@@ -35,6 +35,14 @@ def perfect_information_bound(
     reps = range(replications) if isinstance(replications, int) else replications
     sim = Simulator(scenario, days=days)
     lay = sim.layout
+    if lay.order_lead.any():
+        delayed = [lane for lane, d in zip(lay.lane_ids, lay.order_lead, strict=True) if d]
+        raise ValueError(
+            f"the perfect-information bound cannot model order lead times (the flow LP "
+            f"fills an order the day it is placed); scenario {scenario.name!r} has them on "
+            f"{', '.join(delayed)}"
+        )
+    arrivals = lay.initial_transit[:, : sim.days].T  # units in transit on day 0 [K', M]
     exo = draw_exogenous(scenario, lay, reps, sim.days)
     warm = min(scenario.warmup_days, sim.days - 2)
     weight = (np.arange(sim.days) >= warm).astype(float)
@@ -50,7 +58,7 @@ def perfect_information_bound(
             components=np.zeros(lay.num_components),
             backlog=np.zeros(lay.num_nodes),
             owed=np.zeros(lay.num_lanes),
-            arrivals=np.zeros((sim.days, lay.num_lanes)),
+            arrivals=np.pad(arrivals, ((0, sim.days - len(arrivals)), (0, 0))),
             transfers_landing=np.zeros((sim.days, lay.num_nodes)),
             day0_events=True,
         )

@@ -71,6 +71,11 @@ class RollingLP:
             raise ValueError(f"window must be an integer >= 1 (days), got {window!r}")
         self.layout = lay = layout
         self.scenario = scenario
+        if lay.order_lead.any():
+            raise ValueError(
+                "rolling-lp cannot model order lead times (its flow LP fills an order the "
+                f"day it is placed); scenario {scenario.name!r} has them"
+            )
         self.forecast = forecast
         self.window = window
         self.time_limit = float(time_limit)

@@ -126,3 +126,38 @@ def test_formula_level_is_newsvendor_quantile_for_a_single_node():
     level = formula_levels(lay, z=1.645)
     assert level[0] == pytest.approx(100 + 1.645 * 15, rel=1e-9)
     assert streams_of(lay).size == 1
+
+
+def _store(demand: DemandModel, lane_lead: LeadTime, **lane) -> Simulator:
+    node = Node("d", Tier.DISTRIBUTOR, "r", "o", holding_cost=0.5, demand=demand)
+    network = Network((node,), (Lane("external", "d", lane_lead, **lane),), (Organization("o"),))
+    return Simulator(Scenario("one", network, horizon_days=10))
+
+
+def test_formula_level_uses_exact_lead_time_moments_and_the_order_lead_time():
+    """Poisson(5) demand, lead time U{2..4} (mean 3, variance 2/3) after an order lead
+    time of 1: L = 4, var(L) = 2/3, level(z) = 5 L + z sqrt(5 L + 25 var(L))."""
+    lead = LeadTime("uniform", mean=3.0, low=2, high=4)
+    sim = _store(DemandModel("poisson", 5.0), lead, order_lead_time=1)
+    expected = 20 + 1.645 * np.sqrt(20 + 25 * 2 / 3)
+    assert formula_levels(sim.layout, z=1.645)[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_order_quantities_are_the_eoq_and_the_tuner_scales_them_by_k():
+    """EOQ = sqrt(2 K mu / h): K = 50 $/order, mu = 4 units/day, h = 0.5 $/unit-day
+    gives 28.28; the tuner's k multiplies it (Q, S - s, quantity); level(z) is mu L + z
+    sqrt(...) with L = 3 and no variability: 12 whatever z."""
+    from fedinv.policies.tuning import params_from_coordinates
+
+    sim = _store(DemandModel("deterministic", 4.0), LeadTime(mean=3), fixed_order_cost=50.0)
+    lay = sim.layout
+    q = np.sqrt(2 * 50 * 4 / 0.5)
+    assert default_params("sQ", lay) == {"s": {"d": 12.0}, "Q": {"d": round(q, 4)}}
+    coords = {"z:distributor": 0.0, "k:distributor": 2.5}
+    assert params_from_coordinates("sQ", lay, coords)["Q"]["d"] == pytest.approx(2.5 * q, 1e-4)
+    ss = params_from_coordinates("sS", lay, coords)
+    assert ss["S"]["d"] - ss["s"]["d"] == pytest.approx(2.5 * q, abs=1e-3)
+    ms = params_from_coordinates("min-stock", lay, coords)
+    assert ms["quantity"]["d"] == pytest.approx(2.5 * q, 1e-4) and ms["min"]["d"] == 12.0
+    free = _store(DemandModel("deterministic", 4.0), LeadTime(mean=3))  # K = 0: one day
+    assert default_params("sQ", free.layout)["Q"] == {"d": 4.0}

@@ -1199,3 +1199,205 @@ def test_random_corruptions_raise_only_scenario_errors(name: str) -> None:
             errors += 1
             assert str(err).startswith("fuzz.toml: field ") and "\n" not in str(err)
     assert errors > 50
+
+
+# ----------------------------------------------------------------- order lead times, pipeline
+
+LANE_S_D1 = 'destination = "D1"\nlead_time = { distribution = "uniform", low = 1, high = 3 }\n'
+
+
+def test_order_lead_time_and_initial_pipeline_load(tmp_path: Path) -> None:
+    text = sub(
+        BASE,
+        LANE_S_D1,
+        LANE_S_D1 + "order_lead_time = 2\n"
+        "initial_pipeline = [{ arrival_day = 2, quantity = 4.0 }, "
+        "{ arrival_day = 1, quantity = 3 }]\n",
+    )
+    lane = load_scenario(write(tmp_path, text)).network.lanes[1]
+    assert lane.order_lead_time == 2
+    assert [(e.arrival_day, e.quantity) for e in lane.initial_pipeline] == [(1, 3.0), (2, 4.0)]
+
+
+@pytest.mark.parametrize(
+    ("new", "field", "expected"),
+    [
+        ("order_lead_time = -1", "lanes[1].order_lead_time", "0 to 100000"),
+        ("order_lead_time = 1.5", "lanes[1].order_lead_time", "an integer number of days"),
+        (
+            "initial_pipeline = [{ arrival_day = 0, quantity = 1 }]",
+            "lanes[1].initial_pipeline[0].arrival_day",
+            "initial_inventory",
+        ),
+        (
+            "initial_pipeline = [{ arrival_day = 1, quantity = -1 }]",
+            "lanes[1].initial_pipeline[0].quantity",
+            ">= 0",
+        ),
+        (
+            "initial_pipeline = [{ arrival_day = 1, quantity = 1 }, "
+            "{ arrival_day = 1, quantity = 2 }]",
+            "lanes[1].initial_pipeline[1].arrival_day",
+            "one entry per arrival day",
+        ),
+        (  # U{1..3}: what left on day -1 or earlier arrives by day 2
+            "initial_pipeline = [{ arrival_day = 3, quantity = 1 }]",
+            "lanes[1].initial_pipeline",
+            "arrival days from 1 to 2",
+        ),
+        ("initial_pipeline = [{ day = 1, quantity = 1 }]", "lanes[1].initial_pipeline[0].day", ""),
+        ("initial_pipeline = 4", "lanes[1].initial_pipeline", "an array"),
+    ],
+)
+def test_bad_order_lead_time_or_initial_pipeline(
+    tmp_path: Path, new: str, field: str, expected: str
+) -> None:
+    expect_error(tmp_path, sub(BASE, LANE_S_D1, LANE_S_D1 + new + "\n"), field, expected)
+
+
+def test_initial_pipeline_may_arrive_late_by_the_lane_extra_delay(tmp_path: Path) -> None:
+    late = "initial_pipeline = [{ arrival_day = 4, quantity = 1 }]\n"
+    text = sub(BASE, LANE_S_D1, LANE_S_D1 + late)
+    expect_error(tmp_path, text, "lanes[1].initial_pipeline", "arrival days from 1 to 2")
+    text += '\n[[delays]]\nlane = "S->D1"\nprobability = 0.1\nmin_days = 1\nmax_days = 2\n'
+    assert load_scenario(write(tmp_path, text, "ok.toml")).network.lanes[1].initial_pipeline
+
+
+# ----------------------------------------------------------------- magnitudes
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "expected"),
+    [
+        ("horizon_days = 30", "horizon_days = 1e308", "horizon_days", "written as an integer"),
+        ("horizon_days = 30", "horizon_days = 30.5", "horizon_days", "an integer >= 1"),
+        ("capacity = 100.0", "capacity = 1e308", "nodes[id=S].capacity", "at most 1e+15"),
+        ("unit_value = 10.0", "unit_value = -1e300", "nodes[id=S].unit_value", ">= 0"),
+        ("unit_value = 10.0", "unit_value = 1e16", "nodes[id=S].unit_value", "at most 1e+15"),
+        (
+            'id = "org"\n',
+            'id = "org"\nmonthly_budget = 1e300\n',
+            "organizations[id=org].monthly_budget",
+            "at most 1e+15",
+        ),
+        (
+            'lead_time = { distribution = "deterministic", mean = 2 }',
+            "lead_time = 1000000",
+            "lanes[0].lead_time",
+            "at most 100000",
+        ),
+    ],
+)
+def test_absurd_magnitudes_are_refused(
+    tmp_path: Path, old: str, new: str, field: str, expected: str
+) -> None:
+    expect_error(tmp_path, sub(BASE, old, new), field, expected)
+
+
+def test_integral_floats_and_large_finite_numbers_still_load(tmp_path: Path) -> None:
+    text = sub(BASE, "horizon_days = 30", "horizon_days = 30.0")
+    text = sub(text, "capacity = 100.0", "capacity = 1e15")
+    scenario = load_scenario(write(tmp_path, text))
+    assert scenario.horizon_days == 30 and scenario.network.nodes[0].capacity == 1e15
+
+
+# ----------------------------------------------------------------- messages that mislead
+
+
+def test_a_directory_is_not_reported_as_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(tmp_path)
+    assert info.value.field == "<file>" and info.value.got == "a directory"
+
+
+def test_a_name_without_slash_and_suffix_is_always_a_builtin(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, BASE, "tiny")  # a file named like a built-in name would be
+    with pytest.raises(ScenarioError) as info:
+        load_scenario("tiny")
+    assert "not a built-in" in info.value.got and "./tiny" in info.value.got
+    assert load_scenario("./tiny").name == "tiny"
+    assert load_scenario(Path("tiny")).name == "tiny"  # a Path is always a file
+
+
+def test_look_alike_characters_are_shown_by_code_point(tmp_path: Path) -> None:
+    look_alike = "D\u0425"  # CYRILLIC CAPITAL LETTER HA, drawn like X
+    text = BASE + f'\n[[lanes]]\nsource = "S"\ndestination = "{look_alike}1"\n'
+    text = sub(text, 'id = "D1"', 'id = "DX1"')
+    text = text.replace('destination = "D1"', 'destination = "DX1"')
+    err = expect_error(tmp_path, text, "lanes[3].destination", "a declared node id")
+    assert err.got == (
+        f"\"{look_alike}1\" (U+0425 CYRILLIC CAPITAL LETTER HA at character 2); did you mean 'DX1'?"
+    )
+
+
+def _history_scenario(tmp_path: Path, content: bytes) -> Path:
+    (tmp_path / "sales.csv").write_bytes(content)
+    return write(tmp_path, BASE + '\n[demand_history]\nfile = "sales.csv"\n')
+
+
+def test_non_utf8_history_names_the_line(tmp_path: Path) -> None:
+    content = "date,node,quantity\n2024-01-01,D1,3\n2024-01-02,D1,4 caf\xe9\n".encode("latin-1")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(_history_scenario(tmp_path, content))
+    err = info.value
+    assert err.file.endswith("sales.csv") and err.field == "<file> (line 3)"
+    assert err.got == "byte 0xE9 at line 3, column 20, which is not UTF-8"
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n"])
+def test_empty_history_file(tmp_path: Path, content: bytes) -> None:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(_history_scenario(tmp_path, content))
+    assert info.value.got == "an empty file"
+    assert "header line date,node,quantity" in info.value.expected
+    assert "EmptyDataError" not in str(info.value)
+
+
+def test_non_utf8_scenario_file_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin.toml"
+    path.write_bytes(BASE.replace('"a tiny network"', '"caf\xe9"').encode("latin-1"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert info.value.field == "<toml> (line 2)" and "line 2, column 19" in info.value.got
+
+
+def test_single_node_comment_agrees_with_the_timing() -> None:
+    text = builtin_scenario_text("single-node")
+    assert "nothing is ever in transit" not in text
+    assert "in transit overnight" in text
+
+
+def _documented_fields(heading: str) -> set[str]:
+    """Field names in the first table under ``heading`` of docs/scenarios.md."""
+    text = (Path(__file__).parents[1] / "docs" / "scenarios.md").read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1]
+    fields: set[str] = set()
+    started = False
+    for line in section.splitlines()[1:]:
+        if line.startswith("| `"):
+            started = True
+            for name in line.split("|")[1].split(","):
+                fields.add(name.strip().strip("`"))
+        elif started and not line.startswith("|"):
+            break
+    return fields
+
+
+@pytest.mark.parametrize(
+    ("heading", "keys"),
+    [
+        ("## `[[organizations]]`", "ORGANIZATION_KEYS"),
+        ("## `[[nodes]]`", "NODE_KEYS"),
+        ("## `[[lanes]]`", "LANE_KEYS"),
+        ("### `initial_pipeline`", "IN_TRANSIT_KEYS"),
+        ("## `[[transfers]]`", "TRANSFER_KEYS"),
+        ("## `[[outages]]`", "OUTAGE_KEYS"),
+        ("## `[[delays]]`", "DELAY_KEYS"),
+        ("## `[[surges]]`", "SURGE_KEYS"),
+    ],
+)
+def test_docs_list_exactly_the_accepted_fields(heading: str, keys: str) -> None:
+    from fedinv.model import scenario as module
+
+    assert _documented_fields(heading) == set(getattr(module, keys))

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fedinv.model.network import (
     DemandModel,
+    InTransit,
     Lane,
     LeadTime,
     Network,
@@ -146,3 +148,123 @@ def test_fixed_outage_shuts_an_unlimited_node_without_nan():
     bought = np.array(bought)
     assert (bought[10:15] == 0).all()
     assert (bought[15:20] > 0).any()  # the backlog of orders is bought once it ends
+
+
+def _one_lane(lane: Lane, demand: float = 0.0, days: int = 6) -> Scenario:
+    """A store fed from outside by ``lane`` (destination "A")."""
+    node = Node(
+        "A",
+        Tier.DISTRIBUTOR,
+        "R",
+        "o",
+        holding_cost=1,
+        stockout_penalty=10,
+        demand=DemandModel("deterministic", demand),
+    )
+    return Scenario("one", Network((node,), (lane,), (Organization("o"),)), horizon_days=days)
+
+
+def test_order_lead_time_delays_the_source_receiving_the_order():
+    """Order lead time 2, lead time 1: an order released at the end of day 0 is received
+    by the vendor on day 2 (owed from that morning), shipped that evening, on hand on
+    day 3; until day 2 it is on order but owed by nobody."""
+    lane = Lane("external", "A", LeadTime(mean=1), order_lead_time=2, transit_holding_cost=1)
+    sim = Simulator(_one_lane(lane))
+    state, exo = sim.reset(1)
+    state, rec = sim.step(state, exo, Decision(np.array([[5.0]])))
+    assert rec["orders_received"].sum() == 0  # an external vendor is no node
+    np.testing.assert_allclose(state.owed[0], [0])
+    np.testing.assert_allclose(state.on_order[0], [5])  # day 1: still travelling
+    np.testing.assert_allclose(rec["holding_cost"][0], [0])  # nothing in transit yet
+    state, rec = sim.step(state, exo, Decision(np.zeros((1, 1))))
+    np.testing.assert_allclose(state.owed[0], [5])  # day 2 morning: the vendor has it
+    np.testing.assert_allclose(state.arrived_orders[0], [5])
+    state, rec = sim.step(state, exo, Decision(np.zeros((1, 1))))
+    np.testing.assert_allclose(rec["shipped"][0], [0])  # external lanes ship from no node
+    np.testing.assert_allclose(rec["in_transit"][0], [5])  # shipped on day 2, overnight
+    np.testing.assert_allclose(state.on_hand[0], [5])  # day 3
+    np.testing.assert_allclose(state.on_order[0], [0])
+
+
+def test_order_lead_time_between_nodes_counts_as_received_orders():
+    """A node sees an order on a lane with order lead time 1 the day after it is placed:
+    that day it is owed (and charged as owed downstream if unfilled)."""
+    nodes = (
+        Node("S", Tier.SUPPLIER, "R", "o", stockout_penalty=3),
+        Node("A", Tier.DISTRIBUTOR, "R", "o", demand=DemandModel("deterministic", 0.0)),
+    )
+    lanes = (
+        Lane("external", "S", LeadTime(mean=1)),
+        Lane("S", "A", LeadTime(mean=1), order_lead_time=1),
+    )
+    sim = Simulator(Scenario("two", Network(nodes, lanes, (Organization("o"),)), horizon_days=4))
+    state, exo = sim.reset(1)
+    state, rec = sim.step(state, exo, Decision(np.array([[0.0, 4.0]])))
+    np.testing.assert_allclose(rec["orders_received"][0], [0, 0])
+    np.testing.assert_allclose(rec["penalty_cost"][0], [0, 0])
+    np.testing.assert_allclose(state.owed[0], [0, 4])  # day 1 morning
+    state, rec = sim.step(state, exo, Decision(np.zeros((1, 2))))
+    np.testing.assert_allclose(rec["orders_received"][0], [4, 0])
+    np.testing.assert_allclose(rec["penalty_cost"][0], [12, 0])  # S has nothing: 4 x 3
+    np.testing.assert_allclose(state.last_received[0], [0, 4])
+
+
+def test_initial_pipeline_arrives_on_its_days_and_is_charged_in_transit():
+    lane = Lane(
+        "external",
+        "A",
+        LeadTime(mean=4),
+        transit_holding_cost=0.5,
+        initial_pipeline=(InTransit(1, 3.0), InTransit(3, 2.0)),
+    )
+    sim = Simulator(_one_lane(lane, demand=1.0))
+    state, exo = sim.reset(1)
+    on_hand, holding = [], []
+    for _ in range(5):
+        on_hand.append(float(state.on_hand[0, 0]))
+        state, rec = sim.step(state, exo, Decision(np.zeros((1, 1))))
+        holding.append(float(rec["holding_cost"][0, 0]))
+    # day 0: nothing on hand (1 backordered); day 1: 3 arrive, 1 + 1 served; day 3: 2 more
+    assert on_hand == [0.0, 1.0, 0.0, 1.0, 0.0]
+    # end of day 0: 5 in transit x 0.5; day 1: 2 in transit x 0.5 + 1 on hand; ...
+    assert holding == [2.5, 2.0, 1.0, 1.0, 0.0]
+
+
+def test_the_perfect_information_bound_refuses_order_lead_times():
+    from fedinv.hybrid import perfect_information_bound
+
+    lane = Lane("external", "A", LeadTime(mean=1), order_lead_time=1)
+    with pytest.raises(ValueError, match="order lead times"):
+        perfect_information_bound(_one_lane(lane, demand=1.0), 1)
+
+
+def test_a_horizon_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path):
+    from fedinv.model.scenario import builtin_scenario_text
+
+    with pytest.raises(ValueError, match=r"^days = 1000000000000: .* need about .* limit of"):
+        Simulator(load_scenario("serial-3"), days=10**12)
+    path = tmp_path / "long.toml"
+    text = builtin_scenario_text("serial-3").replace("horizon_days = 365", "horizon_days = 10")
+    path.write_text(text.replace("horizon_days = 10", f"horizon_days = {10**12}"))
+    with pytest.raises(ValueError, match=r"^horizon_days \(scenario .*long.toml\) = 10{12}"):
+        Simulator(load_scenario(path))
+    sim = Simulator(load_scenario("serial-3"), days=10**6)  # one fits; a big batch does not
+    with pytest.raises(ValueError, match=r"100000 replication\(s\) of 1000000 days"):
+        sim.reset(100_000)
+
+
+def test_capacity_1e15_simulates_without_overflow_warnings(tmp_path):
+    import warnings
+
+    from fedinv.model.scenario import builtin_scenario_text
+
+    text = builtin_scenario_text("serial-3").replace(
+        "holding_cost = 7.0", "holding_cost = 7.0\ncapacity = 1e15", 1
+    )
+    path = tmp_path / "cap.toml"
+    path.write_text(text)
+    scenario = load_scenario(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("base-stock", "sS"):
+            simulate(scenario, lambda lay, name=name: make_policy(name, lay), 2, days=40)

@@ -318,7 +318,7 @@ class Observer:
     def signal(self, state: State) -> np.ndarray:
         """Today's demand signal ``[B, N]``: customer demand plus the orders received
         from downstream yesterday (units of the node's item)."""
-        return state.demand + state.last_orders @ self.layout.src_mat
+        return state.demand + state.last_received @ self.layout.src_mat
 
     def observe(self, state: State) -> np.ndarray:
         """Take in today's state; return the observations ``[B, N, F]`` (float32)."""
@@ -368,7 +368,7 @@ class Observer:
                 components,
                 s.backlog,
                 s.owed @ lay.src_mat,
-                s.last_orders @ lay.src_mat,
+                s.last_received @ lay.src_mat,
                 s.last_orders @ self.lane_to_node,
                 position,
                 s.on_order @ self.lane_to_node,

@@ -339,4 +339,12 @@ def _lane_toml(lane: Lane, lead: str, share: float) -> list[str]:
         out.append(f"transport_capacity = {lane.transport_capacity!r}")
     if lane.lot_size:
         out.append(f"lot_size = {lane.lot_size!r}")
+    if lane.order_lead_time:
+        out.append(f"order_lead_time = {lane.order_lead_time}")
+    if lane.initial_pipeline:
+        entries = ", ".join(
+            f"{{ arrival_day = {e.arrival_day}, quantity = {e.quantity!r} }}"
+            for e in lane.initial_pipeline
+        )
+        out.append(f"initial_pipeline = [{entries}]")
     return out

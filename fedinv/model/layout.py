@@ -52,6 +52,8 @@ class Layout:
     lane_share: np.ndarray  # [M] normalized share among lanes of the same item into a node
     lane_org: np.ndarray  # [M] int organization that pays (destination's)
     max_lead: int  # longest lane lead time incl. extra delays, days
+    order_lead: np.ndarray  # [M] days an order takes to reach the lane's source
+    initial_transit: np.ndarray  # [M, max_lead + 1] units in transit on day 0, by arrival day
     comp_node: np.ndarray  # [C] int
     comp_bom: np.ndarray  # [C] units per unit assembled
     comp_holding: np.ndarray  # [C] $/unit-day
@@ -179,6 +181,12 @@ def compile_layout(network: Network, extra_delay_max: int = 0) -> Layout:
 
     transfers = network.transfers
     max_lead = max([ln.lead_time.support_max for ln in lanes] + [1]) + extra_delay_max
+    last_arrival = max([e.arrival_day for ln in lanes for e in ln.initial_pipeline] + [0])
+    max_lead = max(max_lead, last_arrival)
+    initial_transit = np.zeros((n_lanes, max_lead + 1))
+    for m, ln in enumerate(lanes):
+        for entry in ln.initial_pipeline:
+            initial_transit[m, entry.arrival_day] += entry.quantity
     return Layout(
         network=network,
         node_ids=tuple(n.id for n in nodes),
@@ -211,6 +219,8 @@ def compile_layout(network: Network, extra_delay_max: int = 0) -> Layout:
         lane_share=share,
         lane_org=np.array([oidx[nodes[d].organization] for d in lane_dst], int),
         max_lead=int(max_lead),
+        order_lead=np.array([ln.order_lead_time for ln in lanes], int),
+        initial_transit=initial_transit,
         comp_node=np.array(comp_node, int),
         comp_bom=np.array(comp_bom, f),
         comp_holding=comp_holding,

@@ -520,6 +520,15 @@ class Node:
 
 
 @dataclass(frozen=True)
+class InTransit:
+    """Units in transit at the start of the horizon: ``quantity`` units arrive at the start
+    of day ``arrival_day`` (>= 1: what arrives on day 0 is ``initial_inventory``)."""
+
+    arrival_day: int
+    quantity: float
+
+
+@dataclass(frozen=True)
 class Lane:
     """A replenishment lane ``source -> destination`` (``source`` may be ``external``)."""
 
@@ -545,6 +554,12 @@ class Lane:
     item: str = ""
     """Item a lane from ``external`` brings (needed into an assembling node); a lane from a
     node carries that node's item."""
+    order_lead_time: int = 0
+    """Days an order takes to reach the source (information lead time): an order released
+    at the end of day ``t`` is received by the source on the morning of day
+    ``t + order_lead_time`` and filled that day; 0: at once."""
+    initial_pipeline: tuple[InTransit, ...] = ()
+    """Units already in transit on this lane on day 0, by arrival day."""
 
     @property
     def id(self) -> str:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import io
 import json
 import math
 import tomllib
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -33,9 +35,11 @@ from fedinv.model.network import (
     EXTERNAL,
     LEAD_TIME_DISTRIBUTIONS,
     LEAD_TIME_LAWS,
+    MAX_LEAD_DAYS,
     DemandModel,
     Deterministic,
     ExtraDelay,
+    InTransit,
     Lane,
     LeadTime,
     LeadTimeError,
@@ -95,6 +99,7 @@ DEMAND_KEYS = _field_names(DemandModel, exclude=("history", "history_mode"))
 PROMOTION_KEYS = _field_names(Promotion)
 LANE_KEYS = _field_names(Lane)
 LEAD_TIME_KEYS = _field_names(LeadTime)
+IN_TRANSIT_KEYS = _field_names(InTransit)
 TRANSFER_KEYS = _field_names(TransferLink)
 OUTAGE_KEYS = _field_names(Outage)
 DELAY_KEYS = _field_names(ExtraDelay)
@@ -117,6 +122,11 @@ DEMAND_PARAMS: dict[str, tuple[str, ...]] = {
     "deterministic": ("mean",),
 }
 """Parameters each demand distribution uses (calendar fields are allowed with all)."""
+
+MAX_NUMBER = 1e15
+"""Largest magnitude of a finite number in a scenario file: a quantity, a price or a cost
+beyond it is a typo, and products of such numbers overflow (``inf`` means unlimited)."""
+_EXACT_INT = 2**53  # floats beyond this are not exact integers
 
 _REQUIRED: Any = object()
 _INF_WORDS = ("inf", "+inf", "infinity")
@@ -150,11 +160,26 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _unknown(name: str, known: Iterable[str]) -> str:
-    """``"name"`` plus a did-you-mean hint drawn from ``known``."""
+def _unknown(name: str, known: Iterable[str], note: str = "") -> str:
+    """``"name"`` plus a did-you-mean hint drawn from ``known``; characters outside ASCII
+    are named by code point, so that a look-alike (Cyrillic ``х`` for Latin ``x``) is
+    visible."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{_quote(name)}{hint}"
+    hint = f"; did you mean {close[0]!r}{_code_points(close[0])}?" if close else ""
+    return f"{_quote(name)}{_code_points(name)}{note}{hint}"
+
+
+def _code_points(text: str) -> str:
+    """`` (U+0445 CYRILLIC SMALL LETTER HA at character 3)`` for the non-ASCII or
+    unprintable characters of ``text`` (the first three), or ``""``."""
+    odd = [(i, c) for i, c in enumerate(text) if not (c.isascii() and c.isprintable())]
+    if not odd:
+        return ""
+    shown = ", ".join(
+        f"U+{ord(c):04X} {unicodedata.name(c, 'UNNAMED')} at character {i + 1}" for i, c in odd[:3]
+    )
+    more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+    return f" ({shown}{more})"
 
 
 def _entry_path(section: str, index: int, raw: object) -> str:
@@ -235,6 +260,8 @@ class _Table:
         )
         if bad:
             raise self.error(key, expected, _describe(value))
+        if abs(number) > MAX_NUMBER and math.isfinite(number):
+            raise self.error(key, f"{expected}, at most {MAX_NUMBER:g}", repr(value))
         return number
 
     def integer(
@@ -262,6 +289,12 @@ class _Table:
             raise self.error(where, expected, _describe(value))
         if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
             raise self.error(where, expected, _describe(value))
+        if isinstance(value, float) and abs(value) > _EXACT_INT:
+            raise self.error(
+                where,
+                f"{expected}, written as an integer (a float above 2^53 is not an exact integer)",
+                _describe(value),
+            )
         number = int(value)
         if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
             raise self.error(where, expected, _describe(value))
@@ -328,7 +361,7 @@ class _Table:
         out = []
         for i, value in enumerate(values):
             bad = isinstance(value, bool) or not isinstance(value, int | float)
-            if bad or not math.isfinite(value) or value < minimum:
+            if bad or not math.isfinite(value) or value < minimum or abs(value) > MAX_NUMBER:
                 raise self.error(f"{key}[{i}]", expected, _describe(value))
             out.append(float(value))
         return tuple(out)
@@ -463,7 +496,7 @@ def _parse_lead_time(lane: _Table) -> LeadTime:
             if not isinstance(value, list):
                 raise t.error(f.name, expected, _describe(value))
             for i, v in enumerate(value):
-                if isinstance(v, bool) or not isinstance(v, int | float):
+                if isinstance(v, bool) or not isinstance(v, int | float) or abs(v) > MAX_NUMBER:
                     raise t.error(f"{f.name}[{i}]", expected, _describe(v))
             kwargs[f.name] = tuple(value)
         elif isinstance(value, bool) or not isinstance(value, int | float):
@@ -519,7 +552,61 @@ def _parse_lane(source: str, raw: object, index: int, nodes: Mapping[str, Node])
         fixed_order_cost=t.number("fixed_order_cost", 0.0),
         order_share=t.number("order_share", 1.0, maximum=1.0),
         item=item,
+        order_lead_time=t.integer(
+            "order_lead_time",
+            0,
+            minimum=0,
+            maximum=MAX_LEAD_DAYS,
+            expected=f"an integer number of days, 0 to {MAX_LEAD_DAYS} (0: the source "
+            "receives an order the moment it is released)",
+        ),
+        initial_pipeline=_parse_initial_pipeline(t),
     )
+
+
+def _parse_initial_pipeline(lane: _Table) -> tuple[InTransit, ...]:
+    """``initial_pipeline = [{ arrival_day = 1, quantity = 4.0 }, ...]`` (arrival days
+    checked against the lane's lead time in :func:`_check_initial_pipeline`)."""
+    out: list[InTransit] = []
+    seen: set[int] = set()
+    for i, raw in enumerate(lane.array("initial_pipeline", "tables {arrival_day, quantity}")):
+        t = _Table(lane.source, raw, f"{lane.where('initial_pipeline')}[{i}]", IN_TRANSIT_KEYS)
+        day = t.integer(
+            "arrival_day",
+            minimum=1,
+            expected="an arrival day >= 1 (a shipment that arrives on day 0 is on hand: "
+            "count it in the destination's initial_inventory)",
+        )
+        if day in seen:
+            raise t.error("arrival_day", "one entry per arrival day", f"{day} again")
+        seen.add(day)
+        out.append(InTransit(arrival_day=day, quantity=t.number("quantity")))
+    return tuple(sorted(out, key=lambda x: x.arrival_day))
+
+
+def _check_initial_pipeline(source: str, lanes: list[Lane], delays: Iterable[ExtraDelay]) -> None:
+    """A unit in transit on day 0 left on day -1 or earlier, so it arrives by day
+    ``longest lead time - 1`` (plus the lane's longest extra delay)."""
+    extra: dict[str, int] = {}
+    for d in delays:
+        extra[d.lane] = max(extra.get(d.lane, 0), d.max_days)
+    for i, lane in enumerate(lanes):
+        if not lane.initial_pipeline:
+            continue
+        longest = lane.lead_time.support_max
+        last = longest - 1 + extra.get(lane.id, 0)
+        for entry in lane.initial_pipeline:
+            if entry.arrival_day > last:
+                why = f"longest lead time {longest} days"
+                if extra.get(lane.id):
+                    why += f" plus an extra delay of up to {extra[lane.id]} days"
+                raise ScenarioError(
+                    source,
+                    f"lanes[{i}].initial_pipeline",
+                    f"arrival days from 1 to {last} (a shipment that left on day -1 or "
+                    f"earlier on this lane, {why}, arrives by day {last})",
+                    f"arrival_day = {entry.arrival_day}",
+                )
 
 
 def _parse_transfer(
@@ -546,7 +633,7 @@ def _parse_transfer(
         source=src,
         destination=dst,
         unit_cost=t.number("unit_cost", 0.0),
-        lead_time_days=t.integer("lead_time_days", 1, minimum=1),
+        lead_time_days=t.integer("lead_time_days", 1, minimum=1, maximum=MAX_LEAD_DAYS),
         capacity=t.number("capacity", math.inf, infinite=True),
     )
 
@@ -617,13 +704,17 @@ def _parse_delay(source: str, raw: object, index: int, lanes: Mapping[str, Lane]
     lane = t.string("lane", expected='a lane id "SOURCE->DESTINATION"')
     if lane not in lanes:
         raise t.error("lane", 'a declared lane id "SOURCE->DESTINATION"', _unknown(lane, lanes))
-    min_days = t.integer("min_days", 1, minimum=1)
+    min_days = t.integer("min_days", 1, minimum=1, maximum=MAX_LEAD_DAYS)
     return ExtraDelay(
         lane=lane,
         probability=t.number("probability", maximum=1.0),
         min_days=min_days,
         max_days=t.integer(
-            "max_days", min_days, minimum=min_days, expected=f"an integer >= min_days ({min_days})"
+            "max_days",
+            min_days,
+            minimum=min_days,
+            maximum=MAX_LEAD_DAYS,
+            expected=f"an integer >= min_days ({min_days}) and <= {MAX_LEAD_DAYS}",
         ),
         notice_lag_days=t.integer("notice_lag_days", 0, minimum=0),
     )
@@ -839,10 +930,24 @@ def load_demand_history(
         raise ScenarioError(
             source, "demand_history.file", "a .csv or .parquet file", f'"{path.name}"'
         )
+    if path.stat().st_size == 0:
+        raise ScenarioError(
+            label, "<file>", "a header line date,node,quantity and data rows", "an empty file"
+        )
+    if csv:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ScenarioError(label, "<file>", "a readable file", str(exc)) from None
+        text = _utf8(raw, label, "<file>")
+        if not text.strip():
+            raise ScenarioError(
+                label, "<file>", "a header line date,node,quantity and data rows", "an empty file"
+            )
     try:
         if csv:
             frame = pd.read_csv(
-                path,
+                io.StringIO(text),
                 dtype=str,
                 keep_default_na=False,
                 skip_blank_lines=False,
@@ -1093,6 +1198,7 @@ def parse_scenario(data: Mapping[str, Any], source: str, base_dir: Path) -> Scen
         _parse_delay(source, raw, i, lane_map)
         for i, raw in enumerate(top.array("delays", "tables ([[delays]])"))
     )
+    _check_initial_pipeline(source, lanes, delays)
     regions = {n.region for n in nodes.values() if n.demand is not None}
     surges = tuple(
         _parse_surge(source, raw, i, regions)
@@ -1164,11 +1270,10 @@ def builtin_scenarios() -> dict[str, str]:
 
 def _load_file(path: Path, source: str) -> Scenario:
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ScenarioError(source, "<toml>", "a UTF-8 text file", str(exc)) from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise ScenarioError(source, "<file>", "a readable file", str(exc)) from None
+    text = _utf8(raw, source, "<toml>")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -1176,11 +1281,30 @@ def _load_file(path: Path, source: str) -> Scenario:
     return parse_scenario(data, source, path.parent)
 
 
+def _utf8(raw: bytes, source: str, field: str) -> str:
+    """``raw`` decoded as UTF-8 (a leading byte-order mark dropped); an invalid byte is
+    reported by its line and column (lines from 1), not its byte offset."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = raw[exc.start : exc.start + 1].hex().upper()
+        raise ScenarioError(
+            source,
+            f"{field} (line {line})",
+            "UTF-8 text (save the file as UTF-8)",
+            f"byte 0x{byte} at line {line}, column {column}, which is not UTF-8",
+        ) from None
+
+
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """Load a built-in scenario by name (see :func:`builtin_scenarios`) or a ``.toml`` file.
 
-    A string without a path separator and without a ``.toml`` suffix is a built-in
-    name. Raises :class:`ScenarioError` for any problem with the file.
+    A string without a path separator and without a ``.toml`` suffix is always a built-in
+    name (a file of that name is not looked for: write ``./NAME`` for it); anything else,
+    and any :class:`~pathlib.Path`, is a file. Raises :class:`ScenarioError` for any
+    problem with the file.
     """
     if (
         isinstance(name_or_path, str)
@@ -1191,17 +1315,18 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if entry.is_file():
             with resources.as_file(entry) as path:
                 return _load_file(path, f"{_BUILTIN_PREFIX}{name_or_path}")
-        if not Path(name_or_path).is_file():
-            names = ", ".join(builtin_scenarios()) or "none"
-            raise ScenarioError(
-                name_or_path,
-                "<file>",
-                f"a built-in scenario name ({names}) or a path to a .toml file",
-                "neither",
-            )
-    path = Path(name_or_path)
-    if not path.is_file():
+        names = ", ".join(builtin_scenarios()) or "none"
+        hint = f" (for the file, write ./{name_or_path})" if Path(name_or_path).exists() else ""
         raise ScenarioError(
-            str(path), "<file>", "an existing scenario file (.toml)", "no such file"
+            name_or_path,
+            "<file>",
+            f"a built-in scenario name ({names}) or a path to a .toml file",
+            _unknown(name_or_path, builtin_scenarios(), f", not a built-in{hint}"),
         )
+    path = Path(name_or_path)
+    if path.is_dir():
+        raise ScenarioError(str(path), "<file>", "a scenario file (.toml)", "a directory")
+    if not path.is_file():
+        what = "no such file" if not path.exists() else "not a regular file"
+        raise ScenarioError(str(path), "<file>", "an existing scenario file (.toml)", what)
     return _load_file(path, str(path))

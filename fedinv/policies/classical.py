@@ -13,7 +13,10 @@ component, in component units. A stream's position is
     echelon:      bom x (stock at the node and everywhere downstream of it, incl. in
                   transit, - customer backorders) + component stock + on order
 
-(``bom = 1`` and no component stock for a plain node). Parameters are per node in the
+(``bom = 1`` and no component stock for a plain node). On order counts orders still
+on their way to the source (lanes with an ``order_lead_time``), and "ordered from it
+today" only orders that reach it today: those released today on lanes without an order
+lead time (the others are owed once they arrive). Parameters are per node in the
 node's units (for an assembling node a number means ``bom x number`` for each
 component) or, for an assembling node, a table ``{item: value}`` in component units.
 An order for a stream is split over its lanes by their ``order_share`` and rounded up
@@ -107,7 +110,11 @@ def streams_of(layout: Layout) -> Streams:
 @dataclass(frozen=True)
 class FlowStats:
     """Per stream: mean and variance of daily demand on it (stream units/day), and the
-    expected lead time, its variance, and the echelon lead time (days)."""
+    expected lead time (a lane's order lead time plus its shipping lead time), its
+    variance, and the echelon lead time (days). Lead-time moments are the exact ones of
+    a lane's draws (rounded up and clipped, see
+    :attr:`fedinv.model.network.LeadTime.mean_days`), averaged over the stream's lanes
+    with their ``order_share``."""
 
     mean: np.ndarray
     var: np.ndarray
@@ -146,14 +153,12 @@ def flow_stats(layout: Layout, streams: Streams | None = None) -> FlowStats:
     """Demand and lead-time statistics per stream (see :class:`FlowStats`)."""
     st = streams or streams_of(layout)
     mean_n, var_n = node_demand(layout)
-    rng = np.random.default_rng(0)
     lead = np.zeros(st.size)
     lead_var = np.zeros(st.size)
-    for m, lane in enumerate(layout.network.lanes):
-        draws = lane.lead_time.sample(rng, (4000,))
+    for m, lane in enumerate(layout.network.lanes):  # exact moments of the drawn lead time
         k = st.lane_stream[m]
-        lead[k] += layout.lane_share[m] * draws.mean()
-        lead_var[k] += layout.lane_share[m] * draws.var()
+        lead[k] += layout.lane_share[m] * (lane.order_lead_time + lane.lead_time.mean_days)
+        lead_var[k] += layout.lane_share[m] * lane.lead_time.variance_days
     # echelon: add the longest-mean path of lead times below the node
     below = np.zeros(layout.num_nodes)
     for n in layout.topo_order[::-1]:  # downstream first
@@ -237,6 +242,8 @@ class StreamPolicy:
             kids = lay.lane_dst[lay.lane_src == k]
             depth[k] = 1 + depth[kids].max() if len(kids) else 0
         self._groups = [depth[lay.lane_dst] == d for d in range(depth.max() + 1)]
+        # today's orders reach their source today only on lanes without an order lead time
+        self._at_once = (lay.order_lead == 0).astype(float)
 
     def net(self, s: State) -> np.ndarray:
         """Net stock per node before today's downstream orders, ``[B, N]`` units."""
@@ -264,8 +271,9 @@ class StreamPolicy:
         if self.echelon:
             return (rule(self.position(s, net)) @ to_lanes) * self._share
         orders = np.zeros_like(s.owed)
+        at_once = self._at_once
         for lanes in self._groups:
-            today = net - orders @ self.layout.src_mat
+            today = net - (orders * at_once) @ self.layout.src_mat
             stream_orders = rule(self.position(s, today))
             orders = np.where(lanes, (stream_orders @ to_lanes) * self._share, orders)
         return orders

@@ -1,9 +1,15 @@
 """Tune a classical policy's parameters by simulation on training replications.
 
 Method. Each policy has a few search coordinates per tier, mapped to per-node
-parameters through the textbook formula (:func:`fedinv.policies.classical.flow_stats`): a level is
-``mean lead-time demand + z x its standard deviation`` (echelon lead time for the
-echelon policy), and an order quantity or the gap ``S - s`` is ``k x EOQ``. The
+parameters through the textbook formulas (docs/model.md, "The formulas default and tuned
+parameters are relative to"): a level (base-stock level, ``s``, ``min``) is
+``mu L + z sqrt(L sigma^2 + mu^2 var(L))`` -- mean lead-time demand plus ``z`` standard
+deviations, from :func:`fedinv.policies.classical.flow_stats` (echelon lead time for the
+echelon policy) --, and an order quantity (sQ's ``Q``, min-stock's ``quantity``) or the
+gap ``S - s`` of (s,S) is ``k x EOQ`` with ``EOQ = sqrt(2 K mu / h)`` from
+:func:`fedinv.policies.classical.eoq` (``K`` the share-weighted fixed order cost of the
+stream's lanes, ``h`` its holding cost per unit-day; one day of demand ``mu`` where
+``K = 0``). The
 coordinates are ``z`` per tier for every policy, plus ``k`` per tier for (s,S), (s,Q)
 and min-stock. The search is cyclic coordinate descent: each coordinate in turn is
 minimized by a golden-section search on its interval, ``sweeps`` times over all

@@ -10,6 +10,7 @@ depend on which other replications share its batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,11 +78,51 @@ class Exogenous:
         return self.demand.shape[1]
 
 
+def exogenous_bytes_per_day(scenario: Scenario, layout: Layout) -> int:
+    """Bytes :func:`draw_exogenous` holds per replication and day (its streams and the
+    temporaries of drawing them), an estimate from the network's size."""
+    n, m = layout.num_nodes, layout.num_lanes
+    k = len(scenario.outages) + len(scenario.surges)
+    return 8 * (4 * n + 5 * m) + 25 * k + 48
+
+
+def memory_limit_bytes() -> int:
+    """The most memory a simulation may plan to use: this machine's physical memory."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return 16 * 2**30
+
+
+def check_memory(need: int, per_day: int, replications: int, days: int, field: str) -> None:
+    """Refuse a run whose estimated memory ``need`` (bytes) exceeds
+    :func:`memory_limit_bytes`, naming ``field`` (what set ``days``)."""
+    limit = memory_limit_bytes()
+    if need > limit:
+        raise ValueError(
+            f"{field} = {days}: {replications} replication(s) of {days} days need about "
+            f"{_size(need)} of memory ({_size(per_day)} per replication-day), more than "
+            f"the limit of {_size(limit)} (this machine's memory); simulate fewer days or "
+            "fewer replications at a time"
+        )
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} EiB"  # pragma: no cover
+
+
 def draw_exogenous(
     scenario: Scenario, layout: Layout, replications: Sequence[int], days: int
 ) -> Exogenous:
-    """Draw the streams of ``replications`` (indices) for ``days`` days."""
+    """Draw the streams of ``replications`` (indices) for ``days`` days. Raises
+    ``ValueError`` when they would not fit in memory (:func:`check_memory`)."""
     reps = tuple(int(r) for r in replications)
+    per_day = exogenous_bytes_per_day(scenario, layout)
+    check_memory(per_day * len(reps) * int(days), per_day, len(reps), int(days), "days")
     nodes = layout.network.nodes
     n_nodes, n_lanes, n_reps = layout.num_nodes, layout.num_lanes, len(reps)
     cal = make_calendar(scenario.start_date, days)

@@ -8,14 +8,16 @@ runs steps 1-4 of the next day. Arrays in the state are updated in place (call
 (:mod:`fedinv.sim.exogenous`), so a step is a deterministic function of state and orders.
 
 One day, in order:
-  1. shipments due today arrive (pipeline) and lateral transfers land;
+  1. shipments due today arrive (pipeline) and lateral transfers land; orders whose
+     order lead time ends today reach their source and are owed from now on;
   2. manufacturers with a bill of materials assemble, up to capacity (an outage cuts it);
   3. customer demand is filled from on hand, backorders first; unmet demand is
      backordered (or lost, under ``lost_sales``);
   4. (see 6) every node fills the orders it owes downstream;
   5. the policy observes the state and proposes orders (and lateral transfers);
   6. released orders are received by the upstream node (an external vendor for
-     ``external`` lanes) at once, and each node then fills everything it owes, from its
+     ``external`` lanes) at once -- or, on a lane with an order lead time ``d``, on the
+     morning of day ``t + d`` (step 1) --, and each node then fills everything it owes, from its
      on hand, within its output capacity and each lane's transport capacity, rationing a
      short supply in proportion to what each lane is owed; what it cannot ship stays
      owed (an internal backorder, filled first later). A shipment with lead time ``L``
@@ -49,7 +51,12 @@ from fedinv.model.layout import (
     compile_layout,
 )
 from fedinv.model.network import Scenario
-from fedinv.sim.exogenous import Exogenous, draw_exogenous
+from fedinv.sim.exogenous import (
+    Exogenous,
+    check_memory,
+    draw_exogenous,
+    exogenous_bytes_per_day,
+)
 
 _EPS = 1e-9
 
@@ -64,6 +71,7 @@ class State:
     backlog: np.ndarray  # [B, N] customer backorders
     owed: np.ndarray  # [B, M] ordered on a lane, not yet shipped
     pipeline: np.ndarray  # [B, M, P] in transit, slot = arrival day % P
+    order_pipeline: np.ndarray  # [B, M, Q] released, not yet at the source, slot = day % Q
     transfer_pipeline: np.ndarray  # [B, T, P]
     month_spend: np.ndarray  # [B, O] $ spent this calendar month
     month_ordered: np.ndarray  # [B, M] units ordered this calendar month
@@ -74,6 +82,8 @@ class State:
     lost: np.ndarray  # [B, N] demand lost today (lost sales)
     shipped: np.ndarray  # [B, M] units shipped on each lane today
     last_orders: np.ndarray  # [B, M] orders released yesterday
+    last_received: np.ndarray  # [B, M] orders that reached the lane's source yesterday
+    arrived_orders: np.ndarray  # [B, M] orders that reached the source this morning
     # What nodes know today about disruptions and the calendar:
     alert: np.ndarray  # [B, M] 1 where the lane's supply is in an announced outage
     delay_notice: np.ndarray  # [B, M] extra transit days announced today on the lane
@@ -96,7 +106,10 @@ class State:
 
     @property
     def on_order(self) -> np.ndarray:
-        """Units ordered and not yet received per lane (owed plus in transit), ``[B, M]``."""
+        """Units ordered and not yet received per lane (on their way to the source,
+        owed, in transit), ``[B, M]``."""
+        if self.order_pipeline.shape[2] > 1:
+            return self.owed + self.in_transit + self.order_pipeline.sum(axis=2)
         return self.owed + self.in_transit
 
 
@@ -153,11 +166,19 @@ class Simulator:
     def __init__(self, scenario: Scenario, days: int | None = None):
         self.scenario = scenario
         self.days = int(days or scenario.horizon_days)
+        if days:
+            self._days_field = "days"
+        else:
+            where = scenario.source.removeprefix("builtin:") or scenario.name
+            self._days_field = f"horizon_days (scenario {where})"
         extra = max([d.max_days for d in scenario.delays] + [0])
         self.layout: Layout = compile_layout(scenario.network, extra)
         lay = self.layout
         self.pipeline_len = lay.max_lead + 1
+        self.order_len = int(lay.order_lead.max(initial=0)) + 1
+        self._delayed = lay.order_lead > 0  # [M] lanes whose orders travel to the source
         self.transfer_len = int(max(lay.transfer_lead.max(initial=1), 1)) + 1
+        self.check_memory(1)
         self._ext = lay.external
         self._ext_dst_mat = lay.dst_mat * lay.external[:, None]
         self._comp_lanes = lay.lane_comp >= 0
@@ -192,6 +213,27 @@ class Simulator:
             np.searchsorted(lay.comp_starts, np.arange(lay.num_components), side="right") - 1
         )
 
+    def memory_bytes(self, replications: int) -> tuple[int, int]:
+        """Estimated bytes to simulate ``replications`` over :attr:`days` and keep each
+        day's record (as :func:`fedinv.sim.run.simulate` does): ``(total, per
+        replication-day)``."""
+        lay = self.layout
+        per_day = exogenous_bytes_per_day(self.scenario, lay) + 8 * len(RECORD_FIELDS) * (
+            lay.num_nodes
+        )
+        per_rep = 8 * (
+            lay.num_lanes * (self.pipeline_len + self.order_len + 12)
+            + lay.num_transfers * self.transfer_len
+            + 12 * lay.num_nodes
+        )
+        return replications * (self.days * per_day + per_rep), per_day
+
+    def check_memory(self, replications: int) -> None:
+        """Refuse (``ValueError`` naming the field that set the days, the estimate and
+        the limit) a batch that would not fit in this machine's memory."""
+        need, per_day = self.memory_bytes(replications)
+        check_memory(need, per_day, replications, self.days, self._days_field)
+
     # -- episode -------------------------------------------------------------------------
 
     def reset(
@@ -201,6 +243,8 @@ class Simulator:
         1-4 of day 0. Returns the state and the batch's pre-drawn random streams."""
         if isinstance(replications, int):
             replications = range(replications)
+        if exogenous is None:
+            self.check_memory(len(replications))
         exo = exogenous or draw_exogenous(self.scenario, self.layout, replications, self.days)
         lay, b = self.layout, exo.batch
         n, m, c, t, o = (
@@ -217,7 +261,8 @@ class Simulator:
             components=zeros((b, c)),
             backlog=zeros((b, n)),
             owed=zeros((b, m)),
-            pipeline=zeros((b, m, self.pipeline_len)),
+            pipeline=np.broadcast_to(lay.initial_transit, (b, m, self.pipeline_len)).copy(),
+            order_pipeline=zeros((b, m, self.order_len)),
             transfer_pipeline=zeros((b, t, self.transfer_len)),
             month_spend=zeros((b, o)),
             month_ordered=zeros((b, m)),
@@ -227,6 +272,8 @@ class Simulator:
             lost=zeros((b, n)),
             shipped=zeros((b, m)),
             last_orders=zeros((b, m)),
+            last_received=zeros((b, m)),
+            arrived_orders=zeros((b, m)),
             alert=zeros((b, m)),
             delay_notice=zeros((b, m)),
         )
@@ -264,6 +311,11 @@ class Simulator:
         landing = s.pipeline[:, :, slot].copy()
         s.pipeline[:, :, slot] = 0.0
         self._land(s, landing)
+        if self.order_len > 1:  # orders whose order lead time ends today reach their source
+            oslot = t % self.order_len
+            s.arrived_orders = s.order_pipeline[:, :, oslot].copy()
+            s.order_pipeline[:, :, oslot] = 0.0
+            s.owed = s.owed + s.arrived_orders
         if lay.num_transfers:
             tslot = t % self.transfer_len
             s.on_hand += s.transfer_pipeline[:, :, tslot] @ self._transfer_dst_mat
@@ -339,7 +391,15 @@ class Simulator:
         orders = np.maximum(np.nan_to_num(d.orders, nan=0.0), 0.0)
         b = orders.shape[0]
         # 6. release; upstream nodes fill what they owe at once (DESIGN step 4, see module doc)
-        s.owed = s.owed + orders
+        if self.order_len > 1:  # orders on lanes with an order lead time travel first
+            travelling = np.where(self._delayed, orders, 0.0)
+            slots = (t + lay.order_lead) % self.order_len
+            s.order_pipeline[:, np.arange(lay.num_lanes), slots] += travelling
+            received = orders - travelling + s.arrived_orders
+            s.owed = s.owed + orders - travelling
+        else:
+            received = orders
+            s.owed = s.owed + orders
         self._ship(s, exo)
         # lateral transfers leave the sender now, land at the start of day t + lead
         transfer_cost = np.zeros((b, lay.num_nodes))
@@ -421,7 +481,7 @@ class Simulator:
             "sold": s.sold,
             "lost": s.lost,
             "ordered": orders @ lay.dst_mat,
-            "orders_received": orders @ lay.src_mat,
+            "orders_received": received @ lay.src_mat,
             "shipped": s.shipped @ lay.src_mat,
             "internal_shortfall": owed_out,
             "in_transit": in_transit_lane @ lay.dst_mat,
@@ -443,4 +503,5 @@ class Simulator:
             "violations": count,
         }
         s.last_orders = orders
+        s.last_received = received
         return record
