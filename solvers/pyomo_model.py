@@ -240,7 +240,7 @@ class PyomoModel:
         lot_ub: np.ndarray | None = None,
         env: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        """Today's data into the Params (see :meth:`_HighsModel.set_day`)."""
+        """Today's data into the Params (see :meth:`solvers.highs.HighsModel.set_day`)."""
         mdl = self.mdl
         p = day.p
         if self.lots:

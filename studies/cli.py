@@ -94,6 +94,7 @@ def _names() -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """``fedinv run``: check the definition against its scenario, run or resume the study,
     print its table and where the report is."""
+    from fedinv.cli.common import output_folder
     from fedinv.files import atomic_write
     from studies.runner import StudyDefinitionChanged, StudyRunError, clear_run_folder, run_study
     from studies.spec import check_study, load_study, study_text
@@ -101,8 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_study(args.study)  # StudyError (a ValueError): exit 2, file and field named
     check_study(spec)  # before the folder is made or any unit runs
     out = (args.out or Path("runs") / spec.name).resolve()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a directory")
+    output_folder(out)  # a file in the way: exit 2 naming --out
     say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     if args.restart:
         try:
@@ -112,7 +112,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
         if removed:
             say(f"--restart: removed {', '.join(removed)} from {out}")
-    out.mkdir(parents=True, exist_ok=True)
     copy = out / "study.toml"
     if not copy.is_file():
         text = study_text(args.study)

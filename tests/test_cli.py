@@ -409,3 +409,58 @@ def test_module_entry_point_prints_only_json():
     )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("fedinv: error:") and "Traceback" not in bad.stderr
+
+
+def test_out_below_a_file_names_the_option_and_the_file(tmp_path, capsys):
+    """``--out`` whose parent is a file: one line naming --out and the file (it was
+    ``[Errno 17] File exists`` without the option)."""
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    common = ["--scenario", "single-node", "--policy", "base-stock", "--days", "20"]
+    err = assert_usage_error(
+        capsys,
+        ["simulate", *common, "--replications", "1", "--out", str(blocker / "run")],
+        "--out",
+        str(blocker),
+        "is a file",
+    )
+    assert "Errno" not in err
+    err = assert_usage_error(
+        capsys,
+        [
+            "tune",
+            *common,
+            "--train-replications",
+            "1",
+            "--sweeps",
+            "1",
+            "--out",
+            str(blocker / "p.json"),
+            "--quiet",
+        ],
+        "--out",
+        "is a file",
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "label"),
+    [([], "(textbook params)"), (["--params", '{"levels": {"store": 12}}'], "(given params)")],
+)
+def test_simulate_header_says_where_the_parameters_came_from(capsys, extra, label):
+    argv = [
+        "simulate",
+        "--scenario",
+        "single-node",
+        "--policy",
+        "base-stock",
+        "--days",
+        "20",
+        "--replications",
+        "2",
+        "--quiet",
+        *extra,
+    ]
+    assert main(argv) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert label in first

@@ -1,4 +1,4 @@
-"""The Demand Predictor (DESIGN section 8): a simple forecaster of each node's daily demand.
+"""The Demand Predictor (docs/design.md section 8): a simple forecaster of each node's daily demand.
 
 What a node forecasts is the demand it sees: customer demand at a customer-facing node,
 orders received from its downstream nodes elsewhere (in the node's own units). Method:

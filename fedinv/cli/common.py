@@ -125,10 +125,26 @@ def plain(text: str) -> Any:
     return Text(text)
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`fedinv.files.atomic_write`)."""
+def output_folder(path: Path, option: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents) or raise :class:`CliError`
+    naming ``option`` and what is in the way (a file where a folder must be)."""
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "exists" if blocker == path else f"{blocker} exists"
+        raise CliError(f"{option} {path}: {where} and is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"{option} {path}: cannot create the folder ({exc.strerror})") from None
+    return path
+
+
+def write_text(path: Path, text: str, option: str = "--out") -> None:
+    """Write ``text`` to ``path`` atomically (:func:`fedinv.files.atomic_write`), its
+    folder created first (:func:`output_folder`, errors naming ``option``)."""
     from fedinv.files import atomic_write
 
+    output_folder(path.parent, option)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

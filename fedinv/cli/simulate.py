@@ -20,6 +20,7 @@ from fedinv.cli.common import (
     fmt,
     load,
     num,
+    output_folder,
     params_table,
     refuse_unused,
     scenario_policy_args,
@@ -325,9 +326,7 @@ def write_outputs(
         writers["relaxations.csv"] = lambda p: relaxations.to_csv(p, index=False)
     from fedinv.files import atomic_write
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CliError(f"--out {out_dir}: exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir)
     paths = []
     for name, write in writers.items():
         atomic_write(out_dir / name, write)
@@ -410,7 +409,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.json:
         print(dump(payload))
         return 0
-    _print_run(payload, HEADLINE, tuning is not None)
+    _print_run(payload, HEADLINE, _params_source(args, learned, optimization))
     if paths:
         stdout_console().print(
             f"wrote {', '.join(p.name for p in paths)} to {args.out}", markup=False
@@ -442,13 +441,25 @@ def _check_learned_args(args: argparse.Namespace) -> bool:
     return True
 
 
-def _print_run(payload: Mapping[str, Any], headline: Sequence[str], tuned: bool) -> None:
+def _params_source(args: argparse.Namespace, learned: bool, optimization: bool) -> str:
+    """Where the policy's parameters came from, for the header line."""
+    if learned:
+        return "checkpoint"
+    if optimization:
+        return "given options" if args.params is not None else "default options"
+    if args.tune:
+        return "tuned params"
+    return "given params" if args.params is not None else "textbook params"
+
+
+def _print_run(payload: Mapping[str, Any], headline: Sequence[str], source: str) -> None:
     from rich.table import Table
 
     con = stdout_console()
+    tuned = source == "tuned params"
     con.print(
-        f"{payload['scenario']} | {payload['policy']} ({'tuned' if tuned else 'given'} "
-        f"params) | {payload['days']} days x {payload['replications']} replications | "
+        f"{payload['scenario']} | {payload['policy']} ({source}) "
+        f"| {payload['days']} days x {payload['replications']} replications | "
         f"seed {payload['seed']}",
         markup=False,
     )

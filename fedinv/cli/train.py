@@ -18,6 +18,7 @@ from fedinv.cli.common import (
     fmt,
     int_at_least,
     load,
+    output_folder,
     stderr_console,
     stdout_console,
 )
@@ -150,8 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--baselines: expected policies among {', '.join(POLICY_NAMES)}, got "
             f"{args.baselines!r}"
         )
-    if args.out.exists() and not args.out.is_dir():
-        raise CliError(f"--out {args.out}: exists and is not a directory")
+    output_folder(args.out)
     scenario = load(args.scenario)
     if args.days is not None:
         scenario = replace(

@@ -1,4 +1,4 @@
-"""Metrics of DESIGN section 4 from a simulation's daily records, and their statistics.
+"""Metrics of docs/design.md section 4 from a simulation's daily records, and their statistics.
 
 Definitions (per replication; days before ``warmup_days`` are left out):
   * costs: sums of the daily cost columns; ``total_cost_per_day`` is the network's

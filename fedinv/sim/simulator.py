@@ -1,4 +1,4 @@
-"""The day of DESIGN section 3, vectorized over nodes and a batch of replications.
+"""The day of docs/model.md, vectorized over nodes and a batch of replications.
 
 State is explicit (:class:`State`, arrays ``[B, ...]``); :meth:`Simulator.reset` runs
 steps 1-4 of day 0 and returns the state a policy observes; :meth:`Simulator.step`
@@ -26,7 +26,7 @@ One day, in order:
      Lateral transfers leave the sender's on hand at once;
   7. costs accrue on end-of-day state.
 
-Orders are filled in the same end-of-day moment they are released (step 4 of DESIGN
+Orders are filled in the same end-of-day moment they are released (step 4 of docs/design.md
 run right after step 6): the textbook timing (Snyder & Shen; Zipkin), under which an
 order placed at the end of day ``t`` on a lane of lead time ``L`` arrives at the start
 of day ``t + L``, and a serial system under echelon base-stock reproduces the
@@ -390,7 +390,7 @@ class Simulator:
         node_f = exo.node_factor[:, t]
         orders = np.maximum(np.nan_to_num(d.orders, nan=0.0), 0.0)
         b = orders.shape[0]
-        # 6. release; upstream nodes fill what they owe at once (DESIGN step 4, see module doc)
+        # 6. release; upstream nodes fill what they owe at once (step 4, see the module doc)
         if self.order_len > 1:  # orders on lanes with an order lead time travel first
             travelling = np.where(self._delayed, orders, 0.0)
             slots = (t + lay.order_lead) % self.order_len
