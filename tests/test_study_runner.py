@@ -502,6 +502,13 @@ policy = "dqn"
 """
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return f"{pid} (gone)"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_study_killed_during_federated_training_leaves_no_process(tmp_path):
@@ -541,7 +548,8 @@ def test_a_study_killed_during_federated_training_leaves_no_process(tmp_path):
         deadline = time.monotonic() + 10
         while any(alive(p, s) for p, s in seen.items()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert [p for p, s in seen.items() if alive(p, s)] == []
+        left = [p for p, s in seen.items() if alive(p, s)]
+        assert left == [], [_cmdline(p) for p in left]
         assert tagged(record["tag"]) == []
         files = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()}
         time.sleep(3)

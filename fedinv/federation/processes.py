@@ -16,7 +16,8 @@ re-parented. So a run is found three ways:
 :class:`ProcessGuard` records the run in ``FOLDER/processes.json`` (the tag, the owner's
 PID and start time, the PIDs started) and starts a small watchdog process
 (``python -m fedinv.federation.processes watch ...``) that stops every tagged process
-within a second or two of the owner's death, a SIGKILL included. A later run into the
+within a second or two of the owner's death (SIGKILL, no grace: a killed run has
+nothing to shut down gracefully), a SIGKILL of the owner included. A later run into the
 same folder reads the record first and stops what an earlier, killed run left (if its
 watchdog was killed too) before it starts anything.
 """
@@ -479,12 +480,32 @@ class ProcessGuard:
 
 
 def watch(tag: str, owner: int, owner_started: str) -> int:
-    """The watchdog: once ``owner`` is gone, stop every process tagged ``tag``."""
+    """The watchdog: once ``owner`` is gone, stop every process tagged ``tag``.
+
+    While the owner lives it remembers every tagged process it sees: a process may lose
+    its tag from ``/proc/PID/environ`` later (Ray's agents call setproctitle, which
+    overwrites the environment block), so the kill covers the remembered ones (PID and
+    start time, never a reused PID) and their descendants as well as a fresh scan."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    known: dict[int, str] = {}
     while alive(owner, owner_started):
+        known.update(tagged(tag))
         time.sleep(WATCH_INTERVAL)
-    stop_tagged(tag, grace=2.0)
+    # The owner died without closing its guard (SIGKILL, OOM): nothing is left to shut
+    # down gracefully (finished rounds are on disk, atomically), so SIGKILL at once, and
+    # keep looking until several scans in a row find nothing: a process caught between
+    # fork and exec (its environment not yet readable) shows up on a later scan.
+    quiet, deadline = 0, time.monotonic() + 30.0
+    while quiet < 4 and time.monotonic() < deadline:
+        targets = {pid: s for pid, s in known.items() if alive(pid, s)}
+        for pid in list(targets):
+            targets.update(dict(process_tree(pid)))
+        for pid in targets:
+            _signal(pid, signal.SIGKILL)
+        stopped = stop_tagged(tag, grace=0.0)
+        quiet = 0 if (targets or stopped) else quiet + 1
+        time.sleep(WATCH_INTERVAL)
     return 0
 
 
