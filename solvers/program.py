@@ -70,7 +70,7 @@ it is a relaxation."""
 BIG = 1e12
 """Units: proposals above this are tamed before any solve (:meth:`ProjectionProgram.tame`)
 -- HiGHS reads 1e20 as infinite and its tolerances are absolute."""
-TIE_BREAK = 1e-6
+TIE_BREAK = 1e-4
 """Relative weight perturbation that makes the optimum unique (see module doc)."""
 UNITS = {"contract": "units", "storage": "units", "budget": "$"}
 

@@ -20,7 +20,7 @@ over replications, built once, mutable Params, persistent HiGHS of
 default, see :meth:`PyomoModel._solve_lean`); :class:`HighsProjector`: the same
 program in highspy, columns and rows kept, bounds changed (the speed reference). Only
 replications whose proposals are infeasible are solved, packed into a model of the next
-power-of-two block count. Ties of the L1 objective are broken by a 1e-6 relative
+power-of-two block count. Ties of the L1 objective are broken by a 1e-4 relative
 perturbation of the weights (later lanes cost slightly more to move), so the optimum is
 unique (up to a proposal exactly halfway between two lot multiples) and does not depend
 on the solver's path or on the other replications.
