@@ -551,6 +551,7 @@ class BatchedInventoryEnv:
         fc = self.observer.forecaster
         decision = self.action_map.decision(s, actions, fc.mean, fc.std)
         s, record = self.sim.step(s, self.exogenous, decision)
+        self.state = s
         cost = record["total_cost"]
         reward_cost = (
             cost

@@ -8,6 +8,7 @@ Nothing here changes during a simulation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -259,8 +260,10 @@ def _topological_order(n: int, src: np.ndarray, dst: np.ndarray) -> list[int]:
     return order
 
 
-def capacity_times(capacity: np.ndarray, factor: np.ndarray) -> np.ndarray:
+def capacity_times(capacity: Any, factor: Any, xp: Any = np) -> Any:
     """``capacity * factor`` (units/day) for an outage's capacity fraction, where a
-    factor of 0 shuts even an unlimited capacity (``inf * 0`` would be NaN)."""
-    with np.errstate(invalid="ignore"):
-        return np.where(factor == 0.0, 0.0, capacity * factor)
+    factor of 0 shuts even an unlimited capacity (``inf * 0`` would be NaN). ``xp`` is
+    the array namespace (numpy, or :mod:`fedinv.sim.ops`'s for the day on torch)."""
+    unlimited = xp.isinf(capacity)
+    scaled = xp.where(unlimited, np.inf, xp.where(unlimited, 0.0, capacity) * factor)
+    return xp.where(factor == 0.0, 0.0, scaled)

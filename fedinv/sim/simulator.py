@@ -1,11 +1,15 @@
-"""The day of docs/model.md, vectorized over nodes and a batch of replications.
+"""The day of docs/model.md, vectorized over nodes and a batch of replications, written
+once for numpy and torch.
 
-State is explicit (:class:`State`, arrays ``[B, ...]``); :meth:`Simulator.reset` runs
-steps 1-4 of day 0 and returns the state a policy observes; :meth:`Simulator.step`
-takes the released orders of today (steps 5-6), accrues today's costs (step 7), then
-runs steps 1-4 of the next day. Arrays in the state are updated in place (call
-:meth:`State.copy` to keep one). Every random number was drawn up front
-(:mod:`fedinv.sim.exogenous`), so a step is a deterministic function of state and orders.
+The day is a pure transition on explicit state, in the shape of Gymnasium's functional
+env: :meth:`Simulator.initial` (steps 1-4 of day 0), :meth:`Simulator.step` = evening
+(steps 5-7 of today: release, ship, costs) + morning (steps 1-4 of tomorrow), costs in the
+day's record. Every random number was drawn up front (:mod:`fedinv.sim.exogenous`), so a
+step is a deterministic function of state and orders. The code is written against the
+array namespace of :mod:`fedinv.sim.ops`: on :data:`~fedinv.sim.ops.NUMPY` it is the
+simulator; on :func:`~fedinv.sim.ops.torch_ops` the same lines run on float64 tensors and
+autograd differentiates a replication's cost with respect to the orders (the HDPO
+learner). A step never modifies the state it is given: it returns a new one.
 
 One day, in order:
   1. shipments due today arrive (pipeline) and lateral transfers land; orders whose
@@ -37,13 +41,12 @@ would add one day to every link's lead time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
 from fedinv.model.layout import (
-    OUTPUT_ASSEMBLY,
     OUTPUT_PRODUCTION,
     OUTPUT_SHIPPING,
     Layout,
@@ -57,6 +60,7 @@ from fedinv.sim.exogenous import (
     draw_exogenous,
     exogenous_bytes_per_day,
 )
+from fedinv.sim.ops import NUMPY, NumpyOps, Smoothing
 
 _EPS = 1e-9
 
@@ -92,9 +96,15 @@ class State:
     day_of_year: int = 1
 
     def copy(self) -> State:
+        """A deep copy (numpy arrays copied, tensors cloned)."""
+        return State(**{f.name: _copy(getattr(self, f.name)) for f in fields(self)})
+
+    def to(self, ops: NumpyOps) -> State:
+        """The same state in the namespace ``ops`` (numpy -> torch tensors, or a torch
+        state -> a detached numpy copy)."""
         return State(
             **{
-                f.name: (v.copy() if isinstance(v := getattr(self, f.name), np.ndarray) else v)
+                f.name: (ops.asarray(v) if _is_array(v := getattr(self, f.name)) else v)
                 for f in fields(self)
             }
         )
@@ -111,6 +121,16 @@ class State:
         if self.order_pipeline.shape[2] > 1:
             return self.owed + self.in_transit + self.order_pipeline.sum(axis=2)
         return self.owed + self.in_transit
+
+
+def _is_array(v: Any) -> bool:
+    return isinstance(v, np.ndarray) or hasattr(v, "detach")
+
+
+def _copy(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    return v.clone() if hasattr(v, "detach") else v
 
 
 @dataclass
@@ -161,7 +181,8 @@ constraints by released orders that day)."""
 
 
 class Simulator:
-    """A compiled scenario that steps batches of replications."""
+    """A compiled scenario that steps batches of replications, on numpy or (for gradients)
+    torch: the day is written once against :mod:`fedinv.sim.ops`."""
 
     def __init__(self, scenario: Scenario, days: int | None = None):
         self.scenario = scenario
@@ -176,42 +197,22 @@ class Simulator:
         lay = self.layout
         self.pipeline_len = lay.max_lead + 1
         self.order_len = int(lay.order_lead.max(initial=0)) + 1
-        self._delayed = lay.order_lead > 0  # [M] lanes whose orders travel to the source
         self.transfer_len = int(max(lay.transfer_lead.max(initial=1), 1)) + 1
         self.check_memory(1)
-        self._ext = lay.external
-        self._ext_dst_mat = lay.dst_mat * lay.external[:, None]
-        self._comp_lanes = lay.lane_comp >= 0
-        self._onhand_dst_mat = lay.dst_mat * (~self._comp_lanes)[:, None]
-        self._comp_mat = np.zeros((lay.num_lanes, lay.num_components))
-        for m in np.flatnonzero(self._comp_lanes):
-            self._comp_mat[m, lay.lane_comp[m]] = 1.0
-        self._transfer_src_mat = np.eye(lay.num_nodes)[lay.transfer_src].reshape(
-            lay.num_transfers, lay.num_nodes
-        )
-        self._transfer_dst_mat = np.eye(lay.num_nodes)[lay.transfer_dst].reshape(
-            lay.num_transfers, lay.num_nodes
-        )
-        self._org_mat = np.eye(len(lay.org_ids))[lay.lane_org].reshape(
-            lay.num_lanes, len(lay.org_ids)
-        )
-        self._node_org_mat = np.eye(len(lay.org_ids))[lay.node_org].reshape(
-            lay.num_nodes, len(lay.org_ids)
-        )
-        self._prod_nodes = lay.output_kind == OUTPUT_PRODUCTION
-        self._ship_nodes = lay.output_kind == OUTPUT_SHIPPING
-        self._asm = lay.output_kind == OUTPUT_ASSEMBLY
-        self._unit_cost = lay.price + lay.shipping_cost
-        self._has_lot = lay.lot_size > 0
-        self._lot = np.where(self._has_lot, lay.lot_size, 1.0)
-        self._finite_storage = np.isfinite(lay.storage)
-        self._commit = lay.commitment > 0
-        self._comp_node = np.eye(lay.num_nodes)[lay.comp_node].reshape(
-            lay.num_components, lay.num_nodes
-        )
-        self._comp_of_slot = (
-            np.searchsorted(lay.comp_starts, np.arange(lay.num_components), side="right") - 1
-        )
+        self._comp_starts = lay.comp_starts
+        self._order_lead = lay.order_lead
+        self._transfer_lead = lay.transfer_lead
+        self._const_numpy = _constants(lay)
+        self._const: dict[str, dict[str, Any]] = {NUMPY.name: self._const_numpy}
+
+    def constants(self, ops: NumpyOps = NUMPY) -> dict[str, Any]:
+        """The layout's arrays the day reads, in the namespace ``ops`` (converted once)."""
+        if ops.name not in self._const:
+            self._const[ops.name] = {
+                k: (ops.mask(v) if v.dtype == bool else ops.asarray(v))
+                for k, v in self._const_numpy.items()
+            }
+        return self._const[ops.name]
 
     def memory_bytes(self, replications: int) -> tuple[int, int]:
         """Estimated bytes to simulate ``replications`` over :attr:`days` and keep each
@@ -240,12 +241,17 @@ class Simulator:
         self, replications: Sequence[int] | int = 1, exogenous: Exogenous | None = None
     ) -> tuple[State, Exogenous]:
         """Start ``replications`` (a count ``R`` means indices ``0..R-1``) and run steps
-        1-4 of day 0. Returns the state and the batch's pre-drawn random streams."""
+        1-4 of day 0. Returns the (numpy) state and the batch's pre-drawn random streams;
+        ``state.to(ops)`` converts the state to another namespace."""
         if isinstance(replications, int):
             replications = range(replications)
         if exogenous is None:
             self.check_memory(len(replications))
         exo = exogenous or draw_exogenous(self.scenario, self.layout, replications, self.days)
+        return self.initial(exo), exo
+
+    def initial(self, exo: Exogenous, ops: NumpyOps = NUMPY) -> State:
+        """The state of day 0 after its steps 1-4 (``initial`` of the functional env)."""
         lay, b = self.layout, exo.batch
         n, m, c, t, o = (
             lay.num_nodes,
@@ -254,14 +260,16 @@ class Simulator:
             lay.num_transfers,
             len(lay.org_ids),
         )
-        zeros = np.zeros
+        zeros = ops.zeros
         state = State(
             day=0,
-            on_hand=np.broadcast_to(lay.initial, (b, n)).copy(),
+            on_hand=ops.asarray(np.broadcast_to(lay.initial, (b, n)).copy()),
             components=zeros((b, c)),
             backlog=zeros((b, n)),
             owed=zeros((b, m)),
-            pipeline=np.broadcast_to(lay.initial_transit, (b, m, self.pipeline_len)).copy(),
+            pipeline=ops.asarray(
+                np.broadcast_to(lay.initial_transit, (b, m, self.pipeline_len)).copy()
+            ),
             order_pipeline=zeros((b, m, self.order_len)),
             transfer_pipeline=zeros((b, t, self.transfer_len)),
             month_spend=zeros((b, o)),
@@ -277,231 +285,321 @@ class Simulator:
             alert=zeros((b, m)),
             delay_notice=zeros((b, m)),
         )
-        self._advance(state, exo)
-        return state, exo
+        return self.morning(state, exo, ops)
 
     def step(
-        self, state: State, exo: Exogenous, decision: Decision | np.ndarray
-    ) -> tuple[State, dict[str, np.ndarray]]:
-        """Release today's orders, accrue today's costs, then run steps 1-4 of tomorrow.
+        self,
+        state: State,
+        exo: Exogenous,
+        decision: Decision | np.ndarray,
+        ops: NumpyOps = NUMPY,
+        smoothing: Smoothing | None = None,
+        violations: bool = True,
+    ) -> tuple[State, dict[str, Any]]:
+        """Release today's orders, accrue today's costs, then run steps 1-4 of tomorrow
+        (``transition`` of the functional env; ``state`` is left as it was).
 
-        Returns the state (``state.day`` advanced unless the horizon is over) and today's
-        record: a dict of ``[B, N]`` arrays keyed by :data:`RECORD_FIELDS`."""
+        Returns the new state (``day`` advanced; past the horizon only the day moves) and
+        today's record: ``[B, N]`` arrays keyed by :data:`RECORD_FIELDS` (without the
+        violation fields when ``violations`` is false). ``ops`` is the namespace of
+        ``state`` and the decision's arrays; ``smoothing`` relaxes kinks on torch only."""
         if not isinstance(decision, Decision):
             decision = Decision(np.asarray(decision, float))
-        record = self._release_and_cost(state, exo, decision)
-        if state.day + 1 < exo.days:
-            state.day += 1
-            self._advance(state, exo)
-        else:
-            state.day += 1
+        state, record = self.evening(state, exo, decision, ops, smoothing, violations)
+        state.day += 1
+        if state.day < exo.days:
+            state = self.morning(state, exo, ops)
         return state, record
 
     # -- steps 1-4 -----------------------------------------------------------------------
 
-    def _advance(self, s: State, exo: Exogenous) -> None:
-        lay, t = self.layout, s.day
-        node_f = exo.node_factor[:, t]
+    def morning(self, s: State, exo: Exogenous, ops: NumpyOps = NUMPY) -> State:
+        """Steps 1-4 of day ``s.day``: arrivals, assembly, customer demand. A new state."""
+        lay, t, c = self.layout, s.day, self.constants(ops)
+        s = replace(s)
+        node_f = ops.asarray(exo.node_factor[:, t])
         cal = exo.calendar
-        s.alert, s.delay_notice = exo.alert[:, t], exo.delay_notice[:, t]
+        s.alert = ops.asarray(exo.alert[:, t])
+        s.delay_notice = ops.asarray(exo.delay_notice[:, t])
         s.month_end = bool(cal.month_end[t])
         s.weekday, s.day_of_year = int(cal.weekday[t]), int(cal.day_of_year[t])
         # 1. arrivals
-        slot = t % self.pipeline_len
-        landing = s.pipeline[:, :, slot].copy()
-        s.pipeline[:, :, slot] = 0.0
-        self._land(s, landing)
+        landing, s.pipeline = ops.take_slot(s.pipeline, t % self.pipeline_len)
+        s.on_hand = s.on_hand + landing @ c["onhand_dst"]
+        if lay.num_components:
+            s.components = s.components + landing @ c["comp_lane"]
         if self.order_len > 1:  # orders whose order lead time ends today reach their source
-            oslot = t % self.order_len
-            s.arrived_orders = s.order_pipeline[:, :, oslot].copy()
-            s.order_pipeline[:, :, oslot] = 0.0
+            s.arrived_orders, s.order_pipeline = ops.take_slot(s.order_pipeline, t % self.order_len)
             s.owed = s.owed + s.arrived_orders
         if lay.num_transfers:
-            tslot = t % self.transfer_len
-            s.on_hand += s.transfer_pipeline[:, :, tslot] @ self._transfer_dst_mat
-            s.transfer_pipeline[:, :, tslot] = 0.0
+            landed, s.transfer_pipeline = ops.take_slot(s.transfer_pipeline, t % self.transfer_len)
+            s.on_hand = s.on_hand + landed @ c["transfer_dst"]
         # 2. assembly
         if lay.num_components:
-            ratio = s.components / lay.comp_bom
-            possible = np.minimum.reduceat(ratio, lay.comp_starts, axis=1)  # [B, K]
-            cap = capacity_times(lay.capacity[lay.bom_nodes], node_f[:, lay.bom_nodes])
-            made = np.minimum(possible, cap)
-            s.components -= made[:, self._comp_of_slot] * lay.comp_bom
-            s.on_hand[:, lay.bom_nodes] += made
+            ratio = s.components / c["comp_bom"]
+            possible = ops.segment_min(ratio, self._comp_starts)  # [B, K]
+            cap = capacity_times(c["bom_capacity"], node_f @ c["bom_pick"], ops)
+            made = ops.minimum(possible, cap)
+            s.components = s.components - made @ c["made_to_comp"]
+            s.on_hand = s.on_hand + made @ c["made_to_node"]
         # 3. customer demand
-        demand = exo.demand[:, t]
-        from_backlog = np.minimum(s.backlog, s.on_hand)
+        demand = ops.asarray(exo.demand[:, t])
+        from_backlog = ops.minimum(s.backlog, s.on_hand)
         left = s.on_hand - from_backlog
-        filled = np.minimum(demand, left)
+        filled = ops.minimum(demand, left)
         s.on_hand = left - filled
         unmet = demand - filled
         if self.scenario.lost_sales:
             s.lost = unmet
             s.backlog = s.backlog - from_backlog
         else:
-            s.lost = np.zeros_like(unmet)
+            s.lost = unmet * 0.0
             s.backlog = s.backlog - from_backlog + unmet
         s.demand, s.filled, s.sold = demand, filled, from_backlog + filled
+        return s
 
-    def _ship(self, s: State, exo: Exogenous) -> None:
+    def _ship(self, s: State, exo: Exogenous, ops: NumpyOps) -> None:
         """Fill what is owed on every lane from the source's on hand, within capacities;
-        short supply is rationed in proportion to what each lane is owed."""
-        lay, t = self.layout, s.day
-        node_f = exo.node_factor[:, t]
+        short supply is rationed in proportion to what each lane is owed. Updates the
+        fields of ``s`` (a fresh copy) with new arrays."""
+        t, c = s.day, self.constants(ops)
+        node_f = ops.asarray(exo.node_factor[:, t])
         owed = s.owed
-        out_cap = np.where(
-            self._ship_nodes | (node_f < 1.0), capacity_times(lay.capacity, node_f), np.inf
+        cap_f = capacity_times(c["capacity"], node_f, ops)
+        limited = c["ship_nodes"] | (node_f < 1.0)
+        avail = ops.where(limited, ops.minimum(s.on_hand, cap_f), s.on_hand)
+        total_owed = owed @ c["src"]
+        frac = ops.where(
+            total_owed > _EPS, ops.minimum(1.0, avail / ops.maximum(total_owed, _EPS)), 0.0
         )
-        avail = np.minimum(s.on_hand, out_cap)
-        total_owed = owed @ lay.src_mat
-        frac = np.where(
-            total_owed > _EPS, np.minimum(1.0, avail / np.maximum(total_owed, _EPS)), 0.0
-        )
-        lane_frac = frac @ lay.src_mat.T  # internal lanes: the source's fill fraction
-        if self._ext.any():
-            ext_owed = owed @ self._ext_dst_mat
-            prod_cap = np.where(self._prod_nodes, capacity_times(lay.capacity, node_f), np.inf)
-            pfrac = np.where(
-                ext_owed > _EPS, np.minimum(1.0, prod_cap / np.maximum(ext_owed, _EPS)), 1.0
+        lane_frac = frac @ c["src"].T  # internal lanes: the source's fill fraction
+        if self.layout.external.any():
+            ext_owed = owed @ c["ext_dst"]
+            # production nodes: the capacity caps what their external lanes deliver; an
+            # unlimited one delivers all (kept out of the division, for finite gradients)
+            prod_cap = ops.where(c["prod_nodes"], cap_f, np.inf)
+            unlimited = ops.isinf(prod_cap) | (ext_owed <= _EPS)
+            finite_cap = ops.where(unlimited, 0.0, prod_cap)
+            pfrac = ops.where(
+                unlimited, 1.0, ops.minimum(1.0, finite_cap / ops.maximum(ext_owed, _EPS))
             )
-            lane_frac = np.where(self._ext, pfrac @ self._ext_dst_mat.T, lane_frac)
-        ship = np.minimum(
-            owed * lane_frac, capacity_times(lay.transport_cap, exo.lane_factor[:, t])
-        )
-        ship = np.where(ship > _EPS, ship, 0.0)
-        s.on_hand -= ship @ lay.src_mat
-        np.maximum(s.on_hand, 0.0, out=s.on_hand)
+            lane_frac = ops.where(c["external"], pfrac @ c["ext_dst"].T, lane_frac)
+        tcap = capacity_times(c["transport_cap"], ops.asarray(exo.lane_factor[:, t]), ops)
+        ship = ops.minimum(owed * lane_frac, tcap)
+        ship = ops.where(ship > _EPS, ship, 0.0)
+        s.on_hand = ops.maximum(s.on_hand - ship @ c["src"], 0.0)
         s.owed = owed - ship
         s.shipped = ship
-        bi, mi = np.nonzero(ship)
-        slots = (t + exo.lead[bi, t, mi]) % self.pipeline_len
-        s.pipeline[bi, mi, slots] += ship[bi, mi]
-
-    def _land(self, s: State, units: np.ndarray) -> None:
-        """Add landed units ``[B, M]`` to on-hand or component stock."""
-        s.on_hand += units @ self._onhand_dst_mat
-        if self.layout.num_components:
-            s.components += units @ self._comp_mat
+        slots = (t + exo.lead[:, t]) % self.pipeline_len
+        s.pipeline = ops.add_at_slots(s.pipeline, slots, ship)
 
     # -- steps 6-7 -----------------------------------------------------------------------
 
-    def _release_and_cost(self, s: State, exo: Exogenous, d: Decision) -> dict[str, np.ndarray]:
-        lay, t = self.layout, s.day
-        node_f = exo.node_factor[:, t]
-        orders = np.maximum(np.nan_to_num(d.orders, nan=0.0), 0.0)
+    def evening(
+        self,
+        s: State,
+        exo: Exogenous,
+        d: Decision,
+        ops: NumpyOps = NUMPY,
+        smoothing: Smoothing | None = None,
+        violations: bool = True,
+    ) -> tuple[State, dict[str, Any]]:
+        """Steps 6-7 of day ``s.day``: release ``d``, ship, accrue costs. A new state
+        (same day) and the day's record."""
+        lay, t, c = self.layout, s.day, self.constants(ops)
+        s = replace(s)
+        orders = ops.maximum(ops.nan_to_zero(ops.asarray(d.orders)), 0.0)
         b = orders.shape[0]
         # 6. release; upstream nodes fill what they owe at once (step 4, see the module doc)
         if self.order_len > 1:  # orders on lanes with an order lead time travel first
-            travelling = np.where(self._delayed, orders, 0.0)
-            slots = (t + lay.order_lead) % self.order_len
-            s.order_pipeline[:, np.arange(lay.num_lanes), slots] += travelling
+            travelling = ops.where(c["delayed"], orders, 0.0)
+            slots = (t + self._order_lead) % self.order_len
+            s.order_pipeline = ops.add_at_slots(s.order_pipeline, slots, travelling)
             received = orders - travelling + s.arrived_orders
             s.owed = s.owed + orders - travelling
         else:
             received = orders
             s.owed = s.owed + orders
-        self._ship(s, exo)
+        self._ship(s, exo, ops)
         # lateral transfers leave the sender now, land at the start of day t + lead
-        transfer_cost = np.zeros((b, lay.num_nodes))
+        transfer_cost = ops.zeros((b, lay.num_nodes))
         if lay.num_transfers and d.transfers is not None:
-            req = np.minimum(np.maximum(np.nan_to_num(d.transfers), 0.0), lay.transfer_cap)
-            out = req @ self._transfer_src_mat
-            scale = np.where(out > s.on_hand, s.on_hand / np.maximum(out, _EPS), 1.0)
-            moved = req * (scale @ self._transfer_src_mat.T)
-            s.on_hand -= moved @ self._transfer_src_mat
-            np.maximum(s.on_hand, 0.0, out=s.on_hand)
-            slots = (t + lay.transfer_lead) % self.transfer_len
-            s.transfer_pipeline[:, np.arange(lay.num_transfers), slots] += moved
-            transfer_cost = (moved * lay.transfer_cost) @ self._transfer_src_mat
-        # violations of released orders
-        cap_f = capacity_times(lay.capacity, node_f)
-        # production nodes: their own production orders; shipping nodes: orders placed on them
-        load = np.where(
-            self._prod_nodes,
-            orders @ self._ext_dst_mat,
-            np.where(self._ship_nodes, orders @ lay.src_mat, 0.0),
-        )
-        cap_v = np.where(load > cap_f + _EPS, load - cap_f, 0.0)
-        tcap = capacity_times(lay.transport_cap, exo.lane_factor[:, t])
-        trans_v = np.where(orders > tcap + _EPS, orders - tcap, 0.0)
-        rem = orders - np.round(orders / self._lot) * self._lot
-        lot_v = np.where(self._has_lot & (np.abs(rem) > 1e-6), np.abs(rem), 0.0)
-        spend = orders * self._unit_cost
-        org_spend = spend @ self._org_mat  # [B, O]
-        before = np.maximum(s.month_spend - lay.budget, 0.0)
+            req = ops.minimum(
+                ops.maximum(ops.nan_to_zero(ops.asarray(d.transfers)), 0.0), c["transfer_cap"]
+            )
+            out = req @ c["transfer_src"]
+            scale = ops.where(out > s.on_hand, s.on_hand / ops.maximum(out, _EPS), 1.0)
+            moved = req * (scale @ c["transfer_src"].T)
+            s.on_hand = ops.maximum(s.on_hand - moved @ c["transfer_src"], 0.0)
+            slots = (t + self._transfer_lead) % self.transfer_len
+            s.transfer_pipeline = ops.add_at_slots(s.transfer_pipeline, slots, moved)
+            transfer_cost = (moved * c["transfer_cost"]) @ c["transfer_src"]
+        # monthly budget and contract bookkeeping
+        spend = orders * c["unit_cost"]
+        org_spend = spend @ c["org"]  # [B, O]
+        before = ops.maximum(s.month_spend - c["budget"], 0.0)
         s.month_spend = s.month_spend + org_spend
-        over = np.maximum(s.month_spend - lay.budget, 0.0) - before  # $ newly over budget
-        node_spend = spend @ lay.dst_mat
-        budget_v = node_spend * ((over / np.maximum(org_spend, _EPS)) @ self._node_org_mat.T)
+        over = ops.maximum(s.month_spend - c["budget"], 0.0) - before  # $ newly over budget
         s.month_ordered = s.month_ordered + orders
-        inbound = s.on_order @ lay.dst_mat
-        stock = s.on_hand + (s.components @ self._comp_node if lay.num_components else 0)
-        storage_v = np.where(
-            self._finite_storage, np.maximum(stock + inbound - lay.storage, 0.0), 0.0
-        )
-        contract_v = np.zeros((b, lay.num_nodes))
+        record: dict[str, Any] = {}
+        if violations:
+            record.update(self._violations(s, exo, ops, orders, spend, org_spend, over))
         if exo.calendar.month_end[t]:
-            if self._commit.any():
-                short = np.maximum(lay.commitment - s.month_ordered, 0.0) * self._commit
-                contract_v = short @ lay.dst_mat
-            s.month_spend[:] = 0.0
-            s.month_ordered[:] = 0.0
-        count = (
-            (cap_v > _EPS)
-            + ((trans_v > _EPS) | (lot_v > _EPS)).astype(float) @ lay.dst_mat
-            + (storage_v > _EPS)
-            + (contract_v > _EPS)
-            + (budget_v > _EPS)
-        )
+            s.month_spend = s.month_spend * 0.0
+            s.month_ordered = s.month_ordered * 0.0
         # 7. costs on end-of-day state
-        in_transit_lane = s.pipeline.sum(axis=2)
-        holding = s.on_hand * lay.holding + (in_transit_lane * lay.transit_holding) @ lay.dst_mat
+        in_transit_lane = ops.sum(s.pipeline, 2)
+        holding = s.on_hand * c["holding"] + (in_transit_lane * c["transit_holding"]) @ c["dst"]
         if lay.num_components:
-            holding += (s.components * lay.comp_holding) @ self._comp_node
+            holding = holding + (s.components * c["comp_holding"]) @ c["comp_node"]
         if lay.num_transfers:
-            tin = s.transfer_pipeline.sum(axis=2)
-            holding += (tin * (lay.holding[lay.transfer_src])) @ self._transfer_dst_mat
+            tin = ops.sum(s.transfer_pipeline, 2)
+            holding = holding + (tin * c["transfer_src_holding"]) @ c["transfer_dst"]
         # customer backorders (or lost sales) and orders owed downstream past today
-        owed_out = s.owed @ lay.src_mat
+        owed_out = s.owed @ c["src"]
         short = s.lost if self.scenario.lost_sales else s.backlog
-        penalty = (short + owed_out) * lay.penalty
-        purchase = (orders * lay.price) @ lay.dst_mat
-        ext_purchase = (orders * lay.price * self._ext) @ lay.dst_mat
-        shipping = (orders * lay.shipping_cost) @ lay.dst_mat
-        ordering = ((orders > _EPS) * lay.fixed_cost) @ lay.dst_mat
+        penalty = (short + owed_out) * c["penalty"]
+        purchase = (orders * c["price"]) @ c["dst"]
+        ext_purchase = (orders * c["ext_price"]) @ c["dst"]
+        shipping = (orders * c["shipping_cost"]) @ c["dst"]
+        ordering = (ops.smooth_indicator(orders, _EPS, smoothing) * c["fixed_cost"]) @ c["dst"]
         total = holding + penalty + ext_purchase + shipping + ordering + transfer_cost
-        value = s.on_hand * lay.unit_value
+        value = s.on_hand * c["unit_value"]
         if lay.num_components:
-            value = value + (s.components * lay.comp_value) @ self._comp_node
-        record = {
-            "on_hand": s.on_hand.copy(),
-            "backlog": s.backlog.copy(),
-            "demand": s.demand,
-            "filled": s.filled,
-            "sold": s.sold,
-            "lost": s.lost,
-            "ordered": orders @ lay.dst_mat,
-            "orders_received": received @ lay.src_mat,
-            "shipped": s.shipped @ lay.src_mat,
-            "internal_shortfall": owed_out,
-            "in_transit": in_transit_lane @ lay.dst_mat,
-            "inventory_value": value,
-            "holding_cost": holding,
-            "penalty_cost": penalty,
-            "purchase_cost": purchase,
-            "external_purchase_cost": ext_purchase,
-            "shipping_cost": shipping,
-            "ordering_cost": ordering,
-            "transfer_cost": transfer_cost,
-            "total_cost": total,
+            value = value + (s.components * c["comp_value"]) @ c["comp_node"]
+        record.update(
+            {
+                "on_hand": s.on_hand,
+                "backlog": s.backlog,
+                "demand": s.demand,
+                "filled": s.filled,
+                "sold": s.sold,
+                "lost": s.lost,
+                "ordered": orders @ c["dst"],
+                "orders_received": received @ c["src"],
+                "shipped": s.shipped @ c["src"],
+                "internal_shortfall": owed_out,
+                "in_transit": in_transit_lane @ c["dst"],
+                "inventory_value": value,
+                "holding_cost": holding,
+                "penalty_cost": penalty,
+                "purchase_cost": purchase,
+                "external_purchase_cost": ext_purchase,
+                "shipping_cost": shipping,
+                "ordering_cost": ordering,
+                "transfer_cost": transfer_cost,
+                "total_cost": total,
+            }
+        )
+        s.last_orders = orders
+        s.last_received = received
+        return s, record
+
+    def _violations(
+        self, s: State, exo: Exogenous, ops: NumpyOps, orders, spend, org_spend, over
+    ) -> dict[str, Any]:
+        """Violations of today's released orders (magnitudes and count per node); ``s``
+        is the state after release and shipping, month totals not yet reset."""
+        lay, t, c = self.layout, s.day, self.constants(ops)
+        cap_f = capacity_times(c["capacity"], ops.asarray(exo.node_factor[:, t]), ops)
+        # production nodes: their own production orders; shipping nodes: orders placed on them
+        load = ops.where(
+            c["prod_nodes"],
+            orders @ c["ext_dst"],
+            ops.where(c["ship_nodes"], orders @ c["src"], 0.0),
+        )
+        cap_v = ops.where(load > cap_f + _EPS, load - cap_f, 0.0)
+        tcap = capacity_times(c["transport_cap"], ops.asarray(exo.lane_factor[:, t]), ops)
+        trans_v = ops.where(orders > tcap + _EPS, orders - tcap, 0.0)
+        rem = orders - ops.round(orders / c["lot"]) * c["lot"]
+        lot_v = ops.where(c["has_lot"] & (ops.abs(rem) > 1e-6), ops.abs(rem), 0.0)
+        node_spend = spend @ c["dst"]
+        budget_v = node_spend * ((over / ops.maximum(org_spend, _EPS)) @ c["node_org"].T)
+        inbound = s.on_order @ c["dst"]
+        stock = s.on_hand + (s.components @ c["comp_node"] if lay.num_components else 0.0)
+        storage_v = ops.where(
+            c["finite_storage"], ops.maximum(stock + inbound - c["storage_finite"], 0.0), 0.0
+        )
+        contract_v = ops.zeros(s.on_hand.shape)
+        if exo.calendar.month_end[t] and (self.layout.commitment > 0).any():
+            short = ops.maximum(c["commitment"] - s.month_ordered, 0.0) * c["commit"]
+            contract_v = short @ c["dst"]
+        f = ops.as_float
+        count = (
+            f(cap_v > _EPS)
+            + f((trans_v > _EPS) | (lot_v > _EPS)) @ c["dst"]
+            + f(storage_v > _EPS)
+            + f(contract_v > _EPS)
+            + f(budget_v > _EPS)
+        )
+        return {
             "capacity_violation": cap_v,
-            "transport_violation": trans_v @ lay.dst_mat,
-            "lot_violation": lot_v @ lay.dst_mat,
+            "transport_violation": trans_v @ c["dst"],
+            "lot_violation": lot_v @ c["dst"],
             "storage_violation": storage_v,
             "contract_violation": contract_v,
             "budget_violation": budget_v,
             "violations": count,
         }
-        s.last_orders = orders
-        s.last_received = received
-        return record
+
+
+def _constants(lay: Layout) -> dict[str, np.ndarray]:
+    """The layout's arrays the day reads (numpy; see :meth:`Simulator.constants`)."""
+    n, m, c, t = lay.num_nodes, lay.num_lanes, lay.num_components, lay.num_transfers
+    orgs = len(lay.org_ids)
+    comp_lanes = lay.lane_comp >= 0
+    comp_lane = np.zeros((m, c))
+    for j in np.flatnonzero(comp_lanes):
+        comp_lane[j, lay.lane_comp[j]] = 1.0
+    comp_of_slot = np.searchsorted(lay.comp_starts, np.arange(c), side="right") - 1
+    k = len(lay.bom_nodes)
+    made_to_comp = np.zeros((k, c))  # units assembled -> components used
+    made_to_comp[comp_of_slot, np.arange(c)] = lay.comp_bom
+    made_to_node = np.zeros((k, n))
+    made_to_node[np.arange(k), lay.bom_nodes] = 1.0
+    has_lot = lay.lot_size > 0
+    eye_n = np.eye(n)
+    return {
+        "src": lay.src_mat,
+        "dst": lay.dst_mat,
+        "external": lay.external.astype(bool),
+        "ext_dst": lay.dst_mat * lay.external[:, None],
+        "onhand_dst": lay.dst_mat * (~comp_lanes)[:, None],
+        "comp_lane": comp_lane,
+        "comp_bom": lay.comp_bom,
+        "comp_node": eye_n[lay.comp_node].reshape(c, n),
+        "bom_capacity": lay.capacity[lay.bom_nodes],
+        "bom_pick": eye_n[:, lay.bom_nodes].reshape(n, k),
+        "made_to_comp": made_to_comp,
+        "made_to_node": made_to_node,
+        "capacity": lay.capacity,
+        "transport_cap": lay.transport_cap,
+        "prod_nodes": lay.output_kind == OUTPUT_PRODUCTION,
+        "ship_nodes": lay.output_kind == OUTPUT_SHIPPING,
+        "delayed": lay.order_lead > 0,
+        "transfer_cap": lay.transfer_cap,
+        "transfer_cost": lay.transfer_cost,
+        "transfer_src": eye_n[lay.transfer_src].reshape(t, n),
+        "transfer_dst": eye_n[lay.transfer_dst].reshape(t, n),
+        "transfer_src_holding": lay.holding[lay.transfer_src].reshape(t),
+        "org": np.eye(orgs)[lay.lane_org].reshape(m, orgs),
+        "node_org": np.eye(orgs)[lay.node_org].reshape(n, orgs),
+        "unit_cost": lay.price + lay.shipping_cost,
+        "budget": lay.budget,
+        "has_lot": has_lot,
+        "lot": np.where(has_lot, lay.lot_size, 1.0),
+        "finite_storage": np.isfinite(lay.storage),
+        "storage_finite": np.where(np.isfinite(lay.storage), lay.storage, 0.0),
+        "commit": lay.commitment > 0,
+        "commitment": lay.commitment,
+        "holding": lay.holding,
+        "transit_holding": lay.transit_holding,
+        "comp_holding": lay.comp_holding,
+        "penalty": lay.penalty,
+        "price": lay.price,
+        "ext_price": lay.price * lay.external,
+        "shipping_cost": lay.shipping_cost,
+        "fixed_cost": lay.fixed_cost,
+        "unit_value": lay.unit_value,
+        "comp_value": lay.comp_value,
+    }
