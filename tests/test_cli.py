@@ -348,9 +348,14 @@ def test_bench_sim(capsys):
     assert r["tracemalloc_peak_mib"] > 0 and r["maxrss_mib"] > 0 and r["reset_s"] >= 0
     listed = run_json(
         capsys,
-        ["bench", "sim", "--scenario", "serial-3", "--days", "5", "--batches", "2", "--json"],
+        ["bench", "sim", "--scenario", "serial-3", "--days", "5", "--batches", "2", "--json"]
+        + ["--torch-days", "4"],
     )
-    assert len(listed) == 1 and listed[0]["batch"] == 2
+    assert [(r["namespace"], r["batch"]) for r in listed] == [("numpy", 2), ("torch-autograd", 256)]
+    t = listed[1]
+    assert t["days"] == 4 and t["node_days_per_s"] == pytest.approx(
+        256 * 4 * 3 / (t["forward_s"] + t["backward_s"]), rel=1e-6
+    )
     assert_usage_error(capsys, ["bench", "sim", "--scenario", "no-such-builtin"], "no-such-builtin")
     assert_usage_error(capsys, ["bench", "sim", "--batches", "0,x"], "--batches")
 

@@ -158,6 +158,62 @@ def bench_sim(
     return rows
 
 
+def bench_torch(
+    scenario: Scenario | str = DEFAULT_SCENARIO, batch: int = TARGET_BATCH, days: int = 60
+) -> dict[str, Any]:
+    """Time the day on torch with autograd: installation base-stock with its levels as
+    parameters, ``days`` days forward (the exact day, lots straight-through) and the
+    backward pass of the total cost, one thread. Node-days per second count both passes."""
+    import torch
+
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.classical import make_policy
+    from fedinv.sim.ops import torch_ops
+    from fedinv.sim.simulator import Decision, Simulator
+
+    if isinstance(scenario, str):
+        scenario = load_scenario(scenario)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with one_core():
+            sim = Simulator(scenario, days=days)
+            pol = make_policy("base-stock", sim.layout)
+            ops = torch_ops()
+            state0, exo = sim.reset(int(batch))
+
+            def run() -> tuple[float, float]:
+                levels = torch.tensor(pol.levels, requires_grad=True)
+                t0 = time.perf_counter()
+                state, total = state0.to(ops), torch.zeros((), dtype=torch.float64)
+                for _ in range(sim.days):
+                    orders = pol.decide(
+                        state, lambda pos: torch.clamp(levels - pos, min=0.0), ops=ops
+                    )
+                    state, rec = sim.step(
+                        state, exo, Decision(pol.round_lots(orders, ops)), ops, violations=False
+                    )
+                    total = total + rec["total_cost"].sum()
+                t1 = time.perf_counter()
+                total.backward()
+                return t1 - t0, time.perf_counter() - t1
+
+            run()  # warm-up
+            forward_s, backward_s = run()
+    finally:
+        torch.set_num_threads(threads)
+    nodes = sim.layout.num_nodes
+    return {
+        "scenario": scenario.name,
+        "batch": int(batch),
+        "days": sim.days,
+        "nodes": nodes,
+        "forward_s": forward_s,
+        "backward_s": backward_s,
+        "node_days_per_s": int(batch) * sim.days * nodes / (forward_s + backward_s),
+    }
+
+
 def print_bench(rows: Sequence[dict[str, Any]], console: Console) -> None:
     """A rich table of :func:`bench_sim` rows, and whether the one-core target is met."""
     from rich.table import Table

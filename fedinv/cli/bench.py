@@ -53,6 +53,16 @@ def add_parser(commands: Any) -> None:
         default=DEFAULT_POLICY,
         help=f"policy with default parameters (default {DEFAULT_POLICY})",
     )
+    p.add_argument(
+        "--torch-days",
+        type=DAYS,
+        default=60,
+        metavar="N",
+        help="days of the torch forward+backward pass at batch 256 (default 60)",
+    )
+    p.add_argument(
+        "--no-torch", action="store_true", help="skip the torch forward+backward throughput"
+    )
     p.add_argument("--json", action="store_true", help="print the result rows as a JSON list")
     p.set_defaults(func=cmd_bench_sim)
     p = kinds.add_parser(
@@ -101,7 +111,13 @@ def add_parser(commands: Any) -> None:
 
 def cmd_bench_sim(args: argparse.Namespace) -> int:
     """``fedinv bench sim``: node-days per second per batch size, on one core."""
-    from fedinv.bench.sim import DEFAULT_SCENARIO, bench_sim, print_bench
+    from fedinv.bench.sim import (
+        DEFAULT_SCENARIO,
+        TARGET_BATCH,
+        bench_sim,
+        bench_torch,
+        print_bench,
+    )
     from fedinv.model.scenario import ScenarioError
 
     try:
@@ -120,12 +136,27 @@ def cmd_bench_sim(args: argparse.Namespace) -> int:
             markup=False,
         )
     rows = bench_sim(scenario, args.batches, args.days, args.policy)
+    torch_row = None if args.no_torch else bench_torch(scenario, TARGET_BATCH, args.torch_days)
     if args.json:
+        listed = [{"namespace": "numpy", **r} for r in rows]
+        if torch_row is not None:
+            listed.append({"namespace": "torch-autograd", **torch_row})
         print(
-            dump([{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
+            dump(
+                [{k: (num(v) if isinstance(v, float) else v) for k, v in r.items()} for r in listed]
+            )
         )
     else:
         print_bench(rows, stdout_console())
+        if torch_row is not None:
+            t = torch_row
+            stdout_console().print(
+                f"torch (float64, autograd, one thread), base-stock levels as parameters, "
+                f"batch {t['batch']} x {t['days']} days: forward {t['forward_s']:.2f} s + "
+                f"backward {t['backward_s']:.2f} s = {t['node_days_per_s']:,.0f} node-days/s",
+                markup=False,
+                highlight=False,
+            )
     return 0
 
 

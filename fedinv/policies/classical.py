@@ -37,13 +37,14 @@ in a serial system).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from fedinv.model.layout import Layout
+from fedinv.sim.ops import NUMPY, NumpyOps
 from fedinv.sim.simulator import Decision, State
 
 POLICY_NAMES = ("base-stock", "echelon-base-stock", "sS", "sQ", "min-stock")
@@ -244,45 +245,73 @@ class StreamPolicy:
         self._groups = [depth[lay.lane_dst] == d for d in range(depth.max() + 1)]
         # today's orders reach their source today only on lanes without an order lead time
         self._at_once = (lay.order_lead == 0).astype(float)
+        self._has_lot = lay.lot_size > 0
+        self._converted: dict[str, dict[str, Any]] = {}
 
-    def net(self, s: State) -> np.ndarray:
+    def _arrays(self, ops: NumpyOps) -> dict[str, Any]:
+        """The matrices positions and orders use, in the namespace ``ops`` (cached)."""
+        if ops.name not in self._converted:
+            lay = self.layout
+            arrays = {
+                "content": lay.content.T,
+                "transit_content": self._transit_content,
+                "comp_content": self._comp_content,
+                "src": lay.src_mat,
+                "node": self._node_mat,
+                "slot": self._slot_mat,
+                "lane": self.streams.lane_mat,
+                "to_lanes": self.streams.lane_mat.T,
+                "share": self._share,
+                "at_once": self._at_once,
+                "lot": np.where(lay.lot_size > 0, lay.lot_size, 1.0),
+            }
+            self._converted[ops.name] = {k: ops.asarray(v) for k, v in arrays.items()}
+        return self._converted[ops.name]
+
+    def net(self, s: State, ops: NumpyOps = NUMPY) -> Any:
         """Net stock per node before today's downstream orders, ``[B, N]`` units."""
-        lay = self.layout
+        a = self._arrays(ops)
         if self.echelon:
             return (
-                (s.on_hand - s.backlog) @ lay.content.T
-                + s.in_transit @ self._transit_content
-                + s.components @ self._comp_content
+                (s.on_hand - s.backlog) @ a["content"]
+                + s.in_transit @ a["transit_content"]
+                + s.components @ a["comp_content"]
             )
-        return s.on_hand - s.backlog - s.owed @ lay.src_mat
+        return s.on_hand - s.backlog - s.owed @ a["src"]
 
-    def position(self, s: State, net: np.ndarray) -> np.ndarray:
+    def position(self, s: State, net: Any, ops: NumpyOps = NUMPY) -> Any:
         """Stream positions ``[B, K]`` (stream units) given node net stock ``[B, N]``."""
-        pos = net @ self._node_mat + s.on_order @ self.streams.lane_mat
+        a = self._arrays(ops)
+        pos = net @ a["node"] + s.on_order @ a["lane"]
         if self.layout.num_components:
-            pos = pos + s.components @ self._slot_mat
+            pos = pos + s.components @ a["slot"]
         return pos
 
-    def decide(self, s: State, rule) -> np.ndarray:
+    def decide(self, s: State, rule: Callable[[Any], Any], ops: NumpyOps = NUMPY) -> Any:
         """Lane orders ``[B, M]`` from ``rule(position [B, K]) -> stream orders [B, K]``;
-        installation policies run downstream nodes first (see module doc)."""
-        net = self.net(s)
-        to_lanes = self.streams.lane_mat.T
+        installation policies run downstream nodes first (see module doc). ``s`` and the
+        rule's arrays live in the namespace ``ops`` (numpy, or torch for gradients)."""
+        a = self._arrays(ops)
+        net = self.net(s, ops)
         if self.echelon:
-            return (rule(self.position(s, net)) @ to_lanes) * self._share
-        orders = np.zeros_like(s.owed)
-        at_once = self._at_once
+            return (rule(self.position(s, net, ops)) @ a["to_lanes"]) * a["share"]
+        orders = ops.zeros(tuple(s.owed.shape))
         for lanes in self._groups:
-            today = net - (orders * at_once) @ self.layout.src_mat
-            stream_orders = rule(self.position(s, today))
-            orders = np.where(lanes, (stream_orders @ to_lanes) * self._share, orders)
+            today = net - (orders * a["at_once"]) @ a["src"]
+            stream_orders = rule(self.position(s, today, ops))
+            orders = ops.where(lanes, (stream_orders @ a["to_lanes"]) * a["share"], orders)
         return orders
 
+    def round_lots(self, orders: Any, ops: NumpyOps = NUMPY) -> Any:
+        """Orders rounded up to whole lots on lanes with a lot size, and at least 0; on
+        torch the rounding is straight-through (exact forward, identity backward)."""
+        a = self._arrays(ops)
+        has = self._has_lot
+        rounded = ops.where(has, ops.ceil(orders / a["lot"] - 1e-9) * a["lot"], orders)
+        return ops.maximum(ops.straight_through(rounded, orders), 0.0)
+
     def finish(self, orders: np.ndarray) -> Decision:
-        lot = self.layout.lot_size
-        has = lot > 0
-        orders = np.where(has, np.ceil(orders / np.where(has, lot, 1.0) - 1e-9) * lot, orders)
-        return Decision(np.maximum(orders, 0.0))
+        return Decision(self.round_lots(orders))
 
 
 class BaseStock(StreamPolicy):

@@ -111,9 +111,12 @@ class NumpyOps:
         [B, K]``."""
         return np.minimum.reduceat(x, starts, axis=1)
 
-    def take_slot(self, ring: np.ndarray, slot: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(ring[:, :, slot], ring with that slot emptied)`` for a ring buffer ``[B, M, P]``."""
-        out = ring.copy()
+    def take_slot(
+        self, ring: np.ndarray, slot: int, owned: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(ring[:, :, slot], ring with that slot emptied)`` for a ring buffer ``[B, M, P]``;
+        ``owned``: the caller made ``ring`` this step, so numpy may empty it in place."""
+        out = ring if owned else ring.copy()
         taken = out[:, :, slot].copy()
         out[:, :, slot] = 0.0
         return taken, out
@@ -224,7 +227,7 @@ class TorchOps(NumpyOps):
             [x[:, int(a) : int(b)].amin(dim=1) for a, b in zip(starts, ends, strict=True)], dim=1
         )
 
-    def take_slot(self, ring, slot: int):
+    def take_slot(self, ring, slot: int, owned: bool = False):
         keep = self.torch.ones(ring.shape[2], dtype=self.dtype)
         keep[slot] = 0.0
         return ring[:, :, slot], ring * keep

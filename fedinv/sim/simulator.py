@@ -308,13 +308,17 @@ class Simulator:
         state, record = self.evening(state, exo, decision, ops, smoothing, violations)
         state.day += 1
         if state.day < exo.days:
-            state = self.morning(state, exo, ops)
+            state = self.morning(state, exo, ops, _owned=True)
         return state, record
 
     # -- steps 1-4 -----------------------------------------------------------------------
 
-    def morning(self, s: State, exo: Exogenous, ops: NumpyOps = NUMPY) -> State:
-        """Steps 1-4 of day ``s.day``: arrivals, assembly, customer demand. A new state."""
+    def morning(
+        self, s: State, exo: Exogenous, ops: NumpyOps = NUMPY, _owned: bool = False
+    ) -> State:
+        """Steps 1-4 of day ``s.day``: arrivals, assembly, customer demand. A new state
+        (``_owned``: :meth:`step` made the ring buffers of ``s`` this step, so numpy may
+        empty their slots in place)."""
         lay, t, c = self.layout, s.day, self.constants(ops)
         s = replace(s)
         node_f = ops.asarray(exo.node_factor[:, t])
@@ -324,7 +328,7 @@ class Simulator:
         s.month_end = bool(cal.month_end[t])
         s.weekday, s.day_of_year = int(cal.weekday[t]), int(cal.day_of_year[t])
         # 1. arrivals
-        landing, s.pipeline = ops.take_slot(s.pipeline, t % self.pipeline_len)
+        landing, s.pipeline = ops.take_slot(s.pipeline, t % self.pipeline_len, _owned)
         s.on_hand = s.on_hand + landing @ c["onhand_dst"]
         if lay.num_components:
             s.components = s.components + landing @ c["comp_lane"]
