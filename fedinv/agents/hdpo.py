@@ -1,0 +1,607 @@
+"""HDPO: pathwise policy gradients through the differentiable day, in one module read top
+to bottom (docs/agents.md, "HDPO").
+
+Hindsight differentiable policy optimization (Alvo, Russo & Kanoria, arXiv 2306.11246):
+every random number of a replication is drawn up front (:mod:`fedinv.sim.exogenous`), so
+its cost is a deterministic function of the orders the policy releases, and the day is
+written once against an array namespace (:mod:`fedinv.sim.ops`) whose torch face carries
+autograd through every step. The gradient of the mean cost per day with respect to the
+policy's weights is then exact along each simulated path (almost everywhere), and Adam
+follows it.
+
+* **A residual on a tuned classical policy.** The base is the tuner's installation policy
+  (:func:`fedinv.policies.tuning.tune` on training replications): ``base-stock`` (one
+  safety factor per tier) where no lane has a fixed ordering cost, ``sS`` where one does;
+  never the echelon policy. A network per role (a node's tier, as the DQN's
+  :func:`fedinv.agents.dqn.agent_roles`; nodes of a role share it) reads each node's
+  features (:meth:`fedinv.agents.envs.Observer.observe`, the DQN's observation) and
+  outputs, per node, a change of its order-up-to level ``S`` (and of its reorder point
+  ``s`` where the base is (s,S)) in days of the node's mean demand (``Observer.unit``),
+  applied to every replenishment stream of the node (x bom for components). The last
+  layer starts at zero, so at step 0 the orders are exactly the base policy's, and
+  every gain is the network's.
+* **Orders.** As the classical policies compute them
+  (:meth:`fedinv.policies.classical.StreamPolicy.decide`, downstream nodes first): order
+  up to ``S`` (base-stock), or up to ``S`` when the position is at or below ``s`` (sS);
+  lot sizes round up. Training relaxes (torch only): the (s,S) trigger
+  ``1[pos <= s]`` becomes ``sigmoid((s - pos) / tau)`` (``tau`` in days of mean demand,
+  annealed geometrically), the fixed ordering cost's indicator ``1 - exp(-q / T)``
+  (:class:`fedinv.sim.ops.Smoothing`, annealed with ``tau``), lot rounding is
+  straight-through. Evaluation (:meth:`HDPOPolicy.act`) is always the exact rule on the
+  exact numpy day.
+* **Gradients.** The features are computed on a detached numpy copy of the state: they
+  are constants of the backward pass; the gradient reaches the weights through the
+  targets and flows along the path through positions, stock, backorders and costs.
+* **Training.** Every iteration simulates a *fresh* batch of training replications
+  (indices from :data:`fedinv.policies.tuning.TRAIN_BASE`, iteration ``i`` taking
+  ``TRAIN_BASE + i B .. + B - 1``; disjoint from validation and held-out ones) over the
+  horizon on torch. The horizon is cut into windows of ``window`` days; at the end of a
+  window the loss (mean network cost per day over the window's counted days, divided by
+  the base policy's training cost per day so that one clipping norm fits every
+  scenario) is back-propagated, the gradient norm clipped, Adam steps, and the state is
+  detached (truncated back-propagation through time). Days before the scenario's
+  ``warmup_days`` run without gradient and count nowhere, as in the metrics.
+* **Model selection.** Before training and every ``eval_every`` iterations the policy
+  runs exactly (numpy) on validation replications (from
+  :data:`fedinv.agents.dqn.VALIDATION_BASE`) over the full horizon; the weights with the
+  lowest validation cost are the trained policy (the base policy itself, at iteration 0,
+  is a candidate).
+* **Determinism.** Initial weights from a ``torch.Generator`` seeded with ``seed``, no
+  other randomness; torch single-threaded (:func:`fedinv.agents.dqn.torch_globals`).
+  Same seed, same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from fedinv.agents.dqn import VALIDATION_BASE, _ci95, agent_roles, evaluate, linear_layer
+from fedinv.agents.dqn import torch_globals as torch_globals
+from fedinv.agents.envs import EnvConfig, Observer
+from fedinv.model.layout import Layout
+from fedinv.model.network import Scenario
+from fedinv.policies.classical import StreamPolicy, make_policy
+from fedinv.policies.tuning import TRAIN_BASE, TuneResult, tune
+from fedinv.sim.ops import NUMPY, NumpyOps, Smoothing, torch_ops
+from fedinv.sim.simulator import Decision, Simulator, State
+
+BASES = ("base-stock", "sS")
+"""The classical policies an HDPO policy can start from."""
+
+
+# -- arguments ---------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Args:
+    """Everything an HDPO run depends on (saved in its checkpoint)."""
+
+    scenario: str = "serial-3"
+    """Built-in scenario name or path to a scenario TOML file."""
+    seed: int = 1
+    """Seed of the network's initial weights (a ``torch.Generator``); nothing else is
+    random (the demand streams depend on the scenario seed and the replication indices)."""
+    iterations: int = 40
+    """Training batches; each is a fresh batch of replications simulated over the
+    horizon."""
+    replications: int = 16
+    """Training replications per batch (``B``)."""
+    window: int = 0
+    """Days of one gradient step (truncated back-propagation; 0: the whole horizon)."""
+    base: str = "auto"
+    """The classical policy the network is a residual on: ``base-stock``, ``sS`` or
+    ``auto`` (``sS`` where a lane has a fixed ordering cost, else ``base-stock``)."""
+    tune_replications: int = 16
+    """Training replications of the base policy's tuning."""
+    sweeps: int = 2
+    """Coordinate-descent sweeps of the base policy's tuning."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of each role's network (ReLU MLP)."""
+    share: str = "tier"
+    """Parameter sharing: ``tier`` (one network per tier) or ``node``."""
+    max_change: float = 30.0
+    """Bound on a target change, days of mean demand (``c tanh(x / c)``: slope 1 at 0)."""
+    learning_rate: float = 3e-3
+    """Adam step size."""
+    final_learning_rate: float | None = None
+    """Step size reached linearly at the last iteration (None: constant)."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clipping (the loss is about 1: cost over the base policy's)."""
+    trigger_temperature: tuple[float, float] = (0.5, 0.05)
+    """(s,S) bases: ``tau`` of the relaxed trigger ``sigmoid((s - pos) / tau)`` at the
+    first and the last iteration, days of mean demand (geometric in between)."""
+    order_temperature: tuple[float, float] = (0.5, 0.05)
+    """Scenarios with fixed ordering costs: ``T`` of the relaxed order indicator
+    ``1 - exp(-q / T)`` at the first and last iteration, in days of the smallest mean
+    lane flow (geometric in between; :class:`fedinv.sim.ops.Smoothing`)."""
+    eval_every: int = 5
+    """Iterations between validation runs (0: only before and after training)."""
+    eval_replications: int = 8
+    """Validation replications per run (indices from :data:`VALIDATION_BASE`)."""
+    eval_days: int | None = None
+    """Days of a validation run (None: the scenario horizon)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The observation's settings (:class:`fedinv.agents.envs.EnvConfig`; its actions and
+    rewards are unused here)."""
+    threads: int = 1
+    """torch CPU threads."""
+
+
+def base_policy_name(scenario: Scenario) -> str:
+    """``sS`` where any lane has a fixed ordering cost, else ``base-stock``."""
+    fixed = any(lane.fixed_order_cost > 0 for lane in scenario.network.lanes)
+    return "sS" if fixed else "base-stock"
+
+
+def annealed(start: float, end: float, iteration: int, iterations: int) -> float:
+    """Geometric interpolation from ``start`` (iteration 0) to ``end`` (the last)."""
+    if iterations <= 1 or start == end:
+        return float(end if iteration > 0 else start)
+    frac = min(max(iteration / (iterations - 1), 0.0), 1.0)
+    return float(start * (end / start) ** frac)
+
+
+# -- the network -------------------------------------------------------------------------
+
+
+class PolicyNetwork(nn.Module):
+    """A ReLU MLP from a node's features (``F`` numbers) to its target changes
+    (``outputs`` numbers, days of mean demand). Inputs are standardized with fixed
+    per-feature statistics (buffers ``input_mean``, ``input_std``, set once from a
+    base-policy run); the hidden layers' initial weights are drawn from ``generator``
+    (:func:`fedinv.agents.dqn.linear_layer`), the last layer is zero."""
+
+    def __init__(
+        self,
+        obs_size: int,
+        outputs: int,
+        hidden: Sequence[int] = (64, 64),
+        *,
+        generator: torch.Generator,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = obs_size
+        for h in hidden:
+            layers += [linear_layer(width, h, generator), nn.ReLU()]
+            width = h
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(width, outputs)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("input_mean", torch.zeros(obs_size))
+        self.register_buffer("input_std", torch.ones(obs_size))
+        self.double()
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk((obs - self.input_mean) / self.input_std))
+
+
+class RolePolicyNetworks(nn.Module):
+    """One :class:`PolicyNetwork` per role; ``forward(obs [B, N, F], roles) -> [B, N,
+    outputs]`` with node ``n`` through the network of ``roles[n]``. Initial weights from
+    ``generator`` (None: seeded 0, for networks whose weights are loaded next), role
+    after role in sorted order."""
+
+    def __init__(
+        self,
+        roles: Sequence[str],
+        obs_size: int,
+        outputs: int,
+        hidden: Sequence[int] = (64, 64),
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.roles = tuple(sorted(set(roles)))
+        self.obs_size, self.outputs, self.hidden = int(obs_size), int(outputs), tuple(hidden)
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        self.nets = nn.ModuleDict(
+            {r: PolicyNetwork(obs_size, outputs, hidden, generator=generator) for r in self.roles}
+        )
+
+    def forward(self, obs: torch.Tensor, roles: Sequence[str]) -> torch.Tensor:
+        parts = []
+        order = []
+        for role, idx in _groups(roles).items():
+            parts.append(self.nets[role](obs[:, idx]))
+            order += idx
+        out = torch.cat(parts, dim=1)
+        return out[:, np.argsort(order)]
+
+    def set_input_stats(self, obs: np.ndarray, roles: Sequence[str]) -> None:
+        """Standardize inputs with the mean and standard deviation of ``obs [..., N, F]``
+        over every node of each role (std at least 0.1: days of demand, or unitless)."""
+        flat = obs.reshape(-1, obs.shape[-2], obs.shape[-1])
+        for role, idx in _groups(roles).items():
+            x = flat[:, idx].reshape(-1, obs.shape[-1]).astype(float)
+            net = self.nets[role]
+            net.input_mean.copy_(torch.as_tensor(x.mean(axis=0)))
+            net.input_std.copy_(torch.as_tensor(np.maximum(x.std(axis=0), 0.1)))
+
+
+def _groups(roles: Sequence[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(roles):
+        out.setdefault(r, []).append(i)
+    return out
+
+
+# -- the base policy ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Base:
+    """The classical policy under the network: ``policy`` (``base-stock`` or ``sS``), its
+    per-node ``params`` (as ``--params`` takes them) and, per stream (stream units),
+    ``level`` (the order-up-to level ``S``) and ``reorder`` (``s``; None for
+    base-stock)."""
+
+    policy: str
+    params: dict[str, Any]
+    level: np.ndarray
+    reorder: np.ndarray | None = None
+
+    @classmethod
+    def from_params(cls, policy: str, layout: Layout, params: Mapping[str, Any]) -> Base:
+        """The base of ``policy`` with ``params`` (missing nodes: textbook values)."""
+        if policy not in BASES:
+            raise ValueError(f"HDPO starts from one of {', '.join(BASES)}, got {policy!r}")
+        pol = make_policy(policy, layout, params)
+        if policy == "base-stock":
+            return cls(policy, dict(params), np.asarray(pol.levels, float).copy())
+        return cls(
+            policy,
+            dict(params),
+            np.asarray(pol.big_s, float).copy(),
+            np.asarray(pol.s, float).copy(),
+        )
+
+    @property
+    def outputs(self) -> int:
+        """Target changes per node: ``S`` (and ``s``)."""
+        return 1 if self.reorder is None else 2
+
+
+# -- acting: the policy ------------------------------------------------------------------
+
+
+class HDPOPolicy:
+    """A fedinv policy: ``act(state) -> Decision`` on the exact numpy day, and
+    :meth:`orders` on either namespace for training.
+
+    It keeps each node's memory (:class:`fedinv.agents.envs.Observer`): call ``act`` once
+    per day in order; day 0 starts afresh."""
+
+    name = "hdpo"
+
+    def __init__(
+        self,
+        layout: Layout,
+        networks: RolePolicyNetworks,
+        base: Base,
+        config: EnvConfig,
+        share: str = "tier",
+        max_change: float = 30.0,
+    ):
+        self.layout, self.networks, self.base, self.config = layout, networks, base, config
+        self.share, self.max_change = share, float(max_change)
+        self.roles = agent_roles(layout, range(layout.num_nodes), share)
+        missing = sorted(set(self.roles) - set(networks.roles))
+        if missing:
+            raise ValueError(
+                f"no policy network for role(s) {missing} (trained roles: "
+                f"{', '.join(networks.roles)})"
+            )
+        if networks.outputs != base.outputs:
+            raise ValueError(
+                f"the networks output {networks.outputs} numbers per node; a {base.policy} "
+                f"base needs {base.outputs}"
+            )
+        self.observer = Observer(layout, config)
+        if self.observer.size != networks.obs_size:
+            raise ValueError(
+                f"observation size {self.observer.size} does not match the networks' "
+                f"{networks.obs_size}"
+            )
+        self.stream_policy = StreamPolicy(layout)
+        st = self.stream_policy.streams
+        if len(base.level) != st.size:
+            raise ValueError(f"base levels for {len(base.level)} streams, the layout has {st.size}")
+        self.stream_node = st.node
+        self.stream_unit = self.observer.unit[st.node] * st.bom
+        """``[K]`` stream units per day of the node's mean demand."""
+        self._day: int | None = None
+
+    def changes(self, obs: np.ndarray) -> torch.Tensor:
+        """Target changes ``[B, N, outputs]`` (days of mean demand) of observations
+        ``[B, N, F]``; differentiable in the weights."""
+        raw = self.networks(torch.as_tensor(obs, dtype=torch.float64), self.roles)
+        c = self.max_change
+        return c * torch.tanh(raw / c)
+
+    def targets(self, obs: np.ndarray, ops: NumpyOps = NUMPY) -> tuple[Any, Any]:
+        """Per-stream ``(S, s)`` ``[B, K]`` in ``ops`` (``s`` None for base-stock): the
+        base's targets plus the network's changes."""
+        change = self.changes(obs)[:, self.stream_node]  # [B, K, outputs]
+        unit = torch.as_tensor(self.stream_unit)
+        if not ops.differentiable:
+            change = change.detach()
+        level = torch.as_tensor(self.base.level) + change[..., 0] * unit
+        reorder = None
+        if self.base.reorder is not None:
+            reorder = torch.as_tensor(self.base.reorder) + change[..., 1] * unit
+            level = torch.maximum(level, reorder)
+        if not ops.differentiable:
+            return level.numpy(), None if reorder is None else reorder.numpy()
+        return level, reorder
+
+    def orders(
+        self,
+        state: State,
+        obs: np.ndarray,
+        ops: NumpyOps = NUMPY,
+        trigger_temperature: float | None = None,
+    ) -> Decision:
+        """Today's decision for ``state`` (in ``ops``) given its observations ``[B, N,
+        F]``. ``trigger_temperature`` (days of mean demand, torch): the relaxed (s,S)
+        trigger (training); None: the exact rule. Lot rounding is straight-through on
+        torch (:meth:`fedinv.policies.classical.StreamPolicy.round_lots`)."""
+        level, reorder = self.targets(obs, ops)
+        relaxed = trigger_temperature is not None and ops.differentiable
+        if reorder is None:
+
+            def rule(pos):
+                return ops.maximum(level - pos, 0.0)
+
+        elif relaxed:
+            tau = torch.as_tensor(trigger_temperature * self.stream_unit)
+
+            def rule(pos):
+                return ops.maximum(level - pos, 0.0) * ops.sigmoid((reorder - pos) / tau)
+
+        else:
+
+            def rule(pos):
+                return ops.where(pos <= reorder, level - pos, 0.0)
+
+        orders = self.stream_policy.decide(state, rule, ops=ops)
+        return Decision(self.stream_policy.round_lots(orders, ops))
+
+    def observe(self, state: State) -> np.ndarray:
+        """Today's observations ``[B, N, F]`` of a numpy ``state`` (the observer's memory
+        starts afresh on day 0 or a new batch size)."""
+        batch = state.on_hand.shape[0]
+        if state.day == 0 or self._day is None or self.observer._lags.shape[0] != batch:
+            self.observer.reset(state)
+        self._day = state.day
+        return self.observer.observe(state)
+
+    def act(self, state: State) -> Decision:
+        """The exact decision on a numpy state (call once per day, in order)."""
+        with torch.no_grad():
+            return self.orders(state, self.observe(state))
+
+
+# -- training ----------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the selected policy, the training curve (one row per
+    validation run), the iteration the policy comes from, the tuned base, the final
+    optimizer state and the budget (simulated days, wall seconds)."""
+
+    args: Args
+    scenario: Scenario
+    policy: HDPOPolicy
+    curve: pd.DataFrame
+    best_iteration: int
+    tuned: TuneResult
+    optimizer_state: dict[str, Any]
+    simulated_days: int
+    """Days simulated by training batches and validation runs (tuning not included:
+    ``tuned.simulated_days``)."""
+    wall_s: float
+    """Seconds of the training (tuning included)."""
+
+
+def lane_flow(layout: Layout) -> np.ndarray:
+    """Mean daily flow per lane ``[M]``, lane units (its stream's mean demand x share)."""
+    from fedinv.policies.classical import flow_stats, streams_of
+
+    st = streams_of(layout)
+    mean = flow_stats(layout, st).mean
+    return np.maximum(mean[st.lane_stream] * layout.lane_share, 1e-9)
+
+
+def initial_policy(
+    args: Args, scenario: Scenario, tuned: TuneResult | None = None
+) -> tuple[HDPOPolicy, TuneResult]:
+    """The untrained policy: the base tuned (or ``tuned``, a tuning of the base policy
+    already done), networks initialized from ``args.seed``, input statistics from a
+    base-policy run on the first training batch."""
+    sim = Simulator(scenario, days=args.eval_days)
+    layout = sim.layout
+    name = base_policy_name(scenario) if args.base == "auto" else args.base
+    if name not in BASES:
+        raise ValueError(f"Args.base must be auto or one of {', '.join(BASES)}, got {name!r}")
+    if tuned is None or tuned.policy != name:
+        tuned = tune(
+            scenario,
+            name,
+            train_replications=args.tune_replications,
+            days=scenario.horizon_days,
+            sweeps=args.sweeps,
+        )
+    base = Base.from_params(name, layout, tuned.params)
+    observer = Observer(layout, args.env)
+    roles = agent_roles(layout, range(layout.num_nodes), args.share)
+    networks = RolePolicyNetworks(
+        roles,
+        observer.size,
+        base.outputs,
+        args.hidden,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    policy = HDPOPolicy(layout, networks, base, args.env, args.share, args.max_change)
+    # input statistics: the features the base policy meets on the first training batch
+    state, exo = sim.reset(range(TRAIN_BASE, TRAIN_BASE + args.replications))
+    seen = []
+    for _ in range(sim.days):
+        with torch.no_grad():
+            obs = policy.observe(state)
+            decision = policy.orders(state, obs)
+        seen.append(obs)
+        state, _ = sim.step(state, exo, decision, violations=False)
+    networks.set_input_stats(np.stack(seen), roles)
+    return policy, tuned
+
+
+def train(
+    args: Args,
+    scenario: Scenario | None = None,
+    tuned: TuneResult | None = None,
+    on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train an HDPO policy on ``scenario`` (default: load ``args.scenario``; see the
+    module doc). ``tuned``: the base policy's tuning, if done already;
+    ``on_iteration(iteration, stats)`` is called after every training batch (progress;
+    iteration 0 once tuning is done)."""
+    from fedinv.model.scenario import load_scenario
+
+    start = time.perf_counter()
+    torch_globals(args.seed, args.threads)
+    scenario = scenario or load_scenario(args.scenario)
+    policy, tuned = initial_policy(args, scenario, tuned)
+    networks = policy.networks
+    optimizer = torch.optim.Adam(networks.parameters(), lr=args.learning_rate)
+    sim = Simulator(scenario, days=args.eval_days)
+    days, warm = sim.days, min(scenario.warmup_days, sim.days - 1)
+    window = args.window if args.window > 0 else days
+    fixed = bool((sim.layout.fixed_cost > 0).any())
+    flow_unit = float(lane_flow(sim.layout)[sim.layout.fixed_cost > 0].min()) if fixed else 1.0
+    scale = max(float(tuned.train_cost_per_day), 1e-9)  # the loss is about 1 at the start
+    valid = range(VALIDATION_BASE, VALIDATION_BASE + args.eval_replications)
+    eval_policy = HDPOPolicy(
+        sim.layout, copy.deepcopy(networks), policy.base, args.env, args.share, args.max_change
+    )
+
+    rows: list[dict[str, float]] = []
+    simulated = 0
+    best = (np.inf, 0, copy.deepcopy(networks.state_dict()))
+
+    def validate(iteration: int, loss: float, tau: float) -> None:
+        nonlocal simulated, best
+        eval_policy.networks.load_state_dict(networks.state_dict())
+        cost = evaluate(eval_policy, scenario, valid, args.eval_days)
+        simulated += len(valid) * days
+        rows.append(
+            {
+                "iteration": iteration,
+                "simulated_days": iteration * args.replications * days,
+                "loss": loss,
+                "temperature": tau,
+                "validation_cost_per_day": float(cost.mean()),
+                "validation_ci95": _ci95(cost),
+                "wall_s": time.perf_counter() - start,
+            }
+        )
+        if cost.mean() < best[0]:
+            best = (float(cost.mean()), iteration, copy.deepcopy(networks.state_dict()))
+
+    validate(0, float("nan"), float("nan"))
+    if on_iteration is not None:
+        on_iteration(0, {"loss": float("nan"), "best": best[0]})
+    for it in range(1, args.iterations + 1):
+        tau = annealed(*args.trigger_temperature, it - 1, args.iterations)
+        temp = annealed(*args.order_temperature, it - 1, args.iterations)
+        if args.final_learning_rate is not None:
+            frac = (it - 1) / max(args.iterations - 1, 1)
+            rate = args.learning_rate + (args.final_learning_rate - args.learning_rate) * frac
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+        smoothing = Smoothing(order_temperature=temp * flow_unit) if fixed else None
+        first = TRAIN_BASE + (it - 1) * args.replications
+        loss = run_batch(
+            policy,
+            sim,
+            range(first, first + args.replications),
+            optimizer,
+            window=window,
+            warmup=warm,
+            scale=scale,
+            max_grad_norm=args.max_grad_norm,
+            trigger_temperature=tau,
+            smoothing=smoothing,
+        )
+        simulated += args.replications * days
+        if it == args.iterations or (args.eval_every and it % args.eval_every == 0):
+            validate(it, loss, tau)
+        if on_iteration is not None:
+            on_iteration(it, {"loss": loss, "best": best[0]})
+    selected = copy.deepcopy(networks)
+    selected.load_state_dict(best[2])
+    return TrainResult(
+        args,
+        scenario,
+        HDPOPolicy(sim.layout, selected, policy.base, args.env, args.share, args.max_change),
+        pd.DataFrame(rows),
+        best[1],
+        tuned,
+        optimizer.state_dict(),
+        simulated,
+        time.perf_counter() - start,
+    )
+
+
+def run_batch(
+    policy: HDPOPolicy,
+    sim: Simulator,
+    replications: Sequence[int],
+    optimizer: torch.optim.Optimizer,
+    *,
+    window: int,
+    warmup: int,
+    scale: float,
+    max_grad_norm: float,
+    trigger_temperature: float | None,
+    smoothing: Smoothing | None,
+) -> float:
+    """Simulate ``replications`` over the horizon on torch, one Adam step per window of
+    ``window`` days (loss: mean network cost per day over the window's days from
+    ``warmup`` on, divided by ``scale``), detaching the state between windows. Returns
+    the batch's mean network cost per day ($, counted days)."""
+    ops = torch_ops()
+    state, exo = sim.reset(replications)
+    ts = state.to(ops)
+    costs: list[torch.Tensor] = []
+    total, counted = 0.0, 0
+    for t in range(sim.days):
+        obs = policy.observe(ts.to(NUMPY))  # features: constants of the backward pass
+        with torch.set_grad_enabled(t >= warmup):
+            decision = policy.orders(ts, obs, ops, trigger_temperature)
+            ts, record = sim.step(ts, exo, decision, ops=ops, smoothing=smoothing, violations=False)
+        if t >= warmup:
+            costs.append(record["total_cost"].sum(dim=1).mean())
+        end = t == sim.days - 1 or (t + 1 - warmup) % window == 0
+        if costs and end:
+            loss = torch.stack(costs).mean() / scale
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(policy.networks.parameters(), max_grad_norm)
+            optimizer.step()
+            total += float(loss.detach()) * scale * len(costs)
+            counted += len(costs)
+            costs = []
+            ts = ts.to(NUMPY).to(ops)  # truncate: the next window starts from a constant
+    return total / max(counted, 1)
