@@ -51,7 +51,9 @@ follows it.
   to a customer, :func:`embodied_cost`). Under backorders the two differ only by the
   value of the stock and pipeline at the window's ends. The last window counts them as
   paid, as the metric does, so the end of the horizon (stock bought but never sold) is
-  still learned.
+  still learned; ``Args.cost_of_goods = "all"`` counts the cost of goods sold there too
+  (a going concern: the learner gains nothing by not buying what the horizon will not
+  sell).
 * **Model selection.** Before training and every ``eval_every`` iterations the policy
   runs exactly (numpy) on validation replications (from
   :data:`fedinv.agents.dqn.VALIDATION_BASE`) over the full horizon; the weights with the
@@ -112,10 +114,13 @@ class Args:
     window: int | None = None
     """Days of one gradient step (truncated back-propagation): None, :func:`auto_window`
     (4 echelon lead times, at least 30 days); 0, the whole horizon."""
-    cost_of_goods: bool = True
-    """Windows that end before the horizon count purchases and shipping at the embodied
-    cost of the units delivered to customers (:func:`embodied_cost`) instead of when paid;
-    the last window counts them as paid (the metric). See the module doc."""
+    cost_of_goods: str = "before-last"
+    """How a window counts purchases and shipping: ``before-last`` (default) as the cost
+    of goods sold (:func:`embodied_cost`) in windows that end before the horizon and as
+    paid in the last one (the metric's cost); ``all`` as the cost of goods sold in every
+    window (a going concern: stock left at the horizon is worth what it cost, so the
+    learner gains nothing by not buying what the horizon will not sell); ``none`` as
+    paid everywhere."""
     base: str = "auto"
     """The classical policy the network is a residual on: ``base-stock``, ``sS`` or
     ``auto`` (``sS`` where a lane has a fixed ordering cost, else ``base-stock``)."""
@@ -169,9 +174,9 @@ def base_policy_name(scenario: Scenario) -> str:
 def auto_window(layout: Layout, days: int) -> int:
     """Four times the longest echelon lead time (the replenishment lead times of a chain
     to a customer, days), at least 30 days and at most ``days``: every decision but the
-    window's last sees its effect reach the customers. Measured: 30 days beat the whole
-    horizon on serial-3 and single-node-lost-sales; on electronics-5r (echelon lead time
-    ~50 days) 60-day windows did worse than the whole horizon."""
+    window's last sees its effect reach the customers. Measured (docs/agents.md): 30
+    days beat the whole horizon on serial-3; on electronics-5r (longest echelon lead
+    time 24 days) 60-day windows did worse than the whole horizon, 96-day ones better."""
     from fedinv.policies.classical import flow_stats
 
     longest = float(flow_stats(layout).echelon_lead.max(initial=0.0))
@@ -357,6 +362,8 @@ class HDPOPolicy:
         self.stream_unit = self.observer.unit[st.node] * st.bom
         """``[K]`` stream units per day of the node's mean demand."""
         self._day: int | None = None
+        self._batch = 0
+        self._obs: np.ndarray | None = None
         self.trigger = "exact"
         """The (s,S) trigger of training (:attr:`Args.trigger`)."""
 
@@ -395,7 +402,7 @@ class HDPOPolicy:
         trigger (training); None: the exact rule. Lot rounding is straight-through on
         torch (:meth:`fedinv.policies.classical.StreamPolicy.round_lots`)."""
         level, reorder = self.targets(obs, ops)
-        relaxed = trigger_temperature is not None and ops.differentiable
+        relaxed = trigger_temperature is not None and ops.differentiable and self.trigger != "exact"
         if reorder is None:
 
             def rule(pos):
@@ -405,8 +412,6 @@ class HDPOPolicy:
             tau = torch.as_tensor(trigger_temperature * self.stream_unit)
 
             def rule(pos):
-                if self.trigger == "exact":
-                    return ops.where(pos <= reorder, level - pos, 0.0)
                 soft = ops.sigmoid((reorder - pos) / tau)
                 if self.trigger == "straight-through":
                     soft = ops.straight_through(ops.as_float(pos <= reorder), soft)
@@ -422,12 +427,16 @@ class HDPOPolicy:
 
     def observe(self, state: State) -> np.ndarray:
         """Today's observations ``[B, N, F]`` of a numpy ``state`` (the observer's memory
-        starts afresh on day 0 or a new batch size)."""
+        starts afresh on day 0 or a new batch size; a second call on the same day returns
+        the same observations)."""
         batch = state.on_hand.shape[0]
-        if state.day == 0 or self._day is None or self.observer._lags.shape[0] != batch:
+        if self._obs is not None and state.day == self._day and batch == self._batch:
+            return self._obs  # a second call on the same day (as the DQN policy)
+        if state.day == 0 or self._day is None or self._batch != batch:
             self.observer.reset(state)
-        self._day = state.day
-        return self.observer.observe(state)
+        self._day, self._batch = state.day, batch
+        self._obs = self.observer.observe(state)
+        return self._obs
 
     def act(self, state: State) -> Decision:
         """The exact decision on a numpy state (call once per day, in order)."""
@@ -459,7 +468,8 @@ class TrainResult:
     validation_days: int
     """Replication-days simulated by the validation runs."""
     wall_s: float
-    """Seconds of the training (tuning included)."""
+    """Seconds of :func:`train` (the base's tuning included when it ran there, not when
+    ``tuned`` was given)."""
 
     def budget(self) -> dict[str, float]:
         """Simulated days (training batches, validation, the base's tuning) and wall
@@ -556,6 +566,10 @@ def train(
     scenario = scenario or load_scenario(args.scenario)
     policy, tuned = initial_policy(args, scenario, tuned)
     networks = policy.networks
+    if args.cost_of_goods not in ("before-last", "all", "none"):
+        raise ValueError(
+            f"Args.cost_of_goods must be before-last, all or none, got {args.cost_of_goods!r}"
+        )
     if args.trigger not in TRIGGERS:
         raise ValueError(f"Args.trigger must be one of {', '.join(TRIGGERS)}, got {args.trigger!r}")
     policy.trigger = args.trigger
@@ -654,12 +668,12 @@ def run_batch(
     max_grad_norm: float,
     trigger_temperature: float | None,
     smoothing: Smoothing | None,
-    cost_of_goods: bool = True,
+    cost_of_goods: str = "before-last",
 ) -> float:
     """Simulate ``replications`` over the horizon on torch, one Adam step per window of
     ``window`` days (loss: mean network cost per day over the window's days from
     ``warmup`` on, divided by ``scale``; windows before the last with purchases and
-    shipping as the cost of goods sold if ``cost_of_goods``, see the module doc),
+    shipping as the cost of goods sold as :attr:`Args.cost_of_goods` says),
     detaching the state between windows. Returns the batch's mean network cost per day
     ($, counted days, as the metric counts it)."""
     ops = torch_ops()
@@ -676,7 +690,8 @@ def run_batch(
             ts, record = sim.step(ts, exo, decision, ops=ops, smoothing=smoothing, violations=False)
         if t >= warmup:
             cost = record["total_cost"]
-            if cost_of_goods and (t - warmup) // window < last:
+            window_index = (t - warmup) // window
+            if cost_of_goods == "all" or (cost_of_goods == "before-last" and window_index < last):
                 paid = record["external_purchase_cost"] + record["shipping_cost"]
                 cost = cost - paid + record["sold"] * value
             costs.append(cost.sum(dim=1).mean())

@@ -306,7 +306,8 @@ def _print_training(payload: Mapping[str, Any]) -> None:
             f"{payload['iterations']:,} iterations x {payload['replications']} replications "
             f"x {payload['days']} days = {payload['training_days']:,} simulated days (+ "
             f"{payload['validation_days']:,} validation, {payload['tuning_days']:,} tuning) "
-            f"| {payload['wall_s']:,.0f} s | selected iteration {payload['best_iteration']:,}",
+            f"| training {payload['wall_s']:,.0f} s | selected iteration "
+            f"{payload['best_iteration']:,}",
             markup=False,
         )
     else:
