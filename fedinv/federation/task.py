@@ -64,6 +64,8 @@ from fedinv.sim.run import mean_cost_per_day
 from fedinv.sim.simulator import Simulator
 
 STATE_FORMAT = "fedinv-fed-client/1"
+ALGOS = ("dqn", "hdpo")
+"""Learners a federation can train (``FedConfig.algo``)."""
 
 
 @dataclass(kw_only=True)
@@ -104,9 +106,23 @@ class FedConfig:
     exploration_steps: int = 240
     """Local steps (per client, counted over rounds) over which epsilon decays; a fixed
     count, so a run resumed with more rounds explores exactly as an uninterrupted one."""
+    algo: str = "dqn"
+    """The learner: ``dqn`` (double DQN, :mod:`fedinv.agents.dqn`) or ``hdpo`` (pathwise
+    gradients, :mod:`fedinv.agents.hdpo`; the DQN-only fields are then unused)."""
+    local_iterations: int = 2
+    """HDPO: gradient batches (each ``replications`` fresh replications over the horizon)
+    per client and round."""
+    window: int = 60
+    """HDPO: days of one gradient step (truncated back-propagation; 0: the horizon)."""
+    hdpo_learning_rate: float = 3e-3
+    """HDPO: Adam step size."""
     reward_scale: float | None = None
     """$ per day dividing costs in every client's reward (the same for all, so Q-values
     average meaningfully); None: the whole network's reference cost / organizations."""
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"FedConfig.algo must be one of {', '.join(ALGOS)}, got {self.algo!r}")
 
     def dqn_args(self) -> Args:
         return Args(
@@ -407,6 +423,27 @@ class LocalTrainer:
         }
 
 
+def make_trainer(
+    org_dir: str | Path, state_dir: str | Path, cfg: FedConfig, roles: Sequence[str]
+) -> Any:
+    """The organization's local learner of ``cfg.algo`` (:class:`LocalTrainer` for the
+    DQN, :class:`fedinv.federation.hdpo_task.HDPOLocalTrainer` for HDPO)."""
+    if cfg.algo == "hdpo":
+        from fedinv.federation.hdpo_task import HDPOLocalTrainer
+
+        return HDPOLocalTrainer(org_dir, state_dir, cfg, roles)
+    return LocalTrainer(org_dir, state_dir, cfg, roles)
+
+
+def initial_arrays(cfg: FedConfig, scenario: Scenario) -> dict[str, np.ndarray]:
+    """The global weights a new run starts from (what the server sends in round 1)."""
+    if cfg.algo == "hdpo":
+        from fedinv.federation import hdpo_task
+
+        return hdpo_task.initial_arrays(cfg, scenario)
+    return to_arrays(new_model(cfg, roles_of(scenario)))
+
+
 # -- the server's side ---------------------------------------------------------------------
 
 
@@ -464,7 +501,12 @@ def global_evaluation(
     replications ``0..R-1`` (mean and 95% half-width)."""
     from fedinv.sim.metrics import summarize
 
-    policy = global_policy(scenario, arrays, cfg)
+    if cfg.algo == "hdpo":
+        from fedinv.federation import hdpo_task
+
+        policy: Any = hdpo_task.global_policy(scenario, arrays, cfg)
+    else:
+        policy = global_policy(scenario, arrays, cfg)
     days = min(cfg.eval_days, scenario.horizon_days)
     cost = mean_cost_per_day(
         Simulator(scenario, days=days), policy, list(range(cfg.eval_replications))
@@ -489,6 +531,10 @@ def save_global_checkpoint(
     """A checkpoint of the global weights (:mod:`fedinv.agents.checkpoints`, loadable by
     ``fedinv simulate --policy dqn --checkpoint``), trained by the federation up to
     ``server_round``."""
+    if cfg.algo == "hdpo":
+        from fedinv.federation import hdpo_task
+
+        return hdpo_task.save_global_checkpoint(path, scenario, arrays, cfg, server_round, metrics)
     model = new_model(cfg, roles_of(scenario))
     load_arrays(model, arrays)
     return write_checkpoint(
@@ -504,9 +550,21 @@ def save_global_checkpoint(
     )
 
 
-def load_global_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
+def load_global_checkpoint(
+    path: str | Path, algo: str = "dqn"
+) -> tuple[dict[str, np.ndarray], int]:
     """Global weights and round of a checkpoint written by :func:`save_global_checkpoint`
-    (:class:`fedinv.agents.checkpoints.CheckpointError` otherwise)."""
+    for ``algo`` (:class:`fedinv.agents.checkpoints.CheckpointError` otherwise)."""
+    if algo == "hdpo":
+        from fedinv.agents import hdpo
+        from fedinv.federation import hdpo_task
+
+        data = hdpo.load_checkpoint(path)
+        if "federated" not in data:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r}: not a federated checkpoint (trained by fedinv train)"
+            )
+        return hdpo_task.global_arrays_of(data), int(data["federated"]["round"])
     data = load_checkpoint(path)
     if "federated" not in data:
         raise CheckpointError(
