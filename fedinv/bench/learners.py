@@ -150,9 +150,10 @@ def run_target(
                 "best_iteration": result.best_iteration,
             }
         )
+        ref_mean = ref_frames[first]["total_cost_per_day"].mean()
         echo(
             f"{target.name} seed {seed}: HDPO {rows[-1]['cost_per_day']:.4f} $/day, "
-            f"{diff['pct']:+.2f}% vs {first} (+- {100 * diff['ci95'] / ref_frames[first]['total_cost_per_day'].mean():.2f}), "
+            f"{diff['percent']:+.2f}% (+- {100 * diff['ci95'] / ref_mean:.2f}) vs {first}, "
             f"{wall:.0f} s"
         )
     for label, frame in ref_frames.items():
