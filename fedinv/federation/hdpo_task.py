@@ -319,11 +319,14 @@ def save_global_checkpoint(
     ``server_round``."""
     import dataclasses
 
+    from fedinv.agents.checkpoints import write_hdpo_checkpoint
+
     policy = global_policy(scenario, arrays, cfg)
-    return hdpo.write_checkpoint(
+    return write_hdpo_checkpoint(
         path,
         policy,
-        hdpo_args(cfg, scenario),
+        scenario=scenario.name,
+        args=hdpo_args(cfg, scenario),
         federated={
             "round": int(server_round),
             "config": dataclasses.asdict(cfg),
@@ -333,5 +336,10 @@ def save_global_checkpoint(
 
 
 def global_arrays_of(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The wire arrays (parameters only) of a loaded HDPO checkpoint."""
-    return to_arrays(hdpo.networks_from_checkpoint(data))
+    """The wire arrays (parameters only, not the input statistics) of a loaded HDPO
+    checkpoint's networks."""
+    return {
+        k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+        for k, v in data["policy_state"].items()
+        if not k.endswith((".input_mean", ".input_std"))
+    }

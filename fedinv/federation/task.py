@@ -556,10 +556,9 @@ def load_global_checkpoint(
     """Global weights and round of a checkpoint written by :func:`save_global_checkpoint`
     for ``algo`` (:class:`fedinv.agents.checkpoints.CheckpointError` otherwise)."""
     if algo == "hdpo":
-        from fedinv.agents import hdpo
         from fedinv.federation import hdpo_task
 
-        data = hdpo.load_checkpoint(path)
+        data = load_checkpoint(path, "hdpo")
         if "federated" not in data:
             raise CheckpointError(
                 f"checkpoint {str(path)!r}: not a federated checkpoint (trained by fedinv train)"
