@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from test_federation import _left_running, chain  # noqa: F401  (a fixture)
 
 from fedinv.federation.task import FedConfig, initial_arrays, make_trainer, roles_of
 from fedinv.model.scenario import load_scenario
-from test_federation import _left_running, chain  # noqa: F401  (a fixture)
 
 
 def _config(scenario, **kw) -> FedConfig:
