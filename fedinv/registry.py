@@ -6,7 +6,8 @@ Three kinds (docs/cli.md, docs/studies.md):
   parameters: the ones given over the textbook defaults (:func:`resolve_params`);
 * **optimization** (:data:`fedinv.hybrid.OPTIMIZATION_POLICIES`, ``rolling-lp``) --
   built from the scenario and options, through the gateway to ``solvers``;
-* **learned** (:data:`LEARNED_POLICIES`, ``dqn``) -- loaded from a checkpoint file.
+* **learned** (:data:`LEARNED_POLICIES`, ``dqn``, ``hdpo``) -- loaded from a checkpoint
+  file.
 
 :func:`prepare` checks the inputs once (before any simulation) and returns a
 :class:`PreparedPolicy` whose ``factory(layout)`` builds the policy; ``fedinv simulate``
@@ -32,7 +33,7 @@ CLASSICAL = POLICY_NAMES
 """Classical policies (per-node parameters)."""
 OPTIMIZATION = OPTIMIZATION_POLICIES
 """Optimization baselines (options)."""
-LEARNED_POLICIES = ("dqn",)
+LEARNED_POLICIES = ("dqn", "hdpo")
 """Learned policies (a checkpoint file)."""
 KINDS: dict[str, tuple[str, ...]] = {
     "classical": CLASSICAL,
@@ -94,7 +95,7 @@ def prepare(
         from fedinv.agents.checkpoints import load_checkpoint, policy_from_checkpoint
 
         path = Path(checkpoint)
-        data = load_checkpoint(path)
+        data = load_checkpoint(path, policy)
         policy_from_checkpoint(data, layout, path)  # fail early, before simulating
         return PreparedPolicy(
             policy,

@@ -334,6 +334,12 @@ def _policy(source: str, raw: Any, i: int) -> PolicySpec:
         {"label", "policy", "params", "values", "training", "mode", "solver"},
     )
     policy = t.choice("policy", _REQUIRED, CLASSICAL + OPTIMIZATION + LEARNED)
+    if policy == "hdpo":  # the study runner trains the DQN only, for now
+        raise StudyError(
+            f"{source}: field policies[{i}].policy: 'hdpo' is not trained by studies yet "
+            "(fedinv train --algo hdpo trains it; fedinv simulate --policy hdpo "
+            "--checkpoint FILE runs it)"
+        )
     values = t.get("values", None, dict, "a table of params")
     spec = PolicySpec(
         label=t.get("label", policy, str, "a label"),

@@ -99,6 +99,7 @@ def test_variant_scales_capacities_and_budgets_and_adds_a_fixed_outage():
         (lambda d: d["study"].update(reference="nobody"), "study.reference"),
         (lambda d: d["study"].update(colour="red"), "study.colour"),
         (lambda d: d["policies"][0].update(policy="magic"), "policies[0].policy"),
+        (lambda d: d["policies"][0].update(policy="hdpo"), "policies[0].policy"),
         (lambda d: d["policies"][0].update(mode="turbo"), "policies[0].mode"),
         (lambda d: d["policies"][1].update(label="echelon (tuned)"), "policies"),
         (lambda d: d["policies"][0].update(training="federated"), "policies[0].training"),

@@ -41,6 +41,14 @@ follows it.
   scenario) is back-propagated, the gradient norm clipped, Adam steps, and the state is
   detached (truncated back-propagation through time). Days before the scenario's
   ``warmup_days`` run without gradient and count nowhere, as in the metrics.
+  **Purchases in truncated windows.** A window that ends before the horizon would see
+  the price of every unit it orders but not the sales the unit makes after the window,
+  and learn to hold too little; so such windows count purchases and shipping as the
+  cost of goods sold (the embodied purchase and shipping cost of each unit delivered
+  to a customer, :func:`embodied_cost`). Under backorders the two differ only by the
+  value of the stock and pipeline at the window's ends. The last window counts them as
+  paid, as the metric does, so the end of the horizon (stock bought but never sold) is
+  still learned.
 * **Model selection.** Before training and every ``eval_every`` iterations the policy
   runs exactly (numpy) on validation replications (from
   :data:`fedinv.agents.dqn.VALIDATION_BASE`) over the full horizon; the weights with the
@@ -97,6 +105,10 @@ class Args:
     """Training replications per batch (``B``)."""
     window: int = 0
     """Days of one gradient step (truncated back-propagation; 0: the whole horizon)."""
+    cost_of_goods: bool = True
+    """Windows that end before the horizon count purchases and shipping at the embodied
+    cost of the units delivered to customers (:func:`embodied_cost`) instead of when paid;
+    the last window counts them as paid (the metric). See the module doc."""
     base: str = "auto"
     """The classical policy the network is a residual on: ``base-stock``, ``sS`` or
     ``auto`` (``sS`` where a lane has a fixed ordering cost, else ``base-stock``)."""
@@ -119,6 +131,10 @@ class Args:
     trigger_temperature: tuple[float, float] = (0.5, 0.05)
     """(s,S) bases: ``tau`` of the relaxed trigger ``sigmoid((s - pos) / tau)`` at the
     first and the last iteration, days of mean demand (geometric in between)."""
+    trigger: str = "sigmoid"
+    """(s,S) bases in training: ``sigmoid`` (orders ``(S - pos) sigmoid((s - pos) / tau)``)
+    or ``straight-through`` (the exact trigger forward, the sigmoid's gradient
+    backward)."""
     order_temperature: tuple[float, float] = (0.5, 0.05)
     """Scenarios with fixed ordering costs: ``T`` of the relaxed order indicator
     ``1 - exp(-q / T)`` at the first and last iteration, in days of the smallest mean
@@ -321,6 +337,9 @@ class HDPOPolicy:
         self.stream_unit = self.observer.unit[st.node] * st.bom
         """``[K]`` stream units per day of the node's mean demand."""
         self._day: int | None = None
+        self.trigger = "sigmoid"
+        self.trigger_detach = True
+        """The relaxed trigger of training (:attr:`Args.trigger`)."""
 
     def changes(self, obs: np.ndarray) -> torch.Tensor:
         """Target changes ``[B, N, outputs]`` (days of mean demand) of observations
@@ -367,7 +386,13 @@ class HDPOPolicy:
             tau = torch.as_tensor(trigger_temperature * self.stream_unit)
 
             def rule(pos):
-                return ops.maximum(level - pos, 0.0) * ops.sigmoid((reorder - pos) / tau)
+                gate_pos = pos.detach() if self.trigger_detach else pos
+                if self.trigger == "exact":
+                    return ops.where(pos <= reorder, level - pos, 0.0)
+                soft = ops.sigmoid((reorder - gate_pos) / tau)
+                if self.trigger == "straight-through":
+                    soft = ops.straight_through(ops.as_float(pos <= reorder), soft)
+                return ops.maximum(level - pos, 0.0) * soft
 
         else:
 
@@ -399,7 +424,7 @@ class HDPOPolicy:
 class TrainResult:
     """What :func:`train` returns: the selected policy, the training curve (one row per
     validation run), the iteration the policy comes from, the tuned base, the final
-    optimizer state and the budget (simulated days, wall seconds)."""
+    optimizer state and weights, and the budget (simulated days, wall seconds)."""
 
     args: Args
     scenario: Scenario
@@ -408,11 +433,40 @@ class TrainResult:
     best_iteration: int
     tuned: TuneResult
     optimizer_state: dict[str, Any]
-    simulated_days: int
-    """Days simulated by training batches and validation runs (tuning not included:
-    ``tuned.simulated_days``)."""
+    final_state: dict[str, Any]
+    """The networks' weights after the last iteration (the selected ones are the
+    policy's)."""
+    training_days: int
+    """Replication-days simulated by the training batches."""
+    validation_days: int
+    """Replication-days simulated by the validation runs."""
     wall_s: float
     """Seconds of the training (tuning included)."""
+
+    def budget(self) -> dict[str, float]:
+        """Simulated days (training batches, validation, the base's tuning) and wall
+        seconds (tuning included)."""
+        days = {
+            "training_days": int(self.training_days),
+            "validation_days": int(self.validation_days),
+            "tuning_days": int(self.tuned.simulated_days),
+        }
+        return {"simulated_days": sum(days.values()), **days, "wall_s": float(self.wall_s)}
+
+
+def embodied_cost(layout: Layout) -> np.ndarray:
+    """External purchase and shipping cost ($) embodied in one unit of each node's item
+    ``[N]``: the costs paid on its inbound lanes per unit (share x bom), plus, for units
+    bought from inside the network, their source's embodied cost (internal purchases
+    cancel network-wide)."""
+    bom = np.where(
+        layout.lane_comp >= 0,
+        layout.comp_bom[np.maximum(layout.lane_comp, 0)] if layout.num_components else 1.0,
+        1.0,
+    )
+    paid = (layout.price * layout.external + layout.shipping_cost) * layout.lane_share * bom
+    direct = paid @ layout.dst_mat  # [N] $ per unit of the node's item, its own lanes
+    return layout.content.T @ direct
 
 
 def lane_flow(layout: Layout) -> np.ndarray:
@@ -484,6 +538,7 @@ def train(
     scenario = scenario or load_scenario(args.scenario)
     policy, tuned = initial_policy(args, scenario, tuned)
     networks = policy.networks
+    policy.trigger = args.trigger
     optimizer = torch.optim.Adam(networks.parameters(), lr=args.learning_rate)
     sim = Simulator(scenario, days=args.eval_days)
     days, warm = sim.days, min(scenario.warmup_days, sim.days - 1)
@@ -497,14 +552,14 @@ def train(
     )
 
     rows: list[dict[str, float]] = []
-    simulated = 0
+    simulated = {"training": 0, "validation": 0}
     best = (np.inf, 0, copy.deepcopy(networks.state_dict()))
 
     def validate(iteration: int, loss: float, tau: float) -> None:
-        nonlocal simulated, best
+        nonlocal best
         eval_policy.networks.load_state_dict(networks.state_dict())
         cost = evaluate(eval_policy, scenario, valid, args.eval_days)
-        simulated += len(valid) * days
+        simulated["validation"] += len(valid) * days
         rows.append(
             {
                 "iteration": iteration,
@@ -543,8 +598,9 @@ def train(
             max_grad_norm=args.max_grad_norm,
             trigger_temperature=tau,
             smoothing=smoothing,
+            cost_of_goods=args.cost_of_goods,
         )
-        simulated += args.replications * days
+        simulated["training"] += args.replications * days
         if it == args.iterations or (args.eval_every and it % args.eval_every == 0):
             validate(it, loss, tau)
         if on_iteration is not None:
@@ -559,7 +615,9 @@ def train(
         best[1],
         tuned,
         optimizer.state_dict(),
-        simulated,
+        copy.deepcopy(networks.state_dict()),
+        simulated["training"],
+        simulated["validation"],
         time.perf_counter() - start,
     )
 
@@ -576,14 +634,19 @@ def run_batch(
     max_grad_norm: float,
     trigger_temperature: float | None,
     smoothing: Smoothing | None,
+    cost_of_goods: bool = True,
 ) -> float:
     """Simulate ``replications`` over the horizon on torch, one Adam step per window of
     ``window`` days (loss: mean network cost per day over the window's days from
-    ``warmup`` on, divided by ``scale``), detaching the state between windows. Returns
-    the batch's mean network cost per day ($, counted days)."""
+    ``warmup`` on, divided by ``scale``; windows before the last with purchases and
+    shipping as the cost of goods sold if ``cost_of_goods``, see the module doc),
+    detaching the state between windows. Returns the batch's mean network cost per day
+    ($, counted days, as the metric counts it)."""
     ops = torch_ops()
     state, exo = sim.reset(replications)
     ts = state.to(ops)
+    value = torch.as_tensor(embodied_cost(sim.layout))
+    last = (sim.days - 1 - warmup) // window  # index of the window holding the horizon's end
     costs: list[torch.Tensor] = []
     total, counted = 0.0, 0
     for t in range(sim.days):
@@ -592,7 +655,13 @@ def run_batch(
             decision = policy.orders(ts, obs, ops, trigger_temperature)
             ts, record = sim.step(ts, exo, decision, ops=ops, smoothing=smoothing, violations=False)
         if t >= warmup:
-            costs.append(record["total_cost"].sum(dim=1).mean())
+            cost = record["total_cost"]
+            if cost_of_goods and (t - warmup) // window < last:
+                paid = record["external_purchase_cost"] + record["shipping_cost"]
+                cost = cost - paid + record["sold"] * value
+            costs.append(cost.sum(dim=1).mean())
+            total += float(record["total_cost"].detach().sum(dim=1).mean())
+            counted += 1
         end = t == sim.days - 1 or (t + 1 - warmup) % window == 0
         if costs and end:
             loss = torch.stack(costs).mean() / scale
@@ -600,8 +669,6 @@ def run_batch(
             loss.backward()
             nn.utils.clip_grad_norm_(policy.networks.parameters(), max_grad_norm)
             optimizer.step()
-            total += float(loss.detach()) * scale * len(costs)
-            counted += len(costs)
             costs = []
             ts = ts.to(NUMPY).to(ops)  # truncate: the next window starts from a constant
     return total / max(counted, 1)

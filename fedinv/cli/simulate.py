@@ -67,7 +67,7 @@ def add_parsers(commands: Any) -> None:
         "--checkpoint",
         type=Path,
         metavar="PATH",
-        help="with --policy dqn: a checkpoint written by fedinv train",
+        help="with --policy dqn or hdpo: a checkpoint written by fedinv train",
     )
     p.add_argument(
         "--mode",

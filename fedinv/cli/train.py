@@ -1,5 +1,5 @@
-"""``fedinv train``: tune the baselines, train a DQN, compare them on held-out
-replications (docs/agents.md)."""
+"""``fedinv train``: tune the baselines, train a DQN or an HDPO policy, compare them on
+held-out replications (docs/agents.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from fedinv.cli.common import (
     stdout_console,
 )
 
-ALGOS = ("dqn",)
+ALGOS = ("dqn", "hdpo")
 """Learning algorithms of ``fedinv train --algo``."""
 
 
@@ -32,9 +32,9 @@ def add_parser(commands: Any) -> None:
     p = commands.add_parser(
         "train",
         help="train a learned ordering policy and compare it with tuned base-stock",
-        description="Tune the baseline(s) on training replications, train a DQN on training "
-        "replications (validation curve on separate replications), then evaluate both on "
-        "held-out replications 0..R-1; see docs/agents.md.",
+        description="Tune the baseline(s) on training replications, train a DQN or an HDPO "
+        "policy on training replications (validation curve on separate replications), then "
+        "evaluate them on held-out replications 0..R-1; see docs/agents.md.",
     )
     p.add_argument(
         "--scenario",
@@ -42,7 +42,13 @@ def add_parser(commands: Any) -> None:
         metavar="NAME|FILE",
         help="built-in scenario name or path to a .toml file",
     )
-    p.add_argument("--algo", choices=ALGOS, default="dqn", help="learning algorithm (dqn)")
+    p.add_argument(
+        "--algo",
+        choices=ALGOS,
+        default="dqn",
+        help="learning algorithm: dqn (double DQN) or hdpo (pathwise gradients through the "
+        "differentiable day, a residual on tuned base-stock or (s,S)); default dqn",
+    )
     p.add_argument(
         "--out",
         required=True,
@@ -54,21 +60,41 @@ def add_parser(commands: Any) -> None:
         "--steps",
         type=COUNT,
         metavar="N",
-        help="environment steps (days of the training batch; default 20000)",
+        help="dqn: environment steps (days of the training batch; default 20000)",
+    )
+    p.add_argument(
+        "--iterations",
+        type=COUNT,
+        metavar="N",
+        help="hdpo: training batches, each fresh replications over the horizon (default 40)",
+    )
+    p.add_argument(
+        "--window",
+        type=int_at_least(0),
+        metavar="D",
+        help="hdpo: days per gradient step, truncated back-propagation (default 0: the "
+        "whole horizon)",
+    )
+    p.add_argument(
+        "--base",
+        choices=("auto", "base-stock", "sS"),
+        metavar="P",
+        help="hdpo: the tuned classical policy it is a residual on: auto (sS where a lane "
+        "has a fixed ordering cost, else base-stock; default), base-stock or sS",
     )
     p.add_argument(
         "--seed",
         type=SEED,
         default=1,
         metavar="S",
-        help="training seed: initialization, exploration, minibatches (default 1)",
+        help="training seed: initialization (and, dqn, exploration and minibatches; default 1)",
     )
     p.add_argument(
         "--replications",
         type=COUNT,
         default=16,
         metavar="B",
-        help="training replications stepped in lockstep (default 16)",
+        help="training replications stepped in lockstep (hdpo: per batch; default 16)",
     )
     p.add_argument(
         "--days",
@@ -80,7 +106,7 @@ def add_parser(commands: Any) -> None:
         "--eval-every",
         type=int_at_least(0),
         metavar="N",
-        help="steps between validation runs (default: steps / 20)",
+        help="steps (hdpo: iterations) between validation runs (default: steps / 20; hdpo: 5)",
     )
     p.add_argument(
         "--eval-replications",
@@ -100,14 +126,14 @@ def add_parser(commands: Any) -> None:
         "--network-share",
         type=float,
         metavar="W",
-        help="reward weight of the network's cost next to the node's own "
+        help="dqn: reward weight of the network's cost next to the node's own "
         "(default 1; see docs/agents.md)",
     )
     p.add_argument(
         "--order-change-cost",
         type=float,
         metavar="C",
-        help="reward penalty in $ per unit of day-to-day order change (default 0)",
+        help="dqn: reward penalty in $ per unit of day-to-day order change (default 0)",
     )
     p.add_argument(
         "--baselines",
@@ -120,7 +146,7 @@ def add_parser(commands: Any) -> None:
         type=COUNT,
         default=16,
         metavar="K",
-        help="training replications of the baselines' tuning (default 16)",
+        help="training replications of the baselines' tuning (and of hdpo's base; default 16)",
     )
     p.add_argument(
         "--sweeps",
@@ -135,14 +161,26 @@ def add_parser(commands: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``fedinv train``: tune the baselines, train a DQN, compare on held-out replications
-    (:mod:`fedinv.agents.compare`); writes the checkpoint, the curve and the evaluation."""
+    """``fedinv train``: tune the baselines, train a DQN or an HDPO policy, compare on
+    held-out replications (:mod:`fedinv.agents.compare`); writes the checkpoint, the curve
+    and the evaluation."""
     from dataclasses import replace
 
-    from fedinv.agents.compare import train_and_compare, write_report
+    from fedinv.agents import hdpo
     from fedinv.agents.dqn import Args
     from fedinv.agents.envs import EnvConfig, RewardConfig
     from fedinv.policies.classical import POLICY_NAMES
+
+    only = {
+        "dqn": ("iterations", "window", "base"),
+        "hdpo": ("steps", "network_share", "order_change_cost"),
+    }
+    for name in only[args.algo]:
+        if getattr(args, name) is not None:
+            other = "hdpo" if args.algo == "dqn" else "dqn"
+            raise CliError(
+                f"--{name.replace('_', '-')} is for --algo {other}, not --algo {args.algo}"
+            )
 
     baselines = list(dict.fromkeys(b.strip() for b in args.baselines.split(",") if b.strip()))
     unknown = [b for b in baselines if b not in POLICY_NAMES]
@@ -157,6 +195,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         scenario = replace(
             scenario, horizon_days=args.days, warmup_days=min(scenario.warmup_days, args.days - 2)
         )
+    common = dict(
+        baselines=baselines,
+        tune_replications=args.train_replications,
+        sweeps=args.sweeps,
+        test_replications=args.test_replications,
+    )
+    if args.algo == "hdpo":
+        defaults = hdpo.Args()
+        train_args: Args | hdpo.Args = hdpo.Args(
+            scenario=args.scenario,
+            seed=args.seed,
+            iterations=args.iterations or defaults.iterations,
+            replications=args.replications,
+            window=defaults.window if args.window is None else args.window,
+            base=args.base or defaults.base,
+            tune_replications=args.train_replications,
+            sweeps=args.sweeps,
+            eval_replications=args.eval_replications,
+            eval_every=defaults.eval_every if args.eval_every is None else args.eval_every,
+        )
+        return _run(args, scenario, train_args, train_args.iterations, common)
     steps = args.steps or Args().total_steps
     reward = RewardConfig()
     for name in ("network_share", "order_change_cost"):
@@ -174,12 +233,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_every=(max(steps // 20, 1) if args.eval_every is None else args.eval_every),
         env=EnvConfig(reward=reward),
     )
-    common = dict(
-        baselines=baselines,
-        tune_replications=args.train_replications,
-        sweeps=args.sweeps,
-        test_replications=args.test_replications,
-    )
+    return _run(args, scenario, train_args, steps, common)
+
+
+def _run(args: argparse.Namespace, scenario: Any, train_args: Any, steps: int, common: dict) -> int:
+    """Train and compare with a progress bar (unless ``--quiet`` or ``--json``), write the
+    report, print it."""
+    from fedinv.agents.compare import train_and_compare, write_report
+
+    algo = args.algo
     if args.quiet or args.json:
         report = train_and_compare(scenario, train_args, **common)
     else:
@@ -187,7 +249,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         with progress_bar(stderr_console(), transient=True) as bar:
             tuning = bar.add_task("tuning baselines", total=None)
-            training = bar.add_task(f"training dqn on {scenario.name}", total=steps, visible=False)
+            training = bar.add_task(
+                f"training {algo} on {scenario.name}", total=steps, visible=False
+            )
 
             def on_tune(policy: str, evaluations: int, cost: float) -> None:
                 bar.update(
@@ -197,16 +261,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                 )
 
             def on_step(step: int, stats: Mapping[str, float]) -> None:
-                if step == 1:
+                if step <= 1:
                     bar.update(tuning, visible=False)
                     bar.update(training, visible=True)
-                if step % 10 == 0 or step == steps:
+                if step % (1 if algo == "hdpo" else 10) == 0 or step == steps:
                     best = stats["best"]
+                    if algo == "hdpo":
+                        what = f"loss {stats['loss']:,.2f} $/day"
+                    else:
+                        what = f"eps {stats['epsilon']:.2f}"
                     bar.update(
                         training,
                         completed=step,
                         description=(
-                            f"training dqn on {scenario.name} (eps {stats['epsilon']:.2f}"
+                            f"training {algo} on {scenario.name} ({what}"
                             + (
                                 f", best validation {best:,.2f} $/day)"
                                 if math.isfinite(best)
@@ -231,13 +299,24 @@ def _print_training(payload: Mapping[str, Any]) -> None:
     from rich.table import Table
 
     con = stdout_console()
-    con.print(
-        f"{payload['scenario']} | dqn, seed {payload['seed']} | {payload['steps']:,} "
-        f"steps x {payload['replications']} replications = "
-        f"{payload['simulated_days']:,} simulated days | selected step "
-        f"{payload['best_step']:,}",
-        markup=False,
-    )
+    algo = payload["algo"]
+    if algo == "hdpo":
+        con.print(
+            f"{payload['scenario']} | hdpo on tuned {payload['base']}, seed {payload['seed']} | "
+            f"{payload['iterations']:,} iterations x {payload['replications']} replications "
+            f"x {payload['days']} days = {payload['training_days']:,} simulated days (+ "
+            f"{payload['validation_days']:,} validation, {payload['tuning_days']:,} tuning) "
+            f"| {payload['wall_s']:,.0f} s | selected iteration {payload['best_iteration']:,}",
+            markup=False,
+        )
+    else:
+        con.print(
+            f"{payload['scenario']} | dqn, seed {payload['seed']} | {payload['steps']:,} "
+            f"steps x {payload['replications']} replications = "
+            f"{payload['simulated_days']:,} simulated days | selected step "
+            f"{payload['best_step']:,}",
+            markup=False,
+        )
     for name, b in payload["baselines"].items():
         con.print(
             f"tuned {name}: {b['evaluations']} evaluations, {b['simulated_days']:,} simulated days",
@@ -250,7 +329,7 @@ def _print_training(payload: Mapping[str, Any]) -> None:
     table.add_column("policy")
     table.add_column("cost per day", justify="right")
     table.add_column("± ci95", justify="right")
-    table.add_column("dqn - policy (paired)", justify="right")
+    table.add_column(f"{algo} - policy (paired)", justify="right")
     table.add_column("%", justify="right")
     for name, c in payload["cost_per_day"].items():
         d = payload["difference_vs"].get(name)
