@@ -102,7 +102,7 @@ def test_fedconfig_refuses_an_unknown_learner():
     with pytest.raises(ValueError, match="algo"):
         FedConfig(algo="ppo")
     from fedinv.cli.training import ALGOS
-    from fedinv.federation.task import ALGOS as TASK_ALGOS
+    from fedinv.federation.config import ALGOS as TASK_ALGOS
 
     assert ALGOS == TASK_ALGOS
 

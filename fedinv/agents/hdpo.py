@@ -635,13 +635,15 @@ def run_batch(
     trigger_temperature: float | None,
     smoothing: Smoothing | None,
     cost_of_goods: bool = True,
+    proximal: tuple[float, Sequence[torch.Tensor]] | None = None,
 ) -> float:
     """Simulate ``replications`` over the horizon on torch, one Adam step per window of
     ``window`` days (loss: mean network cost per day over the window's days from
     ``warmup`` on, divided by ``scale``; windows before the last with purchases and
     shipping as the cost of goods sold if ``cost_of_goods``, see the module doc),
-    detaching the state between windows. Returns the batch's mean network cost per day
-    ($, counted days, as the metric counts it)."""
+    detaching the state between windows. ``proximal = (mu, anchor)`` adds FedProx's
+    ``mu/2 ||w - anchor||^2`` to every window's loss (federated training). Returns the
+    batch's mean network cost per day ($, counted days, as the metric counts it)."""
     ops = torch_ops()
     state, exo = sim.reset(replications)
     ts = state.to(ops)
@@ -665,6 +667,12 @@ def run_batch(
         end = t == sim.days - 1 or (t + 1 - warmup) % window == 0
         if costs and end:
             loss = torch.stack(costs).mean() / scale
+            if proximal is not None and proximal[0] > 0:
+                mu, anchor = proximal
+                params = policy.networks.parameters()
+                loss = loss + 0.5 * mu * sum(
+                    ((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True)
+                )
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(policy.networks.parameters(), max_grad_norm)

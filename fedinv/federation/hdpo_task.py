@@ -34,21 +34,19 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from fedinv.agents import hdpo
+from fedinv.federation.config import FedConfig, role_of_key, roles_of
 from fedinv.federation.private_data import load_org_scenario
 from fedinv.model.network import Scenario
 from fedinv.policies.tuning import TRAIN_BASE, TuneResult
 from fedinv.sim.ops import Smoothing
 from fedinv.sim.run import mean_cost_per_day
 from fedinv.sim.simulator import Simulator
-
-if TYPE_CHECKING:
-    from fedinv.federation.task import FedConfig
 
 STATE_FORMAT = "fedinv-fed-hdpo-client/1"
 
@@ -99,8 +97,6 @@ def load_arrays(
     networks: hdpo.RolePolicyNetworks, arrays: Mapping[str, np.ndarray], roles: Sequence[str]
 ) -> None:
     """Set the parameters of ``roles`` from named arrays (others are left as they are)."""
-    from fedinv.federation.task import role_of_key
-
     wanted = set(roles)
     state = networks.state_dict()
     for key, value in arrays.items():
@@ -289,8 +285,6 @@ def global_policy(
 ) -> hdpo.HDPOPolicy:
     """The global networks on the whole network, over the base tuned on it (tuned once
     per server process)."""
-    from fedinv.federation.task import role_of_key
-
     key = json.dumps([scenario.name, scenario.source, cfg.to_flat()], sort_keys=True, default=str)
     if key not in _SERVER_POLICIES:
         _SERVER_POLICIES[key] = hdpo.initial_policy(hdpo_args(cfg, scenario), scenario)[0]
@@ -301,8 +295,6 @@ def global_policy(
 
 def initial_arrays(cfg: FedConfig, scenario: Scenario) -> dict[str, np.ndarray]:
     """The starting global weights (zero last layers: every client starts at its base)."""
-    from fedinv.federation.task import roles_of
-
     return to_arrays(new_networks(cfg, roles_of(scenario), outputs_of(scenario)))
 
 

@@ -34,7 +34,6 @@ import shutil
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,6 @@ from fedinv.agents.checkpoints import (
     write_checkpoint,
 )
 from fedinv.agents.dqn import (
-    Args,
     DQNLearner,
     DQNPolicy,
     ExperienceLoop,
@@ -57,135 +55,17 @@ from fedinv.agents.dqn import (
     RoleQNetworks,
     torch_globals,
 )
-from fedinv.agents.envs import TIERS, BatchedInventoryEnv, EnvConfig, RewardConfig, reference_cost
+from fedinv.agents.envs import BatchedInventoryEnv, EnvConfig, reference_cost
+from fedinv.federation.config import FedConfig, role_of_key, roles_of
 from fedinv.federation.private_data import load_org_scenario
 from fedinv.model.network import Scenario
 from fedinv.sim.run import mean_cost_per_day
 from fedinv.sim.simulator import Simulator
 
 STATE_FORMAT = "fedinv-fed-client/1"
-ALGOS = ("dqn", "hdpo")
-"""Learners a federation can train (``FedConfig.algo``)."""
-
-
-@dataclass(kw_only=True)
-class FedConfig:
-    """Everything a federated run depends on (Flower's run config carries it flat)."""
-
-    scenario: str = "electronics-5r"
-    """The whole network: roles, global evaluation."""
-    rounds: int = 3
-    """Server rounds."""
-    strategy: str = "fedavg"
-    """``fedavg`` or ``fedprox``."""
-    proximal_mu: float = 0.0
-    """FedProx proximal weight (used when strategy is fedprox)."""
-    local_steps: int = 120
-    """Environment steps (days of the batch) per client and round."""
-    replications: int = 4
-    """Training replications per client, stepped in lockstep."""
-    eval_replications: int = 4
-    """Held-out replications of the global and local evaluations (indices 0..R-1)."""
-    eval_days: int = 120
-    """Days of an evaluation run."""
-    seed: int = 1
-    """Seed of initialization, exploration and minibatches."""
-    hidden: tuple[int, ...] = (64, 64)
-    dueling: bool = True
-    """Dueling Q-network head (fedinv.agents.dqn.QNetwork)."""
-    learning_rate: float = 5e-4
-    gamma: float = 0.97
-    n_step: int = 3
-    batch_size: int = 128
-    buffer_size: int = 100_000
-    learning_starts: int = 30
-    """Local steps of the first round before the first update."""
-    target_network_frequency: int = 100
-    start_e: float = 1.0
-    end_e: float = 0.05
-    exploration_steps: int = 240
-    """Local steps (per client, counted over rounds) over which epsilon decays; a fixed
-    count, so a run resumed with more rounds explores exactly as an uninterrupted one."""
-    algo: str = "dqn"
-    """The learner: ``dqn`` (double DQN, :mod:`fedinv.agents.dqn`) or ``hdpo`` (pathwise
-    gradients, :mod:`fedinv.agents.hdpo`; the DQN-only fields are then unused)."""
-    local_iterations: int = 2
-    """HDPO: gradient batches (each ``replications`` fresh replications over the horizon)
-    per client and round."""
-    window: int = 60
-    """HDPO: days of one gradient step (truncated back-propagation; 0: the horizon)."""
-    hdpo_learning_rate: float = 3e-3
-    """HDPO: Adam step size."""
-    reward_scale: float | None = None
-    """$ per day dividing costs in every client's reward (the same for all, so Q-values
-    average meaningfully); None: the whole network's reference cost / organizations."""
-
-    def __post_init__(self) -> None:
-        if self.algo not in ALGOS:
-            raise ValueError(f"FedConfig.algo must be one of {', '.join(ALGOS)}, got {self.algo!r}")
-
-    def dqn_args(self) -> Args:
-        return Args(
-            scenario=self.scenario,
-            seed=self.seed,
-            hidden=tuple(self.hidden),
-            dueling=self.dueling,
-            learning_rate=self.learning_rate,
-            gamma=self.gamma,
-            n_step=self.n_step,
-            batch_size=self.batch_size,
-            buffer_size=self.buffer_size,
-            learning_starts=self.learning_starts,
-            target_network_frequency=self.target_network_frequency,
-            replications=self.replications,
-            env=self.env_config(),
-        )
-
-    def env_config(self) -> EnvConfig:
-        return EnvConfig(reward=RewardConfig(scale=self.reward_scale))
-
-    def to_flat(self) -> dict[str, Any]:
-        """Flat hyphenated keys (Flower run config): tuples as comma strings."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = ",".join(str(v) for v in value)
-            if value is None:
-                continue
-            out[f.name.replace("_", "-")] = value
-        return out
-
-    @classmethod
-    def from_flat(cls, flat: Mapping[str, Any]) -> FedConfig:
-        """Inverse of :meth:`to_flat`; unknown keys are ignored (the run config has more)."""
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            key = f.name.replace("_", "-")
-            if key not in flat:
-                continue
-            value = flat[key]
-            if f.name == "hidden":
-                value = tuple(int(v) for v in str(value).split(",") if v.strip())
-            elif isinstance(cls.__dataclass_fields__[f.name].default, bool):
-                value = bool(value)
-            elif isinstance(cls.__dataclass_fields__[f.name].default, int):
-                value = int(value)
-            elif isinstance(cls.__dataclass_fields__[f.name].default, float):
-                value = float(value)
-            elif f.name == "reward_scale":
-                value = float(value) if float(value) > 0 else None
-            kwargs[f.name] = value
-        return cls(**kwargs)
 
 
 # -- the model ---------------------------------------------------------------------------
-
-
-def roles_of(scenario: Scenario) -> tuple[str, ...]:
-    """Tiers present in the network, in :data:`fedinv.agents.envs.TIERS` order."""
-    present = {n.tier.value for n in scenario.network.nodes}
-    return tuple(t for t in TIERS if t in present)
 
 
 def new_model(cfg: FedConfig, roles: Sequence[str]) -> RoleQNetworks:
@@ -216,12 +96,6 @@ def to_arrays(model: RoleQNetworks) -> dict[str, np.ndarray]:
 def load_arrays(model: RoleQNetworks, arrays: Mapping[str, np.ndarray]) -> None:
     """Set the model's weights from named arrays (shapes must match)."""
     model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
-
-
-def role_of_key(key: str) -> str:
-    """The role an array belongs to: ``nets.<role>.<...>``."""
-    parts = key.split(".")
-    return parts[1] if len(parts) > 2 and parts[0] == "nets" else ""
 
 
 def role_weighted_average(
