@@ -23,19 +23,22 @@ follows it.
 * **Orders.** As the classical policies compute them
   (:meth:`fedinv.policies.classical.StreamPolicy.decide`, downstream nodes first): order
   up to ``S`` (base-stock), or up to ``S`` when the position is at or below ``s`` (sS);
-  lot sizes round up. Training relaxes (torch only): the (s,S) trigger
-  ``1[pos <= s]`` becomes ``sigmoid((s - pos) / tau)`` (``tau`` in days of mean demand,
-  annealed geometrically), the fixed ordering cost's indicator ``1 - exp(-q / T)``
-  (:class:`fedinv.sim.ops.Smoothing`, annealed with ``tau``), lot rounding is
-  straight-through. Evaluation (:meth:`HDPOPolicy.act`) is always the exact rule on the
-  exact numpy day.
+  lot sizes round up (straight-through on torch). Evaluation (:meth:`HDPOPolicy.act`)
+  is always the exact rule on the exact numpy day. The (s,S) trigger in training
+  (:attr:`Args.trigger`) is by default the exact one, so only ``S`` learns and ``s``
+  stays the tuned one; the relaxed trigger ``sigmoid((s - pos) / tau)`` (``tau`` in days
+  of mean demand, annealed geometrically, with the fixed ordering cost's indicator
+  ``1 - exp(-q / T)`` of :class:`fedinv.sim.ops.Smoothing`) is an option, and
+  docs/agents.md says why it is not the default (its pathwise gradient explodes for a
+  small ``tau`` and describes another policy for a large one).
 * **Gradients.** The features are computed on a detached numpy copy of the state: they
   are constants of the backward pass; the gradient reaches the weights through the
   targets and flows along the path through positions, stock, backorders and costs.
 * **Training.** Every iteration simulates a *fresh* batch of training replications
   (indices from :data:`fedinv.policies.tuning.TRAIN_BASE`, iteration ``i`` taking
   ``TRAIN_BASE + i B .. + B - 1``; disjoint from validation and held-out ones) over the
-  horizon on torch. The horizon is cut into windows of ``window`` days; at the end of a
+  horizon on torch. The horizon is cut into windows of ``window`` days (default
+  :func:`auto_window`, four echelon lead times); at the end of a
   window the loss (mean network cost per day over the window's counted days, divided by
   the base policy's training cost per day so that one clipping norm fits every
   scenario) is back-propagated, the gradient norm clipped, Adam steps, and the state is
@@ -62,6 +65,7 @@ follows it.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +88,8 @@ from fedinv.sim.simulator import Decision, Simulator, State
 
 BASES = ("base-stock", "sS")
 """The classical policies an HDPO policy can start from."""
+TRIGGERS = ("exact", "sigmoid", "straight-through")
+"""The (s,S) trigger rules of training (:attr:`Args.trigger`)."""
 
 
 # -- arguments ---------------------------------------------------------------------------
@@ -103,8 +109,9 @@ class Args:
     horizon."""
     replications: int = 16
     """Training replications per batch (``B``)."""
-    window: int = 0
-    """Days of one gradient step (truncated back-propagation; 0: the whole horizon)."""
+    window: int | None = None
+    """Days of one gradient step (truncated back-propagation): None, :func:`auto_window`
+    (4 echelon lead times, at least 30 days); 0, the whole horizon."""
     cost_of_goods: bool = True
     """Windows that end before the horizon count purchases and shipping at the embodied
     cost of the units delivered to customers (:func:`embodied_cost`) instead of when paid;
@@ -122,19 +129,20 @@ class Args:
     """Parameter sharing: ``tier`` (one network per tier) or ``node``."""
     max_change: float = 30.0
     """Bound on a target change, days of mean demand (``c tanh(x / c)``: slope 1 at 0)."""
-    learning_rate: float = 3e-3
-    """Adam step size."""
-    final_learning_rate: float | None = None
+    learning_rate: float = 1e-2
+    """Adam step size at the first iteration."""
+    final_learning_rate: float | None = 1e-3
     """Step size reached linearly at the last iteration (None: constant)."""
     max_grad_norm: float = 1.0
     """Gradient-norm clipping (the loss is about 1: cost over the base policy's)."""
     trigger_temperature: tuple[float, float] = (0.5, 0.05)
     """(s,S) bases: ``tau`` of the relaxed trigger ``sigmoid((s - pos) / tau)`` at the
     first and the last iteration, days of mean demand (geometric in between)."""
-    trigger: str = "sigmoid"
-    """(s,S) bases in training: ``sigmoid`` (orders ``(S - pos) sigmoid((s - pos) / tau)``)
-    or ``straight-through`` (the exact trigger forward, the sigmoid's gradient
-    backward)."""
+    trigger: str = "exact"
+    """The (s,S) trigger in training: ``exact`` (``1[pos <= s]``: ``S`` learns, ``s``
+    stays the base's), ``sigmoid`` (orders ``(S - pos) sigmoid((s - pos) / tau)``) or
+    ``straight-through`` (the exact trigger forward, the sigmoid's gradient backward).
+    See docs/agents.md for why ``exact`` is the default."""
     order_temperature: tuple[float, float] = (0.5, 0.05)
     """Scenarios with fixed ordering costs: ``T`` of the relaxed order indicator
     ``1 - exp(-q / T)`` at the first and last iteration, in days of the smallest mean
@@ -156,6 +164,18 @@ def base_policy_name(scenario: Scenario) -> str:
     """``sS`` where any lane has a fixed ordering cost, else ``base-stock``."""
     fixed = any(lane.fixed_order_cost > 0 for lane in scenario.network.lanes)
     return "sS" if fixed else "base-stock"
+
+
+def auto_window(layout: Layout, days: int) -> int:
+    """Four times the longest echelon lead time (the replenishment lead times of a chain
+    to a customer, days), at least 30 days and at most ``days``: every decision but the
+    window's last sees its effect reach the customers. Measured: 30 days beat the whole
+    horizon on serial-3 and single-node-lost-sales; on electronics-5r (echelon lead time
+    ~50 days) 60-day windows did worse than the whole horizon."""
+    from fedinv.policies.classical import flow_stats
+
+    longest = float(flow_stats(layout).echelon_lead.max(initial=0.0))
+    return int(min(max(30, math.ceil(4 * longest)), days))
 
 
 def annealed(start: float, end: float, iteration: int, iterations: int) -> float:
@@ -337,9 +357,8 @@ class HDPOPolicy:
         self.stream_unit = self.observer.unit[st.node] * st.bom
         """``[K]`` stream units per day of the node's mean demand."""
         self._day: int | None = None
-        self.trigger = "sigmoid"
-        self.trigger_detach = True
-        """The relaxed trigger of training (:attr:`Args.trigger`)."""
+        self.trigger = "exact"
+        """The (s,S) trigger of training (:attr:`Args.trigger`)."""
 
     def changes(self, obs: np.ndarray) -> torch.Tensor:
         """Target changes ``[B, N, outputs]`` (days of mean demand) of observations
@@ -386,10 +405,9 @@ class HDPOPolicy:
             tau = torch.as_tensor(trigger_temperature * self.stream_unit)
 
             def rule(pos):
-                gate_pos = pos.detach() if self.trigger_detach else pos
                 if self.trigger == "exact":
                     return ops.where(pos <= reorder, level - pos, 0.0)
-                soft = ops.sigmoid((reorder - gate_pos) / tau)
+                soft = ops.sigmoid((reorder - pos) / tau)
                 if self.trigger == "straight-through":
                     soft = ops.straight_through(ops.as_float(pos <= reorder), soft)
                 return ops.maximum(level - pos, 0.0) * soft
@@ -538,11 +556,13 @@ def train(
     scenario = scenario or load_scenario(args.scenario)
     policy, tuned = initial_policy(args, scenario, tuned)
     networks = policy.networks
+    if args.trigger not in TRIGGERS:
+        raise ValueError(f"Args.trigger must be one of {', '.join(TRIGGERS)}, got {args.trigger!r}")
     policy.trigger = args.trigger
     optimizer = torch.optim.Adam(networks.parameters(), lr=args.learning_rate)
     sim = Simulator(scenario, days=args.eval_days)
     days, warm = sim.days, min(scenario.warmup_days, sim.days - 1)
-    window = args.window if args.window > 0 else days
+    window = auto_window(sim.layout, days) if args.window is None else args.window or days
     fixed = bool((sim.layout.fixed_cost > 0).any())
     flow_unit = float(lane_flow(sim.layout)[sim.layout.fixed_cost > 0].min()) if fixed else 1.0
     scale = max(float(tuned.train_cost_per_day), 1e-9)  # the loss is about 1 at the start

@@ -1,0 +1,183 @@
+"""The HDPO targets of issue 13 (docs/agents.md, "HDPO results"), one command each.
+
+``python -m fedinv.bench.hdpo TARGET [--seeds 1,2,...] [--out DIR]`` trains an HDPO
+policy per seed (:func:`fedinv.agents.hdpo.train`, the settings of :data:`TARGETS`) and
+compares it, on held-out replications ``0..R-1`` (common random numbers, paired 95%
+intervals), with the target's reference policies:
+
+* ``serial-3``: the optimal echelon base-stock policy (the published levels of the
+  scenario header) and the tuned installation base-stock (HDPO's base); target: at most
+  0.5% above the optimum, every seed;
+* ``lost-sales`` (single-node-lost-sales, 20 replications x 2000 days): the best
+  base-stock level (12) and the optimal policy by dynamic programming
+  (:mod:`fedinv.policies.lost_sales_dp`); target: at most 4.07 per day;
+* ``beer-game``: the tuned echelon base-stock policy; target: no more than it;
+* ``electronics``: the tuned (s,S) (HDPO's base), with fill rates and, with
+  ``--bound``, the perfect-information bound (:func:`fedinv.hybrid.perfect_information_bound`);
+  target: at least 5% cheaper than (s,S), fill rate not lower.
+
+Prints one row per seed and policy and writes ``results.csv`` (and ``evaluation.csv``,
+cost per day per replication) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TARGETS: dict[str, dict[str, Any]] = {
+    "serial-3": {
+        "scenario": "serial-3",
+        "args": {"iterations": 30, "eval_every": 5},
+        "test": (20, None),
+    },
+    "lost-sales": {
+        "scenario": "single-node-lost-sales",
+        "args": {"iterations": 30, "eval_every": 5},
+        "test": (20, 2000),
+    },
+    "beer-game": {
+        "scenario": "beer-game",
+        "args": {"iterations": 100, "eval_every": 10, "learning_rate": 2e-2},
+        "test": (20, None),
+    },
+    "electronics": {
+        "scenario": "electronics-5r",
+        "args": {"iterations": 40, "eval_every": 4},
+        "test": (10, None),
+    },
+}
+"""Per target: the scenario, the :class:`fedinv.agents.hdpo.Args` fields that differ from
+the defaults, and the held-out replications and days (None: the horizon)."""
+
+
+def references(target: str, scenario: Any, layout: Any, base_params: dict) -> dict[str, Any]:
+    """The reference policies of ``target`` (name -> policy)."""
+    from fedinv.policies.classical import make_policy
+    from fedinv.policies.tuning import tune
+
+    base = "sS" if target == "electronics" else "base-stock"
+    refs = {f"tuned {base}": make_policy(base, layout, base_params)}
+    if target == "serial-3":
+        levels = {"stage-1": 6.484, "stage-2": 12.028, "stage-3": 22.72}
+        refs["optimal echelon"] = make_policy("echelon-base-stock", layout, {"levels": levels})
+    elif target == "lost-sales":
+        from fedinv.policies.lost_sales_dp import LostSalesDPPolicy, solve
+
+        refs["base-stock 12"] = make_policy("base-stock", layout, {"levels": {"store": 12.0}})
+        refs["optimal (DP)"] = LostSalesDPPolicy(layout, solve(scenario))
+    elif target == "beer-game":
+        echelon = tune(scenario, "echelon-base-stock", train_replications=16)
+        refs["tuned echelon"] = make_policy("echelon-base-stock", layout, echelon.params)
+    return refs
+
+
+def evaluate(policy: Any, scenario: Any, reps: range, days: int | None) -> dict[str, np.ndarray]:
+    """Cost per day and fill rate per held-out replication (exact numpy day)."""
+    from fedinv.sim.metrics import replication_metrics
+    from fedinv.sim.run import run_records
+    from fedinv.sim.simulator import Simulator
+
+    sim = Simulator(scenario, days=days)
+    records = run_records(sim, policy, list(reps))
+    table = replication_metrics(records, sim.layout, scenario.warmup_days)
+    return {
+        "cost": table["total_cost_per_day"].to_numpy(),
+        "fill_rate": table["fill_rate"].to_numpy(),
+    }
+
+
+def run(
+    target: str,
+    seeds: list[int],
+    out: Path | None,
+    bound: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Train one HDPO policy per seed and compare (see the module doc); ``overrides``:
+    :class:`fedinv.agents.hdpo.Args` fields over the target's."""
+    from fedinv.agents import hdpo
+    from fedinv.model.scenario import load_scenario
+    from fedinv.sim.metrics import paired_difference
+
+    spec = TARGETS[target]
+    scenario = load_scenario(spec["scenario"])
+    count, days = spec["test"]
+    reps = range(count)
+    rows, columns = [], {}
+    tuned, refs, ref_eval = None, None, {}
+    for seed in seeds:
+        fields = spec["args"] | dict(overrides or {})
+        args = hdpo.Args(scenario=spec["scenario"], seed=seed, **fields)
+        started = time.perf_counter()
+        result = hdpo.train(args, scenario, tuned=tuned)
+        wall = time.perf_counter() - started
+        tuned = result.tuned  # the same tuned base for every seed
+        if refs is None:
+            layout = result.policy.layout
+            refs = references(target, scenario, layout, tuned.params)
+            ref_eval = {name: evaluate(p, scenario, reps, days) for name, p in refs.items()}
+            for name, e in ref_eval.items():
+                columns[name] = e["cost"]
+                rows.append({"target": target, "policy": name, "seed": None} | _summary(e))
+        ours = evaluate(result.policy, scenario, reps, days)
+        columns[f"hdpo seed {seed}"] = ours["cost"]
+        row = {"target": target, "policy": "hdpo", "seed": seed} | _summary(ours)
+        for name, e in ref_eval.items():
+            d = paired_difference(ours["cost"], e["cost"])
+            row[f"vs {name}"] = f"{d['mean']:+.4g} ± {d['ci95']:.3g} ({d['percent']:+.2f}%)"
+        budget = result.budget()
+        row |= {"wall_s": round(wall, 1), "simulated_days": budget["simulated_days"]}
+        row["best_iteration"] = result.best_iteration
+        rows.append(row)
+        print(json.dumps(row, default=str), flush=True)
+    if bound:
+        from fedinv.hybrid import perfect_information_bound
+
+        b = perfect_information_bound(scenario, list(reps), days=days)
+        columns["perfect-information bound"] = b
+        rows.append({"target": target, "policy": "perfect-information bound", "seed": None})
+        rows[-1] |= {"cost": float(np.mean(b))}
+    table = pd.DataFrame(rows)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "results.csv", index=False)
+        pd.DataFrame(columns, index=reps).rename_axis("replication").to_csv(out / "evaluation.csv")
+    return table
+
+
+def _summary(e: dict[str, np.ndarray]) -> dict[str, float]:
+    from fedinv.sim.metrics import summarize
+
+    s = summarize(pd.DataFrame({"c": e["cost"]})).loc["c"]
+    return {
+        "cost": round(float(s["mean"]), 4),
+        "ci95": round(float(s["ci95"]), 4),
+        "fill_rate": round(float(np.mean(e["fill_rate"])), 4),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fedinv.bench.hdpo", description=__doc__)
+    p.add_argument("target", choices=sorted(TARGETS))
+    p.add_argument("--seeds", default="1", help="training seeds, comma-separated (default 1)")
+    p.add_argument("--out", type=Path, help="write results.csv and evaluation.csv here")
+    p.add_argument("--bound", action="store_true", help="add the perfect-information bound")
+    p.add_argument("--set", default="{}", metavar="JSON", help="Args fields over the target's")
+    a = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    table = run(a.target, [int(s) for s in a.seeds.split(",")], a.out, a.bound, json.loads(a.set))
+    print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
