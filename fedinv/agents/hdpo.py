@@ -561,10 +561,7 @@ def train(
     policy.trigger = args.trigger
     optimizer = torch.optim.Adam(networks.parameters(), lr=args.learning_rate)
     sim = Simulator(scenario, days=args.eval_days)
-    days, warm = sim.days, min(scenario.warmup_days, sim.days - 1)
-    window = auto_window(sim.layout, days) if args.window is None else args.window or days
-    fixed = bool((sim.layout.fixed_cost > 0).any())
-    flow_unit = float(lane_flow(sim.layout)[sim.layout.fixed_cost > 0].min()) if fixed else 1.0
+    days = sim.days
     scale = max(float(tuned.train_cost_per_day), 1e-9)  # the loss is about 1 at the start
     valid = range(VALIDATION_BASE, VALIDATION_BASE + args.eval_replications)
     eval_policy = HDPOPolicy(
@@ -599,27 +596,7 @@ def train(
         on_iteration(0, {"loss": float("nan"), "best": best[0]})
     for it in range(1, args.iterations + 1):
         tau = annealed(*args.trigger_temperature, it - 1, args.iterations)
-        temp = annealed(*args.order_temperature, it - 1, args.iterations)
-        if args.final_learning_rate is not None:
-            frac = (it - 1) / max(args.iterations - 1, 1)
-            rate = args.learning_rate + (args.final_learning_rate - args.learning_rate) * frac
-            for group in optimizer.param_groups:
-                group["lr"] = rate
-        smoothing = Smoothing(order_temperature=temp * flow_unit) if fixed else None
-        first = TRAIN_BASE + (it - 1) * args.replications
-        loss = run_batch(
-            policy,
-            sim,
-            range(first, first + args.replications),
-            optimizer,
-            window=window,
-            warmup=warm,
-            scale=scale,
-            max_grad_norm=args.max_grad_norm,
-            trigger_temperature=tau,
-            smoothing=smoothing,
-            cost_of_goods=args.cost_of_goods,
-        )
+        loss = training_batch(policy, sim, optimizer, args, it, scale)
         simulated["training"] += args.replications * days
         if it == args.iterations or (args.eval_every and it % args.eval_every == 0):
             validate(it, loss, tau)
@@ -639,6 +616,52 @@ def train(
         simulated["training"],
         simulated["validation"],
         time.perf_counter() - start,
+    )
+
+
+def training_batch(
+    policy: HDPOPolicy,
+    sim: Simulator,
+    optimizer: torch.optim.Optimizer,
+    args: Args,
+    iteration: int,
+    scale: float,
+    proximal: tuple[float, Sequence[torch.Tensor]] | None = None,
+) -> float:
+    """Training batch ``iteration`` (1-based, of ``args.iterations``): its step size,
+    temperatures and fresh replications (``TRAIN_BASE + (iteration - 1) B ..``), then
+    :func:`run_batch`. ``scale``: $/day the loss is divided by (the base policy's training
+    cost). Used by :func:`train` and by each organization of a federation
+    (:mod:`fedinv.federation.hdpo_task`, with FedProx's ``proximal``). Returns the batch's
+    mean network cost per day."""
+    if args.trigger not in TRIGGERS:
+        raise ValueError(f"Args.trigger must be one of {', '.join(TRIGGERS)}, got {args.trigger!r}")
+    policy.trigger = args.trigger
+    layout, days = sim.layout, sim.days
+    it = iteration
+    tau = annealed(*args.trigger_temperature, it - 1, args.iterations)
+    temp = annealed(*args.order_temperature, it - 1, args.iterations)
+    if args.final_learning_rate is not None:
+        frac = (it - 1) / max(args.iterations - 1, 1)
+        rate = args.learning_rate + (args.final_learning_rate - args.learning_rate) * frac
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+    fixed = bool((layout.fixed_cost > 0).any())
+    flow_unit = float(lane_flow(layout)[layout.fixed_cost > 0].min()) if fixed else 1.0
+    first = TRAIN_BASE + (it - 1) * args.replications
+    return run_batch(
+        policy,
+        sim,
+        range(first, first + args.replications),
+        optimizer,
+        window=auto_window(layout, days) if args.window is None else args.window or days,
+        warmup=min(sim.scenario.warmup_days, days - 1),
+        scale=scale,
+        max_grad_norm=args.max_grad_norm,
+        trigger_temperature=tau,
+        smoothing=Smoothing(order_temperature=temp * flow_unit) if fixed else None,
+        cost_of_goods=args.cost_of_goods,
+        proximal=proximal,
     )
 
 

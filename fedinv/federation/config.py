@@ -61,8 +61,9 @@ class FedConfig:
     local_iterations: int = 2
     """HDPO: gradient batches (each ``replications`` fresh replications over the horizon)
     per client and round."""
-    window: int = 60
-    """HDPO: days of one gradient step (truncated back-propagation; 0: the horizon)."""
+    window: int = 0
+    """HDPO: days of one gradient step (truncated back-propagation; 0: the learner's
+    default, four echelon lead times, :func:`fedinv.agents.hdpo.auto_window`)."""
     hdpo_learning_rate: float = 3e-3
     """HDPO: Adam step size."""
     reward_scale: float | None = None

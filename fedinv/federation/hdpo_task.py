@@ -43,8 +43,7 @@ from fedinv.agents import hdpo
 from fedinv.federation.config import FedConfig, role_of_key, roles_of
 from fedinv.federation.private_data import load_org_scenario
 from fedinv.model.network import Scenario
-from fedinv.policies.tuning import TRAIN_BASE, TuneResult
-from fedinv.sim.ops import Smoothing
+from fedinv.policies.tuning import TuneResult
 from fedinv.sim.run import mean_cost_per_day
 from fedinv.sim.simulator import Simulator
 
@@ -61,7 +60,7 @@ def hdpo_args(cfg: FedConfig, scenario: Scenario | None = None) -> hdpo.Args:
         seed=cfg.seed,
         iterations=cfg.rounds * cfg.local_iterations,
         replications=cfg.replications,
-        window=cfg.window,
+        window=cfg.window if cfg.window > 0 else None,
         base=hdpo.base_policy_name(whole),
         hidden=tuple(cfg.hidden),
         learning_rate=cfg.hdpo_learning_rate,
@@ -210,36 +209,21 @@ class HDPOLocalTrainer:
         torch_globals(cfg.seed, threads=1)
         mu = cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0
         anchor = [p.detach().clone() for p in policy.networks.parameters()]
-        sim, layout = self.sim, self.sim.layout
-        fixed = bool((layout.fixed_cost > 0).any())
-        flow_unit = float(hdpo.lane_flow(layout)[layout.fixed_cost > 0].min()) if fixed else 1.0
         scale = max(float(self._tuned.train_cost_per_day), 1e-9)
-        warm = min(self.scenario.warmup_days, sim.days - 1)
-        window = args.window if args.window > 0 else sim.days
-        total = cfg.rounds * cfg.local_iterations
-        losses = []
-        for i in range(cfg.local_iterations):
-            it = (server_round - 1) * cfg.local_iterations + i  # global iteration index
-            tau = hdpo.annealed(*args.trigger_temperature, it, total)
-            temp = hdpo.annealed(*args.order_temperature, it, total)
-            first = TRAIN_BASE + it * args.replications
-            losses.append(
-                hdpo.run_batch(
-                    policy,
-                    sim,
-                    range(first, first + args.replications),
-                    optimizer,
-                    window=window,
-                    warmup=warm,
-                    scale=scale,
-                    max_grad_norm=args.max_grad_norm,
-                    trigger_temperature=tau,
-                    smoothing=Smoothing(order_temperature=temp * flow_unit) if fixed else None,
-                    proximal=(mu, anchor),
-                )
+        losses = [
+            hdpo.training_batch(
+                policy,
+                self.sim,
+                optimizer,
+                args,
+                (server_round - 1) * cfg.local_iterations + i + 1,  # the federation's batch
+                scale,
+                proximal=(mu, anchor),
             )
+            for i in range(cfg.local_iterations)
+        ]
         self.save(server_round)
-        days = cfg.local_iterations * args.replications * sim.days
+        days = cfg.local_iterations * args.replications * self.sim.days
         collected = {
             role: float(days * sum(r == role for r in policy.roles)) for role in self.local_roles
         }
