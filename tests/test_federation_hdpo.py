@@ -39,7 +39,8 @@ def test_hdpo_client_sends_only_parameters_and_scalar_metrics(chain, tmp_path): 
     scenario, data = chain
     cfg = _config(scenario)
     model = initial_arrays(cfg, load_scenario(scenario))
-    assert model and not any("input_" in k for k in model)  # statistics stay local
+    stats = [k for k in model if k.endswith((".input_mean", ".input_std"))]
+    assert stats and any(np.any(model[k] != 0) for k in stats)  # the server's statistics
     context = Context(
         run_id=1,
         node_id=7,
@@ -71,6 +72,7 @@ def test_hdpo_client_sends_only_parameters_and_scalar_metrics(chain, tmp_path): 
             # the retailer trains its distributor network and returns the others as sent
             changed = {k for k in model if not np.array_equal(sent[k], model[k])}
             assert changed and all(k.startswith("nets.distributor.") for k in changed)
+            assert not changed & set(stats)  # the statistics come back as sent
             metrics = content.metric_records["metrics"]
             assert metrics["examples-distributor"] > 0 and metrics["examples-supplier"] == 0
 

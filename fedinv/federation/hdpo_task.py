@@ -4,10 +4,12 @@ what the server computes with the weights (the DQN's counterpart is
 
 * **Model.** Role policy networks (:class:`fedinv.agents.hdpo.RolePolicyNetworks`), one
   network per tier of the *whole* network, so every organization holds the same
-  arrays; an organization trains the roles of its own nodes. Only the networks'
-  *parameters* cross the wire: each holder keeps its own input standardization (the
-  ``input_mean`` / ``input_std`` buffers, from a base-policy run on its own data), and
-  its own tuned base policy.
+  arrays; an organization trains the roles of its own nodes. The input standardization
+  (the ``input_mean`` / ``input_std`` buffers) is part of the global model: set once by
+  the server from a base-policy run on the whole network, sent with the weights and
+  never trained, so every holder feeds the networks the same way (local statistics made
+  the averaged networks meaningless elsewhere: measured in docs/federation.md). Each
+  organization keeps its own tuned base policy.
 * **Local training** (:class:`HDPOLocalTrainer`): the organization's own scenario
   (:func:`fedinv.federation.private_data.load_org_scenario`: its nodes, its demand
   history, the lead times it observed; what it buys from other organizations is an
@@ -22,7 +24,7 @@ what the server computes with the weights (the DQN's counterpart is
   each role's arrays weighted by the node-days the client simulated for that role.
 * **Server side**: :func:`global_policy` puts the averaged networks on the whole network
   over the base tuned on the whole network (the server's reference, as its evaluation
-  scenario is), with input statistics from that base; :func:`global_evaluation` runs it
+  scenario is); :func:`global_evaluation` runs it
   exactly (numpy) on held-out replications.
 """
 
@@ -40,7 +42,7 @@ import numpy as np
 import torch
 
 from fedinv.agents import hdpo
-from fedinv.federation.config import FedConfig, role_of_key, roles_of
+from fedinv.federation.config import FedConfig, role_of_key
 from fedinv.federation.private_data import load_org_scenario
 from fedinv.model.network import Scenario
 from fedinv.policies.tuning import TuneResult
@@ -87,9 +89,9 @@ def outputs_of(scenario: Scenario) -> int:
 
 
 def to_arrays(networks: hdpo.RolePolicyNetworks) -> dict[str, np.ndarray]:
-    """The networks' parameters as named numpy arrays (what crosses the wire; the input
-    standardization buffers stay with their holder)."""
-    return {k: v.detach().cpu().numpy().copy() for k, v in networks.named_parameters()}
+    """The networks' weights and input statistics as named numpy arrays (what crosses the
+    wire)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in networks.state_dict().items()}
 
 
 def load_arrays(
@@ -264,22 +266,29 @@ _SERVER_POLICIES: dict[str, hdpo.HDPOPolicy] = {}
 """The server's untrained whole-network policy per run configuration (tuned once)."""
 
 
+def _server_policy(scenario: Scenario, cfg: FedConfig) -> hdpo.HDPOPolicy:
+    """The untrained policy on the whole network (its base tuned once per process)."""
+    key = json.dumps([scenario.name, scenario.source, cfg.to_flat()], sort_keys=True, default=str)
+    if key not in _SERVER_POLICIES:
+        _SERVER_POLICIES[key] = hdpo.initial_policy(hdpo_args(cfg, scenario), scenario)[0]
+    return _SERVER_POLICIES[key]
+
+
 def global_policy(
     scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
 ) -> hdpo.HDPOPolicy:
     """The global networks on the whole network, over the base tuned on it (tuned once
     per server process)."""
-    key = json.dumps([scenario.name, scenario.source, cfg.to_flat()], sort_keys=True, default=str)
-    if key not in _SERVER_POLICIES:
-        _SERVER_POLICIES[key] = hdpo.initial_policy(hdpo_args(cfg, scenario), scenario)[0]
-    policy = copy.deepcopy(_SERVER_POLICIES[key])
+    policy = copy.deepcopy(_server_policy(scenario, cfg))
     load_arrays(policy.networks, arrays, sorted({role_of_key(k) for k in arrays}))
     return policy
 
 
 def initial_arrays(cfg: FedConfig, scenario: Scenario) -> dict[str, np.ndarray]:
-    """The starting global weights (zero last layers: every client starts at its base)."""
-    return to_arrays(new_networks(cfg, roles_of(scenario), outputs_of(scenario)))
+    """The starting global weights (zero last layers: every client starts at its base)
+    and the input statistics every holder uses, from the server's base-policy run on the
+    whole network."""
+    return to_arrays(_server_policy(scenario, cfg).networks)
 
 
 def save_global_checkpoint(
@@ -312,10 +321,8 @@ def save_global_checkpoint(
 
 
 def global_arrays_of(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The wire arrays (parameters only, not the input statistics) of a loaded HDPO
-    checkpoint's networks."""
+    """The wire arrays of a loaded HDPO checkpoint's networks."""
     return {
         k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
         for k, v in data["policy_state"].items()
-        if not k.endswith((".input_mean", ".input_std"))
     }
