@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch
 from fedinv.agents import hdpo
 from fedinv.federation.config import FedConfig, role_of_key
 from fedinv.federation.private_data import load_org_scenario
+from fedinv.federation.snapshots import RoundSnapshots
 from fedinv.model.network import Scenario
 from fedinv.policies.tuning import TuneResult
 from fedinv.sim.run import mean_cost_per_day
@@ -108,7 +108,7 @@ def load_arrays(
     networks.load_state_dict(state)
 
 
-class HDPOLocalTrainer:
+class HDPOLocalTrainer(RoundSnapshots):
     """One organization's HDPO learner: its scenario, tuned base, networks and optimizer,
     with the state in ``state_dir`` (loaded if present, saved after every round). The
     same interface as :class:`fedinv.federation.task.LocalTrainer`."""
@@ -137,27 +137,14 @@ class HDPOLocalTrainer:
 
     # -- persistence: one snapshot per round ---------------------------------------------
 
-    def _snapshot(self, server_round: int) -> Path:
-        return self.state_dir / f"round-{server_round:04d}"
-
-    def saved_rounds(self) -> list[int]:
-        """Rounds whose end state is on disk."""
-        if not self.state_dir.is_dir():
-            return []
-        return sorted(
-            int(p.name.split("-")[1])
-            for p in self.state_dir.glob("round-*")
-            if (p / "learner.pt").is_file()
-        )
-
     def load_before(self, server_round: int) -> int:
         """Load the newest state saved before ``server_round`` (or build afresh); returns
         its round, 0 if none."""
-        earlier = [r for r in self.saved_rounds() if r < server_round]
-        if not earlier:
+        last = self._last_before(server_round)
+        if not last:
             self._build(None)
             return 0
-        folder = self._snapshot(earlier[-1])
+        folder = self._snapshot(last)
         data = torch.load(folder / "learner.pt", map_location="cpu", weights_only=False)
         if data.get("format") != STATE_FORMAT:
             raise ValueError(f"{folder}: not a fedinv HDPO client state")
@@ -165,32 +152,25 @@ class HDPOLocalTrainer:
         assert self._policy is not None and self._optimizer is not None
         self._policy.networks.load_state_dict(data["networks"])
         self._optimizer.load_state_dict(data["optimizer"])
-        return earlier[-1]
+        return last
 
     def save(self, server_round: int, keep: int = 2) -> None:
         """Write the networks, optimizer and tuned base of the end of ``server_round`` (a
         folder made complete before it is renamed into place); keep the last ``keep``."""
         assert self._policy is not None and self._optimizer is not None
-        final = self._snapshot(server_round)
-        work = final.with_name(final.name + ".tmp")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        torch.save(
-            {
-                "format": STATE_FORMAT,
-                "networks": self._policy.networks.state_dict(),
-                "optimizer": self._optimizer.state_dict(),
-                "tuned": self._tuned,
-            },
-            work / "learner.pt",
-        )
-        (work / "base.json").write_text(
-            json.dumps({"policy": self._policy.base.policy, "params": self._tuned.params})
-        )
-        shutil.rmtree(final, ignore_errors=True)
-        work.rename(final)
-        for old in self.saved_rounds()[:-keep]:
-            shutil.rmtree(self._snapshot(old), ignore_errors=True)
+        state = {
+            "format": STATE_FORMAT,
+            "networks": self._policy.networks.state_dict(),
+            "optimizer": self._optimizer.state_dict(),
+            "tuned": self._tuned,
+        }
+        base = json.dumps({"policy": self._policy.base.policy, "params": self._tuned.params})
+
+        def write(folder: Path) -> None:
+            torch.save(state, folder / "learner.pt")
+            (folder / "base.json").write_text(base)
+
+        self._write_snapshot(server_round, write, keep)
 
     # -- one round -----------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import shutil
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -58,6 +57,7 @@ from fedinv.agents.dqn import (
 from fedinv.agents.envs import BatchedInventoryEnv, EnvConfig, reference_cost
 from fedinv.federation.config import FedConfig, role_of_key, roles_of
 from fedinv.federation.private_data import load_org_scenario
+from fedinv.federation.snapshots import RoundSnapshots
 from fedinv.model.network import Scenario
 from fedinv.sim.run import mean_cost_per_day
 from fedinv.sim.simulator import Simulator
@@ -127,7 +127,7 @@ def _client_seed(cfg: FedConfig, org: str, server_round: int) -> int:
     return (cfg.seed * 1_000_003 + zlib.crc32(org.encode()) + 7919 * server_round) % 2**32
 
 
-class LocalTrainer:
+class LocalTrainer(RoundSnapshots):
     """One organization's learner: its scenario, model and experience loop
     (:class:`fedinv.agents.dqn.ExperienceLoop`: replay buffers, learner, step count), with
     the state in ``state_dir`` (loaded if present, saved after every round)."""
@@ -167,27 +167,14 @@ class LocalTrainer:
 
     # -- persistence: one snapshot per round -------------------------------------------
 
-    def _snapshot(self, server_round: int) -> Path:
-        return self.state_dir / f"round-{server_round:04d}"
-
-    def saved_rounds(self) -> list[int]:
-        """Rounds whose end state is on disk."""
-        if not self.state_dir.is_dir():
-            return []
-        return sorted(
-            int(p.name.split("-")[1])
-            for p in self.state_dir.glob("round-*")
-            if (p / "learner.pt").is_file()
-        )
-
     def load_before(self, server_round: int) -> int:
         """Load the newest saved state from before ``server_round`` (a round re-run after
         a crash starts exactly where it started the first time); returns its round, 0 if
         none."""
-        earlier = [r for r in self.saved_rounds() if r < server_round]
-        if not earlier:
+        last = self._last_before(server_round)
+        if not last:
             return 0
-        folder = self._snapshot(earlier[-1])
+        folder = self._snapshot(last)
         data = torch.load(folder / "learner.pt", map_location="cpu", weights_only=False)
         if data.get("format") != STATE_FORMAT:
             raise ValueError(f"{folder}: not a fedinv client state")
@@ -201,15 +188,11 @@ class LocalTrainer:
             for name in ("obs", "next_obs", "action", "reward", "discount"):
                 getattr(buf, name)[:size] = replay[f"{role}.{name}"]
             buf.size, buf._pos = size, int(replay[f"{role}.pos"]) % buf.capacity
-        return earlier[-1]
+        return last
 
     def save(self, server_round: int, keep: int = 2) -> None:
         """Write the learner and replay buffers of the end of ``server_round`` (a folder
         made complete before it is renamed into place); keep the last ``keep`` rounds."""
-        final = self._snapshot(server_round)
-        work = final.with_name(final.name + ".tmp")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
         arrays = {}
         for role, buf in self.buffers.items():
             n = buf.size
@@ -224,19 +207,17 @@ class LocalTrainer:
                     f"{role}.pos": np.array(buf._pos),
                 }
             )
-        np.savez(work / "replay.npz", **arrays)
-        torch.save(
-            {
-                "format": STATE_FORMAT,
-                "learner": self.learner.state_dict(),
-                "steps_done": self.steps_done,
-            },
-            work / "learner.pt",
-        )
-        shutil.rmtree(final, ignore_errors=True)
-        work.rename(final)
-        for old in self.saved_rounds()[:-keep]:
-            shutil.rmtree(self._snapshot(old), ignore_errors=True)
+        state = {
+            "format": STATE_FORMAT,
+            "learner": self.learner.state_dict(),
+            "steps_done": self.steps_done,
+        }
+
+        def write(folder: Path) -> None:
+            np.savez(folder / "replay.npz", **arrays)
+            torch.save(state, folder / "learner.pt")
+
+        self._write_snapshot(server_round, write, keep)
 
     # -- one round -------------------------------------------------------------------------
 
