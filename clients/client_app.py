@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedinv.federation.task import FedConfig, LocalTrainer, role_of_key, roles_of
+from fedinv.federation.task import FedConfig, make_trainer, role_of_key, roles_of
 from fedinv.model.scenario import load_scenario
 
 app = ClientApp()
@@ -64,7 +65,7 @@ def _roles(cfg: FedConfig, msg: Message) -> tuple[str, ...]:
     return roles or roles_of(load_scenario(cfg.scenario))
 
 
-def _trainer(context: Context, msg: Message) -> tuple[LocalTrainer, FedConfig, tuple]:
+def _trainer(context: Context, msg: Message) -> tuple[Any, FedConfig, tuple]:
     cfg = FedConfig.from_flat(context.run_config)
     sent = msg.content["config"]  # the server's values win over the run config
     if "reward-scale" in sent:
@@ -76,12 +77,12 @@ def _trainer(context: Context, msg: Message) -> tuple[LocalTrainer, FedConfig, t
     if fail and data.name == fail:  # fault injection for tests: this organization raises
         raise RuntimeError(f"fault injected for organization {fail!r}")
     roles = _roles(cfg, msg)
-    return LocalTrainer(data, state, cfg, roles), cfg, roles
+    return make_trainer(data, state, cfg, roles), cfg, roles
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Local DQN training from the global weights; replies weights and metrics."""
+    """Local training (DQN or HDPO) from the global weights; replies weights and metrics."""
     trainer, _, roles = _trainer(context, msg)
     arrays = msg.content["arrays"].to_numpy_ndarrays()
     keys = list(msg.content["arrays"].keys())

@@ -5,7 +5,7 @@ A thin adapter over :mod:`fedinv.federation.task`. The run config (flat hyphenat
 ``[tool.flwr.app.config]`` in pyproject.toml) names the scenario, the strategy and the
 run folder ``run-dir``; everything the server writes goes there:
 
-  checkpoints/round-NNNN.pt   global weights after round N (DQN checkpoint format)
+  checkpoints/round-NNNN.pt   global weights after round N (the learner's checkpoint format)
   final.pt                    the last round's checkpoint
   rounds.csv, rounds.png      per-round metrics (global cost with its 95% interval,
                               clients' results and failures, train and local metrics)
@@ -32,11 +32,9 @@ from fedinv.federation.task import (
     FedConfig,
     default_reward_scale,
     global_evaluation,
+    initial_arrays,
     load_global_checkpoint,
-    new_model,
-    roles_of,
     save_global_checkpoint,
-    to_arrays,
 )
 from fedinv.files import atomic_write
 from fedinv.model.scenario import load_scenario
@@ -69,9 +67,9 @@ def main(grid: Grid, context: Context) -> None:
         cfg.reward_scale = default_reward_scale(scenario, cfg)
     last = latest_checkpoint(run_dir)
     if last is not None:
-        weights, offset = load_global_checkpoint(last)
+        weights, offset = load_global_checkpoint(last, cfg.algo)
     else:
-        weights, offset = to_arrays(new_model(cfg, roles_of(scenario))), 0
+        weights, offset = initial_arrays(cfg, scenario), 0
     remaining = cfg.rounds - offset
     if remaining <= 0:
         _write_summary(run_dir, cfg, offset, "already complete")

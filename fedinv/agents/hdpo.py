@@ -566,19 +566,12 @@ def train(
     scenario = scenario or load_scenario(args.scenario)
     policy, tuned = initial_policy(args, scenario, tuned)
     networks = policy.networks
-    if args.cost_of_goods not in ("before-last", "all", "none"):
-        raise ValueError(
-            f"Args.cost_of_goods must be before-last, all or none, got {args.cost_of_goods!r}"
-        )
     if args.trigger not in TRIGGERS:
         raise ValueError(f"Args.trigger must be one of {', '.join(TRIGGERS)}, got {args.trigger!r}")
     policy.trigger = args.trigger
     optimizer = torch.optim.Adam(networks.parameters(), lr=args.learning_rate)
     sim = Simulator(scenario, days=args.eval_days)
-    days, warm = sim.days, min(scenario.warmup_days, sim.days - 1)
-    window = auto_window(sim.layout, days) if args.window is None else args.window or days
-    fixed = bool((sim.layout.fixed_cost > 0).any())
-    flow_unit = float(lane_flow(sim.layout)[sim.layout.fixed_cost > 0].min()) if fixed else 1.0
+    days = sim.days
     scale = max(float(tuned.train_cost_per_day), 1e-9)  # the loss is about 1 at the start
     valid = range(VALIDATION_BASE, VALIDATION_BASE + args.eval_replications)
     eval_policy = HDPOPolicy(
@@ -613,27 +606,7 @@ def train(
         on_iteration(0, {"loss": float("nan"), "best": best[0]})
     for it in range(1, args.iterations + 1):
         tau = annealed(*args.trigger_temperature, it - 1, args.iterations)
-        temp = annealed(*args.order_temperature, it - 1, args.iterations)
-        if args.final_learning_rate is not None:
-            frac = (it - 1) / max(args.iterations - 1, 1)
-            rate = args.learning_rate + (args.final_learning_rate - args.learning_rate) * frac
-            for group in optimizer.param_groups:
-                group["lr"] = rate
-        smoothing = Smoothing(order_temperature=temp * flow_unit) if fixed else None
-        first = TRAIN_BASE + (it - 1) * args.replications
-        loss = run_batch(
-            policy,
-            sim,
-            range(first, first + args.replications),
-            optimizer,
-            window=window,
-            warmup=warm,
-            scale=scale,
-            max_grad_norm=args.max_grad_norm,
-            trigger_temperature=tau,
-            smoothing=smoothing,
-            cost_of_goods=args.cost_of_goods,
-        )
+        loss = training_batch(policy, sim, optimizer, args, it, scale)
         simulated["training"] += args.replications * days
         if it == args.iterations or (args.eval_every and it % args.eval_every == 0):
             validate(it, loss, tau)
@@ -656,6 +629,56 @@ def train(
     )
 
 
+def training_batch(
+    policy: HDPOPolicy,
+    sim: Simulator,
+    optimizer: torch.optim.Optimizer,
+    args: Args,
+    iteration: int,
+    scale: float,
+    proximal: tuple[float, Sequence[torch.Tensor]] | None = None,
+) -> float:
+    """Training batch ``iteration`` (1-based, of ``args.iterations``): its step size,
+    temperatures and fresh replications (``TRAIN_BASE + (iteration - 1) B ..``), then
+    :func:`run_batch`. ``scale``: $/day the loss is divided by (the base policy's training
+    cost). Used by :func:`train` and by each organization of a federation
+    (:mod:`fedinv.federation.hdpo_task`, with FedProx's ``proximal``). Returns the batch's
+    mean network cost per day."""
+    if args.cost_of_goods not in ("before-last", "all", "none"):
+        raise ValueError(
+            f"Args.cost_of_goods must be before-last, all or none, got {args.cost_of_goods!r}"
+        )
+    if args.trigger not in TRIGGERS:
+        raise ValueError(f"Args.trigger must be one of {', '.join(TRIGGERS)}, got {args.trigger!r}")
+    policy.trigger = args.trigger
+    layout, days = sim.layout, sim.days
+    it = iteration
+    tau = annealed(*args.trigger_temperature, it - 1, args.iterations)
+    temp = annealed(*args.order_temperature, it - 1, args.iterations)
+    if args.final_learning_rate is not None:
+        frac = (it - 1) / max(args.iterations - 1, 1)
+        rate = args.learning_rate + (args.final_learning_rate - args.learning_rate) * frac
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+    fixed = bool((layout.fixed_cost > 0).any())
+    flow_unit = float(lane_flow(layout)[layout.fixed_cost > 0].min()) if fixed else 1.0
+    first = TRAIN_BASE + (it - 1) * args.replications
+    return run_batch(
+        policy,
+        sim,
+        range(first, first + args.replications),
+        optimizer,
+        window=auto_window(layout, days) if args.window is None else args.window or days,
+        warmup=min(sim.scenario.warmup_days, days - 1),
+        scale=scale,
+        max_grad_norm=args.max_grad_norm,
+        trigger_temperature=tau,
+        smoothing=Smoothing(order_temperature=temp * flow_unit) if fixed else None,
+        cost_of_goods=args.cost_of_goods,
+        proximal=proximal,
+    )
+
+
 def run_batch(
     policy: HDPOPolicy,
     sim: Simulator,
@@ -669,13 +692,15 @@ def run_batch(
     trigger_temperature: float | None,
     smoothing: Smoothing | None,
     cost_of_goods: str = "before-last",
+    proximal: tuple[float, Sequence[torch.Tensor]] | None = None,
 ) -> float:
     """Simulate ``replications`` over the horizon on torch, one Adam step per window of
     ``window`` days (loss: mean network cost per day over the window's days from
     ``warmup`` on, divided by ``scale``; windows before the last with purchases and
     shipping as the cost of goods sold as :attr:`Args.cost_of_goods` says),
-    detaching the state between windows. Returns the batch's mean network cost per day
-    ($, counted days, as the metric counts it)."""
+    detaching the state between windows. ``proximal = (mu, anchor)`` adds FedProx's
+    ``mu/2 ||w - anchor||^2`` to every window's loss (federated training). Returns the
+    batch's mean network cost per day ($, counted days, as the metric counts it)."""
     ops = torch_ops()
     state, exo = sim.reset(replications)
     ts = state.to(ops)
@@ -700,6 +725,12 @@ def run_batch(
         end = t == sim.days - 1 or (t + 1 - warmup) % window == 0
         if costs and end:
             loss = torch.stack(costs).mean() / scale
+            if proximal is not None and proximal[0] > 0:
+                mu, anchor = proximal
+                params = policy.networks.parameters()
+                loss = loss + 0.5 * mu * sum(
+                    ((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True)
+                )
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(policy.networks.parameters(), max_grad_norm)

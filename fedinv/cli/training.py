@@ -32,8 +32,26 @@ class TrainingOption:
     choices: tuple[str, ...] | None = None
 
 
+ALGOS = ("dqn", "hdpo")
+"""``fedinv.federation.task.ALGOS`` (repeated so that parsing need not import torch; a
+test checks they agree)."""
+
 TRAINING_OPTIONS = (
     TrainingOption("scenario", "--scenario", "NAME|FILE", "the whole network"),
+    TrainingOption(
+        "algo",
+        "--algo",
+        None,
+        "the learner: double DQN or HDPO (pathwise gradients)",
+        choices=ALGOS,
+    ),
+    TrainingOption(
+        "local_iterations",
+        "--local-iterations",
+        "N",
+        "HDPO: gradient batches per client and round",
+        COUNT,
+    ),
     TrainingOption("rounds", "--rounds", "R", "server rounds", COUNT),
     TrainingOption("strategy", "--strategy", None, "aggregation", choices=STRATEGIES),
     TrainingOption(

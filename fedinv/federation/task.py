@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import shutil
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +46,6 @@ from fedinv.agents.checkpoints import (
     write_checkpoint,
 )
 from fedinv.agents.dqn import (
-    Args,
     DQNLearner,
     DQNPolicy,
     ExperienceLoop,
@@ -57,8 +54,10 @@ from fedinv.agents.dqn import (
     RoleQNetworks,
     torch_globals,
 )
-from fedinv.agents.envs import TIERS, BatchedInventoryEnv, EnvConfig, RewardConfig, reference_cost
+from fedinv.agents.envs import BatchedInventoryEnv, EnvConfig, reference_cost
+from fedinv.federation.config import FedConfig, role_of_key, roles_of
 from fedinv.federation.private_data import load_org_scenario
+from fedinv.federation.snapshots import RoundSnapshots
 from fedinv.model.network import Scenario
 from fedinv.sim.run import mean_cost_per_day
 from fedinv.sim.simulator import Simulator
@@ -66,110 +65,7 @@ from fedinv.sim.simulator import Simulator
 STATE_FORMAT = "fedinv-fed-client/1"
 
 
-@dataclass(kw_only=True)
-class FedConfig:
-    """Everything a federated run depends on (Flower's run config carries it flat)."""
-
-    scenario: str = "electronics-5r"
-    """The whole network: roles, global evaluation."""
-    rounds: int = 3
-    """Server rounds."""
-    strategy: str = "fedavg"
-    """``fedavg`` or ``fedprox``."""
-    proximal_mu: float = 0.0
-    """FedProx proximal weight (used when strategy is fedprox)."""
-    local_steps: int = 120
-    """Environment steps (days of the batch) per client and round."""
-    replications: int = 4
-    """Training replications per client, stepped in lockstep."""
-    eval_replications: int = 4
-    """Held-out replications of the global and local evaluations (indices 0..R-1)."""
-    eval_days: int = 120
-    """Days of an evaluation run."""
-    seed: int = 1
-    """Seed of initialization, exploration and minibatches."""
-    hidden: tuple[int, ...] = (64, 64)
-    dueling: bool = True
-    """Dueling Q-network head (fedinv.agents.dqn.QNetwork)."""
-    learning_rate: float = 5e-4
-    gamma: float = 0.97
-    n_step: int = 3
-    batch_size: int = 128
-    buffer_size: int = 100_000
-    learning_starts: int = 30
-    """Local steps of the first round before the first update."""
-    target_network_frequency: int = 100
-    start_e: float = 1.0
-    end_e: float = 0.05
-    exploration_steps: int = 240
-    """Local steps (per client, counted over rounds) over which epsilon decays; a fixed
-    count, so a run resumed with more rounds explores exactly as an uninterrupted one."""
-    reward_scale: float | None = None
-    """$ per day dividing costs in every client's reward (the same for all, so Q-values
-    average meaningfully); None: the whole network's reference cost / organizations."""
-
-    def dqn_args(self) -> Args:
-        return Args(
-            scenario=self.scenario,
-            seed=self.seed,
-            hidden=tuple(self.hidden),
-            dueling=self.dueling,
-            learning_rate=self.learning_rate,
-            gamma=self.gamma,
-            n_step=self.n_step,
-            batch_size=self.batch_size,
-            buffer_size=self.buffer_size,
-            learning_starts=self.learning_starts,
-            target_network_frequency=self.target_network_frequency,
-            replications=self.replications,
-            env=self.env_config(),
-        )
-
-    def env_config(self) -> EnvConfig:
-        return EnvConfig(reward=RewardConfig(scale=self.reward_scale))
-
-    def to_flat(self) -> dict[str, Any]:
-        """Flat hyphenated keys (Flower run config): tuples as comma strings."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = ",".join(str(v) for v in value)
-            if value is None:
-                continue
-            out[f.name.replace("_", "-")] = value
-        return out
-
-    @classmethod
-    def from_flat(cls, flat: Mapping[str, Any]) -> FedConfig:
-        """Inverse of :meth:`to_flat`; unknown keys are ignored (the run config has more)."""
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            key = f.name.replace("_", "-")
-            if key not in flat:
-                continue
-            value = flat[key]
-            if f.name == "hidden":
-                value = tuple(int(v) for v in str(value).split(",") if v.strip())
-            elif isinstance(cls.__dataclass_fields__[f.name].default, bool):
-                value = bool(value)
-            elif isinstance(cls.__dataclass_fields__[f.name].default, int):
-                value = int(value)
-            elif isinstance(cls.__dataclass_fields__[f.name].default, float):
-                value = float(value)
-            elif f.name == "reward_scale":
-                value = float(value) if float(value) > 0 else None
-            kwargs[f.name] = value
-        return cls(**kwargs)
-
-
 # -- the model ---------------------------------------------------------------------------
-
-
-def roles_of(scenario: Scenario) -> tuple[str, ...]:
-    """Tiers present in the network, in :data:`fedinv.agents.envs.TIERS` order."""
-    present = {n.tier.value for n in scenario.network.nodes}
-    return tuple(t for t in TIERS if t in present)
 
 
 def new_model(cfg: FedConfig, roles: Sequence[str]) -> RoleQNetworks:
@@ -202,12 +98,6 @@ def load_arrays(model: RoleQNetworks, arrays: Mapping[str, np.ndarray]) -> None:
     model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
 
 
-def role_of_key(key: str) -> str:
-    """The role an array belongs to: ``nets.<role>.<...>``."""
-    parts = key.split(".")
-    return parts[1] if len(parts) > 2 and parts[0] == "nets" else ""
-
-
 def role_weighted_average(
     updates: Sequence[Mapping[str, np.ndarray]],
     counts: Sequence[Mapping[str, float]],
@@ -237,7 +127,7 @@ def _client_seed(cfg: FedConfig, org: str, server_round: int) -> int:
     return (cfg.seed * 1_000_003 + zlib.crc32(org.encode()) + 7919 * server_round) % 2**32
 
 
-class LocalTrainer:
+class LocalTrainer(RoundSnapshots):
     """One organization's learner: its scenario, model and experience loop
     (:class:`fedinv.agents.dqn.ExperienceLoop`: replay buffers, learner, step count), with
     the state in ``state_dir`` (loaded if present, saved after every round)."""
@@ -277,27 +167,14 @@ class LocalTrainer:
 
     # -- persistence: one snapshot per round -------------------------------------------
 
-    def _snapshot(self, server_round: int) -> Path:
-        return self.state_dir / f"round-{server_round:04d}"
-
-    def saved_rounds(self) -> list[int]:
-        """Rounds whose end state is on disk."""
-        if not self.state_dir.is_dir():
-            return []
-        return sorted(
-            int(p.name.split("-")[1])
-            for p in self.state_dir.glob("round-*")
-            if (p / "learner.pt").is_file()
-        )
-
     def load_before(self, server_round: int) -> int:
         """Load the newest saved state from before ``server_round`` (a round re-run after
         a crash starts exactly where it started the first time); returns its round, 0 if
         none."""
-        earlier = [r for r in self.saved_rounds() if r < server_round]
-        if not earlier:
+        last = self._last_before(server_round)
+        if not last:
             return 0
-        folder = self._snapshot(earlier[-1])
+        folder = self._snapshot(last)
         data = torch.load(folder / "learner.pt", map_location="cpu", weights_only=False)
         if data.get("format") != STATE_FORMAT:
             raise ValueError(f"{folder}: not a fedinv client state")
@@ -311,15 +188,11 @@ class LocalTrainer:
             for name in ("obs", "next_obs", "action", "reward", "discount"):
                 getattr(buf, name)[:size] = replay[f"{role}.{name}"]
             buf.size, buf._pos = size, int(replay[f"{role}.pos"]) % buf.capacity
-        return earlier[-1]
+        return last
 
     def save(self, server_round: int, keep: int = 2) -> None:
         """Write the learner and replay buffers of the end of ``server_round`` (a folder
         made complete before it is renamed into place); keep the last ``keep`` rounds."""
-        final = self._snapshot(server_round)
-        work = final.with_name(final.name + ".tmp")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
         arrays = {}
         for role, buf in self.buffers.items():
             n = buf.size
@@ -334,19 +207,17 @@ class LocalTrainer:
                     f"{role}.pos": np.array(buf._pos),
                 }
             )
-        np.savez(work / "replay.npz", **arrays)
-        torch.save(
-            {
-                "format": STATE_FORMAT,
-                "learner": self.learner.state_dict(),
-                "steps_done": self.steps_done,
-            },
-            work / "learner.pt",
-        )
-        shutil.rmtree(final, ignore_errors=True)
-        work.rename(final)
-        for old in self.saved_rounds()[:-keep]:
-            shutil.rmtree(self._snapshot(old), ignore_errors=True)
+        state = {
+            "format": STATE_FORMAT,
+            "learner": self.learner.state_dict(),
+            "steps_done": self.steps_done,
+        }
+
+        def write(folder: Path) -> None:
+            np.savez(folder / "replay.npz", **arrays)
+            torch.save(state, folder / "learner.pt")
+
+        self._write_snapshot(server_round, write, keep)
 
     # -- one round -------------------------------------------------------------------------
 
@@ -407,6 +278,27 @@ class LocalTrainer:
         }
 
 
+def make_trainer(
+    org_dir: str | Path, state_dir: str | Path, cfg: FedConfig, roles: Sequence[str]
+) -> Any:
+    """The organization's local learner of ``cfg.algo`` (:class:`LocalTrainer` for the
+    DQN, :class:`fedinv.federation.hdpo_task.HDPOLocalTrainer` for HDPO)."""
+    if cfg.algo == "hdpo":
+        from fedinv.federation.hdpo_task import HDPOLocalTrainer
+
+        return HDPOLocalTrainer(org_dir, state_dir, cfg, roles)
+    return LocalTrainer(org_dir, state_dir, cfg, roles)
+
+
+def initial_arrays(cfg: FedConfig, scenario: Scenario) -> dict[str, np.ndarray]:
+    """The global weights a new run starts from (what the server sends in round 1)."""
+    if cfg.algo == "hdpo":
+        from fedinv.federation import hdpo_task
+
+        return hdpo_task.initial_arrays(cfg, scenario)
+    return to_arrays(new_model(cfg, roles_of(scenario)))
+
+
 # -- the server's side ---------------------------------------------------------------------
 
 
@@ -464,7 +356,12 @@ def global_evaluation(
     replications ``0..R-1`` (mean and 95% half-width)."""
     from fedinv.sim.metrics import summarize
 
-    policy = global_policy(scenario, arrays, cfg)
+    if cfg.algo == "hdpo":
+        from fedinv.federation import hdpo_task
+
+        policy: Any = hdpo_task.global_policy(scenario, arrays, cfg)
+    else:
+        policy = global_policy(scenario, arrays, cfg)
     days = min(cfg.eval_days, scenario.horizon_days)
     cost = mean_cost_per_day(
         Simulator(scenario, days=days), policy, list(range(cfg.eval_replications))
@@ -489,6 +386,10 @@ def save_global_checkpoint(
     """A checkpoint of the global weights (:mod:`fedinv.agents.checkpoints`, loadable by
     ``fedinv simulate --policy dqn --checkpoint``), trained by the federation up to
     ``server_round``."""
+    if cfg.algo == "hdpo":
+        from fedinv.federation import hdpo_task
+
+        return hdpo_task.save_global_checkpoint(path, scenario, arrays, cfg, server_round, metrics)
     model = new_model(cfg, roles_of(scenario))
     load_arrays(model, arrays)
     return write_checkpoint(
@@ -504,9 +405,20 @@ def save_global_checkpoint(
     )
 
 
-def load_global_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
+def load_global_checkpoint(
+    path: str | Path, algo: str = "dqn"
+) -> tuple[dict[str, np.ndarray], int]:
     """Global weights and round of a checkpoint written by :func:`save_global_checkpoint`
-    (:class:`fedinv.agents.checkpoints.CheckpointError` otherwise)."""
+    for ``algo`` (:class:`fedinv.agents.checkpoints.CheckpointError` otherwise)."""
+    if algo == "hdpo":
+        from fedinv.federation import hdpo_task
+
+        data = load_checkpoint(path, "hdpo")
+        if "federated" not in data:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r}: not a federated checkpoint (trained by fedinv train)"
+            )
+        return hdpo_task.global_arrays_of(data), int(data["federated"]["round"])
     data = load_checkpoint(path)
     if "federated" not in data:
         raise CheckpointError(

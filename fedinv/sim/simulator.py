@@ -445,14 +445,17 @@ class Simulator:
         s.month_spend = s.month_spend + org_spend
         over = ops.maximum(s.month_spend - c["budget"], 0.0) - before  # $ newly over budget
         s.month_ordered = s.month_ordered + orders
+        in_transit_lane = ops.sum(s.pipeline, 2)
         record: dict[str, Any] = {}
         if violations:
-            record.update(self._violations(s, exo, ops, orders, spend, org_spend, over))
+            on_order = s.owed + in_transit_lane
+            if self.order_len > 1:
+                on_order = on_order + ops.sum(s.order_pipeline, 2)
+            record.update(self._violations(s, exo, ops, orders, spend, org_spend, over, on_order))
         if exo.calendar.month_end[t]:
             s.month_spend = s.month_spend * 0.0
             s.month_ordered = s.month_ordered * 0.0
         # 7. costs on end-of-day state
-        in_transit_lane = ops.sum(s.pipeline, 2)
         holding = s.on_hand * c["holding"] + (in_transit_lane * c["transit_holding"]) @ c["dst"]
         if lay.num_components:
             holding = holding + (s.components * c["comp_holding"]) @ c["comp_node"]
@@ -500,7 +503,7 @@ class Simulator:
         return s, record
 
     def _violations(
-        self, s: State, exo: Exogenous, ops: NumpyOps, orders, spend, org_spend, over
+        self, s: State, exo: Exogenous, ops: NumpyOps, orders, spend, org_spend, over, on_order
     ) -> dict[str, Any]:
         """Violations of today's released orders (magnitudes and count per node); ``s``
         is the state after release and shipping, month totals not yet reset."""
@@ -519,7 +522,7 @@ class Simulator:
         lot_v = ops.where(c["has_lot"] & (ops.abs(rem) > 1e-6), ops.abs(rem), 0.0)
         node_spend = spend @ c["dst"]
         budget_v = node_spend * ((over / ops.maximum(org_spend, _EPS)) @ c["node_org"].T)
-        inbound = s.on_order @ c["dst"]
+        inbound = on_order @ c["dst"]
         stock = s.on_hand + (s.components @ c["comp_node"] if lay.num_components else 0.0)
         storage_v = ops.where(
             c["finite_storage"], ops.maximum(stock + inbound - c["storage_finite"], 0.0), 0.0

@@ -1,0 +1,141 @@
+"""The configuration of a federated run and the names of its arrays, shared by the DQN's
+task (:mod:`fedinv.federation.task`) and HDPO's (:mod:`fedinv.federation.hdpo_task`).
+Flower's run config carries :class:`FedConfig` flat (:meth:`FedConfig.to_flat`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fedinv.agents.dqn import Args
+from fedinv.agents.envs import TIERS, EnvConfig, RewardConfig
+from fedinv.model.network import Scenario
+
+ALGOS = ("dqn", "hdpo")
+"""Learners a federation can train (``FedConfig.algo``)."""
+
+
+@dataclass(kw_only=True)
+class FedConfig:
+    """Everything a federated run depends on (Flower's run config carries it flat)."""
+
+    scenario: str = "electronics-5r"
+    """The whole network: roles, global evaluation."""
+    rounds: int = 3
+    """Server rounds."""
+    strategy: str = "fedavg"
+    """``fedavg`` or ``fedprox``."""
+    proximal_mu: float = 0.0
+    """FedProx proximal weight (used when strategy is fedprox)."""
+    local_steps: int = 120
+    """Environment steps (days of the batch) per client and round."""
+    replications: int = 4
+    """Training replications per client, stepped in lockstep."""
+    eval_replications: int = 4
+    """Held-out replications of the global and local evaluations (indices 0..R-1)."""
+    eval_days: int = 120
+    """Days of an evaluation run."""
+    seed: int = 1
+    """Seed of initialization, exploration and minibatches."""
+    hidden: tuple[int, ...] = (64, 64)
+    dueling: bool = True
+    """Dueling Q-network head (fedinv.agents.dqn.QNetwork)."""
+    learning_rate: float = 5e-4
+    gamma: float = 0.97
+    n_step: int = 3
+    batch_size: int = 128
+    buffer_size: int = 100_000
+    learning_starts: int = 30
+    """Local steps of the first round before the first update."""
+    target_network_frequency: int = 100
+    start_e: float = 1.0
+    end_e: float = 0.05
+    exploration_steps: int = 240
+    """Local steps (per client, counted over rounds) over which epsilon decays; a fixed
+    count, so a run resumed with more rounds explores exactly as an uninterrupted one."""
+    algo: str = "dqn"
+    """The learner: ``dqn`` (double DQN, :mod:`fedinv.agents.dqn`) or ``hdpo`` (pathwise
+    gradients, :mod:`fedinv.agents.hdpo`; the DQN-only fields are then unused)."""
+    local_iterations: int = 2
+    """HDPO: gradient batches (each ``replications`` fresh replications over the horizon)
+    per client and round."""
+    window: int = 0
+    """HDPO: days of one gradient step (truncated back-propagation; 0: the learner's
+    default, four echelon lead times, :func:`fedinv.agents.hdpo.auto_window`)."""
+    hdpo_learning_rate: float = 3e-3
+    """HDPO: Adam step size."""
+    reward_scale: float | None = None
+    """$ per day dividing costs in every client's reward (the same for all, so Q-values
+    average meaningfully); None: the whole network's reference cost / organizations."""
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"FedConfig.algo must be one of {', '.join(ALGOS)}, got {self.algo!r}")
+
+    def dqn_args(self) -> Args:
+        return Args(
+            scenario=self.scenario,
+            seed=self.seed,
+            hidden=tuple(self.hidden),
+            dueling=self.dueling,
+            learning_rate=self.learning_rate,
+            gamma=self.gamma,
+            n_step=self.n_step,
+            batch_size=self.batch_size,
+            buffer_size=self.buffer_size,
+            learning_starts=self.learning_starts,
+            target_network_frequency=self.target_network_frequency,
+            replications=self.replications,
+            env=self.env_config(),
+        )
+
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(reward=RewardConfig(scale=self.reward_scale))
+
+    def to_flat(self) -> dict[str, Any]:
+        """Flat hyphenated keys (Flower run config): tuples as comma strings."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(str(v) for v in value)
+            if value is None:
+                continue
+            out[f.name.replace("_", "-")] = value
+        return out
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> FedConfig:
+        """Inverse of :meth:`to_flat`; unknown keys are ignored (the run config has more)."""
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            key = f.name.replace("_", "-")
+            if key not in flat:
+                continue
+            value = flat[key]
+            if f.name == "hidden":
+                value = tuple(int(v) for v in str(value).split(",") if v.strip())
+            elif isinstance(cls.__dataclass_fields__[f.name].default, bool):
+                value = bool(value)
+            elif isinstance(cls.__dataclass_fields__[f.name].default, int):
+                value = int(value)
+            elif isinstance(cls.__dataclass_fields__[f.name].default, float):
+                value = float(value)
+            elif f.name == "reward_scale":
+                value = float(value) if float(value) > 0 else None
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+def roles_of(scenario: Scenario) -> tuple[str, ...]:
+    """Tiers present in the network, in :data:`fedinv.agents.envs.TIERS` order."""
+    present = {n.tier.value for n in scenario.network.nodes}
+    return tuple(t for t in TIERS if t in present)
+
+
+def role_of_key(key: str) -> str:
+    """The role an array belongs to: ``nets.<role>.<...>``."""
+    parts = key.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "nets" else ""

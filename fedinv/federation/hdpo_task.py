@@ -1,0 +1,308 @@
+"""Federated HDPO, without Flower: what an organization computes on its private data and
+what the server computes with the weights (the DQN's counterpart is
+:mod:`fedinv.federation.task`, which dispatches here when ``FedConfig.algo = "hdpo"``).
+
+* **Model.** Role policy networks (:class:`fedinv.agents.hdpo.RolePolicyNetworks`), one
+  network per tier of the *whole* network, so every organization holds the same
+  arrays; an organization trains the roles of its own nodes. The input standardization
+  (the ``input_mean`` / ``input_std`` buffers) is part of the global model: set once by
+  the server from a base-policy run on the whole network, sent with the weights and
+  never trained, so every holder feeds the networks the same way (local statistics made
+  the averaged networks meaningless elsewhere: measured in docs/federation.md). Each
+  organization keeps its own tuned base policy.
+* **Local training** (:class:`HDPOLocalTrainer`): the organization's own scenario
+  (:func:`fedinv.federation.private_data.load_org_scenario`: its nodes, its demand
+  history, the lead times it observed; what it buys from other organizations is an
+  external purchase at the transfer price, so its local cost includes those payments,
+  which cancel in the network's cost). The base policy (the whole network's base kind,
+  ``sS`` or ``base-stock``) is tuned on it once; every round then runs
+  ``local_iterations`` pathwise-gradient batches (:func:`fedinv.agents.hdpo.run_batch`,
+  fresh training replications) from the global weights. Adam's state and the tuned base
+  live in ``STATE_DIR/ORG/round-NNNN/``, so a restarted node continues where it stopped.
+  FedProx adds ``mu/2 ||w - w_global||^2`` to every window's loss.
+* **Aggregation**: as for the DQN (:func:`fedinv.federation.task.role_weighted_average`),
+  each role's arrays weighted by the node-days the client simulated for that role.
+* **Server side**: :func:`global_policy` puts the averaged networks on the whole network
+  over the base tuned on the whole network (the server's reference, as its evaluation
+  scenario is); :func:`global_evaluation` runs it
+  exactly (numpy) on held-out replications.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedinv.agents import hdpo
+from fedinv.federation.config import FedConfig, role_of_key
+from fedinv.federation.private_data import load_org_scenario
+from fedinv.federation.snapshots import RoundSnapshots
+from fedinv.model.network import Scenario
+from fedinv.policies.tuning import TuneResult
+from fedinv.sim.run import mean_cost_per_day
+from fedinv.sim.simulator import Simulator
+
+STATE_FORMAT = "fedinv-fed-hdpo-client/1"
+
+
+def hdpo_args(cfg: FedConfig, scenario: Scenario | None = None) -> hdpo.Args:
+    """The HDPO settings of a federated run (the base kind is the whole network's)."""
+    from fedinv.model.scenario import load_scenario
+
+    whole = scenario or load_scenario(cfg.scenario)
+    return hdpo.Args(
+        scenario=cfg.scenario,
+        seed=cfg.seed,
+        iterations=cfg.rounds * cfg.local_iterations,
+        replications=cfg.replications,
+        window=cfg.window if cfg.window > 0 else None,
+        base=hdpo.base_policy_name(whole),
+        hidden=tuple(cfg.hidden),
+        learning_rate=cfg.hdpo_learning_rate,
+        eval_replications=cfg.eval_replications,
+    )
+
+
+def new_networks(cfg: FedConfig, roles: Sequence[str], outputs: int) -> hdpo.RolePolicyNetworks:
+    """Freshly initialized role policy networks (a ``torch.Generator`` seeded ``cfg.seed``)."""
+    from fedinv.agents.envs import observation_names
+
+    return hdpo.RolePolicyNetworks(
+        roles,
+        len(observation_names(hdpo.Args().env)),
+        outputs,
+        tuple(cfg.hidden),
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
+def outputs_of(scenario: Scenario) -> int:
+    """Target changes per node of the whole network's base: 2 for (s,S), 1 otherwise."""
+    return 2 if hdpo.base_policy_name(scenario) == "sS" else 1
+
+
+def to_arrays(networks: hdpo.RolePolicyNetworks) -> dict[str, np.ndarray]:
+    """The networks' weights and input statistics as named numpy arrays (what crosses the
+    wire)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in networks.state_dict().items()}
+
+
+def load_arrays(
+    networks: hdpo.RolePolicyNetworks, arrays: Mapping[str, np.ndarray], roles: Sequence[str]
+) -> None:
+    """Set the parameters of ``roles`` from named arrays (others are left as they are)."""
+    wanted = set(roles)
+    state = networks.state_dict()
+    for key, value in arrays.items():
+        if role_of_key(key) in wanted:
+            if key not in state or tuple(state[key].shape) != tuple(np.shape(value)):
+                raise ValueError(f"global array {key!r} does not fit the local networks")
+            state[key] = torch.as_tensor(np.asarray(value, dtype=np.float64))
+    networks.load_state_dict(state)
+
+
+class HDPOLocalTrainer(RoundSnapshots):
+    """One organization's HDPO learner: its scenario, tuned base, networks and optimizer,
+    with the state in ``state_dir`` (loaded if present, saved after every round). The
+    same interface as :class:`fedinv.federation.task.LocalTrainer`."""
+
+    def __init__(
+        self, org_dir: str | Path, state_dir: str | Path, cfg: FedConfig, roles: Sequence[str]
+    ):
+        self.org_dir, self.cfg = Path(org_dir), cfg
+        self.org = self.org_dir.name
+        self.state_dir = Path(state_dir) / self.org
+        self.scenario = load_org_scenario(self.org_dir)
+        self.args = hdpo_args(cfg)
+        self.roles = tuple(roles)
+        self.sim = Simulator(self.scenario)
+        self._policy: hdpo.HDPOPolicy | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    # -- the policy: built on first use (tunes the base unless a saved tuning exists) -----
+
+    def _build(self, tuned: TuneResult | None) -> None:
+        policy, tuned = hdpo.initial_policy(self.args, self.scenario, tuned)
+        self._tuned = tuned
+        self.local_roles = tuple(sorted(set(policy.roles)))
+        self._policy = policy
+        self._optimizer = torch.optim.Adam(policy.networks.parameters(), lr=self.args.learning_rate)
+
+    # -- persistence: one snapshot per round ---------------------------------------------
+
+    def load_before(self, server_round: int) -> int:
+        """Load the newest state saved before ``server_round`` (or build afresh); returns
+        its round, 0 if none."""
+        last = self._last_before(server_round)
+        if not last:
+            self._build(None)
+            return 0
+        folder = self._snapshot(last)
+        data = torch.load(folder / "learner.pt", map_location="cpu", weights_only=False)
+        if data.get("format") != STATE_FORMAT:
+            raise ValueError(f"{folder}: not a fedinv HDPO client state")
+        self._build(data["tuned"])
+        assert self._policy is not None and self._optimizer is not None
+        self._policy.networks.load_state_dict(data["networks"])
+        self._optimizer.load_state_dict(data["optimizer"])
+        return last
+
+    def save(self, server_round: int, keep: int = 2) -> None:
+        """Write the networks, optimizer and tuned base of the end of ``server_round`` (a
+        folder made complete before it is renamed into place); keep the last ``keep``."""
+        assert self._policy is not None and self._optimizer is not None
+        state = {
+            "format": STATE_FORMAT,
+            "networks": self._policy.networks.state_dict(),
+            "optimizer": self._optimizer.state_dict(),
+            "tuned": self._tuned,
+        }
+        base = json.dumps({"policy": self._policy.base.policy, "params": self._tuned.params})
+
+        def write(folder: Path) -> None:
+            torch.save(state, folder / "learner.pt")
+            (folder / "base.json").write_text(base)
+
+        self._write_snapshot(server_round, write, keep)
+
+    # -- one round -----------------------------------------------------------------------
+
+    def train_round(
+        self, global_arrays: Mapping[str, np.ndarray], server_round: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, float]]:
+        """``local_iterations`` gradient batches from the global weights. Returns the
+        weights (every global array; the roles this organization does not have are sent
+        back unchanged), the node-days simulated per role, and scalar metrics."""
+        from fedinv.agents.dqn import torch_globals
+
+        cfg, args = self.cfg, self.args
+        started = time.perf_counter()
+        self.load_before(server_round)
+        policy, optimizer = self._policy, self._optimizer
+        assert policy is not None and optimizer is not None
+        load_arrays(policy.networks, global_arrays, self.local_roles)
+        torch_globals(cfg.seed, threads=1)
+        mu = cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0
+        anchor = [p.detach().clone() for p in policy.networks.parameters()]
+        scale = max(float(self._tuned.train_cost_per_day), 1e-9)
+        losses = [
+            hdpo.training_batch(
+                policy,
+                self.sim,
+                optimizer,
+                args,
+                (server_round - 1) * cfg.local_iterations + i + 1,  # the federation's batch
+                scale,
+                proximal=(mu, anchor),
+            )
+            for i in range(cfg.local_iterations)
+        ]
+        self.save(server_round)
+        days = cfg.local_iterations * args.replications * self.sim.days
+        collected = {
+            role: float(days * sum(r == role for r in policy.roles)) for role in self.local_roles
+        }
+        weights = {k: np.array(v, copy=True) for k, v in global_arrays.items()}
+        weights.update({k: v for k, v in to_arrays(policy.networks).items() if k in global_arrays})
+        metrics = {
+            "num-examples": float(sum(collected.values())),
+            "train-cost-per-day": float(np.mean(losses)),
+            "train-seconds": time.perf_counter() - started,
+            "simulated-days": float(days),
+        }
+        return weights, collected, metrics
+
+    def evaluate(
+        self, arrays: Mapping[str, np.ndarray], replications: int, days: int
+    ) -> dict[str, float]:
+        """Exact cost per day of the global weights on the organization's own scenario
+        (held-out replications ``0..R-1``), over its own base and input statistics."""
+        if self._policy is None:
+            self.load_before(10**9)
+        assert self._policy is not None
+        policy = copy.deepcopy(self._policy)
+        load_arrays(policy.networks, arrays, self.local_roles)
+        days = min(days, self.scenario.horizon_days)
+        cost = mean_cost_per_day(
+            Simulator(self.scenario, days=days), policy, list(range(replications))
+        )
+        return {
+            "num-examples": float(replications * days),
+            "local-cost-per-day": float(cost.mean()),
+        }
+
+
+# -- the server's side -------------------------------------------------------------------
+
+
+_SERVER_POLICIES: dict[str, hdpo.HDPOPolicy] = {}
+"""The server's untrained whole-network policy per run configuration (tuned once)."""
+
+
+def _server_policy(scenario: Scenario, cfg: FedConfig) -> hdpo.HDPOPolicy:
+    """The untrained policy on the whole network (its base tuned once per process)."""
+    key = json.dumps([scenario.name, scenario.source, cfg.to_flat()], sort_keys=True, default=str)
+    if key not in _SERVER_POLICIES:
+        _SERVER_POLICIES[key] = hdpo.initial_policy(hdpo_args(cfg, scenario), scenario)[0]
+    return _SERVER_POLICIES[key]
+
+
+def global_policy(
+    scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
+) -> hdpo.HDPOPolicy:
+    """The global networks on the whole network, over the base tuned on it (tuned once
+    per server process)."""
+    policy = copy.deepcopy(_server_policy(scenario, cfg))
+    load_arrays(policy.networks, arrays, sorted({role_of_key(k) for k in arrays}))
+    return policy
+
+
+def initial_arrays(cfg: FedConfig, scenario: Scenario) -> dict[str, np.ndarray]:
+    """The starting global weights (zero last layers: every client starts at its base)
+    and the input statistics every holder uses, from the server's base-policy run on the
+    whole network."""
+    return to_arrays(_server_policy(scenario, cfg).networks)
+
+
+def save_global_checkpoint(
+    path: str | Path,
+    scenario: Scenario,
+    arrays: Mapping[str, np.ndarray],
+    cfg: FedConfig,
+    server_round: int,
+    metrics: Mapping[str, float],
+) -> Path:
+    """A checkpoint of the global policy on the whole network (loadable by ``fedinv
+    simulate --policy hdpo --checkpoint``), trained by the federation up to
+    ``server_round``."""
+    import dataclasses
+
+    from fedinv.agents.checkpoints import write_hdpo_checkpoint
+
+    policy = global_policy(scenario, arrays, cfg)
+    return write_hdpo_checkpoint(
+        path,
+        policy,
+        scenario=scenario.name,
+        args=hdpo_args(cfg, scenario),
+        federated={
+            "round": int(server_round),
+            "config": dataclasses.asdict(cfg),
+            "metrics": {k: float(v) for k, v in metrics.items()},
+        },
+    )
+
+
+def global_arrays_of(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The wire arrays of a loaded HDPO checkpoint's networks."""
+    return {
+        k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+        for k, v in data["policy_state"].items()
+    }
