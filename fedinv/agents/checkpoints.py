@@ -299,12 +299,15 @@ def _hdpo_policy(data: Mapping[str, Any], layout: Layout, path: str | Path) -> h
 
 
 def hdpo_args_from_checkpoint(data: Mapping[str, Any]) -> hdpo.Args:
-    """The :class:`fedinv.agents.hdpo.Args` saved in an HDPO checkpoint."""
+    """The :class:`fedinv.agents.hdpo.Args` saved in an HDPO checkpoint (files written
+    while ``cost_of_goods`` was a flag read ``True`` as ``before-last``)."""
     raw = dict(data["args"])
     raw["env"] = EnvConfig.from_dict(raw.get("env", {}))
     for key in ("hidden", "trigger_temperature", "order_temperature"):
         if key in raw:
             raw[key] = tuple(raw[key])
+    if isinstance(raw.get("cost_of_goods"), bool):
+        raw["cost_of_goods"] = "before-last" if raw["cost_of_goods"] else "none"
     return hdpo.Args(**raw)
 
 
