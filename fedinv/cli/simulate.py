@@ -53,6 +53,7 @@ def add_parsers(commands: Any) -> None:
     """``fedinv simulate`` and ``fedinv tune``."""
     from fedinv.hybrid import BACKENDS
     from fedinv.policies.classical import POLICY_NAMES
+    from fedinv.policies.tuning import PER
     from fedinv.registry import ALL_POLICIES
     from fedinv.sim.run import MODES
 
@@ -94,6 +95,17 @@ def add_parsers(commands: Any) -> None:
         help="tune the parameters on training replications first (not with --params)",
     )
     p.add_argument(
+        "--train-mode",
+        choices=MODES,
+        help="with --tune: tune pure, or through the safety layer (hybrid); default: "
+        "the --mode the policy runs in",
+    )
+    p.add_argument(
+        "--tune-per",
+        choices=PER,
+        help="with --tune: one search coordinate per tier (default) or per node",
+    )
+    p.add_argument(
         "--train-replications",
         type=COUNT,
         metavar="K",
@@ -124,10 +136,29 @@ def add_parsers(commands: Any) -> None:
     p = commands.add_parser(
         "tune",
         help="tune a policy's parameters by simulation",
-        description="Cyclic coordinate descent over per-tier safety factors (and order-size "
-        "multipliers) on training replications; see fedinv.policies.tuning.",
+        description="Cyclic coordinate descent over per-tier (or per-node) safety factors "
+        "(and order-size multipliers) on training replications, each candidate run pure or "
+        "through the safety layer; see fedinv.policies.tuning.",
     )
     scenario_policy_args(p, POLICY_NAMES)
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="pure",
+        help="pure: score candidates on their proposals; hybrid: on the orders the safety "
+        "layer releases (tuned for fedinv simulate --mode hybrid; default pure)",
+    )
+    p.add_argument(
+        "--solver",
+        choices=BACKENDS,
+        help=f"with --mode hybrid: pyomo or highspy (default {SOLVER})",
+    )
+    p.add_argument(
+        "--per",
+        choices=PER,
+        default="tier",
+        help="one search coordinate per tier (default) or per node",
+    )
     p.add_argument(
         "--train-replications",
         type=COUNT,
@@ -201,15 +232,26 @@ def _run_tuner(
     days: int | None,
     sweeps: int,
     quiet: bool,
+    mode: str = "pure",
+    solver: str = SOLVER,
+    per: str = "tier",
 ) -> TuneResult:
     from fedinv.policies.tuning import tune
 
+    how = {"mode": mode, "solver": solver, "per": per}
     if quiet:
         return tune(
-            scenario, policy, train_replications=train_replications, days=days, sweeps=sweeps
+            scenario,
+            policy,
+            train_replications=train_replications,
+            days=days,
+            sweeps=sweeps,
+            **how,
         )
     best = math.inf
-    label = f"tuning {policy} on {scenario.name} ({train_replications} training replications)"
+    label = f"tuning {policy} on {scenario.name} ({train_replications} training replications" + (
+        ", through the safety layer)" if mode == "hybrid" else ")"
+    )
     with stderr_console().status(label) as status:
 
         def progress(evaluations: int, cost: float) -> None:
@@ -224,6 +266,7 @@ def _run_tuner(
             days=days,
             sweeps=sweeps,
             progress=progress,
+            **how,
         )
 
 
@@ -234,6 +277,8 @@ def _tuning_payload(result: TuneResult, sweeps: int) -> dict[str, Any]:
         "train_cost_per_day": num(result.train_cost_per_day),
         "train_replications": result.train_replications,
         "sweeps": sweeps,
+        "mode": result.mode,
+        "per": result.per,
         "coordinates": {k: num(v) for k, v in result.coordinates.items()},
     }
 
@@ -242,9 +287,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """``fedinv tune``: tune, print coordinates, params and budget; ``--out`` the params."""
     from rich.table import Table
 
+    refuse_unused(
+        args,
+        args.mode == "hybrid",
+        ("solver",),
+        "without --mode hybrid (only the safety layer solves)",
+    )
     scenario = load(args.scenario, args.seed)
     result = _run_tuner(
-        scenario, args.policy, args.train_replications, args.days, args.sweeps, args.quiet
+        scenario,
+        args.policy,
+        args.train_replications,
+        args.days,
+        args.sweeps,
+        args.quiet,
+        args.mode,
+        args.solver or SOLVER,
+        args.per,
     )
     if args.out is not None:
         write_text(args.out, dump(result.params) + "\n")
@@ -267,8 +326,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         coords.add_row(k, f"{v:.4f}")
     con.print(coords)
     con.print(params_table(result.params, "Parameters per node"))
+    layer = " through the safety layer" if result.mode == "hybrid" else ""
     con.print(
-        f"training cost {result.train_cost_per_day:,.4f} $/day on "
+        f"training cost{layer} {result.train_cost_per_day:,.4f} $/day on "
         f"{result.train_replications} replications x {result.days} days; budget: "
         f"{result.evaluations} evaluations, {result.simulated_days:,} simulated days",
         markup=False,
@@ -276,7 +336,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.out is not None:
         con.print(
             f"wrote {args.out} (use: fedinv simulate --scenario {args.scenario} "
-            f"--policy {args.policy} --params {args.out})",
+            f"--policy {args.policy} --params {args.out}"
+            + (" --mode hybrid)" if result.mode == "hybrid" else ")"),
             markup=False,
         )
     return 0
@@ -352,14 +413,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     refuse_unused(
         args,
         args.tune,
-        ("train_replications", "sweeps"),
-        "without --tune (they set the tuning's budget)",
+        ("train_replications", "sweeps", "train_mode", "tune_per"),
+        "without --tune (they set how the parameters are tuned)",
     )
     refuse_unused(
         args,
-        args.mode == "hybrid",
+        "hybrid" in (args.mode, args.train_mode),
         ("solver",),
-        "without --mode hybrid (only the safety layer solves; pure mode releases the proposals)",
+        "without --mode hybrid or --train-mode hybrid (only the safety layer solves; pure "
+        "mode releases the proposals)",
     )
     solver = args.solver or SOLVER
     given = read_params(args.params, args.policy) if args.params is not None else None
@@ -375,6 +437,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             args.days,
             sweeps,
             args.quiet,
+            args.train_mode or args.mode,
+            solver,
+            args.tune_per or "tier",
         )
         given, tuning = tuned.params, _tuning_payload(tuned, sweeps)
     prepared = prepare(

@@ -11,7 +11,9 @@ gap ``S - s`` of (s,S) is ``k x EOQ`` with ``EOQ = sqrt(2 K mu / h)`` from
 stream's lanes, ``h`` its holding cost per unit-day; one day of demand ``mu`` where
 ``K = 0``). The
 coordinates are ``z`` per tier for every policy, plus ``k`` per tier for (s,S), (s,Q)
-and min-stock. The search is cyclic coordinate descent: each coordinate in turn is
+and min-stock (``per="tier"``, the default); ``per="node"`` searches one ``z`` (and
+``k``) per node instead (a manufacturer's component streams share its node's
+coordinates). The search is cyclic coordinate descent: each coordinate in turn is
 minimized by a golden-section search on its interval, ``sweeps`` times over all
 coordinates. The objective is the mean total cost per day over the *training*
 replications (indices from :data:`TRAIN_BASE`), the same ones at every evaluation
@@ -19,8 +21,15 @@ replications (indices from :data:`TRAIN_BASE`), the same ones at every evaluatio
 disruption paths. Held-out evaluation uses replication indices ``0, 1, ...``, disjoint
 from training.
 
+**Through the safety layer.** ``mode="hybrid"`` evaluates every candidate as it will run
+in hybrid mode (:func:`fedinv.hybrid.for_mode`: the proposals projected by the Pyomo/HiGHS
+layer, the released orders simulated), so the parameters are chosen on the costs the
+layer lets through, not tuned pure and then projected.
+
 Budget: ``evaluations x train_replications x days`` simulated days, reported in the
-result (``simulated_days``) so a learned policy can be given the same budget.
+result (``simulated_days``) so a learned policy can be given the same budget;
+:func:`max_evaluations` bounds ``evaluations`` before the search starts (a study refuses a
+tuning its budget cannot pay for).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from fedinv.hybrid import MODES, for_mode
 from fedinv.model.layout import Layout
 from fedinv.model.network import Scenario
 from fedinv.policies.classical import (
@@ -45,6 +55,8 @@ from fedinv.sim.simulator import Simulator
 
 TRAIN_BASE = 1_000_000
 """First replication index used for training; held-out runs use 0, 1, ..."""
+PER = ("tier", "node")
+"""One search coordinate (``z``, and ``k``) per tier, or per node."""
 Z_RANGE = (-2.0, 6.0)
 K_RANGE = (0.1, 8.0)
 _GOLDEN = (math.sqrt(5) - 1) / 2
@@ -62,6 +74,10 @@ class TuneResult:
     train_replications: int
     days: int
     history: list[tuple[dict[str, float], float]] = field(default_factory=list)
+    mode: str = "pure"
+    """How the candidates ran: ``pure`` (proposals released) or ``hybrid`` (through the
+    safety layer)."""
+    per: str = "tier"
 
     @property
     def simulated_days(self) -> int:
@@ -71,24 +87,54 @@ class TuneResult:
 def params_from_coordinates(
     policy: str, layout: Layout, coords: dict[str, float]
 ) -> dict[str, dict]:
-    """Per-node parameters from search coordinates ``{"z:TIER": z, "k:TIER": k}``."""
+    """Per-node parameters from search coordinates ``{"z:TIER": z, "k:TIER": k}`` or
+    ``{"z:NODE": z, ...}`` (a node's coordinate over its tier's; 1.645 and 1 if neither)."""
     st = streams_of(layout)
     fs = flow_stats(layout, st)
     lead = fs.echelon_lead if policy == "echelon-base-stock" else fs.lead
-    tiers = layout.tier[st.node]
-    z = np.array([coords.get(f"z:{t}", 1.645) for t in tiers])
-    k = np.array([coords.get(f"k:{t}", 1.0) for t in tiers])
+
+    def coordinate(name: str, node: int, default: float) -> float:
+        nid, tier = layout.node_ids[node], layout.tier[node]
+        return coords.get(f"{name}:{nid}", coords.get(f"{name}:{tier}", default))
+
+    z = np.array([coordinate("z", n, 1.645) for n in st.node])
+    k = np.array([coordinate("k", n, 1.0) for n in st.node])
     level = np.maximum(fs.mean * lead + z * np.sqrt(lead * fs.var + fs.mean**2 * fs.lead_var), 0.0)
     return params_from_level_and_quantity(policy, layout, level, eoq(layout) * k)
 
 
-def search_space(policy: str, layout: Layout) -> dict[str, tuple[float, float]]:
-    """The coordinates searched for ``policy`` and their intervals."""
-    tiers = [t for t in ("supplier", "manufacturer", "distributor") if (layout.tier == t).any()]
-    space = {f"z:{t}": Z_RANGE for t in tiers}
+def search_space(policy: str, layout: Layout, per: str = "tier") -> dict[str, tuple[float, float]]:
+    """The coordinates searched for ``policy`` and their intervals (``per``: one per
+    tier, upstream first, or one per node in the layout's order)."""
+    if per not in PER:
+        raise ValueError(f"per must be one of {', '.join(PER)}, got {per!r}")
+    if per == "tier":
+        tiers = ("supplier", "manufacturer", "distributor")
+        names = [t for t in tiers if (layout.tier == t).any()]
+    else:
+        names = list(layout.node_ids)
+    space = {f"z:{t}": Z_RANGE for t in names}
     if policy in ("sS", "sQ", "min-stock"):
-        space |= {f"k:{t}": K_RANGE for t in tiers}
+        space |= {f"k:{t}": K_RANGE for t in names}
     return space
+
+
+def golden_evaluations(width: float, tolerance: float) -> int:
+    """How many points :func:`_golden` evaluates on an interval of ``width``."""
+    if width <= tolerance:
+        return 2
+    return 2 + math.ceil(math.log(tolerance / width) / math.log(_GOLDEN) - 1e-12)
+
+
+def max_evaluations(
+    policy: str, layout: Layout, sweeps: int = 2, tolerance: float = 0.02, per: str = "tier"
+) -> int:
+    """An upper bound on :func:`tune`'s ``evaluations`` (repeated points are not
+    simulated again, so the search may use fewer): the start point plus every
+    golden-section point of every coordinate in every sweep."""
+    space = search_space(policy, layout, per)
+    per_sweep = sum(golden_evaluations(hi - lo, tolerance) for lo, hi in space.values())
+    return 1 + sweeps * per_sweep
 
 
 def tune(
@@ -99,15 +145,23 @@ def tune(
     sweeps: int = 2,
     tolerance: float = 0.02,
     progress: Callable[[int, float], None] | None = None,
+    *,
+    mode: str = "pure",
+    solver: str = "highspy",
+    per: str = "tier",
 ) -> TuneResult:
     """Tune ``policy`` on ``scenario`` (see module doc); ``tolerance`` is the width at
-    which a golden-section search stops, in coordinate units."""
+    which a golden-section search stops, in coordinate units. ``mode``: run every
+    candidate pure or through the safety layer (backend ``solver``); ``per``: one
+    coordinate per ``tier`` or per ``node``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     sim = Simulator(scenario, days=days)
     layout = sim.layout
     reps = list(range(TRAIN_BASE, TRAIN_BASE + train_replications))
     state0, exo = sim.reset(reps)  # draw the training streams once
     del state0
-    space = search_space(policy, layout)
+    space = search_space(policy, layout, per)
     coords = {c: (1.645 if c.startswith("z:") else 1.0) for c in space}
     history: list[tuple[dict[str, float], float]] = []
     cache: dict[tuple, float] = {}
@@ -116,7 +170,13 @@ def tune(
         key = tuple(round(point[c], 6) for c in space)
         if key not in cache:
             params = params_from_coordinates(policy, layout, point)
-            pol = make_policy(policy, layout, params)
+            pol = for_mode(
+                make_policy(policy, layout, params),
+                mode,
+                layout,
+                backend=solver,
+                outages=scenario.outages,
+            )
             cache[key] = float(mean_cost_per_day(sim, pol, exo.replications, exo).mean())
             history.append((dict(point), cache[key]))
             if progress is not None:
@@ -142,6 +202,8 @@ def tune(
         train_replications,
         sim.days,
         history,
+        mode,
+        per,
     )
 
 
