@@ -93,6 +93,9 @@ def run_study(
     path and recomputed; the old ``results/``, ``figures/`` and ``report.md`` are removed
     before any work, so they are only ever those of the units beside them."""
     check_study(spec)
+    from studies.budget import check_budgets
+
+    planned = check_budgets(spec)  # a unit over the study's budget is refused here
     out = Path(out).resolve()
     say = echo or (lambda _msg: None)
     if restart:
@@ -101,6 +104,7 @@ def run_study(
             say(f"--restart: removed {', '.join(removed)} from {out}")
     (out / "units").mkdir(parents=True, exist_ok=True)
     meta = _start_meta(spec, out, command, workers)
+    meta["planned_days"] = planned
     _reap(out, say)
     _remove_outputs(out)
     units = plan(spec)
@@ -114,7 +118,7 @@ def run_study(
     started, prior = time.perf_counter(), float(meta.get("seconds") or 0.0)
     for unit in units:  # trainings, in this process
         if unit.kind == "train" and unit.key not in done:
-            say(f"training: DQN {unit.policy} ...")
+            say(f"training: {_training_text(unit.policy)} ...")
             _write_json(unit_path(out, unit), train_unit(spec, unit, out, echo=echo))
             done.add(unit.key)
     todo = [u for u in units if u.key not in done]
@@ -441,16 +445,23 @@ def _variant(spec: StudySpec, name: str):
 
 def _tune(spec: StudySpec, unit: Unit) -> dict[str, Any]:
     from fedinv.policies.tuning import tune
+    from studies.budget import parse_key
 
+    _, name, mode, per = parse_key(unit.key)
     result = tune(
         _base_scenario(spec),
-        unit.policy,
+        name,
         train_replications=spec.train_replications,
         days=spec.days,
         sweeps=spec.tune_sweeps,
+        mode=mode,
+        solver="highspy",
+        per=per,
     )
     return {
         "policy": unit.policy,
+        "mode": mode,
+        "per": per,
         "params": result.params,
         "coords": result.coordinates,
         "train_cost_per_day": result.train_cost_per_day,
@@ -520,7 +531,7 @@ def policy_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any],
 
         torch.set_num_threads(1)
         saved = _prepared_record(out, pol.prepared_by)
-        if pol.training == "isolated":
+        if pol.policy == "dqn" and pol.training == "isolated":
             return _isolated_factory(spec, scenario, out, saved)
         layout = scenario_layout(scenario)
         return prepare(pol.policy, scenario, layout, checkpoint=out / saved["checkpoint"]).factory
@@ -619,59 +630,149 @@ def training_config(spec: StudySpec):
     return cfg
 
 
+def _training_text(kind: str) -> str:
+    """``hdpo-federated.hybrid`` -> ``HDPO federated, trained through the safety layer``."""
+    from studies.budget import parse_key
+
+    _, name, mode, _ = parse_key(f"train/{kind}")
+    algo, _, how = name.rpartition("-")
+    text = f"{(algo or 'dqn').upper()} {how}"
+    return text + (", trained through the safety layer" if mode == "hybrid" else "")
+
+
 def train_unit(
     spec: StudySpec, unit: Unit, out: Path, echo: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Train the DQN of ``unit`` (federated / isolated / central) on the base scenario's
-    training replications, with the same budget for the three: rounds x local-steps days
-    of a batch of ``replications`` per organization (the centralized learner steps the
-    whole network that many days)."""
-    from fedinv.federation.task import default_reward_scale
+    """Train the learner of ``unit`` (``[hdpo-]federated|isolated|central[.hybrid]``) on
+    the base scenario's training replications, with the same budget for every kind
+    (DQN: rounds x local-steps days of a batch of ``replications`` per organization, the
+    centralized learner stepping the whole network that many days; HDPO: rounds x
+    local-iterations gradient batches). A federated learner's policy is the global round
+    (0, its start, included) with the lowest cost on validation replications over the full
+    horizon, run as it was trained (pure or through the layer). ``simulated_days``: the
+    unit's planned budget (:func:`studies.budget.planned_days`)."""
+    from studies.budget import parse_key, planned_days
 
     kind = unit.policy
+    _, name, mode, _ = parse_key(unit.key)
+    algo, _, training = name.rpartition("-")
+    algo = algo or "dqn"
     work = out / "units" / "train" / kind
     work.mkdir(parents=True, exist_ok=True)
-    cfg = training_config(spec)
-    scenario = _base_scenario(spec)
-    orgs = len(scenario.network.organizations)
-    started = time.perf_counter()
-    if kind == "federated":
-        from fedinv.errors import FederationError
-        from fedinv.federation.local import run_federation
-
-        try:
-            run = run_federation(cfg, work, timeout=3600.0, echo=None, notice=echo)
-        except FederationError as exc:
-            raise StudyRunError(f"federated training failed: {exc}") from None
-        rounds = pd.read_csv(run.rounds_csv)
-        curve = pd.DataFrame(
-            {
-                "x": rounds["round"],
-                "x_label": "round",
-                "cost_per_day": rounds["global-cost-per-day"],
-                "ci95": rounds.get("global-cost-ci95", np.nan),
-            }
+    cfg = dataclasses.replace(training_config(spec), algo=algo, train_mode=mode)
+    if algo == "hdpo":
+        cfg = dataclasses.replace(
+            cfg, tune_replications=spec.train_replications, tune_sweeps=spec.tune_sweeps
         )
-        checkpoint: dict[str, Any] = {"checkpoint": str(run.final_checkpoint.relative_to(out))}
-        days = cfg.rounds * cfg.local_steps * cfg.replications * orgs
-    elif kind == "isolated":
+    scenario = _base_scenario(spec)
+    started = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if training == "federated":
+        curve, checkpoint, extra = _train_federated(cfg, scenario, work, out, echo)
+    elif training == "isolated":
         curve, checkpoint = _train_isolated(cfg, scenario, work, out)
-        days = cfg.rounds * cfg.local_steps * cfg.replications * orgs
-    elif kind == "central":
+    elif training == "central" and algo == "hdpo":
+        curve, checkpoint = _train_central_hdpo(cfg, scenario, work, out)
+    elif training == "central":
+        from fedinv.federation.task import default_reward_scale
+
         curve, checkpoint = _train_central(cfg, scenario, work, out, default_reward_scale)
-        days = cfg.rounds * cfg.local_steps * cfg.replications
     else:
         raise StudyRunError(f"unknown training {kind!r}")
     curve_path = work / "curve.csv"
     curve.to_csv(curve_path, index=False)
     return {
         "kind": kind,
+        "algo": algo,
+        "train_mode": mode,
         "seconds": time.perf_counter() - started,
-        "simulated_days": int(days),
+        "simulated_days": int(planned_days(spec, unit.key)),
         "curve": str(curve_path.relative_to(out)),
         "config": cfg.to_flat(),
+        **extra,
         **checkpoint,
     }
+
+
+def _train_federated(cfg, scenario, work: Path, out: Path, echo):
+    """A real local Flower federation, then the global round selected on validation."""
+    from fedinv.errors import FederationError
+    from fedinv.federation.local import run_federation
+    from fedinv.federation.task import initial_arrays, save_global_checkpoint
+
+    try:
+        run = run_federation(cfg, work, timeout=3600.0, echo=None, notice=echo)
+    except FederationError as exc:
+        raise StudyRunError(f"federated training failed: {exc}") from None
+    rounds = pd.read_csv(run.rounds_csv)
+    curve = pd.DataFrame(
+        {
+            "x": rounds["round"],
+            "x_label": "round",
+            "cost_per_day": rounds["global-cost-per-day"],
+            "ci95": rounds.get("global-cost-ci95", np.nan),
+        }
+    )
+    start = work / "checkpoints" / "round-0000.pt"
+    if not start.is_file():
+        save_global_checkpoint(start, scenario, initial_arrays(cfg, scenario), cfg, 0, {})
+    candidates = sorted((work / "checkpoints").glob("round-*.pt"))
+    costs = {path: _validation_cost(cfg, scenario, path, cfg.train_mode) for path in candidates}
+    best = min(costs, key=lambda p: costs[p])
+    selection = {
+        "selected_round": int(best.stem.removeprefix("round-")),
+        "validation_cost_per_day": {p.stem: float(c) for p, c in costs.items()},
+    }
+    return curve, {"checkpoint": str(best.relative_to(out))}, selection
+
+
+def _validation_cost(cfg, scenario, checkpoint: Path, mode: str) -> float:
+    """Mean cost per day of a checkpoint's policy on the validation replications (from
+    :data:`fedinv.agents.dqn.VALIDATION_BASE`, ``cfg.eval_replications`` of them) over
+    the full horizon, run in ``mode``."""
+    import torch
+
+    from fedinv.agents.dqn import VALIDATION_BASE
+    from fedinv.hybrid import for_mode
+    from fedinv.registry import prepare, scenario_layout
+    from fedinv.sim.run import mean_cost_per_day
+    from fedinv.sim.simulator import Simulator
+
+    torch.set_num_threads(1)
+    sim = Simulator(scenario)
+    policy = prepare(cfg.algo, scenario, sim.layout, checkpoint=checkpoint).factory(sim.layout)
+    run = for_mode(
+        policy, mode, scenario_layout(scenario), backend="highspy", outages=scenario.outages
+    )
+    reps = range(VALIDATION_BASE, VALIDATION_BASE + cfg.eval_replications)
+    return float(mean_cost_per_day(sim, run, list(reps)).mean())
+
+
+def _train_central_hdpo(cfg, scenario, work: Path, out: Path):
+    """HDPO on the whole network (:func:`fedinv.agents.hdpo.train`) with the federation's
+    settings (:func:`fedinv.federation.hdpo_task.hdpo_args`)."""
+    from fedinv.agents import hdpo
+    from fedinv.agents.checkpoints import write_hdpo_checkpoint
+    from fedinv.federation.hdpo_task import hdpo_args
+
+    args = hdpo_args(cfg, scenario)
+    result = hdpo.train(args, scenario)
+    path = write_hdpo_checkpoint(
+        work / "checkpoint.pt",
+        result.policy,
+        scenario=scenario.name,
+        args=args,
+        best_iteration=result.best_iteration,
+    )
+    curve = pd.DataFrame(
+        {
+            "x": result.curve["iteration"],
+            "x_label": "iteration",
+            "cost_per_day": result.curve["validation_cost_per_day"],
+            "ci95": result.curve["validation_ci95"],
+        }
+    )
+    return curve, {"checkpoint": str(path.relative_to(out))}
 
 
 def _train_isolated(cfg, scenario, work: Path, out: Path):

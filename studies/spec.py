@@ -32,8 +32,12 @@ PARAMS = ("tuned", "textbook")
 stock z = 1.645 from demand and lead-time variability:
 :func:`fedinv.policies.classical.default_params`)."""
 TRAININGS = ("federated", "isolated", "central")
-"""How a DQN policy is trained: a Flower federation of the organizations (role-weighted
-FedAvg), each organization alone on its own data, or one learner on the pooled network."""
+"""How a learned policy is trained: a Flower federation of the organizations
+(role-weighted FedAvg), each organization alone on its own data (the DQN only), or one
+learner on the pooled network."""
+TUNE_PER = ("tier", "node")
+"""Classical policies: one tuning coordinate per tier or per node
+(:data:`fedinv.policies.tuning.PER`)."""
 SCALES = ("capacity", "storage_capacity", "transport_capacity", "monthly_budget")
 """What a variant may scale: node production/assembly capacity, node storage, lane
 transport capacity, organization monthly budgets."""
@@ -50,9 +54,14 @@ FEDERATION_KEYS = (
     "exploration-steps",
     "learning-rate",
     "batch-size",
+    "local-iterations",
+    "window",
+    "hdpo-learning-rate",
 )
+"""(HDPO's base tunings take the study's ``train_replications`` and ``tune_sweeps``.)"""
 """Keys of a study's ``[training]`` table (the federated run config's names); the
-isolated and centralized learners get the same budget (rounds x local-steps days)."""
+isolated and centralized learners get the same budget (DQN: rounds x local-steps days;
+HDPO: rounds x local-iterations gradient batches)."""
 
 
 class StudyError(ValueError):
@@ -70,10 +79,16 @@ class PolicySpec:
     values: Mapping[str, Any] | None = None
     """Explicit params (classical: as ``fedinv simulate --params``; rolling-lp: options)."""
     training: str = "federated"
-    """DQN: ``federated``, ``isolated`` or ``central``."""
+    """Learned policies: ``federated``, ``isolated`` (DQN only) or ``central``."""
     mode: str = "pure"
+    """How the policy runs: ``pure`` (its proposals released) or ``hybrid`` (through the
+    safety layer)."""
     solver: str = "highspy"
     """Hybrid mode: the safety layer's backend."""
+    train_mode: str | None = None
+    """How it is tuned or trained: ``pure`` or ``hybrid`` (None: its ``mode``)."""
+    tune_per: str = "tier"
+    """Tuned classical policies: one search coordinate per ``tier`` or per ``node``."""
 
     @property
     def slug(self) -> str:
@@ -81,13 +96,23 @@ class PolicySpec:
         return slugify(self.label)
 
     @property
+    def trained_in(self) -> str:
+        """The mode it is tuned or trained in (``train_mode``, else ``mode``)."""
+        return self.train_mode or self.mode
+
+    @property
     def prepared_by(self) -> str | None:
-        """The preparation unit this policy needs: ``tune/POLICY``, ``train/KIND`` or
-        ``None`` (textbook params, explicit values, an optimization policy)."""
+        """The preparation unit this policy needs, or ``None`` (textbook params, explicit
+        values, an optimization policy): ``tune/POLICY[.hybrid][.node]`` or
+        ``train/[hdpo-]TRAINING[.hybrid]`` (the suffixes: tuned or trained through the
+        safety layer, one coordinate per node)."""
+        layer = ".hybrid" if self.trained_in == "hybrid" else ""
         if self.policy in LEARNED:
-            return f"train/{self.training}"
+            algo = "" if self.policy == "dqn" else f"{self.policy}-"
+            return f"train/{algo}{self.training}{layer}"
         if self.policy in CLASSICAL and self.values is None and self.params == "tuned":
-            return f"tune/{self.policy}"
+            per = ".node" if self.tune_per == "node" else ""
+            return f"tune/{self.policy}{layer}{per}"
         return None
 
 
@@ -127,6 +152,11 @@ class StudySpec:
     train_replications: int = 16
     """Training replications of the tuner (and of the learner's evaluation)."""
     tune_sweeps: int = 2
+    budget_days: int | None = None
+    """Most simulated replication-days of the whole network any one tuning or training
+    may use (training, validation and a residual's base tuning counted; a federation
+    sums its organizations' local days); a unit planned to use more is refused before
+    the study starts. None: no limit."""
     bound: bool = True
     """Compute the perfect-information bound per held-out replication."""
     reference: str = ""
@@ -244,6 +274,7 @@ def parse_study(data: Mapping[str, Any], source: str) -> StudySpec:
             "days",
             "train_replications",
             "tune_sweeps",
+            "budget_days",
             "bound",
             "reference",
         },
@@ -308,6 +339,7 @@ def parse_study(data: Mapping[str, Any], source: str) -> StudySpec:
         days=study.integer("days", None, 2),
         train_replications=study.integer("train_replications", 16, 1),
         tune_sweeps=study.integer("tune_sweeps", 2, 1),
+        budget_days=study.integer("budget_days", None, 1),
         bound=study.get("bound", True, bool, "true or false"),
         reference=reference,
         variants=variants or (VariantSpec("base"),),
@@ -331,15 +363,19 @@ def _policy(source: str, raw: Any, i: int) -> PolicySpec:
         source,
         raw,
         f"policies[{i}]",
-        {"label", "policy", "params", "values", "training", "mode", "solver"},
+        {
+            "label",
+            "policy",
+            "params",
+            "values",
+            "training",
+            "mode",
+            "train_mode",
+            "tune_per",
+            "solver",
+        },
     )
     policy = t.choice("policy", _REQUIRED, CLASSICAL + OPTIMIZATION + LEARNED)
-    if policy == "hdpo":  # the study runner trains the DQN only, for now
-        raise StudyError(
-            f"{source}: field policies[{i}].policy: 'hdpo' is not trained by studies yet "
-            "(fedinv train --algo hdpo trains it; fedinv simulate --policy hdpo "
-            "--checkpoint FILE runs it)"
-        )
     values = t.get("values", None, dict, "a table of params")
     spec = PolicySpec(
         label=t.get("label", policy, str, "a label"),
@@ -349,7 +385,28 @@ def _policy(source: str, raw: Any, i: int) -> PolicySpec:
         training=t.choice("training", "federated", TRAININGS),
         mode=t.choice("mode", "pure", MODES),
         solver=t.choice("solver", "highspy", SOLVERS),
+        train_mode=t.choice("train_mode", None, MODES) if "train_mode" in t.data else None,
+        tune_per=t.choice("tune_per", "tier", TUNE_PER),
     )
+    if policy == "hdpo" and spec.training == "isolated":
+        raise StudyError(
+            f"{source}: field policies[{i}].training: expected federated or central for "
+            "hdpo (isolated training is the DQN's), got 'isolated'"
+        )
+    tuned = policy in CLASSICAL and values is None and spec.params == "tuned"
+    if ("train_mode" in t.data or "tune_per" in t.data) and not (tuned or policy in LEARNED):
+        key = "train_mode" if "train_mode" in t.data else "tune_per"
+        raise StudyError(
+            f"{source}: field policies[{i}].{key}: expected it only for a tuned classical "
+            f"or a learned policy, got policy {policy!r}"
+            + (" with explicit values" if values is not None else "")
+            + (" with textbook params" if spec.params == "textbook" else "")
+        )
+    if "tune_per" in t.data and policy in LEARNED:
+        raise StudyError(
+            f"{source}: field policies[{i}].tune_per: expected it only for a tuned "
+            f"classical policy, got the learned policy {policy!r}"
+        )
     if policy in LEARNED and ("params" in t.data or values is not None):
         raise StudyError(
             f"{source}: field policies[{i}].params: expected none for a learned "

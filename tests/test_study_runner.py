@@ -99,7 +99,10 @@ def test_variant_scales_capacities_and_budgets_and_adds_a_fixed_outage():
         (lambda d: d["study"].update(reference="nobody"), "study.reference"),
         (lambda d: d["study"].update(colour="red"), "study.colour"),
         (lambda d: d["policies"][0].update(policy="magic"), "policies[0].policy"),
-        (lambda d: d["policies"][0].update(policy="hdpo"), "policies[0].policy"),
+        (
+            lambda d: d["policies"][0].update(policy="hdpo", training="isolated"),
+            "policies[0].training",
+        ),
         (lambda d: d["policies"][0].update(mode="turbo"), "policies[0].mode"),
         (lambda d: d["policies"][1].update(label="echelon (tuned)"), "policies"),
         (lambda d: d["policies"][0].update(training="federated"), "policies[0].training"),
@@ -326,13 +329,14 @@ training = "central"
 def test_isolated_and_centralized_training_units_get_the_same_budget(tmp_path):
     """The beer game has 4 organizations: isolated training steps each of them
     rounds x local-steps days on 2 replications (4 x 2 x 10 x 2 = 160 days); the central
-    learner steps the whole network as many days (2 x 10 x 2 = 40)."""
+    learner steps the whole network as many days (2 x 10 x 2 = 40) and validates after
+    each round's steps on 2 replications of the 100-day horizon (2 x 2 x 100 = 400)."""
     path = tmp_path / "train.toml"
     path.write_text(TRAINING)
     out = run_study(load_study(path), tmp_path / "out", workers=1, echo=None, progress=False)
     iso = json.loads((out / "units" / "train" / "isolated.json").read_text())
     central = json.loads((out / "units" / "train" / "central.json").read_text())
-    assert iso["simulated_days"] == 160 and central["simulated_days"] == 40
+    assert iso["simulated_days"] == 160 and central["simulated_days"] == 40 + 400
     assert sorted(iso["checkpoints"]) == [
         "brewery-co",
         "distribution-co",

@@ -13,6 +13,10 @@
 3. Evaluate the selected policy and the tuned baselines on the held-out replications
    ``0..R-1`` (common random numbers): mean cost per day with a 95% interval, and the
    paired difference learner - baseline (:func:`fedinv.sim.metrics.paired_difference`).
+
+An HDPO learner trained for the safety layer (``hdpo.Args.train_mode = "hybrid"``) is
+compared like with like: the baselines are tuned through the layer too, and every policy
+is validated and evaluated through it (highspy backend).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pandas as pd
 from fedinv.agents import hdpo
 from fedinv.agents.checkpoints import save_checkpoint
 from fedinv.agents.dqn import VALIDATION_BASE, Args, TrainResult, evaluate, train
+from fedinv.hybrid import for_mode
 from fedinv.jsonout import num as _num
 from fedinv.model.network import Scenario
 from fedinv.policies.classical import make_policy
@@ -129,6 +134,12 @@ def train_and_compare(
     days = scenario.horizon_days
     layout = Simulator(scenario, days=2).layout
     algo = "hdpo" if isinstance(args, hdpo.Args) else "dqn"
+    mode = args.train_mode if isinstance(args, hdpo.Args) else "pure"
+
+    def run_in_mode(policy: Any) -> Any:
+        """The policy as it runs in ``mode`` (hybrid: through the safety layer)."""
+        return for_mode(policy, mode, layout, backend="highspy", outages=scenario.outages)
+
     if isinstance(args, hdpo.Args):
         base = hdpo.base_policy_name(scenario) if args.base == "auto" else args.base
         baselines = [base, *(b for b in baselines if b != base)]
@@ -146,8 +157,11 @@ def train_and_compare(
             days=days,
             sweeps=sweeps,
             progress=progress,
+            mode=mode,
         )
-    classical = {name: make_policy(name, layout, t.params) for name, t in tuned.items()}
+    classical = {
+        name: run_in_mode(make_policy(name, layout, t.params)) for name, t in tuned.items()
+    }
     valid = range(VALIDATION_BASE, VALIDATION_BASE + args.eval_replications)
     validation = {
         name: float(evaluate(p, scenario, valid, args.eval_days).mean())
@@ -160,7 +174,9 @@ def train_and_compare(
     else:
         result = train(args, scenario, on_step=on_step)
     test = range(test_replications)
-    evaluation = pd.DataFrame({algo: evaluate(result.policy, scenario, test)}, index=test)
+    evaluation = pd.DataFrame(
+        {algo: evaluate(run_in_mode(result.policy), scenario, test)}, index=test
+    )
     for name, p in classical.items():
         evaluation[name] = evaluate(p, scenario, test)
     evaluation.index.name = "replication"

@@ -81,6 +81,7 @@ from torch import nn
 from fedinv.agents.dqn import VALIDATION_BASE, _ci95, agent_roles, evaluate, linear_layer
 from fedinv.agents.dqn import torch_globals as torch_globals
 from fedinv.agents.envs import EnvConfig, Observer
+from fedinv.hybrid import for_mode
 from fedinv.model.layout import Layout
 from fedinv.model.network import Scenario
 from fedinv.policies.classical import StreamPolicy, make_policy
@@ -163,6 +164,33 @@ class Args:
     rewards are unused here)."""
     threads: int = 1
     """torch CPU threads."""
+    train_mode: str = "pure"
+    """``pure``: trained and validated on its proposals; ``hybrid``: trained for the safety
+    layer -- the base tuned through it, every training window's loss adding
+    ``constraint_weight`` x the value of what the proposals violate (:func:`violation_cost`),
+    and validation run through the layer (highspy), so the selected weights are the best
+    ones as they will run."""
+    constraint_weight: float = 1.0
+    """``train_mode = "hybrid"``: $ of penalty per $ of violation value (units over a
+    capacity, storage or contract limit at the node's :func:`embodied_cost`, $ over a
+    budget)."""
+
+
+TRAIN_MODES = ("pure", "hybrid")
+
+
+def violation_cost(record: Mapping[str, Any], value: Any) -> Any:
+    """The value of a day's violations per node ``[B, N]`` ($): units over production,
+    transport, storage and contract limits at ``value`` (the node's embodied cost per
+    unit, :func:`embodied_cost`) plus $ over the monthly budget. Differentiable on torch
+    (each term is ``max(excess, 0)``)."""
+    units = (
+        record["capacity_violation"]
+        + record["transport_violation"]
+        + record["storage_violation"]
+        + record["contract_violation"]
+    )
+    return units * value + record["budget_violation"]
 
 
 def base_policy_name(scenario: Scenario) -> str:
@@ -517,13 +545,18 @@ def initial_policy(
     name = base_policy_name(scenario) if args.base == "auto" else args.base
     if name not in BASES:
         raise ValueError(f"Args.base must be auto or one of {', '.join(BASES)}, got {name!r}")
-    if tuned is None or tuned.policy != name:
+    if args.train_mode not in TRAIN_MODES:
+        raise ValueError(
+            f"Args.train_mode must be one of {', '.join(TRAIN_MODES)}, got {args.train_mode!r}"
+        )
+    if tuned is None or tuned.policy != name or tuned.mode != args.train_mode:
         tuned = tune(
             scenario,
             name,
             train_replications=args.tune_replications,
             days=scenario.horizon_days,
             sweeps=args.sweeps,
+            mode=args.train_mode,
         )
     base = Base.from_params(name, layout, tuned.params)
     observer = Observer(layout, args.env)
@@ -585,7 +618,10 @@ def train(
     def validate(iteration: int, loss: float, tau: float) -> None:
         nonlocal best
         eval_policy.networks.load_state_dict(networks.state_dict())
-        cost = evaluate(eval_policy, scenario, valid, args.eval_days)
+        run = for_mode(
+            eval_policy, args.train_mode, sim.layout, backend="highspy", outages=scenario.outages
+        )
+        cost = evaluate(run, scenario, valid, args.eval_days)
         simulated["validation"] += len(valid) * days
         rows.append(
             {
@@ -676,6 +712,7 @@ def training_batch(
         smoothing=Smoothing(order_temperature=temp * flow_unit) if fixed else None,
         cost_of_goods=args.cost_of_goods,
         proximal=proximal,
+        constraint_weight=args.constraint_weight if args.train_mode == "hybrid" else 0.0,
     )
 
 
@@ -693,14 +730,17 @@ def run_batch(
     smoothing: Smoothing | None,
     cost_of_goods: str = "before-last",
     proximal: tuple[float, Sequence[torch.Tensor]] | None = None,
+    constraint_weight: float = 0.0,
 ) -> float:
     """Simulate ``replications`` over the horizon on torch, one Adam step per window of
     ``window`` days (loss: mean network cost per day over the window's days from
     ``warmup`` on, divided by ``scale``; windows before the last with purchases and
     shipping as the cost of goods sold as :attr:`Args.cost_of_goods` says),
     detaching the state between windows. ``proximal = (mu, anchor)`` adds FedProx's
-    ``mu/2 ||w - anchor||^2`` to every window's loss (federated training). Returns the
-    batch's mean network cost per day ($, counted days, as the metric counts it)."""
+    ``mu/2 ||w - anchor||^2`` to every window's loss (federated training);
+    ``constraint_weight > 0`` adds that many times :func:`violation_cost` of every day
+    (training for the safety layer). Returns the batch's mean network cost per day ($,
+    counted days, as the metric counts it; penalties not included)."""
     ops = torch_ops()
     state, exo = sim.reset(replications)
     ts = state.to(ops)
@@ -712,9 +752,18 @@ def run_batch(
         obs = policy.observe(ts.to(NUMPY))  # features: constants of the backward pass
         with torch.set_grad_enabled(t >= warmup):
             decision = policy.orders(ts, obs, ops, trigger_temperature)
-            ts, record = sim.step(ts, exo, decision, ops=ops, smoothing=smoothing, violations=False)
+            ts, record = sim.step(
+                ts,
+                exo,
+                decision,
+                ops=ops,
+                smoothing=smoothing,
+                violations=constraint_weight > 0,
+            )
         if t >= warmup:
             cost = record["total_cost"]
+            if constraint_weight > 0:
+                cost = cost + constraint_weight * violation_cost(record, value)
             window_index = (t - warmup) // window
             if cost_of_goods == "all" or (cost_of_goods == "before-last" and window_index < last):
                 paid = record["external_purchase_cost"] + record["shipping_cost"]

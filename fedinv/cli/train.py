@@ -76,6 +76,13 @@ def add_parser(commands: Any) -> None:
         "whole horizon)",
     )
     p.add_argument(
+        "--train-mode",
+        choices=("pure", "hybrid"),
+        help="hdpo: pure (default), or trained for the safety layer: its base and the "
+        "baselines tuned through the layer, violations penalized in the loss, validation "
+        "and evaluation through the layer (the DQN trains pure only, for now)",
+    )
+    p.add_argument(
         "--base",
         choices=("auto", "base-stock", "sS"),
         metavar="P",
@@ -172,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fedinv.policies.classical import POLICY_NAMES
 
     only = {
-        "dqn": ("iterations", "window", "base"),
+        "dqn": ("iterations", "window", "base", "train_mode"),
         "hdpo": ("steps", "network_share", "order_change_cost"),
     }
     for name in only[args.algo]:
@@ -214,6 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             sweeps=args.sweeps,
             eval_replications=args.eval_replications,
             eval_every=defaults.eval_every if args.eval_every is None else args.eval_every,
+            train_mode=args.train_mode or defaults.train_mode,
         )
         return _run(args, scenario, train_args, train_args.iterations, common)
     steps = args.steps or Args().total_steps

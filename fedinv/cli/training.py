@@ -52,6 +52,13 @@ TRAINING_OPTIONS = (
         "HDPO: gradient batches per client and round",
         COUNT,
     ),
+    TrainingOption(
+        "train_mode",
+        "--train-mode",
+        None,
+        "HDPO: pure, or trained for the safety layer (hybrid)",
+        choices=("pure", "hybrid"),
+    ),
     TrainingOption("rounds", "--rounds", "R", "server rounds", COUNT),
     TrainingOption("strategy", "--strategy", None, "aggregation", choices=STRATEGIES),
     TrainingOption(
@@ -140,7 +147,10 @@ def fed_config(args: argparse.Namespace) -> FedConfig:
         values["proximal_mu"] = FEDPROX_MU if args.proximal_mu is None else args.proximal_mu
     else:
         values["proximal_mu"] = defaults.proximal_mu
-    return dataclasses.replace(defaults, **values)
+    try:
+        return dataclasses.replace(defaults, **values)
+    except ValueError as exc:  # FedConfig's own checks (e.g. --train-mode hybrid --algo dqn)
+        raise CliError(str(exc)) from None
 
 
 ROUND_COLUMNS = (

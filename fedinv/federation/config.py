@@ -66,6 +66,15 @@ class FedConfig:
     default, four echelon lead times, :func:`fedinv.agents.hdpo.auto_window`)."""
     hdpo_learning_rate: float = 3e-3
     """HDPO: Adam step size."""
+    tune_replications: int = 16
+    """HDPO: training replications of each base policy's tuning (every organization
+    tunes its own on its local scenario; the server tunes the whole network's)."""
+    tune_sweeps: int = 2
+    """HDPO: coordinate-descent sweeps of those tunings."""
+    train_mode: str = "pure"
+    """HDPO: ``pure``, or ``hybrid`` -- trained for the safety layer
+    (:attr:`fedinv.agents.hdpo.Args.train_mode`: bases tuned through the layer,
+    violations penalized in every local loss). The DQN trains pure only."""
     reward_scale: float | None = None
     """$ per day dividing costs in every client's reward (the same for all, so Q-values
     average meaningfully); None: the whole network's reference cost / organizations."""
@@ -73,6 +82,15 @@ class FedConfig:
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"FedConfig.algo must be one of {', '.join(ALGOS)}, got {self.algo!r}")
+        if self.train_mode not in ("pure", "hybrid"):
+            raise ValueError(
+                f"FedConfig.train_mode must be pure or hybrid, got {self.train_mode!r}"
+            )
+        if self.train_mode == "hybrid" and self.algo != "hdpo":
+            raise ValueError(
+                "FedConfig.train_mode = 'hybrid' needs algo = 'hdpo' (the DQN is not trained "
+                "through the safety layer yet)"
+            )
 
     def dqn_args(self) -> Args:
         return Args(

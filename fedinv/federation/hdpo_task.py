@@ -67,6 +67,9 @@ def hdpo_args(cfg: FedConfig, scenario: Scenario | None = None) -> hdpo.Args:
         hidden=tuple(cfg.hidden),
         learning_rate=cfg.hdpo_learning_rate,
         eval_replications=cfg.eval_replications,
+        train_mode=cfg.train_mode,
+        tune_replications=cfg.tune_replications,
+        sweeps=cfg.tune_sweeps,
     )
 
 
