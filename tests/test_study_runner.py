@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fedinv.model.scenario import builtin_scenario_text
 from studies.runner import event_metrics, plan, run_study
 from studies.spec import (
     EventSpec,
@@ -574,3 +575,86 @@ def test_a_study_killed_during_federated_training_leaves_no_process(tmp_path):
     keys = [(r["round"], r["phase"], r["node"]) for r in replies]
     assert len(keys) == len(set(keys)), "a round's replies were received twice"
     assert not (work / RECORD).exists()
+
+
+# -- equal budgets, training through the safety layer -----------------------------------
+
+
+def test_a_unit_over_the_budget_is_refused_before_the_study_starts(tmp_path):
+    """serial-3's tuned echelon base-stock: 3 tiers, golden sections on [-2, 6] to 0.02
+    take 15 points each, plus the start: 1 + 3 x 15 = 46 evaluations x 4 training
+    replications x 200 days = 36,800 simulated days."""
+    import tomllib
+
+    from studies.budget import check_budgets
+
+    doc = tomllib.loads(tiny(tmp_path).read_text())
+    doc["study"]["budget_days"] = 36_799
+    with pytest.raises(StudyError) as err:
+        check_budgets(parse_study(doc, "b.toml"))
+    assert str(err.value).startswith("b.toml: field study.budget_days")
+    assert "tune/echelon-base-stock plans 36,800" in str(err.value)
+    doc["study"]["budget_days"] = 36_800
+    spec = parse_study(doc, "b.toml")
+    assert check_budgets(spec) == {"tune/echelon-base-stock": 36_800}
+    out = tmp_path / "out"
+    spec = parse_study({**doc, "study": {**doc["study"], "budget_days": 100}}, "b.toml")
+    with pytest.raises(StudyError, match="budget_days"):
+        run_study(spec, out, workers=1, echo=None, progress=False)
+    assert not (out / "units").exists()  # refused before any unit
+
+
+HDPO_STUDY = """
+[study]
+name = "hdpo"
+title = "HDPO through the layer"
+scenario = "single-node.toml"
+replications = 2
+days = 60
+train_replications = 2
+tune_sweeps = 1
+bound = false
+
+[training]
+rounds = 1
+local-iterations = 2
+replications = 2
+eval-replications = 2
+
+[[policies]]
+label = "base-stock through the layer"
+policy = "base-stock"
+mode = "hybrid"
+
+[[policies]]
+label = "hdpo through the layer"
+policy = "hdpo"
+training = "central"
+mode = "hybrid"
+"""
+
+
+def test_hdpo_trained_through_the_safety_layer_in_a_study(tmp_path):
+    """A budgeted single node: the safety layer binds (pure orders overspend), the base
+    and the learner are tuned and trained for it, and run through it."""
+    text = builtin_scenario_text("single-node").replace("horizon_days = 365", "horizon_days = 60")
+    text = text.replace('id = "retailer"', 'id = "retailer"\nmonthly_budget = 2900.0')
+    text = text.replace('destination = "store"', 'destination = "store"\nprice = 1.0')
+    (tmp_path / "single-node.toml").write_text(text)
+    path = tmp_path / "hdpo.toml"
+    path.write_text(HDPO_STUDY)
+    spec = load_study(path)
+    assert [p.prepared_by for p in spec.policies] == [
+        "tune/base-stock.hybrid",
+        "train/hdpo-central.hybrid",
+    ]
+    out = run_study(spec, tmp_path / "out", workers=1, echo=None, progress=False)
+    tuned = json.loads((out / "units" / "tune" / "base-stock.hybrid.json").read_text())
+    trained = json.loads((out / "units" / "train" / "hdpo-central.hybrid.json").read_text())
+    assert tuned["mode"] == "hybrid" and trained["train_mode"] == "hybrid"
+    from fedinv.agents.checkpoints import load_checkpoint
+
+    saved = load_checkpoint(out / trained["checkpoint"], "hdpo")
+    assert saved["args"]["train_mode"] == "hybrid"  # the checkpoint says how it was trained
+    frame = pd.read_parquet(out / "results" / "replications.parquet")
+    assert (frame["violations_per_month"] == 0).all()  # both released through the layer
