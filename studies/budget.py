@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from studies.spec import StudyError, StudySpec
+from studies.spec import StudyError, StudySpec, training_config
 
 
 def parse_key(key: str) -> tuple[str, str, str, str]:
@@ -39,8 +39,6 @@ def planned_days(spec: StudySpec, key: str) -> int:
     if kind == "tune":
         evals = max_evaluations(name, scenario_layout(scenario), spec.tune_sweeps, per=per)
         return evals * spec.train_replications * days
-    from studies.runner import training_config
-
     cfg = training_config(spec)
     orgs = len(scenario.network.organizations)
     horizon = scenario.horizon_days

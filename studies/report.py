@@ -123,6 +123,7 @@ POLICY_NAMES = {
     "min-stock": "min-stock",
     "rolling-lp": "rolling-horizon LP",
     "dqn": "DQN",
+    "hdpo": "HDPO (pathwise gradients, a residual on a tuned base-stock or (s, S) policy)",
 }
 TRAINING_TEXT = {
     "federated": "as a Flower federation of the organizations (role-weighted FedAvg: "
@@ -454,11 +455,13 @@ def main_table(run: StudyRun, summary: pd.DataFrame, variant: str) -> pd.DataFra
     metrics = [m for m in MAIN_METRICS if has_bound or m != "gap_to_bound_pct"]
     metrics += list(HYBRID_METRICS) if hybrid else []
     rows = []
-    for p in policies:
+    respecting = [p for p in policies if respects_constraints(run, stats, variant, p)]
+    for p in respecting + [p for p in policies if p not in respecting]:
         label = f"{p} (reference)" if p == run.spec.reference else p
         n = max(stats.get(variant, p, m)[2] for m in ("total_cost_per_day", "fill_rate"))
         rows.append(
-            [label, run.mode(p), str(n)] + [_stat_text(stats, variant, p, m) for m in metrics]
+            [label, run.mode(p), "yes" if p in respecting else "no", str(n)]
+            + [_stat_text(stats, variant, p, m) for m in metrics]
         )
     if has_bound and run.replications is not None:
         bound = _bound_stats(run.replications, variant)
@@ -468,12 +471,37 @@ def main_table(run: StudyRun, summary: pd.DataFrame, variant: str) -> pd.DataFra
                 [
                     "Perfect-information bound (not a policy)",
                     MISSING,
+                    MISSING,
                     str(n),
                     _pm(mean, ci, _decimals("total_cost_per_day", mean)),
                 ]
                 + [MISSING] * (len(metrics) - 1)
             )
-    return pd.DataFrame(rows, columns=["Policy", "Mode", "n"] + [_label(m) for m in metrics])
+    columns = ["Policy", "Mode", "Respects constraints", "n"]
+    return pd.DataFrame(rows, columns=columns + [_label(m) for m in metrics])
+
+
+def respects_constraints(run: StudyRun, stats: _Stats, variant: str, policy: str) -> bool:
+    """A policy respects the constraints on ``variant`` if it runs through the safety
+    layer (hybrid mode: what it releases breaks only what docs/hybrid.md names as
+    unavoidable, each counted) or releases no violating order on any replication."""
+    if run.mode(policy) == "hybrid":
+        return True
+    mean, _, n = stats.get(variant, policy, "violations_per_month")
+    return n > 0 and _finite(mean) and mean == 0
+
+
+def cheapest_respecting(run: StudyRun, summary: pd.DataFrame, variant: str) -> str | None:
+    """The label of the cheapest policy (mean total cost per day) that respects the
+    constraints on ``variant``, or None."""
+    stats = _Stats(summary)
+    best: tuple[float, str] | None = None
+    for p in run.policies:
+        if stats.has(variant, p) and respects_constraints(run, stats, variant, p):
+            cost = stats.get(variant, p, "total_cost_per_day")[0]
+            if _finite(cost) and (best is None or cost < best[0]):
+                best = (cost, p)
+    return None if best is None else best[1]
 
 
 def _bound_stats(replications: pd.DataFrame, variant: str) -> tuple[float, float, int] | None:
@@ -494,7 +522,7 @@ def summary_table(out: Path, variant: str | None = None) -> pd.DataFrame:
 
 def _summary_table(run: StudyRun, variant: str | None = None) -> pd.DataFrame:
     if run.replications is None:
-        return pd.DataFrame(columns=["Policy", "Mode", "n"])
+        return pd.DataFrame(columns=["Policy", "Mode", "Respects constraints", "n"])
     summary = summary_frame(run.replications, run.variants, run.policies)
     return main_table(run, summary, variant or _first_variant(run))
 
@@ -699,6 +727,7 @@ def _plot_cost_violations(
         if not (_finite(cost) and _finite(viol)):
             continue
         mode = run.mode(policy)
+        respects = respects_constraints(run, stats, variant, policy)
         ax.errorbar(
             viol,
             cost,
@@ -706,6 +735,7 @@ def _plot_cost_violations(
             yerr=_nan0(cost_ci),
             fmt=_MARKERS.get(mode, "o"),
             color=colors[policy],
+            mfc=colors[policy] if respects else "none",
             capsize=3,
             ms=7,
             label=None if policy in seen else f"{policy} ({mode})",
@@ -717,7 +747,7 @@ def _plot_cost_violations(
             )
     ax.set_xlabel("constraint violations per month (mean ± 95% CI)")
     ax.set_ylabel("total cost per day ($, mean ± 95% CI)")
-    ax.set_title("Cost vs violations (circle: pure, square: hybrid)")
+    ax.set_title("Cost vs violations (circle: pure, square: hybrid; hollow: violates constraints)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -838,6 +868,7 @@ def _method(run: StudyRun) -> list[str]:
     )
     out += ["", "**Policies.**", ""]
     out += [f"- {_policy_text(run, p)}" for p in spec.policies]
+    out += _preparation_section(run)
     if len(spec.variants) > 1 or _variant_changes(spec.variants[0]):
         out += ["", "**Variants.**", ""]
         out += [f"- `{v.name}`: {_variant_text(v)}" for v in spec.variants]
@@ -879,27 +910,83 @@ def _method(run: StudyRun) -> list[str]:
     return out
 
 
+def _preparation_section(run: StudyRun) -> list[str]:
+    """Every tuning and training with its simulated replication-days (planned and, for a
+    tuning, used) and wall time, against the study's budget."""
+    keys = sorted({p.prepared_by for p in run.spec.policies if p.prepared_by})
+    if not keys:
+        return []
+    planned = run.meta.get("planned_days") or {}
+    rows = []
+    for key in keys:
+        kind, name = key.split("/", 1)
+        record = (run.tuned if kind == "tune" else run.trained).get(name) or {}
+        used = record.get("simulated_days") if kind == "tune" else None
+        rows.append(
+            [
+                f"`{key}`",
+                ", ".join(p.label for p in run.spec.policies if p.prepared_by == key),
+                _int(planned.get(key)),
+                _int(used) if used is not None else MISSING,
+                _duration(record.get("seconds")) if record else MISSING,
+            ]
+        )
+    budget = run.spec.budget_days
+    frame = pd.DataFrame(
+        rows, columns=["Unit", "Used by", "Planned days", "Used days", "Wall time"]
+    )
+    return [
+        "",
+        "**Preparation and budgets.** Simulated replication-days of the whole network per "
+        "tuning or training (a federation sums its organizations' local days; training, "
+        "validation and a residual's base tuning count); planned before the study starts "
+        + (
+            f"and refused above the study's budget of {budget:,} days each."
+            if budget is not None
+            else "(the study sets no budget: they may differ)."
+        ),
+        "",
+        markdown_table(frame),
+    ]
+
+
 def _policy_text(run: StudyRun, p: PolicySpec) -> str:
     name = POLICY_NAMES.get(p.policy, p.policy)
     head = f"**{p.label}** — {name} policy, {p.mode} mode"
     prepared = p.prepared_by
-    if p.policy == "dqn":
-        record = run.trained.get(p.training)
-        text = f"trained {TRAINING_TEXT.get(p.training, p.training)}"
+    key = prepared.split("/", 1)[1] if prepared else ""
+    layer = " through the safety layer" if p.trained_in == "hybrid" else ""
+    if p.policy in ("dqn", "hdpo"):
+        record = run.trained.get(key)
+        text = f"trained{layer} {TRAINING_TEXT.get(p.training, p.training)}"
+        if p.policy == "hdpo" and p.trained_in == "hybrid":
+            text += (
+                " (its base tuned through the layer, the value of every violation its "
+                "proposals make added to the training loss, validation run through the "
+                "layer)"
+            )
         if record is not None:
             text += (
-                f": {_int(record.get('simulated_days'))} simulated days, "
-                f"{_duration(record.get('seconds'))} of wall time"
+                f": {_int(record.get('simulated_days'))} simulated days planned (training, "
+                f"validation and base tunings), {_duration(record.get('seconds'))} of wall time"
             )
+            if record.get("selected_round") is not None:
+                text += (
+                    f"; global round {record['selected_round']} selected on validation "
+                    "replications over the full horizon"
+                )
         else:
             text += f" (no training record `units/{prepared}.json`)"
     elif prepared is not None and prepared.startswith("tune/"):
-        record = run.tuned.get(p.policy)
+        record = run.tuned.get(key)
+        per = "node" if p.tune_per == "node" else "tier"
         text = (
-            "parameters tuned by simulation: cyclic coordinate descent with a "
-            "golden-section search per coordinate (a safety factor z per tier, and an "
-            "order-quantity multiple k of the EOQ per tier where the policy has one), "
-            f"{run.spec.tune_sweeps} sweeps, minimizing the mean cost per day over "
+            f"parameters tuned{layer} by simulation: cyclic coordinate descent with a "
+            f"golden-section search per coordinate (a safety factor z per {per}, and an "
+            f"order-quantity multiple k of the EOQ per {per} where the policy has one), "
+            f"{run.spec.tune_sweeps} sweeps, minimizing the mean cost per day"
+            + (" of the orders the layer releases" if layer else "")
+            + " over "
         )
         if record is not None:
             text += (
@@ -988,6 +1075,30 @@ def _variant_section(
         markdown_table(table),
         "",
     ]
+    cheapest = cheapest_respecting(run, summary, variant)
+    stats = _Stats(summary)
+    if cheapest is None:
+        out += ["No policy respects the constraints on this variant.", ""]
+    else:
+        cost, ci, _ = stats.get(variant, cheapest, "total_cost_per_day")
+        violating = [
+            p
+            for p in run.policies
+            if stats.has(variant, p) and not respects_constraints(run, stats, variant, p)
+        ]
+        out += [
+            f"**Cheapest policy that respects the constraints: {cheapest}** "
+            f"(${_pm(cost, ci, _decimals('total_cost_per_day', cost))}/day). A policy "
+            "respects them if it runs through the safety layer (hybrid mode) or releases "
+            "no violating order on any replication"
+            + (
+                f"; {', '.join(violating)} release violating orders and are listed last, "
+                "not comparable on cost alone."
+                if violating
+                else "; every policy here does."
+            ),
+            "",
+        ]
     out += _paired_section(run, paired, variant)
     out += _event_section(run, summary, variant)
     key = f"monthly:{variant}"

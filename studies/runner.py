@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from studies.spec import StudySpec, check_study, variant_scenario
+from studies.spec import StudySpec, check_study, training_config, variant_scenario
 from studies.units import Unit, plan, read_unit, scan, unit_path
 
 __all__ = ["Unit", "plan", "run_study", "execute_unit", "event_metrics", "StudyRunError"]
@@ -612,22 +612,6 @@ def event_metrics(daily: pd.DataFrame, scenario, spec: StudySpec) -> dict[str, A
 
 
 # ---------------------------------------------------------------------------- training
-
-
-def training_config(spec: StudySpec):
-    """The FedConfig of the study's ``[training]`` table on its base scenario."""
-    from fedinv.federation.task import FedConfig
-
-    cfg = FedConfig.from_flat({**spec.training})
-    cfg = dataclasses.replace(
-        cfg,
-        scenario=spec.scenario
-        if "/" not in spec.scenario and not spec.scenario.endswith(".toml")
-        else str(Path(spec.scenario).resolve()),
-    )
-    if "exploration-steps" not in spec.training:
-        cfg = dataclasses.replace(cfg, exploration_steps=cfg.rounds * cfg.local_steps // 2)
-    return cfg
 
 
 def _training_text(kind: str) -> str:

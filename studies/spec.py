@@ -628,3 +628,19 @@ def scenario_document(name_or_path: str) -> tuple[dict[str, Any], Path]:
         return tomllib.loads(text), Path(str(resources.files("fedinv.model"))) / "scenarios"
     path = Path(name_or_path)
     return tomllib.loads(path.read_text(encoding="utf-8")), path.resolve().parent
+
+
+def training_config(spec: StudySpec):
+    """The FedConfig of the study's ``[training]`` table on its base scenario."""
+    from fedinv.federation.task import FedConfig
+
+    cfg = FedConfig.from_flat({**spec.training})
+    cfg = dataclasses.replace(
+        cfg,
+        scenario=spec.scenario
+        if "/" not in spec.scenario and not spec.scenario.endswith(".toml")
+        else str(Path(spec.scenario).resolve()),
+    )
+    if "exploration-steps" not in spec.training:
+        cfg = dataclasses.replace(cfg, exploration_steps=cfg.rounds * cfg.local_steps // 2)
+    return cfg

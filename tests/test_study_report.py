@@ -56,7 +56,7 @@ def _spec(**changes) -> StudySpec:
         policies=(
             PolicySpec(BS, "base-stock"),
             PolicySpec(SS, "sS", params="textbook"),
-            PolicySpec(DQN, "dqn", training="federated", mode="hybrid"),
+            PolicySpec(DQN, "dqn", training="federated", mode="hybrid", train_mode="pure"),
         ),
         variants=(
             VariantSpec("base"),
@@ -291,7 +291,7 @@ def test_report_reads_as_a_results_section(rendered):
     assert "## Method" in text and "common random numbers" in text
     assert "0–3" in text and "1,000,000" in text and "Student-t" in text
     assert "45 evaluations = 262,800 simulated days" in text
-    assert "43,200 simulated days" in text and "textbook parameters" in text
+    assert "43,200 simulated days planned" in text and "textbook parameters" in text
     assert "a lower bound" in text and "not a policy" in text
     # the direction is stated whichever way it points
     pct = 100 * 37.5 / np.mean(COST["base"][BS])
@@ -387,10 +387,13 @@ def test_missing_optional_parts_are_tolerated(tmp_path):
 def test_summary_table_for_the_cli(rendered, capsys):
     out, _ = rendered
     table = summary_table(out)
-    assert list(table["Policy"])[:3] == [f"{BS} (reference)", SS, DQN]
-    assert table.loc[2, "Cost $/day"] == f"995 ± {_t_half(COST['base'][DQN]):.0f}"
-    assert table.loc[0, "Fill rate"].startswith("0.965 ± ")
-    assert summary_table(out, "tight").loc[0, "Cost $/day"].startswith("1,232 ± ")
+    # the hybrid DQN respects the constraints; the pure rows release violating orders
+    # (1 + r a month) and come after it
+    assert list(table["Policy"])[:3] == [DQN, f"{BS} (reference)", SS]
+    assert list(table["Respects constraints"])[:3] == ["yes", "no", "no"]
+    assert table.loc[0, "Cost $/day"] == f"995 ± {_t_half(COST['base'][DQN]):.0f}"
+    assert table.loc[1, "Fill rate"].startswith("0.965 ± ")
+    assert summary_table(out, "tight").loc[1, "Cost $/day"].startswith("1,232 ± ")
     print_summary(out)
     assert "Demo study: variant base" in capsys.readouterr().out
     from rich.console import Console

@@ -14,9 +14,10 @@
    ``0..R-1`` (common random numbers): mean cost per day with a 95% interval, and the
    paired difference learner - baseline (:func:`fedinv.sim.metrics.paired_difference`).
 
-An HDPO learner trained for the safety layer (``hdpo.Args.train_mode = "hybrid"``) is
-compared like with like: the baselines are tuned through the layer too, and every policy
-is validated and evaluated through it (highspy backend).
+A learner trained for the safety layer (``hdpo.Args.train_mode`` or the DQN's
+``EnvConfig.train_mode`` ``= "hybrid"``) is compared like with like: the baselines are
+tuned through the layer too, and every policy is validated and evaluated through it
+(highspy backend).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def train_and_compare(
     days = scenario.horizon_days
     layout = Simulator(scenario, days=2).layout
     algo = "hdpo" if isinstance(args, hdpo.Args) else "dqn"
-    mode = args.train_mode if isinstance(args, hdpo.Args) else "pure"
+    mode = args.train_mode if isinstance(args, hdpo.Args) else args.env.train_mode
 
     def run_in_mode(policy: Any) -> Any:
         """The policy as it runs in ``mode`` (hybrid: through the safety layer)."""

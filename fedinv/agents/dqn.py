@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from fedinv.agents.envs import ActionMap, BatchedInventoryEnv, EnvConfig, Observer
+from fedinv.hybrid import for_mode
 from fedinv.model.layout import Layout
 from fedinv.model.network import Scenario
 from fedinv.sim.simulator import Decision, Simulator, State
@@ -683,7 +684,14 @@ def train(
         last = step == args.total_steps
         if last or (args.eval_every and step % args.eval_every == 0):
             eval_policy.q_network.load_state_dict(q_network.state_dict())
-            cost = evaluate(eval_policy, scenario, valid, args.eval_days)
+            run = for_mode(  # validated as it was trained: pure or through the layer
+                eval_policy,
+                args.env.train_mode,
+                env.layout,
+                backend="highspy",
+                outages=scenario.outages,
+            )
+            cost = evaluate(run, scenario, valid, args.eval_days)
             rows.append(
                 {
                     "step": step,

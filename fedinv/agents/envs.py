@@ -196,6 +196,16 @@ class EnvConfig:
     fallback_levels: Mapping[str, Any] | None = None
     """Base-stock levels of nodes that are not agents, ``{node: level}`` as
     ``--params`` takes them (missing nodes: the textbook level)."""
+    train_mode: str = "pure"
+    """``pure``: the proposed orders are released; ``hybrid``: the safety layer releases
+    its projection of them (highspy), the simulator runs the released orders, and each
+    node's cost in the reward adds ``projection_penalty`` x its stockout penalty per unit
+    the layer changed on its inbound lanes (safe RL by projection: the proposer learns
+    what the layer lets through and to propose feasible orders). The discrete action
+    stored for learning is the proposed one."""
+    projection_penalty: float = 1.0
+    """``train_mode = "hybrid"``: days of the destination's stockout penalty ($/unit-day)
+    charged per unit of ``|proposed - released|``."""
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (for checkpoints and JSON)."""
@@ -517,6 +527,13 @@ class BatchedInventoryEnv:
         self.observation_size = self.observer.size
         self.num_actions = cfg.actions.size
         self.cost_scale = float(cfg.reward.scale or reference_cost(scenario, cfg))
+        if cfg.train_mode not in ("pure", "hybrid"):
+            raise ValueError(f"train_mode must be pure or hybrid, got {cfg.train_mode!r}")
+        self.projector = None
+        if cfg.train_mode == "hybrid":
+            from fedinv.hybrid import make_projector
+
+            self.projector = make_projector(lay, "highspy", outages=scenario.outages)
         self.state: State | None = None
         self.exogenous: Exogenous | None = None
         self.replications: tuple[int, ...] = ()
@@ -550,6 +567,11 @@ class BatchedInventoryEnv:
             )
         fc = self.observer.forecaster
         decision = self.action_map.decision(s, actions, fc.mean, fc.std)
+        moved = None
+        if self.projector is not None:  # the layer releases, the proposer pays the change
+            released = self.projector.project(s, decision.orders).released
+            moved = np.abs(decision.orders - released) @ self.layout.dst_mat  # [B, N]
+            decision = Decision(released, decision.transfers, decision.info)
         s, record = self.sim.step(s, self.exogenous, decision)
         self.state = s
         cost = record["total_cost"]
@@ -558,6 +580,9 @@ class BatchedInventoryEnv:
             if rcfg.variable_costs
             else (cost - record["external_purchase_cost"] - record["shipping_cost"])
         )
+        if moved is not None:
+            penalty = self.config.projection_penalty * self.layout.penalty
+            reward_cost = reward_cost + penalty * moved
         node_orders = decision.orders @ self.observer.lane_to_node  # units of product
         change = np.abs(node_orders - self._last_orders)
         self._last_orders = node_orders

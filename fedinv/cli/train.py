@@ -78,9 +78,10 @@ def add_parser(commands: Any) -> None:
     p.add_argument(
         "--train-mode",
         choices=("pure", "hybrid"),
-        help="hdpo: pure (default), or trained for the safety layer: its base and the "
-        "baselines tuned through the layer, violations penalized in the loss, validation "
-        "and evaluation through the layer (the DQN trains pure only, for now)",
+        help="pure (default), or trained for the safety layer: the DQN on the released "
+        "orders with a penalty on the projection distance, HDPO with violations penalized "
+        "in its loss and its base tuned through the layer; the baselines are then tuned, "
+        "and every policy validated and evaluated, through the layer",
     )
     p.add_argument(
         "--base",
@@ -179,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fedinv.policies.classical import POLICY_NAMES
 
     only = {
-        "dqn": ("iterations", "window", "base", "train_mode"),
+        "dqn": ("iterations", "window", "base"),
         "hdpo": ("steps", "network_share", "order_change_cost"),
     }
     for name in only[args.algo]:
@@ -239,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         replications=args.replications,
         eval_replications=args.eval_replications,
         eval_every=(max(steps // 20, 1) if args.eval_every is None else args.eval_every),
-        env=EnvConfig(reward=reward),
+        env=EnvConfig(reward=reward, train_mode=args.train_mode or "pure"),
     )
     return _run(args, scenario, train_args, steps, common)
 

@@ -56,7 +56,7 @@ TRAINING_OPTIONS = (
         "train_mode",
         "--train-mode",
         None,
-        "HDPO: pure, or trained for the safety layer (hybrid)",
+        "pure, or trained for the safety layer (hybrid: docs/agents.md)",
         choices=("pure", "hybrid"),
     ),
     TrainingOption("rounds", "--rounds", "R", "server rounds", COUNT),

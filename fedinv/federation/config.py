@@ -72,9 +72,11 @@ class FedConfig:
     tune_sweeps: int = 2
     """HDPO: coordinate-descent sweeps of those tunings."""
     train_mode: str = "pure"
-    """HDPO: ``pure``, or ``hybrid`` -- trained for the safety layer
-    (:attr:`fedinv.agents.hdpo.Args.train_mode`: bases tuned through the layer,
-    violations penalized in every local loss). The DQN trains pure only."""
+    """``pure``, or ``hybrid``: trained for the safety layer -- the DQN on the orders the
+    layer releases with a penalty on the projection distance
+    (:attr:`fedinv.agents.envs.EnvConfig.train_mode`), HDPO with its bases tuned through
+    the layer and violations penalized in every local loss
+    (:attr:`fedinv.agents.hdpo.Args.train_mode`)."""
     reward_scale: float | None = None
     """$ per day dividing costs in every client's reward (the same for all, so Q-values
     average meaningfully); None: the whole network's reference cost / organizations."""
@@ -85,11 +87,6 @@ class FedConfig:
         if self.train_mode not in ("pure", "hybrid"):
             raise ValueError(
                 f"FedConfig.train_mode must be pure or hybrid, got {self.train_mode!r}"
-            )
-        if self.train_mode == "hybrid" and self.algo != "hdpo":
-            raise ValueError(
-                "FedConfig.train_mode = 'hybrid' needs algo = 'hdpo' (the DQN is not trained "
-                "through the safety layer yet)"
             )
 
     def dqn_args(self) -> Args:
@@ -110,7 +107,7 @@ class FedConfig:
         )
 
     def env_config(self) -> EnvConfig:
-        return EnvConfig(reward=RewardConfig(scale=self.reward_scale))
+        return EnvConfig(reward=RewardConfig(scale=self.reward_scale), train_mode=self.train_mode)
 
     def to_flat(self) -> dict[str, Any]:
         """Flat hyphenated keys (Flower run config): tuples as comma strings."""
