@@ -269,3 +269,32 @@ def test_single_node_env_others_use_fallback_levels():
     np.testing.assert_allclose(
         env.env.action_map.fallback, [levels["stage-1"], levels["stage-2"], levels["stage-3"]]
     )
+
+
+def test_training_through_the_safety_layer_releases_the_projection_and_charges_it():
+    """single-node with 104 units/day of transport capacity: an action that proposes
+    more is cut to 104 by the layer; the simulator runs 104, and the reward charges one
+    day of the store's stockout penalty (19 $/unit-day) per unit cut."""
+    import tomllib
+
+    from fedinv.model.scenario import builtin_scenario_text, parse_scenario
+
+    text = builtin_scenario_text("single-node").replace(
+        'destination = "store"', 'destination = "store"\ntransport_capacity = 104.0'
+    )
+    scenario = parse_scenario(tomllib.loads(text), "capped", None)
+    reward = RewardConfig(own_weight=1.0, network_share=0.0, scale=1.0)
+    pure = BatchedInventoryEnv(scenario, EnvConfig(reward=reward))
+    layer = BatchedInventoryEnv(scenario, EnvConfig(reward=reward, train_mode="hybrid"))
+    top = np.array([[pure.num_actions - 1]])  # the largest order the action set has
+    pure.reset([0])
+    layer.reset([0])
+    pure.step(top)
+    proposed = float(pure.state.last_orders[0, 0])
+    assert proposed > 104.0  # the layer must act
+    _, r, _, _, info = layer.step(top)
+    assert float(layer.state.last_orders[0, 0]) == pytest.approx(104.0, abs=1e-6)
+    moved = proposed - 104.0
+    assert float(r[0, 0]) == pytest.approx(-(info["cost"][0, 0] + 19.0 * moved), rel=1e-6)
+    with pytest.raises(ValueError, match="train_mode must be pure or hybrid"):
+        BatchedInventoryEnv(scenario, EnvConfig(train_mode="projected"))
