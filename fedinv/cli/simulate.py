@@ -54,6 +54,7 @@ def add_parsers(commands: Any) -> None:
     from fedinv.hybrid import BACKENDS
     from fedinv.policies.classical import POLICY_NAMES
     from fedinv.registry import ALL_POLICIES
+    from fedinv.roles.coordination import COORDINATION_RULES, BalanceConfig
     from fedinv.sim.run import MODES
 
     p = commands.add_parser(
@@ -104,6 +105,27 @@ def add_parsers(commands: Any) -> None:
         type=COUNT,
         metavar="S",
         help=f"with --tune: coordinate-descent sweeps (default {SWEEPS})",
+    )
+    p.add_argument(
+        "--coordination",
+        choices=COORDINATION_RULES,
+        default="none",
+        help="balance: add the Coordination Node, which moves stock between same-region "
+        "peers on the scenario's lateral links (docs/roles.md; default none)",
+    )
+    p.add_argument(
+        "--coordination-threshold",
+        type=float,
+        metavar="DAYS",
+        help="with --coordination balance: a node projected below DAYS of mean demand at "
+        f"the end of its lead time receives (default {BalanceConfig.threshold})",
+    )
+    p.add_argument(
+        "--coordination-reserve",
+        type=float,
+        metavar="DAYS",
+        help="with --coordination balance: days of mean demand a donor keeps "
+        f"(default {BalanceConfig.reserve})",
     )
     p.add_argument("--days", type=DAYS, metavar="N", help="days to simulate (default: horizon)")
     p.add_argument(
@@ -361,6 +383,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ("solver",),
         "without --mode hybrid (only the safety layer solves; pure mode releases the proposals)",
     )
+    refuse_unused(
+        args,
+        args.coordination == "balance",
+        ("coordination_threshold", "coordination_reserve"),
+        "without --coordination balance",
+    )
     solver = args.solver or SOLVER
     given = read_params(args.params, args.policy) if args.params is not None else None
     scenario = load(args.scenario, args.seed)
@@ -385,9 +413,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint if learned else None,
         where=f"--params for --policy {args.policy}",
     )
+    factory, coordination = _coordination(args, scenario, prepared.factory)
     result = simulate(
         scenario,
-        prepared.factory,
+        factory,
         replications=args.replications,
         days=args.days,
         progress=not args.quiet and not args.json and sys.stdout.isatty(),
@@ -400,6 +429,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if optimization:
         payload["policy_options"] = prepared.options
     payload["mode"] = args.mode
+    if coordination is not None:
+        payload["coordination"] = coordination
     if args.mode == "hybrid":
         payload["solver"] = solver
         payload["relaxations"] = len(result.relaxations)
@@ -415,6 +446,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"wrote {', '.join(p.name for p in paths)} to {args.out}", markup=False
         )
     return 0
+
+
+def _coordination(
+    args: argparse.Namespace, scenario: Scenario, factory: Callable
+) -> tuple[Callable, dict[str, Any] | None]:
+    """The policy factory with ``--coordination`` applied, and its JSON description."""
+    from fedinv.roles.coordination import BalanceConfig, coordinated_factory
+
+    if args.coordination == "none":
+        return factory, None
+    if not scenario.network.transfers:
+        raise CliError(
+            f"--coordination {args.coordination}: scenario {scenario.name} has no lateral "
+            "links ([[transfers]]) to move stock on"
+        )
+    default = BalanceConfig()
+    threshold = (
+        default.threshold if args.coordination_threshold is None else args.coordination_threshold
+    )
+    reserve = args.coordination_reserve
+    if reserve is None:
+        reserve = max(default.reserve, threshold)
+    try:
+        config = BalanceConfig(threshold, reserve)
+    except ValueError as exc:
+        raise CliError(f"--coordination-threshold/--coordination-reserve: {exc}") from None
+    wrapped = coordinated_factory(factory, args.coordination, config)
+    return wrapped, {"rule": args.coordination, "threshold": threshold, "reserve": reserve}
 
 
 def _check_learned_args(args: argparse.Namespace) -> bool:

@@ -38,6 +38,7 @@ DAILY_COLUMNS = (
     "shipping_cost",
     "ordering_cost",
     "transfer_cost",
+    "transferred",
     "total_cost",
     "violations",
 )
