@@ -129,14 +129,16 @@ def test_a_donor_gives_only_what_it_spares_and_the_policy_sees_the_transfers_lan
 
 
 def test_transfer_units_per_day_in_the_metrics_and_none_without_the_node():
-    """Over 10 days only day 0's 30 units move (afterwards both stores order up to the
-    same level): 3 units per day."""
+    """Reserve 2 days: over 10 days only day 0's 30 units move (afterwards both stores
+    order up to 60 and project 20 = 2 days each, so neither needs nor spares): 3 units
+    per day."""
     scen = _peers()
 
     def base(lay):
         return make_policy("base-stock", lay, {"levels": {"plant": 0, "A": 60, "B": 60}})
 
-    with_node = simulate(scen, coordinated_factory(base), replications=1)
+    config = BalanceConfig(threshold=0.0, reserve=2.0)
+    with_node = simulate(scen, coordinated_factory(base, config=config), replications=1)
     without = simulate(scen, base, replications=1)
     rep = with_node.per_replication.iloc[0]
     assert rep["transfer_units_per_day"] == pytest.approx(30.0 / 10.0)
@@ -145,8 +147,6 @@ def test_transfer_units_per_day_in_the_metrics_and_none_without_the_node():
 
 
 def test_config_is_checked():
-    with pytest.raises(ValueError, match="reserve"):
-        BalanceConfig(threshold=2.0, reserve=1.0)
     with pytest.raises(ValueError, match="finite"):
         BalanceConfig(threshold=float("nan"))
 

@@ -465,9 +465,7 @@ def _coordination(
     threshold = (
         default.threshold if args.coordination_threshold is None else args.coordination_threshold
     )
-    reserve = args.coordination_reserve
-    if reserve is None:
-        reserve = max(default.reserve, threshold)
+    reserve = default.reserve if args.coordination_reserve is None else args.coordination_reserve
     try:
         config = BalanceConfig(threshold, reserve)
     except ValueError as exc:

@@ -11,11 +11,12 @@ lead time included, rounded up; at least the link's transfer lead time):
 
 (units; ``mu_i`` its mean daily demand, :func:`fedinv.policies.classical.node_demand`;
 due dates as the carriers' tracking reports them). With ``threshold`` and ``reserve``
-in days of mean demand (``reserve >= threshold``):
+in days of mean demand:
 
   * a node with ``y_i < threshold x mu_i`` *needs* ``threshold x mu_i - y_i`` units:
     without help it expects to run short before a new order can arrive;
-  * a node with ``y_j > reserve x mu_j`` can *spare* ``y_j - reserve x mu_j`` units;
+  * a node that needs nothing can *spare* ``y_j - reserve x mu_j`` units, if positive
+    (``reserve < threshold`` lets a donor share a peer's shortage);
   * a link ``j -> i`` is used only when its unit cost is below the penalty it can save,
     ``unit_cost < stockout_penalty_i x (W_i - transfer lead)`` ($ per unit: a unit short
     at ``i`` stays backordered until a regular order arrives);
@@ -46,9 +47,9 @@ from fedinv.sim.simulator import Decision, Simulator, State
 
 COORDINATION_RULES = ("none", "balance")
 """``--coordination`` choices: ``none`` (the ordering policy alone) or ``balance``."""
-THRESHOLD_RANGE = (-3.0, 6.0)
-GAP_RANGE = (0.0, 8.0)
-"""Tuning intervals (days of mean demand) of ``threshold`` and of ``reserve - threshold``."""
+THRESHOLD_RANGE = (-3.0, 4.0)
+RESERVE_RANGE = (-3.0, 4.0)
+"""Tuning intervals (days of mean demand) of ``threshold`` and ``reserve``."""
 
 
 @dataclass(frozen=True)
@@ -58,19 +59,16 @@ class BalanceConfig:
     threshold: float = 0.0
     """A node whose projected stock at the end of its window is below ``threshold x mu``
     receives transfers up to that level."""
-    reserve: float = 2.0
-    """A donor keeps ``reserve x mu`` of projected stock; it gives only the excess."""
+    reserve: float = 0.0
+    """A donor (a node that needs nothing) keeps ``reserve x mu`` of projected stock and
+    gives only the excess; below ``threshold`` it shares a shortage rather than only a
+    surplus."""
 
     def __post_init__(self) -> None:
         for name in ("threshold", "reserve"):
             value = getattr(self, name)
             if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise ValueError(f"coordination {name} must be a finite number, got {value!r}")
-        if self.reserve < self.threshold:
-            raise ValueError(
-                f"coordination reserve ({self.reserve}) must be at least the threshold "
-                f"({self.threshold}): a donor may not fall below the level that makes a receiver"
-            )
 
 
 class BalanceRule:
@@ -127,7 +125,8 @@ class BalanceRule:
             return np.zeros((b, 0))
         y = self.projected(s)
         need = np.where(self.linked, np.maximum(cfg.threshold * self.mean - y, 0.0), 0.0)
-        spare = np.where(self.linked, np.maximum(y - cfg.reserve * self.mean, 0.0), 0.0)
+        donor = self.linked & (need <= 0.0)
+        spare = np.where(donor, np.maximum(y - cfg.reserve * self.mean, 0.0), 0.0)
         spare = np.minimum(spare, np.maximum(s.on_hand, 0.0))  # only what is on the shelf
         offer = (spare @ self._src.T) * self.eligible  # [B, T] what the link's donor can spare
         offered_to = offer @ self._dst  # [B, N]
@@ -198,11 +197,12 @@ def tune_balance(
     sweeps: int = 2,
     tolerance: float = 0.05,
 ) -> BalanceTuning:
-    """Tune ``threshold`` and ``reserve - threshold`` (:data:`THRESHOLD_RANGE`,
-    :data:`GAP_RANGE`) for the ordering policy ``factory`` builds, as the classical
-    policies are tuned (docs/model.md): cyclic coordinate descent, each coordinate by a
-    bounded scalar search (``tolerance`` days), on the training ``replications`` with
-    common random numbers; the objective is the mean total cost per day."""
+    """Tune ``threshold`` and ``reserve`` (:data:`THRESHOLD_RANGE`,
+    :data:`RESERVE_RANGE`) for the ordering policy ``factory`` builds, as the classical
+    policies are tuned (docs/model.md): cyclic coordinate descent from (0, 0), each
+    coordinate by a bounded scalar search (``tolerance`` days), on the training
+    ``replications`` with common random numbers; the objective is the mean total cost per
+    day."""
     from scipy.optimize import minimize_scalar
 
     sim = Simulator(scenario, days=days)
@@ -211,30 +211,25 @@ def tune_balance(
     cache: dict[tuple[float, float], float] = {}
     history: list[tuple[float, float, float]] = []
 
-    def cost(threshold: float, gap: float) -> float:
-        key = (round(threshold, 4), round(gap, 4))
+    def cost(point: Sequence[float]) -> float:
+        key = (round(point[0], 4), round(point[1], 4))
         if key not in cache:
-            cfg = BalanceConfig(key[0], key[0] + key[1])
-            pol = Coordinated(base, BalanceRule(sim.layout, cfg))
+            pol = Coordinated(base, BalanceRule(sim.layout, BalanceConfig(*key)))
             cache[key] = float(mean_cost_per_day(sim, pol, exo.replications, exo).mean())
-            history.append((cfg.threshold, cfg.reserve, cache[key]))
+            history.append((*key, cache[key]))
         return cache[key]
 
-    start = BalanceConfig()
-    point = [start.threshold, start.reserve - start.threshold]
-    best = cost(*point)
+    point = [0.0, 0.0]
+    best = cost(point)
     for _ in range(sweeps):
-        for i, (lo, hi) in enumerate((THRESHOLD_RANGE, GAP_RANGE)):
+        for i, bounds in enumerate((THRESHOLD_RANGE, RESERVE_RANGE)):
 
             def along(x: float, i: int = i) -> float:
-                trial = list(point)
-                trial[i] = x
-                return cost(*trial)
+                return cost([x if j == i else v for j, v in enumerate(point)])
 
             res = minimize_scalar(
-                along, bounds=(lo, hi), method="bounded", options={"xatol": tolerance}
+                along, bounds=bounds, method="bounded", options={"xatol": tolerance}
             )
             if float(res.fun) < best:
-                best, point[i] = float(res.fun), float(res.x)
-    config = BalanceConfig(round(point[0], 4), round(point[0], 4) + round(point[1], 4))
-    return BalanceTuning(config, best, len(history), tuple(history))
+                best, point[i] = float(res.fun), round(float(res.x), 4)
+    return BalanceTuning(BalanceConfig(*point), best, len(history), tuple(history))

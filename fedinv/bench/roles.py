@@ -1,0 +1,227 @@
+"""The roles study as a script (docs/roles.md): what the Coordination Node, the Analytics
+Monitor and the event-triggered signals are worth on electronics-5r.
+
+``python -m fedinv.bench.roles coordination``: the ordering policy (``--policy``,
+tuned on training replications from :data:`fedinv.policies.tuning.TRAIN_BASE` unless
+``--textbook``) with and without the Coordination Node, whose threshold and reserve are
+tuned on the same training replications; held-out replications ``0..R-1`` of each variant
+(:data:`COORDINATION_VARIANTS`) on common random numbers: cost, fill rate, transfers, and
+the paired difference with its 95% interval.
+
+``python -m fedinv.bench.roles monitor``: drift detection (see :func:`monitor_study`).
+
+``python -m fedinv.bench.roles signals``: messages per agent-day and the cost gain kept by
+signalled coordination against daily sharing (see :func:`signals_study`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedinv.model.network import Scenario
+
+COORDINATION_VARIANTS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "nominal": {},
+    "lane-outage": {
+        "outages": [
+            {"target": "M-NA-MX->D-NA-1", "start_day": 150, "duration_days": 14},
+            {"target": "M-EU-PL->D-EU-2", "start_day": 200, "duration_days": 14},
+            {"target": "M-APAC-SZ->D-APAC-3", "start_day": 250, "duration_days": 14},
+        ]
+    },
+    "disrupted": {
+        "outages": [{"target": "S-CHIP-TW", "start_day": 120, "duration_days": 30}],
+        "surges": [{"region": "NA", "multiplier": 1.6, "duration_days": 21, "start_day": 240}],
+    },
+}
+"""electronics-5r and its variants: ``lane-outage`` cuts one distributor's inbound lane
+per region for two weeks (its peers are supplied as usual); ``disrupted`` is the
+disruption study's chip-supplier outage and North-American surge."""
+
+
+def variant(base: str, name: str, events: Mapping[str, list[dict[str, Any]]]) -> Scenario:
+    """The built-in scenario ``base`` with fixed ``outages`` and ``surges`` added."""
+    from fedinv.model.scenario import _builtin_dir, builtin_scenario_text, parse_scenario
+
+    doc = tomllib.loads(builtin_scenario_text(base))
+    for key in ("outages", "surges"):
+        doc.setdefault(key, []).extend(dict(e) for e in events.get(key, []))
+    return parse_scenario(doc, f"builtin:{base} + {name}", Path(str(_builtin_dir())))
+
+
+def _metrics(sim, policy, reps: Sequence[int]) -> pd.DataFrame:
+    from fedinv.sim.metrics import replication_metrics
+    from fedinv.sim.run import run_records
+
+    records = run_records(sim, policy, reps)
+    records.pop("_month")
+    frame = replication_metrics(records, sim.layout, sim.scenario.warmup_days)
+    frame.index = pd.Index(list(reps), name="replication")
+    dist = sim.layout.tier == "distributor"
+    frame["distributor_cost_per_day"] = records["total_cost"][:, :, dist].sum(axis=(0, 2)) / len(
+        records["total_cost"]
+    )
+    frame["peer_stock_share"] = peer_stock_share(records, sim.layout)
+    return frame
+
+
+def peer_groups(layout) -> list[np.ndarray]:
+    """Node indices of each connected group of lateral links (the same-region peers)."""
+    parent = list(range(layout.num_nodes))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a, b in zip(layout.transfer_src, layout.transfer_dst, strict=True):
+        parent[root(int(a))] = root(int(b))
+    linked = set(layout.transfer_src.tolist()) | set(layout.transfer_dst.tolist())
+    roots = sorted({root(i) for i in linked})
+    return [np.array([i for i in sorted(linked) if root(i) == r]) for r in roots]
+
+
+def peer_stock_share(records: Mapping[str, np.ndarray], layout) -> np.ndarray:
+    """Per replication, the share of the peers' unfilled customer demand that other
+    peers of the group held on hand at the end of the same day (``min(unfilled,
+    peers' on hand)`` summed over groups and days / unfilled): what perfect, free,
+    same-day pooling could have filled at most -- the ceiling on what lateral transfers
+    can add to the fill rate, as a share of the shortfall."""
+    short = np.zeros(records["demand"].shape[1])
+    covered = np.zeros_like(short)
+    for group in peer_groups(layout):
+        unmet = (records["demand"][:, :, group] - records["filled"][:, :, group]).clip(0)
+        held = records["on_hand"][:, :, group]
+        total = held.sum(axis=2, keepdims=True)
+        cover = np.minimum(unmet, total - held)  # stock at the node's peers
+        short += unmet.sum(axis=(0, 2))
+        covered += np.minimum(cover.sum(axis=2), total[:, :, 0]).sum(axis=0)
+    return np.where(short > 0, covered / np.maximum(short, 1e-12), 0.0)
+
+
+def _paired(a: pd.Series, b: pd.Series) -> dict[str, float]:
+    from fedinv.sim.metrics import paired_difference
+
+    return paired_difference(a, b)
+
+
+def coordination_study(
+    policy: str = "sS",
+    replications: int = 20,
+    train_replications: int = 8,
+    tuned: bool = True,
+    sweeps: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The ordering policy with and without the Coordination Node on each variant."""
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.classical import make_policy
+    from fedinv.policies.tuning import TRAIN_BASE, tune
+    from fedinv.roles.coordination import BalanceRule, Coordinated, tune_balance
+    from fedinv.sim.simulator import Simulator
+
+    base = load_scenario("electronics-5r")
+    train = list(range(TRAIN_BASE, TRAIN_BASE + train_replications))
+    t0 = time.perf_counter()
+    params = None
+    if tuned:
+        params = tune(base, policy, train_replications=train_replications, sweeps=sweeps).params
+        log(f"tuned {policy} in {time.perf_counter() - t0:.0f} s")
+    t1 = time.perf_counter()
+    balance = tune_balance(base, lambda lay: make_policy(policy, lay, params), train)
+    log(
+        f"tuned the Coordination Node in {time.perf_counter() - t1:.0f} s "
+        f"({balance.evaluations} evaluations): threshold {balance.config.threshold}, "
+        f"reserve {balance.config.reserve}"
+    )
+    out: dict[str, Any] = {
+        "policy": policy,
+        "ordering_params": "tuned" if tuned else "textbook",
+        "threshold": balance.config.threshold,
+        "reserve": balance.config.reserve,
+        "train_cost_per_day": balance.train_cost_per_day,
+        "tuning_evaluations": balance.evaluations,
+        "replications": replications,
+        "variants": {},
+    }
+    reps = list(range(replications))
+    for name, events in COORDINATION_VARIANTS.items():
+        scen = variant("electronics-5r", name, events)
+        sim = Simulator(scen)
+        alone = make_policy(policy, sim.layout, params)
+        with_node = Coordinated(alone, BalanceRule(sim.layout, balance.config))
+        a, c = _metrics(sim, alone, reps), _metrics(sim, with_node, reps)
+        row = {
+            "cost_per_day": [
+                float(a.total_cost_per_day.mean()),
+                float(c.total_cost_per_day.mean()),
+            ],
+            "distributor_cost_per_day": [
+                float(a.distributor_cost_per_day.mean()),
+                float(c.distributor_cost_per_day.mean()),
+            ],
+            "fill_rate": [float(a.fill_rate.mean()), float(c.fill_rate.mean())],
+            "transfer_units_per_day": float(c.transfer_units_per_day.mean()),
+            "external_purchase_share_of_cost": float(
+                (a.external_purchase_cost_k_per_month * 1000 / (365 / 12)).mean()
+                / a.total_cost_per_day.mean()
+            ),
+            "peer_stock_share": float(a.peer_stock_share.mean()),
+            "cost_difference": _paired(c.total_cost_per_day, a.total_cost_per_day),
+            "distributor_cost_difference": _paired(
+                c.distributor_cost_per_day, a.distributor_cost_per_day
+            ),
+            "fill_rate_points": {
+                k: (100 * v if k != "percent" else v)
+                for k, v in _paired(c.fill_rate, a.fill_rate).items()
+            },
+        }
+        out["variants"][name] = row
+        d, f = row["cost_difference"], row["fill_rate_points"]
+        log(
+            f"{name:12s} cost {row['cost_per_day'][0]:,.0f} -> {row['cost_per_day'][1]:,.0f} $/day "
+            f"({d['percent']:+.2f}%, {d['mean']:+.0f} ± {d['ci95']:.0f}); fill rate "
+            f"{row['fill_rate'][0]:.4f} -> {row['fill_rate'][1]:.4f} ({f['mean']:+.2f} ± "
+            f"{f['ci95']:.2f} points); distributors' cost "
+            f"{row['distributor_cost_difference']['percent']:+.2f}%; transfers "
+            f"{row['transfer_units_per_day']:.1f} units/day; external purchases "
+            f"{100 * row['external_purchase_share_of_cost']:.0f}% of the cost; peers held "
+            f"stock for {100 * row['peer_stock_share']:.1f}% of the shortfall"
+        )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the script (module doc)."""
+    parser = argparse.ArgumentParser(prog="python -m fedinv.bench.roles", description=__doc__)
+    sub = parser.add_subparsers(dest="part", required=True)
+    p = sub.add_parser("coordination", help="the Coordination Node's value")
+    p.add_argument("--policy", default="sS")
+    p.add_argument("--replications", type=int, default=20)
+    p.add_argument("--train-replications", type=int, default=8)
+    p.add_argument("--textbook", action="store_true", help="textbook ordering parameters")
+    p.add_argument("--json", type=Path, help="write the results to this file")
+    args = parser.parse_args(argv)
+    if args.part == "coordination":
+        result = coordination_study(
+            args.policy, args.replications, args.train_replications, tuned=not args.textbook
+        )
+    else:  # pragma: no cover - argparse refuses other parts
+        return 2
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
