@@ -117,18 +117,30 @@ class BalanceRule:
         y = net + arriving - self.mean * self.window
         return np.where(self.linked, y, 0.0)
 
-    def transfers(self, s: State) -> np.ndarray:
-        """Units to move on each lateral link today, ``[B, T]`` (whole units)."""
-        lay, cfg = self.layout, self.config
-        b = s.on_hand.shape[0]
-        if not lay.num_transfers:
-            return np.zeros((b, 0))
+    def needs(self, s: State) -> tuple[np.ndarray, np.ndarray]:
+        """``(need, spare)`` per node ``[B, N]`` (units, module doc)."""
+        cfg = self.config
         y = self.projected(s)
         need = np.where(self.linked, np.maximum(cfg.threshold * self.mean - y, 0.0), 0.0)
         donor = self.linked & (need <= 0.0)
         spare = np.where(donor, np.maximum(y - cfg.reserve * self.mean, 0.0), 0.0)
-        spare = np.minimum(spare, np.maximum(s.on_hand, 0.0))  # only what is on the shelf
-        offer = (spare @ self._src.T) * self.eligible  # [B, T] what the link's donor can spare
+        return need, np.minimum(spare, np.maximum(s.on_hand, 0.0))  # only what is on the shelf
+
+    def offers(self, spare: np.ndarray) -> np.ndarray:
+        """What each link's donor can offer, ``[B, T]`` units (0 on links not worth it)."""
+        return (spare @ self._src.T) * self.eligible
+
+    def transfers(self, s: State, receivers: np.ndarray | None = None) -> np.ndarray:
+        """Units to move on each lateral link today, ``[B, T]`` (whole units); only to
+        the nodes where ``receivers`` ``[B, N]`` is true, if given."""
+        lay = self.layout
+        b = s.on_hand.shape[0]
+        if not lay.num_transfers:
+            return np.zeros((b, 0))
+        need, spare = self.needs(s)
+        if receivers is not None:
+            need = np.where(receivers, need, 0.0)
+        offer = self.offers(spare)  # [B, T] what the link's donor can spare
         offered_to = offer @ self._dst  # [B, N]
         share = offer / np.maximum(offered_to @ self._dst.T, 1e-12)
         want = share * (need @ self._dst.T)  # [B, T]
@@ -148,7 +160,9 @@ class BalanceRule:
 
 
 class Coordinated:
-    """An ordering policy with a Coordination Node: ``act`` adds the rule's transfers."""
+    """An ordering policy with a Coordination Node: ``act`` adds the rule's transfers.
+    The node reads every linked peer's projection every day (``info["messages"]``: one
+    message per linked node and day, ``[B]``)."""
 
     def __init__(self, base: Any, rule: BalanceRule):
         self.base, self.rule = base, rule
@@ -161,7 +175,10 @@ class Coordinated:
             d = Decision(np.asarray(d, float))
         if d.transfers is not None and self.rule.layout.num_transfers:
             moves = moves + np.maximum(np.nan_to_num(np.asarray(d.transfers, float)), 0.0)
-        return Decision(d.orders, moves if self.rule.layout.num_transfers else d.transfers, d.info)
+        info = dict(d.info or {})
+        # daily sharing: every linked node reports its projection to the node every day
+        info["messages"] = np.full(state.on_hand.shape[0], float(self.rule.linked.sum()))
+        return Decision(d.orders, moves if self.rule.layout.num_transfers else d.transfers, info)
 
 
 def coordinated_factory(
