@@ -201,6 +201,80 @@ def coordination_study(
     return out
 
 
+def signals_study(
+    policy: str = "sS",
+    replications: int = 20,
+    train_replications: int = 8,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The textbook ``policy`` alone, with the daily-sharing Coordination Node and with
+    the signalled one (:class:`fedinv.roles.signals.SignalledCoordination`), the rule's
+    threshold and reserve tuned for the daily node on training replications; held-out
+    replications of ``nominal`` and ``lane-outage`` on common random numbers: cost, fill
+    rate, messages per agent-day (agents: every node), and the share of the daily node's
+    cost gain the signalled node keeps."""
+    from fedinv.policies.classical import make_policy
+    from fedinv.policies.tuning import TRAIN_BASE
+    from fedinv.roles.coordination import BalanceRule, Coordinated, tune_balance
+    from fedinv.roles.signals import SignalledCoordination
+    from fedinv.sim.simulator import Simulator
+
+    base = variant("electronics-5r", "nominal", {})
+    train = list(range(TRAIN_BASE, TRAIN_BASE + train_replications))
+    tuned = tune_balance(base, lambda lay: make_policy(policy, lay), train)
+    cfg = tuned.config
+    log(f"tuned the Coordination Node: threshold {cfg.threshold}, reserve {cfg.reserve}")
+    out: dict[str, Any] = {"policy": policy, "threshold": cfg.threshold, "reserve": cfg.reserve}
+    reps = list(range(replications))
+    for name in ("nominal", "lane-outage"):
+        sim = Simulator(variant("electronics-5r", name, COORDINATION_VARIANTS[name]))
+        alone = make_policy(policy, sim.layout)
+        runs = {
+            "none": alone,
+            "daily": Coordinated(alone, BalanceRule(sim.layout, cfg)),
+            "signals": SignalledCoordination(alone, BalanceRule(sim.layout, cfg)),
+        }
+        rows = {}
+        for label, pol in runs.items():
+            from fedinv.sim.metrics import replication_metrics
+            from fedinv.sim.run import run_records
+
+            rec = run_records(sim, pol, reps)
+            rec.pop("_month")
+            m = replication_metrics(rec, sim.layout)
+            msgs = rec.get("info.messages")
+            per_agent_day = (
+                0.0 if msgs is None else float(msgs.sum() / msgs.size / sim.layout.num_nodes)
+            )
+            rows[label] = (m.total_cost_per_day, m.fill_rate, per_agent_day)
+        gain_daily = rows["none"][0] - rows["daily"][0]
+        gain_signal = rows["none"][0] - rows["signals"][0]
+        kept = float(gain_signal.mean() / gain_daily.mean()) if gain_daily.mean() else float("nan")
+        res = {
+            label: {
+                "cost_per_day": float(c.mean()),
+                "fill_rate": float(f.mean()),
+                "messages_per_agent_day": mpd,
+            }
+            for label, (c, f, mpd) in rows.items()
+        }
+        res["daily_gain"] = _paired(rows["none"][0], rows["daily"][0])
+        res["signals_gain"] = _paired(rows["none"][0], rows["signals"][0])
+        res["gain_kept"] = kept
+        out[name] = res
+        log(
+            f"{name:12s} cost none {res['none']['cost_per_day']:,.0f}, daily "
+            f"{res['daily']['cost_per_day']:,.0f} ({res['daily']['messages_per_agent_day']:.3f} "
+            f"messages/agent-day), signals {res['signals']['cost_per_day']:,.0f} "
+            f"({res['signals']['messages_per_agent_day']:.4f}); gain daily "
+            f"{res['daily_gain']['mean']:+.0f} ± {res['daily_gain']['ci95']:.0f}, signals "
+            f"{res['signals_gain']['mean']:+.0f} ± {res['signals_gain']['ci95']:.0f} $/day; "
+            f"fill rate {res['none']['fill_rate']:.4f} / {res['daily']['fill_rate']:.4f} / "
+            f"{res['signals']['fill_rate']:.4f}"
+        )
+    return out
+
+
 SHIFT_DAY = 150
 """The day a planted drift starts (mid-year, before the autumn peak)."""
 LEAD_LANES = ("S-DISP-KR->M-APAC-SZ", "S-CHIP-US->M-NA-MX", "M-EU-PL->D-EU-1")
@@ -346,8 +420,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--policy", default="sS")
     p.add_argument("--replications", type=int, default=10)
     p.add_argument("--json", type=Path, help="write the results to this file")
+    p = sub.add_parser("signals", help="messages per agent-day and the gain they keep")
+    p.add_argument("--policy", default="sS")
+    p.add_argument("--replications", type=int, default=20)
+    p.add_argument("--json", type=Path, help="write the results to this file")
     args = parser.parse_args(argv)
-    if args.part == "monitor":
+    if args.part == "signals":
+        result = signals_study(args.policy, args.replications)
+    elif args.part == "monitor":
         result = monitor_study(args.policy, args.replications)
     elif args.part == "coordination":
         result = coordination_study(
