@@ -143,6 +143,7 @@ def test_transfer_units_per_day_in_the_metrics_and_none_without_the_node():
     rep = with_node.per_replication.iloc[0]
     assert rep["transfer_units_per_day"] == pytest.approx(30.0 / 10.0)
     assert rep["transfer_cost_k_per_month"] > 0
+    assert rep["messages_per_agent_day"] == pytest.approx(2 / 3)  # A and B report daily
     assert without.per_replication.iloc[0]["transfer_units_per_day"] == 0.0
 
 
