@@ -531,6 +531,13 @@ def _print_run(payload: Mapping[str, Any], headline: Sequence[str], source: str)
         con.print(f"checkpoint: {payload['checkpoint']}", markup=False)
     if payload.get("policy_options") is not None:
         con.print(f"options: {json.dumps(payload['policy_options'])}", markup=False)
+    if payload.get("coordination"):
+        c = payload["coordination"]
+        con.print(
+            f"coordination: {c['rule']} (threshold {c['threshold']:g}, reserve "
+            f"{c['reserve']:g} days of mean demand)",
+            markup=False,
+        )
     if payload.get("mode") == "hybrid":
         con.print(
             f"hybrid mode: the {payload['solver']} safety layer released the orders; "
