@@ -115,6 +115,22 @@ def test_rolling_fill_rate_is_that_of_the_window(store):
     )
 
 
+def test_simulate_monitor_writes_the_alerts(tmp_path, capsys):
+    from fedinv.cli import main
+
+    out = tmp_path / "run"
+    argv = ["simulate", "--scenario", "electronics-5r", "--policy", "base-stock"]
+    rc = main([*argv, "--days", "40", "--replications", "1", "--monitor", "--out", str(out)])
+    assert rc == 0
+    assert "monitor:" in capsys.readouterr().out
+    header = (out / "alerts.csv").read_text().splitlines()[0]
+    assert header.split(",") == list(ALERT_COLUMNS)
+    kpis = (out / "kpis.csv").read_text().splitlines()
+    assert len(kpis) == 1 + 40 * 5  # a row per day and organization
+    assert main([*argv, "--monitor", "--mode", "hybrid"]) != 0
+    assert "pure-mode" in capsys.readouterr().err
+
+
 def test_config_is_checked():
     with pytest.raises(ValueError, match="window_days"):
         MonitorConfig(window_days=0)

@@ -127,6 +127,12 @@ def add_parsers(commands: Any) -> None:
         help="with --coordination balance: days of mean demand a donor keeps "
         f"(default {BalanceConfig.reserve})",
     )
+    p.add_argument(
+        "--monitor",
+        action="store_true",
+        help="watch the run with the Analytics Monitor (docs/roles.md): alert counts in "
+        "the output; --out also writes alerts.csv and kpis.csv (pure mode)",
+    )
     p.add_argument("--days", type=DAYS, metavar="N", help="days to simulate (default: horizon)")
     p.add_argument(
         "--replications",
@@ -389,6 +395,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ("coordination_threshold", "coordination_reserve"),
         "without --coordination balance",
     )
+    if args.monitor and args.mode != "pure":
+        raise CliError("--monitor watches pure-mode runs (drop --mode hybrid)")
     solver = args.solver or SOLVER
     given = read_params(args.params, args.policy) if args.params is not None else None
     scenario = load(args.scenario, args.seed)
@@ -424,6 +432,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         solver=solver,
     )
     payload = run_payload(result, args.policy, prepared.params, tuning)
+    watched = _monitor(args, scenario, factory) if args.monitor else None
+    if watched is not None:
+        alerts = watched.alerts
+        payload["monitor"] = {
+            "alerts": len(alerts),
+            "by_metric": {str(k): int(v) for k, v in alerts.groupby("metric").size().items()},
+        }
     if learned:
         payload["checkpoint"] = str(args.checkpoint)
     if optimization:
@@ -437,6 +452,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     paths = (
         write_outputs(args.out, result, prepared.params, payload) if args.out is not None else []
     )
+    if watched is not None and args.out is not None:
+        from fedinv.files import atomic_write
+
+        for name, frame in (("alerts.csv", watched.alerts), ("kpis.csv", watched.kpis)):
+            atomic_write(args.out / name, lambda p, f=frame: f.to_csv(p, index=False))
+            paths.append(args.out / name)
     if args.json:
         print(dump(payload))
         return 0
@@ -472,6 +493,15 @@ def _coordination(
         raise CliError(f"--coordination-threshold/--coordination-reserve: {exc}") from None
     wrapped = coordinated_factory(factory, args.coordination, config)
     return wrapped, {"rule": args.coordination, "threshold": threshold, "reserve": reserve}
+
+
+def _monitor(args: argparse.Namespace, scenario: Scenario, factory: Callable) -> Any:
+    """``--monitor``: the same replications watched by the Analytics Monitor."""
+    from fedinv.roles.monitor import watch
+    from fedinv.sim.simulator import Simulator
+
+    sim = Simulator(scenario, days=args.days)
+    return watch(sim, factory(sim.layout), range(args.replications))
 
 
 def _check_learned_args(args: argparse.Namespace) -> bool:
@@ -537,6 +567,11 @@ def _print_run(payload: Mapping[str, Any], headline: Sequence[str], source: str)
             f"coordination: {c['rule']} (threshold {c['threshold']:g}, reserve "
             f"{c['reserve']:g} days of mean demand)",
             markup=False,
+        )
+    if payload.get("monitor") is not None:
+        by = ", ".join(f"{k} {v}" for k, v in payload["monitor"]["by_metric"].items())
+        con.print(
+            f"monitor: {payload['monitor']['alerts']} alert(s) ({by or 'none'})", markup=False
         )
     if payload.get("mode") == "hybrid":
         con.print(
