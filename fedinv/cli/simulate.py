@@ -55,6 +55,7 @@ def add_parsers(commands: Any) -> None:
     from fedinv.policies.classical import POLICY_NAMES
     from fedinv.policies.tuning import PER
     from fedinv.registry import ALL_POLICIES
+    from fedinv.roles.coordination import COORDINATION_RULES, BalanceConfig
     from fedinv.sim.run import MODES
 
     p = commands.add_parser(
@@ -116,6 +117,33 @@ def add_parsers(commands: Any) -> None:
         type=COUNT,
         metavar="S",
         help=f"with --tune: coordinate-descent sweeps (default {SWEEPS})",
+    )
+    p.add_argument(
+        "--coordination",
+        choices=COORDINATION_RULES,
+        default="none",
+        help="balance: add the Coordination Node, which moves stock between same-region "
+        "peers on the scenario's lateral links (docs/roles.md; default none)",
+    )
+    p.add_argument(
+        "--coordination-threshold",
+        type=float,
+        metavar="DAYS",
+        help="with --coordination balance: a node projected below DAYS of mean demand at "
+        f"the end of its lead time receives (default {BalanceConfig.threshold})",
+    )
+    p.add_argument(
+        "--coordination-reserve",
+        type=float,
+        metavar="DAYS",
+        help="with --coordination balance: days of mean demand a donor keeps "
+        f"(default {BalanceConfig.reserve})",
+    )
+    p.add_argument(
+        "--monitor",
+        action="store_true",
+        help="watch the run with the Analytics Monitor (docs/roles.md): alert counts in "
+        "the output; --out also writes alerts.csv and kpis.csv (pure mode)",
     )
     p.add_argument("--days", type=DAYS, metavar="N", help="days to simulate (default: horizon)")
     p.add_argument(
@@ -423,6 +451,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "without --mode hybrid or --train-mode hybrid (only the safety layer solves; pure "
         "mode releases the proposals)",
     )
+    refuse_unused(
+        args,
+        args.coordination == "balance",
+        ("coordination_threshold", "coordination_reserve"),
+        "without --coordination balance",
+    )
+    if args.monitor and args.mode != "pure":
+        raise CliError("--monitor watches pure-mode runs (drop --mode hybrid)")
     solver = args.solver or SOLVER
     given = read_params(args.params, args.policy) if args.params is not None else None
     scenario = load(args.scenario, args.seed)
@@ -450,9 +486,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint if learned else None,
         where=f"--params for --policy {args.policy}",
     )
+    factory, coordination = _coordination(args, scenario, prepared.factory)
     result = simulate(
         scenario,
-        prepared.factory,
+        factory,
         replications=args.replications,
         days=args.days,
         progress=not args.quiet and not args.json and sys.stdout.isatty(),
@@ -460,17 +497,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         solver=solver,
     )
     payload = run_payload(result, args.policy, prepared.params, tuning)
+    watched = _monitor(args, scenario, factory) if args.monitor else None
+    if watched is not None:
+        alerts = watched.alerts
+        payload["monitor"] = {
+            "alerts": len(alerts),
+            "by_metric": {str(k): int(v) for k, v in alerts.groupby("metric").size().items()},
+        }
     if learned:
         payload["checkpoint"] = str(args.checkpoint)
     if optimization:
         payload["policy_options"] = prepared.options
     payload["mode"] = args.mode
+    if coordination is not None:
+        payload["coordination"] = coordination
     if args.mode == "hybrid":
         payload["solver"] = solver
         payload["relaxations"] = len(result.relaxations)
     paths = (
         write_outputs(args.out, result, prepared.params, payload) if args.out is not None else []
     )
+    if watched is not None and args.out is not None:
+        from fedinv.files import atomic_write
+
+        for name, frame in (("alerts.csv", watched.alerts), ("kpis.csv", watched.kpis)):
+            atomic_write(args.out / name, lambda p, f=frame: f.to_csv(p, index=False))
+            paths.append(args.out / name)
     if args.json:
         print(dump(payload))
         return 0
@@ -480,6 +532,41 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"wrote {', '.join(p.name for p in paths)} to {args.out}", markup=False
         )
     return 0
+
+
+def _coordination(
+    args: argparse.Namespace, scenario: Scenario, factory: Callable
+) -> tuple[Callable, dict[str, Any] | None]:
+    """The policy factory with ``--coordination`` applied, and its JSON description."""
+    from fedinv.roles.coordination import BalanceConfig, coordinated_factory
+
+    if args.coordination == "none":
+        return factory, None
+    if not scenario.network.transfers:
+        raise CliError(
+            f"--coordination {args.coordination}: scenario {scenario.name} has no lateral "
+            "links ([[transfers]]) to move stock on"
+        )
+    default = BalanceConfig()
+    threshold = (
+        default.threshold if args.coordination_threshold is None else args.coordination_threshold
+    )
+    reserve = default.reserve if args.coordination_reserve is None else args.coordination_reserve
+    try:
+        config = BalanceConfig(threshold, reserve)
+    except ValueError as exc:
+        raise CliError(f"--coordination-threshold/--coordination-reserve: {exc}") from None
+    wrapped = coordinated_factory(factory, args.coordination, config)
+    return wrapped, {"rule": args.coordination, "threshold": threshold, "reserve": reserve}
+
+
+def _monitor(args: argparse.Namespace, scenario: Scenario, factory: Callable) -> Any:
+    """``--monitor``: the same replications watched by the Analytics Monitor."""
+    from fedinv.roles.monitor import watch
+    from fedinv.sim.simulator import Simulator
+
+    sim = Simulator(scenario, days=args.days)
+    return watch(sim, factory(sim.layout), range(args.replications))
 
 
 def _check_learned_args(args: argparse.Namespace) -> bool:
@@ -539,6 +626,18 @@ def _print_run(payload: Mapping[str, Any], headline: Sequence[str], source: str)
         con.print(f"checkpoint: {payload['checkpoint']}", markup=False)
     if payload.get("policy_options") is not None:
         con.print(f"options: {json.dumps(payload['policy_options'])}", markup=False)
+    if payload.get("coordination"):
+        c = payload["coordination"]
+        con.print(
+            f"coordination: {c['rule']} (threshold {c['threshold']:g}, reserve "
+            f"{c['reserve']:g} days of mean demand)",
+            markup=False,
+        )
+    if payload.get("monitor") is not None:
+        by = ", ".join(f"{k} {v}" for k, v in payload["monitor"]["by_metric"].items())
+        con.print(
+            f"monitor: {payload['monitor']['alerts']} alert(s) ({by or 'none'})", markup=False
+        )
     if payload.get("mode") == "hybrid":
         con.print(
             f"hybrid mode: the {payload['solver']} safety layer released the orders; "

@@ -5,6 +5,8 @@ Definitions (per replication; days before ``warmup_days`` are left out):
     total cost per day; ``holding_cost_k_per_month`` is holding cost in $K per month of
     365/12 days (likewise ``penalty_cost_k_per_month``, ``purchase_cost_k_per_month``,
     ``shipping_cost_k_per_month``, ``total_cost_k_per_month``);
+  * ``transfer_units_per_day``: units moved on lateral links per day (the Coordination
+    Node's transfers, docs/roles.md);
   * ``stockouts_per_month``: (customer-facing node, day) pairs with demand not filled on
     the day, per month; ``internal_stockouts_per_month``: (node, day) pairs with orders
     from downstream left unfilled at the end of the day;
@@ -68,6 +70,8 @@ def replication_metrics(
         total = r[f"{col}_cost"].sum(axis=(0, 2))
         out[f"{col}_cost_k_per_month"] = total / months / 1000.0
     out["total_cost_per_day"] = r["total_cost"].sum(axis=(0, 2)) / days
+    if "transferred" in r:
+        out["transfer_units_per_day"] = r["transferred"].sum(axis=(0, 2)) / days
     demand = r["demand"][:, :, cust]
     unfilled = demand - r["filled"][:, :, cust]
     out["stockouts_per_month"] = (unfilled > 1e-9).sum(axis=(0, 2)) / months

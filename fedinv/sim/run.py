@@ -38,6 +38,7 @@ DAILY_COLUMNS = (
     "shipping_cost",
     "ordering_cost",
     "transfer_cost",
+    "transferred",
     "total_cost",
     "violations",
 )
@@ -156,7 +157,9 @@ def simulate(
     releases what the safety layer (backend ``solver``: ``pyomo`` or ``highspy``, options
     ``projector_options``) returns; :func:`fedinv.hybrid.for_mode` decides. Hybrid runs
     add the per-replication metrics of :func:`fedinv.sim.metrics.projection_metrics` and
-    keep the relaxed constraints in ``result.relaxations``."""
+    keep the relaxed constraints in ``result.relaxations``. A policy that reports
+    ``Decision.info["messages"]`` (the Coordination Node, docs/roles.md) adds
+    ``messages_per_agent_day`` (messages / (nodes x days))."""
     if seed is not None:
         scenario = replace(scenario, seed=int(seed))
     sim = Simulator(scenario, days=days)
@@ -190,6 +193,10 @@ def simulate(
         dates = _dates(scenario.start_date, sim.days)
         relaxations = relaxation_frame(logs.get("relaxation_log", []), reps, dates)
         solver_events = solver_event_frame(logs.get("solver_event_log", []), reps, dates)
+    if INFO_PREFIX + "messages" in records:  # a Coordination Node counted its messages
+        per_rep["messages_per_agent_day"] = (
+            records[INFO_PREFIX + "messages"][warm:].mean(axis=0) / lay.num_nodes
+        )
     per_rep.index = pd.Index(reps, name="replication")
     daily = daily_frame(
         records, lay.node_ids, reps, np.asarray(_dates(scenario.start_date, sim.days))

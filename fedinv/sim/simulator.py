@@ -166,6 +166,7 @@ RECORD_FIELDS = (
     "shipping_cost",
     "ordering_cost",
     "transfer_cost",
+    "transferred",
     "total_cost",
     "capacity_violation",
     "transport_violation",
@@ -175,7 +176,8 @@ RECORD_FIELDS = (
     "budget_violation",
     "violations",
 )
-"""Per node and day, in units or $; ``budget_violation`` ($ over the organization's
+"""Per node and day, in units or $; ``transferred`` (units the node sent on lateral
+links), ``budget_violation`` ($ over the organization's
 monthly budget, charged to the ordering node), ``violations`` (count of violated
 constraints by released orders that day)."""
 
@@ -427,6 +429,7 @@ class Simulator:
         self._ship(s, exo, ops)
         # lateral transfers leave the sender now, land at the start of day t + lead
         transfer_cost = ops.zeros((b, lay.num_nodes))
+        transferred = transfer_cost
         if lay.num_transfers and d.transfers is not None:
             req = ops.minimum(
                 ops.maximum(ops.nan_to_zero(ops.asarray(d.transfers)), 0.0), c["transfer_cap"]
@@ -438,6 +441,7 @@ class Simulator:
             slots = (t + self._transfer_lead) % self.transfer_len
             s.transfer_pipeline = ops.add_at_slots(s.transfer_pipeline, slots, moved)
             transfer_cost = (moved * c["transfer_cost"]) @ c["transfer_src"]
+            transferred = moved @ c["transfer_src"]
         # monthly budget and contract bookkeeping
         spend = orders * c["unit_cost"]
         org_spend = spend @ c["org"]  # [B, O]
@@ -495,6 +499,7 @@ class Simulator:
                 "shipping_cost": shipping,
                 "ordering_cost": ordering,
                 "transfer_cost": transfer_cost,
+                "transferred": transferred,
                 "total_cost": total,
             }
         )

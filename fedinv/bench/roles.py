@@ -1,0 +1,444 @@
+"""The roles study as a script (docs/roles.md): what the Coordination Node, the Analytics
+Monitor and the event-triggered signals are worth on electronics-5r.
+
+``python -m fedinv.bench.roles coordination``: the ordering policy (``--policy``,
+tuned on training replications from :data:`fedinv.policies.tuning.TRAIN_BASE` unless
+``--textbook``) with and without the Coordination Node, whose threshold and reserve are
+tuned on the same training replications; held-out replications ``0..R-1`` of each variant
+(:data:`COORDINATION_VARIANTS`) on common random numbers: cost, fill rate, transfers, and
+the paired difference with its 95% interval.
+
+``python -m fedinv.bench.roles monitor``: drift detection (see :func:`monitor_study`).
+
+``python -m fedinv.bench.roles signals``: messages per agent-day and the cost gain kept by
+signalled coordination against daily sharing (see :func:`signals_study`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedinv.model.network import Scenario
+
+COORDINATION_VARIANTS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "nominal": {},
+    "lane-outage": {
+        "outages": [
+            {"target": "M-NA-MX->D-NA-1", "start_day": 150, "duration_days": 14},
+            {"target": "M-EU-PL->D-EU-2", "start_day": 200, "duration_days": 14},
+            {"target": "M-APAC-SZ->D-APAC-3", "start_day": 250, "duration_days": 14},
+        ]
+    },
+    "disrupted": {
+        "outages": [{"target": "S-CHIP-TW", "start_day": 120, "duration_days": 30}],
+        "surges": [{"region": "NA", "multiplier": 1.6, "duration_days": 21, "start_day": 240}],
+    },
+}
+"""electronics-5r and its variants: ``lane-outage`` cuts one distributor's inbound lane
+per region for two weeks (its peers are supplied as usual); ``disrupted`` is the
+disruption study's chip-supplier outage and North-American surge."""
+
+
+def variant(base: str, name: str, events: Mapping[str, list[dict[str, Any]]]) -> Scenario:
+    """The built-in scenario ``base`` with fixed ``outages`` and ``surges`` added."""
+    from fedinv.model.scenario import _builtin_dir, builtin_scenario_text, parse_scenario
+
+    doc = tomllib.loads(builtin_scenario_text(base))
+    for key in ("outages", "surges"):
+        doc.setdefault(key, []).extend(dict(e) for e in events.get(key, []))
+    return parse_scenario(doc, f"builtin:{base} + {name}", Path(str(_builtin_dir())))
+
+
+def _metrics(sim, policy, reps: Sequence[int]) -> pd.DataFrame:
+    from fedinv.sim.metrics import replication_metrics
+    from fedinv.sim.run import run_records
+
+    records = run_records(sim, policy, reps)
+    records.pop("_month")
+    frame = replication_metrics(records, sim.layout, sim.scenario.warmup_days)
+    frame.index = pd.Index(list(reps), name="replication")
+    dist = sim.layout.tier == "distributor"
+    frame["distributor_cost_per_day"] = records["total_cost"][:, :, dist].sum(axis=(0, 2)) / len(
+        records["total_cost"]
+    )
+    frame["peer_stock_share"] = peer_stock_share(records, sim.layout)
+    return frame
+
+
+def peer_groups(layout) -> list[np.ndarray]:
+    """Node indices of each connected group of lateral links (the same-region peers)."""
+    parent = list(range(layout.num_nodes))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a, b in zip(layout.transfer_src, layout.transfer_dst, strict=True):
+        parent[root(int(a))] = root(int(b))
+    linked = set(layout.transfer_src.tolist()) | set(layout.transfer_dst.tolist())
+    roots = sorted({root(i) for i in linked})
+    return [np.array([i for i in sorted(linked) if root(i) == r]) for r in roots]
+
+
+def peer_stock_share(records: Mapping[str, np.ndarray], layout) -> np.ndarray:
+    """Per replication, the share of the peers' unfilled customer demand that other
+    peers of the group held on hand at the end of the same day (``min(unfilled,
+    peers' on hand)`` summed over groups and days / unfilled): what perfect, free,
+    same-day pooling could have filled at most -- the ceiling on what lateral transfers
+    can add to the fill rate, as a share of the shortfall."""
+    short = np.zeros(records["demand"].shape[1])
+    covered = np.zeros_like(short)
+    for group in peer_groups(layout):
+        unmet = (records["demand"][:, :, group] - records["filled"][:, :, group]).clip(0)
+        held = records["on_hand"][:, :, group]
+        total = held.sum(axis=2, keepdims=True)
+        cover = np.minimum(unmet, total - held)  # stock at the node's peers
+        short += unmet.sum(axis=(0, 2))
+        covered += np.minimum(cover.sum(axis=2), total[:, :, 0]).sum(axis=0)
+    return np.where(short > 0, covered / np.maximum(short, 1e-12), 0.0)
+
+
+def _paired(a: pd.Series, b: pd.Series) -> dict[str, float]:
+    from fedinv.sim.metrics import paired_difference
+
+    return paired_difference(a, b)
+
+
+def coordination_study(
+    policy: str = "sS",
+    replications: int = 20,
+    train_replications: int = 8,
+    tuned: bool = True,
+    sweeps: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The ordering policy with and without the Coordination Node on each variant."""
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.classical import make_policy
+    from fedinv.policies.tuning import TRAIN_BASE, tune
+    from fedinv.roles.coordination import BalanceRule, Coordinated, tune_balance
+    from fedinv.sim.simulator import Simulator
+
+    base = load_scenario("electronics-5r")
+    train = list(range(TRAIN_BASE, TRAIN_BASE + train_replications))
+    t0 = time.perf_counter()
+    params = None
+    if tuned:
+        params = tune(base, policy, train_replications=train_replications, sweeps=sweeps).params
+        log(f"tuned {policy} in {time.perf_counter() - t0:.0f} s")
+    t1 = time.perf_counter()
+    balance = tune_balance(base, lambda lay: make_policy(policy, lay, params), train)
+    log(
+        f"tuned the Coordination Node in {time.perf_counter() - t1:.0f} s "
+        f"({balance.evaluations} evaluations): threshold {balance.config.threshold}, "
+        f"reserve {balance.config.reserve}"
+    )
+    out: dict[str, Any] = {
+        "policy": policy,
+        "ordering_params": "tuned" if tuned else "textbook",
+        "threshold": balance.config.threshold,
+        "reserve": balance.config.reserve,
+        "train_cost_per_day": balance.train_cost_per_day,
+        "tuning_evaluations": balance.evaluations,
+        "replications": replications,
+        "variants": {},
+    }
+    reps = list(range(replications))
+    for name, events in COORDINATION_VARIANTS.items():
+        scen = variant("electronics-5r", name, events)
+        sim = Simulator(scen)
+        alone = make_policy(policy, sim.layout, params)
+        with_node = Coordinated(alone, BalanceRule(sim.layout, balance.config))
+        a, c = _metrics(sim, alone, reps), _metrics(sim, with_node, reps)
+        row = {
+            "cost_per_day": [
+                float(a.total_cost_per_day.mean()),
+                float(c.total_cost_per_day.mean()),
+            ],
+            "distributor_cost_per_day": [
+                float(a.distributor_cost_per_day.mean()),
+                float(c.distributor_cost_per_day.mean()),
+            ],
+            "fill_rate": [float(a.fill_rate.mean()), float(c.fill_rate.mean())],
+            "transfer_units_per_day": float(c.transfer_units_per_day.mean()),
+            "external_purchase_share_of_cost": float(
+                (a.external_purchase_cost_k_per_month * 1000 / (365 / 12)).mean()
+                / a.total_cost_per_day.mean()
+            ),
+            "peer_stock_share": float(a.peer_stock_share.mean()),
+            "cost_difference": _paired(c.total_cost_per_day, a.total_cost_per_day),
+            "distributor_cost_difference": _paired(
+                c.distributor_cost_per_day, a.distributor_cost_per_day
+            ),
+            "fill_rate_points": {
+                k: (100 * v if k != "percent" else v)
+                for k, v in _paired(c.fill_rate, a.fill_rate).items()
+            },
+        }
+        out["variants"][name] = row
+        d, f = row["cost_difference"], row["fill_rate_points"]
+        log(
+            f"{name:12s} cost {row['cost_per_day'][0]:,.0f} -> {row['cost_per_day'][1]:,.0f} $/day "
+            f"({d['percent']:+.2f}%, {d['mean']:+.0f} ± {d['ci95']:.0f}); fill rate "
+            f"{row['fill_rate'][0]:.4f} -> {row['fill_rate'][1]:.4f} ({f['mean']:+.2f} ± "
+            f"{f['ci95']:.2f} points); distributors' cost "
+            f"{row['distributor_cost_difference']['percent']:+.2f}%; transfers "
+            f"{row['transfer_units_per_day']:.1f} units/day; external purchases "
+            f"{100 * row['external_purchase_share_of_cost']:.0f}% of the cost; peers held "
+            f"stock for {100 * row['peer_stock_share']:.1f}% of the shortfall"
+        )
+    return out
+
+
+def signals_study(
+    policy: str = "sS",
+    replications: int = 20,
+    train_replications: int = 8,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The textbook ``policy`` alone, with the daily-sharing Coordination Node and with
+    the signalled one (:class:`fedinv.roles.signals.SignalledCoordination`), the rule's
+    threshold and reserve tuned for the daily node on training replications; held-out
+    replications of ``nominal`` and ``lane-outage`` on common random numbers: cost, fill
+    rate, messages per agent-day (agents: every node), and the share of the daily node's
+    cost gain the signalled node keeps."""
+    from fedinv.policies.classical import make_policy
+    from fedinv.policies.tuning import TRAIN_BASE
+    from fedinv.roles.coordination import BalanceRule, Coordinated, tune_balance
+    from fedinv.roles.signals import SignalledCoordination
+    from fedinv.sim.simulator import Simulator
+
+    base = variant("electronics-5r", "nominal", {})
+    train = list(range(TRAIN_BASE, TRAIN_BASE + train_replications))
+    tuned = tune_balance(base, lambda lay: make_policy(policy, lay), train)
+    cfg = tuned.config
+    log(f"tuned the Coordination Node: threshold {cfg.threshold}, reserve {cfg.reserve}")
+    out: dict[str, Any] = {"policy": policy, "threshold": cfg.threshold, "reserve": cfg.reserve}
+    reps = list(range(replications))
+    for name in ("nominal", "lane-outage"):
+        sim = Simulator(variant("electronics-5r", name, COORDINATION_VARIANTS[name]))
+        alone = make_policy(policy, sim.layout)
+        runs = {
+            "none": alone,
+            "daily": Coordinated(alone, BalanceRule(sim.layout, cfg)),
+            "signals": SignalledCoordination(alone, BalanceRule(sim.layout, cfg)),
+        }
+        rows = {}
+        for label, pol in runs.items():
+            from fedinv.sim.metrics import replication_metrics
+            from fedinv.sim.run import run_records
+
+            rec = run_records(sim, pol, reps)
+            rec.pop("_month")
+            m = replication_metrics(rec, sim.layout)
+            msgs = rec.get("info.messages")
+            per_agent_day = (
+                0.0 if msgs is None else float(msgs.sum() / msgs.size / sim.layout.num_nodes)
+            )
+            rows[label] = (m.total_cost_per_day, m.fill_rate, per_agent_day)
+        gain_daily = rows["none"][0] - rows["daily"][0]
+        gain_signal = rows["none"][0] - rows["signals"][0]
+        kept = float(gain_signal.mean() / gain_daily.mean()) if gain_daily.mean() else float("nan")
+        res = {
+            label: {
+                "cost_per_day": float(c.mean()),
+                "fill_rate": float(f.mean()),
+                "messages_per_agent_day": mpd,
+            }
+            for label, (c, f, mpd) in rows.items()
+        }
+        res["daily_gain"] = _paired(rows["none"][0], rows["daily"][0])
+        res["signals_gain"] = _paired(rows["none"][0], rows["signals"][0])
+        res["gain_kept"] = kept
+        out[name] = res
+        log(
+            f"{name:12s} cost none {res['none']['cost_per_day']:,.0f}, daily "
+            f"{res['daily']['cost_per_day']:,.0f} ({res['daily']['messages_per_agent_day']:.3f} "
+            f"messages/agent-day), signals {res['signals']['cost_per_day']:,.0f} "
+            f"({res['signals']['messages_per_agent_day']:.4f}); gain daily "
+            f"{res['daily_gain']['mean']:+.0f} ± {res['daily_gain']['ci95']:.0f}, signals "
+            f"{res['signals_gain']['mean']:+.0f} ± {res['signals_gain']['ci95']:.0f} $/day; "
+            f"fill rate {res['none']['fill_rate']:.4f} / {res['daily']['fill_rate']:.4f} / "
+            f"{res['signals']['fill_rate']:.4f}"
+        )
+    return out
+
+
+SHIFT_DAY = 150
+"""The day a planted drift starts (mid-year, before the autumn peak)."""
+LEAD_LANES = ("S-DISP-KR->M-APAC-SZ", "S-CHIP-US->M-NA-MX", "M-EU-PL->D-EU-1")
+"""Lanes whose lead time doubles in the lead-time drift variant (one per tier pair)."""
+
+
+def plant_demand_shift(exo, day: int, factor: float = 0.3) -> None:
+    """From ``day`` on, every customer node's demand mean rises by ``factor``: each
+    day's draw plus a Poisson draw of mean ``factor x`` the day's mean (a generator per
+    replication, seeded by its index)."""
+    for b, rep in enumerate(exo.replications):
+        rng = np.random.default_rng([int(rep), 16])
+        extra = rng.poisson(factor * exo.demand_mean[b, day:])
+        exo.demand[b, day:] += extra
+
+
+def plant_lead_doubling(exo, layout, lanes: Sequence[str], day: int) -> list[int]:
+    """From ``day`` on, shipments on ``lanes`` take twice their drawn lead time (extra
+    delays added as before); returns the lane indices."""
+    idx = [layout.lane_ids.index(lane) for lane in lanes]
+    limit = layout.max_lead
+    for m in idx:
+        base = exo.lead[:, day:, m] - exo.extra_delay[:, day:, m]
+        exo.lead[:, day:, m] = np.minimum(2 * base + exo.extra_delay[:, day:, m], limit)
+    return idx
+
+
+def monitor_study(
+    policy: str = "sS", replications: int = 10, config=None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Drift detection on electronics-5r without its random surges (the stationary
+    network): false alerts per organization-year on the unchanged run; a 30% demand-mean
+    shift of every customer node from :data:`SHIFT_DAY` (detected if that node's
+    ``demand_up`` alert comes within 14 days); lead times doubled on
+    :data:`LEAD_LANES` from :data:`SHIFT_DAY` (detected if that lane's alert comes
+    within its expected lead time + 7 days). Textbook ``policy``."""
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.classical import make_policy
+    from fedinv.roles.monitor import MonitorConfig, watch
+    from fedinv.sim.simulator import Simulator
+
+    cfg = config or MonitorConfig()
+    scen = replace_surges(load_scenario("electronics-5r"))
+    sim = Simulator(scen)
+    lay = sim.layout
+    reps = list(range(replications))
+    pol = make_policy(policy, lay)
+    org_years = replications * len(lay.org_ids) * sim.days / 365.0
+    out: dict[str, Any] = {"policy": policy, "replications": replications, "config": vars(cfg)}
+
+    base = watch(sim, pol, reps, cfg)
+    retrain = base.alerts[base.alerts.kind == "retrain"]
+    per_org = retrain.groupby("organization").size().reindex(lay.org_ids, fill_value=0)
+    out["false_alerts_per_org_year"] = float(len(retrain) / org_years)
+    out["false_alerts_per_org_year_by_org"] = {
+        k: float(v / (replications * sim.days / 365.0)) for k, v in per_org.items()
+    }
+    out["false_alerts_by_metric"] = retrain.groupby("metric").size().to_dict()
+    out["policy_degraded_alerts"] = int((base.alerts.kind == "policy_degraded").sum())
+    log(
+        f"no drift: {len(retrain)} retrain alerts over {org_years:.0f} organization-years = "
+        f"{out['false_alerts_per_org_year']:.2f} per organization-year "
+        f"({out['false_alerts_by_metric']}); by organization "
+        + ", ".join(f"{k} {v:.2f}" for k, v in out["false_alerts_per_org_year_by_org"].items())
+    )
+
+    _, exo = sim.reset(reps)
+    plant_demand_shift(exo, SHIFT_DAY)
+    shifted = watch(sim, pol, reps, cfg, exogenous=exo, plan_scenario=scen)
+    a = shifted.alerts
+    after = a[a.day >= SHIFT_DAY]
+    cust = [lay.node_ids[i] for i in np.flatnonzero(lay.customer)]
+    node_first = after[after.metric == "demand_up"].groupby(["node", "replication"]).day.min()
+    delays = {n: [float(node_first.get((n, r), np.inf)) - SHIFT_DAY for r in reps] for n in cust}
+    hits = {n: int(sum(d <= 14 for d in v)) for n, v in delays.items()}
+    sellers = [o for i, o in enumerate(lay.org_ids) if (lay.customer & (lay.node_org == i)).any()]
+    org_first = after[after.metric == "org_demand_up"].groupby(["organization", "replication"])
+    org_first = org_first.day.min()
+    org_delays = {
+        o: [float(org_first.get((o, r), np.inf)) - SHIFT_DAY for r in reps] for o in sellers
+    }
+    org_hits = {o: int(sum(d <= 14 for d in v)) for o, v in org_delays.items()}
+    out["demand_shift"] = {
+        "organization_detected_within_14_days": org_hits,
+        "organization_median_delay_days": float(
+            np.median([d for v in org_delays.values() for d in v])
+        ),
+        "node_detected_within_14_days": hits,
+        "node_median_delay_days": float(np.median([d for v in delays.values() for d in v])),
+        "false_before_shift": int(((a.kind == "retrain") & (a.day < SHIFT_DAY)).sum()),
+    }
+    log(
+        f"demand +30% from day {SHIFT_DAY}: each organization's total detected within 14 days "
+        f"in {min(org_hits.values())}-{max(org_hits.values())} of {replications} replications "
+        f"(median delay {out['demand_shift']['organization_median_delay_days']:.0f} days); "
+        f"per node {min(hits.values())}-{max(hits.values())} of {replications} (median "
+        f"{out['demand_shift']['node_median_delay_days']:.0f} days)"
+    )
+
+    _, exo = sim.reset(reps)
+    lanes = plant_lead_doubling(exo, lay, LEAD_LANES, SHIFT_DAY)
+    slow = watch(sim, pol, reps, cfg, exogenous=exo, plan_scenario=scen)
+    a = slow.alerts
+    res = {}
+    for name, m in zip(LEAD_LANES, lanes, strict=True):
+        expected = lay.network.lanes[m].lead_time.mean_days
+        hit = a[(a.metric == "lead_time") & (a.lane == name) & (a.day >= SHIFT_DAY)]
+        first = hit.groupby("replication").day.min() - SHIFT_DAY
+        d = [float(first.get(r, np.inf)) for r in reps]
+        res[name] = {
+            "expected_lead_days": expected,
+            "budget_days": expected + 7,
+            "detected": int(sum(x <= expected + 7 for x in d)),
+            "median_delay_days": float(np.median(d)),
+        }
+        log(
+            f"lead time x2 on {name} (E[L] {expected:.1f} days): detected within E[L] + 7 in "
+            f"{res[name]['detected']} of {replications} (median delay "
+            f"{res[name]['median_delay_days']:.0f} days)"
+        )
+    out["lead_doubling"] = res
+    return out
+
+
+def replace_surges(scenario: Scenario) -> Scenario:
+    """``scenario`` without its demand surges (the stationary network for false alerts)."""
+    from dataclasses import replace
+
+    return replace(scenario, surges=())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the script (module doc)."""
+    parser = argparse.ArgumentParser(prog="python -m fedinv.bench.roles", description=__doc__)
+    sub = parser.add_subparsers(dest="part", required=True)
+    p = sub.add_parser("coordination", help="the Coordination Node's value")
+    p.add_argument("--policy", default="sS")
+    p.add_argument("--replications", type=int, default=20)
+    p.add_argument("--train-replications", type=int, default=8)
+    p.add_argument("--textbook", action="store_true", help="textbook ordering parameters")
+    p.add_argument("--json", type=Path, help="write the results to this file")
+    p = sub.add_parser("monitor", help="the Analytics Monitor's detection and false alerts")
+    p.add_argument("--policy", default="sS")
+    p.add_argument("--replications", type=int, default=10)
+    p.add_argument("--json", type=Path, help="write the results to this file")
+    p = sub.add_parser("signals", help="messages per agent-day and the gain they keep")
+    p.add_argument("--policy", default="sS")
+    p.add_argument("--replications", type=int, default=20)
+    p.add_argument("--json", type=Path, help="write the results to this file")
+    args = parser.parse_args(argv)
+    if args.part == "signals":
+        result = signals_study(args.policy, args.replications)
+    elif args.part == "monitor":
+        result = monitor_study(args.policy, args.replications)
+    elif args.part == "coordination":
+        result = coordination_study(
+            args.policy, args.replications, args.train_replications, tuned=not args.textbook
+        )
+    else:  # pragma: no cover - argparse refuses other parts
+        return 2
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
