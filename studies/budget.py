@@ -35,11 +35,12 @@ def planned_days(spec: StudySpec, key: str) -> int:
 
     scenario = load_scenario(spec.scenario)
     days = spec.days or scenario.horizon_days
-    kind, name, _mode, per = parse_key(key)
+    kind, name, mode, per = parse_key(key)
     if kind == "tune":
         evals = max_evaluations(name, scenario_layout(scenario), spec.tune_sweeps, per=per)
         return evals * spec.train_replications * days
-    cfg = training_config(spec)
+    algo, _, _ = name.rpartition("-")
+    cfg = training_config(spec, algo or "dqn", mode)
     orgs = len(scenario.network.organizations)
     horizon = scenario.horizon_days
     select = (cfg.rounds + 1) * cfg.eval_replications * horizon  # the runner's selection

@@ -643,11 +643,7 @@ def train_unit(
     algo = algo or "dqn"
     work = out / "units" / "train" / kind
     work.mkdir(parents=True, exist_ok=True)
-    cfg = dataclasses.replace(training_config(spec), algo=algo, train_mode=mode)
-    if algo == "hdpo":
-        cfg = dataclasses.replace(
-            cfg, tune_replications=spec.train_replications, tune_sweeps=spec.tune_sweeps
-        )
+    cfg = training_config(spec, algo, mode)
     scenario = _base_scenario(spec)
     started = time.perf_counter()
     extra: dict[str, Any] = {}

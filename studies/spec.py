@@ -630,11 +630,17 @@ def scenario_document(name_or_path: str) -> tuple[dict[str, Any], Path]:
     return tomllib.loads(path.read_text(encoding="utf-8")), path.resolve().parent
 
 
-def training_config(spec: StudySpec):
-    """The FedConfig of the study's ``[training]`` table on its base scenario."""
+def training_config(spec: StudySpec, algo: str = "dqn", train_mode: str = "pure"):
+    """The FedConfig of the study's ``[training]`` table on its base scenario, for the
+    learner ``algo`` trained in ``train_mode`` (HDPO's base tunings take the study's
+    ``train_replications`` and ``tune_sweeps``)."""
     from fedinv.federation.task import FedConfig
 
-    cfg = FedConfig.from_flat({**spec.training})
+    cfg = FedConfig.from_flat({**spec.training, "algo": algo, "train-mode": train_mode})
+    if algo == "hdpo":
+        cfg = dataclasses.replace(
+            cfg, tune_replications=spec.train_replications, tune_sweeps=spec.tune_sweeps
+        )
     cfg = dataclasses.replace(
         cfg,
         scenario=spec.scenario
