@@ -858,10 +858,15 @@ def _method(run: StudyRun) -> list[str]:
         "fixes every random draw (demand, lead times, disruptions), so all policies face "
         "identical demand and disruption paths (common random numbers) and are compared "
         "replication by replication. Tuning and training use other replications, numbered "
-        f"from {TRAIN_BASE:,} upward and disjoint from the held-out ones, on the base "
-        "scenario only"
+        f"from {TRAIN_BASE:,} upward and disjoint from the held-out ones, "
         + (
-            ": the variants below are evaluation conditions that no policy was tuned or trained on."
+            f"on the variant `{spec.train_on}` only"
+            if spec.train_on
+            else "on the base scenario only"
+        )
+        + (
+            ": the other variants below are evaluation conditions that no policy was tuned or "
+            "trained on."
             if len(spec.variants) > 1
             else "."
         )

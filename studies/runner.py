@@ -36,7 +36,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from studies.spec import StudySpec, check_study, training_config, variant_scenario
+from studies.spec import (
+    StudySpec,
+    check_study,
+    training_config,
+    training_scenario,
+    training_scenario_path,
+    variant_scenario,
+)
 from studies.units import Unit, plan, read_unit, scan, unit_path
 
 __all__ = ["Unit", "plan", "run_study", "execute_unit", "event_metrics", "StudyRunError"]
@@ -449,7 +456,7 @@ def _tune(spec: StudySpec, unit: Unit) -> dict[str, Any]:
 
     _, name, mode, per = parse_key(unit.key)
     result = tune(
-        _base_scenario(spec),
+        training_scenario(spec),
         name,
         train_replications=spec.train_replications,
         days=spec.days,
@@ -643,8 +650,8 @@ def train_unit(
     algo = algo or "dqn"
     work = out / "units" / "train" / kind
     work.mkdir(parents=True, exist_ok=True)
-    cfg = training_config(spec, algo, mode)
-    scenario = _base_scenario(spec)
+    cfg = training_config(spec, algo, mode, training_scenario_path(spec, work))
+    scenario = training_scenario(spec)
     started = time.perf_counter()
     extra: dict[str, Any] = {}
     if training == "federated":

@@ -152,6 +152,8 @@ class StudySpec:
     train_replications: int = 16
     """Training replications of the tuner (and of the learner's evaluation)."""
     tune_sweeps: int = 2
+    train_on: str = ""
+    """The variant policies are tuned and trained on ("": the base scenario)."""
     budget_days: int | None = None
     """Most simulated replication-days of the whole network any one tuning or training
     may use (training, validation and a residual's base tuning counted; a federation
@@ -275,6 +277,7 @@ def parse_study(data: Mapping[str, Any], source: str) -> StudySpec:
             "train_replications",
             "tune_sweeps",
             "budget_days",
+            "train_on",
             "bound",
             "reference",
         },
@@ -340,6 +343,7 @@ def parse_study(data: Mapping[str, Any], source: str) -> StudySpec:
         train_replications=study.integer("train_replications", 16, 1),
         tune_sweeps=study.integer("tune_sweeps", 2, 1),
         budget_days=study.integer("budget_days", None, 1),
+        train_on=study.get("train_on", "", str, "a variant name"),
         bound=study.get("bound", True, bool, "true or false"),
         reference=reference,
         variants=variants or (VariantSpec("base"),),
@@ -348,6 +352,11 @@ def parse_study(data: Mapping[str, Any], source: str) -> StudySpec:
         paper=paper,
         source=source,
     )
+    if spec.train_on and spec.train_on not in [v.name for v in spec.variants]:
+        raise StudyError(
+            f"{source}: field study.train_on: expected one of the variant names "
+            f"({', '.join(repr(v.name) for v in spec.variants)}), got {spec.train_on!r}"
+        )
     for e in spec.events:
         if spec.days is not None and e.last_day >= spec.days:
             raise StudyError(
@@ -599,8 +608,18 @@ def variant_scenario(spec: StudySpec, variant: VariantSpec):
     base = load_scenario(spec.scenario)
     if not variant.scale and not variant.outages and not variant.surges:
         return base
+    doc, base_dir = variant_document(spec, variant)
+    source = f"{base.source} + variant {variant.name} of {spec.source}"
+    return parse_scenario(doc, source, base_dir)
+
+
+def variant_document(spec: StudySpec, variant: VariantSpec) -> tuple[dict[str, Any], Path]:
+    """The base scenario's TOML document with ``variant``'s scale factors, outages and
+    surges applied, and the folder its relative paths are relative to."""
+    import copy
+
     document, base_dir = scenario_document(spec.scenario)
-    doc = json.loads(json.dumps(document))  # a deep copy
+    doc = copy.deepcopy(document)
     for node in doc.get("nodes", []):
         for key in ("capacity", "storage_capacity"):
             if key in variant.scale and key in node:
@@ -615,8 +634,38 @@ def variant_scenario(spec: StudySpec, variant: VariantSpec):
             org["monthly_budget"] = float(org["monthly_budget"]) * variant.scale["monthly_budget"]
     doc.setdefault("outages", []).extend(dict(o) for o in variant.outages)
     doc.setdefault("surges", []).extend(dict(s) for s in variant.surges)
-    source = f"{base.source} + variant {variant.name} of {spec.source}"
-    return parse_scenario(doc, source, base_dir)
+    return doc, base_dir
+
+
+def training_scenario(spec: StudySpec):
+    """The scenario policies are tuned and trained on: the base scenario, or the variant
+    ``[study] train_on`` names."""
+    from fedinv.model.scenario import load_scenario
+
+    if not spec.train_on:
+        return load_scenario(spec.scenario)
+    return variant_scenario(spec, next(v for v in spec.variants if v.name == spec.train_on))
+
+
+def training_scenario_path(spec: StudySpec, folder: Path) -> str:
+    """A name or file a federation loads :func:`training_scenario` from: the base
+    scenario's name or absolute path, or, with ``train_on``, the variant written as
+    ``folder/training-scenario.toml`` (its demand-history path made absolute)."""
+    from fedinv.files import atomic_write
+    from fedinv.model.scenario import document_toml
+
+    if not spec.train_on:
+        builtin = "/" not in spec.scenario and not spec.scenario.endswith(".toml")
+        return spec.scenario if builtin else str(Path(spec.scenario).resolve())
+    variant = next(v for v in spec.variants if v.name == spec.train_on)
+    doc, base_dir = variant_document(spec, variant)
+    history = doc.get("demand_history")
+    if isinstance(history, dict) and isinstance(history.get("file"), str):
+        history["file"] = str((base_dir / history["file"]).resolve())
+    path = Path(folder) / "training-scenario.toml"
+    text = f"# {spec.scenario} + variant {variant.name} of {spec.source}\n" + document_toml(doc)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return str(path.resolve())
 
 
 def scenario_document(name_or_path: str) -> tuple[dict[str, Any], Path]:
@@ -630,10 +679,13 @@ def scenario_document(name_or_path: str) -> tuple[dict[str, Any], Path]:
     return tomllib.loads(path.read_text(encoding="utf-8")), path.resolve().parent
 
 
-def training_config(spec: StudySpec, algo: str = "dqn", train_mode: str = "pure"):
-    """The FedConfig of the study's ``[training]`` table on its base scenario, for the
-    learner ``algo`` trained in ``train_mode`` (HDPO's base tunings take the study's
-    ``train_replications`` and ``tune_sweeps``)."""
+def training_config(
+    spec: StudySpec, algo: str = "dqn", train_mode: str = "pure", scenario: str | None = None
+):
+    """The FedConfig of the study's ``[training]`` table for the learner ``algo`` trained
+    in ``train_mode`` (HDPO's base tunings take the study's ``train_replications`` and
+    ``tune_sweeps``), on ``scenario`` (a name or file, :func:`training_scenario_path`;
+    default the base scenario)."""
     from fedinv.federation.task import FedConfig
 
     cfg = FedConfig.from_flat({**spec.training, "algo": algo, "train-mode": train_mode})
@@ -641,12 +693,9 @@ def training_config(spec: StudySpec, algo: str = "dqn", train_mode: str = "pure"
         cfg = dataclasses.replace(
             cfg, tune_replications=spec.train_replications, tune_sweeps=spec.tune_sweeps
         )
-    cfg = dataclasses.replace(
-        cfg,
-        scenario=spec.scenario
-        if "/" not in spec.scenario and not spec.scenario.endswith(".toml")
-        else str(Path(spec.scenario).resolve()),
-    )
+    builtin = "/" not in spec.scenario and not spec.scenario.endswith(".toml")
+    base = spec.scenario if builtin else str(Path(spec.scenario).resolve())
+    cfg = dataclasses.replace(cfg, scenario=scenario or base)
     if "exploration-steps" not in spec.training:
         cfg = dataclasses.replace(cfg, exploration_steps=cfg.rounds * cfg.local_steps // 2)
     return cfg

@@ -1401,3 +1401,14 @@ def test_docs_list_exactly_the_accepted_fields(heading: str, keys: str) -> None:
     from fedinv.model import scenario as module
 
     assert _documented_fields(heading) == set(getattr(module, keys))
+
+
+def test_document_toml_reads_back_every_builtin_scenario():
+    """A scenario document written as TOML reads back to the same document."""
+    import tomllib
+
+    from fedinv.model.scenario import builtin_scenario_text, builtin_scenarios, document_toml
+
+    for name in builtin_scenarios():
+        doc = tomllib.loads(builtin_scenario_text(name))
+        assert tomllib.loads(document_toml(doc)) == doc, name

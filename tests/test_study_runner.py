@@ -658,3 +658,31 @@ def test_hdpo_trained_through_the_safety_layer_in_a_study(tmp_path):
     assert saved["args"]["train_mode"] == "hybrid"  # the checkpoint says how it was trained
     frame = pd.read_parquet(out / "results" / "replications.parquet")
     assert (frame["violations_per_month"] == 0).all()  # both released through the layer
+
+
+def test_train_on_a_variant_writes_it_as_a_scenario_a_federation_loads(tmp_path):
+    import tomllib
+
+    from fedinv.model.scenario import load_scenario
+    from fedinv.registry import scenario_layout
+    from studies.spec import training_scenario, training_scenario_path
+
+    doc = tomllib.loads(tiny(tmp_path).read_text())
+    doc["variants"] = [{"name": "tight", "scale": {"capacity": 0.5, "monthly_budget": 0.8}}]
+    doc["study"]["scenario"] = "electronics-5r"
+    doc["study"]["train_on"] = "tight"
+    doc["policies"] = doc["policies"][:1]
+    spec = parse_study(doc, "t.toml")
+    written = load_scenario(training_scenario_path(spec, tmp_path))
+    expected = training_scenario(spec)
+    base = scenario_layout(load_scenario("electronics-5r"))
+    finite = np.isfinite(base.capacity)
+    assert finite.sum() >= 5
+    for scenario in (written, expected):
+        lay = scenario_layout(scenario)
+        np.testing.assert_allclose(lay.capacity[finite], 0.5 * base.capacity[finite])
+        np.testing.assert_allclose(lay.budget, 0.8 * base.budget)
+    assert written.network == expected.network
+    doc["study"]["train_on"] = "loose"
+    with pytest.raises(StudyError, match="field study.train_on: expected one of the variant"):
+        parse_study(doc, "t.toml")

@@ -19,6 +19,7 @@ import difflib
 import io
 import json
 import math
+import re
 import tomllib
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping
@@ -1330,3 +1331,52 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         what = "no such file" if not path.exists() else "not a regular file"
         raise ScenarioError(str(path), "<file>", "an existing scenario file (.toml)", what)
     return _load_file(path, str(path))
+
+
+# ------------------------------------------------------------------- writing a document
+
+
+def document_toml(document: Mapping[str, Any]) -> str:
+    """A scenario document (the dict ``tomllib`` reads from a scenario file) as TOML text
+    that reads back to the same dict: top-level values, then tables (``[name]``) and
+    arrays of tables (``[[name]]``), whose nested tables are written inline. Used to
+    write a changed scenario (a study's variant) as a file a federation can load."""
+    head, tables = [], []
+    for key, value in document.items():
+        if isinstance(value, dict):
+            tables += ["", f"[{_toml_key(key)}]"]
+            tables += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for entry in value:
+                tables += ["", f"[[{_toml_key(key)}]]"]
+                tables += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items()]
+        else:
+            head.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    return "\n".join(head + tables) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dt.date | dt.datetime | dt.time):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")
