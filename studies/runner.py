@@ -639,8 +639,8 @@ def train_unit(
     (DQN: rounds x local-steps days of a batch of ``replications`` per organization, the
     centralized learner stepping the whole network that many days; HDPO: rounds x
     local-iterations gradient batches). A federated learner's policy is the global round
-    (0, its start, included) with the lowest cost on validation replications over the full
-    horizon, run as it was trained (pure or through the layer). ``simulated_days``: the
+    with the lowest cost on validation replications over the full horizon, run as it was
+    trained (pure or through the layer); HDPO's round 0, its base policy, is a candidate. ``simulated_days``: the
     unit's planned budget (:func:`studies.budget.planned_days`)."""
     from studies.budget import parse_key, planned_days
 
@@ -685,7 +685,6 @@ def _train_federated(cfg, scenario, work: Path, out: Path, echo):
     """A real local Flower federation, then the global round selected on validation."""
     from fedinv.errors import FederationError
     from fedinv.federation.local import run_federation
-    from fedinv.federation.task import initial_arrays, save_global_checkpoint
 
     try:
         run = run_federation(cfg, work, timeout=3600.0, echo=None, notice=echo)
@@ -700,10 +699,9 @@ def _train_federated(cfg, scenario, work: Path, out: Path, echo):
             "ci95": rounds.get("global-cost-ci95", np.nan),
         }
     )
-    start = work / "checkpoints" / "round-0000.pt"
-    if not start.is_file():
-        save_global_checkpoint(start, scenario, initial_arrays(cfg, scenario), cfg, 0, {})
     candidates = sorted((work / "checkpoints").glob("round-*.pt"))
+    if cfg.algo == "hdpo" and candidates and candidates[0].stem != "round-0000":
+        candidates.insert(0, _hdpo_start(cfg, scenario, candidates[0]))
     costs = {path: _validation_cost(cfg, scenario, path, cfg.train_mode) for path in candidates}
     best = min(costs, key=lambda p: costs[p])
     selection = {
@@ -711,6 +709,34 @@ def _train_federated(cfg, scenario, work: Path, out: Path, echo):
         "validation_cost_per_day": {p.stem: float(c) for p, c in costs.items()},
     }
     return curve, {"checkpoint": str(best.relative_to(out))}, selection
+
+
+def _hdpo_start(cfg, scenario, first: Path) -> Path:
+    """The federation's starting point as a checkpoint (``round-0000.pt`` beside
+    ``first``): HDPO's global policy before any round is its base policy exactly (the
+    networks' last layers start at zero), so it is ``first``'s policy -- same base, same
+    input statistics -- with its heads zeroed."""
+    import dataclasses as dc
+
+    import torch
+
+    from fedinv.agents.checkpoints import load_policy, write_hdpo_checkpoint
+    from fedinv.federation.hdpo_task import hdpo_args
+    from fedinv.registry import scenario_layout
+
+    policy = load_policy(first, scenario_layout(scenario), "hdpo")
+    with torch.no_grad():
+        for net in policy.networks.nets.values():
+            net.head.weight.zero_()
+            net.head.bias.zero_()
+    path = first.with_name("round-0000.pt")
+    return write_hdpo_checkpoint(
+        path,
+        policy,
+        scenario=scenario.name,
+        args=hdpo_args(cfg, scenario),
+        federated={"round": 0, "config": dc.asdict(cfg), "metrics": {}},
+    )
 
 
 def _validation_cost(cfg, scenario, checkpoint: Path, mode: str) -> float:

@@ -686,3 +686,44 @@ def test_train_on_a_variant_writes_it_as_a_scenario_a_federation_loads(tmp_path)
     doc["study"]["train_on"] = "loose"
     with pytest.raises(StudyError, match="field study.train_on: expected one of the variant"):
         parse_study(doc, "t.toml")
+
+
+def test_a_federated_hdpo_start_checkpoint_is_its_base_policy(tmp_path):
+    """Round 0 of a federated HDPO (a selection candidate) is the base policy exactly: a
+    trained checkpoint with its heads zeroed orders what the tuned base orders."""
+    import torch
+
+    from fedinv.agents import hdpo
+    from fedinv.agents.checkpoints import load_policy, write_hdpo_checkpoint
+    from fedinv.federation.config import FedConfig
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.classical import make_policy
+    from fedinv.registry import scenario_layout
+    from fedinv.sim.run import mean_cost_per_day
+    from fedinv.sim.simulator import Simulator
+    from studies.runner import _hdpo_start
+
+    scenario = load_scenario("serial-3")
+    cfg = FedConfig(scenario="serial-3", algo="hdpo", tune_replications=2, tune_sweeps=1)
+    args = hdpo.Args(scenario="serial-3", tune_replications=2, sweeps=1, replications=2)
+    policy, tuned = hdpo.initial_policy(args, scenario)
+    with torch.no_grad():  # as if trained: the heads move the targets
+        for net in policy.networks.nets.values():
+            net.head.bias.fill_(2.0)
+    first = write_hdpo_checkpoint(
+        tmp_path / "round-0001.pt", policy, scenario="serial-3", args=args
+    )
+    start = _hdpo_start(cfg, scenario, first)
+    assert start.name == "round-0000.pt"
+    layout = scenario_layout(scenario)
+    sim = Simulator(scenario, days=60)
+    base = make_policy(tuned.policy, layout, tuned.params)
+    started = load_policy(start, layout, "hdpo")
+    trained = load_policy(first, layout, "hdpo")
+    reps = [0, 1]
+    np.testing.assert_allclose(
+        mean_cost_per_day(sim, started, reps), mean_cost_per_day(sim, base, reps), rtol=1e-12
+    )
+    assert not np.allclose(
+        mean_cost_per_day(sim, trained, reps), mean_cost_per_day(sim, base, reps)
+    )
