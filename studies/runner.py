@@ -777,15 +777,7 @@ def _train_central_hdpo(cfg, scenario, work: Path, out: Path):
         args=args,
         best_iteration=result.best_iteration,
     )
-    curve = pd.DataFrame(
-        {
-            "x": result.curve["iteration"],
-            "x_label": "iteration",
-            "cost_per_day": result.curve["validation_cost_per_day"],
-            "ci95": result.curve["validation_ci95"],
-        }
-    )
-    return curve, {"checkpoint": str(path.relative_to(out))}
+    return _validation_curve(result.curve, "iteration"), {"checkpoint": str(path.relative_to(out))}
 
 
 def _train_isolated(cfg, scenario, work: Path, out: Path):
@@ -847,12 +839,16 @@ def _train_central(cfg, scenario, work: Path, out: Path, default_reward_scale):
     )
     result = train(args, scenario)
     path = save_checkpoint(work / "checkpoint.pt", result)
-    curve = pd.DataFrame(
+    return _validation_curve(result.curve, "step"), {"checkpoint": str(path.relative_to(out))}
+
+
+def _validation_curve(curve: pd.DataFrame, x: str) -> pd.DataFrame:
+    """A central learner's validation curve in the study's curve format."""
+    return pd.DataFrame(
         {
-            "x": result.curve["step"],
-            "x_label": "step",
-            "cost_per_day": result.curve["validation_cost_per_day"],
-            "ci95": result.curve["validation_ci95"],
+            "x": curve[x],
+            "x_label": x,
+            "cost_per_day": curve["validation_cost_per_day"],
+            "ci95": curve["validation_ci95"],
         }
     )
-    return curve, {"checkpoint": str(path.relative_to(out))}
