@@ -640,8 +640,8 @@ def train_unit(
     centralized learner stepping the whole network that many days; HDPO: rounds x
     local-iterations gradient batches). A federated learner's policy is the global round
     with the lowest cost on validation replications over the full horizon, run as it was
-    trained (pure or through the layer); HDPO's round 0, its base policy, is a candidate. ``simulated_days``: the
-    unit's planned budget (:func:`studies.budget.planned_days`)."""
+    trained (pure or through the layer); HDPO's round 0, its base policy, is a candidate.
+    ``simulated_days``: the unit's planned budget (:func:`studies.budget.planned_days`)."""
     from studies.budget import parse_key, planned_days
 
     kind = unit.policy
