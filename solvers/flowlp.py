@@ -118,10 +118,54 @@ class _Rows:
         self.v.append(val[keep].ravel())
 
 
+@dataclass
+class FlowModel:
+    """The flow LP of one :class:`FlowInputs`, as arrays: columns (bounds, costs), rows
+    (bounds, coordinate entries) and the column indices of each variable block ``[K, ...]``
+    (``c``, ``a``, ``tr``: None where the layout has none)."""
+
+    var: _Vars
+    row: _Rows
+    o: np.ndarray
+    s: np.ndarray
+    ow: np.ndarray
+    h: np.ndarray
+    q: np.ndarray
+    b: np.ndarray
+    c: np.ndarray | None
+    a: np.ndarray | None
+    tr: np.ndarray | None
+    land: np.ndarray  # [K, M] plan day a shipment placed on day k lands (>= K: after)
+
+
 def solve_flow(
     layout: Layout, data: FlowInputs, lost_sales: bool = False, time_limit: float = 600.0
 ) -> FlowSolution:
     """Build and solve the flow LP of ``data``; :class:`SolverError` unless optimal."""
+    fm = build_flow(layout, data, lost_sales)
+    return _solve(
+        fm.var,
+        fm.row,
+        fm.o,
+        fm.s,
+        fm.tr,
+        data.demand.shape[0],
+        layout.num_lanes,
+        layout.num_transfers,
+        time_limit,
+    )
+
+
+def build_flow(
+    layout: Layout,
+    data: FlowInputs,
+    lost_sales: bool = False,
+    fixed_structure: bool = False,
+) -> FlowModel:
+    """The flow LP of ``data`` as arrays (nothing solved). ``fixed_structure``: the rows
+    and nonzeros depend on the layout and ``data.lead`` only, not on capacity factors
+    (a capacity row for every node that could bind, with an infinite bound where it does
+    not), so that a model built once can be updated in place through its bounds."""
     lay = layout
     k_days = data.demand.shape[0]
     n, m, nc = lay.num_nodes, lay.num_lanes, lay.num_components
@@ -250,7 +294,7 @@ def solve_flow(
     # production: external shipments into a supplier <= capacity x f
     prod = np.flatnonzero(
         (lay.output_kind == OUTPUT_PRODUCTION)
-        & (np.isfinite(lay.capacity) | (data.node_factor == 0).any(axis=0))
+        & (np.isfinite(lay.capacity) | (data.node_factor == 0).any(axis=0) | fixed_structure)
     )
     if len(prod):
         cap = capacity_times(lay.capacity[prod], data.node_factor[:, prod])
@@ -264,14 +308,14 @@ def solve_flow(
         (lay.output_kind == OUTPUT_SHIPPING) | (f < 1.0), capacity_times(lay.capacity, f), np.inf
     )
     has_out = np.array([(internal & (lay.lane_src == i)).any() for i in range(n)])
-    limited = np.flatnonzero(np.isfinite(out_cap).any(axis=0) & has_out)
+    limited = np.flatnonzero((np.isfinite(out_cap).any(axis=0) | fixed_structure) & has_out)
     if len(limited):
         ro = row.add((k_days, len(limited)), -np.inf, out_cap[:, limited])
         for j, i in enumerate(limited):
             lanes_i = np.flatnonzero(internal & (lay.lane_src == i))
             row.coef(ro[:, j][:, None], s[:, lanes_i], 1.0)
 
-    return _solve(var, row, o, s, tr, k_days, m, t_links, time_limit)
+    return FlowModel(var, row, o, s, ow, h, q, b, c, a, tr, land)
 
 
 def _solve(var: _Vars, row: _Rows, o, s, tr, k_days, m, t_links, time_limit) -> FlowSolution:

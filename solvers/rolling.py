@@ -11,7 +11,10 @@ decided) and days ``1..H-1`` carry forecast demand. What it knows, and only that
     random surges are not forecast -- or ``moving-average`` of the last ``window`` days
     of observed demand (per node; the calendar mean until there is history). It never
     reads realized future demand;
-  * lead times: each lane's expected lead time, rounded (at least 1 day);
+  * lead times: each lane's planning lead time (``lead_quantile``): by default the
+    quantile ``p / (p + h)`` of its drawn lead time (extra delays included) at the
+    destination's penalty ``p`` and holding cost ``h`` -- a safety time; ``mean``: the
+    exact mean of a draw, rounded (at least 1 day);
   * capacities: nominal, or an announced outage's fraction (``state.alert``) for the
     whole plan.
 
@@ -59,6 +62,7 @@ class RollingLP:
         forecast: str = "calendar",
         window: int = 28,
         safety: float | str = "newsvendor",
+        lead_quantile: float | str = "newsvendor",
         time_limit: float = 60.0,
     ):
         if forecast not in FORECASTS:
@@ -79,14 +83,48 @@ class RollingLP:
         self.forecast = forecast
         self.window = window
         self.time_limit = float(time_limit)
-        self.expected_lead = np.array(
-            [max(1, int(round(ln.lead_time.expected_days))) for ln in lay.network.lanes], int
-        )
+        self.lead_quantile = lead_quantile
+        self.expected_lead = self._planning_lead(lead_quantile)
         self.horizon = int(horizon or self._chain_lead() + 7)
         self.safety = safety
         self.floor, self.floor_start = self._safety_stock(safety)
         self._known = ProjectionProgram(layout, scenario.outages)
         self._history: list[np.ndarray] = []
+
+    def _planning_lead(self, q: float | str) -> np.ndarray:
+        """Per lane: the lead time the plan assumes, days >= 1 -- the ``q`` quantile of the
+        drawn lead time (extra delays included), ``newsvendor``: ``q = p / (p + h)`` of the
+        destination's backorder penalty and holding cost (a safety time: a plan on the
+        mean is late half the time), ``mean``: the exact mean of a draw, rounded."""
+        lay = self.layout
+        delays: dict[int, list] = {}
+        for d in self.scenario.delays:
+            delays.setdefault(lay.network.lane_index[d.lane], []).append(d)
+        out = np.ones(lay.num_lanes, int)
+        for m, lane in enumerate(lay.network.lanes):
+            pmf = lane.lead_time.pmf()
+            for d in delays.get(m, []):  # extra delay: 0 w.p. 1 - prob, else U{min..max}
+                extra = np.zeros(d.max_days + 1)
+                extra[0] = 1 - d.probability
+                extra[d.min_days :] += d.probability / (d.max_days - d.min_days + 1)
+                pmf = np.convolve(pmf, extra)
+            if q == "mean":
+                out[m] = max(1, int(round(float(np.dot(np.arange(len(pmf)), pmf)))))
+                continue
+            if q == "newsvendor":
+                dst = lay.lane_dst[m]
+                c = lay.lane_comp[m]
+                pen = lay.penalty[dst]
+                hold = lay.comp_holding[c] if c >= 0 else lay.holding[dst]
+                qq = pen / (pen + hold) if pen > 0 else 0.5
+            elif isinstance(q, int | float) and not isinstance(q, bool) and 0 < q < 1:
+                qq = float(q)
+            else:
+                raise ValueError(
+                    f"lead_quantile must be 'newsvendor', 'mean' or a number in (0, 1), got {q!r}"
+                )
+            out[m] = max(1, int(np.searchsorted(np.cumsum(pmf), qq - 1e-12)))
+        return out
 
     def _safety_stock(self, safety: float | str) -> tuple[np.ndarray, np.ndarray]:
         """Per node: the safety-stock target (units) and the first plan day it applies."""
@@ -241,4 +279,5 @@ class RollingLP:
             "forecast": self.forecast,
             "window": self.window,
             "safety": self.safety,
+            "lead_quantile": self.lead_quantile,
         }
