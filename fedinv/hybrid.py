@@ -75,7 +75,15 @@ BACKENDS = ("pyomo", "highspy")
 """Solver backends of the projection: Pyomo's persistent HiGHS interface, or highspy."""
 OPTIMIZATION_POLICIES = ("rolling-lp", "rolling-sp")
 """Policies implemented in ``solvers`` (built by :func:`make_optimization_policy`)."""
-ROLLING_LP_OPTIONS = ("horizon", "forecast", "window", "safety", "lead_quantile", "time_limit")
+ROLLING_LP_OPTIONS = (
+    "horizon",
+    "forecast",
+    "window",
+    "safety",
+    "lead_quantile",
+    "order_cycle",
+    "time_limit",
+)
 """Options of ``rolling-lp`` (``--params '{"horizon": 21, "forecast": "calendar"}'``)."""
 ROLLING_SP_OPTIONS = (
     "horizon",

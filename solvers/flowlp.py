@@ -58,6 +58,9 @@ class FlowInputs:
     """[K, N] safety-stock targets (units): end-of-day on hand below them costs
     ``floor_penalty`` per unit-day (the rolling LP's buffer; None: none)."""
     floor_penalty: np.ndarray | None = None  # [N] $ per unit-day below the floor
+    order_open: np.ndarray | None = None
+    """[K, M] bool: False where no order may be placed (an order calendar; None: all
+    days open)."""
 
 
 @dataclass
@@ -185,7 +188,8 @@ def build_flow(
     transit_days = cum[end] - cum[days][:, None]
     owed_pen = np.where(internal, lay.penalty[np.maximum(lay.lane_src, 0)], 0.0)
 
-    o = var.add((k_days, m), cost=w[:, None] * ext_cost)
+    o_hi = np.inf if data.order_open is None else np.where(data.order_open, np.inf, 0.0)
+    o = var.add((k_days, m), hi=o_hi, cost=w[:, None] * ext_cost)
     s = var.add(
         (k_days, m),
         hi=capacity_times(lay.transport_cap, data.lane_factor),

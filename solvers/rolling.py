@@ -27,8 +27,11 @@ lead times from raw material into the node, ``var(d)`` the variance of its daily
 default the newsvendor fractile ``Phi^-1(p / (p + h))`` of the node's penalty ``p`` and
 holding cost ``h``; ``safety = 0``: none, the plain deterministic LP). Orders are
 continuous (lanes with a lot size are rounded up to whole lots, as the classical
-policies do); budgets and contracts are ignored: run it in hybrid mode to enforce them.
-Planned lateral transfers of today are proposed too.
+policies do); a lane with a fixed order cost ``K`` orders only every ``T`` days, its EOQ
+cycle ``round(sqrt(2 K / (h D)))`` (``h`` the destination's holding cost, ``D`` the
+lane's mean daily flow; ``order_cycle = "daily"``: every day, as before); budgets
+and contracts are ignored: run it in hybrid mode to enforce them. Planned lateral
+transfers of today are proposed too.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from solvers.flowlp import FlowInputs, solve_flow
 from solvers.program import ProjectionProgram
 
 FORECASTS = ("calendar", "moving-average")
+ORDER_CYCLES = ("eoq", "daily")
 
 
 class RollingLP:
@@ -63,6 +67,7 @@ class RollingLP:
         window: int = 28,
         safety: float | str = "newsvendor",
         lead_quantile: float | str = "newsvendor",
+        order_cycle: str = "eoq",
         time_limit: float = 60.0,
     ):
         if forecast not in FORECASTS:
@@ -86,10 +91,36 @@ class RollingLP:
         self.lead_quantile = lead_quantile
         self.expected_lead = self._planning_lead(lead_quantile)
         self.horizon = int(horizon or self._chain_lead() + 7)
+        if order_cycle not in ORDER_CYCLES:
+            raise ValueError(
+                f"order_cycle must be one of {', '.join(ORDER_CYCLES)}, got {order_cycle!r}"
+            )
+        self.order_cycle = order_cycle
+        self.cycle = self._order_cycles() if order_cycle == "eoq" else np.ones(lay.num_lanes, int)
         self.safety = safety
         self.floor, self.floor_start = self._safety_stock(safety)
         self._known = ProjectionProgram(layout, scenario.outages)
         self._history: list[np.ndarray] = []
+
+    def order_days(self, day: int) -> np.ndarray:
+        """``[H, M]`` bool: plan days ``day .. day+H-1`` on which each lane may order."""
+        k = np.arange(self.horizon)
+        return ((day + k[:, None]) % self.cycle[None, :]) == 0
+
+    def _order_cycles(self) -> np.ndarray:
+        """Per lane: days between order days (EOQ cycle; 1 without a fixed cost)."""
+        lay = self.layout
+        st = streams_of(lay)
+        fs = flow_stats(lay, st)
+        flow = fs.mean[st.lane_stream] * lay.lane_share  # units/day on the lane
+        hold = np.where(
+            lay.lane_comp >= 0,
+            lay.comp_holding[np.maximum(lay.lane_comp, 0)] if lay.num_components else 0.0,
+            lay.holding[lay.lane_dst],
+        )
+        ok = (lay.fixed_cost > 0) & (flow > 0) & (hold > 0)
+        t = np.sqrt(2 * lay.fixed_cost / np.where(ok, hold * flow, 1.0))
+        return np.where(ok, np.clip(np.round(t), 1, self.horizon // 2), 1).astype(int)
 
     def _planning_lead(self, q: float | str) -> np.ndarray:
         """Per lane: the lead time the plan assumes, days >= 1 -- the ``q`` quantile of the
@@ -242,6 +273,7 @@ class RollingLP:
         dst_t = np.eye(lay.num_nodes)[lay.transfer_dst].reshape(lay.num_transfers, lay.num_nodes)
         lead = np.broadcast_to(self.expected_lead, (h, lay.num_lanes))
         floor = np.where(k[:, None] >= self.floor_start[None, :], self.floor[None, :], 0.0)
+        open_days = self.order_days(state.day)
         orders = np.zeros((b_size, lay.num_lanes))
         transfers = np.zeros((b_size, lay.num_transfers))
         for b in range(b_size):
@@ -260,6 +292,7 @@ class RollingLP:
                 day0_events=False,
                 floor=floor,
                 floor_penalty=lay.penalty,
+                order_open=open_days,
             )
             sol = solve_flow(
                 lay, data, lost_sales=self.scenario.lost_sales, time_limit=self.time_limit
@@ -280,4 +313,5 @@ class RollingLP:
             "window": self.window,
             "safety": self.safety,
             "lead_quantile": self.lead_quantile,
+            "order_cycle": self.order_cycle,
         }
