@@ -175,14 +175,14 @@ class RollingSP(RollingLP):
         layout: Layout,
         scenario: Scenario,
         horizon: int | None = None,
-        scenarios: int = 8,
+        scenarios: int = 4,
         resolve_every: int = 7,
         refresh: int = 28,
         terminal: float = 1.0,
         order_cycle: str = "eoq",
         feedback: bool = True,
         seed: int = 0,
-        time_limit: float = 60.0,
+        time_limit: float = 600.0,
     ):
         for key, val, low in (
             ("scenarios", scenarios, 1),
