@@ -58,6 +58,11 @@ from fedinv.sim.simulator import Decision, State
 from solvers.flowlp import FlowInputs, FlowModel, build_flow
 from solvers.rolling import RollingLP
 
+FEEDBACKS = ("release", "affine", "none")
+"""Orders into customer nodes on first-stage days after the first: ``release`` -- the
+plan's order plus the day's demand surprise (the plan does not know it will be
+corrected), ``affine`` -- the same rule inside the program (non-anticipativity on the
+rule's intercept), ``none`` -- the plan's order."""
 HIGHS_OPTIONS: dict[str, Any] = {}
 """Extra HiGHS options of every rolling-sp model (measured alternatives, docs/hybrid.md)."""
 
@@ -77,7 +82,14 @@ class _Sample:
 class _Model:
     """One replication's SAA model in HiGHS: block ``s`` is future ``s``'s flow LP."""
 
-    def __init__(self, blocks: list[FlowModel], first: int, links: bool, time_limit: float):
+    def __init__(
+        self,
+        blocks: list[FlowModel],
+        first: int,
+        links: bool,
+        time_limit: float,
+        link_rhs: np.ndarray | None = None,
+    ):
         import highspy
 
         from solvers.highs import quiet_stdout
@@ -122,13 +134,14 @@ class _Model:
         n = len(lo)
         h.addVars(n, lo, hi)
         h.changeColsCost(n, np.arange(n, dtype=np.int32), cost)
-        rlo = np.concatenate([rlo, np.zeros(n_link)])
-        rhi = np.concatenate([rhi, np.zeros(n_link)])
+        link = np.zeros(n_link) if link_rhs is None else link_rhs
+        rlo = np.concatenate([rlo, link])
+        rhi = np.concatenate([rhi, link])
         h.addRows(n_rows, rlo, rhi, len(vals), starts, cols.astype(np.int32), vals)
         self.h = h
         self.n_link = n_link
         self._cols = np.arange(n, dtype=np.int32)
-        self._rows = np.arange(base, dtype=np.int32)
+        self._rows = np.arange(n_rows, dtype=np.int32)
         self.solves = 0
         self.iterations = 0
 
@@ -142,10 +155,13 @@ class _Model:
         rhi = cat([cat(fm.row.hi) for fm in blocks])
         return lo, hi, cost, rlo, rhi
 
-    def update(self, blocks: list[FlowModel]) -> None:
-        """Push the bounds and costs of ``blocks`` (same matrix) into the model; the
-        basis is kept (a warm start)."""
+    def update(self, blocks: list[FlowModel], link_rhs: np.ndarray | None = None) -> None:
+        """Push the bounds and costs of ``blocks`` (same matrix) and the right-hand
+        sides of the non-anticipativity rows into the model; the basis is kept (a warm
+        start)."""
         lo, hi, cost, rlo, rhi = self._bounds(blocks)
+        link = np.zeros(self.n_link) if link_rhs is None else link_rhs
+        rlo, rhi = np.concatenate([rlo, link]), np.concatenate([rhi, link])
         n = len(lo)
         self.h.changeColsBounds(n, self._cols, lo, hi)
         self.h.changeColsCost(n, self._cols, cost)
@@ -180,7 +196,7 @@ class RollingSP(RollingLP):
         refresh: int = 28,
         terminal: float = 1.0,
         order_cycle: str = "eoq",
-        feedback: bool = True,
+        feedback: str = "release",
         seed: int = 0,
         time_limit: float = 600.0,
     ):
@@ -196,8 +212,8 @@ class RollingSP(RollingLP):
             raise ValueError(f"terminal must be a number in [0, 1], got {terminal!r}")
         if not 0.0 <= float(terminal) <= 1.0:
             raise ValueError(f"terminal must be a number in [0, 1], got {terminal!r}")
-        if not isinstance(feedback, bool):
-            raise ValueError(f"feedback must be true or false, got {feedback!r}")
+        if feedback not in FEEDBACKS:
+            raise ValueError(f"feedback must be one of {', '.join(FEEDBACKS)}, got {feedback!r}")
         super().__init__(
             layout,
             scenario,
@@ -376,7 +392,7 @@ class RollingSP(RollingLP):
         mean = cal[None] * smp.surge
         demand = self._demand(mean, smp.u)
         demand[:, 0] = 0.0
-        self._expected = demand.mean(axis=0)  # [H, N]
+        self._futures_demand = demand  # [S, H, N]
         node_f, lane_f = self._outages(state, b, smp)
         p_len = state.pipeline.shape[2]
         slots = (state.day + k) % p_len
@@ -413,6 +429,25 @@ class RollingSP(RollingLP):
             out.append(fm)
         return out
 
+    def link_rhs(self, demand: np.ndarray) -> np.ndarray | None:
+        """Right-hand sides of the non-anticipativity rows ``x[s] - x[0]``: with
+        ``feedback = "affine"``, an order of first-stage day ``k >= 1`` into a customer node is an
+        affine rule, ``base + share x demand[k]`` with ``base`` shared by every future, so
+        ``o[s] - o[0] = share x (demand[s] - demand[0])``; 0 everywhere else."""
+        lay = self.layout
+        r, s_n = self.resolve_every, self.scenarios
+        if s_n == 1:
+            return None
+        diff = demand[1:, :r] - demand[:1, :r]  # [S-1, R, N]
+        # with feedback "release" the plan is not told that the orders will be corrected
+        if self.feedback == "affine":
+            o_part = np.einsum("mn,skn->skm", self._fb_mat, diff)
+            o_part[:, 0] = 0.0  # today's demand is known: day 0 is one order
+        else:
+            o_part = np.zeros((s_n - 1, r, lay.num_lanes))
+        rest = np.zeros((s_n - 1, lay.num_lanes + r * lay.num_transfers))
+        return np.concatenate([o_part.reshape(s_n - 1, -1), rest], axis=1).ravel()
+
     def _terminal(self, fm: FlowModel, s_n: int) -> None:
         """Scale future costs by ``1/S`` and credit what is left at the plan's end."""
         lay = self.layout
@@ -437,7 +472,8 @@ class RollingSP(RollingLP):
 
     def _solve(self, state: State, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Solve replication row ``b`` today: first-stage orders ``[R, M]``, transfers
-        ``[R, T]`` and the futures' mean demand of those days ``[R, N]``."""
+        ``[R, T]`` and the demand the feedback is measured against on those days
+        ``[R, N]`` (``affine``: future 0's; ``release``: the futures' mean)."""
         t = state.day
         t0 = time.process_time()
         redraw = self._sample[b] is None or (
@@ -469,8 +505,8 @@ class RollingSP(RollingLP):
             else np.zeros((self.resolve_every, 0))
         )
         r = self.resolve_every
-        expected = self._expected[:r]
-        return orders, transfers, expected
+        d = self._futures_demand[:, :r]
+        return orders, transfers, (d[0] if self.feedback == "affine" else d.mean(axis=0))
 
     def act(self, state: State) -> Decision:
         lay = self.layout
@@ -487,7 +523,7 @@ class RollingSP(RollingLP):
                 self._plan[b] = (state.day, plan_o, plan_t, plan_d)
                 j = 0
             orders[b] = plan_o[j]
-            if self.feedback and j > 0:  # today's demand surprise, passed upstream
+            if self.feedback != "none" and j > 0:  # today's demand surprise
                 surprise = state.demand[b] - plan_d[j]
                 orders[b] = np.maximum(orders[b] + self._fb_mat @ surprise, 0.0)
             if lay.num_transfers:
