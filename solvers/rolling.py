@@ -82,7 +82,7 @@ class RollingLP:
         self.scenario = scenario
         if lay.order_lead.any():
             raise ValueError(
-                "rolling-lp cannot model order lead times (its flow LP fills an order the "
+                f"{self.name} cannot model order lead times (its flow LP fills an order the "
                 f"day it is placed); scenario {scenario.name!r} has them"
             )
         self.forecast = forecast

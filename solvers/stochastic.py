@@ -63,6 +63,11 @@ FEEDBACKS = ("release", "affine", "none")
 plan's order plus the day's demand surprise (the plan does not know it will be
 corrected), ``affine`` -- the same rule inside the program (non-anticipativity on the
 rule's intercept), ``none`` -- the plan's order."""
+AUTO_COLUMNS = 32_768
+"""``scenarios = "auto"``: as many futures (4 to 64) as fit in this many LP columns."""
+AUTO_DAILY_COLUMNS = 20_000
+"""``resolve_every = "auto"``: daily when the whole program has at most this many
+columns, weekly otherwise."""
 HIGHS_OPTIONS: dict[str, Any] = {}
 """Extra HiGHS options of every rolling-sp model (measured alternatives, docs/hybrid.md)."""
 
@@ -191,8 +196,8 @@ class RollingSP(RollingLP):
         layout: Layout,
         scenario: Scenario,
         horizon: int | None = None,
-        scenarios: int = 4,
-        resolve_every: int = 7,
+        scenarios: int | str = "auto",
+        resolve_every: int | str = "auto",
         refresh: int = 28,
         terminal: float = 1.0,
         order_cycle: str = "eoq",
@@ -201,13 +206,13 @@ class RollingSP(RollingLP):
         time_limit: float = 600.0,
     ):
         for key, val, low in (
-            ("scenarios", scenarios, 1),
-            ("resolve_every", resolve_every, 1),
+            ("scenarios", 1 if scenarios == "auto" else scenarios, 1),
+            ("resolve_every", 1 if resolve_every == "auto" else resolve_every, 1),
             ("refresh", refresh, 0),
             ("seed", seed, 0),
         ):
             if isinstance(val, bool) or not isinstance(val, int) or val < low:
-                raise ValueError(f"{key} must be an integer >= {low}, got {val!r}")
+                raise ValueError(f"{key} must be 'auto' or an integer >= {low}, got {val!r}")
         if isinstance(terminal, bool) or not isinstance(terminal, int | float):
             raise ValueError(f"terminal must be a number in [0, 1], got {terminal!r}")
         if not 0.0 <= float(terminal) <= 1.0:
@@ -223,6 +228,20 @@ class RollingSP(RollingLP):
             order_cycle=order_cycle,
             time_limit=time_limit,
         )
+        lay = layout
+        per_future = self.horizon * (
+            3 * lay.num_lanes
+            + lay.num_nodes
+            + 2 * int(lay.customer.sum())
+            + lay.num_components
+            + len(lay.bom_nodes)
+            + lay.num_transfers
+        )  # columns of one future's flow LP
+        if scenarios == "auto":
+            scenarios = int(np.clip(AUTO_COLUMNS // per_future, 4, 64))
+        if resolve_every == "auto":
+            resolve_every = 1 if scenarios * per_future <= AUTO_DAILY_COLUMNS else 7
+        self.auto = {"columns_per_future": per_future}
         if self.horizon <= resolve_every:
             raise ValueError(
                 f"horizon ({self.horizon}) must exceed resolve_every ({resolve_every})"
@@ -233,7 +252,6 @@ class RollingSP(RollingLP):
         self.terminal = float(terminal)
         self.feedback = feedback
         self.seed = seed
-        lay = layout
         self.value, self.comp_value = self._replacement_value()
         into_customer = lay.customer[lay.lane_dst] & (lay.lane_comp < 0) & (self.cycle == 1)
         self._fb_mat = lay.dst_mat * (into_customer * lay.lane_share)[:, None]  # [M, N]
