@@ -61,6 +61,10 @@ class FlowInputs:
     order_open: np.ndarray | None = None
     """[K, M] bool: False where no order may be placed (an order calendar; None: all
     days open)."""
+    order_rows: np.ndarray | None = None
+    """[R, M] coefficients of per-day limits on *orders* (the safety layer's production,
+    shipping and assembly rows); None: none."""
+    order_cap: np.ndarray | None = None  # [K, R] their right-hand sides (units/day)
 
 
 @dataclass
@@ -218,6 +222,13 @@ def build_flow(
             hi=lay.transfer_cap,
             cost=w[:, None] * lay.transfer_cost + t_transit * lay.holding[lay.transfer_src],
         )
+
+    # per-day limits on orders (the safety layer's rows): sum_l a[r, l] o[k, l] <= cap[k, r]
+    if data.order_rows is not None and len(data.order_rows):
+        a_rows = np.asarray(data.order_rows, float)
+        ro = row.add((k_days, a_rows.shape[0]), -np.inf, data.order_cap)
+        rr, ll = np.nonzero(a_rows)
+        row.coef(ro[:, rr], o[:, ll], a_rows[rr, ll][None, :])
 
     # safety-stock floors: h[k] + short[k] >= floor[k]
     if data.floor is not None:

@@ -96,10 +96,10 @@ class RollingLP:
                 f"order_cycle must be one of {', '.join(ORDER_CYCLES)}, got {order_cycle!r}"
             )
         self.order_cycle = order_cycle
+        self._known = ProjectionProgram(layout, scenario.outages)
         self.cycle = self._order_cycles() if order_cycle == "eoq" else np.ones(lay.num_lanes, int)
         self.safety = safety
         self.floor, self.floor_start = self._safety_stock(safety)
-        self._known = ProjectionProgram(layout, scenario.outages)
         self._history: list[np.ndarray] = []
 
     def order_days(self, day: int) -> np.ndarray:
@@ -107,8 +107,28 @@ class RollingLP:
         k = np.arange(self.horizon)
         return ((day + k[:, None]) % self.cycle[None, :]) == 0
 
+    def order_limits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The safety layer's per-day limits on orders (production, shipping and
+        assembly rows of :class:`solvers.program.ProjectionProgram`): coefficients
+        ``[R, M]``, nominal right-hand sides ``[R]`` (units/day) and each row's node ``[R]``
+        (whose capacity factor scales it)."""
+        prog = self._known
+        a, cap, node = [], [], []
+        for g in prog.groups:
+            if g.kind not in ("production", "shipping", "assembly"):
+                continue
+            nodes = prog._cap_node[g.kind]
+            a.append(g.a)
+            cap.append(self.layout.capacity[nodes] * prog._cap_scale[g.kind])
+            node.append(nodes)
+        if not a:
+            return np.zeros((0, self.layout.num_lanes)), np.zeros(0), np.zeros(0, int)
+        return np.concatenate(a), np.concatenate(cap), np.concatenate(node)
+
     def _order_cycles(self) -> np.ndarray:
-        """Per lane: days between order days (EOQ cycle; 1 without a fixed cost)."""
+        """Per lane: days between order days -- the EOQ cycle (1 without a fixed cost),
+        at most the days of flow one day's order may hold under the safety layer's
+        per-day limits (production, shipping, assembly, transport)."""
         lay = self.layout
         st = streams_of(lay)
         fs = flow_stats(lay, st)
@@ -120,7 +140,14 @@ class RollingLP:
         )
         ok = (lay.fixed_cost > 0) & (flow > 0) & (hold > 0)
         t = np.sqrt(2 * lay.fixed_cost / np.where(ok, hold * flow, 1.0))
-        return np.where(ok, np.clip(np.round(t), 1, self.horizon // 2), 1).astype(int)
+        t = np.where(ok, np.clip(np.round(t), 1, self.horizon // 2), 1)
+        a, cap, _ = self.order_limits()
+        fits = np.where(flow > 0, lay.transport_cap / np.maximum(flow, 1e-12), np.inf)
+        for r in range(a.shape[0]):  # a cycle's order must fit one day's limit
+            held = a[r] > 0
+            days = cap[r] / max(float(a[r] @ flow), 1e-12)
+            fits = np.where(held, np.minimum(fits, days), fits)
+        return np.maximum(np.minimum(t, np.floor(fits)), 1).astype(int)
 
     def _planning_lead(self, q: float | str) -> np.ndarray:
         """Per lane: the lead time the plan assumes, days >= 1 -- the ``q`` quantile of the

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from fedinv.model.layout import Layout
+from fedinv.model.layout import Layout, capacity_times
 from fedinv.model.network import Scenario
 from fedinv.policies.projector import SolverError
 from fedinv.sim.simulator import Decision, State
@@ -256,6 +256,10 @@ class RollingSP(RollingLP):
         into_customer = lay.customer[lay.lane_dst] & (lay.lane_comp < 0) & (self.cycle == 1)
         self._fb_mat = lay.dst_mat * (into_customer * lay.lane_share)[:, None]  # [M, N]
         self._outage_setup()
+        a, cap, node = self.order_limits()
+        tr = np.flatnonzero(np.isfinite(lay.transport_cap))
+        self._limit_a = np.concatenate([a, np.eye(lay.num_lanes)[tr]])
+        self._limit_nominal, self._limit_node, self._limit_lane = cap, node, tr
         self._reset(0)
 
     # -- static data -------------------------------------------------------------------
@@ -441,6 +445,8 @@ class RollingSP(RollingLP):
                 transfers_landing=t_land @ dst_t,
                 day0_events=False,
                 order_open=open_days,
+                order_rows=self._limit_a,
+                order_cap=self._limit_cap(node_f[s], lane_f[s]),
             )
             fm = build_flow(lay, data, lost_sales=self.scenario.lost_sales, fixed_structure=True)
             self._terminal(fm, s_n)
@@ -465,6 +471,21 @@ class RollingSP(RollingLP):
             o_part = np.zeros((s_n - 1, r, lay.num_lanes))
         rest = np.zeros((s_n - 1, lay.num_lanes + r * lay.num_transfers))
         return np.concatenate([o_part.reshape(s_n - 1, -1), rest], axis=1).ravel()
+
+    def _limit_cap(self, node_f: np.ndarray, lane_f: np.ndarray) -> np.ndarray:
+        """``[H, R]`` right-hand sides of the per-day order limits: the safety layer's
+        production, shipping and assembly rows, then transport, at a future's capacity
+        factors (a factor 0 shuts even an unlimited capacity)."""
+        lay = self.layout
+        return np.concatenate(
+            [
+                capacity_times(self._limit_nominal[None, :], node_f[:, self._limit_node]),
+                capacity_times(
+                    lay.transport_cap[self._limit_lane][None, :], lane_f[:, self._limit_lane]
+                ),
+            ],
+            axis=1,
+        )
 
     def _terminal(self, fm: FlowModel, s_n: int) -> None:
         """Scale future costs by ``1/S`` and credit what is left at the plan's end."""
