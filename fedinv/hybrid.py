@@ -12,7 +12,8 @@ the gateway's callers). This module decides and builds:
     ``hybrid``: the policy behind the solver-backed projector); the one place the mode
     and the backend name are read;
   * :func:`make_projector` -- the solver-backed projector of a layout;
-  * :func:`make_optimization_policy` (``rolling-lp``), :func:`perfect_information_bound`.
+  * :func:`make_optimization_policy` (``rolling-lp``, ``rolling-sp``),
+    :func:`perfect_information_bound`.
 
 Projection applies where a run asks for it: ``simulate(mode="hybrid")``, ``fedinv
 simulate --mode hybrid`` and study variants with ``mode = "hybrid"``. :class:`Projected`
