@@ -12,7 +12,8 @@ the gateway's callers). This module decides and builds:
     ``hybrid``: the policy behind the solver-backed projector); the one place the mode
     and the backend name are read;
   * :func:`make_projector` -- the solver-backed projector of a layout;
-  * :func:`make_optimization_policy` (``rolling-lp``), :func:`perfect_information_bound`.
+  * :func:`make_optimization_policy` (``rolling-lp``, ``rolling-sp``),
+    :func:`perfect_information_bound`.
 
 Projection applies where a run asks for it: ``simulate(mode="hybrid")``, ``fedinv
 simulate --mode hybrid`` and study variants with ``mode = "hybrid"``. :class:`Projected`
@@ -53,6 +54,7 @@ __all__ = [
     "MODES",
     "OPTIMIZATION_POLICIES",
     "ROLLING_LP_OPTIONS",
+    "ROLLING_SP_OPTIONS",
     "SOFT_KINDS",
     "IdentityProjector",
     "Projected",
@@ -72,10 +74,30 @@ MODES = ("pure", "hybrid")
 """``pure``: proposals are released; ``hybrid``: the safety layer's orders are."""
 BACKENDS = ("pyomo", "highspy")
 """Solver backends of the projection: Pyomo's persistent HiGHS interface, or highspy."""
-OPTIMIZATION_POLICIES = ("rolling-lp",)
+OPTIMIZATION_POLICIES = ("rolling-lp", "rolling-sp")
 """Policies implemented in ``solvers`` (built by :func:`make_optimization_policy`)."""
-ROLLING_LP_OPTIONS = ("horizon", "forecast", "window", "safety", "time_limit")
+ROLLING_LP_OPTIONS = (
+    "horizon",
+    "forecast",
+    "window",
+    "safety",
+    "lead_quantile",
+    "order_cycle",
+    "time_limit",
+)
 """Options of ``rolling-lp`` (``--params '{"horizon": 21, "forecast": "calendar"}'``)."""
+ROLLING_SP_OPTIONS = (
+    "horizon",
+    "scenarios",
+    "resolve_every",
+    "refresh",
+    "terminal",
+    "order_cycle",
+    "feedback",
+    "seed",
+    "time_limit",
+)
+"""Options of ``rolling-sp`` (``--params '{"scenarios": 8, "resolve_every": 7}'``)."""
 
 
 def for_mode(
@@ -124,19 +146,24 @@ def make_projector(
 def make_optimization_policy(
     name: str, scenario: Scenario, layout: Layout, params: Mapping[str, Any] | None = None
 ) -> Any:
-    """An optimization baseline from ``solvers`` by name (``rolling-lp``)."""
-    if name != "rolling-lp":
+    """An optimization baseline from ``solvers`` by name (``rolling-lp``, ``rolling-sp``)."""
+    if name not in OPTIMIZATION_POLICIES:
         raise ValueError(
             f"unknown optimization policy {name!r}; choose one of "
             f"{', '.join(OPTIMIZATION_POLICIES)}"
         )
     params = dict(params or {})
-    unknown = sorted(set(params) - set(ROLLING_LP_OPTIONS))
+    allowed = ROLLING_LP_OPTIONS if name == "rolling-lp" else ROLLING_SP_OPTIONS
+    unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for rolling-lp; "
-            f"expected some of {', '.join(ROLLING_LP_OPTIONS)}"
+            f"unknown option(s) {', '.join(map(repr, unknown))} for {name}; "
+            f"expected some of {', '.join(allowed)}"
         )
+    if name == "rolling-sp":
+        from solvers.stochastic import RollingSP
+
+        return RollingSP(layout, scenario, **params)
     from solvers.rolling import RollingLP
 
     return RollingLP(layout, scenario, **params)

@@ -4,7 +4,8 @@ Three kinds (docs/cli.md, docs/studies.md):
 
 * **classical** (:data:`fedinv.policies.classical.POLICY_NAMES`) -- built from per-node
   parameters: the ones given over the textbook defaults (:func:`resolve_params`);
-* **optimization** (:data:`fedinv.hybrid.OPTIMIZATION_POLICIES`, ``rolling-lp``) --
+* **optimization** (:data:`fedinv.hybrid.OPTIMIZATION_POLICIES`, ``rolling-lp``,
+  ``rolling-sp``) --
   built from the scenario and options, through the gateway to ``solvers``;
 * **learned** (:data:`LEARNED_POLICIES`, ``dqn``, ``hdpo``) -- loaded from a checkpoint
   file.

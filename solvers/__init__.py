@@ -11,6 +11,8 @@
     with :mod:`solvers.pyomo_private`, the one adapter to Pyomo's private names;
   * :mod:`solvers.flowlp` -- the network-flow LP over a span of days;
   * :mod:`solvers.rolling` -- the rolling-horizon LP policy (``--policy rolling-lp``);
+  * :mod:`solvers.stochastic` -- the rolling-horizon stochastic program
+    (``--policy rolling-sp``);
   * :mod:`solvers.bound` -- the perfect-information lower bound.
 
 ``solvers`` sees ``fedinv``'s types (the projector contract is

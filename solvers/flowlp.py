@@ -58,6 +58,13 @@ class FlowInputs:
     """[K, N] safety-stock targets (units): end-of-day on hand below them costs
     ``floor_penalty`` per unit-day (the rolling LP's buffer; None: none)."""
     floor_penalty: np.ndarray | None = None  # [N] $ per unit-day below the floor
+    order_open: np.ndarray | None = None
+    """[K, M] bool: False where no order may be placed (an order calendar; None: all
+    days open)."""
+    order_rows: np.ndarray | None = None
+    """[R, M] coefficients of per-day limits on *orders* (the safety layer's production,
+    shipping and assembly rows); None: none."""
+    order_cap: np.ndarray | None = None  # [K, R] their right-hand sides (units/day)
 
 
 @dataclass
@@ -118,10 +125,54 @@ class _Rows:
         self.v.append(val[keep].ravel())
 
 
+@dataclass
+class FlowModel:
+    """The flow LP of one :class:`FlowInputs`, as arrays: columns (bounds, costs), rows
+    (bounds, coordinate entries) and the column indices of each variable block ``[K, ...]``
+    (``c``, ``a``, ``tr``: None where the layout has none)."""
+
+    var: _Vars
+    row: _Rows
+    o: np.ndarray
+    s: np.ndarray
+    ow: np.ndarray
+    h: np.ndarray
+    q: np.ndarray
+    b: np.ndarray
+    c: np.ndarray | None
+    a: np.ndarray | None
+    tr: np.ndarray | None
+    land: np.ndarray  # [K, M] plan day a shipment placed on day k lands (>= K: after)
+
+
 def solve_flow(
     layout: Layout, data: FlowInputs, lost_sales: bool = False, time_limit: float = 600.0
 ) -> FlowSolution:
     """Build and solve the flow LP of ``data``; :class:`SolverError` unless optimal."""
+    fm = build_flow(layout, data, lost_sales)
+    return _solve(
+        fm.var,
+        fm.row,
+        fm.o,
+        fm.s,
+        fm.tr,
+        data.demand.shape[0],
+        layout.num_lanes,
+        layout.num_transfers,
+        time_limit,
+    )
+
+
+def build_flow(
+    layout: Layout,
+    data: FlowInputs,
+    lost_sales: bool = False,
+    fixed_structure: bool = False,
+) -> FlowModel:
+    """The flow LP of ``data`` as arrays (nothing solved). ``fixed_structure``: the rows
+    and nonzeros depend on the layout and ``data.lead`` only, not on capacity factors
+    (a capacity row for every node that could bind, with an infinite bound where it does
+    not), so that a model built once can be updated in place through its bounds."""
     lay = layout
     k_days = data.demand.shape[0]
     n, m, nc = lay.num_nodes, lay.num_lanes, lay.num_components
@@ -141,7 +192,8 @@ def solve_flow(
     transit_days = cum[end] - cum[days][:, None]
     owed_pen = np.where(internal, lay.penalty[np.maximum(lay.lane_src, 0)], 0.0)
 
-    o = var.add((k_days, m), cost=w[:, None] * ext_cost)
+    o_hi = np.inf if data.order_open is None else np.where(data.order_open, np.inf, 0.0)
+    o = var.add((k_days, m), hi=o_hi, cost=w[:, None] * ext_cost)
     s = var.add(
         (k_days, m),
         hi=capacity_times(lay.transport_cap, data.lane_factor),
@@ -170,6 +222,13 @@ def solve_flow(
             hi=lay.transfer_cap,
             cost=w[:, None] * lay.transfer_cost + t_transit * lay.holding[lay.transfer_src],
         )
+
+    # per-day limits on orders (the safety layer's rows): sum_l a[r, l] o[k, l] <= cap[k, r]
+    if data.order_rows is not None and len(data.order_rows):
+        a_rows = np.asarray(data.order_rows, float)
+        ro = row.add((k_days, a_rows.shape[0]), -np.inf, data.order_cap)
+        rr, ll = np.nonzero(a_rows)
+        row.coef(ro[:, rr], o[:, ll], a_rows[rr, ll][None, :])
 
     # safety-stock floors: h[k] + short[k] >= floor[k]
     if data.floor is not None:
@@ -250,7 +309,7 @@ def solve_flow(
     # production: external shipments into a supplier <= capacity x f
     prod = np.flatnonzero(
         (lay.output_kind == OUTPUT_PRODUCTION)
-        & (np.isfinite(lay.capacity) | (data.node_factor == 0).any(axis=0))
+        & (np.isfinite(lay.capacity) | (data.node_factor == 0).any(axis=0) | fixed_structure)
     )
     if len(prod):
         cap = capacity_times(lay.capacity[prod], data.node_factor[:, prod])
@@ -264,14 +323,14 @@ def solve_flow(
         (lay.output_kind == OUTPUT_SHIPPING) | (f < 1.0), capacity_times(lay.capacity, f), np.inf
     )
     has_out = np.array([(internal & (lay.lane_src == i)).any() for i in range(n)])
-    limited = np.flatnonzero(np.isfinite(out_cap).any(axis=0) & has_out)
+    limited = np.flatnonzero((np.isfinite(out_cap).any(axis=0) | fixed_structure) & has_out)
     if len(limited):
         ro = row.add((k_days, len(limited)), -np.inf, out_cap[:, limited])
         for j, i in enumerate(limited):
             lanes_i = np.flatnonzero(internal & (lay.lane_src == i))
             row.coef(ro[:, j][:, None], s[:, lanes_i], 1.0)
 
-    return _solve(var, row, o, s, tr, k_days, m, t_links, time_limit)
+    return FlowModel(var, row, o, s, ow, h, q, b, c, a, tr, land)
 
 
 def _solve(var: _Vars, row: _Rows, o, s, tr, k_days, m, t_links, time_limit) -> FlowSolution:

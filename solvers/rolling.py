@@ -11,7 +11,10 @@ decided) and days ``1..H-1`` carry forecast demand. What it knows, and only that
     random surges are not forecast -- or ``moving-average`` of the last ``window`` days
     of observed demand (per node; the calendar mean until there is history). It never
     reads realized future demand;
-  * lead times: each lane's expected lead time, rounded (at least 1 day);
+  * lead times: each lane's planning lead time (``lead_quantile``): by default the
+    quantile ``p / (p + h)`` of its drawn lead time (extra delays included) at the
+    destination's penalty ``p`` and holding cost ``h`` -- a safety time; ``mean``: the
+    exact mean of a draw, rounded (at least 1 day);
   * capacities: nominal, or an announced outage's fraction (``state.alert``) for the
     whole plan.
 
@@ -24,8 +27,11 @@ lead times from raw material into the node, ``var(d)`` the variance of its daily
 default the newsvendor fractile ``Phi^-1(p / (p + h))`` of the node's penalty ``p`` and
 holding cost ``h``; ``safety = 0``: none, the plain deterministic LP). Orders are
 continuous (lanes with a lot size are rounded up to whole lots, as the classical
-policies do); budgets and contracts are ignored: run it in hybrid mode to enforce them.
-Planned lateral transfers of today are proposed too.
+policies do); a lane with a fixed order cost ``K`` orders only every ``T`` days, its EOQ
+cycle ``round(sqrt(2 K / (h D)))`` (``h`` the destination's holding cost, ``D`` the
+lane's mean daily flow; ``order_cycle = "daily"``: every day, as before); budgets
+and contracts are ignored: run it in hybrid mode to enforce them. Planned lateral
+transfers of today are proposed too.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from solvers.flowlp import FlowInputs, solve_flow
 from solvers.program import ProjectionProgram
 
 FORECASTS = ("calendar", "moving-average")
+ORDER_CYCLES = ("eoq", "daily")
 
 
 class RollingLP:
@@ -59,6 +66,8 @@ class RollingLP:
         forecast: str = "calendar",
         window: int = 28,
         safety: float | str = "newsvendor",
+        lead_quantile: float | str = "newsvendor",
+        order_cycle: str = "eoq",
         time_limit: float = 60.0,
     ):
         if forecast not in FORECASTS:
@@ -73,20 +82,107 @@ class RollingLP:
         self.scenario = scenario
         if lay.order_lead.any():
             raise ValueError(
-                "rolling-lp cannot model order lead times (its flow LP fills an order the "
+                f"{self.name} cannot model order lead times (its flow LP fills an order the "
                 f"day it is placed); scenario {scenario.name!r} has them"
             )
         self.forecast = forecast
         self.window = window
         self.time_limit = float(time_limit)
-        self.expected_lead = np.array(
-            [max(1, int(round(ln.lead_time.expected_days))) for ln in lay.network.lanes], int
-        )
+        self.lead_quantile = lead_quantile
+        self.expected_lead = self._planning_lead(lead_quantile)
         self.horizon = int(horizon or self._chain_lead() + 7)
+        if order_cycle not in ORDER_CYCLES:
+            raise ValueError(
+                f"order_cycle must be one of {', '.join(ORDER_CYCLES)}, got {order_cycle!r}"
+            )
+        self.order_cycle = order_cycle
+        self._known = ProjectionProgram(layout, scenario.outages)
+        self.cycle = self._order_cycles() if order_cycle == "eoq" else np.ones(lay.num_lanes, int)
         self.safety = safety
         self.floor, self.floor_start = self._safety_stock(safety)
-        self._known = ProjectionProgram(layout, scenario.outages)
         self._history: list[np.ndarray] = []
+
+    def order_days(self, day: int) -> np.ndarray:
+        """``[H, M]`` bool: plan days ``day .. day+H-1`` on which each lane may order."""
+        k = np.arange(self.horizon)
+        return ((day + k[:, None]) % self.cycle[None, :]) == 0
+
+    def order_limits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The safety layer's per-day limits on orders (production, shipping and
+        assembly rows of :class:`solvers.program.ProjectionProgram`): coefficients
+        ``[R, M]``, nominal right-hand sides ``[R]`` (units/day) and each row's node ``[R]``
+        (whose capacity factor scales it)."""
+        prog = self._known
+        a, cap, node = [], [], []
+        for g in prog.groups:
+            if g.kind not in ("production", "shipping", "assembly"):
+                continue
+            nodes = prog._cap_node[g.kind]
+            a.append(g.a)
+            cap.append(self.layout.capacity[nodes] * prog._cap_scale[g.kind])
+            node.append(nodes)
+        if not a:
+            return np.zeros((0, self.layout.num_lanes)), np.zeros(0), np.zeros(0, int)
+        return np.concatenate(a), np.concatenate(cap), np.concatenate(node)
+
+    def _order_cycles(self) -> np.ndarray:
+        """Per lane: days between order days -- the EOQ cycle (1 without a fixed cost),
+        at most the days of flow one day's order may hold under the safety layer's
+        per-day limits (production, shipping, assembly, transport)."""
+        lay = self.layout
+        st = streams_of(lay)
+        fs = flow_stats(lay, st)
+        flow = fs.mean[st.lane_stream] * lay.lane_share  # units/day on the lane
+        hold = np.where(
+            lay.lane_comp >= 0,
+            lay.comp_holding[np.maximum(lay.lane_comp, 0)] if lay.num_components else 0.0,
+            lay.holding[lay.lane_dst],
+        )
+        ok = (lay.fixed_cost > 0) & (flow > 0) & (hold > 0)
+        t = np.sqrt(2 * lay.fixed_cost / np.where(ok, hold * flow, 1.0))
+        t = np.where(ok, np.clip(np.round(t), 1, self.horizon // 2), 1)
+        a, cap, _ = self.order_limits()
+        fits = np.where(flow > 0, lay.transport_cap / np.maximum(flow, 1e-12), np.inf)
+        for r in range(a.shape[0]):  # a cycle's order must fit one day's limit
+            held = a[r] > 0
+            days = cap[r] / max(float(a[r] @ flow), 1e-12)
+            fits = np.where(held, np.minimum(fits, days), fits)
+        return np.maximum(np.minimum(t, np.floor(fits)), 1).astype(int)
+
+    def _planning_lead(self, q: float | str) -> np.ndarray:
+        """Per lane: the lead time the plan assumes, days >= 1 -- the ``q`` quantile of the
+        drawn lead time (extra delays included), ``newsvendor``: ``q = p / (p + h)`` of the
+        destination's backorder penalty and holding cost (a safety time: a plan on the
+        mean is late half the time), ``mean``: the exact mean of a draw, rounded."""
+        lay = self.layout
+        delays: dict[int, list] = {}
+        for d in self.scenario.delays:
+            delays.setdefault(lay.network.lane_index[d.lane], []).append(d)
+        out = np.ones(lay.num_lanes, int)
+        for m, lane in enumerate(lay.network.lanes):
+            pmf = lane.lead_time.pmf()
+            for d in delays.get(m, []):  # extra delay: 0 w.p. 1 - prob, else U{min..max}
+                extra = np.zeros(d.max_days + 1)
+                extra[0] = 1 - d.probability
+                extra[d.min_days :] += d.probability / (d.max_days - d.min_days + 1)
+                pmf = np.convolve(pmf, extra)
+            if q == "mean":
+                out[m] = max(1, int(round(float(np.dot(np.arange(len(pmf)), pmf)))))
+                continue
+            if q == "newsvendor":
+                dst = lay.lane_dst[m]
+                c = lay.lane_comp[m]
+                pen = lay.penalty[dst]
+                hold = lay.comp_holding[c] if c >= 0 else lay.holding[dst]
+                qq = pen / (pen + hold) if pen > 0 else 0.5
+            elif isinstance(q, int | float) and not isinstance(q, bool) and 0 < q < 1:
+                qq = float(q)
+            else:
+                raise ValueError(
+                    f"lead_quantile must be 'newsvendor', 'mean' or a number in (0, 1), got {q!r}"
+                )
+            out[m] = max(1, int(np.searchsorted(np.cumsum(pmf), qq - 1e-12)))
+        return out
 
     def _safety_stock(self, safety: float | str) -> tuple[np.ndarray, np.ndarray]:
         """Per node: the safety-stock target (units) and the first plan day it applies."""
@@ -204,6 +300,7 @@ class RollingLP:
         dst_t = np.eye(lay.num_nodes)[lay.transfer_dst].reshape(lay.num_transfers, lay.num_nodes)
         lead = np.broadcast_to(self.expected_lead, (h, lay.num_lanes))
         floor = np.where(k[:, None] >= self.floor_start[None, :], self.floor[None, :], 0.0)
+        open_days = self.order_days(state.day)
         orders = np.zeros((b_size, lay.num_lanes))
         transfers = np.zeros((b_size, lay.num_transfers))
         for b in range(b_size):
@@ -222,6 +319,7 @@ class RollingLP:
                 day0_events=False,
                 floor=floor,
                 floor_penalty=lay.penalty,
+                order_open=open_days,
             )
             sol = solve_flow(
                 lay, data, lost_sales=self.scenario.lost_sales, time_limit=self.time_limit
@@ -241,4 +339,6 @@ class RollingLP:
             "forecast": self.forecast,
             "window": self.window,
             "safety": self.safety,
+            "lead_quantile": self.lead_quantile,
+            "order_cycle": self.order_cycle,
         }

@@ -1,0 +1,100 @@
+"""Speed of the rolling-horizon stochastic program (``python -m fedinv.bench.rolling``).
+
+Simulates ``--replications`` replications of ``--days`` days of a scenario under
+``rolling-sp`` (options ``--params``, JSON) and reports CPU seconds (``time.process_time``:
+this process only, so that other work on a shared machine counts less than in wall
+time) per replication-year, and per solve: the numpy data of the futures, the update of
+the kept HiGHS model (bounds, and matrix entries on a refresh) and the HiGHS solve, with
+the model's size and simplex iterations. The target (docs/hybrid.md): at most 30 s per
+replication-year on electronics-5r on one core at the default settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+TARGET_S_PER_YEAR = 30.0
+
+
+def bench_rolling(
+    scenario_name: str = "electronics-5r",
+    replications: int = 1,
+    days: int | None = None,
+    params: dict[str, Any] | None = None,
+    mode: str = "pure",
+) -> dict[str, Any]:
+    """Run ``rolling-sp`` and return its timings and costs (a JSON-able dict)."""
+    from fedinv.hybrid import make_optimization_policy
+    from fedinv.model.scenario import load_scenario
+    from fedinv.sim.run import simulate
+
+    scenario = load_scenario(scenario_name)
+    built: list[Any] = []
+
+    def factory(layout):
+        policy = make_optimization_policy("rolling-sp", scenario, layout, params or {})
+        built.append(policy)
+        return policy
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    result = simulate(
+        scenario, factory, replications=replications, days=days, mode=mode, solver="highspy"
+    )
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    policy = built[-1]
+    model = next(m for m in policy._model if m is not None)
+    n_days = result.days
+    years = replications * n_days / 365.0
+    solve, data, update = (np.asarray(x) for x in (policy.solve_s, policy.data_s, policy.build_s))
+    pr = result.per_replication
+    return {
+        "scenario": scenario.name,
+        "options": policy.options(),
+        "mode": mode,
+        "replications": replications,
+        "days": n_days,
+        "cpu_s_per_replication_year": cpu / years,
+        "wall_s_per_replication_year": wall / years,
+        "solves_per_replication_year": len(solve) / years,
+        "solve_cpu_ms": {"median": 1e3 * np.median(solve), "p95": 1e3 * np.percentile(solve, 95)},
+        "first_solve_cpu_ms": 1e3 * float(solve[0]),
+        "share_of_cpu": {
+            "highs_solve": float(solve.sum() / cpu),
+            "futures_data": float(data.sum() / cpu),
+            "model_update": float(update.sum() / cpu),
+            "simulator_and_rest": float(1 - (solve.sum() + data.sum() + update.sum()) / cpu),
+        },
+        "model": {
+            "columns": int(model.h.getNumCol()),
+            "rows": int(model.h.getNumRow()),
+            "nonzeros": int(model.h.getNumNz()),
+            "simplex_iterations_per_solve": model.iterations / max(model.solves, 1),
+        },
+        "total_cost_per_day": float(pr.total_cost_per_day.mean()),
+        "fill_rate": float(pr.fill_rate.mean()),
+        "target_s_per_replication_year": TARGET_S_PER_YEAR,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fedinv.bench.rolling", description=__doc__)
+    parser.add_argument("--scenario", default="electronics-5r")
+    parser.add_argument("--replications", type=int, default=1)
+    parser.add_argument("--days", type=int, default=None)
+    parser.add_argument("--params", default="{}", help="rolling-sp options, JSON")
+    parser.add_argument("--mode", default="pure", choices=("pure", "hybrid"))
+    args = parser.parse_args(argv)
+    out = bench_rolling(
+        args.scenario, args.replications, args.days, json.loads(args.params), args.mode
+    )
+    print(json.dumps(out, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

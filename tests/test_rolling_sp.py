@@ -1,0 +1,161 @@
+"""Rolling-horizon stochastic programming (``rolling-sp``): a hand-solved instance,
+non-anticipation, model reuse, and the bound."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fedinv.hybrid import make_optimization_policy, perfect_information_bound
+from fedinv.model.scenario import load_scenario
+from fedinv.sim.run import simulate
+from fedinv.sim.simulator import Simulator
+
+NEWSVENDOR = """
+name = "nv"
+horizon_days = 30
+start_date = "2025-01-01"
+lost_sales = false
+seed = 3
+
+[[organizations]]
+id = "o"
+
+[[nodes]]
+id = "store"
+tier = "distributor"
+region = "R1"
+organization = "o"
+holding_cost = 3.0
+stockout_penalty = 7.0
+initial_inventory = 14.0
+[nodes.demand]
+distribution = "uniform"
+low = 8
+high = 12
+
+[[lanes]]
+source = "external"
+destination = "store"
+lead_time = { distribution = "deterministic", mean = 1 }
+price = 0.0
+transit_holding_cost = 0.0
+"""
+
+
+def _newsvendor(tmp_path):
+    path = tmp_path / "nv.toml"
+    path.write_text(NEWSVENDOR)
+    return load_scenario(path)
+
+
+def test_first_day_order_is_the_newsvendor_quantile(tmp_path):
+    """Demand U{8..12}, lead time 1, h = 3, p = 7: tomorrow's stock should be the
+    p / (p + h) = 0.7 quantile of demand, 11 (F(10) = 0.6 < 0.7 <= F(11) = 0.8). With a
+    two-day plan (today, tomorrow) and no terminal value the program is that newsvendor:
+    today's order is 11 minus today's stock net of backlog."""
+    scenario = _newsvendor(tmp_path)
+    sim = Simulator(scenario, days=10)
+    state, exo = sim.reset(1)
+    policy = make_optimization_policy(
+        "rolling-sp",
+        scenario,
+        sim.layout,
+        {"horizon": 2, "scenarios": 200, "resolve_every": 1, "terminal": 0.0},
+    )
+    for _ in range(6):
+        net = state.on_hand[0, 0] - state.backlog[0, 0]
+        decision = policy.act(state)
+        assert decision.orders[0, 0] == pytest.approx(max(0.0, 11.0 - net), abs=1e-6)
+        state, _ = sim.step(state, exo, decision)
+
+
+def test_orders_do_not_depend_on_the_future_after_today():
+    """Two futures that differ after day 12 (demand and lead times) give the same orders
+    up to day 12."""
+    scenario = load_scenario("serial-3")
+    sim = Simulator(scenario, days=30)
+    _, exo = sim.reset(1)
+    other = replace(exo, demand=exo.demand.copy(), lead=exo.lead.copy())
+    other.demand[:, 13:] *= 3.0
+    other.lead[:, 13:] += 2
+    orders = []
+    for streams in (exo, other):
+        state, _ = sim.reset(1, exogenous=streams)
+        policy = make_optimization_policy(
+            "rolling-sp", scenario, sim.layout, {"horizon": 8, "scenarios": 4, "resolve_every": 2}
+        )
+        seen = []
+        for _ in range(13):
+            decision = policy.act(state)
+            seen.append(decision.orders.copy())
+            state, _ = sim.step(state, streams, decision)
+        orders.append(np.concatenate(seen))
+    np.testing.assert_array_equal(orders[0], orders[1])
+
+
+@pytest.mark.parametrize("refresh", [0, 6])
+def test_a_model_updated_in_place_gives_the_orders_of_a_rebuilt_one(refresh):
+    """Each day the kept model (bounds updated, warm basis; with ``refresh``, every 6th
+    day new samples move matrix entries in place) and a model built from scratch on the
+    same data reach the same objective and the same first-stage orders."""
+    from solvers.stochastic import _Model
+
+    scenario = load_scenario("serial-3")
+    sim = Simulator(scenario, days=40)
+    state, exo = sim.reset(1)
+    policy = make_optimization_policy(
+        "rolling-sp",
+        scenario,
+        sim.layout,
+        {"horizon": 10, "scenarios": 3, "resolve_every": 1, "refresh": refresh},
+    )
+    for day in range(25):
+        decision = policy.act(state)
+        if day >= 1:  # day 0 built the model; later days update it
+            kept = policy._model[0]
+            fresh = _Model(policy.blocks(state, 0, policy._sample[0]), 1, True, 60.0)
+            x_fresh = fresh.solve()
+            assert fresh.h.getInfo().objective_function_value == pytest.approx(
+                kept.h.getInfo().objective_function_value, rel=1e-9, abs=1e-7
+            )
+            o = kept.blocks[0].o[0]
+            np.testing.assert_allclose(
+                np.where(x_fresh[o] > 1e-9, x_fresh[o], 0.0), decision.orders[0], atol=1e-6
+            )
+        state, _ = sim.step(state, exo, decision)
+    assert policy._model[0].solves == 25  # one model, solved every day
+
+
+@pytest.mark.parametrize("mode", ["pure", "hybrid"])
+def test_rolling_sp_runs_and_is_no_better_than_the_bound(mode):
+    scenario = load_scenario("serial-3")
+    result = simulate(
+        scenario,
+        lambda lay: make_optimization_policy(
+            "rolling-sp", scenario, lay, {"horizon": 8, "scenarios": 4}
+        ),
+        replications=2,
+        days=60,
+        mode=mode,
+        solver="highspy",
+    )
+    cost = result.per_replication.total_cost_per_day.to_numpy()
+    bound = perfect_information_bound(scenario, range(2), days=60)
+    assert np.all(np.isfinite(cost)) and np.all(bound <= cost)
+    assert result.per_replication.violations_per_month.sum() == 0
+
+
+def test_bad_options_are_refused():
+    scenario = load_scenario("serial-3")
+    lay = Simulator(scenario, days=2).layout
+    for bad in (
+        {"scenarios": 0},
+        {"terminal": 1.5},
+        {"order_cycle": "weekly"},
+        {"horizon": 3, "resolve_every": 3},
+    ):
+        with pytest.raises(ValueError):
+            make_optimization_policy("rolling-sp", scenario, lay, bad)
+    with pytest.raises(ValueError, match="unknown option"):
+        make_optimization_policy("rolling-sp", scenario, lay, {"safety": 1.0})
