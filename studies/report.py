@@ -122,6 +122,7 @@ POLICY_NAMES = {
     "sQ": "(s, Q)",
     "min-stock": "min-stock",
     "rolling-lp": "rolling-horizon LP",
+    "rolling-sp": "rolling-horizon stochastic program",
     "dqn": "DQN",
     "hdpo": "HDPO (pathwise gradients, a residual on a tuned base-stock or (s, S) policy)",
 }
@@ -1015,15 +1016,15 @@ def _policy_text(run: StudyRun, p: PolicySpec) -> str:
             "fixed parameters given in the study definition: "
             f"`{json.dumps(p.values, sort_keys=True)}`"
         )
-        if p.policy == "rolling-lp":
+        if p.policy in _ROLLING:
             text = (
                 "an optimization policy: "
-                + _ROLLING
+                + _ROLLING[p.policy]
                 + "; options "
                 + f"`{json.dumps(p.values, sort_keys=True)}`"
             )
-    elif p.policy == "rolling-lp":
-        text = "an optimization policy: " + _ROLLING
+    elif p.policy in _ROLLING:
+        text = "an optimization policy: " + _ROLLING[p.policy]
     else:
         text = (
             "textbook parameters, not tuned: levels at a 95% service factor (z = 1.645) "
@@ -1039,10 +1040,14 @@ def _policy_text(run: StudyRun, p: PolicySpec) -> str:
     return f"{head}: {text}."
 
 
-_ROLLING = (
-    "each day it solves the network-flow LP over a rolling horizon on a demand "
-    "forecast and releases the first day's orders (nothing tuned or trained)"
-)
+_ROLLING = {
+    "rolling-lp": "each day it solves the network-flow LP over a rolling horizon on a "
+    "demand forecast and releases the first day's orders (nothing tuned or trained)",
+    "rolling-sp": "every resolve_every days it solves a two-stage sample-average program "
+    "over sampled futures of demand, lead times and outages (what a policy may know at "
+    "decision time) from today's state and releases the plan's orders day by day "
+    "(docs/hybrid.md; nothing tuned or trained)",
+}
 
 
 def _int(x: Any) -> str:
