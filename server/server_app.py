@@ -38,6 +38,7 @@ from fedinv.federation.task import (
 )
 from fedinv.files import atomic_write
 from fedinv.model.scenario import load_scenario
+from server.grid import PromptGrid
 from server.strategy import make_strategy, with_differential_privacy
 
 app = ServerApp()
@@ -83,6 +84,8 @@ def main(grid: Grid, context: Context) -> None:
         min_evaluate_nodes=int(run["min-evaluate-nodes"]),
         min_available_nodes=int(run["min-available-nodes"]),
     )
+    strategy.eval_in_train = bool(run["eval-in-train"])
+    strategy.last_round = remaining
     runner = strategy
     noise = float(run["dp-noise-multiplier"])
     if noise > 0:  # optional differential privacy (docs/federation.md)
@@ -103,6 +106,9 @@ def main(grid: Grid, context: Context) -> None:
         metrics = global_evaluation(scenario, named, cfg)
         log = strategy.round_log.get(server_round, {})
         row = {"round": global_round, **metrics, **log, "wall_s": time.perf_counter() - started}
+        earlier = strategy.local_eval.get(server_round - 1)
+        if earlier and global_round > 1:  # a fat round: the local cost of the round before
+            _update_row(run_dir / "rounds.csv", global_round - 1, earlier)
         ckpt = save_global_checkpoint(
             run_dir / "checkpoints" / f"round-{global_round:04d}.pt",
             scenario,
@@ -120,7 +126,7 @@ def main(grid: Grid, context: Context) -> None:
         return MetricRecord(metrics)
 
     runner.start(
-        grid=grid,
+        grid=PromptGrid(grid, float(run["pull-interval"])),
         initial_arrays=ArrayRecord({k: Array(np.asarray(v)) for k, v in weights.items()}),
         num_rounds=remaining,
         timeout=float(run["round-timeout"]),
@@ -148,6 +154,21 @@ def _append_row(path: Path, row: dict) -> None:
     frame = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     frame = frame[frame["round"] != row["round"]] if len(frame) else frame
     frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def _update_row(path: Path, server_round: int, values: dict) -> None:
+    """Set ``values`` in the row of ``server_round`` of ``rounds.csv`` (if it is there)."""
+    import pandas as pd
+
+    if not path.is_file():
+        return
+    frame = pd.read_csv(path)
+    rows = frame["round"] == server_round
+    if not rows.any():
+        return
+    for key, value in values.items():
+        frame.loc[rows, key] = value
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
