@@ -223,7 +223,11 @@ def federation(chain, tmp_path_factory):
     Stops every process of every tree by PID afterwards, and checks none is left."""
     _, data = chain
     root = tmp_path_factory.mktemp("deploy")
-    fed = LocalDeployment(root / "site", data, root / "keys")
+    probe = root / "probe"  # each real ClientApp process writes its heavy modules here
+    fed = LocalDeployment(
+        root / "site", data, root / "keys", env={"FEDINV_CLIENTAPP_PROBE": str(probe)}
+    )
+    fed.probe = probe
     seen: list[tuple[int, str]] = []
     try:
         fed.start()
@@ -339,9 +343,16 @@ def test_two_rounds_over_tls_with_node_authentication(federation, two_rounds, ch
     for key in weights:
         np.testing.assert_array_equal(weights[key], again[key])
 
+    # the ClientApp processes Flower started imported no torch, pandas or scipy
+    probes = [json.loads(p.read_text()) for p in federation.probe.glob("*.json")]
+    assert len(probes) >= 2 * 3 and all(loaded == [] for loaded in probes)
+
     # what crossed the wire (as the ServerApp received it): weights and scalar metrics only
     received = [json.loads(line) for line in (two_rounds / "received.jsonl").open()]
-    assert len(received) == 2 * 2 * 3  # rounds x (train, evaluate) x organizations
+    # fat rounds: a train exchange per round (carrying the clients' evaluation of the
+    # weights they received) and one evaluate exchange after the last round
+    assert len(received) == (2 + 1) * 3
+    assert [r["phase"] for r in received].count("evaluate") == 3
     assert {r["node"] for r in received} == set(federation.node_ids.values())
     history_days = len(pd.read_csv(data / "retail" / "demand.csv"))
     for reply in received:

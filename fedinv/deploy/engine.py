@@ -794,7 +794,10 @@ class LocalDeployment:
                 )
                 self.node_ids[org] = node_id
                 self.echo(f"registered {org}'s key (node {node_id})")
+        for org in self.orgs:  # the trainers import torch meanwhile, all at once
+            self.nodes[org].trainer = self.start_trainer(org, wait=None)
         for org in self.orgs:
+            self.nodes[org].trainer.wait_ready()
             self.start_node(org)
         self.wait_online(len(self.orgs), wait)
 
@@ -841,8 +844,9 @@ class LocalDeployment:
             self.echo(f"SuperNode {org} refused (Flower exit code 305), retrying")
             time.sleep(3.0)
 
-    def start_trainer(self, org: str) -> Any:
-        """Start organization ``org``'s supervised trainer; returns once it answers."""
+    def start_trainer(self, org: str, wait: float | None = 120.0) -> Any:
+        """Start organization ``org``'s supervised trainer; returns once it answers
+        (``wait`` None: at once)."""
         from fedinv.deploy.supervisor import SupervisedTrainer
 
         node = self.nodes[org]
@@ -859,7 +863,7 @@ class LocalDeployment:
             log=node.home / "trainer" / "trainer.log",
             echo=self.echo,
             on_start=noted,
-        ).start()
+        ).start(wait)
 
     def _env(self, home: Path) -> dict[str, str]:
         env = {**deploy_env(home, self.threads), **self.extra_env}

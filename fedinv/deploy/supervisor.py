@@ -79,10 +79,12 @@ class SupervisedTrainer:
         self._supervising = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, wait: float = READY_WAIT) -> SupervisedTrainer:
-        """Start the trainer, wait until it answers, and supervise it."""
+    def start(self, wait: float | None = READY_WAIT) -> SupervisedTrainer:
+        """Start the trainer, wait until it answers (None: do not wait; call
+        :meth:`wait_ready`), then supervise it."""
         self._launch()
-        self.wait_ready(wait)
+        if wait is not None:
+            self.wait_ready(wait)
         self._supervising.set()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -103,7 +105,7 @@ class SupervisedTrainer:
                 answer = ping(self.socket, timeout=2.0)
                 if answer is not None and answer.get("pid") == proc.pid:
                     return
-            elif proc is not None and not self._supervising.is_set():
+            elif proc is not None and self.restarts == 0 and proc.poll() is not None:
                 raise DeployError(
                     f"the trainer exited at start (code {proc.returncode}); see {self.log}"
                 )

@@ -93,8 +93,16 @@ class TrainerService:
 
     @staticmethod
     def warm() -> None:
-        """Import torch and the learners now (a served trainer does it at start)."""
+        """Import torch and the learners now, and what torch imports lazily on a first
+        optimizer and network (``torch._dynamo``: seconds), so the first round does not
+        pay for them (a served trainer does it at start)."""
+        import torch
+
         import fedinv.federation.task  # noqa: F401
+        from fedinv.federation.private_data import load_org_scenario  # noqa: F401
+
+        layer = torch.nn.Linear(2, 1)
+        torch.optim.Adam(layer.parameters()).step()
 
     def _where(self, header: Mapping[str, Any]) -> tuple[Path, Path]:
         run = header.get("run-config", {})
@@ -226,7 +234,7 @@ def listen(path: str | Path) -> socket.socket:
 def serve(path: str | Path, service: TrainerService, *, log=None) -> None:
     """Answer requests on the Unix socket ``path`` until SIGTERM / SIGINT (one at a time;
     a peer of another user id is refused)."""
-    say = log or (lambda line: print(line, flush=True))
+    say = log or (lambda line: print(f"{time.strftime('%H:%M:%S')} {line}", flush=True))
     server = listen(path)
     stopping = False
 

@@ -48,11 +48,11 @@ def send_frame(
     """Send ``header`` (JSON-serializable) and the named ``arrays`` as one frame."""
     listed, blobs = [], []
     for name, value in arrays.items():
-        array = np.ascontiguousarray(value)
+        array = np.asarray(value)
         if array.dtype.kind not in _ALLOWED_KINDS:
             raise WireError(f"array {name!r}: dtype {array.dtype} cannot cross the link")
         listed.append([name, array.dtype.str, list(array.shape)])
-        blobs.append(array.tobytes())
+        blobs.append(array.tobytes(order="C"))
     text = json.dumps({**header, "arrays": listed}).encode()
     sock.sendall(struct.pack(">Q", len(text)) + text)
     for blob in blobs:
@@ -79,7 +79,7 @@ def recv_frame(sock: socket.socket) -> tuple[dict[str, Any], dict[str, np.ndarra
         if count < 0 or nbytes > MAX_ARRAY:
             raise WireError(f"array {name!r}: {nbytes} bytes refused")
         data = _recv_exact(sock, nbytes)
-        arrays[str(name)] = np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+        arrays[str(name)] = np.frombuffer(data, dtype=dtype).reshape(tuple(shape)).copy()
     return header, arrays
 
 
