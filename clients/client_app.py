@@ -26,6 +26,7 @@ from pathlib import Path
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedinv.federation.packing import LAYOUT_KEY, PACKED, pack, parse_layout, unpack
 from fedinv.federation.trainer import HEAVY_MODULES, locate
 
 app = ClientApp()
@@ -40,15 +41,15 @@ _LOCAL = None  # simulation: this process's trainer
 
 def _ask(kind: str, msg: Message, context: Context) -> tuple[dict, dict]:
     content = msg.content
+    config = dict(content["config"]) if "config" in content else {}
     arrays = {}
     if "arrays" in content:
         record = content["arrays"]
         arrays = dict(zip(record.keys(), record.to_numpy_ndarrays(), strict=True))
-    header = {
-        "kind": kind,
-        "run-config": dict(context.run_config),
-        "config": dict(content["config"]) if "config" in content else {},
-    }
+    layout = parse_layout(str(config[LAYOUT_KEY])) if LAYOUT_KEY in config else None
+    if layout is not None:  # one packed array on the wire (fedinv.federation.packing)
+        arrays = unpack(arrays[PACKED], layout)
+    header = {"kind": kind, "run-config": dict(context.run_config), "config": config}
     path = context.node_config.get("trainer-socket")
     if path:
         reply, out = _over_socket(str(path), header, arrays)
@@ -63,6 +64,8 @@ def _ask(kind: str, msg: Message, context: Context) -> tuple[dict, dict]:
     _probe()
     if not reply.get("ok"):
         raise RuntimeError(str(reply.get("error", "the trainer failed")))
+    if layout is not None and out:
+        out = {PACKED: pack(out, layout)}
     return reply, out
 
 

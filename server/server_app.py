@@ -23,10 +23,10 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fedinv.federation.packing import LAYOUT_KEY, PACKED, layout_of, layout_text, pack, unpack
 from fedinv.federation.runconfig import SERVER_DEFAULTS
 from fedinv.federation.task import (
     FedConfig,
@@ -95,14 +95,20 @@ def main(grid: Grid, context: Context) -> None:
             float(run["dp-clipping-norm"]),
             int(run["dp-sampled-clients"]) or _organizations(run),
         )
-    shared = {"round-offset": offset, "reward-scale": float(cfg.reward_scale)}
+    layout = layout_of(weights)  # the weights cross the wire packed in one array
+    strategy.layout = layout
+    shared = {
+        "round-offset": offset,
+        "reward-scale": float(cfg.reward_scale),
+        LAYOUT_KEY: layout_text(layout),
+    }
     started = time.perf_counter()
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
             return None  # the starting weights were evaluated when they were made
         global_round = offset + server_round
-        named = dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True))
+        named = unpack(arrays[PACKED].numpy(), layout)
         metrics = global_evaluation(scenario, named, cfg)
         log = strategy.round_log.get(server_round, {})
         row = {"round": global_round, **metrics, **log, "wall_s": time.perf_counter() - started}
@@ -127,7 +133,7 @@ def main(grid: Grid, context: Context) -> None:
 
     runner.start(
         grid=PromptGrid(grid, float(run["pull-interval"])),
-        initial_arrays=ArrayRecord({k: Array(np.asarray(v)) for k, v in weights.items()}),
+        initial_arrays=ArrayRecord({PACKED: Array(pack(weights, layout))}),
         num_rounds=remaining,
         timeout=float(run["round-timeout"]),
         train_config=ConfigRecord(dict(shared)),

@@ -14,6 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
+from fedinv.federation.packing import PACKED, Layout, pack, unpack
 from fedinv.federation.task import role_weighted_average
 from server.flower_private import check_and_log_replies
 
@@ -39,6 +40,8 @@ class _RoleWeighted:
         self.local_eval: dict[int, dict[str, float]] = {}
         self.eval_in_train = False
         self.last_round = 0
+        self.layout: Layout | None = None
+        """Set: the weights travel packed in one array of this layout."""
         self._sent = 0
         self._global: dict[str, np.ndarray] = {}
 
@@ -48,7 +51,7 @@ class _RoleWeighted:
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._global = dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True))
+        self._global = self._named(arrays)
         if self._fat():
             config = ConfigRecord({**dict(config), "local-eval": True})
         messages = list(super().configure_train(server_round, arrays, config, grid))
@@ -82,8 +85,7 @@ class _RoleWeighted:
         contents = sorted((m.content for m in valid), key=_fingerprint)
         updates, counts = [], []
         for content in contents:
-            record = content["arrays"]
-            updates.append(dict(zip(record.keys(), record.to_numpy_ndarrays(), strict=True)))
+            updates.append(self._named(content["arrays"]))
             metrics = content["metrics"]
             counts.append(
                 {
@@ -98,7 +100,15 @@ class _RoleWeighted:
         for key, value in metrics.items():
             if not key.startswith(("examples-", "local-")):
                 log[f"train-{key}" if not key.startswith("train-") else key] = float(value)
+        if self.layout is not None:
+            return ArrayRecord({PACKED: Array(pack(averaged, self.layout))}), metrics
         return ArrayRecord({k: Array(v) for k, v in averaged.items()}), metrics
+
+    def _named(self, record: ArrayRecord) -> dict[str, np.ndarray]:
+        """The named arrays of a record (unpacked if the run packs them)."""
+        if self.layout is not None:
+            return unpack(record[PACKED].numpy(), self.layout)
+        return dict(zip(record.keys(), record.to_numpy_ndarrays(), strict=True))
 
     def _collect_local_eval(self, evaluated_round: int, valid: list[Message]) -> None:
         """The mean local cost of the weights the round's train messages carried (the

@@ -183,3 +183,26 @@ def test_a_failing_request_is_an_error_reply_not_a_crash(chain, tmp_path):
     assert reply == {"ok": False, "error": "RuntimeError: fault injected for organization 'maker'"}
     assert out == {}
     assert service.handle({"kind": "ping"}, {})[0]["ok"]
+
+
+def test_packing_is_exact_and_checks_the_layout():
+    from fedinv.federation.packing import layout_of, layout_text, pack, parse_layout, unpack
+
+    rng = np.random.default_rng(3)
+    arrays = {
+        "nets.a.w": rng.standard_normal((3, 4)).astype(np.float32),
+        "nets.a.n": np.array(2**40 + 1, dtype=np.int64),
+        "nets.b.b": rng.standard_normal(5),
+    }
+    layout = parse_layout(layout_text(layout_of(arrays)))
+    flat = pack(arrays, layout)
+    assert flat.shape == (12 + 1 + 5,) and flat.dtype == np.float64
+    back = unpack(flat, layout)
+    assert list(back) == list(arrays)
+    for key, value in arrays.items():
+        assert back[key].dtype == value.dtype and back[key].shape == value.shape
+        np.testing.assert_array_equal(back[key], value)
+    with pytest.raises(ValueError, match="layout says"):
+        pack({**arrays, "nets.b.b": np.zeros(4)}, layout)
+    with pytest.raises(ValueError, match="layout needs 18"):
+        unpack(flat[:-1], layout)

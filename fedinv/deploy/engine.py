@@ -737,6 +737,7 @@ class LocalDeployment:
         self.node_ids: dict[str, int] = {}
         self.root_cert: Path | None = None
         self.guard: ProcessGuard | None = None
+        self._tls: ServerTls | None = None
 
     # context manager
     def __enter__(self) -> LocalDeployment:
@@ -770,17 +771,8 @@ class LocalDeployment:
                     make_node_key(self.keys / NODES_DIR / org)
             tls = ServerTls.from_args(self.keys)
             self.root_cert = tls.ca_cert
-        self.link_home.mkdir(parents=True, exist_ok=True)
-        env = self._env(self.link_home)
-        self.superlink = start(
-            superlink_command(self.link_home, port=self.port, tls=tls, auth=self.secure),
-            env=env,
-            log=self.link_log,
-            cwd=self.link_home,
-        )
-        self.guard.note(self.superlink, "superlink")
-        wait_port(DEFAULT_HOST, self.port, self.superlink, "SuperLink", self.link_log)
-        self.echo(f"SuperLink on {self.address} (pid {self.superlink.pid})")
+        self._tls = tls
+        self.start_superlink()
         for org in self.orgs:
             home = self.root / "nodes" / org
             key = self.keys / NODES_DIR / org if self.secure else None
@@ -800,6 +792,27 @@ class LocalDeployment:
             self.nodes[org].trainer.wait_ready()
             self.start_node(org)
         self.wait_online(len(self.orgs), wait)
+
+    def start_superlink(self) -> subprocess.Popen:
+        """Start (or restart) the SuperLink on its port, with its state database in
+        ``root/superlink/state.db`` (registered keys, runs, messages survive a restart)."""
+        self.link_home.mkdir(parents=True, exist_ok=True)
+        self.superlink = start(
+            superlink_command(self.link_home, port=self.port, tls=self._tls, auth=self.secure),
+            env=self._env(self.link_home),
+            log=self.link_log,
+            cwd=self.link_home,
+        )
+        if self.guard is not None:
+            self.guard.note(self.superlink, "superlink")
+        wait_port(DEFAULT_HOST, self.port, self.superlink, "SuperLink", self.link_log)
+        self.echo(f"SuperLink on {self.address} (pid {self.superlink.pid})")
+        return self.superlink
+
+    def kill_superlink(self) -> None:
+        """SIGKILL the SuperLink and its tree (its SuperExec, the ServerApps) at once."""
+        if self.superlink is not None:
+            kill_tree(self.superlink)
 
     def start_node(self, org: str, rejoin: float = 0.0) -> subprocess.Popen:
         """Start (or restart) organization ``org``'s SuperNode. With ``rejoin`` > 0, a
