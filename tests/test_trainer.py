@@ -206,3 +206,28 @@ def test_packing_is_exact_and_checks_the_layout():
         pack({**arrays, "nets.b.b": np.zeros(4)}, layout)
     with pytest.raises(ValueError, match="layout needs 18"):
         unpack(flat[:-1], layout)
+
+
+def test_a_kept_learner_trains_as_a_fresh_one_from_the_files(chain, tmp_path):
+    """The trainer keeps its learner across rounds; round 2 from memory gives exactly
+    what a fresh process loading round 1's files gives (the files are the truth)."""
+    scenario, data = chain
+    cfg = _config(scenario)
+    roles = roles_of(load_scenario(scenario))
+    start = to_arrays(new_model(cfg, roles))
+    service = TrainerService(data / "wholesale", tmp_path / "kept")
+    reply, after1 = service.handle(_header(cfg, 1), start)
+    assert reply["ok"], reply
+    reply, kept2 = service.handle(_header(cfg, 2), after1)
+    assert reply["ok"], reply
+    fresh = TrainerService(data / "wholesale", tmp_path / "fresh")
+    fresh.handle(_header(cfg, 1), start)
+    reply, fresh2 = TrainerService(data / "wholesale", tmp_path / "fresh").handle(
+        _header(cfg, 2), after1
+    )
+    for key in start:
+        np.testing.assert_array_equal(kept2[key], fresh2[key])
+    # a round 1 re-run after round 2 (no saved state before it) starts afresh too
+    reply, again1 = service.handle(_header(cfg, 1), start)
+    for key in start:
+        np.testing.assert_array_equal(again1[key], after1[key])
