@@ -6,9 +6,11 @@ survives a SuperNode killed mid-round (it restarts and rejoins with its replay b
 and a ServerApp killed after a round (a resubmitted run resumes, no round lost).
 
 Every process is started in a session of its own and stopped by PID (with its whole
-tree) by the fixtures, whatever happens. Flower's deployment engine polls every 3 s and
-starts a ClientApp process per message, so a round costs ~20 s here; the slow tests
-share one federation and one run folder to stay within a few minutes."""
+tree) by the fixtures, whatever happens. Flower's SuperNodes poll every 3 s and start a
+ClientApp process per message (each hands it to the organization's trainer process),
+so a round costs ~20-30 s on a loaded 2-core machine; the slow tests share one
+federation and one run folder to stay within a few minutes. The last one kills and
+restarts the SuperLink itself."""
 
 from __future__ import annotations
 

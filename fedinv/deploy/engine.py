@@ -23,7 +23,7 @@ Pieces (each usable alone):
   :func:`submit_run`, with a Flower home of their own holding ``config.toml``;
 * :class:`LocalDeployment`: a SuperLink and one SuperNode per organization on this
   machine, with TLS and node authentication (``fedinv deploy local``, the tests and
-  :func:`overhead`).
+  :func:`fedinv.bench.deployment.compare`).
 """
 
 from __future__ import annotations
