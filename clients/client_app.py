@@ -1,119 +1,113 @@
-"""Flower ClientApp: one client per organization, training on its own data folder.
+"""Flower ClientApp: one client per organization, a thin hand-over to its trainer.
 
-A thin adapter (Flower's example-app split): the work is in :mod:`fedinv.federation.task`.
-What it sends back is only the model's arrays and scalar metrics.
+The work is in :mod:`fedinv.federation.trainer` (and below it :mod:`fedinv.federation.task`).
+This module imports only Flower, numpy and the standard library: Flower starts a fresh
+ClientApp process for every message in deployment, and torch, pandas and scipy live in
+the organization's long-lived trainer process instead. What it sends back is only the
+model's arrays and scalar metrics.
 
-Where a node's data is:
-  * deployment (one SuperNode per organization): ``--node-config "data-dir=PATH"``
-    (the organization's folder, as ``fedinv data export`` writes it) and optionally
-    ``state-dir=PATH`` (default ``PATH/../.fedinv-state``); the state of a run goes into
-    ``STATE/RUN-HASH/`` (the run folder's name and a hash of its path on the coordinator),
-    so a resumed run finds it again and two runs never share a replay buffer;
-  * simulation: the run config's ``data-dir`` holds one folder per organization; the
-    simulated node ``partition-id`` k takes the k-th folder in sorted order, and its state
-    goes under the run config's ``state-dir``.
+Where the trainer is:
+  * deployment (one SuperNode per organization, ``fedinv deploy node``): the node config
+    names the trainer's Unix socket (``trainer-socket=PATH``); the trainer was started
+    with the organization's data folder and state folder and answers over that socket;
+  * simulation: no socket; the trainer runs in this process
+    (:class:`fedinv.federation.trainer.TrainerService`), on the folder the node config
+    (``data-dir``) or the run config (``data-dir``, partition ``partition-id``) names.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+import json
+import os
+import sys
+import time
 from pathlib import Path
-from typing import Any
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedinv.federation.task import FedConfig, make_trainer, role_of_key, roles_of
-from fedinv.model.scenario import load_scenario
+from fedinv.federation.packing import LAYOUT_KEY, PACKED, pack, parse_layout, unpack
+from fedinv.federation.trainer import HEAVY_MODULES, locate
 
 app = ClientApp()
+CONNECT_WAIT = 60.0
+"""Seconds to wait for a trainer that is (re)starting."""
+PROBE_VARIABLE = "FEDINV_CLIENTAPP_PROBE"
+"""A folder: if set, each ClientApp process writes there which heavy modules it had
+loaded when it replied (tests)."""
+
+_LOCAL = None  # simulation: this process's trainer
 
 
-def _locate(context: Context) -> tuple[Path, Path]:
-    """This node's data folder and state folder."""
-    node = context.node_config
-    if "data-dir" in node:
-        data = Path(str(node["data-dir"]))
-        state = Path(str(node.get("state-dir", data.parent / ".fedinv-state")))
-        return data, state / run_key(str(context.run_config.get("run-dir", "")))
-    run = context.run_config
-    root = Path(str(run["data-dir"]))
-    orgs = sorted(p for p in root.iterdir() if (p / "scenario.toml").is_file())
-    k = int(node["partition-id"])
-    if k >= len(orgs):
-        raise RuntimeError(
-            f"partition {k} has no organization folder in {root} ({len(orgs)} found)"
-        )
-    return orgs[k], Path(str(run["state-dir"]))
+def _ask(kind: str, msg: Message, context: Context) -> tuple[dict, dict]:
+    content = msg.content
+    config = dict(content["config"]) if "config" in content else {}
+    arrays = {}
+    if "arrays" in content:
+        record = content["arrays"]
+        arrays = dict(zip(record.keys(), record.to_numpy_ndarrays(), strict=True))
+    layout = parse_layout(str(config[LAYOUT_KEY])) if LAYOUT_KEY in config else None
+    if layout is not None:  # one packed array on the wire (fedinv.federation.packing)
+        arrays = unpack(arrays[PACKED], layout)
+    header = {"kind": kind, "run-config": dict(context.run_config), "config": config}
+    path = context.node_config.get("trainer-socket")
+    if path:
+        reply, out = _over_socket(str(path), header, arrays)
+    else:
+        global _LOCAL
+        from fedinv.federation.trainer import TrainerService
+
+        data, state = locate(context.node_config, context.run_config)
+        header.update({"data-dir": str(data), "state-dir": str(state)})
+        _LOCAL = _LOCAL or TrainerService()
+        reply, out = _LOCAL.handle(header, arrays)
+    _probe()
+    if not reply.get("ok"):
+        raise RuntimeError(str(reply.get("error", "the trainer failed")))
+    if layout is not None and out:
+        out = {PACKED: pack(out, layout)}
+    return reply, out
 
 
-def run_key(run_dir: str) -> str:
-    """A deployed run's folder on a node: the run folder's name and a short hash of its
-    full path on the coordinator."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(run_dir).name) or "run"
-    return f"{name}-{hashlib.sha256(run_dir.encode()).hexdigest()[:8]}"
+def _over_socket(path: str, header: dict, arrays: dict) -> tuple[dict, dict]:
+    from fedinv.federation.wire import request
+
+    deadline = time.monotonic() + CONNECT_WAIT
+    while True:
+        try:
+            return request(path, header, arrays)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"no trainer answers on {path} (is fedinv deploy node running?)"
+                ) from None
+            time.sleep(0.2)
 
 
-def _roles(cfg: FedConfig, msg: Message) -> tuple[str, ...]:
-    """The roles of the global model, from the names of the arrays the server sent (a node
-    need not have the whole network's scenario file); from the scenario otherwise."""
-    found = (
-        [role_of_key(k) for k in msg.content["arrays"].keys()] if "arrays" in msg.content else []
-    )
-    roles = tuple(dict.fromkeys(r for r in found if r))
-    return roles or roles_of(load_scenario(cfg.scenario))
-
-
-def _trainer(context: Context, msg: Message) -> tuple[Any, FedConfig, tuple]:
-    cfg = FedConfig.from_flat(context.run_config)
-    sent = msg.content["config"]  # the server's values win over the run config
-    if "reward-scale" in sent:
-        cfg.reward_scale = float(sent["reward-scale"])
-    if "proximal-mu" in sent:
-        cfg.strategy, cfg.proximal_mu = "fedprox", float(sent["proximal-mu"])
-    data, state = _locate(context)
-    fail = str(context.run_config.get("fail-org", ""))
-    if fail and data.name == fail:  # fault injection for tests: this organization raises
-        raise RuntimeError(f"fault injected for organization {fail!r}")
-    roles = _roles(cfg, msg)
-    return make_trainer(data, state, cfg, roles), cfg, roles
+def _probe() -> None:
+    folder = os.environ.get(PROBE_VARIABLE)
+    if folder:
+        loaded = sorted(m for m in HEAVY_MODULES if m in sys.modules)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{os.getpid()}.json").write_text(json.dumps(loaded))
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Local training (DQN or HDPO) from the global weights; replies weights and metrics."""
-    trainer, _, roles = _trainer(context, msg)
-    arrays = msg.content["arrays"].to_numpy_ndarrays()
-    keys = list(msg.content["arrays"].keys())
-    server_round = int(msg.content["config"]["server-round"]) + int(
-        msg.content["config"].get("round-offset", 0)
-    )
-    weights, collected, metrics = trainer.train_round(
-        dict(zip(keys, arrays, strict=True)), server_round
-    )
-    # every client reports every role (the server needs the same keys from all)
-    metrics.update({f"examples-{role}": float(collected.get(role, 0.0)) for role in roles})
-    reply = RecordDict(
+    """Local training (DQN or HDPO) from the global weights (and, when the server asks
+    with ``local-eval``, the received weights' local cost); replies weights and metrics."""
+    reply, weights = _ask("train", msg, context)
+    content = RecordDict(
         {
-            "arrays": ArrayRecord({k: _array(v) for k, v in weights.items()}),
-            "metrics": MetricRecord(metrics),
+            "arrays": ArrayRecord({k: Array(v) for k, v in weights.items()}),
+            "metrics": MetricRecord(reply["metrics"]),
         }
     )
-    return Message(content=reply, reply_to=msg)
+    return Message(content=content, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """The global weights' cost on this organization's held-out replications."""
-    trainer, cfg, _ = _trainer(context, msg)
-    arrays = msg.content["arrays"]
-    weights = dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True))
-    metrics = trainer.evaluate(weights, cfg.eval_replications, cfg.eval_days)
-    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
-
-
-def _array(value):
-    from flwr.app import Array
-
-    return Array(value)
+    reply, _ = _ask("evaluate", msg, context)
+    return Message(content=RecordDict({"metrics": MetricRecord(reply["metrics"])}), reply_to=msg)

@@ -23,10 +23,10 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fedinv.federation.packing import LAYOUT_KEY, PACKED, layout_of, layout_text, pack, unpack
 from fedinv.federation.runconfig import SERVER_DEFAULTS
 from fedinv.federation.task import (
     FedConfig,
@@ -38,6 +38,7 @@ from fedinv.federation.task import (
 )
 from fedinv.files import atomic_write
 from fedinv.model.scenario import load_scenario
+from server.grid import PromptGrid
 from server.strategy import make_strategy, with_differential_privacy
 
 app = ServerApp()
@@ -83,6 +84,8 @@ def main(grid: Grid, context: Context) -> None:
         min_evaluate_nodes=int(run["min-evaluate-nodes"]),
         min_available_nodes=int(run["min-available-nodes"]),
     )
+    strategy.eval_in_train = bool(run["eval-in-train"])
+    strategy.last_round = remaining
     runner = strategy
     noise = float(run["dp-noise-multiplier"])
     if noise > 0:  # optional differential privacy (docs/federation.md)
@@ -92,17 +95,26 @@ def main(grid: Grid, context: Context) -> None:
             float(run["dp-clipping-norm"]),
             int(run["dp-sampled-clients"]) or _organizations(run),
         )
-    shared = {"round-offset": offset, "reward-scale": float(cfg.reward_scale)}
+    layout = layout_of(weights)  # the weights cross the wire packed in one array
+    strategy.layout = layout
+    shared = {
+        "round-offset": offset,
+        "reward-scale": float(cfg.reward_scale),
+        LAYOUT_KEY: layout_text(layout),
+    }
     started = time.perf_counter()
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
             return None  # the starting weights were evaluated when they were made
         global_round = offset + server_round
-        named = dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True))
+        named = unpack(arrays[PACKED].numpy(), layout)
         metrics = global_evaluation(scenario, named, cfg)
         log = strategy.round_log.get(server_round, {})
         row = {"round": global_round, **metrics, **log, "wall_s": time.perf_counter() - started}
+        earlier = strategy.local_eval.get(server_round - 1)
+        if earlier and global_round > 1:  # a fat round: the local cost of the round before
+            _update_row(run_dir / "rounds.csv", global_round - 1, earlier)
         ckpt = save_global_checkpoint(
             run_dir / "checkpoints" / f"round-{global_round:04d}.pt",
             scenario,
@@ -120,8 +132,8 @@ def main(grid: Grid, context: Context) -> None:
         return MetricRecord(metrics)
 
     runner.start(
-        grid=grid,
-        initial_arrays=ArrayRecord({k: Array(np.asarray(v)) for k, v in weights.items()}),
+        grid=PromptGrid(grid, float(run["pull-interval"])),
+        initial_arrays=ArrayRecord({PACKED: Array(pack(weights, layout))}),
         num_rounds=remaining,
         timeout=float(run["round-timeout"]),
         train_config=ConfigRecord(dict(shared)),
@@ -148,6 +160,21 @@ def _append_row(path: Path, row: dict) -> None:
     frame = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     frame = frame[frame["round"] != row["round"]] if len(frame) else frame
     frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def _update_row(path: Path, server_round: int, values: dict) -> None:
+    """Set ``values`` in the row of ``server_round`` of ``rounds.csv`` (if it is there)."""
+    import pandas as pd
+
+    if not path.is_file():
+        return
+    frame = pd.read_csv(path)
+    rows = frame["round"] == server_round
+    if not rows.any():
+        return
+    for key, value in values.items():
+        frame.loc[rows, key] = value
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 

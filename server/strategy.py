@@ -14,6 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
+from fedinv.federation.packing import PACKED, Layout, pack, unpack
 from fedinv.federation.task import role_weighted_average
 from server.flower_private import check_and_log_replies
 
@@ -22,22 +23,47 @@ class _RoleWeighted:
     """Mixin over FedAvg / FedProx: role-weighted averaging, ``round_log[round]`` with
     ``results``, ``failures`` and the failed nodes' reasons, ``no_reply`` (nodes sent
     the round's instructions that did not answer before the round's timeout), and
-    ``received[round]``: a :func:`describe_reply` of every reply of the round."""
+    ``received[round]``: a :func:`describe_reply` of every reply of the round.
+
+    Fat rounds (``eval_in_train``, with client evaluation on): the train message asks
+    every client (``local-eval``) to evaluate the weights it received — the aggregate of
+    the round before — on its own held-out replications before it trains, and to send
+    that cost in its train reply; ``local_eval[round]`` then holds the mean for the
+    aggregate of ``round`` (weighted by the clients' evaluation days), and Flower's
+    separate evaluate exchange is skipped except after ``last_round`` (whose
+    aggregate no later train message evaluates)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.round_log: dict[int, dict] = {}
         self.received: dict[int, list[dict]] = {}
+        self.local_eval: dict[int, dict[str, float]] = {}
+        self.eval_in_train = False
+        self.last_round = 0
+        self.layout: Layout | None = None
+        """Set: the weights travel packed in one array of this layout."""
         self._sent = 0
         self._global: dict[str, np.ndarray] = {}
+
+    def _fat(self) -> bool:
+        return self.eval_in_train and self.fraction_evaluate > 0
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._global = dict(zip(arrays.keys(), arrays.to_numpy_ndarrays(), strict=True))
+        self._global = self._named(arrays)
+        if self._fat():
+            config = ConfigRecord({**dict(config), "local-eval": True})
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._sent = len(messages)
         return messages
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if self._fat() and server_round != self.last_round:
+            return []  # the next round's train replies carry this evaluation
+        return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -51,6 +77,7 @@ class _RoleWeighted:
             "no_reply": max(self._sent - len(replies), 0),
             "failure_reasons": "; ".join(_reason(m) for m in errors),
         }
+        self._collect_local_eval(server_round - 1, valid)
         if not valid:
             return None, None
         # a fixed order (by content), so the floating-point sums do not depend on the
@@ -58,8 +85,7 @@ class _RoleWeighted:
         contents = sorted((m.content for m in valid), key=_fingerprint)
         updates, counts = [], []
         for content in contents:
-            record = content["arrays"]
-            updates.append(dict(zip(record.keys(), record.to_numpy_ndarrays(), strict=True)))
+            updates.append(self._named(content["arrays"]))
             metrics = content["metrics"]
             counts.append(
                 {
@@ -72,9 +98,34 @@ class _RoleWeighted:
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         log = self.round_log[server_round]
         for key, value in metrics.items():
-            if not key.startswith("examples-"):
+            if not key.startswith(("examples-", "local-")):
                 log[f"train-{key}" if not key.startswith("train-") else key] = float(value)
+        if self.layout is not None:
+            return ArrayRecord({PACKED: Array(pack(averaged, self.layout))}), metrics
         return ArrayRecord({k: Array(v) for k, v in averaged.items()}), metrics
+
+    def _named(self, record: ArrayRecord) -> dict[str, np.ndarray]:
+        """The named arrays of a record (unpacked if the run packs them)."""
+        if self.layout is not None:
+            return unpack(record[PACKED].numpy(), self.layout)
+        return dict(zip(record.keys(), record.to_numpy_ndarrays(), strict=True))
+
+    def _collect_local_eval(self, evaluated_round: int, valid: list[Message]) -> None:
+        """The mean local cost of the weights the round's train messages carried (the
+        aggregate of ``evaluated_round``), weighted by each client's evaluation days."""
+        pairs = [
+            (
+                float(m.content["metrics"]["local-cost-per-day"]),
+                float(m.content["metrics"].get("local-eval-examples", 1.0)),
+            )
+            for m in valid
+            if "local-cost-per-day" in m.content["metrics"]
+        ]
+        total = sum(w for _, w in pairs)
+        if pairs and total > 0:
+            self.local_eval[evaluated_round] = {
+                "local-cost-per-day": sum(c * w for c, w in pairs) / total
+            }
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

@@ -6,9 +6,11 @@ survives a SuperNode killed mid-round (it restarts and rejoins with its replay b
 and a ServerApp killed after a round (a resubmitted run resumes, no round lost).
 
 Every process is started in a session of its own and stopped by PID (with its whole
-tree) by the fixtures, whatever happens. Flower's deployment engine polls every 3 s and
-starts a ClientApp process per message, so a round costs ~20 s here; the slow tests
-share one federation and one run folder to stay within a few minutes."""
+tree) by the fixtures, whatever happens. Flower's SuperNodes poll every 3 s and start a
+ClientApp process per message (each hands it to the organization's trainer process),
+so a round costs ~20-30 s on a loaded 2-core machine; the slow tests share one
+federation and one run folder to stay within a few minutes. The last one kills and
+restarts the SuperLink itself."""
 
 from __future__ import annotations
 
@@ -223,7 +225,11 @@ def federation(chain, tmp_path_factory):
     Stops every process of every tree by PID afterwards, and checks none is left."""
     _, data = chain
     root = tmp_path_factory.mktemp("deploy")
-    fed = LocalDeployment(root / "site", data, root / "keys")
+    probe = root / "probe"  # each real ClientApp process writes its heavy modules here
+    fed = LocalDeployment(
+        root / "site", data, root / "keys", env={"FEDINV_CLIENTAPP_PROBE": str(probe)}
+    )
+    fed.probe = probe
     seen: list[tuple[int, str]] = []
     try:
         fed.start()
@@ -339,11 +345,17 @@ def test_two_rounds_over_tls_with_node_authentication(federation, two_rounds, ch
     for key in weights:
         np.testing.assert_array_equal(weights[key], again[key])
 
+    # the ClientApp processes Flower started imported no torch, pandas or scipy
+    probes = [json.loads(p.read_text()) for p in federation.probe.glob("*.json")]
+    assert len(probes) >= 2 * 3 and all(loaded == [] for loaded in probes)
+
     # what crossed the wire (as the ServerApp received it): weights and scalar metrics only
     received = [json.loads(line) for line in (two_rounds / "received.jsonl").open()]
-    assert len(received) == 2 * 2 * 3  # rounds x (train, evaluate) x organizations
+    # fat rounds: a train exchange per round (carrying the clients' evaluation of the
+    # weights they received) and one evaluate exchange after the last round
+    assert len(received) == (2 + 1) * 3
+    assert [r["phase"] for r in received].count("evaluate") == 3
     assert {r["node"] for r in received} == set(federation.node_ids.values())
-    history_days = len(pd.read_csv(data / "retail" / "demand.csv"))
     for reply in received:
         assert "error" not in reply
         records = reply["records"]
@@ -354,10 +366,9 @@ def test_two_rounds_over_tls_with_node_authentication(federation, two_rounds, ch
         if reply["phase"] == "train":
             arrays = records["arrays"]
             assert arrays["kind"] == "ArrayRecord"
-            assert {k: tuple(v[0]) for k, v in arrays["fields"].items()} == {
-                k: v.shape for k, v in start_weights.items()
-            }
-            assert all(history_days not in v[0] for v in arrays["fields"].values())
+            # one packed vector (fedinv.federation.packing) of exactly the model's values
+            size = sum(v.size for v in start_weights.values())
+            assert {k: tuple(v[0]) for k, v in arrays["fields"].items()} == {"packed": (size,)}
 
     # private keys appear in no log, no Flower folder, no run folder
     fragments = _key_fragments(federation.keys)
@@ -431,3 +442,42 @@ def test_killed_supernode_rejoins_and_killed_serverapp_resumes(federation, two_r
 def test_registering_a_missing_key_is_a_clear_error(tmp_path):
     with pytest.raises(DeployError, match="node public key not found"):
         register_node(tmp_path / "none.pub", address="127.0.0.1:1", root_cert=None)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_killed_superlink_restarts_and_the_run_resumes(federation, two_rounds, chain):
+    """Continue the run to 6 rounds: once round 5's checkpoint is written, the SuperLink is
+    SIGKILLed with its whole tree (its SuperExec and the ServerApp, mid-round 6), then
+    restarted on the same port and state database. The SuperNodes reconnect by
+    themselves (registered keys survive in the database); the run, submitted again,
+    resumes after round 5, and no round is counted twice: every round appears once, and
+    each organization's step count is its rounds trained x local steps."""
+    scenario, _ = chain
+    run_dir, cfg = two_rounds, _config(scenario, 6)
+    extra = {"round-timeout": 180.0, "fraction-evaluate": 0.0, "min-evaluate-nodes": 0}
+    if not run_finished(run_dir, 4):  # the test above did not run: bring the run to 4
+        federation.submit(_config(scenario, 4), run_dir, extra=extra)
+        wait_for(lambda: run_finished(run_dir, 4), 300, "round 4", check=_alive_check(federation))
+    missed = 3 - int(pd.read_csv(run_dir / "rounds.csv").set_index("round").loc[3, "results"])
+    run_id = federation.submit(cfg, run_dir, extra=extra)
+    ckpt5 = run_dir / "checkpoints" / "round-0005.pt"
+    wait_for(ckpt5.exists, 240, "round 5", check=_alive_check(federation), poll=0.1)
+    assert federation.serverapps()  # round 6 is under way
+    federation.kill_superlink()
+    assert not (run_dir / "checkpoints" / "round-0006.pt").exists()
+    federation.start_superlink()
+    federation.wait_online(3, 120)
+    stop_run(run_id, address=federation.address, root_cert=federation.root_cert)
+    federation.submit(cfg, run_dir, extra=extra)
+    wait_for(lambda: run_finished(run_dir, 6), 300, "round 6", check=_alive_check(federation))
+
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    assert rounds["round"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert rounds["results"].tolist()[3:] == [3, 3, 3]
+    _, done = load_global_checkpoint(run_dir / "final.pt")
+    assert done == 6
+    maker = federation.nodes["maker"]
+    assert _steps_and_buffer(maker.state, "maker", 6)[0] == 6 * LOCAL_STEPS
+    retail = federation.nodes["retail"]  # it missed round 3 if the test above killed it
+    assert _steps_and_buffer(retail.state, "retail", 6)[0] == (6 - missed) * LOCAL_STEPS

@@ -1,5 +1,6 @@
-"""``fedinv bench sim | lp``: simulator throughput and safety-layer latency (docs/cli.md,
-docs/hybrid.md)."""
+"""``fedinv bench sim | lp | deploy``: simulator throughput, safety-layer latency
+(docs/cli.md, docs/hybrid.md), and a federation's rounds simulated vs deployed
+(docs/deployment.md)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,26 @@ def add_parser(commands: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench_lp)
+    p = kinds.add_parser(
+        "deploy",
+        help="a federation's seconds per round, simulated vs deployed, and peak memory",
+        description="Run one FedConfig (the training options; defaults: fedinv federate's) "
+        "on Flower's simulation engine, then deployed on 127.0.0.1 (a SuperLink, and per "
+        "organization a SuperNode and its trainer, TLS and node authentication); print the "
+        "seconds of every round side by side, the medians of rounds 2..N, and the peak "
+        "memory per organization.",
+    )
+    from fedinv.cli.training import add_training_options
+
+    add_training_options(p)
+    p.add_argument(
+        "--near-empty",
+        action="store_true",
+        help="rounds of 1 local step x 1 replication and a 2-day evaluation (what is left "
+        "is the engines' own cost)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench_deploy)
 
 
 def cmd_bench_sim(args: argparse.Namespace) -> int:
@@ -181,4 +202,20 @@ def cmd_bench_lp(args: argparse.Namespace) -> int:
             progress=lambda text: status.update(f"bench lp: {text}"),
         )
     print_bench_lp(result, stdout_console())
+    return 0
+
+
+def cmd_bench_deploy(args: argparse.Namespace) -> int:
+    """``fedinv bench deploy``: rounds simulated vs deployed on the same FedConfig."""
+    import dataclasses
+    import sys
+
+    from fedinv.bench.deployment import NEAR_EMPTY, compare, report
+    from fedinv.cli.training import fed_config
+
+    cfg = fed_config(args)
+    if args.near_empty:
+        cfg = dataclasses.replace(cfg, **NEAR_EMPTY)
+    result = compare(cfg, echo=lambda line: print(line, file=sys.stderr))
+    print(dump(finite(result)) if args.json else report(result))
     return 0

@@ -37,9 +37,11 @@ from fedinv.deploy.engine import (
     supernode_command,
     wait_for,
 )
+from fedinv.deploy.supervisor import SupervisedTrainer
 from fedinv.errors import DeployError
 from fedinv.federation.processes import free_port, run_foreground
 from fedinv.federation.runconfig import SERVER_DEFAULTS
+from fedinv.federation.trainer import socket_path_for
 
 
 def add_parser(commands: Any) -> None:
@@ -427,16 +429,41 @@ def cmd_node(args: argparse.Namespace) -> int:
         raise DeployError(f"--port {port} is in use; choose another (or omit it)")
     home = state / f"flower-{args.org}"
     home.mkdir(parents=True, exist_ok=True)
+    socket_path = socket_path_for(state / f"trainer-{args.org}")
     command = supernode_command(
-        address, data_dir=data, state_dir=state, root_cert=ca, private_key=key, port=port
+        address,
+        data_dir=data,
+        state_dir=state,
+        root_cert=ca,
+        private_key=key,
+        port=port,
+        trainer_socket=socket_path,
     )
     print(
         f"SuperNode {args.org}: data {data}, state {state}, SuperLink {address} "
         f"(TLS {'off' if ca is None else 'on'}, node authentication "
-        f"{'off' if key is None else 'on'})",
+        f"{'off' if key is None else 'on'}); trainer on {socket_path}",
         file=sys.stderr,
     )
-    deadline = time.monotonic() + max(args.rejoin_wait, 0.0)
+    say = lambda line: print(f"fedinv: {line}", file=sys.stderr)  # noqa: E731
+    trainer = SupervisedTrainer(
+        socket_path,
+        data,
+        state,
+        env=deploy_env(home),
+        log=socket_path.parent / "trainer.log",
+        echo=say,
+    )
+    try:
+        trainer.start()
+        return _run_node(command, home, args.rejoin_wait)
+    finally:
+        trainer.stop()
+
+
+def _run_node(command: list[str], home: Path, rejoin_wait: float) -> int:
+    """Run the SuperNode in the foreground, retrying a refused activation."""
+    deadline = time.monotonic() + max(rejoin_wait, 0.0)
     while True:
         code, refused_now = run_foreground(command, deploy_env(home), watch=REFUSED_MARK)
         if not refused_now:

@@ -23,7 +23,7 @@ Pieces (each usable alone):
   :func:`submit_run`, with a Flower home of their own holding ``config.toml``;
 * :class:`LocalDeployment`: a SuperLink and one SuperNode per organization on this
   machine, with TLS and node authentication (``fedinv deploy local``, the tests and
-  :func:`overhead`).
+  :func:`fedinv.bench.deployment.compare`).
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ EXIT_UNREGISTERED = 305
 registered, or it is still seen online after a crash). Flower prints it in the log as
 ``Exit Code: 305``; the process itself exits with status 1."""
 REFUSED_MARK = f"Exit Code: {EXIT_UNREGISTERED}"
+SUPEREXEC_POLL = 0.1
+"""Seconds between a SuperExec's checks for a ServerApp or ClientApp to launch (Flower's
+default 1 s; ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``)."""
 
 
 # -- certificates and keys ---------------------------------------------------------------
@@ -397,14 +400,19 @@ def supernode_command(
     root_cert: str | Path | None,
     private_key: str | Path | None,
     port: int,
+    trainer_socket: str | Path | None = None,
 ) -> list[str]:
     """``flower-supernode`` for one organization: its data folder and state folder in the
-    node config, TLS with ``root_cert`` (None: ``--insecure``), authenticated by
-    ``private_key`` (None: no node authentication), its ClientAppIo API on ``port``."""
+    node config (and its trainer's Unix socket, ``trainer-socket``: the ClientApp then
+    hands every message to that trainer), TLS with ``root_cert`` (None: ``--insecure``),
+    authenticated by ``private_key`` (None: no node authentication), its ClientAppIo
+    API on ``port``."""
     node_config = (
         f"data-dir={json.dumps(str(Path(data_dir).resolve()))} "
         f"state-dir={json.dumps(str(Path(state_dir).resolve()))}"
     )
+    if trainer_socket is not None:
+        node_config += f" trainer-socket={json.dumps(str(trainer_socket))}"
     cmd = [
         _exe("flower-supernode"),
         "--superlink",
@@ -436,10 +444,11 @@ def _exe(name: str) -> str:
 
 def deploy_env(home: str | Path, threads: int | None = None) -> dict[str, str]:
     """Environment of a Flower process: :func:`fedinv.federation.local.flower_env` (home, no
-    telemetry, no runtime installs), the SuperExec polling for work every 0.2 s, and,
-    if ``threads``, that many torch/BLAS threads per process."""
+    telemetry, no runtime installs), the SuperExec polling for work every
+    :data:`SUPEREXEC_POLL` s, and, if ``threads``, that many torch/BLAS threads per
+    process."""
     env = flower_env(Path(home))
-    env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = "0.2"
+    env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(SUPEREXEC_POLL)
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
     if threads is not None:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -673,10 +682,16 @@ class _Node:
     key: Path | None
     port: int
     proc: subprocess.Popen | None = None
+    trainer: Any = None
+    """Its :class:`fedinv.deploy.supervisor.SupervisedTrainer`."""
 
     @property
     def log(self) -> Path:
         return self.home / "supernode.log"
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "trainer" / "trainer.sock"
 
 
 class LocalDeployment:
@@ -685,8 +700,11 @@ class LocalDeployment:
     context manager: leaving it stops every process it started, by PID.
 
     Folders: ``root/superlink/`` (its state database and log), ``root/nodes/ORG/``
-    (each node's Flower home, log and training state). Certificates and keys live in
-    ``keys_dir`` (made there if missing), which must be outside ``root``'s run folders.
+    (each node's Flower home, log, trainer socket and log, training state). Certificates
+    and keys live in ``keys_dir`` (made there if missing), which must be outside
+    ``root``'s run folders. Each organization's trainer process is supervised as
+    ``fedinv deploy node`` does (restarted if it dies); ``env`` adds variables to
+    every process's environment.
     """
 
     def __init__(
@@ -698,7 +716,9 @@ class LocalDeployment:
         secure: bool = True,
         threads: int | None = 1,
         echo: Callable[[str], None] | None = None,
+        env: Mapping[str, str] | None = None,
     ):
+        self.extra_env = dict(env or {})
         self.root, self.data = Path(root).resolve(), Path(data_dir).resolve()
         self.keys = Path(keys_dir).resolve()
         self.secure, self.threads, self.echo = secure, threads, echo or (lambda _: None)
@@ -717,6 +737,7 @@ class LocalDeployment:
         self.node_ids: dict[str, int] = {}
         self.root_cert: Path | None = None
         self.guard: ProcessGuard | None = None
+        self._tls: ServerTls | None = None
 
     # context manager
     def __enter__(self) -> LocalDeployment:
@@ -750,17 +771,8 @@ class LocalDeployment:
                     make_node_key(self.keys / NODES_DIR / org)
             tls = ServerTls.from_args(self.keys)
             self.root_cert = tls.ca_cert
-        self.link_home.mkdir(parents=True, exist_ok=True)
-        env = self._env(self.link_home)
-        self.superlink = start(
-            superlink_command(self.link_home, port=self.port, tls=tls, auth=self.secure),
-            env=env,
-            log=self.link_log,
-            cwd=self.link_home,
-        )
-        self.guard.note(self.superlink, "superlink")
-        wait_port(DEFAULT_HOST, self.port, self.superlink, "SuperLink", self.link_log)
-        self.echo(f"SuperLink on {self.address} (pid {self.superlink.pid})")
+        self._tls = tls
+        self.start_superlink()
         for org in self.orgs:
             home = self.root / "nodes" / org
             key = self.keys / NODES_DIR / org if self.secure else None
@@ -774,9 +786,33 @@ class LocalDeployment:
                 )
                 self.node_ids[org] = node_id
                 self.echo(f"registered {org}'s key (node {node_id})")
+        for org in self.orgs:  # the trainers import torch meanwhile, all at once
+            self.nodes[org].trainer = self.start_trainer(org, wait=None)
         for org in self.orgs:
+            self.nodes[org].trainer.wait_ready()
             self.start_node(org)
         self.wait_online(len(self.orgs), wait)
+
+    def start_superlink(self) -> subprocess.Popen:
+        """Start (or restart) the SuperLink on its port, with its state database in
+        ``root/superlink/state.db`` (registered keys, runs, messages survive a restart)."""
+        self.link_home.mkdir(parents=True, exist_ok=True)
+        self.superlink = start(
+            superlink_command(self.link_home, port=self.port, tls=self._tls, auth=self.secure),
+            env=self._env(self.link_home),
+            log=self.link_log,
+            cwd=self.link_home,
+        )
+        if self.guard is not None:
+            self.guard.note(self.superlink, "superlink")
+        wait_port(DEFAULT_HOST, self.port, self.superlink, "SuperLink", self.link_log)
+        self.echo(f"SuperLink on {self.address} (pid {self.superlink.pid})")
+        return self.superlink
+
+    def kill_superlink(self) -> None:
+        """SIGKILL the SuperLink and its tree (its SuperExec, the ServerApps) at once."""
+        if self.superlink is not None:
+            kill_tree(self.superlink)
 
     def start_node(self, org: str, rejoin: float = 0.0) -> subprocess.Popen:
         """Start (or restart) organization ``org``'s SuperNode. With ``rejoin`` > 0, a
@@ -785,6 +821,8 @@ class LocalDeployment:
         this returns once the node is online."""
         node = self.nodes[org]
         node.home.mkdir(parents=True, exist_ok=True)
+        if node.trainer is None:
+            node.trainer = self.start_trainer(org)
         deadline = time.monotonic() + rejoin
         while True:
             offset = node.log.stat().st_size if node.log.is_file() else 0
@@ -796,6 +834,7 @@ class LocalDeployment:
                     root_cert=self.root_cert,
                     private_key=node.key,
                     port=node.port,
+                    trainer_socket=node.socket,
                 ),
                 env=self._env(node.home),
                 log=node.log,
@@ -818,8 +857,29 @@ class LocalDeployment:
             self.echo(f"SuperNode {org} refused (Flower exit code 305), retrying")
             time.sleep(3.0)
 
+    def start_trainer(self, org: str, wait: float | None = 120.0) -> Any:
+        """Start organization ``org``'s supervised trainer; returns once it answers
+        (``wait`` None: at once)."""
+        from fedinv.deploy.supervisor import SupervisedTrainer
+
+        node = self.nodes[org]
+
+        def noted(proc: subprocess.Popen) -> None:
+            if self.guard is not None:
+                self.guard.note(proc, f"trainer {org}")
+
+        return SupervisedTrainer(
+            node.socket,
+            node.data,
+            node.state,
+            env=self._env(node.home),
+            log=node.home / "trainer" / "trainer.log",
+            echo=self.echo,
+            on_start=noted,
+        ).start(wait)
+
     def _env(self, home: Path) -> dict[str, str]:
-        env = deploy_env(home, self.threads)
+        env = {**deploy_env(home, self.threads), **self.extra_env}
         return env if self.guard is None else self.guard.env(env)
 
     def _is_online(self, org: str) -> bool:
@@ -831,8 +891,12 @@ class LocalDeployment:
         )
 
     def kill_node(self, org: str) -> None:
-        """SIGKILL organization ``org``'s SuperNode and its ClientApp at once (a crash)."""
+        """SIGKILL organization ``org``'s SuperNode, its ClientApp and its trainer at once
+        (the organization's machine crashed)."""
         node = self.nodes[org]
+        if node.trainer is not None:
+            node.trainer.kill()
+            node.trainer = None
         if node.proc is not None:
             kill_tree(node.proc)
 
@@ -883,6 +947,9 @@ class LocalDeployment:
         """Stop every SuperNode, then the SuperLink (each with its tree), by PID."""
         for node in self.nodes.values():
             stop_tree(node.proc, grace=5.0)
+            if node.trainer is not None:
+                node.trainer.stop()
+                node.trainer = None
         stop_tree(self.superlink, grace=5.0)
         if self.guard is not None:
             self.guard.close()

@@ -25,13 +25,18 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "min-evaluate-nodes": 2,
     "min-available-nodes": 2,
     "round-timeout": 600.0,
+    "eval-in-train": True,
+    "pull-interval": 0.1,
     "fail-org": "",
     "dp-noise-multiplier": 0.0,
     "dp-clipping-norm": 1.0,
     "dp-sampled-clients": 0,
 }
 """Keys the ServerApp (and the fault injection of the ClientApp) read beside FedConfig's:
-fractions and minimum node counts of a round, a round's reply timeout (s), an
+fractions and minimum node counts of a round, a round's reply timeout (s), fat rounds
+(the clients' evaluation of the weights they receive in their train reply, no separate
+evaluate exchange but after the last round), the seconds between two pulls of a
+round's replies, an
 organization whose client raises (tests), and server-side fixed-clipping differential
 privacy (noise multiplier 0: off; clipping norm; sampled clients 0: every organization)."""
 PATH_KEYS: dict[str, str] = {
