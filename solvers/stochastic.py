@@ -97,7 +97,7 @@ class _Model:
     ):
         import highspy
 
-        from solvers.highs import quiet_stdout
+        from solvers.highs import highs_options, quiet_stdout
 
         self.blocks = blocks
         self.ncol = blocks[0].var.n
@@ -133,7 +133,10 @@ class _Model:
             h = highspy.Highs()
         h.setOptionValue("output_flag", False)
         h.setOptionValue("time_limit", float(time_limit))
-        h.setOptionValue("threads", 1)
+        # one thread where the process's global HiGHS scheduler allows it (a first solve
+        # elsewhere in the process may have fixed it: then "threads" would fail the run)
+        if "threads" in highs_options():
+            h.setOptionValue("threads", 1)
         for key, val in HIGHS_OPTIONS.items():
             h.setOptionValue(key, val)
         n = len(lo)

@@ -159,3 +159,31 @@ def test_bad_options_are_refused():
             make_optimization_policy("rolling-sp", scenario, lay, bad)
     with pytest.raises(ValueError, match="unknown option"):
         make_optimization_policy("rolling-sp", scenario, lay, {"safety": 1.0})
+
+
+def test_rolling_sp_solves_after_another_solve_fixed_highs_threads():
+    """HiGHS's thread pool is global, fixed by the first MIP of a process: a process whose
+    first solve used 2 threads must still run rolling-sp (it asks for one thread only
+    where HiGHS allows it). In a fresh interpreter, so this test's process keeps its own."""
+    import subprocess
+    import sys
+
+    code = """
+import highspy, numpy as np
+h = highspy.Highs(); h.setOptionValue("output_flag", False); h.setOptionValue("threads", 2)
+h.addVars(1, np.zeros(1), np.ones(1))
+h.changeColsIntegrality(1, np.zeros(1, np.int32), np.ones(1, np.int32)); h.run()
+from fedinv.hybrid import make_optimization_policy
+from fedinv.model.scenario import load_scenario
+from fedinv.sim.simulator import Simulator
+scenario = load_scenario("single-node")
+sim = Simulator(scenario, days=3)
+state, exo = sim.reset(1)
+policy = make_optimization_policy("rolling-sp", scenario, sim.layout, {"scenarios": 4})
+print(float(policy.act(state).orders[0, 0]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) >= 0.0
