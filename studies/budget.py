@@ -27,6 +27,13 @@ def parse_key(key: str) -> tuple[str, str, str, str]:
     return kind, name, mode, per
 
 
+def learner_of(name: str) -> tuple[str, str]:
+    """A training unit's name -> (learner, training): ``hdpo-federated`` ->
+    ``("hdpo", "federated")``, ``central`` -> ``("dqn", "central")``."""
+    algo, _, training = name.rpartition("-")
+    return algo or "dqn", training
+
+
 def planned_days(spec: StudySpec, key: str) -> int:
     """Simulated replication-days the preparation unit ``key`` may use (see module doc)."""
     from fedinv.model.scenario import load_scenario
@@ -39,20 +46,22 @@ def planned_days(spec: StudySpec, key: str) -> int:
     if kind == "tune":
         evals = max_evaluations(name, scenario_layout(scenario), spec.tune_sweeps, per=per)
         return evals * spec.train_replications * days
-    algo, _, _ = name.rpartition("-")
-    cfg = training_config(spec, algo or "dqn", mode)
+    algo, training = learner_of(name)
+    cfg = training_config(spec, algo, mode)
     orgs = len(scenario.network.organizations)
     horizon = scenario.horizon_days
-    select = (cfg.rounds + 1) * cfg.eval_replications * horizon  # the runner's selection
-    if name in ("federated", "isolated", "central"):  # the DQN
+    # the runner's selection of a federated round: rounds 1..R (HDPO also its round 0)
+    candidates = cfg.rounds + (algo == "hdpo")
+    select = candidates * cfg.eval_replications * horizon
+    if algo == "dqn":
         steps = cfg.rounds * cfg.local_steps * cfg.replications
-        if name == "central":  # validated every local-steps steps, 2 replications
+        if training == "central":  # validated every local-steps steps, 2 replications
             return steps + cfg.rounds * 2 * horizon
-        if name == "isolated":  # no evaluation: each organization's last weights
+        if training == "isolated":  # no evaluation: each organization's last weights
             return steps * orgs
         evaluation = cfg.rounds * cfg.eval_replications * min(cfg.eval_days, horizon)
         return steps * orgs + evaluation * (orgs + 1) + select  # clients', server's
-    return _hdpo_days(spec, cfg, scenario, name.removeprefix("hdpo-"), select)
+    return _hdpo_days(spec, cfg, scenario, training, select)
 
 
 def _hdpo_days(spec: StudySpec, cfg: Any, scenario: Any, training: str, select: int) -> int:
@@ -61,7 +70,7 @@ def _hdpo_days(spec: StudySpec, cfg: Any, scenario: Any, training: str, select: 
 
     import numpy as np
 
-    from fedinv.agents.hdpo import base_policy_name
+    from fedinv.agents.hdpo import Args, base_policy_name
     from fedinv.policies.tuning import max_evaluations
     from fedinv.registry import scenario_layout
 
@@ -75,7 +84,8 @@ def _hdpo_days(spec: StudySpec, cfg: Any, scenario: Any, training: str, select: 
 
     whole = tuning(scenario_layout(scenario))
     if training == "central":
-        validations = 1 + batches // 5 + (batches % 5 != 0)  # hdpo.Args.eval_every = 5
+        every = Args().eval_every  # validated before training, every N batches, at the end
+        validations = 1 + batches // every + (batches % every != 0)
         return (
             whole
             + batches * cfg.replications * horizon

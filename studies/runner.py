@@ -623,11 +623,11 @@ def event_metrics(daily: pd.DataFrame, scenario, spec: StudySpec) -> dict[str, A
 
 def _training_text(kind: str) -> str:
     """``hdpo-federated.hybrid`` -> ``HDPO federated, trained through the safety layer``."""
-    from studies.budget import parse_key
+    from studies.budget import learner_of, parse_key
 
     _, name, mode, _ = parse_key(f"train/{kind}")
-    algo, _, how = name.rpartition("-")
-    text = f"{(algo or 'dqn').upper()} {how}"
+    algo, how = learner_of(name)
+    text = f"{algo.upper()} {how}"
     return text + (", trained through the safety layer" if mode == "hybrid" else "")
 
 
@@ -642,12 +642,11 @@ def train_unit(
     with the lowest cost on validation replications over the full horizon, run as it was
     trained (pure or through the layer); HDPO's round 0, its base policy, is a candidate.
     ``simulated_days``: the unit's planned budget (:func:`studies.budget.planned_days`)."""
-    from studies.budget import parse_key, planned_days
+    from studies.budget import learner_of, parse_key, planned_days
 
     kind = unit.policy
     _, name, mode, _ = parse_key(unit.key)
-    algo, _, training = name.rpartition("-")
-    algo = algo or "dqn"
+    algo, training = learner_of(name)
     work = out / "units" / "train" / kind
     work.mkdir(parents=True, exist_ok=True)
     cfg = training_config(spec, algo, mode, training_scenario_path(spec, work))

@@ -637,6 +637,11 @@ def variant_document(spec: StudySpec, variant: VariantSpec) -> tuple[dict[str, A
     return doc, base_dir
 
 
+def _base_scenario_name(spec: StudySpec) -> str:
+    """The base scenario as a federation loads it: a built-in name, or an absolute path."""
+    return spec.scenario if _is_builtin(spec.scenario) else str(Path(spec.scenario).resolve())
+
+
 def training_scenario(spec: StudySpec):
     """The scenario policies are tuned and trained on: the base scenario, or the variant
     ``[study] train_on`` names."""
@@ -655,8 +660,7 @@ def training_scenario_path(spec: StudySpec, folder: Path) -> str:
     from fedinv.model.scenario import document_toml
 
     if not spec.train_on:
-        builtin = "/" not in spec.scenario and not spec.scenario.endswith(".toml")
-        return spec.scenario if builtin else str(Path(spec.scenario).resolve())
+        return _base_scenario_name(spec)
     variant = next(v for v in spec.variants if v.name == spec.train_on)
     doc, base_dir = variant_document(spec, variant)
     history = doc.get("demand_history")
@@ -693,9 +697,7 @@ def training_config(
         cfg = dataclasses.replace(
             cfg, tune_replications=spec.train_replications, tune_sweeps=spec.tune_sweeps
         )
-    builtin = "/" not in spec.scenario and not spec.scenario.endswith(".toml")
-    base = spec.scenario if builtin else str(Path(spec.scenario).resolve())
-    cfg = dataclasses.replace(cfg, scenario=scenario or base)
+    cfg = dataclasses.replace(cfg, scenario=scenario or _base_scenario_name(spec))
     if "exploration-steps" not in spec.training:
         cfg = dataclasses.replace(cfg, exploration_steps=cfg.rounds * cfg.local_steps // 2)
     return cfg
