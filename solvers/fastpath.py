@@ -55,7 +55,7 @@ class SeparableRelaxation:
 
     def __init__(self, prog: ProjectionProgram, kinds: tuple[str, ...] = ROW_KINDS):
         self.prog = prog
-        m = prog.num_lanes
+        m = prog.num_cols
         row_of = np.full(m, -1)
         coef = np.ones(m)
         kept: list[tuple[str, int]] = []

@@ -110,7 +110,7 @@ class _Blocks:
 
 
 def _layout_blocks(prog: ProjectionProgram, k: int) -> _Blocks:
-    m = prog.num_lanes
+    m = prog.num_cols
     nl = len(prog.lot_lanes)
     soft_sizes = {g.kind: g.a.shape[0] for g in prog.groups if g.soft}
     if "contract" in prog.phases:
@@ -165,7 +165,7 @@ class HighsModel:
         self.hs = highspy
         self.prog = prog
         self.bl = bl = _layout_blocks(prog, k)
-        m = prog.num_lanes
+        m = prog.num_cols
         ncols = bl.ncol * k
         lo = np.zeros(ncols)
         hi = np.full(ncols, np.inf)

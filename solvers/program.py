@@ -8,11 +8,17 @@ For one network and a batch of ``B`` replications, each day and each replication
                 sum_{l ext. into i} x_l <= cap_i f_i        production (supplier) capacity
                 sum_{l out of i} x_l <= cap_i f_i           shipping capacity (finite only)
                 sum_{l brings item c to i} x_l <= bom_c cap_i f_i   assembly capacity
-                sum_{l into i} x_l <= storage_i - (on hand + components + on order)_i
+                sum_{l into i} x_l + sum_{k to i} y_k
+                    <= storage_i - (on hand + components + on order + transfers coming)_i
+                0 <= y_k <= transfer capacity_k             lateral transfer links
                 sum_{l paid by o} (price_l + ship_l) x_l <= budget_o - spent_o
                 x_l >= commitment_l - ordered this month_l  (on a month's last day)
 
-``p`` are the proposals (NaN and negatives read as 0, as the simulator reads them),
+``x`` are the orders per lane, ``y`` the lateral transfers per link (the program's
+columns are the ``M`` lanes, then the ``T`` links: ``x`` in the code holds both; a link
+sits in its receiver's storage row only -- the simulator rations a transfer to the
+sender's stock and counts no other constraint on it). ``p`` are the proposals (NaN and
+negatives read as 0, as the simulator reads them),
 ``f`` the capacity fraction known today: 1, or the outage's ``capacity_fraction`` once
 ``state.alert`` announces an outage of that node or lane (a fraction 0 shuts even an
 unlimited capacity: the lanes it would bound get the bound 0). Right-hand sides below zero
@@ -145,16 +151,22 @@ class ProjectionProgram:
     ):
         lay = layout
         self.layout = lay
-        m = lay.num_lanes
+        m, t = lay.num_lanes, lay.num_transfers
         self.num_lanes = m
-        self.weights = np.ones(m) if weights is None else np.asarray(weights, float).copy()
-        if (
-            self.weights.shape != (m,)
-            or not np.all(np.isfinite(self.weights))
-            or np.any(self.weights <= 0)
-        ):
+        self.num_transfers = t
+        self.num_cols = mc = m + t
+        """Columns of ``x``: the ``M`` lanes, then the ``T`` lateral transfer links."""
+        ids = lay.node_ids
+        self.col_ids = tuple(lay.lane_ids) + tuple(
+            f"{ids[a]}=>{ids[b]}" for a, b in zip(lay.transfer_src, lay.transfer_dst, strict=True)
+        )
+        """Column names: lanes ``SOURCE->DESTINATION``, transfer links ``SOURCE=>DESTINATION``."""
+        weights = np.ones(m) if weights is None else np.asarray(weights, float).copy()
+        if weights.shape != (m,) or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
             raise ValueError(f"weights must be {m} positive finite numbers, one per lane")
-        self.w_eff = self.weights * (1.0 + TIE_BREAK * (np.arange(m) + 1) / max(m, 1))
+        self.weights = np.concatenate([weights, np.ones(t)])
+        """``[M + T]`` L1 weights: the lanes' (given), then 1 per transfer link."""
+        self.w_eff = self.weights * (1.0 + TIE_BREAK * (np.arange(mc) + 1) / max(mc, 1))
         soft_order = tuple(soft_order)
         if (
             len(set(soft_order)) != len(soft_order)
@@ -166,12 +178,17 @@ class ProjectionProgram:
                 f"include 'contract', got {soft_order!r}"
             )
         self.soft_order = soft_order
-        self.lot = lay.lot_size.copy()
+        zt = np.zeros(t)
+        self.lot = np.concatenate([lay.lot_size, zt])
         self.has_lot = self.lot > 0
         self.lot_lanes = np.flatnonzero(self.has_lot)
-        self.nominal_ub = lay.transport_cap.copy()
-        self.unit_cost = lay.price + lay.shipping_cost
-        self.commit = lay.commitment.copy()
+        self.nominal_ub = np.concatenate([lay.transport_cap, lay.transfer_cap])
+        self.unit_cost = lay.price + lay.shipping_cost  # [M]; transfers spend no budget
+        self.commit = np.concatenate([lay.commitment, zt])
+        self._into = np.concatenate(  # [N, M + T] the columns that bring stock into a node
+            [lay.dst_mat.T, np.eye(lay.num_nodes)[lay.transfer_dst].reshape(t, lay.num_nodes).T],
+            axis=1,
+        )
         self.contract_lanes = np.flatnonzero(self.commit > 0)
 
         # Outage fractions: per node, per lane (1: never out), and which lanes announce
@@ -200,7 +217,7 @@ class ProjectionProgram:
             i for i in np.flatnonzero(self.node_frac == 0.0) if not np.isfinite(lay.capacity[i])
         ]
         self.shut_nodes = np.array(shut, int)
-        self.shut_mat = np.zeros((len(shut), m))  # [shut node, lane]: lane shut with it
+        self.shut_mat = np.zeros((len(shut), mc))  # [shut node, column]: shut with it
         for r, i in enumerate(shut):
             kind = lay.output_kind[i]
             if kind == OUTPUT_PRODUCTION:
@@ -209,9 +226,11 @@ class ProjectionProgram:
                 held = np.isin(lay.lane_comp, np.flatnonzero(lay.comp_node == i))
             else:
                 held = lay.lane_src == i
-            self.shut_mat[r, held] = 1.0
-        self.ub_mutable = self.lane_outage | (self.shut_mat > 0).any(axis=0)
-        """``[M]`` lanes whose upper bound can change from day to day (outages)."""
+            self.shut_mat[r, :m][held] = 1.0
+        self.ub_mutable = np.concatenate([self.lane_outage, np.zeros(t, bool)]) | (
+            self.shut_mat > 0
+        ).any(axis=0)
+        """``[M + T]`` columns whose upper bound can change from day to day (outages)."""
 
         self.groups: list[RowGroup] = []
         self._cap_node: dict[str, np.ndarray] = {}  # kind -> [R] node of the row
@@ -262,8 +281,8 @@ class ProjectionProgram:
             if np.isfinite(lay.storage[i]) and (lay.lane_dst == i).any()
         ]
         self.storage_nodes = np.array(st_rows, int)
-        if st_rows:
-            a = np.stack([(lay.lane_dst == i).astype(float) for i in st_rows])
+        if st_rows:  # orders on the node's inbound lanes and transfers to it
+            a = self._into[st_rows]
             self.groups.append(
                 RowGroup(
                     "storage", tuple(ids[i] for i in st_rows), a, True, "storage" in soft_order
@@ -277,7 +296,9 @@ class ProjectionProgram:
         ]
         self.budget_orgs = np.array(orgs, int)
         if orgs:
-            a = np.stack([np.where(lay.lane_org == o, self.unit_cost, 0.0) for o in orgs])
+            a = np.stack(
+                [np.r_[np.where(lay.lane_org == o, self.unit_cost, 0.0), zt] for o in orgs]
+            )
             self.groups.append(
                 RowGroup(
                     "budget", tuple(lay.org_ids[o] for o in orgs), a, True, "budget" in soft_order
@@ -294,7 +315,7 @@ class ProjectionProgram:
             present.add("contract")
         self.phases = tuple(k for k in reversed(soft_order) if k in present)
         self._a_all_t = (
-            np.concatenate([g.a for g in self.groups]).T if self.groups else np.zeros((m, 0))
+            np.concatenate([g.a for g in self.groups]).T if self.groups else np.zeros((mc, 0))
         )
         # repair: coefficients of the lanes without a lot size [M, R], and [R, M] holds
         self._free_coef_t = self._a_all_t * ~self.has_lot[:, None]
@@ -307,8 +328,8 @@ class ProjectionProgram:
         soft_row = np.concatenate([np.full(g.a.shape[0], g.soft) for g in self.groups] or [[]])
         self._pairs = {
             "lot": self._limit_pairs(self.lot_lanes, np.ones(len(soft_row), bool)),
-            "all": self._limit_pairs(np.arange(m), np.ones(len(soft_row), bool)),
-            "hard": self._limit_pairs(np.arange(m), ~soft_row.astype(bool)),
+            "all": self._limit_pairs(np.arange(mc), np.ones(len(soft_row), bool)),
+            "hard": self._limit_pairs(np.arange(mc), ~soft_row.astype(bool)),
         }
         offsets = np.cumsum([0] + [g.a.shape[0] for g in self.groups])
         self.row_offset = {g.kind: int(o) for g, o in zip(self.groups, offsets, strict=False)}
@@ -324,7 +345,8 @@ class ProjectionProgram:
     ) -> None:
         if not nodes:
             return
-        a = np.stack([mk.astype(float) for mk in masks])
+        pad = np.zeros(self.num_transfers)  # capacities bound lanes only
+        a = np.stack([np.r_[mk.astype(float), pad] for mk in masks])
         nodes_a = np.array(nodes, int)
         daily = bool(self.node_outage[nodes_a].any())
         self.groups.append(
@@ -337,11 +359,24 @@ class ProjectionProgram:
 
     # -- day data --------------------------------------------------------------------
 
-    def clean(self, proposals: np.ndarray) -> np.ndarray:
-        """Proposals as the simulator reads them: NaN and negatives are 0. ``[B, M]``."""
+    def clean(self, proposals: np.ndarray, transfers: np.ndarray | None = None) -> np.ndarray:
+        """Proposals as the simulator reads them (NaN and negatives are 0): orders
+        ``[B, M]`` and lateral transfers ``[B, T]`` (None: none proposed) as one
+        ``[B, M + T]`` array of columns."""
         p = np.array(proposals, dtype=float)
         if p.ndim != 2 or p.shape[1] != self.num_lanes:
             raise ValueError(f"proposals must have shape [B, {self.num_lanes}], got {p.shape}")
+        if self.num_transfers:
+            if transfers is None:
+                tr = np.zeros((p.shape[0], self.num_transfers))
+            else:
+                tr = np.array(transfers, dtype=float)
+                if tr.shape != (p.shape[0], self.num_transfers):
+                    raise ValueError(
+                        f"transfers must have shape [{p.shape[0]}, {self.num_transfers}], "
+                        f"got {tr.shape}"
+                    )
+            p = np.concatenate([p, tr], axis=1)
         p[np.isnan(p)] = 0.0
         if np.isposinf(p).any():
             raise ValueError("proposals must be finite (got +inf)")
@@ -356,10 +391,12 @@ class ProjectionProgram:
         return np.where(alerted & self.node_outage, self.node_frac, 1.0)
 
     def day_data(self, state: State, p: np.ndarray) -> DayData:
-        """The right-hand sides of day ``state.day`` for proposals ``p [B, M]``."""
+        """The right-hand sides of day ``state.day`` for proposals ``p [B, M + T]``."""
         lay = self.layout
         b = p.shape[0]
         lane_f = np.where((state.alert > 0) & self.lane_outage, self.lane_frac, 1.0)
+        if self.num_transfers:
+            lane_f = np.concatenate([lane_f, np.ones((b, self.num_transfers))], axis=1)
         ub = capacity_times(self.nominal_ub, lane_f)  # an announced fraction 0 shuts the lane
         node_f = self.known_node_factor(state)
         if len(self.shut_nodes):
@@ -375,12 +412,15 @@ class ProjectionProgram:
             if lay.num_components:
                 stock = stock + (state.components @ self._comp_node)[:, n]
             inbound = (state.on_order @ lay.dst_mat)[:, n]
+            if self.num_transfers:  # transfers on their way to the node
+                landing = state.transfer_pipeline.sum(axis=2) @ self._into[:, self.num_lanes :].T
+                inbound = inbound + landing[:, n]
             raw = lay.storage[n] - stock - inbound
             rhs["storage"] = np.maximum(raw, 0.0)
         if "budget" in self.group:
             o = self.budget_orgs
             rhs["budget"] = np.maximum(lay.budget[o] - state.month_spend[:, o], 0.0)
-        lb = np.zeros((b, self.num_lanes))
+        lb = np.zeros((b, self.num_cols))
         if state.month_end and len(self.contract_lanes):
             c = self.contract_lanes
             lb[:, c] = np.maximum(self.commit[c] - state.month_ordered[:, c], 0.0)
@@ -545,7 +585,7 @@ class ProjectionProgram:
             {"contract"} if "contract" not in self.phases else set()
         )
         x = self.least_orders(day, "contract" in closed)[b]
-        lanes = self.layout.lane_ids
+        lanes = self.col_ids
         need = [
             f"{lanes[c]} {day.lb[b, c]:,.6g} units" for c in self.contract_lanes if day.lb[b, c] > 0
         ]
@@ -633,7 +673,7 @@ class ProjectionProgram:
         a_t, free = self._a_all_t, ~self.has_lot
         must = ~self.relaxed_rows(first)
         for b in range(x.shape[0]):
-            for _ in range(10 * self.num_lanes + 10):
+            for _ in range(10 * self.num_cols + 10):
                 rhs = day.rhs_all[b]
                 over = x[b] @ a_t - rhs
                 bad = np.flatnonzero(must[b] & (over > TOL))
@@ -673,7 +713,7 @@ class ProjectionProgram:
         scale["contract"] = day.lb
         out: list[Relaxation] = []
         hard: list[str] = []
-        lanes = self.layout.lane_ids
+        lanes = self.col_ids
         tols, flagged = {}, np.zeros(x.shape[0], bool)
         for kind, e in ex.items():
             g = self.group.get(kind)

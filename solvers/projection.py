@@ -121,10 +121,14 @@ class _Projector:
     def _build(self, blocks: int) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def project(self, state: State, proposals: np.ndarray) -> Projection:
+    def project(
+        self, state: State, proposals: np.ndarray, transfers: np.ndarray | None = None
+    ) -> Projection:
+        """Released orders ``[B, M]`` (and lateral transfers ``[B, T]`` when proposed)
+        for proposals ``[B, M]`` and ``transfers [B, T]`` (units)."""
         t0 = time.perf_counter()
         prog = self.program
-        p = prog.clean(proposals)
+        p = prog.clean(proposals, transfers)
         day = prog.day_data(state, p)
         b = p.shape[0]
         released = p.copy()
@@ -196,7 +200,11 @@ class _Projector:
         np.maximum(released, 0.0, out=released)  # rounding of the cuts: -1e-15 is 0
         distance = (prog.weights * np.abs(released - p)).sum(axis=1)
         ms = (time.perf_counter() - t0) * 1e3
-        return Projection(released, distance, np.full(b, ms), need, relax, solver_used, events)
+        m = prog.num_lanes
+        moved = released[:, m:] if transfers is not None and prog.num_transfers else None
+        return Projection(
+            released[:, :m], distance, np.full(b, ms), need, relax, solver_used, events, moved
+        )
 
     def _event(self, day_no: int, kind: str, detail: str) -> None:
         self._events.append(SolverEvent(day_no, self._rows, kind, detail))

@@ -29,7 +29,7 @@ class PyomoModel:
         self.prog = prog
         self.k = k
         self.tc = TerminationCondition
-        m = prog.num_lanes
+        m = prog.num_cols
         mdl = pyo.ConcreteModel(name="projection")
         mdl.B = pyo.RangeSet(0, k - 1)
         mdl.L = pyo.RangeSet(0, m - 1)
@@ -323,7 +323,7 @@ class PyomoModel:
                 res.termination_condition == self.tc.maxTimeLimit,
                 "termination condition",
             )
-        k, m = self.k, self.prog.num_lanes
+        k, m = self.k, self.prog.num_cols
         prim = res.solution_loader.get_vars(self.x_vars)
         x = np.fromiter((prim[v] for v in self.x_vars), float, k * m).reshape(k, m)
         slack = None

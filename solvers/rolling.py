@@ -118,7 +118,7 @@ class RollingLP:
             if g.kind not in ("production", "shipping", "assembly"):
                 continue
             nodes = prog._cap_node[g.kind]
-            a.append(g.a)
+            a.append(g.a[:, : self.layout.num_lanes])  # lanes only (no transfer columns)
             cap.append(self.layout.capacity[nodes] * prog._cap_scale[g.kind])
             node.append(nodes)
         if not a:

@@ -5,7 +5,8 @@ docs/hybrid.md). This module holds the types both sides share, below ``solvers``
 implements them) and below :mod:`fedinv.hybrid` (the gateway that builds the
 solver-backed projector):
 
-  * :class:`Projector` -- ``project(state, proposals [B, M]) -> Projection``;
+  * :class:`Projector` -- ``project(state, proposals [B, M], transfers [B, T] | None)
+    -> Projection``;
   * :class:`Projection` -- released orders, L1 distance, solve time, relaxations and
     solver events;
   * :class:`Relaxation` -- a constraint the layer had to relax on an infeasible day;
@@ -118,13 +119,18 @@ class Projection:
     ``solved``."""
     events: list[SolverEvent] = field(default_factory=list)
     """Solver events of the day (:class:`SolverEvent`)."""
+    transfers: np.ndarray | None = None
+    """``[B, T]`` units per lateral link: the transfers to release (None: none were
+    proposed, or the projector passes them through)."""
 
 
 class Projector(Protocol):
-    """Proposals to released orders, for one network (a compiled layout). Proposals are
-    finite and >= 0 (:func:`check_orders`)."""
+    """Proposals to released orders and transfers, for one network (a compiled layout).
+    Proposals are finite and >= 0 (:func:`check_orders`)."""
 
-    def project(self, state: State, proposals: np.ndarray) -> Projection: ...
+    def project(
+        self, state: State, proposals: np.ndarray, transfers: np.ndarray | None = None
+    ) -> Projection: ...
 
 
 class Projected:
@@ -135,8 +141,10 @@ class Projected:
     info=...)``; ``info`` holds ``[B]`` arrays ``projection_l1`` (units), ``solve_ms``,
     ``solved`` (0/1), ``solver_used`` (0/1: HiGHS was called) and ``relaxations``
     (count), and ``relaxation_log`` (a tuple of :class:`Relaxation`) and, on days with
-    solver events, ``solver_event_log`` (a tuple of :class:`SolverEvent`). Lateral
-    transfers pass through unchanged. Any policy with ``act(state) -> Decision`` can be
+    solver events, ``solver_event_log`` (a tuple of :class:`SolverEvent`). Proposed
+    lateral transfers are projected with the orders (the receiver's storage; the
+    projector's ``Projection.transfers``; a projector that returns None passes them
+    through). Any policy with ``act(state) -> Decision`` can be
     wrapped, a learned one included."""
 
     def __init__(self, policy: Any, projector: Projector, lane_ids: Sequence[str] | None = None):
@@ -151,7 +159,9 @@ class Projected:
         if not isinstance(proposed, Decision):
             proposed = Decision(np.asarray(proposed, float))
         check_orders(proposed.orders, policy=self.inner_name, day=state.day, lane_ids=self.lane_ids)
-        out = self.projector.project(state, proposed.orders)
+        if proposed.transfers is not None:
+            check_orders(proposed.transfers, policy=self.inner_name, day=state.day)
+        out = self.projector.project(state, proposed.orders, proposed.transfers)
         b = out.released.shape[0]
         count = np.zeros(b)
         for r in out.relaxations:
@@ -168,14 +178,17 @@ class Projected:
         )
         if out.events:
             info["solver_event_log"] = tuple(out.events)
-        return Decision(orders=out.released, transfers=proposed.transfers, info=info)
+        moved = proposed.transfers if out.transfers is None else out.transfers
+        return Decision(orders=out.released, transfers=moved, info=info)
 
 
 class IdentityProjector:
     """Releases the proposals as they are (finite and >= 0: :class:`Projected` checks)
     with a projector's bookkeeping: the pure-mode reference of a projected run."""
 
-    def project(self, state: State, proposals: np.ndarray) -> Projection:
+    def project(
+        self, state: State, proposals: np.ndarray, transfers: np.ndarray | None = None
+    ) -> Projection:
         t0 = time.perf_counter()
         released = np.array(proposals, float)
         b = released.shape[0]
