@@ -123,11 +123,20 @@ def run_study(
     if done:
         say(f"resuming {spec.name} in {out}: {len(done)} of {len(units)} units already done")
     started, prior = time.perf_counter(), float(meta.get("seconds") or 0.0)
-    for unit in units:  # trainings, in this process
-        if unit.kind == "train" and unit.key not in done:
-            say(f"training: {_training_text(unit.policy)} ...")
-            _write_json(unit_path(out, unit), train_unit(spec, unit, out, echo=echo))
-            done.add(unit.key)
+    bases = server_bases(spec, units)
+    early = [u for u in units if u.key in set(bases.values()) and u.key not in done]
+    trainings = [u for u in units if u.kind == "train" and u.key not in done]
+    if early and trainings:  # the tunings a federation's server reuses, first
+        engine = _Engine(workers, address, out)
+        try:
+            engine.run(spec, out, early, done, say, progress)
+        finally:
+            engine.close()
+    for unit in trainings:  # in this process
+        say(f"training: {_training_text(unit.policy)} ...")
+        base = next((u for u in units if u.key == bases.get(unit.key)), None)
+        _write_json(unit_path(out, unit), train_unit(spec, unit, out, echo=echo, base=base))
+        done.add(unit.key)
     todo = [u for u in units if u.key not in done]
     if todo:
         engine = _Engine(workers, address, out)
@@ -631,8 +640,40 @@ def _training_text(kind: str) -> str:
     return text + (", trained through the safety layer" if mode == "hybrid" else "")
 
 
+def server_bases(spec: StudySpec, units: list[Unit]) -> dict[str, str]:
+    """Federated HDPO trainings whose server would tune exactly what one of the study's
+    tuning units tunes -- the learner's base policy on the training scenario, in its
+    train mode, per tier, with the study's replications and sweeps over the full horizon
+    -- mapped to that unit's key: the server reads the unit's result instead of tuning
+    again (:attr:`fedinv.federation.config.FedConfig.server_base`; same inputs, same
+    result, so the training is unchanged)."""
+    from fedinv.agents.hdpo import base_policy_name
+    from studies.budget import learner_of, parse_key
+
+    keys = {u.key for u in units if u.kind == "tune"}
+    scenario = training_scenario(spec)
+    if spec.days is not None and spec.days != scenario.horizon_days:
+        return {}
+    base = base_policy_name(scenario)
+    out = {}
+    for u in units:
+        if u.kind != "train":
+            continue
+        _, name, mode, _ = parse_key(u.key)
+        if learner_of(name) != ("hdpo", "federated"):
+            continue
+        key = f"tune/{base}" + (".hybrid" if mode == "hybrid" else "")
+        if key in keys:
+            out[u.key] = key
+    return out
+
+
 def train_unit(
-    spec: StudySpec, unit: Unit, out: Path, echo: Callable[[str], None] | None = None
+    spec: StudySpec,
+    unit: Unit,
+    out: Path,
+    echo: Callable[[str], None] | None = None,
+    base: Unit | None = None,
 ) -> dict[str, Any]:
     """Train the learner of ``unit`` (``[hdpo-]federated|isolated|central[.hybrid]``) on
     the base scenario's training replications, with the same budget for every kind
@@ -641,7 +682,9 @@ def train_unit(
     local-iterations gradient batches). A federated learner's policy is the global round
     with the lowest cost on validation replications over the full horizon, run as it was
     trained (pure or through the layer); HDPO's round 0, its base policy, is a candidate.
-    ``simulated_days``: the unit's planned budget (:func:`studies.budget.planned_days`)."""
+    ``simulated_days``: the unit's planned budget (:func:`studies.budget.planned_days`).
+    ``base``: a finished tuning unit whose result the federation's server reads as its
+    base (:func:`server_bases`)."""
     from studies.budget import learner_of, parse_key, planned_days
 
     kind = unit.policy
@@ -651,6 +694,9 @@ def train_unit(
     work.mkdir(parents=True, exist_ok=True)
     cfg = training_config(spec, algo, mode, training_scenario_path(spec, work))
     scenario = training_scenario(spec)
+    if base is not None:
+        path = _server_base_file(read_unit(unit_path(out, base), base), work, scenario)
+        cfg = dataclasses.replace(cfg, server_base=str(path))
     started = time.perf_counter()
     extra: dict[str, Any] = {}
     if training == "federated":
@@ -678,6 +724,28 @@ def train_unit(
         **extra,
         **checkpoint,
     }
+
+
+def _server_base_file(payload: dict[str, Any], work: Path, scenario) -> Path:
+    """A tuning unit's result as the file the federation's server reads
+    (:meth:`fedinv.policies.tuning.TuneResult.to_dict`), in the training's folder."""
+    from fedinv.agents.hdpo import base_policy_name
+    from fedinv.policies.tuning import TuneResult
+
+    result = TuneResult(
+        base_policy_name(scenario),
+        payload["params"],
+        payload["coords"],
+        float(payload["train_cost_per_day"]),
+        int(payload["evaluations"]),
+        int(payload["train_replications"]),
+        scenario.horizon_days,
+        mode=payload["mode"],
+        per=payload["per"],
+    )
+    path = work / "server-base.json"
+    path.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
+    return path
 
 
 def _train_federated(cfg, scenario, work: Path, out: Path, echo):

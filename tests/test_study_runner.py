@@ -727,3 +727,46 @@ def test_a_federated_hdpo_start_checkpoint_is_its_base_policy(tmp_path):
     assert not np.allclose(
         mean_cost_per_day(sim, trained, reps), mean_cost_per_day(sim, base, reps)
     )
+
+
+def test_a_federation_server_reads_the_study_tuning_of_its_base(tmp_path):
+    """The quick study's federated HDPO servers reuse its (s,S) tunings (the same tuner
+    call: base policy, mode, replications, sweeps, horizon), and a server handed a
+    tuning builds the policy it would have tuned itself; a tuning of anything else is
+    refused, naming the file and the field."""
+    import dataclasses as dc
+
+    from fedinv.agents import hdpo
+    from fedinv.federation.config import FedConfig
+    from fedinv.federation.hdpo_task import _server_policy, hdpo_args
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.tuning import tune
+    from studies.runner import server_bases
+    from studies.spec import load_study
+    from studies.units import plan
+
+    quick = load_study("quick")
+    assert server_bases(quick, plan(quick)) == {
+        "train/hdpo-federated": "tune/sS",
+        "train/hdpo-federated.hybrid": "tune/sS.hybrid",
+    }
+    scenario = load_scenario("serial-3")
+    cfg = FedConfig(scenario="serial-3", algo="hdpo", tune_replications=2, tune_sweeps=1)
+    own = hdpo.initial_policy(hdpo_args(cfg, scenario), scenario)[1]  # the server's tuning
+    study = tune(scenario, "base-stock", train_replications=2, sweeps=1, mode="pure")
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(study.to_dict()))
+    served = _server_policy(scenario, dc.replace(cfg, server_base=str(path)))
+    assert served.base.policy == "base-stock"
+    assert study.params == own.params
+    assert served.base.params == own.params
+    mine = hdpo.Base.from_params("base-stock", served.layout, own.params)
+    np.testing.assert_array_equal(served.base.level, mine.level)
+    wrong = dict(study.to_dict(), mode="hybrid")
+    path.write_text(json.dumps(wrong))
+    with pytest.raises(ValueError, match=r"base.json: field 'mode' is 'hybrid'"):
+        _server_policy(scenario, dc.replace(cfg, server_base=str(path), seed=2))
+    del wrong["params"]
+    path.write_text(json.dumps(wrong))
+    with pytest.raises(ValueError, match=r"base.json: field 'params' is missing"):
+        _server_policy(scenario, dc.replace(cfg, server_base=str(path), seed=3))

@@ -77,6 +77,12 @@ class FedConfig:
     (:attr:`fedinv.agents.envs.EnvConfig.train_mode`), HDPO with its bases tuned through
     the layer and violations penalized in every local loss
     (:attr:`fedinv.agents.hdpo.Args.train_mode`)."""
+    server_base: str = ""
+    """HDPO: a JSON file (:meth:`fedinv.policies.tuning.TuneResult.to_dict`) with the
+    tuning of the whole network's base policy already done -- a study passes its own
+    tuning unit of the same policy, mode, replications and sweeps --, read by the server
+    instead of tuning it again; empty: the server tunes it. The organizations tune their
+    own bases as before."""
     reward_scale: float | None = None
     """$ per day dividing costs in every client's reward (the same for all, so Q-values
     average meaningfully); None: the whole network's reference cost / organizations."""

@@ -253,8 +253,39 @@ def _server_policy(scenario: Scenario, cfg: FedConfig) -> hdpo.HDPOPolicy:
     """The untrained policy on the whole network (its base tuned once per process)."""
     key = json.dumps([scenario.name, scenario.source, cfg.to_flat()], sort_keys=True, default=str)
     if key not in _SERVER_POLICIES:
-        _SERVER_POLICIES[key] = hdpo.initial_policy(hdpo_args(cfg, scenario), scenario)[0]
+        args = hdpo_args(cfg, scenario)
+        tuned = server_base_tuning(cfg, scenario, args) if cfg.server_base else None
+        _SERVER_POLICIES[key] = hdpo.initial_policy(args, scenario, tuned)[0]
     return _SERVER_POLICIES[key]
+
+
+def server_base_tuning(cfg: FedConfig, scenario: Scenario, args: hdpo.Args) -> TuneResult:
+    """The whole network's base tuning read from ``cfg.server_base``; ValueError naming
+    the file and the field unless it is the tuning the server would have run (the base
+    policy, mode, replications and days, one coordinate per tier)."""
+    path = Path(cfg.server_base)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"server-base {path}: cannot read a tuning: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"server-base {path}: expected a JSON object")
+    tuned = TuneResult.from_dict(data, f"server-base {path}")
+    name = hdpo.base_policy_name(scenario) if args.base == "auto" else args.base
+    want = {
+        "policy": name,
+        "mode": args.train_mode,
+        "train_replications": args.tune_replications,
+        "days": scenario.horizon_days,
+        "per": "tier",
+    }
+    for field_name, value in want.items():
+        if getattr(tuned, field_name) != value:
+            raise ValueError(
+                f"server-base {path}: field {field_name!r} is {getattr(tuned, field_name)!r}, "
+                f"this run tunes its base with {value!r}"
+            )
+    return tuned
 
 
 def global_policy(

@@ -35,8 +35,9 @@ tuning its budget cannot pay for).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +83,55 @@ class TuneResult:
     @property
     def simulated_days(self) -> int:
         return self.evaluations * self.train_replications * self.days
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record of the tuning (the search log left out)."""
+        return {
+            "policy": self.policy,
+            "params": self.params,
+            "coordinates": self.coordinates,
+            "train_cost_per_day": float(self.train_cost_per_day),
+            "evaluations": int(self.evaluations),
+            "train_replications": int(self.train_replications),
+            "days": int(self.days),
+            "mode": self.mode,
+            "per": self.per,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "tuning") -> TuneResult:
+        """Inverse of :meth:`to_dict`; a missing or mistyped field raises ValueError
+        naming ``source`` and the field."""
+        kinds = {
+            "policy": str,
+            "params": dict,
+            "coordinates": dict,
+            "train_cost_per_day": (int, float),
+            "evaluations": int,
+            "train_replications": int,
+            "days": int,
+            "mode": str,
+            "per": str,
+        }
+        for name, kind in kinds.items():
+            if name not in data:
+                raise ValueError(f"{source}: field {name!r} is missing")
+            if not isinstance(data[name], kind) or isinstance(data[name], bool):
+                raise ValueError(
+                    f"{source}: field {name!r} must be {getattr(kind, '__name__', 'a number')}, "
+                    f"got {data[name]!r}"
+                )
+        return cls(
+            data["policy"],
+            {k: dict(v) for k, v in data["params"].items()},
+            dict(data["coordinates"]),
+            float(data["train_cost_per_day"]),
+            data["evaluations"],
+            data["train_replications"],
+            data["days"],
+            mode=data["mode"],
+            per=data["per"],
+        )
 
 
 def params_from_coordinates(
