@@ -108,6 +108,6 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """The global weights' cost on this organization's held-out replications."""
+    """The global weights' cost on this organization's validation replications."""
     reply, _ = _ask("evaluate", msg, context)
     return Message(content=RecordDict({"metrics": MetricRecord(reply["metrics"])}), reply_to=msg)

@@ -196,7 +196,7 @@ def _plot(run_dir: Path) -> None:
     )
     ax.set_xlabel("round")
     ax.set_ylabel("network cost per day ($)")
-    ax.set_title("global policy, held-out replications")
+    ax.set_title("global policy, validation replications")
     fig.tight_layout()
     try:
         atomic_write(run_dir / "rounds.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))

@@ -27,7 +27,7 @@ class _RoleWeighted:
 
     Fat rounds (``eval_in_train``, with client evaluation on): the train message asks
     every client (``local-eval``) to evaluate the weights it received — the aggregate of
-    the round before — on its own held-out replications before it trains, and to send
+    the round before — on its own validation replications before it trains, and to send
     that cost in its train reply; ``local_eval[round]`` then holds the mean for the
     aggregate of ``round`` (weighted by the clients' evaluation days), and Flower's
     separate evaluate exchange is skipped except after ``last_round`` (whose

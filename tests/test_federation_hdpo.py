@@ -129,3 +129,29 @@ def test_simulated_hdpo_federation_runs_and_its_checkpoint_simulates(chain, tmp_
     argv = ["simulate", "--scenario", str(scenario), "--policy", "hdpo", "--checkpoint"]
     argv += [str(run.final_checkpoint), "--days", "20", "--replications", "2", "--json"]
     assert main(argv) == 0
+
+
+def test_the_per_round_evaluation_runs_on_validation_replications():
+    """The server's per-round cost (rounds.csv) is the global policy's mean cost on the
+    validation block from 2,000,000 -- never on the held-out replications 0..R-1 that
+    studies and `fedinv simulate` test on."""
+    from fedinv.federation.hdpo_task import global_policy
+    from fedinv.federation.task import global_evaluation
+    from fedinv.sim.run import mean_cost_per_day
+    from fedinv.sim.simulator import Simulator
+
+    scenario = load_scenario("serial-3")
+    cfg = FedConfig(
+        scenario="serial-3",
+        algo="hdpo",
+        tune_replications=2,
+        tune_sweeps=1,
+        eval_replications=2,
+        eval_days=60,
+        replications=2,
+    )
+    arrays = initial_arrays(cfg, scenario)
+    got = global_evaluation(scenario, arrays, cfg)["global-cost-per-day"]
+    sim, policy = Simulator(scenario, days=60), global_policy(scenario, arrays, cfg)
+    assert got == pytest.approx(mean_cost_per_day(sim, policy, [2_000_000, 2_000_001]).mean())
+    assert got != pytest.approx(mean_cost_per_day(sim, policy, [0, 1]).mean())

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fedinv.agents.dqn import Args
+from fedinv.agents.dqn import VALIDATION_BASE, Args
 from fedinv.agents.envs import TIERS, EnvConfig, RewardConfig
 from fedinv.model.network import Scenario
 
@@ -148,6 +148,13 @@ class FedConfig:
                 value = float(value) if float(value) > 0 else None
             kwargs[f.name] = value
         return cls(**kwargs)
+
+
+def round_replications(count: int) -> list[int]:
+    """The replications of every per-round evaluation (the server's global one and each
+    organization's local one): ``count`` from :data:`fedinv.agents.dqn.VALIDATION_BASE`,
+    disjoint from training and from the held-out replications ``0..R-1``."""
+    return list(range(VALIDATION_BASE, VALIDATION_BASE + count))
 
 
 def roles_of(scenario: Scenario) -> tuple[str, ...]:

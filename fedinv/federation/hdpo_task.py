@@ -25,7 +25,7 @@ what the server computes with the weights (the DQN's counterpart is
 * **Server side**: :func:`global_policy` puts the averaged networks on the whole network
   over the base tuned on the whole network (the server's reference, as its evaluation
   scenario is); :func:`global_evaluation` runs it
-  exactly (numpy) on held-out replications.
+  exactly (numpy) on validation replications.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from fedinv.agents import hdpo
-from fedinv.federation.config import FedConfig, role_of_key
+from fedinv.federation.config import FedConfig, role_of_key, round_replications
 from fedinv.federation.private_data import load_org_scenario
 from fedinv.federation.snapshots import RoundSnapshots
 from fedinv.model.network import Scenario
@@ -226,7 +226,8 @@ class HDPOLocalTrainer(RoundSnapshots):
         self, arrays: Mapping[str, np.ndarray], replications: int, days: int
     ) -> dict[str, float]:
         """Exact cost per day of the global weights on the organization's own scenario
-        (held-out replications ``0..R-1``), over its own base and input statistics."""
+        (validation replications, :func:`fedinv.federation.config.round_replications`),
+        over its own base and input statistics."""
         if self._policy is None:
             self.load_before(10**9)
         assert self._policy is not None
@@ -234,7 +235,7 @@ class HDPOLocalTrainer(RoundSnapshots):
         load_arrays(policy.networks, arrays, self.local_roles)
         days = min(days, self.scenario.horizon_days)
         cost = mean_cost_per_day(
-            Simulator(self.scenario, days=days), policy, list(range(replications))
+            Simulator(self.scenario, days=days), policy, round_replications(replications)
         )
         return {
             "num-examples": float(replications * days),

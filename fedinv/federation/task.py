@@ -18,12 +18,14 @@ adapters in ``clients/`` and ``server/`` only move arrays and scalars).
   nobody trained keeps the global value (plain FedAvg would dilute it with untrained
   copies).
 * **Server side**: :func:`global_evaluation` runs the aggregated greedy policy on the
-  whole network on held-out replications; :func:`save_global_checkpoint` writes a
-  checkpoint that ``fedinv simulate --policy dqn --checkpoint`` loads.
+  whole network on validation replications
+  (:func:`fedinv.federation.config.round_replications`); :func:`save_global_checkpoint`
+  writes a checkpoint that ``fedinv simulate --policy dqn --checkpoint`` loads.
 
 Seeds: a client's randomness in round ``r`` derives from ``(seed, organization, r)``;
-training replications are drawn from ``fedinv.policies.tuning.TRAIN_BASE`` upward and never
-overlap the held-out replications ``0..R-1``.
+training replications are drawn from ``fedinv.policies.tuning.TRAIN_BASE`` upward, the
+per-round evaluations from ``fedinv.agents.dqn.VALIDATION_BASE``: neither overlaps the
+held-out replications ``0..R-1`` a study or ``fedinv simulate`` tests on.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from fedinv.agents.dqn import (
     torch_globals,
 )
 from fedinv.agents.envs import BatchedInventoryEnv, EnvConfig, reference_cost
-from fedinv.federation.config import FedConfig, role_of_key, roles_of
+from fedinv.federation.config import FedConfig, role_of_key, roles_of, round_replications
 from fedinv.federation.private_data import load_org_scenario
 from fedinv.federation.snapshots import RoundSnapshots
 from fedinv.model.network import Scenario
@@ -264,13 +266,13 @@ class LocalTrainer(RoundSnapshots):
         self, arrays: Mapping[str, np.ndarray], replications: int, days: int
     ) -> dict[str, float]:
         """Greedy cost per day of the weights on the organization's own scenario
-        (held-out replications ``0..R-1``)."""
+        (validation replications, :func:`round_replications`)."""
         model = copy.deepcopy(self.model)
         load_arrays(model, arrays)
         policy = DQNPolicy(self.env.layout, model, self.cfg.env_config())
         days = min(days, self.scenario.horizon_days)
         cost = mean_cost_per_day(
-            Simulator(self.scenario, days=days), policy, list(range(replications))
+            Simulator(self.scenario, days=days), policy, round_replications(replications)
         )
         return {
             "num-examples": float(replications * days),
@@ -352,8 +354,8 @@ def isolated_policy(
 def global_evaluation(
     scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
 ) -> dict[str, float]:
-    """Cost per day of the global greedy policy on the whole network, held-out
-    replications ``0..R-1`` (mean and 95% half-width)."""
+    """Cost per day of the global greedy policy on the whole network, validation
+    replications (:func:`fedinv.federation.config.round_replications`; mean and 95% half-width)."""
     from fedinv.sim.metrics import summarize
 
     if cfg.algo == "hdpo":
@@ -364,7 +366,7 @@ def global_evaluation(
         policy = global_policy(scenario, arrays, cfg)
     days = min(cfg.eval_days, scenario.horizon_days)
     cost = mean_cost_per_day(
-        Simulator(scenario, days=days), policy, list(range(cfg.eval_replications))
+        Simulator(scenario, days=days), policy, round_replications(cfg.eval_replications)
     )
     import pandas as pd
 
