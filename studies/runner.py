@@ -783,11 +783,11 @@ def _hdpo_start(cfg, scenario, first: Path) -> Path:
     ``first``): HDPO's global policy before any round is its base policy exactly (the
     networks' last layers start at zero), so it is ``first``'s policy -- same base, same
     input statistics -- with its heads zeroed."""
-    import dataclasses as dc
 
     import torch
 
     from fedinv.agents.checkpoints import load_policy, write_hdpo_checkpoint
+    from fedinv.federation.config import federated_record
     from fedinv.federation.hdpo_task import hdpo_args
     from fedinv.registry import scenario_layout
 
@@ -802,7 +802,7 @@ def _hdpo_start(cfg, scenario, first: Path) -> Path:
         policy,
         scenario=scenario.name,
         args=hdpo_args(cfg, scenario),
-        federated={"round": 0, "config": dc.asdict(cfg), "metrics": {}},
+        federated=federated_record(cfg, 0),
     )
 
 

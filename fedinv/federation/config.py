@@ -150,6 +150,18 @@ class FedConfig:
         return cls(**kwargs)
 
 
+def federated_record(
+    cfg: FedConfig, server_round: int, metrics: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    """What a global checkpoint records of the federation that trained it (its
+    ``federated`` entry): the round, the whole configuration and the round's metrics."""
+    return {
+        "round": int(server_round),
+        "config": dataclasses.asdict(cfg),
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+    }
+
+
 def round_replications(count: int) -> list[int]:
     """The replications of every per-round evaluation (the server's global one and each
     organization's local one): ``count`` from :data:`fedinv.agents.dqn.VALIDATION_BASE`,

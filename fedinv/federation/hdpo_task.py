@@ -41,7 +41,12 @@ import numpy as np
 import torch
 
 from fedinv.agents import hdpo
-from fedinv.federation.config import FedConfig, role_of_key, round_replications
+from fedinv.federation.config import (
+    FedConfig,
+    federated_record,
+    role_of_key,
+    round_replications,
+)
 from fedinv.federation.private_data import load_org_scenario
 from fedinv.federation.snapshots import RoundSnapshots
 from fedinv.model.network import Scenario
@@ -317,8 +322,6 @@ def save_global_checkpoint(
     """A checkpoint of the global policy on the whole network (loadable by ``fedinv
     simulate --policy hdpo --checkpoint``), trained by the federation up to
     ``server_round``."""
-    import dataclasses
-
     from fedinv.agents.checkpoints import write_hdpo_checkpoint
 
     policy = global_policy(scenario, arrays, cfg)
@@ -327,11 +330,7 @@ def save_global_checkpoint(
         policy,
         scenario=scenario.name,
         args=hdpo_args(cfg, scenario),
-        federated={
-            "round": int(server_round),
-            "config": dataclasses.asdict(cfg),
-            "metrics": {k: float(v) for k, v in metrics.items()},
-        },
+        federated=federated_record(cfg, server_round, metrics),
     )
 
 

@@ -31,7 +31,6 @@ held-out replications ``0..R-1`` a study or ``fedinv simulate`` tests on.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -57,7 +56,13 @@ from fedinv.agents.dqn import (
     torch_globals,
 )
 from fedinv.agents.envs import BatchedInventoryEnv, EnvConfig, reference_cost
-from fedinv.federation.config import FedConfig, role_of_key, roles_of, round_replications
+from fedinv.federation.config import (
+    FedConfig,
+    federated_record,
+    role_of_key,
+    roles_of,
+    round_replications,
+)
 from fedinv.federation.private_data import load_org_scenario
 from fedinv.federation.snapshots import RoundSnapshots
 from fedinv.model.network import Scenario
@@ -399,11 +404,7 @@ def save_global_checkpoint(
         model,
         scenario=scenario.name,
         args=cfg.dqn_args(),
-        federated={
-            "round": int(server_round),
-            "config": dataclasses.asdict(cfg),
-            "metrics": {k: float(v) for k, v in metrics.items()},
-        },
+        federated=federated_record(cfg, server_round, metrics),
     )
 
 
@@ -412,18 +413,13 @@ def load_global_checkpoint(
 ) -> tuple[dict[str, np.ndarray], int]:
     """Global weights and round of a checkpoint written by :func:`save_global_checkpoint`
     for ``algo`` (:class:`fedinv.agents.checkpoints.CheckpointError` otherwise)."""
-    if algo == "hdpo":
-        from fedinv.federation import hdpo_task
-
-        data = load_checkpoint(path, "hdpo")
-        if "federated" not in data:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r}: not a federated checkpoint (trained by fedinv train)"
-            )
-        return hdpo_task.global_arrays_of(data), int(data["federated"]["round"])
-    data = load_checkpoint(path)
+    data = load_checkpoint(path, algo)
     if "federated" not in data:
         raise CheckpointError(
             f"checkpoint {str(path)!r}: not a federated checkpoint (trained by fedinv train)"
         )
+    if algo == "hdpo":
+        from fedinv.federation import hdpo_task
+
+        return hdpo_task.global_arrays_of(data), int(data["federated"]["round"])
     return weights_from_checkpoint(data), int(data["federated"]["round"])
