@@ -1,0 +1,208 @@
+"""One organization's decision service, without HTTP (docs/service.md).
+
+:class:`DecisionService` loads the scenario, the policy and the safety layer, and turns
+a :class:`~fedinv.service.codec.DecisionRequest` into a reply: it builds the
+organization's batch-of-1 ``State`` (:class:`~fedinv.service.codec.Codec`), calls the
+same organization decider the simulator's ``--projection per-org`` calls
+(:func:`fedinv.hybrid.org_decider`: the policy, ``Projected`` and the restricted
+projector), appends the decision to the log and returns the reply with the entry's
+hash. The policy's memory is saved with every entry and restored at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedinv.service.codec import Codec, DecisionRequest, RequestError, digest
+from fedinv.service.log import DecisionLog, load_memory, save_memory
+
+
+class ConflictError(ValueError):
+    """A request for a day out of sequence (the policy's memory moves day by day)."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What ``fedinv serve`` loads (validated by :func:`load_service`)."""
+
+    scenario: str
+    org: str
+    policy: str
+    params: dict[str, Any] | None = None
+    checkpoint: Path | None = None
+    mode: str = "hybrid"
+    solver: str = "highspy"
+    log: Path = Path("decisions.sqlite")
+    seed: int | None = None
+    projector_options: dict[str, Any] = field(default_factory=dict)
+
+
+def file_digest(path: Path | None) -> str | None:
+    """sha256 hex of a file's bytes (None for no file)."""
+    if path is None:
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def policy_info(
+    scenario: Any, org: str, prepared: Any, mode: str, solver: str, checkpoint: Path | None
+) -> dict[str, Any]:
+    """What a service (or a simulation's log) decides with, as JSON: the policy, its
+    parameters or checkpoint digest, the mode and solver, the scenario and organization."""
+    return {
+        "policy": prepared.policy,
+        "kind": prepared.kind,
+        "params": prepared.params,
+        "options": prepared.options,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "checkpoint_digest": file_digest(checkpoint),
+        "mode": mode,
+        "solver": solver if mode == "hybrid" else None,
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "org": org,
+        "projection": "per-org",
+    }
+
+
+def policy_digest(info: dict[str, Any]) -> str:
+    """sha256 of :func:`policy_info` without the checkpoint's path (its digest stays)."""
+    return digest({k: v for k, v in info.items() if k != "checkpoint"})
+
+
+class DecisionService:
+    """Request -> reply for one organization; thread-safe (one decision at a time)."""
+
+    def __init__(self, config: ServiceConfig):
+        from fedinv.hybrid import org_decider
+        from fedinv.model.scenario import load_scenario
+        from fedinv.policies.tuning import with_seed
+        from fedinv.registry import prepare
+        from fedinv.sim.simulator import Simulator
+
+        self.config = config
+        scenario = with_seed(load_scenario(config.scenario), config.seed)
+        self.scenario = scenario
+        sim = Simulator(scenario, days=2)
+        self.layout = sim.layout
+        self.codec = Codec.for_simulator(sim, config.org)
+        prepared = prepare(
+            config.policy,
+            scenario,
+            self.layout,
+            params=config.params,
+            checkpoint=config.checkpoint,
+            where=f"--params for --policy {config.policy}",
+        )
+        self.prepared = prepared
+        self.decider = org_decider(
+            prepared.factory(self.layout),
+            config.mode,
+            self.layout,
+            config.org,
+            backend=config.solver,
+            outages=scenario.outages,
+            **config.projector_options,
+        )
+        self.checkpoint_digest = file_digest(config.checkpoint)
+        self.policy_info = policy_info(
+            scenario, config.org, prepared, config.mode, config.solver, config.checkpoint
+        )
+        self.policy_digest = policy_digest(self.policy_info)
+        self.chain = config.org
+        self.log = DecisionLog(config.log)
+        self._lock = threading.Lock()
+        self.last_day: int | None = None
+        last = self.log.last(self.chain)
+        if last is not None:
+            self.last_day = last.day
+            saved = self.log.memory(self.chain)
+            if saved is not None and saved[0] == last.seq:
+                load_memory(self.decider.policy, saved[1])
+        self.started = time.time()
+
+    def decide(self, req: DecisionRequest, body: Any = None) -> dict[str, Any]:
+        """The reply to ``req`` (RequestError: bad fields; ConflictError: a day out of
+        sequence). ``body``: the JSON the client sent (default ``req`` dumped); the
+        request digest is the sha256 of its canonical JSON. A request equal to the last
+        one logged gets that entry's reply (a retry after a lost reply)."""
+        request_digest = digest(req.model_dump(mode="json") if body is None else body)
+        with self._lock:
+            if self.last_day is not None and req.day != self.last_day + 1:
+                last = self.log.last(self.chain)
+                if last is not None and last.request_digest == request_digest and last.reply:
+                    return last.reply  # a retry of an acknowledged (or unsent) decision
+                raise ConflictError(
+                    f"day {req.day} out of sequence: the last decision was for day "
+                    f"{self.last_day}; send day {self.last_day + 1}"
+                )
+            state = self.codec.state(req)
+            t0 = time.perf_counter()
+            decision = self.decider.act(state)
+            solve_ms = (time.perf_counter() - t0) * 1e3
+            reply = self.reply(req, decision, solve_ms)
+            entry = self.log.append(
+                self.chain,
+                kind="decision",
+                org=self.config.org,
+                day=req.day,
+                request_digest=request_digest,
+                released=reply["released"],
+                policy_digest=self.policy_digest,
+                checkpoint_digest=self.checkpoint_digest,
+                reply=reply,
+                memory=save_memory(self.decider.policy),
+            )
+            self.last_day = req.day
+            return entry.reply or reply
+
+    def reply(self, req: DecisionRequest, decision: Any, solve_ms: float) -> dict[str, Any]:
+        info = decision.info or {}
+        released = self.codec.orders(np.asarray(decision.orders)[0])
+        proposed_orders = info.get("proposed")
+        lane_ids = self.layout.lane_ids
+        relaxations = [
+            {
+                "kind": r.kind,
+                "target": r.target,
+                "amount": float(r.amount),
+                "unit": r.unit,
+                "reason": r.reason,
+            }
+            for r in info.get("relaxation_log", ())
+        ]
+        return {
+            "org": self.config.org,
+            "day": req.day,
+            "proposed": self.codec.orders(np.asarray(proposed_orders)[0])
+            if proposed_orders is not None
+            else released,
+            "released": released,
+            "relaxations": relaxations,
+            "projection_l1": float(np.asarray(info.get("projection_l1", [0.0]))[0]),
+            "policy_digest": self.policy_digest,
+            "checkpoint_digest": self.checkpoint_digest,
+            "solve_ms": solve_ms,
+            "lanes": [lane_ids[j] for j in np.flatnonzero(self.codec.scope.own)],
+        }
+
+    def health(self) -> dict[str, Any]:
+        seq, head = self.log.head(self.chain)
+        return {
+            "status": "ok",
+            "org": self.config.org,
+            "entries": seq,
+            "head": head,
+            "last_day": self.last_day,
+            "uptime_s": time.time() - self.started,
+        }
+
+
+__all__ = ["ConflictError", "DecisionService", "RequestError", "ServiceConfig", "file_digest"]
