@@ -173,20 +173,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from fedinv.service.replay import replay, start_service, stop_service
+    from fedinv.service.replay import replay, start_services, stop_service
 
     config_from_args(args)  # the same checks as serve, before starting processes
     scenario = load(args.scenario, args.seed)
     out = args.out or Path(tempfile.mkdtemp(prefix="fedinv-replay-"))
     out.mkdir(parents=True, exist_ok=True)
     orgs = [o.id for o in scenario.network.organizations]
-    services = []
+    logs = {org: out / f"{org}.sqlite" for org in orgs}
+    for log in logs.values():
+        if log.exists():
+            raise CliError(f"{log} exists: replay writes fresh logs (choose another --out)")
+    services = start_services(serve_args(args), logs)
     try:
-        for org in orgs:
-            log = out / f"{org}.sqlite"
-            if log.exists():
-                raise CliError(f"{log} exists: replay writes fresh logs (choose another --out)")
-            services.append(start_service(serve_args(args), org, log))
         released, heads = replay(
             scenario,
             {s.org: s.url for s in services},
@@ -222,43 +221,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def simulated_orders(args: argparse.Namespace, scenario: Any) -> Any:
-    """Released orders ``[D, M]`` of ``simulate(projection="per-org")`` for the replay's
-    policy and replication (one replication, batch of 1, as the services run)."""
-    import numpy as np
-
+    """Released orders ``[D, M]`` of ``simulate --projection per-org`` for the replay's
+    policy and replication."""
     from fedinv.registry import prepare, scenario_layout
-    from fedinv.sim.run import simulate
+    from fedinv.service.replay import per_org_orders
 
     config = config_from_args(args)
-    layout = scenario_layout(scenario)
     prepared = prepare(
-        config.policy, scenario, layout, params=config.params, checkpoint=config.checkpoint
-    )
-    days: list[Any] = []
-    current: dict[int, Any] = {}
-
-    def record(scope: Any, view: Any, decision: Any) -> None:
-        if not current or view.day != current.get("day"):
-            if current:
-                days.append(current["orders"])
-            current.clear()
-            current.update(day=view.day, orders=np.zeros(layout.num_lanes))
-        current["orders"][scope.own] = np.asarray(decision.orders)[0, scope.own]
-
-    simulate(
+        config.policy,
         scenario,
-        prepared.factory,
-        replications=1,
-        first_replication=args.replication,
-        days=args.days,
-        mode=config.mode,
-        solver=config.solver,
-        projection="per-org",
-        on_org_decision=record,
+        scenario_layout(scenario),
+        params=config.params,
+        checkpoint=config.checkpoint,
     )
-    if current:
-        days.append(current["orders"])
-    return np.array(days)
+    return per_org_orders(
+        scenario, prepared.factory, config.mode, config.solver, args.days, args.replication
+    )
 
 
 __all__ = ["add_parsers", "refuse_unused"]

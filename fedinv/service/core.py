@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +83,13 @@ class DecisionService:
     def __init__(self, config: ServiceConfig):
         from fedinv.hybrid import org_decider
         from fedinv.model.scenario import load_scenario
-        from fedinv.policies.tuning import with_seed
         from fedinv.registry import prepare
         from fedinv.sim.simulator import Simulator
 
         self.config = config
-        scenario = with_seed(load_scenario(config.scenario), config.seed)
+        scenario = load_scenario(config.scenario)
+        if config.seed is not None:
+            scenario = replace(scenario, seed=int(config.seed))
         self.scenario = scenario
         sim = Simulator(scenario, days=2)
         self.layout = sim.layout

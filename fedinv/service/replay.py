@@ -57,13 +57,41 @@ def start_service(
     *,
     port: int | None = None,
     token_file: Path | None = None,
-    timeout: float = 60.0,
-    stderr: Any = None,
+    timeout: float = 120.0,
 ) -> ServiceProcess:
     """Start ``python -m fedinv serve --org ORG --log LOG SERVE_ARGS...`` on a free port
     and wait until ``/v1/health`` answers (RuntimeError with its stderr if it exits)."""
-    import httpx
+    return wait_ready(
+        launch_service(serve_args, org, log, port=port, token_file=token_file), token_file, timeout
+    )
 
+
+def start_services(
+    serve_args: Sequence[str], logs: dict[str, Path], timeout: float = 120.0
+) -> list[ServiceProcess]:
+    """One service per organization (``logs``: ``{org: log path}``), started together
+    (their imports overlap) and each waited for."""
+    launched = [launch_service(serve_args, org, log) for org, log in logs.items()]
+    ready = []
+    try:
+        for s in launched:
+            ready.append(wait_ready(s, None, timeout))
+    except BaseException:
+        for s in launched:
+            stop_service(s)
+        raise
+    return ready
+
+
+def launch_service(
+    serve_args: Sequence[str],
+    org: str,
+    log: Path,
+    *,
+    port: int | None = None,
+    token_file: Path | None = None,
+) -> ServiceProcess:
+    """Start the process without waiting (see :func:`wait_ready`)."""
     port = port or free_port()
     cmd = [
         sys.executable,
@@ -81,10 +109,18 @@ def start_service(
     if token_file is not None:
         cmd += ["--token-file", str(token_file)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=stderr or subprocess.PIPE, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    return ServiceProcess(proc, f"http://127.0.0.1:{port}", Path(log), org)
+
+
+def wait_ready(
+    service: ServiceProcess, token_file: Path | None = None, timeout: float = 120.0
+) -> ServiceProcess:
+    """Wait until ``service`` answers ``/v1/health`` (RuntimeError, with its stderr, if
+    it exits or does not answer within ``timeout`` seconds)."""
+    import httpx
+
+    proc, url, org = service.process, service.url, service.org
     headers = {}
     if token_file is not None:
         headers["Authorization"] = f"Bearer {Path(token_file).read_text().strip()}"
@@ -95,11 +131,11 @@ def start_service(
             raise RuntimeError(f"fedinv serve for {org} exited with {proc.returncode}: {err}")
         try:
             if httpx.get(url + "/v1/health", headers=headers, timeout=1.0).status_code == 200:
-                return ServiceProcess(proc, url, Path(log), org)
+                return service
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            stop_service(ServiceProcess(proc, url, Path(log), org))
+            stop_service(service)
             raise RuntimeError(f"fedinv serve for {org} did not answer within {timeout} s")
         time.sleep(0.1)
 
@@ -160,6 +196,38 @@ def replay(
             out[t] = released[0]
             state, _ = sim.step(state, exo, Decision(released))
     return out, heads
+
+
+def per_org_orders(
+    scenario: Any,
+    factory: Any,
+    mode: str,
+    solver: str,
+    days: int | None = None,
+    replication: int = 0,
+) -> np.ndarray:
+    """Released orders ``[D, M]`` of ``simulate(projection="per-org")`` on replication
+    ``replication`` alone (a batch of 1, as the services run)."""
+    from fedinv.sim.run import simulate
+
+    rows: dict[int, np.ndarray] = {}
+
+    def record(scope: Any, view: Any, decision: Any) -> None:
+        row = rows.setdefault(int(view.day), np.zeros(view.owed.shape[1]))
+        row[scope.own] = np.asarray(decision.orders)[0, scope.own]
+
+    result = simulate(
+        scenario,
+        factory,
+        replications=1,
+        first_replication=replication,
+        days=days,
+        mode=mode,
+        solver=solver,
+        projection="per-org",
+        on_org_decision=record,
+    )
+    return np.array([rows[t] for t in range(result.days)])
 
 
 class SimulationLog:
