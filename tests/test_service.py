@@ -6,6 +6,7 @@ one service per organization that releases exactly what the simulation releases.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
 from dataclasses import fields
@@ -252,14 +253,20 @@ def _body(day: int, on_hand: float, **lane) -> dict:
 
 @pytest.fixture(scope="module")
 def shop_a(two_buyers, tmp_path_factory):
+    """shop-a's service over TLS (certificates from ``fedinv deploy certs``) with a token;
+    yields an httpx client that trusts the CA (and sends no token)."""
     folder = tmp_path_factory.mktemp("shop-a")
+    keys = folder / "keys"
+    assert main(["deploy", "certs", "--out", str(keys), "--host", "127.0.0.1"]) == 0
+    tls = (keys / "server.crt", keys / "server.key", keys / "ca.crt")
     token = folder / "token"
     token.write_text("s3cret-token\n")
-    service = start_service(
-        _serve_args(two_buyers), "shop-a", folder / "log.sqlite", token_file=token
-    )
+    args = _serve_args(two_buyers)
+    service = start_service(args, "shop-a", folder / "log.sqlite", token_file=token, tls=tls)
     try:
-        yield service
+        assert service.url.startswith("https://")
+        with httpx.Client(base_url=service.url, verify=service.verify) as client:
+            yield client
     finally:
         stop_service(service)
     assert service.process.poll() is not None
@@ -268,38 +275,38 @@ def shop_a(two_buyers, tmp_path_factory):
 AUTH = {"Authorization": "Bearer s3cret-token"}
 
 
-def test_the_bearer_token_is_required(shop_a):
-    assert httpx.get(shop_a.url + "/v1/health").status_code == 401
+def test_the_bearer_token_is_required_over_tls(shop_a):
+    assert shop_a.get("/v1/health").status_code == 401
     wrong = {"Authorization": "Bearer s3cret-tokem"}
-    assert httpx.get(shop_a.url + "/v1/health", headers=wrong).status_code == 401
-    assert httpx.post(shop_a.url + "/v1/decide", json=_body(0, 4.0)).status_code == 401
-    ok = httpx.get(shop_a.url + "/v1/policy", headers=AUTH)
+    assert shop_a.get("/v1/health", headers=wrong).status_code == 401
+    assert shop_a.post("/v1/decide", json=_body(0, 4.0)).status_code == 401
+    ok = shop_a.get("/v1/policy", headers=AUTH)
     assert ok.status_code == 200
     assert ok.json()["lanes"] == ["P->A"] and ok.json()["nodes"] == ["A"]
+    with pytest.raises(httpx.ConnectError):  # the certificate is checked
+        httpx.get(str(shop_a.base_url) + "/v1/health", verify=True)
 
 
 def test_a_decision_over_http_is_the_hand_computed_one(shop_a):
     """On hand 4, 3 units arriving in 2 days, 1 owed: base-stock 20 proposes
     20 - (4 + 3 + 1) = 12 and the lane's transport capacity (12) lets it pass; the
     next day on hand 2, nothing on order: 18 proposed, 12 released (the limit)."""
-    r = httpx.post(
-        shop_a.url + "/v1/decide", json=_body(0, 4.0, in_transit=[0.0, 3.0], owed=1.0), headers=AUTH
-    )
+    r = shop_a.post("/v1/decide", json=_body(0, 4.0, in_transit=[0.0, 3.0], owed=1.0), headers=AUTH)
     assert r.status_code == 200, r.text
     reply = r.json()
     assert reply["proposed"] == {"P->A": 12.0} and reply["released"] == {"P->A": 12.0}
-    r = httpx.post(shop_a.url + "/v1/decide", json=_body(1, 2.0), headers=AUTH)
+    r = shop_a.post("/v1/decide", json=_body(1, 2.0), headers=AUTH)
     reply = r.json()
     assert reply["proposed"]["P->A"] == pytest.approx(18.0)
     assert reply["released"]["P->A"] == pytest.approx(12.0)
     assert reply["entry"] == 2 and len(reply["entry_hash"]) == 64
-    health = httpx.get(shop_a.url + "/v1/health", headers=AUTH).json()
+    health = shop_a.get("/v1/health", headers=AUTH).json()
     assert health["head"] == reply["entry_hash"]
 
 
 def test_bad_requests_get_a_422_naming_the_field(shop_a):
     def detail(body):
-        r = httpx.post(shop_a.url + "/v1/decide", json=body, headers=AUTH)
+        r = shop_a.post("/v1/decide", json=body, headers=AUTH)
         assert r.status_code == 422, r.text
         return r.json()["detail"]
 
@@ -381,3 +388,49 @@ def test_replay_through_services_releases_what_per_org_simulation_releases(
     log = DecisionLog(sim_log)
     assert {c: log.head(c)[1] for c in orgs} == heads
     log.close()
+
+
+def test_a_learned_policys_memory_survives_a_restart(tmp_path):
+    """A DQN (a federated checkpoint with fresh weights) keeps a demand forecaster per
+    node. A service restarted after day 9 from its log decides day 10 exactly as a
+    service that ran days 0..10 without a stop; a service without that memory does not."""
+    from fedinv.federation.task import (
+        FedConfig,
+        new_model,
+        roles_of,
+        save_global_checkpoint,
+        to_arrays,
+    )
+    from fedinv.service.core import DecisionService, ServiceConfig
+
+    scenario = load_scenario("single-node")
+    cfg = FedConfig(scenario="single-node", hidden=(8,), reward_scale=10.0)
+    weights = to_arrays(new_model(cfg, roles_of(scenario)))
+    ckpt = save_global_checkpoint(tmp_path / "g.pt", scenario, weights, cfg, 1, {"cost": 1.0})
+    sim = Simulator(scenario, days=12)
+    codec = Codec.for_simulator(sim, "retailer")
+    policy = per_org_policy(prepare("base-stock", scenario, sim.layout).factory, "pure", sim.layout)
+    state, exo = sim.reset([0])
+    bodies = []
+    for _ in range(11):
+        bodies.append(codec.request(state, 0))
+        state, _ = sim.step(state, exo, policy.act(state))
+    requests = [DecisionRequest.model_validate(b) for b in bodies]
+
+    def service(log: str) -> DecisionService:
+        config = ServiceConfig("single-node", "retailer", "dqn", checkpoint=ckpt, mode="pure")
+        return DecisionService(dataclasses.replace(config, log=tmp_path / log))
+
+    first = service("a.sqlite")
+    for r, b in zip(requests[:10], bodies[:10], strict=True):
+        first.decide(r, b)
+    first.log.close()
+    restarted = service("a.sqlite").decide(requests[10], bodies[10])
+    straight = service("b.sqlite")
+    for r, b in zip(requests, bodies, strict=True):
+        reply = straight.decide(r, b)
+    assert restarted["proposed"] == reply["proposed"]
+    # same decisions, same chain: the two logs are equal entry for entry
+    assert (restarted["entry"], restarted["entry_hash"]) == (11, reply["entry_hash"])
+    forgetful = service("c.sqlite").decide(requests[10], bodies[10])
+    assert forgetful["proposed"] != reply["proposed"]

@@ -48,6 +48,17 @@ class ServiceProcess:
     url: str
     log: Path
     org: str
+    ca: Path | None = None
+    """The CA file an HTTPS service's certificate is checked against."""
+
+    @property
+    def verify(self) -> Any:
+        """httpx's ``verify``: the CA's SSL context (HTTPS), or True."""
+        if self.ca is None:
+            return True
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.ca))
 
 
 def start_service(
@@ -57,13 +68,14 @@ def start_service(
     *,
     port: int | None = None,
     token_file: Path | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
     timeout: float = 120.0,
 ) -> ServiceProcess:
     """Start ``python -m fedinv serve --org ORG --log LOG SERVE_ARGS...`` on a free port
-    and wait until ``/v1/health`` answers (RuntimeError with its stderr if it exits)."""
-    return wait_ready(
-        launch_service(serve_args, org, log, port=port, token_file=token_file), token_file, timeout
-    )
+    and wait until ``/v1/health`` answers (RuntimeError with its stderr if it exits).
+    ``tls``: ``(certfile, keyfile, ca file)``, the service then speaks HTTPS."""
+    service = launch_service(serve_args, org, log, port=port, token_file=token_file, tls=tls)
+    return wait_ready(service, token_file, timeout)
 
 
 def start_services(
@@ -90,6 +102,7 @@ def launch_service(
     *,
     port: int | None = None,
     token_file: Path | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> ServiceProcess:
     """Start the process without waiting (see :func:`wait_ready`)."""
     port = port or free_port()
@@ -108,9 +121,14 @@ def launch_service(
     ]
     if token_file is not None:
         cmd += ["--token-file", str(token_file)]
+    if tls is not None:
+        cmd += ["--certfile", str(tls[0]), "--keyfile", str(tls[1])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    return ServiceProcess(proc, f"http://127.0.0.1:{port}", Path(log), org)
+    scheme = "http" if tls is None else "https"
+    return ServiceProcess(
+        proc, f"{scheme}://127.0.0.1:{port}", Path(log), org, None if tls is None else tls[2]
+    )
 
 
 def wait_ready(
@@ -130,7 +148,8 @@ def wait_ready(
             err = proc.stderr.read().decode() if proc.stderr else ""
             raise RuntimeError(f"fedinv serve for {org} exited with {proc.returncode}: {err}")
         try:
-            if httpx.get(url + "/v1/health", headers=headers, timeout=1.0).status_code == 200:
+            r = httpx.get(url + "/v1/health", headers=headers, timeout=1.0, verify=service.verify)
+            if r.status_code == 200:
                 return service
         except httpx.HTTPError:
             pass
