@@ -434,3 +434,19 @@ def test_a_learned_policys_memory_survives_a_restart(tmp_path):
     assert (restarted["entry"], restarted["entry_hash"]) == (11, reply["entry_hash"])
     forgetful = service("c.sqlite").decide(requests[10], bodies[10])
     assert forgetful["proposed"] != reply["proposed"]
+
+
+def test_per_org_pure_mode_is_the_network_run_where_nothing_couples_organizations():
+    """The beer game: four companies in series, no lot sizes, order lead times (today's
+    downstream orders reach a stage only later): each company's view holds everything
+    its base-stock position reads, so the per-org run is the network run, cost for cost."""
+    from fedinv.sim.run import simulate
+
+    scenario = load_scenario("beer-game")
+    params = {"levels": {"retailer": 8, "wholesaler": 8, "distributor": 0, "manufacturer": 0}}
+    factory = prepare("base-stock", scenario, Simulator(scenario, 2).layout, params=params).factory
+    runs = [
+        simulate(scenario, factory, replications=3, projection=p).per_replication
+        for p in ("network", "per-org")
+    ]
+    np.testing.assert_array_equal(runs[0]["total_cost_per_day"], runs[1]["total_cost_per_day"])

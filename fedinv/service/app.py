@@ -54,8 +54,8 @@ def make_app(service: DecisionService, token: str | None = None) -> FastAPI:
     async def decide(req: DecisionRequest, request: Request) -> dict[str, Any]:
         # one decision at a time on the event loop's thread (one worker; the service
         # serializes anyway): no thread hop per request
-        try:
-            return service.decide(req, await request.json())
+        try:  # a JSONResponse: the reply is plain JSON already, no response model pass
+            return JSONResponse(service.decide(req, await request.json()))  # type: ignore[return-value]
         except RequestError as exc:
             return JSONResponse({"detail": exc.errors}, status_code=422)  # type: ignore[return-value]
         except ConflictError as exc:

@@ -182,6 +182,8 @@ class Codec:
         lane = {k: np.zeros((1, m)) for k in _LANE_ARRAYS}
         given = np.full((1, m), np.nan)
         given[0, sc.outbound] = 0.0
+        index: list[int] = []
+        values: list[tuple[float, ...]] = []
         for name, ln in req.lanes.items():
             j = lid.get(name)
             if j is None or not sc.lanes[j]:
@@ -211,26 +213,35 @@ class Codec:
                     f"at most {p - 1} arrival days (the longest lead time), "
                     f"got {len(ln.in_transit)}",
                 )
-            else:
-                for k, qty in enumerate(ln.in_transit, start=1):
-                    pipeline[0, j, (req.day + k) % p] = qty
+            elif ln.in_transit:
+                k = len(ln.in_transit)
+                pipeline[0, j, (req.day + 1 + np.arange(k)) % p] = ln.in_transit
             if len(ln.to_source) > q - 1:
                 bad(
                     ["lanes", name, "to_source"],
                     f"at most {q - 1} days (the longest order lead time), got {len(ln.to_source)}",
                 )
-            else:
-                for k, qty in enumerate(ln.to_source, start=1):
-                    order_pipeline[0, j, (req.day + k) % q] = qty
-            lane["owed"][0, j] = ln.owed
-            lane["month_ordered"][0, j] = ln.ordered_this_month
-            lane["last_orders"][0, j] = ln.released_yesterday
-            lane["last_received"][0, j] = ln.received_yesterday
-            lane["arrived_orders"][0, j] = ln.arrived_today
-            lane["alert"][0, j] = float(ln.announced_outage)
-            lane["delay_notice"][0, j] = ln.delay_notice_days
+            elif ln.to_source:
+                k = len(ln.to_source)
+                order_pipeline[0, j, (req.day + 1 + np.arange(k)) % q] = ln.to_source
+            index.append(j)
+            values.append(
+                (
+                    ln.owed,
+                    ln.ordered_this_month,
+                    ln.released_yesterday,
+                    ln.received_yesterday,
+                    ln.arrived_today,
+                    float(ln.announced_outage),
+                    ln.delay_notice_days,
+                )
+            )
         if errors:
             raise RequestError(errors)
+        if index:  # one assignment per field (in _LANE_ARRAYS order)
+            table = np.array(values)
+            for col, key in enumerate(_LANE_ARRAYS):
+                lane[key][0, index] = table[:, col]
         spend = np.zeros((1, len(lay.org_ids)))
         spend[0, sc.org] = req.budget_spent
         z = np.zeros((1, n))
