@@ -450,3 +450,73 @@ def test_per_org_pure_mode_is_the_network_run_where_nothing_couples_organization
         for p in ("network", "per-org")
     ]
     np.testing.assert_array_equal(runs[0]["total_cost_per_day"], runs[1]["total_cost_per_day"])
+
+
+@pytest.mark.slow  # two DQN service processes (torch): ~70 s on the shared 2-core machine
+def test_a_checkpoint_swaps_under_load_and_the_chain_records_it(tmp_path):
+    """A client sends 60 days of decisions without pause while the checkpoint is swapped
+    (POST /v1/checkpoint): no request fails, the chain holds 60 decisions and one swap
+    entry, decisions before it carry the first checkpoint's digest and after it the
+    second's, and a restarted service decides with the swapped-in checkpoint."""
+    import threading
+
+    from fedinv.federation.task import (
+        FedConfig,
+        new_model,
+        roles_of,
+        save_global_checkpoint,
+        to_arrays,
+    )
+    from fedinv.service.core import file_digest
+
+    scenario = load_scenario("single-node")
+    paths = []
+    for seed in (1, 2):
+        cfg = FedConfig(scenario="single-node", hidden=(8,), reward_scale=10.0, seed=seed)
+        weights = to_arrays(new_model(cfg, roles_of(scenario)))
+        paths.append(
+            save_global_checkpoint(tmp_path / f"{seed}.pt", scenario, weights, cfg, 1, {"c": 1.0})
+        )
+    sim = Simulator(scenario, days=61)
+    codec = Codec.for_simulator(sim, "retailer")
+    policy = per_org_policy(prepare("base-stock", scenario, sim.layout).factory, "pure", sim.layout)
+    state, exo = sim.reset([0])
+    bodies = []
+    for _ in range(60):
+        bodies.append(codec.request(state, 0))
+        state, _ = sim.step(state, exo, policy.act(state))
+    args = ["--scenario", "single-node", "--policy", "dqn", "--mode", "pure"]
+    log = tmp_path / "log.sqlite"
+    service = start_service([*args, "--checkpoint", str(paths[0])], "retailer", log)
+    replies: list[httpx.Response] = []
+    try:
+        with httpx.Client(base_url=service.url, timeout=60) as client:
+            sender = threading.Thread(
+                target=lambda: replies.extend(client.post("/v1/decide", json=b) for b in bodies)
+            )
+            sender.start()
+            while len(replies) < 10:
+                threading.Event().wait(0.01)
+            swap = client.post("/v1/checkpoint", json={"path": str(paths[1])})
+            sender.join()
+            assert swap.status_code == 200, swap.text
+            assert client.post("/v1/checkpoint", json={"path": "nope.pt"}).status_code == 422
+    finally:
+        stop_service(service)
+    assert [r.status_code for r in replies] == [200] * 60
+    digests = [file_digest(p) for p in paths]
+    entries = list(DecisionLog(log).entries("retailer"))
+    kinds = [e.kind for e in entries]
+    assert kinds.count("swap") == 1 and kinds.count("decision") == 60
+    at = kinds.index("swap")
+    assert 10 <= at < 60
+    assert {e.checkpoint_digest for e in entries[:at]} == {digests[0]}
+    assert {e.checkpoint_digest for e in entries[at:]} == {digests[1]}
+    assert [e.day for e in entries if e.kind == "decision"] == list(range(60))
+    assert verify(log, replies[-1].json()["entry_hash"]).ok
+    service = start_service([*args, "--checkpoint", str(paths[0])], "retailer", log)
+    try:
+        info = httpx.get(service.url + "/v1/policy").json()
+        assert info["checkpoint_digest"] == digests[1]
+    finally:
+        stop_service(service)

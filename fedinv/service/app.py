@@ -17,9 +17,17 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from fedinv.service.codec import DecisionRequest, RequestError
 from fedinv.service.core import ConflictError, DecisionService
+
+
+class CheckpointSwap(BaseModel):
+    """``POST /v1/checkpoint``: the checkpoint file to decide with from now on."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
 
 
 def read_token(path: Path) -> str:
@@ -62,6 +70,15 @@ def make_app(service: DecisionService, token: str | None = None) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         except RuntimeError as exc:  # SolverError: the layer could not answer
             raise HTTPException(500, f"solver: {exc}") from None
+
+    @app.post("/v1/checkpoint", dependencies=[Depends(auth)])
+    def swap(body: CheckpointSwap) -> dict[str, Any]:
+        """Hot swap to another checkpoint (a file on the service's machine); logged in
+        the chain. Decisions go on while the new policy is built."""
+        try:
+            return service.swap(Path(body.path))
+        except (ValueError, OSError) as exc:
+            raise HTTPException(422, str(exc)) from None
 
     @app.get("/v1/health", dependencies=[Depends(auth)])
     def health() -> dict[str, Any]:

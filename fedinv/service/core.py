@@ -81,9 +81,7 @@ class DecisionService:
     """Request -> reply for one organization; thread-safe (one decision at a time)."""
 
     def __init__(self, config: ServiceConfig):
-        from fedinv.hybrid import org_decider
         from fedinv.model.scenario import load_scenario
-        from fedinv.registry import prepare
         from fedinv.sim.simulator import Simulator
 
         self.config = config
@@ -94,40 +92,97 @@ class DecisionService:
         sim = Simulator(scenario, days=2)
         self.layout = sim.layout
         self.codec = Codec.for_simulator(sim, config.org)
-        prepared = prepare(
-            config.policy,
-            scenario,
-            self.layout,
-            params=config.params,
-            checkpoint=config.checkpoint,
-            where=f"--params for --policy {config.policy}",
-        )
-        self.prepared = prepared
-        self.decider = org_decider(
-            prepared.factory(self.layout),
-            config.mode,
-            self.layout,
-            config.org,
-            backend=config.solver,
-            outages=scenario.outages,
-            **config.projector_options,
-        )
-        self.checkpoint_digest = file_digest(config.checkpoint)
-        self.policy_info = policy_info(
-            scenario, config.org, prepared, config.mode, config.solver, config.checkpoint
-        )
-        self.policy_digest = policy_digest(self.policy_info)
+        self._use(self._build(config.checkpoint))
         self.chain = config.org
         self.log = DecisionLog(config.log)
         self._lock = threading.Lock()
         self.last_day: int | None = None
         last = self.log.last(self.chain)
         if last is not None:
-            self.last_day = last.day
+            self.last_day = last.day if last.day >= 0 else None
+            swapped = self.log.last(self.chain, kind="swap")
+            if swapped is not None:  # the chain says which checkpoint decides now
+                self._use(self._swapped_in(swapped))
             saved = self.log.memory(self.chain)
             if saved is not None and saved[0] == last.seq:
                 load_memory(self.decider.policy, saved[1])
         self.started = time.time()
+
+    def _build(self, checkpoint: Path | None) -> tuple[Any, Any]:
+        """``(prepared, decider)`` of this service's policy with ``checkpoint``."""
+        from fedinv.hybrid import org_decider
+        from fedinv.registry import prepare
+
+        c = self.config
+        prepared = prepare(
+            c.policy, self.scenario, self.layout, params=c.params, checkpoint=checkpoint
+        )
+        decider = org_decider(
+            prepared.factory(self.layout),
+            c.mode,
+            self.layout,
+            c.org,
+            backend=c.solver,
+            outages=self.scenario.outages,
+            **c.projector_options,
+        )
+        return prepared, decider
+
+    def _use(self, built: tuple[Any, Any]) -> None:
+        prepared, self.decider = built
+        c = self.config
+        self.prepared = prepared
+        self.checkpoint_digest = file_digest(prepared.checkpoint)
+        self.policy_info = policy_info(
+            self.scenario, c.org, prepared, c.mode, c.solver, prepared.checkpoint
+        )
+        self.policy_digest = policy_digest(self.policy_info)
+
+    def _swapped_in(self, entry: Any) -> tuple[Any, Any]:
+        path = Path((entry.reply or {}).get("checkpoint", ""))
+        if not path.is_file() or file_digest(path) != entry.checkpoint_digest:
+            raise ValueError(
+                f"the log's entry {entry.seq} swapped in checkpoint {path} (sha256 "
+                f"{entry.checkpoint_digest}); that file is missing or changed"
+            )
+        return self._build(path)
+
+    def swap(self, checkpoint: Path) -> dict[str, Any]:
+        """Hot swap to ``checkpoint`` (a learned policy of the same algorithm): the new
+        policy and layer are built while decisions go on, then swapped in under the
+        lock, keeping the policy's memory; the swap is an entry of the chain (``kind =
+        "swap"``, no orders). Returns the entry as a reply."""
+        if self.prepared.kind != "learned":
+            raise ValueError(f"policy {self.config.policy!r} has no checkpoint to swap")
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise ValueError(f"no checkpoint file {checkpoint}")
+        built = self._build(checkpoint)  # outside the lock: decisions continue meanwhile
+        with self._lock:
+            memory = save_memory(self.decider.policy)
+            if memory is not None:
+                load_memory(built[1].policy, memory)
+            old = self.checkpoint_digest
+            self._use(built)
+            entry = self.log.append(
+                self.chain,
+                kind="swap",
+                org=self.config.org,
+                day=-1 if self.last_day is None else self.last_day,
+                request_digest=digest({"swap": old, "to": self.checkpoint_digest}),
+                released={},
+                policy_digest=self.policy_digest,
+                checkpoint_digest=self.checkpoint_digest,
+                reply={
+                    "swap": True,
+                    "checkpoint": str(checkpoint.resolve()),
+                    "previous_checkpoint_digest": old,
+                    "checkpoint_digest": self.checkpoint_digest,
+                    "policy_digest": self.policy_digest,
+                },
+                memory=memory,
+            )
+        return entry.reply or {}
 
     def decide(self, req: DecisionRequest, body: Any = None) -> dict[str, Any]:
         """The reply to ``req`` (RequestError: bad fields; ConflictError: a day out of
@@ -137,7 +192,7 @@ class DecisionService:
         request_digest = digest(req.model_dump(mode="json") if body is None else body)
         with self._lock:
             if self.last_day is not None and req.day != self.last_day + 1:
-                last = self.log.last(self.chain)
+                last = self.log.last(self.chain, kind="decision")
                 if last is not None and last.request_digest == request_digest and last.reply:
                     return last.reply  # a retry of an acknowledged (or unsent) decision
                 raise ConflictError(

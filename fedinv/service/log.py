@@ -117,9 +117,9 @@ class DecisionLog:
         ).fetchone()
         return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
-    def last(self, chain: str) -> Entry | None:
-        """The chain's last entry, or None."""
-        rows = list(self.entries(chain, last=True))
+    def last(self, chain: str, kind: str | None = None) -> Entry | None:
+        """The chain's last entry (of ``kind``, when given), or None."""
+        rows = list(self.entries(chain, last=True, kind=kind))
         return rows[0] if rows else None
 
     def append(
@@ -191,15 +191,23 @@ class DecisionLog:
     def chains(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT chain FROM entries ORDER BY chain")]
 
-    def entries(self, chain: str | None = None, last: bool = False) -> Iterator[Entry]:
-        """Entries in chain and sequence order (``last``: only each chain's last)."""
+    def entries(
+        self, chain: str | None = None, last: bool = False, kind: str | None = None
+    ) -> Iterator[Entry]:
+        """Entries in chain and sequence order (``last``: only the last one; ``kind``:
+        only entries of that kind)."""
         sql = "SELECT * FROM entries"
-        args: tuple[Any, ...] = ()
+        where, args = [], []
         if chain is not None:
-            sql += " WHERE chain = ?"
-            args = (chain,)
+            where.append("chain = ?")
+            args.append(chain)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY chain, seq" + (" DESC LIMIT 1" if last else "")
-        for row in self.db.execute(sql, args):
+        for row in self.db.execute(sql, tuple(args)):
             yield Entry(
                 chain=row[0],
                 seq=int(row[1]),
