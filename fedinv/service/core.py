@@ -12,6 +12,7 @@ hash. The policy's memory is saved with every entry and restored at start.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -185,6 +186,10 @@ class DecisionService:
         return entry.reply or {}
 
     def decide(self, req: DecisionRequest, body: Any = None) -> dict[str, Any]:
+        """The reply to ``req`` as a dict (see :meth:`decide_json`)."""
+        return json.loads(self.decide_json(req, body))
+
+    def decide_json(self, req: DecisionRequest, body: Any = None) -> str:
         """The reply to ``req`` (RequestError: bad fields; ConflictError: a day out of
         sequence). ``body``: the JSON the client sent (default ``req`` dumped); the
         request digest is the sha256 of its canonical JSON. A request equal to the last
@@ -193,8 +198,8 @@ class DecisionService:
         with self._lock:
             if self.last_day is not None and req.day != self.last_day + 1:
                 last = self.log.last(self.chain, kind="decision")
-                if last is not None and last.request_digest == request_digest and last.reply:
-                    return last.reply  # a retry of an acknowledged (or unsent) decision
+                if last is not None and last.request_digest == request_digest and last.reply_json:
+                    return last.reply_json  # a retry of an acknowledged (or unsent) decision
                 raise ConflictError(
                     f"day {req.day} out of sequence: the last decision was for day "
                     f"{self.last_day}; send day {self.last_day + 1}"
@@ -217,7 +222,7 @@ class DecisionService:
                 memory=save_memory(self.decider.policy),
             )
             self.last_day = req.day
-            return entry.reply or reply
+            return entry.reply_json or json.dumps(reply)
 
     def reply(self, req: DecisionRequest, decision: Any, solve_ms: float) -> dict[str, Any]:
         info = decision.info or {}

@@ -91,6 +91,8 @@ class Entry:
     prev: str
     hash: str
     reply: dict[str, Any] | None = None
+    reply_json: str | None = None
+    """The reply as JSON text (what the service sends)."""
 
 
 class DecisionLog:
@@ -154,8 +156,10 @@ class DecisionLog:
                 "prev": prev,
             }
             h = entry_hash(fields)
+            text = None
             if reply is not None:
                 reply = {**reply, "entry": seq + 1, "entry_hash": h}
+                text = json.dumps(reply, allow_nan=False)  # stored as sent, not hashed
             self.db.execute(
                 "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -170,7 +174,7 @@ class DecisionLog:
                     checkpoint_digest,
                     prev,
                     h,
-                    None if reply is None else canonical(reply).decode(),
+                    text,
                 ),
             )
             if memory is not None:
@@ -181,7 +185,7 @@ class DecisionLog:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return Entry(**fields, hash=h, reply=reply)
+        return Entry(**fields, hash=h, reply=reply, reply_json=text)
 
     def memory(self, chain: str) -> tuple[int, bytes] | None:
         """``(seq, state)`` of the memory saved with the chain's latest decision."""
@@ -221,6 +225,7 @@ class DecisionLog:
                 prev=row[9],
                 hash=row[10],
                 reply=None if row[11] is None else json.loads(row[11]),
+                reply_json=row[11],
             )
 
 
