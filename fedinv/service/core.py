@@ -105,8 +105,11 @@ class DecisionService:
             if swapped is not None:  # the chain says which checkpoint decides now
                 self._use(self._swapped_in(swapped))
             saved = self.log.memory(self.chain)
+            # the memory belongs to the policy that wrote it: another policy or
+            # parameters (a restart with other options) start with a fresh memory
             if saved is not None and saved[0] == last.seq:
-                load_memory(self.decider.policy, saved[1])
+                if last.policy_digest == self.policy_digest:
+                    load_memory(self.decider.policy, saved[1])
         self.started = time.time()
 
     def _build(self, checkpoint: Path | None) -> tuple[Any, Any]:
@@ -255,7 +258,8 @@ class DecisionService:
         }
 
     def health(self) -> dict[str, Any]:
-        seq, head = self.log.head(self.chain)
+        with self._lock:
+            seq, head = self.log.head(self.chain)
         return {
             "status": "ok",
             "org": self.config.org,
