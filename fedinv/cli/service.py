@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fedinv.cli.common import DAYS, SEED, CliError, dump, load, refuse_unused
+from fedinv.cli.common import DAYS, SEED, CliError, dump, load
 
 
 def add_parsers(commands: Any) -> None:
@@ -239,4 +239,4 @@ def simulated_orders(args: argparse.Namespace, scenario: Any) -> Any:
     )
 
 
-__all__ = ["add_parsers", "refuse_unused"]
+__all__ = ["add_parsers"]
