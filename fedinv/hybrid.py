@@ -66,6 +66,8 @@ __all__ = [
     "SolverEvent",
     "for_mode",
     "make_optimization_policy",
+    "org_decider",
+    "per_org_policy",
     "make_projector",
     "perfect_information_bound",
 ]
@@ -119,6 +121,57 @@ def for_mode(
         return policy
     projector = make_projector(layout, backend, outages=outages, **options)
     return Projected(policy, projector, lane_ids=layout.lane_ids)
+
+
+def org_decider(
+    policy: Any,
+    mode: str,
+    layout: Layout,
+    org: str | int,
+    *,
+    backend: str = "pyomo",
+    outages: Sequence[Outage] = (),
+    **options: Any,
+) -> Any:
+    """Organization ``org``'s decision in ``mode`` (per-org information mode,
+    :mod:`fedinv.policies.perorg`): ``policy`` restricted to its lanes, behind
+    :func:`for_mode` with the projection program restricted to the organization
+    (:func:`fedinv.policies.perorg.org_layout`, its own outages). What one decision
+    service runs and what ``simulate(projection="per-org")`` runs per organization."""
+    from fedinv.policies.perorg import OrgDecider, org_layout, org_outages, org_scope
+
+    scope = org_scope(layout, org)
+    restricted = org_layout(layout, scope)
+    own_outages = org_outages(layout, scope, outages)
+    return OrgDecider(
+        scope,
+        policy,
+        lambda inner: for_mode(
+            inner, mode, restricted, backend=backend, outages=own_outages, **options
+        ),
+    )
+
+
+def per_org_policy(
+    factory: Any,
+    mode: str,
+    layout: Layout,
+    *,
+    backend: str = "pyomo",
+    outages: Sequence[Outage] = (),
+    on_decision: Any = None,
+    **options: Any,
+) -> Any:
+    """Every organization's :func:`org_decider` (each with its own ``factory(layout)``
+    policy, so a policy's memory is the organization's), downstream-first:
+    :class:`fedinv.policies.perorg.PerOrgPolicy`."""
+    from fedinv.policies.perorg import PerOrgPolicy
+
+    deciders = [
+        org_decider(factory(layout), mode, layout, o, backend=backend, outages=outages, **options)
+        for o in range(len(layout.org_ids))
+    ]
+    return PerOrgPolicy(layout, deciders, on_decision)
 
 
 def make_projector(

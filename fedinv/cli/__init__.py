@@ -7,6 +7,8 @@
 * :mod:`fedinv.cli.federate` -- ``federate`` (a local simulated Flower federation);
 * :mod:`fedinv.cli.deploy` -- ``deploy ...`` (Flower's deployment engine);
 * :mod:`fedinv.cli.bench` -- ``bench sim | lp``;
+* :mod:`fedinv.cli.service` -- ``serve``, ``log verify | export``, ``replay`` (decision
+  services, docs/service.md);
 * :mod:`fedinv.cli.common`, :mod:`fedinv.cli.training` -- what they share.
 
 More commands come from installed packages through the entry-point group
@@ -90,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    from fedinv.cli import bench, data, deploy, federate, scenarios, simulate, train
+    from fedinv.cli import bench, data, deploy, federate, scenarios, service, simulate, train
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -106,6 +108,7 @@ def _build() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     federate.add_parser(commands)
     deploy.add_parser(commands)
     bench.add_parser(commands)
+    service.add_parsers(commands)
     _add_plugins(commands)
     return parser, commands
 

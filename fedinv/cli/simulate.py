@@ -84,6 +84,22 @@ def add_parsers(commands: Any) -> None:
         help=f"with --mode hybrid: pyomo (persistent HiGHS) or highspy (default {SOLVER})",
     )
     p.add_argument(
+        "--projection",
+        choices=("network", "per-org"),
+        default="network",
+        help="network: one safety layer and one decision for the whole network; per-org: "
+        "each organization decides its own lanes from its own view behind its own layer, "
+        "downstream-first, as its decision service does (docs/service.md; default network)",
+    )
+    p.add_argument(
+        "--log",
+        type=Path,
+        metavar="PATH",
+        help="with --projection per-org: write every organization's decisions to the "
+        "SQLite decision log PATH, as the services do (one chain per organization, "
+        "ORG/rR per replication when R > 1)",
+    )
+    p.add_argument(
         "--params",
         metavar="JSON|FILE",
         help="per-node policy parameters: a JSON object such as "
@@ -457,6 +473,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ("coordination_threshold", "coordination_reserve"),
         "without --coordination balance",
     )
+    if args.projection == "per-org" and (args.coordination != "none" or args.monitor):
+        raise CliError(
+            "--projection per-org decides orders only: drop --coordination and --monitor"
+        )
     if args.monitor and args.mode != "pure":
         raise CliError("--monitor watches pure-mode runs (drop --mode hybrid)")
     solver = args.solver or SOLVER
@@ -487,15 +507,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         where=f"--params for --policy {args.policy}",
     )
     factory, coordination = _coordination(args, scenario, prepared.factory)
-    result = simulate(
-        scenario,
-        factory,
-        replications=args.replications,
-        days=args.days,
-        progress=not args.quiet and not args.json and sys.stdout.isatty(),
-        mode=args.mode,
-        solver=solver,
-    )
+    decision_log = _decision_log(args, scenario, prepared, solver)
+    try:
+        result = simulate(
+            scenario,
+            factory,
+            replications=args.replications,
+            days=args.days,
+            progress=not args.quiet and not args.json and sys.stdout.isatty(),
+            mode=args.mode,
+            solver=solver,
+            projection=args.projection,
+            on_org_decision=decision_log,
+        )
+    finally:
+        if decision_log is not None:
+            decision_log.close()
     payload = run_payload(result, args.policy, prepared.params, tuning)
     watched = _monitor(args, scenario, factory) if args.monitor else None
     if watched is not None:
@@ -511,6 +538,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     payload["mode"] = args.mode
     if coordination is not None:
         payload["coordination"] = coordination
+    if args.projection != "network":
+        payload["projection"] = args.projection
+    if decision_log is not None:
+        payload["log"] = {"path": str(args.log), "heads": decision_log.head_hashes}
     if args.mode == "hybrid":
         payload["solver"] = solver
         payload["relaxations"] = len(result.relaxations)
@@ -532,6 +563,39 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"wrote {', '.join(p.name for p in paths)} to {args.out}", markup=False
         )
     return 0
+
+
+def _decision_log(args: argparse.Namespace, scenario: Scenario, prepared: Any, solver: str):
+    """``--log``: the :class:`fedinv.service.replay.SimulationLog` of this run, or None."""
+    if args.log is None:
+        return None
+    if args.projection != "per-org":
+        raise CliError(
+            "--log needs --projection per-org (the log holds each organization's own "
+            "decisions, as its service writes them)"
+        )
+    if args.coordination != "none":
+        raise CliError("--log with --coordination: lateral transfers are not logged")
+    if args.log.exists():
+        raise CliError(f"--log {args.log} exists: a simulation writes a fresh log")
+    from fedinv.service.core import file_digest, policy_digest, policy_info
+    from fedinv.service.replay import SimulationLog
+    from fedinv.sim.simulator import Simulator
+
+    sim = Simulator(scenario, days=args.days)
+    digests = {
+        org: policy_digest(
+            policy_info(scenario, org, prepared, args.mode, solver, prepared.checkpoint)
+        )
+        for org in sim.layout.org_ids
+    }
+    return SimulationLog(
+        args.log,
+        sim,
+        range(args.replications),
+        digests,
+        file_digest(prepared.checkpoint),
+    )
 
 
 def _coordination(

@@ -295,11 +295,17 @@ class StreamPolicy:
         net = self.net(s, ops)
         if self.echelon:
             return (rule(self.position(s, net, ops)) @ a["to_lanes"]) * a["share"]
-        orders = ops.zeros(tuple(s.owed.shape))
+        given = getattr(s, "given_orders", None)
+        if given is None:
+            orders = ops.zeros(tuple(s.owed.shape))
+        else:  # per-organization mode: other organizations' released orders are inputs
+            fixed = ~np.isnan(np.asarray(given))
+            orders = ops.asarray(np.where(fixed, given, 0.0))
         for lanes in self._groups:
             today = net - (orders * a["at_once"]) @ a["src"]
             stream_orders = rule(self.position(s, today, ops))
-            orders = ops.where(lanes, (stream_orders @ a["to_lanes"]) * a["share"], orders)
+            decided = lanes if given is None else lanes & ~fixed
+            orders = ops.where(decided, (stream_orders @ a["to_lanes"]) * a["share"], orders)
         return orders
 
     def round_lots(self, orders: Any, ops: NumpyOps = NUMPY) -> Any:

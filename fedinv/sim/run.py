@@ -9,7 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedinv.hybrid import MODES, for_mode  # noqa: F401 (MODES re-exported for callers)
+from fedinv.hybrid import (  # noqa: F401 (MODES re-exported for callers)
+    MODES,
+    for_mode,
+    per_org_policy,
+)
 from fedinv.model.network import Scenario
 from fedinv.policies.projector import check_orders
 from fedinv.sim.exogenous import Exogenous
@@ -148,6 +152,8 @@ def simulate(
     mode: str = "pure",
     solver: str = "pyomo",
     projector_options: Mapping[str, Any] | None = None,
+    projection: str = "network",
+    on_org_decision: Callable[..., None] | None = None,
 ) -> SimulationResult:
     """Simulate ``replications`` replications (indices ``first_replication..``) of
     ``scenario`` (seed overridden by ``seed``) for ``days`` days under the policy that
@@ -157,20 +163,37 @@ def simulate(
     releases what the safety layer (backend ``solver``: ``pyomo`` or ``highspy``, options
     ``projector_options``) returns; :func:`fedinv.hybrid.for_mode` decides. Hybrid runs
     add the per-replication metrics of :func:`fedinv.sim.metrics.projection_metrics` and
-    keep the relaxed constraints in ``result.relaxations``. A policy that reports
+    keep the relaxed constraints in ``result.relaxations``. ``projection``
+    (:data:`fedinv.policies.perorg.PROJECTIONS`): ``network`` runs the policy on the whole
+    state; ``per-org`` lets every organization decide its lanes from its own view behind
+    its own restricted layer, downstream-first (:func:`fedinv.hybrid.per_org_policy`;
+    ``on_org_decision(scope, view, decision)`` sees each). A policy that reports
     ``Decision.info["messages"]`` (the Coordination Node, docs/roles.md) adds
     ``messages_per_agent_day`` (messages / (nodes x days))."""
     if seed is not None:
         scenario = replace(scenario, seed=int(seed))
     sim = Simulator(scenario, days=days)
-    policy = for_mode(
-        policy_factory(sim.layout),
-        mode,
-        sim.layout,
-        backend=solver,
-        outages=scenario.outages,
-        **dict(projector_options or {}),
-    )
+    if projection == "per-org":
+        policy = per_org_policy(
+            policy_factory,
+            mode,
+            sim.layout,
+            backend=solver,
+            outages=scenario.outages,
+            on_decision=on_org_decision,
+            **dict(projector_options or {}),
+        )
+    elif projection == "network":
+        policy = for_mode(
+            policy_factory(sim.layout),
+            mode,
+            sim.layout,
+            backend=solver,
+            outages=scenario.outages,
+            **dict(projector_options or {}),
+        )
+    else:
+        raise ValueError(f"unknown projection {projection!r}; choose network or per-org")
     reps = tuple(range(first_replication, first_replication + replications))
     logs: dict[str, list] = {}
     if progress:

@@ -94,6 +94,10 @@ class State:
     month_end: bool = False  # today is the last day of a calendar month
     weekday: int = 0  # 0 = Monday
     day_of_year: int = 1
+    given_orders: np.ndarray | None = None
+    """``[B, M]`` orders other organizations released today on lanes this view's nodes
+    supply (per-organization information mode, :mod:`fedinv.policies.perorg`), NaN on
+    the lanes the policy decides; None (the network-wide mode): the policy decides all."""
 
     def copy(self) -> State:
         """A deep copy (numpy arrays copied, tensors cloned)."""

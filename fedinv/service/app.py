@@ -1,0 +1,121 @@
+"""The HTTP layer of a decision service (FastAPI + uvicorn): routes, the bearer token,
+errors as status codes. Everything else is :class:`fedinv.service.core.DecisionService`.
+
+  * ``POST /v1/decide`` -- :class:`~fedinv.service.codec.DecisionRequest` -> the reply
+    (422 naming each bad field; 409 a day out of sequence; 500 solver trouble);
+  * ``GET /v1/health``, ``GET /v1/policy``; OpenAPI at ``/docs`` and ``/openapi.json``.
+
+With a token every route but ``/docs`` and ``/openapi.json`` needs ``Authorization:
+Bearer TOKEN`` (compared in constant time, :func:`hmac.compare_digest`).
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+
+from fedinv.service.codec import DecisionRequest, RequestError
+from fedinv.service.core import ConflictError, DecisionService
+
+
+class CheckpointSwap(BaseModel):
+    """``POST /v1/checkpoint``: the checkpoint file to decide with from now on."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+
+
+def read_token(path: Path) -> str:
+    """The token in ``path`` (surrounding whitespace stripped; ValueError if empty)."""
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"--token-file {path} is empty")
+    return token
+
+
+def make_app(service: DecisionService, token: str | None = None) -> FastAPI:
+    """The FastAPI application of ``service``."""
+    app = FastAPI(
+        title=f"fedinv decision service ({service.config.org})",
+        description="Releases one organization's orders through its policy and safety layer; "
+        "every decision is appended to a hash-chained log (docs/service.md).",
+        version="1",
+    )
+    expected = None if token is None else token.encode()
+
+    def auth(request: Request) -> None:
+        if expected is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise HTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    @app.post("/v1/decide", dependencies=[Depends(auth)])
+    async def decide(req: DecisionRequest, request: Request) -> dict[str, Any]:
+        # one decision at a time on the event loop's thread (one worker; the service
+        # serializes anyway): no thread hop per request
+        try:  # the reply's JSON text as logged: no response model pass, no second dump
+            text = service.decide_json(req, await request.json())
+            return Response(text, media_type="application/json")  # type: ignore[return-value]
+        except RequestError as exc:
+            return JSONResponse({"detail": exc.errors}, status_code=422)  # type: ignore[return-value]
+        except ConflictError as exc:
+            raise HTTPException(409, str(exc)) from None
+        except RuntimeError as exc:  # SolverError: the layer could not answer
+            raise HTTPException(500, f"solver: {exc}") from None
+
+    @app.post("/v1/checkpoint", dependencies=[Depends(auth)])
+    def swap(body: CheckpointSwap) -> dict[str, Any]:
+        """Hot swap to another checkpoint (a file on the service's machine); logged in
+        the chain. Decisions go on while the new policy is built."""
+        try:
+            return service.swap(Path(body.path))
+        except (ValueError, OSError) as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @app.get("/v1/health", dependencies=[Depends(auth)])
+    def health() -> dict[str, Any]:
+        return service.health()
+
+    @app.get("/v1/policy", dependencies=[Depends(auth)])
+    def policy() -> dict[str, Any]:
+        return {
+            **service.policy_info,
+            "policy_digest": service.policy_digest,
+            "nodes": service.codec.node_ids,
+            "lanes": service.codec.own_lane_ids,
+            "supplied_lanes": service.codec.outbound_lane_ids,
+        }
+
+    return app
+
+
+def serve(
+    service: DecisionService,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+) -> None:
+    """Run the app with uvicorn (one worker; TLS with ``certfile`` and ``keyfile``)."""
+    import uvicorn
+
+    uvicorn.run(
+        make_app(service, token),
+        host=host,
+        port=port,
+        workers=1,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=None if certfile is None else str(certfile),
+        ssl_keyfile=None if keyfile is None else str(keyfile),
+    )

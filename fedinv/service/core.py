@@ -1,0 +1,273 @@
+"""One organization's decision service, without HTTP (docs/service.md).
+
+:class:`DecisionService` loads the scenario, the policy and the safety layer, and turns
+a :class:`~fedinv.service.codec.DecisionRequest` into a reply: it builds the
+organization's batch-of-1 ``State`` (:class:`~fedinv.service.codec.Codec`), calls the
+same organization decider the simulator's ``--projection per-org`` calls
+(:func:`fedinv.hybrid.org_decider`: the policy, ``Projected`` and the restricted
+projector), appends the decision to the log and returns the reply with the entry's
+hash. The policy's memory is saved with every entry and restored at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedinv.service.codec import Codec, DecisionRequest, RequestError, digest
+from fedinv.service.log import DecisionLog, load_memory, save_memory
+
+
+class ConflictError(ValueError):
+    """A request for a day out of sequence (the policy's memory moves day by day)."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What ``fedinv serve`` loads (validated by :func:`load_service`)."""
+
+    scenario: str
+    org: str
+    policy: str
+    params: dict[str, Any] | None = None
+    checkpoint: Path | None = None
+    mode: str = "hybrid"
+    solver: str = "highspy"
+    log: Path = Path("decisions.sqlite")
+    seed: int | None = None
+    projector_options: dict[str, Any] = field(default_factory=dict)
+
+
+def file_digest(path: Path | None) -> str | None:
+    """sha256 hex of a file's bytes (None for no file)."""
+    if path is None:
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def policy_info(
+    scenario: Any, org: str, prepared: Any, mode: str, solver: str, checkpoint: Path | None
+) -> dict[str, Any]:
+    """What a service (or a simulation's log) decides with, as JSON: the policy, its
+    parameters or checkpoint digest, the mode and solver, the scenario and organization."""
+    return {
+        "policy": prepared.policy,
+        "kind": prepared.kind,
+        "params": prepared.params,
+        "options": prepared.options,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "checkpoint_digest": file_digest(checkpoint),
+        "mode": mode,
+        "solver": solver if mode == "hybrid" else None,
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "org": org,
+        "projection": "per-org",
+    }
+
+
+def policy_digest(info: dict[str, Any]) -> str:
+    """sha256 of :func:`policy_info` without the checkpoint's path (its digest stays)."""
+    return digest({k: v for k, v in info.items() if k != "checkpoint"})
+
+
+class DecisionService:
+    """Request -> reply for one organization; thread-safe (one decision at a time)."""
+
+    def __init__(self, config: ServiceConfig):
+        from fedinv.model.scenario import load_scenario
+        from fedinv.sim.simulator import Simulator
+
+        self.config = config
+        scenario = load_scenario(config.scenario)
+        if config.seed is not None:
+            scenario = replace(scenario, seed=int(config.seed))
+        self.scenario = scenario
+        sim = Simulator(scenario, days=2)
+        self.layout = sim.layout
+        self.codec = Codec.for_simulator(sim, config.org)
+        self._use(self._build(config.checkpoint))
+        self.chain = config.org
+        self.log = DecisionLog(config.log)
+        self._lock = threading.Lock()
+        self.last_day: int | None = None
+        last = self.log.last(self.chain)
+        if last is not None:
+            self.last_day = last.day if last.day >= 0 else None
+            swapped = self.log.last(self.chain, kind="swap")
+            if swapped is not None:  # the chain says which checkpoint decides now
+                self._use(self._swapped_in(swapped))
+            saved = self.log.memory(self.chain)
+            # the memory belongs to the policy that wrote it: another policy or
+            # parameters (a restart with other options) start with a fresh memory
+            if saved is not None and saved[0] == last.seq:
+                if last.policy_digest == self.policy_digest:
+                    load_memory(self.decider.policy, saved[1])
+        self.started = time.time()
+
+    def _build(self, checkpoint: Path | None) -> tuple[Any, Any]:
+        """``(prepared, decider)`` of this service's policy with ``checkpoint``."""
+        from fedinv.hybrid import org_decider
+        from fedinv.registry import prepare
+
+        c = self.config
+        prepared = prepare(
+            c.policy, self.scenario, self.layout, params=c.params, checkpoint=checkpoint
+        )
+        decider = org_decider(
+            prepared.factory(self.layout),
+            c.mode,
+            self.layout,
+            c.org,
+            backend=c.solver,
+            outages=self.scenario.outages,
+            **c.projector_options,
+        )
+        return prepared, decider
+
+    def _use(self, built: tuple[Any, Any]) -> None:
+        prepared, self.decider = built
+        c = self.config
+        self.prepared = prepared
+        self.checkpoint_digest = file_digest(prepared.checkpoint)
+        self.policy_info = policy_info(
+            self.scenario, c.org, prepared, c.mode, c.solver, prepared.checkpoint
+        )
+        self.policy_digest = policy_digest(self.policy_info)
+
+    def _swapped_in(self, entry: Any) -> tuple[Any, Any]:
+        path = Path((entry.reply or {}).get("checkpoint", ""))
+        if not path.is_file() or file_digest(path) != entry.checkpoint_digest:
+            raise ValueError(
+                f"the log's entry {entry.seq} swapped in checkpoint {path} (sha256 "
+                f"{entry.checkpoint_digest}); that file is missing or changed"
+            )
+        return self._build(path)
+
+    def swap(self, checkpoint: Path) -> dict[str, Any]:
+        """Hot swap to ``checkpoint`` (a learned policy of the same algorithm): the new
+        policy and layer are built while decisions go on, then swapped in under the
+        lock, keeping the policy's memory; the swap is an entry of the chain (``kind =
+        "swap"``, no orders). Returns the entry as a reply."""
+        if self.prepared.kind != "learned":
+            raise ValueError(f"policy {self.config.policy!r} has no checkpoint to swap")
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise ValueError(f"no checkpoint file {checkpoint}")
+        built = self._build(checkpoint)  # outside the lock: decisions continue meanwhile
+        with self._lock:
+            memory = save_memory(self.decider.policy)
+            if memory is not None:
+                load_memory(built[1].policy, memory)
+            old = self.checkpoint_digest
+            self._use(built)
+            entry = self.log.append(
+                self.chain,
+                kind="swap",
+                org=self.config.org,
+                day=-1 if self.last_day is None else self.last_day,
+                request_digest=digest({"swap": old, "to": self.checkpoint_digest}),
+                released={},
+                policy_digest=self.policy_digest,
+                checkpoint_digest=self.checkpoint_digest,
+                reply={
+                    "swap": True,
+                    "checkpoint": str(checkpoint.resolve()),
+                    "previous_checkpoint_digest": old,
+                    "checkpoint_digest": self.checkpoint_digest,
+                    "policy_digest": self.policy_digest,
+                },
+                memory=memory,
+            )
+        return entry.reply or {}
+
+    def decide(self, req: DecisionRequest, body: Any = None) -> dict[str, Any]:
+        """The reply to ``req`` as a dict (see :meth:`decide_json`)."""
+        return json.loads(self.decide_json(req, body))
+
+    def decide_json(self, req: DecisionRequest, body: Any = None) -> str:
+        """The reply to ``req`` (RequestError: bad fields; ConflictError: a day out of
+        sequence). ``body``: the JSON the client sent (default ``req`` dumped); the
+        request digest is the sha256 of its canonical JSON. A request equal to the last
+        one logged gets that entry's reply (a retry after a lost reply)."""
+        request_digest = digest(req.model_dump(mode="json") if body is None else body)
+        with self._lock:
+            if self.last_day is not None and req.day != self.last_day + 1:
+                last = self.log.last(self.chain, kind="decision")
+                if last is not None and last.request_digest == request_digest and last.reply_json:
+                    return last.reply_json  # a retry of an acknowledged (or unsent) decision
+                raise ConflictError(
+                    f"day {req.day} out of sequence: the last decision was for day "
+                    f"{self.last_day}; send day {self.last_day + 1}"
+                )
+            state = self.codec.state(req)
+            t0 = time.perf_counter()
+            decision = self.decider.act(state)
+            solve_ms = (time.perf_counter() - t0) * 1e3
+            reply = self.reply(req, decision, solve_ms)
+            entry = self.log.append(
+                self.chain,
+                kind="decision",
+                org=self.config.org,
+                day=req.day,
+                request_digest=request_digest,
+                released=reply["released"],
+                policy_digest=self.policy_digest,
+                checkpoint_digest=self.checkpoint_digest,
+                reply=reply,
+                memory=save_memory(self.decider.policy),
+            )
+            self.last_day = req.day
+            return entry.reply_json or json.dumps(reply)
+
+    def reply(self, req: DecisionRequest, decision: Any, solve_ms: float) -> dict[str, Any]:
+        info = decision.info or {}
+        released = self.codec.orders(np.asarray(decision.orders)[0])
+        proposed_orders = info.get("proposed")
+        lane_ids = self.layout.lane_ids
+        relaxations = [
+            {
+                "kind": r.kind,
+                "target": r.target,
+                "amount": float(r.amount),
+                "unit": r.unit,
+                "reason": r.reason,
+            }
+            for r in info.get("relaxation_log", ())
+        ]
+        return {
+            "org": self.config.org,
+            "day": req.day,
+            "proposed": self.codec.orders(np.asarray(proposed_orders)[0])
+            if proposed_orders is not None
+            else released,
+            "released": released,
+            "relaxations": relaxations,
+            "projection_l1": float(np.asarray(info.get("projection_l1", [0.0]))[0]),
+            "policy_digest": self.policy_digest,
+            "checkpoint_digest": self.checkpoint_digest,
+            "solve_ms": solve_ms,
+            "lanes": [lane_ids[j] for j in np.flatnonzero(self.codec.scope.own)],
+        }
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            seq, head = self.log.head(self.chain)
+        return {
+            "status": "ok",
+            "org": self.config.org,
+            "entries": seq,
+            "head": head,
+            "last_day": self.last_day,
+            "uptime_s": time.time() - self.started,
+        }
+
+
+__all__ = ["ConflictError", "DecisionService", "RequestError", "ServiceConfig", "file_digest"]
