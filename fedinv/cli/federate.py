@@ -1,4 +1,4 @@
-"""``fedinv federate``: federated DQN training on a local simulated Flower federation
+"""``fedinv federate``: federated training (DQN or HDPO) on a local simulated Flower federation
 (:mod:`fedinv.federation.local`, docs/federation.md)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def add_parser(commands: Any) -> None:
     """``fedinv federate``."""
     p = commands.add_parser(
         "federate",
-        help="federated DQN training on a local simulated Flower federation",
+        help="federated training (DQN or HDPO) on a local simulated Flower federation",
         description="Export each organization's private data, run a Flower simulation "
         "(one client per organization, FedAvg or FedProx), checkpoint every round, and stop "
         "every process it started. Re-running into the same --out resumes after the last "

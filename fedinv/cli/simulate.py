@@ -51,12 +51,11 @@ TRAIN_REPLICATIONS, SWEEPS, SOLVER = 16, 2, "pyomo"
 
 def add_parsers(commands: Any) -> None:
     """``fedinv simulate`` and ``fedinv tune``."""
-    from fedinv.hybrid import BACKENDS
+    from fedinv.hybrid import BACKENDS, MODES
     from fedinv.policies.classical import POLICY_NAMES
     from fedinv.policies.tuning import PER
     from fedinv.registry import ALL_POLICIES
     from fedinv.roles.coordination import COORDINATION_RULES, BalanceConfig
-    from fedinv.sim.run import MODES
 
     p = commands.add_parser(
         "simulate",

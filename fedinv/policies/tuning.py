@@ -51,7 +51,6 @@ from fedinv.policies.classical import (
     params_from_level_and_quantity,
     streams_of,
 )
-from fedinv.sim.run import mean_cost_per_day
 from fedinv.sim.simulator import Simulator
 
 TRAIN_BASE = 1_000_000
@@ -204,6 +203,8 @@ def tune(
     which a golden-section search stops, in coordinate units. ``mode``: run every
     candidate pure or through the safety layer (backend ``solver``); ``per``: one
     coordinate per ``tier`` or per ``node``."""
+    from fedinv.sim.run import mean_cost_per_day  # pandas: off the CLI's start-up path
+
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     sim = Simulator(scenario, days=days)

@@ -42,7 +42,6 @@ import numpy as np
 from fedinv.model.layout import Layout
 from fedinv.model.network import Scenario
 from fedinv.policies.classical import flow_stats, node_demand, streams_of
-from fedinv.sim.run import mean_cost_per_day
 from fedinv.sim.simulator import Decision, Simulator, State
 
 COORDINATION_RULES = ("none", "balance")
@@ -221,6 +220,8 @@ def tune_balance(
     ``replications`` with common random numbers; the objective is the mean total cost per
     day."""
     from scipy.optimize import minimize_scalar
+
+    from fedinv.sim.run import mean_cost_per_day  # pandas: off the CLI's start-up path
 
     sim = Simulator(scenario, days=days)
     _, exo = sim.reset(list(replications))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from fedinv.model.layout import Layout
 
@@ -202,7 +201,7 @@ def summarize(per_replication: pd.DataFrame, confidence: float = 0.95) -> pd.Dat
     n = len(per_replication)
     mean = per_replication.mean()
     std = per_replication.std(ddof=1) if n > 1 else per_replication.mean() * np.nan
-    t = stats.t.ppf(0.5 + confidence / 2, n - 1) if n > 1 else np.nan
+    t = _t_quantile(0.5 + confidence / 2, n - 1) if n > 1 else np.nan
     half = t * std / np.sqrt(n) if n > 1 else std
     return pd.DataFrame({"mean": mean, "std": std, "ci95": half, "n": n})
 
@@ -213,7 +212,7 @@ def paired_difference(a: pd.Series, b: pd.Series, confidence: float = 0.95) -> d
     diff = (a - b).dropna()
     n = len(diff)
     half = (
-        stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n)
+        _t_quantile(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n)
         if n > 1
         else np.nan
     )
@@ -223,3 +222,10 @@ def paired_difference(a: pd.Series, b: pd.Series, confidence: float = 0.95) -> d
         "ci95": float(half),
         "percent": float(100.0 * diff.mean() / base) if base else float("nan"),
     }
+
+
+def _t_quantile(q: float, dof: int) -> float:
+    """Student-t quantile (scipy.stats imported here: it costs a second at start-up)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(q, dof))
