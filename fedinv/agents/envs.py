@@ -414,9 +414,10 @@ class Observer:
     def _transit(self, s: State) -> np.ndarray:
         """In transit to each node by arrival day ``t+1 .. t+P`` ``[B, N, P]`` (units of
         product, mean over streams); the last bucket holds later arrivals too."""
-        p_len = s.pipeline.shape[2]
+        known = s.known_pipeline  # known arrival days, never the true ones
+        p_len = known.shape[2]
         days = self.config.pipeline_days
-        ahead = s.pipeline[:, :, (s.day + 1 + np.arange(p_len - 1)) % p_len]  # [B, M, p-1]
+        ahead = known[:, :, (s.day + 1 + np.arange(p_len - 1)) % p_len]  # [B, M, p-1]
         out = np.zeros(ahead.shape[:2] + (days,))
         k = min(days, ahead.shape[2])
         out[:, :, :k] = ahead[:, :, :k]

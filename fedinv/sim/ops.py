@@ -129,6 +129,15 @@ class NumpyOps:
         out[bi, mi, np.broadcast_to(slots, (b, m))[bi, mi]] += values[bi, mi]
         return out
 
+    def scatter_slots(self, values: np.ndarray, slots: np.ndarray, length: int) -> np.ndarray:
+        """A ring ``[B, M, length]`` holding ``values [B, M, K]`` summed at slots ``slots
+        [B, M, K]`` (integers in ``0 .. length - 1``) of each row."""
+        b, m, k = values.shape
+        flat = (np.arange(b * m)[:, None] * length + slots.reshape(b * m, k)).ravel()
+        return np.bincount(flat, weights=values.ravel(), minlength=b * m * length).reshape(
+            b, m, length
+        )
+
     def smooth_indicator(
         self, q: np.ndarray, eps: float, smoothing: Smoothing | None
     ) -> np.ndarray:
@@ -236,6 +245,11 @@ class TorchOps(NumpyOps):
         b, m = values.shape
         idx = self.torch.as_tensor(np.broadcast_to(slots, (b, m))[:, :, None].astype(np.int64))
         return ring.scatter_add(2, idx, values[:, :, None])
+
+    def scatter_slots(self, values, slots: np.ndarray, length: int):
+        b, m, _ = values.shape
+        idx = self.torch.as_tensor(np.asarray(slots, dtype=np.int64))
+        return self.zeros((b, m, length)).scatter_add(2, idx, values)
 
     def smooth_indicator(self, q, eps: float, smoothing: Smoothing | None):
         """``1[q > eps]``, or ``1 - exp(-q / T)`` under ``smoothing.order_temperature``."""

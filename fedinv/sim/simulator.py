@@ -94,6 +94,11 @@ class State:
     month_end: bool = False  # today is the last day of a calendar month
     weekday: int = 0  # 0 = Monday
     day_of_year: int = 1
+    # What the destinations know of their shipments in transit (docs/model.md, "What a
+    # node knows of its shipments"); ``None`` where it is the truth (no delay is ever
+    # announced later than the first morning after shipping):
+    sent: np.ndarray | None = None  # [B, M, P] shipped, slot = ship day % P (late-notice lanes)
+    eta_pipeline: np.ndarray | None = None  # [B, M, P] in transit, slot = known arrival day % P
 
     def copy(self) -> State:
         """A deep copy (numpy arrays copied, tensors cloned)."""
@@ -108,6 +113,16 @@ class State:
                 for f in fields(self)
             }
         )
+
+    @property
+    def known_pipeline(self) -> np.ndarray:
+        """In transit per lane by the arrival day its destination knows, ``[B, M, P]``,
+        slot = known arrival day % P: the carrier's ETA (ship day + the lane's lead time
+        without the extra delays not yet announced), the true arrival day once the delay
+        notice came, and tomorrow for a shipment past its known ETA that has not arrived.
+        Every policy reads arrival days from here, never from :attr:`pipeline` (the true
+        arrival days); per lane the totals are the same (:attr:`in_transit`)."""
+        return self.pipeline if self.eta_pipeline is None else self.eta_pipeline
 
     @property
     def in_transit(self) -> np.ndarray:
@@ -200,10 +215,17 @@ class Simulator:
         self.pipeline_len = lay.max_lead + 1
         self.order_len = int(lay.order_lead.max(initial=0)) + 1
         self.transfer_len = int(max(lay.transfer_lead.max(initial=1), 1)) + 1
-        self.check_memory(1)
         self._comp_starts = lay.comp_starts
         self._order_lead = lay.order_lead
         self._transfer_lead = lay.transfer_lead
+        # lanes with a delay announced after the first morning following the shipment:
+        # there the known arrival days differ from the true ones for a while
+        lane_idx = scenario.network.lane_index
+        self._late_notice = np.zeros(lay.num_lanes, bool)
+        for d in scenario.delays:
+            if d.notice_lag_days >= 2 and d.probability > 0:
+                self._late_notice[lane_idx[d.lane]] = True
+        self.check_memory(1)
         self._const_numpy = _constants(lay)
         self._const: dict[str, dict[str, Any]] = {NUMPY.name: self._const_numpy}
 
@@ -224,8 +246,9 @@ class Simulator:
         per_day = exogenous_bytes_per_day(self.scenario, lay) + 8 * len(RECORD_FIELDS) * (
             lay.num_nodes
         )
+        rings = 3 if self._late_notice.any() else 1  # + the ship-day and known rings
         per_rep = 8 * (
-            lay.num_lanes * (self.pipeline_len + self.order_len + 12)
+            lay.num_lanes * (rings * self.pipeline_len + self.order_len + 12)
             + lay.num_transfers * self.transfer_len
             + 12 * lay.num_nodes
         )
@@ -287,6 +310,8 @@ class Simulator:
             alert=zeros((b, m)),
             delay_notice=zeros((b, m)),
         )
+        if self._late_notice.any():
+            state.sent = zeros((b, m, self.pipeline_len))
         return self.morning(state, exo, ops)
 
     def step(
@@ -340,6 +365,8 @@ class Simulator:
         if lay.num_transfers:
             landed, s.transfer_pipeline = ops.take_slot(s.transfer_pipeline, t % self.transfer_len)
             s.on_hand = s.on_hand + landed @ c["transfer_dst"]
+        if s.sent is not None:  # what the destinations know of what is still in transit
+            s.eta_pipeline = self._known_transit(s, exo, ops)
         # 2. assembly
         if lay.num_components:
             ratio = s.components / c["comp_bom"]
@@ -363,6 +390,34 @@ class Simulator:
             s.backlog = s.backlog - from_backlog + unmet
         s.demand, s.filled, s.sold = demand, filled, from_backlog + filled
         return s
+
+    def _known_transit(self, s: State, exo: Exogenous, ops: NumpyOps):
+        """The ring of :attr:`State.known_pipeline` on the morning of ``s.day``, after the
+        arrivals: on the lanes with late delay notices, each of the last ``P - 1`` days'
+        shipments not yet arrived sits at its known arrival day (ship day + lead time -
+        the extra days whose notice has not come yet), at tomorrow if that day has
+        passed; the initial pipeline at its given days; other lanes as :attr:`pipeline`."""
+        t, p = s.day, self.pipeline_len
+        late = self._late_notice
+        k = np.arange(1, p)
+        k = k[k <= t]  # days since shipping
+        ring = s.pipeline * ops.asarray(np.where(late, 0.0, 1.0)[None, :, None])
+        if t < p:  # the initial pipeline (announced, never late) not yet arrived
+            init = self.layout.initial_transit * late[:, None] * (np.arange(p) > t)[None, :]
+            ring = ring + ops.asarray(init[None])
+        if not len(k):
+            return ring
+        ship_day = t - k  # [K]
+        lead = exo.lead[:, ship_day, :]  # [B, K, M]
+        hidden = np.zeros(lead.shape, np.int64)
+        for m, lag, extra in exo.delay_parts:
+            hidden[:, :, m] += extra[:, ship_day] * (k < lag)[None, :]
+        arrival = ship_day[None, :, None] + lead
+        eta = np.maximum(arrival - hidden, t + 1)
+        still = (arrival > t) & late[None, None, :]  # [B, K, M]
+        slots = np.moveaxis(eta % p, 1, 2)  # [B, M, K]
+        values = s.sent[:, :, ship_day % p] * ops.asarray(np.moveaxis(still, 1, 2))
+        return ring + ops.scatter_slots(values, slots, p)
 
     def _ship(self, s: State, exo: Exogenous, ops: NumpyOps) -> None:
         """Fill what is owed on every lane from the source's on hand, within capacities;
@@ -398,6 +453,10 @@ class Simulator:
         s.shipped = ship
         slots = (t + exo.lead[:, t]) % self.pipeline_len
         s.pipeline = ops.add_at_slots(s.pipeline, slots, ship)
+        if s.sent is not None:  # today's slot of the ship-day ring: today's shipments
+            today = np.full(ship.shape, t % self.pipeline_len)
+            _, sent = ops.take_slot(s.sent, t % self.pipeline_len)
+            s.sent = ops.add_at_slots(sent, today, ship * ops.asarray(self._late_notice))
 
     # -- steps 6-7 -----------------------------------------------------------------------
 
