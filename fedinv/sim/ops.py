@@ -102,6 +102,9 @@ class NumpyOps:
     def sum(self, x: np.ndarray, axis: int) -> np.ndarray:
         return x.sum(axis=axis)
 
+    def cumsum(self, x: np.ndarray, axis: int) -> np.ndarray:
+        return np.cumsum(x, axis=axis)
+
     def nan_to_zero(self, x: np.ndarray) -> np.ndarray:
         """NaN read as 0 (infinities become the largest finite float, as numpy's)."""
         return np.nan_to_num(x, nan=0.0)
@@ -226,6 +229,9 @@ class TorchOps(NumpyOps):
 
     def sum(self, x, axis: int):
         return x.sum(dim=axis)
+
+    def cumsum(self, x, axis: int):
+        return x.cumsum(dim=axis)
 
     def nan_to_zero(self, x):
         return self.torch.nan_to_num(self._t(x), nan=0.0)

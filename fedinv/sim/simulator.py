@@ -63,6 +63,9 @@ from fedinv.sim.exogenous import (
 from fedinv.sim.ops import NUMPY, NumpyOps, Smoothing
 
 _EPS = 1e-9
+CONFIRM_DAYS = 28
+"""Days ahead a source projects its shipping when it confirms an order (the Supplier
+Interface)."""
 
 
 @dataclass
@@ -97,6 +100,12 @@ class State:
     # What the destinations know of their shipments in transit (docs/model.md, "What a
     # node knows of its shipments"); ``None`` where it is the truth (no delay is ever
     # announced later than the first morning after shipping):
+    # The Supplier Interface: each source's confirmation, at the end of the day, of the
+    # order it received that day on each lane (docs/model.md, "Confirmations"); seen by
+    # the ordering node the next day:
+    confirmed: np.ndarray | None = None  # [B, M] units of that order confirmed
+    confirm_days: np.ndarray | None = None  # [B, M] days after that day they ship by
+    promised: np.ndarray | None = None  # [B, M] units of all the lane owes it confirms
     sent: np.ndarray | None = None  # [B, M, P] shipped, slot = ship day % P (late-notice lanes)
     eta_pipeline: np.ndarray | None = None  # [B, M, P] in transit, slot = known arrival day % P
 
@@ -215,6 +224,7 @@ class Simulator:
         self.pipeline_len = lay.max_lead + 1
         self.order_len = int(lay.order_lead.max(initial=0)) + 1
         self.transfer_len = int(max(lay.transfer_lead.max(initial=1), 1)) + 1
+        self.confirm_len = CONFIRM_DAYS
         self._comp_starts = lay.comp_starts
         self._order_lead = lay.order_lead
         self._transfer_lead = lay.transfer_lead
@@ -309,6 +319,9 @@ class Simulator:
             arrived_orders=zeros((b, m)),
             alert=zeros((b, m)),
             delay_notice=zeros((b, m)),
+            confirmed=zeros((b, m)),
+            confirm_days=zeros((b, m)),
+            promised=zeros((b, m)),
         )
         if self._late_notice.any():
             state.sent = zeros((b, m, self.pipeline_len))
@@ -419,6 +432,80 @@ class Simulator:
         values = s.sent[:, :, ship_day % p] * ops.asarray(np.moveaxis(still, 1, 2))
         return ring + ops.scatter_slots(values, slots, p)
 
+    def _confirm(self, s: State, exo: Exogenous, ops: NumpyOps, received) -> None:
+        """The Supplier Interface (docs/model.md, "Confirmations"): after today's shipping
+        and transfers, each source projects what it can ship over the next ``H`` days
+        (:data:`CONFIRM_DAYS`) from its stock, its known inbound arrivals
+        (components assembled within capacity at a plant) and its output capacity, cut
+        by an announced outage's fraction, and confirms on every lane the order received
+        today: the part it expects to ship within ``H`` days and the day its lane's open
+        amount will have shipped (proportional rationing: the lane's last unit)."""
+        lay, t, c = self.layout, s.day, self.constants(ops)
+        h = self.confirm_len
+        b, m = received.shape
+        node_f = ops.asarray(exo.node_factor[:, t])
+        alert = ops.asarray(exo.alert[:, t])
+        announced = (alert @ c["src"] + alert @ c["ext_dst"]) > 0
+        f_known = ops.where(announced, node_f, 1.0)
+        cap_f = capacity_times(c["capacity"], f_known, ops)  # [B, N] units/day
+        # known inbound arrivals on days t+1 .. t+h, cumulated [B, M, H]
+        ring = self._known_tonight(s, exo, ops)
+        p, j = self.pipeline_len, np.arange(1, h + 1)
+        # days past the ring's reach read today's slot, empty tonight (lead times >= 1)
+        ahead = ops.cumsum(ring[:, :, np.where(j < p, t + j, t) % p], 2)
+        supply = s.on_hand[:, :, None] + (ahead.swapaxes(1, 2) @ c["onhand_dst"]).swapaxes(1, 2)
+        if lay.num_components:
+            comp = ((ahead.swapaxes(1, 2) @ c["comp_lane"]) + s.components[:, None, :]) / c[
+                "comp_bom"
+            ]  # [B, H, C] component stock by day, in units of product
+            possible = ops.segment_min(comp.reshape(b * h, -1), self._comp_starts).reshape(b, h, -1)
+            days = ops.asarray(np.arange(1, h + 1, dtype=float))[None, :, None]
+            cap_asm = capacity_times(c["bom_capacity"], f_known @ c["bom_pick"], ops)
+            made = ops.minimum(possible, days * cap_asm[:, None, :])
+            supply = supply + (made @ c["made_to_node"]).swapaxes(1, 2)
+        limited = c["ship_nodes"] | (f_known < 1.0)
+        rate = ops.where(limited, cap_f, np.inf)[:, :, None]  # [B, N, 1]
+        days = ops.asarray(np.arange(1, h + 1, dtype=float))[None, None, :]
+        shippable = ops.where(ops.isinf(rate), supply, ops.minimum(supply, rate * days))
+        owed = s.owed @ c["src"]  # [B, N] still owed after today's shipping
+        open_ = owed > _EPS
+        short = ops.as_float(shippable < owed[:, :, None] - _EPS)
+        k_node = ops.where(open_, ops.minimum(1.0 + ops.sum(short, 2), float(h)), 0.0)
+        frac = ops.where(
+            open_, ops.minimum(1.0, shippable[:, :, -1] / ops.maximum(owed, _EPS)), 1.0
+        )
+        k_lane, frac_lane = k_node @ c["src"].T, frac @ c["src"].T
+        if lay.external.any():  # a vendor fills a production node's lanes at its capacity
+            prod_cap = capacity_times(c["capacity"], f_known, ops)
+            ext_owed = s.owed @ c["ext_dst"]
+            finite = c["prod_nodes"] & ~ops.isinf(prod_cap) & (ext_owed > _EPS)
+            safe = ops.where(finite, prod_cap, 1.0)
+            k_ext = ops.where(
+                finite, ops.minimum(ops.ceil(ext_owed / ops.maximum(safe, _EPS)), float(h)), 0.0
+            )
+            f_ext = ops.where(finite, ops.minimum(1.0, h * safe / ops.maximum(ext_owed, _EPS)), 1.0)
+            k_lane = ops.where(c["external"], k_ext @ c["ext_dst"].T, k_lane)
+            frac_lane = ops.where(c["external"], f_ext @ c["ext_dst"].T, frac_lane)
+        lane_open = s.owed > _EPS
+        s.confirmed = received * frac_lane
+        s.confirm_days = ops.where(lane_open, k_lane, 0.0) * ops.as_float(received > _EPS)
+        s.promised = s.owed * frac_lane
+
+    def _known_tonight(self, s: State, exo: Exogenous, ops: NumpyOps):
+        """What the destinations know of the pipeline after today's shipping: the true
+        ring where no notice comes late, else this morning's known ring plus today's
+        shipments at their carrier ETA."""
+        if s.eta_pipeline is None:
+            return s.pipeline
+        t, p, late = s.day, self.pipeline_len, self._late_notice
+        lead = exo.lead[:, t].copy()
+        for m, lag, extra in exo.delay_parts:
+            if lag >= 1:
+                lead[:, m] -= extra[:, t]
+        keep = ops.asarray(np.where(late, 0.0, 1.0)[None, :, None])
+        ring = s.pipeline * keep + s.eta_pipeline * (1.0 - keep)
+        return ops.add_at_slots(ring, (t + lead) % p, s.shipped * ops.asarray(late.astype(float)))
+
     def _ship(self, s: State, exo: Exogenous, ops: NumpyOps) -> None:
         """Fill what is owed on every lane from the source's on hand, within capacities;
         short supply is rationed in proportion to what each lane is owed. Updates the
@@ -501,6 +588,7 @@ class Simulator:
             s.transfer_pipeline = ops.add_at_slots(s.transfer_pipeline, slots, moved)
             transfer_cost = (moved * c["transfer_cost"]) @ c["transfer_src"]
             transferred = moved @ c["transfer_src"]
+        self._confirm(s, exo, ops, received)
         # monthly budget and contract bookkeeping
         spend = orders * c["unit_cost"]
         org_spend = spend @ c["org"]  # [B, O]

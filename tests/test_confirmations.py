@@ -1,0 +1,133 @@
+"""The Supplier Interface: every source confirms the order it receives with a quantity
+and a ship day (docs/model.md, "Confirmations"), and the confirmation matches what it
+later ships -- from stock, behind a backlog, in an announced outage."""
+
+import numpy as np
+
+from fedinv.model.network import (
+    DemandModel,
+    InTransit,
+    Lane,
+    LeadTime,
+    Network,
+    Node,
+    Organization,
+    Outage,
+    Scenario,
+    Tier,
+)
+from fedinv.sim.ops import NUMPY, torch_ops
+from fedinv.sim.simulator import Decision, Simulator
+
+# lanes: 0-2 external -> S1..S3, 3 S1->A1, 4 S2->A2, 5 S3->A3
+FROM_STOCK, BEHIND_BACKLOG, IN_OUTAGE = 3, 4, 5
+
+
+def _three_suppliers() -> Scenario:
+    """S1 has 50 on hand; S2 nothing, 15 arriving on day 2 and 15 on day 4; S3 100 on
+    hand, ships at most 10 a day, and is at half capacity (announced) on days 0-9."""
+
+    def store(name: str) -> Node:
+        return Node(
+            name,
+            Tier.DISTRIBUTOR,
+            "R",
+            "o",
+            holding_cost=1,
+            stockout_penalty=5,
+            demand=DemandModel("deterministic", 0),
+        )
+
+    nodes = (
+        Node("S1", Tier.SUPPLIER, "R", "o", holding_cost=1, initial_inventory=50),
+        Node("S2", Tier.SUPPLIER, "R", "o", holding_cost=1),
+        Node("S3", Tier.SUPPLIER, "R", "o", holding_cost=1, capacity=10, initial_inventory=100),
+        store("A1"),
+        store("A2"),
+        store("A3"),
+    )
+    lanes = (
+        Lane("external", "S1", LeadTime(mean=1)),
+        Lane(
+            "external",
+            "S2",
+            LeadTime(mean=4),
+            initial_pipeline=(InTransit(2, 15.0), InTransit(4, 15.0)),
+        ),
+        Lane("external", "S3", LeadTime(mean=1)),
+        Lane("S1", "A1", LeadTime(mean=2)),
+        Lane("S2", "A2", LeadTime(mean=2)),
+        Lane("S3", "A3", LeadTime(mean=2)),
+    )
+    outage = Outage("S3", start_day=0, duration_days=10, capacity_fraction=0.5)
+    return Scenario(
+        "confirm",
+        Network(nodes, lanes, (Organization("o"),)),
+        horizon_days=12,
+        outages=(outage,),
+    )
+
+
+def _orders(day: int) -> np.ndarray:
+    """A1 orders 10 on day 0; A2 20 on day 0 and 10 on day 1; A3 30 on day 0."""
+    q = np.zeros((1, 6))
+    if day == 0:
+        q[0, [FROM_STOCK, BEHIND_BACKLOG, IN_OUTAGE]] = 10, 20, 30
+    if day == 1:
+        q[0, BEHIND_BACKLOG] = 10
+    return q
+
+
+def test_confirmations_match_what_is_later_shipped():
+    sim = Simulator(_three_suppliers())
+    state, exo = sim.reset(1)
+    confirmations, shipped = {}, np.zeros((12, 6))
+    for day in range(12):
+        state, _ = sim.step(state, exo, Decision(_orders(day)))
+        shipped[day] = state.shipped[0]
+        # seen the next morning: yesterday's confirmations
+        confirmations[day] = (state.confirmed[0].copy(), state.confirm_days[0].copy())
+    qty0, days0 = confirmations[0]
+    # S1, from stock: all 10 confirmed to ship on day 0 -- and 10 shipped on day 0.
+    assert qty0[FROM_STOCK] == 10 and days0[FROM_STOCK] == 0
+    assert shipped[0, FROM_STOCK] == 10 and shipped[1:, FROM_STOCK].sum() == 0
+    # S2, nothing on hand: 20 owed are covered once 30 have arrived (day 4): confirmed
+    # for day 0 + 4; the 10 ordered on day 1 behind them, for day 1 + 3 = 4 too.
+    assert qty0[BEHIND_BACKLOG] == 20 and days0[BEHIND_BACKLOG] == 4
+    qty1, days1 = confirmations[1]
+    assert qty1[BEHIND_BACKLOG] == 10 and days1[BEHIND_BACKLOG] == 3
+    np.testing.assert_array_equal(np.flatnonzero(shipped[:, BEHIND_BACKLOG]), [2, 4])
+    assert shipped[:, BEHIND_BACKLOG].sum() == 30  # the last unit ships on day 4
+    # S3, at half of 10/day: 5 ship today, the other 25 at 5 a day: done on day 0 + 5.
+    assert qty0[IN_OUTAGE] == 30 and days0[IN_OUTAGE] == 5
+    np.testing.assert_array_equal(shipped[:6, IN_OUTAGE], [5, 5, 5, 5, 5, 5])
+    assert shipped[6:, IN_OUTAGE].sum() == 0
+    # no order, no confirmation; external lanes of unlimited vendors: all at once
+    assert qty1[FROM_STOCK] == 0 and days1[FROM_STOCK] == 0
+
+
+def test_a_source_that_cannot_ship_within_the_horizon_confirms_only_part():
+    """S3 in an outage at 0 % (announced): nothing can ship within the confirmation
+    horizon, so nothing is confirmed and the ship day is the horizon's end."""
+    scenario = _three_suppliers()
+    stop = Outage("S3", start_day=0, duration_days=10, capacity_fraction=0.0)
+    from dataclasses import replace
+
+    sim = Simulator(replace(scenario, outages=(stop,)))
+    state, exo = sim.reset(1)
+    state, _ = sim.step(state, exo, Decision(_orders(0)))
+    assert state.confirmed[0, IN_OUTAGE] == 0
+    assert state.confirm_days[0, IN_OUTAGE] == sim.confirm_len
+    assert state.promised[0, IN_OUTAGE] == 0 and state.owed[0, IN_OUTAGE] == 30
+
+
+def test_confirmations_are_the_same_on_torch():
+    sim = Simulator(_three_suppliers())
+    tops = torch_ops()
+    state, exo = sim.reset(1)
+    ts = state.to(tops)
+    for day in range(6):
+        state, _ = sim.step(state, exo, Decision(_orders(day)), NUMPY)
+        ts, _ = sim.step(ts, exo, Decision(tops.asarray(_orders(day))), tops)
+        for name in ("confirmed", "confirm_days", "promised"):
+            np.testing.assert_allclose(getattr(ts, name).detach().numpy(), getattr(state, name))
