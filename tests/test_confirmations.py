@@ -131,3 +131,68 @@ def test_confirmations_are_the_same_on_torch():
         ts, _ = sim.step(ts, exo, Decision(tops.asarray(_orders(day))), tops)
         for name in ("confirmed", "confirm_days", "promised"):
             np.testing.assert_allclose(getattr(ts, name).detach().numpy(), getattr(state, name))
+
+
+def test_the_confirmed_position_counts_only_what_the_supplier_confirmed():
+    """A3 (base-stock level 30) ordered 30 on day 0 from S3, which is stopped (announced)
+    for the whole horizon: the ordered position counts the 30 owed and orders nothing
+    more; the confirmed one counts none of them and orders 30 again. A1's supplier
+    shipped everything: both positions count it in transit."""
+    from dataclasses import replace
+
+    from fedinv.policies.classical import make_policy
+
+    scenario = _three_suppliers()
+    stop = Outage("S3", start_day=0, duration_days=30, capacity_fraction=0.0)
+    sim = Simulator(replace(scenario, outages=(stop,)))
+    levels = {"levels": {"A1": 10, "A2": 0, "A3": 30, "S1": 0, "S2": 0, "S3": 0}}
+    ordered = make_policy("base-stock", sim.layout, levels)
+    confirmed = make_policy("base-stock", sim.layout, {**levels, "position": "confirmed"})
+    state, exo = sim.reset(1)
+    first = ordered.act(state).orders
+    np.testing.assert_array_equal(first, confirmed.act(state).orders)
+    assert first[0, IN_OUTAGE] == 30 and first[0, FROM_STOCK] == 10
+    state, _ = sim.step(state, exo, Decision(first))
+    assert state.owed[0, IN_OUTAGE] == 30 and state.promised[0, IN_OUTAGE] == 0
+    a, b = ordered.act(state).orders, confirmed.act(state).orders
+    assert a[0, IN_OUTAGE] == 0 and b[0, IN_OUTAGE] == 30
+    assert a[0, FROM_STOCK] == b[0, FROM_STOCK] == 0  # 10 in transit either way
+
+
+def test_an_unknown_position_is_refused():
+    import pytest
+
+    from fedinv.policies.classical import make_policy
+
+    sim = Simulator(_three_suppliers())
+    with pytest.raises(ValueError, match="'position' must be one of 'ordered', 'confirmed'"):
+        make_policy("sS", sim.layout, {"position": "promised"})
+
+
+def test_the_private_data_export_carries_the_confirmations(tmp_path):
+    """Each organization's confirmations.csv holds one row per order its suppliers outside
+    it received (for other organizations' nodes, quantities their demand.csv lists as
+    orders: no order lead times here), confirmed at most in full, shipping no earlier
+    than the order day."""
+    import pandas as pd
+
+    from fedinv.federation.private_data import export_private_data
+    from fedinv.model.scenario import load_scenario
+
+    folders = export_private_data(load_scenario("electronics-5r"), tmp_path, days=30)
+    demand = pd.concat(pd.read_csv(f / "demand.csv") for f in folders.values())
+    orders = demand[(demand["kind"] == "order") & (demand["quantity"] > 0)]
+    rows = 0
+    for folder in folders.values():
+        conf = pd.read_csv(folder / "confirmations.csv")
+        assert list(conf.columns) == ["date", "lane", "quantity", "confirmed", "ship_date"]
+        assert (conf["confirmed"] <= conf["quantity"] + 1e-9).all()
+        assert (pd.to_datetime(conf["ship_date"]) >= pd.to_datetime(conf["date"])).all()
+        for row in conf.itertuples():
+            source = row.lane.split("->")[0]
+            if source == "external":  # an outside vendor: no demand.csv of its own
+                continue
+            same = orders[(orders["date"] == row.date) & (orders["node"] == source)]
+            assert row.quantity <= same["quantity"].sum() + 1e-9
+        rows += len(conf)
+    assert rows > 0

@@ -41,6 +41,7 @@ import torch
 
 from fedinv.agents.checkpoints import (
     CheckpointError,
+    check_layout,
     load_checkpoint,
     weights_from_checkpoint,
     write_checkpoint,
@@ -418,10 +419,12 @@ def load_global_checkpoint(
             raise CheckpointError(
                 f"checkpoint {str(path)!r}: not a federated checkpoint (trained by fedinv train)"
             )
+        check_layout(data, path)
         return hdpo_task.global_arrays_of(data), int(data["federated"]["round"])
     data = load_checkpoint(path)
     if "federated" not in data:
         raise CheckpointError(
             f"checkpoint {str(path)!r}: not a federated checkpoint (trained by fedinv train)"
         )
+    check_layout(data, path)
     return weights_from_checkpoint(data), int(data["federated"]["round"])
