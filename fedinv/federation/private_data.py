@@ -45,7 +45,13 @@ from fedinv.model.scenario import load_scenario
 from fedinv.policies.classical import make_policy
 from fedinv.sim.simulator import Simulator
 
-FILES = ("scenario.toml", "demand.csv", "leadtimes.csv", "inventory.csv")
+FILES = (
+    "scenario.toml",
+    "demand.csv",
+    "leadtimes.csv",
+    "inventory.csv",
+    "confirmations.csv",
+)
 
 
 def export_private_data(
