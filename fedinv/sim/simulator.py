@@ -106,6 +106,7 @@ class State:
     confirmed: np.ndarray | None = None  # [B, M] units of that order confirmed
     confirm_days: np.ndarray | None = None  # [B, M] days after that day they ship by
     promised: np.ndarray | None = None  # [B, M] units of all the lane owes it confirms
+    promise_days: np.ndarray | None = None  # [B, M] days until the lane's open amount ships
     sent: np.ndarray | None = None  # [B, M, P] shipped, slot = ship day % P (late-notice lanes)
     eta_pipeline: np.ndarray | None = None  # [B, M, P] in transit, slot = known arrival day % P
 
@@ -225,6 +226,9 @@ class Simulator:
         self.order_len = int(lay.order_lead.max(initial=0)) + 1
         self.transfer_len = int(max(lay.transfer_lead.max(initial=1), 1)) + 1
         self.confirm_len = CONFIRM_DAYS
+        self._lead_mean = np.array(  # [M] whole days, for the promised replenishments
+            [max(1, int(round(ln.lead_time.mean_days))) for ln in scenario.network.lanes]
+        )
         self._comp_starts = lay.comp_starts
         self._order_lead = lay.order_lead
         self._transfer_lead = lay.transfer_lead
@@ -322,6 +326,7 @@ class Simulator:
             confirmed=zeros((b, m)),
             confirm_days=zeros((b, m)),
             promised=zeros((b, m)),
+            promise_days=zeros((b, m)),
         )
         if self._late_notice.any():
             state.sent = zeros((b, m, self.pipeline_len))
@@ -435,8 +440,9 @@ class Simulator:
     def _confirm(self, s: State, exo: Exogenous, ops: NumpyOps, received) -> None:
         """The Supplier Interface (docs/model.md, "Confirmations"): after today's shipping
         and transfers, each source projects what it can ship over the next ``H`` days
-        (:data:`CONFIRM_DAYS`) from its stock, its known inbound arrivals
-        (components assembled within capacity at a plant) and its output capacity, cut
+        (:data:`CONFIRM_DAYS`) from its stock, its known inbound arrivals and its
+        suppliers' promises of yesterday (at the promised day + the lane's mean lead time;
+        components assembled within capacity at a plant) and its output capacity, cut
         by an announced outage's fraction, and confirms on every lane the order received
         today: the part it expects to ship within ``H`` days and the day its lane's open
         amount will have shipped (proportional rationing: the lane's last unit)."""
@@ -452,7 +458,13 @@ class Simulator:
         ring = self._known_tonight(s, exo, ops)
         p, j = self.pipeline_len, np.arange(1, h + 1)
         # days past the ring's reach read today's slot, empty tonight (lead times >= 1)
-        ahead = ops.cumsum(ring[:, :, np.where(j < p, t + j, t) % p], 2)
+        due = ring[:, :, np.where(j < p, t + j, t) % p]
+        # its own open orders upstream: what its suppliers promised yesterday and have not
+        # shipped today, at their promised day (one day nearer) + the lane's mean lead time
+        left = ops.maximum(s.promised - s.shipped, 0.0)
+        land = ops.maximum(s.promise_days - 1.0, 0.0) + ops.asarray(self._lead_mean)
+        due = due + left[:, :, None] * ops.as_float(land[:, :, None] == ops.asarray(j * 1.0))
+        ahead = ops.cumsum(due, 2)
         supply = s.on_hand[:, :, None] + (ahead.swapaxes(1, 2) @ c["onhand_dst"]).swapaxes(1, 2)
         if lay.num_components:
             comp = ((ahead.swapaxes(1, 2) @ c["comp_lane"]) + s.components[:, None, :]) / c[
@@ -490,6 +502,7 @@ class Simulator:
         s.confirmed = received * frac_lane
         s.confirm_days = ops.where(lane_open, k_lane, 0.0) * ops.as_float(received > _EPS)
         s.promised = s.owed * frac_lane
+        s.promise_days = ops.where(lane_open, k_lane, 0.0)
 
     def _known_tonight(self, s: State, exo: Exogenous, ops: NumpyOps):
         """What the destinations know of the pipeline after today's shipping: the true
