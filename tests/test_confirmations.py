@@ -79,7 +79,7 @@ def _orders(day: int) -> np.ndarray:
 
 
 def test_confirmations_match_what_is_later_shipped():
-    sim = Simulator(_three_suppliers())
+    sim = Simulator(_three_suppliers(), confirmations=True)
     state, exo = sim.reset(1)
     confirmations, shipped = {}, np.zeros((12, 6))
     for day in range(12):
@@ -113,7 +113,7 @@ def test_a_source_that_cannot_ship_within_the_horizon_confirms_only_part():
     stop = Outage("S3", start_day=0, duration_days=10, capacity_fraction=0.0)
     from dataclasses import replace
 
-    sim = Simulator(replace(scenario, outages=(stop,)))
+    sim = Simulator(replace(scenario, outages=(stop,)), confirmations=True)
     state, exo = sim.reset(1)
     state, _ = sim.step(state, exo, Decision(_orders(0)))
     assert state.confirmed[0, IN_OUTAGE] == 0
@@ -122,7 +122,7 @@ def test_a_source_that_cannot_ship_within_the_horizon_confirms_only_part():
 
 
 def test_confirmations_are_the_same_on_torch():
-    sim = Simulator(_three_suppliers())
+    sim = Simulator(_three_suppliers(), confirmations=True)
     tops = torch_ops()
     state, exo = sim.reset(1)
     ts = state.to(tops)
@@ -144,7 +144,7 @@ def test_the_confirmed_position_counts_only_what_the_supplier_confirmed():
 
     scenario = _three_suppliers()
     stop = Outage("S3", start_day=0, duration_days=30, capacity_fraction=0.0)
-    sim = Simulator(replace(scenario, outages=(stop,)))
+    sim = Simulator(replace(scenario, outages=(stop,)), confirmations=True)
     levels = {"levels": {"A1": 10, "A2": 0, "A3": 30, "S1": 0, "S2": 0, "S3": 0}}
     ordered = make_policy("base-stock", sim.layout, levels)
     confirmed = make_policy("base-stock", sim.layout, {**levels, "position": "confirmed"})
@@ -196,3 +196,23 @@ def test_the_private_data_export_carries_the_confirmations(tmp_path):
             assert row.quantity <= same["quantity"].sum() + 1e-9
         rows += len(conf)
     assert rows > 0
+
+
+def test_the_step_is_off_by_default_and_a_policy_that_reads_it_says_so():
+    """A default simulator keeps no confirmations (the day is as fast as before); a
+    policy counting confirmed units refuses such a state, and the run helpers switch
+    the step on for it."""
+    import pytest
+
+    from fedinv.policies.classical import make_policy
+    from fedinv.sim.run import mean_cost_per_day
+
+    sim = Simulator(_three_suppliers())
+    state, _ = sim.reset(1)
+    assert state.confirmed is None and state.promised is None
+    confirmed = make_policy("base-stock", sim.layout, {"position": "confirmed"})
+    assert confirmed.needs_confirmations
+    with pytest.raises(ValueError, match=r"Simulator\(\.\.\., confirmations=True\)"):
+        confirmed.act(state)
+    assert np.isfinite(mean_cost_per_day(sim, confirmed, [0])).all()
+    assert sim.confirmations

@@ -59,7 +59,7 @@ def test_a_checkpoint_without_a_layout_is_the_first_one(tmp_path):
 
 def test_the_confirmation_features_are_opt_in_and_read_the_confirmations():
     scenario = load_scenario("serial-3")
-    sim = Simulator(scenario, days=10)
+    sim = Simulator(scenario, days=10, confirmations=True)
     policy = make_policy("base-stock", sim.layout)
     plain, extended = EnvConfig(), EnvConfig(confirmations=True)
     assert observation_names(extended) == observation_names(plain) + list(CONFIRMATION_FEATURES)

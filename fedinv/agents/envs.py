@@ -427,10 +427,14 @@ class Observer:
         the node's orders and the suppliers' promised units of all they owe it (both in
         days of the node's mean demand, mean over its streams), and the mean confirmed
         ship lead over its inbound lanes (weeks)."""
-        zeros = np.zeros(s.on_hand.shape)
-        confirmed = zeros if s.confirmed is None else s.confirmed @ self.lane_to_node
-        promised = zeros if s.promised is None else s.promised @ self.lane_to_node
-        days = zeros if s.confirm_days is None else s.confirm_days @ self._inbound
+        if s.confirmed is None:
+            raise ValueError(
+                "EnvConfig.confirmations observes the suppliers' confirmations: simulate "
+                "with Simulator(..., confirmations=True)"
+            )
+        confirmed = s.confirmed @ self.lane_to_node
+        promised = s.promised @ self.lane_to_node
+        days = s.confirm_days @ self._inbound
         u = self.unit[None, :]
         return np.stack([confirmed / u, days / 7.0, promised / u], axis=2)
 
@@ -541,7 +545,7 @@ class BatchedInventoryEnv:
         self.scenario = scenario
         self.config = cfg = config or EnvConfig()
         self.episode_days = int(cfg.episode_days or scenario.horizon_days)
-        self.sim = Simulator(scenario, days=self.episode_days + 1)
+        self.sim = Simulator(scenario, days=self.episode_days + 1, confirmations=cfg.confirmations)
         self.layout = lay = self.sim.layout
         if cfg.controlled is None:
             self.agent_nodes = np.arange(lay.num_nodes)

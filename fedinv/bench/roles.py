@@ -222,7 +222,7 @@ def confirmations_study(
     out: dict[str, Any] = {"policy": policy, "replications": replications, "variants": {}}
     reps = list(range(replications))
     for name, events in COORDINATION_VARIANTS.items():
-        sim = Simulator(variant("electronics-5r", name, events))
+        sim = Simulator(variant("electronics-5r", name, events), confirmations=True)
         ordered = make_policy(policy, sim.layout, dict(params or {}))
         confirmed = make_policy(policy, sim.layout, {**(params or {}), "position": "confirmed"})
         a, c = _metrics(sim, ordered, reps), _metrics(sim, confirmed, reps)

@@ -67,7 +67,7 @@ def export_private_data(
     organization's folder; returns ``{org: folder}``."""
     if seed is not None:
         scenario = replace(scenario, seed=int(seed))
-    sim = Simulator(scenario, days=days)
+    sim = Simulator(scenario, days=days, confirmations=True)
     lay = sim.layout
     pol = make_policy(policy, lay, params)
     state, exo = sim.reset([replication])

@@ -230,6 +230,7 @@ class StreamPolicy:
         self.layout = layout
         self.echelon = echelon
         self.position_mode = position
+        self.needs_confirmations = position == "confirmed"
         self.streams = st = streams_of(layout)
         lay = layout
         # component stock and on-order per stream
@@ -294,7 +295,12 @@ class StreamPolicy:
         """Stream positions ``[B, K]`` (stream units) given node net stock ``[B, N]``."""
         a = self._arrays(ops)
         on_order = s.on_order
-        if self.position_mode == "confirmed" and s.promised is not None:
+        if self.position_mode == "confirmed":
+            if s.promised is None:
+                raise ValueError(
+                    'position = "confirmed" reads the suppliers\' confirmations: simulate '
+                    "with Simulator(..., confirmations=True)"
+                )
             on_order = on_order - s.owed + s.promised + s.arrived_orders
         pos = net @ a["node"] + on_order @ a["lane"]
         if self.layout.num_components:

@@ -109,10 +109,10 @@ class NumpyOps:
         """NaN read as 0 (infinities become the largest finite float, as numpy's)."""
         return np.nan_to_num(x, nan=0.0)
 
-    def segment_min(self, x: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """Minimum over contiguous column segments starting at ``starts``: ``[B, C] ->
-        [B, K]``."""
-        return np.minimum.reduceat(x, starts, axis=1)
+    def segment_min(self, x: np.ndarray, starts: np.ndarray, axis: int = 1) -> np.ndarray:
+        """Minimum over contiguous segments of axis ``axis`` starting at ``starts``:
+        ``[B, C] -> [B, K]`` (or ``[B, H, C] -> [B, H, K]`` along axis 2)."""
+        return np.minimum.reduceat(x, starts, axis=axis)
 
     def take_slot(
         self, ring: np.ndarray, slot: int, owned: bool = False
@@ -236,10 +236,14 @@ class TorchOps(NumpyOps):
     def nan_to_zero(self, x):
         return self.torch.nan_to_num(self._t(x), nan=0.0)
 
-    def segment_min(self, x, starts: np.ndarray):
-        ends = list(starts[1:]) + [x.shape[1]]
+    def segment_min(self, x, starts: np.ndarray, axis: int = 1):
+        ends = list(starts[1:]) + [x.shape[axis]]
         return self.torch.stack(
-            [x[:, int(a) : int(b)].amin(dim=1) for a, b in zip(starts, ends, strict=True)], dim=1
+            [
+                x.narrow(axis, int(a), int(b) - int(a)).amin(dim=axis)
+                for a, b in zip(starts, ends, strict=True)
+            ],
+            dim=axis,
         )
 
     def take_slot(self, ring, slot: int, owned: bool = False):

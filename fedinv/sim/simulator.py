@@ -102,7 +102,7 @@ class State:
     # announced later than the first morning after shipping):
     # The Supplier Interface: each source's confirmation, at the end of the day, of the
     # order it received that day on each lane (docs/model.md, "Confirmations"); seen by
-    # the ordering node the next day:
+    # the ordering node the next day (``None`` unless ``Simulator.confirmations``):
     confirmed: np.ndarray | None = None  # [B, M] units of that order confirmed
     confirm_days: np.ndarray | None = None  # [B, M] days after that day they ship by
     promised: np.ndarray | None = None  # [B, M] units of all the lane owes it confirms
@@ -211,8 +211,14 @@ class Simulator:
     """A compiled scenario that steps batches of replications, on numpy or (for gradients)
     torch: the day is written once against :mod:`fedinv.sim.ops`."""
 
-    def __init__(self, scenario: Scenario, days: int | None = None):
+    def __init__(self, scenario: Scenario, days: int | None = None, confirmations: bool = False):
+        """``confirmations``: run the Supplier Interface's step (docs/model.md,
+        "Confirmations"; off by default: nothing in a default run reads it, and it costs
+        about as much again as the rest of the day). A policy that reads it has
+        ``needs_confirmations`` true, and :func:`fedinv.sim.run.run_records` and
+        :func:`~fedinv.sim.run.mean_cost_per_day` switch it on for it."""
         self.scenario = scenario
+        self.confirmations = bool(confirmations)
         self.days = int(days or scenario.horizon_days)
         if days:
             self._days_field = "days"
@@ -226,6 +232,8 @@ class Simulator:
         self.order_len = int(lay.order_lead.max(initial=0)) + 1
         self.transfer_len = int(max(lay.transfer_lead.max(initial=1), 1)) + 1
         self.confirm_len = CONFIRM_DAYS
+        # lanes into a node that ships on some lane: what its confirmations project
+        self._feed = np.flatnonzero(lay.src_mat.sum(axis=0)[lay.lane_dst] > 0)
         self._lead_mean = np.array(  # [M] whole days, for the promised replenishments
             [max(1, int(round(ln.lead_time.mean_days))) for ln in scenario.network.lanes]
         )
@@ -323,11 +331,10 @@ class Simulator:
             arrived_orders=zeros((b, m)),
             alert=zeros((b, m)),
             delay_notice=zeros((b, m)),
-            confirmed=zeros((b, m)),
-            confirm_days=zeros((b, m)),
-            promised=zeros((b, m)),
-            promise_days=zeros((b, m)),
         )
+        if self.confirmations:
+            state.confirmed, state.confirm_days = zeros((b, m)), zeros((b, m))
+            state.promised, state.promise_days = zeros((b, m)), zeros((b, m))
         if self._late_notice.any():
             state.sent = zeros((b, m, self.pipeline_len))
         return self.morning(state, exo, ops)
@@ -454,38 +461,44 @@ class Simulator:
         announced = (alert @ c["src"] + alert @ c["ext_dst"]) > 0
         f_known = ops.where(announced, node_f, 1.0)
         cap_f = capacity_times(c["capacity"], f_known, ops)  # [B, N] units/day
-        # known inbound arrivals on days t+1 .. t+h, cumulated [B, M, H]
-        ring = self._known_tonight(s, exo, ops)
+        # cumulative known arrivals by day t+1 .. t+h on the lanes into sources [B, F, H]
+        feed = self._feed
+        ring = self._known_tonight(s, exo, ops)[:, feed]
         p, j = self.pipeline_len, np.arange(1, h + 1)
-        # days past the ring's reach read today's slot, empty tonight (lead times >= 1)
-        due = ring[:, :, np.where(j < p, t + j, t) % p]
+        ahead = (np.arange(p) - t) % p  # days from today to each slot's arrival
+        upto = ops.asarray(((ahead[:, None] >= 1) & (ahead[:, None] <= j[None, :])) * 1.0)
+        f = len(feed)
+        cum = (ring.reshape(b * f, p) @ upto).reshape(b, f, h)
         # its own open orders upstream: what its suppliers promised yesterday and have not
         # shipped today, at their promised day (one day nearer) + the lane's mean lead time
-        left = ops.maximum(s.promised - s.shipped, 0.0)
-        land = ops.maximum(s.promise_days - 1.0, 0.0) + ops.asarray(self._lead_mean)
-        due = due + left[:, :, None] * ops.as_float(land[:, :, None] == ops.asarray(j * 1.0))
-        ahead = ops.cumsum(due, 2)
-        supply = s.on_hand[:, :, None] + (ahead.swapaxes(1, 2) @ c["onhand_dst"]).swapaxes(1, 2)
-        if lay.num_components:
-            comp = ((ahead.swapaxes(1, 2) @ c["comp_lane"]) + s.components[:, None, :]) / c[
+        left = ops.maximum(s.promised[:, feed] - s.shipped[:, feed], 0.0)
+        land = ops.maximum(s.promise_days[:, feed] - 1.0, 0.0) + ops.asarray(self._lead_mean[feed])
+        cum = cum + left[:, :, None] * ops.as_float(land[:, :, None] <= ops.asarray(j * 1.0))
+        flat = cum.swapaxes(1, 2).reshape(b * h, f)  # [B * H, F]: one matrix product each
+        # what each node could ship by day j, from its stock [B, H, N]
+        supply = s.on_hand[:, None, :] + (flat @ c["feed_onhand"]).reshape(b, h, -1)
+        if lay.num_components:  # a plant: what it can assemble by day j
+            comp = ((flat @ c["feed_comp"]).reshape(b, h, -1) + s.components[:, None, :]) / c[
                 "comp_bom"
             ]  # [B, H, C] component stock by day, in units of product
-            possible = ops.segment_min(comp.reshape(b * h, -1), self._comp_starts).reshape(b, h, -1)
-            days = ops.asarray(np.arange(1, h + 1, dtype=float))[None, :, None]
+            possible = ops.segment_min(comp, self._comp_starts, axis=2)  # [B, H, K]
+            days = ops.asarray(j.astype(float))[None, :, None]
             cap_asm = capacity_times(c["bom_capacity"], f_known @ c["bom_pick"], ops)
             made = ops.minimum(possible, days * cap_asm[:, None, :])
-            supply = supply + (made @ c["made_to_node"]).swapaxes(1, 2)
+            k = made.shape[2]
+            supply = supply + (made.reshape(b * h, k) @ c["made_to_node"]).reshape(b, h, -1)
         limited = c["ship_nodes"] | (f_known < 1.0)
-        rate = ops.where(limited, cap_f, np.inf)[:, :, None]  # [B, N, 1]
-        days = ops.asarray(np.arange(1, h + 1, dtype=float))[None, None, :]
-        shippable = ops.where(ops.isinf(rate), supply, ops.minimum(supply, rate * days))
+        finite = limited & ~ops.isinf(cap_f)
+        rate = ops.where(finite, cap_f, 1.0)  # [B, N] units/day where output is limited
         owed = s.owed @ c["src"]  # [B, N] still owed after today's shipping
         open_ = owed > _EPS
-        short = ops.as_float(shippable < owed[:, :, None] - _EPS)
-        k_node = ops.where(open_, ops.minimum(1.0 + ops.sum(short, 2), float(h)), 0.0)
-        frac = ops.where(
-            open_, ops.minimum(1.0, shippable[:, :, -1] / ops.maximum(owed, _EPS)), 1.0
-        )
+        # it has shipped all it owes on the first day both its supply and its output
+        # capacity cover it (both grow with the day)
+        by_supply = 1.0 + ops.sum(ops.as_float(supply < owed[:, None, :] - _EPS), 1)
+        by_rate = ops.where(finite, ops.ceil(owed / ops.maximum(rate, _EPS) - 1e-9), 0.0)
+        k_node = ops.where(open_, ops.minimum(ops.maximum(by_supply, by_rate), float(h)), 0.0)
+        shippable = ops.where(finite, ops.minimum(supply[:, -1], h * rate), supply[:, -1])
+        frac = ops.where(open_, ops.minimum(1.0, shippable / ops.maximum(owed, _EPS)), 1.0)
         k_lane, frac_lane = k_node @ c["src"].T, frac @ c["src"].T
         if lay.external.any():  # a vendor fills a production node's lanes at its capacity
             prod_cap = capacity_times(c["capacity"], f_known, ops)
@@ -601,7 +614,8 @@ class Simulator:
             s.transfer_pipeline = ops.add_at_slots(s.transfer_pipeline, slots, moved)
             transfer_cost = (moved * c["transfer_cost"]) @ c["transfer_src"]
             transferred = moved @ c["transfer_src"]
-        self._confirm(s, exo, ops, received)
+        if s.confirmed is not None:  # the Supplier Interface (Simulator.confirmations)
+            self._confirm(s, exo, ops, received)
         # monthly budget and contract bookkeeping
         spend = orders * c["unit_cost"]
         org_spend = spend @ c["org"]  # [B, O]
@@ -717,6 +731,7 @@ class Simulator:
 
 def _constants(lay: Layout) -> dict[str, np.ndarray]:
     """The layout's arrays the day reads (numpy; see :meth:`Simulator.constants`)."""
+    feed = np.flatnonzero(lay.src_mat.sum(axis=0)[lay.lane_dst] > 0)  # Simulator._feed
     n, m, c, t = lay.num_nodes, lay.num_lanes, lay.num_components, lay.num_transfers
     orgs = len(lay.org_ids)
     comp_lanes = lay.lane_comp >= 0
@@ -738,6 +753,8 @@ def _constants(lay: Layout) -> dict[str, np.ndarray]:
         "ext_dst": lay.dst_mat * lay.external[:, None],
         "onhand_dst": lay.dst_mat * (~comp_lanes)[:, None],
         "comp_lane": comp_lane,
+        "feed_onhand": (lay.dst_mat * (~comp_lanes)[:, None])[feed],
+        "feed_comp": comp_lane[feed],
         "comp_bom": lay.comp_bom,
         "comp_node": eye_n[lay.comp_node].reshape(c, n),
         "bom_capacity": lay.capacity[lay.bom_nodes],
