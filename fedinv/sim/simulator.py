@@ -213,8 +213,8 @@ class Simulator:
 
     def __init__(self, scenario: Scenario, days: int | None = None, confirmations: bool = False):
         """``confirmations``: run the Supplier Interface's step (docs/model.md,
-        "Confirmations"; off by default: nothing in a default run reads it, and it costs
-        about as much again as the rest of the day). A policy that reads it has
+        "Confirmations"; off by default: nothing in a default run reads it, and it more
+        than doubles the day's time at batch 256). A policy that reads it has
         ``needs_confirmations`` true, and :func:`fedinv.sim.run.run_records` and
         :func:`~fedinv.sim.run.mean_cost_per_day` switch it on for it."""
         self.scenario = scenario
