@@ -216,3 +216,31 @@ def test_the_step_is_off_by_default_and_a_policy_that_reads_it_says_so():
         confirmed.act(state)
     assert np.isfinite(mean_cost_per_day(sim, confirmed, [0])).all()
     assert sim.confirmations
+
+
+def test_confirmations_agree_on_torch_with_plants_and_late_notices():
+    """electronics-5r (assembly plants) with its delays announced 3 days after shipping:
+    the step on torch gives the numpy numbers."""
+    from dataclasses import replace
+
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.classical import make_policy
+
+    base = load_scenario("electronics-5r")
+    scenario = replace(
+        base, delays=tuple(replace(d, notice_lag_days=3) for d in base.delays), horizon_days=25
+    )
+    sim = Simulator(scenario, confirmations=True)
+    policy = make_policy("base-stock", sim.layout)
+    tops = torch_ops()
+    state, exo = sim.reset(2)
+    ts = state.to(tops)
+    for _ in range(20):
+        d = policy.act(state)
+        state, _ = sim.step(state, exo, d, NUMPY)
+        ts, _ = sim.step(ts, exo, Decision(tops.asarray(d.orders)), tops)
+        for name in ("confirmed", "confirm_days", "promised", "promise_days", "eta_pipeline"):
+            np.testing.assert_allclose(
+                getattr(ts, name).detach().numpy(), getattr(state, name), atol=1e-9, err_msg=name
+            )
+    assert state.promised.sum() > 0 and (state.confirm_days > 0).any()
