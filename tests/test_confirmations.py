@@ -244,3 +244,15 @@ def test_confirmations_agree_on_torch_with_plants_and_late_notices():
                 getattr(ts, name).detach().numpy(), getattr(state, name), atol=1e-9, err_msg=name
             )
     assert state.promised.sum() > 0 and (state.confirm_days > 0).any()
+
+
+def test_params_take_the_position_option_beside_the_node_tables():
+    import pytest
+
+    from fedinv.registry import InputError, resolve_params
+
+    layout = Simulator(_three_suppliers()).layout
+    merged = resolve_params("sS", layout, {"position": "confirmed", "s": {"A1": 3}})
+    assert merged["position"] == "confirmed" and merged["s"]["A1"] == 3
+    with pytest.raises(InputError, match="'position' must be one of"):
+        resolve_params("sS", layout, {"position": "later"})
