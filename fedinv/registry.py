@@ -136,11 +136,13 @@ def resolve_params(
 
     defaults = default_params(policy, layout)
     given = dict(given or {})
+    position = given.pop("position", None)  # an option, not a node table
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise InputError(
             f"unknown parameter(s) {', '.join(map(repr, unknown))} for policy "
-            f"{policy!r}; expected {', '.join(map(repr, defaults))}"
+            f"{policy!r}; expected {', '.join(map(repr, defaults))} (and the option "
+            "'position')"
         )
     order = {n: i for i, n in enumerate(layout.node_ids)}  # report nodes in file order
     merged = {
@@ -163,5 +165,12 @@ def resolve_params(
             merged[key][node] = (
                 {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
             )
-    make_policy(policy, layout, merged)  # the policy's own checks (numbers, components)
+    if position is not None:  # "ordered" or "confirmed" (docs/model.md, "Confirmations")
+        merged["position"] = position
+    try:
+        make_policy(policy, layout, merged)  # the policy's own checks (numbers, components)
+    except ValueError as exc:
+        if position is None or "'position'" not in str(exc):
+            raise
+        raise InputError(str(exc)) from None
     return merged

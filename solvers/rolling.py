@@ -286,11 +286,12 @@ class RollingLP:
         demand = self._forecast(state)
         node_f = self._known.known_node_factor(state)
         lane_f = np.where((state.alert > 0) & self._known.lane_outage, self._known.lane_frac, 1.0)
-        p_len = state.pipeline.shape[2]
+        known = state.known_pipeline  # known arrival days, never the true ones
+        p_len = known.shape[2]
         k = np.arange(h)
         slots = (state.day + k) % p_len
         arrivals = np.where((k >= 1) & (k < p_len), 1.0, 0.0)[None, :, None] * np.moveaxis(
-            state.pipeline[:, :, slots], 2, 1
+            known[:, :, slots], 2, 1
         )  # [B, H, M]
         t_len = state.transfer_pipeline.shape[2]
         t_slots = (state.day + k) % t_len

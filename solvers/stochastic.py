@@ -419,11 +419,11 @@ class RollingSP(RollingLP):
         demand[:, 0] = 0.0
         self._futures_demand = demand  # [S, H, N]
         node_f, lane_f = self._outages(state, b, smp)
-        p_len = state.pipeline.shape[2]
+        known = state.known_pipeline  # known arrival days, never the true ones
+        p_len = known.shape[2]
         slots = (state.day + k) % p_len
-        arrivals = (
-            np.where((k >= 1) & (k < p_len), 1.0, 0.0)[:, None] * state.pipeline[b, :, slots]
-        )  # [H, M]
+        due = np.where((k >= 1) & (k < p_len), 1.0, 0.0)[:, None]
+        arrivals = due * known[b, :, slots]  # [H, M]
         t_len = state.transfer_pipeline.shape[2]
         t_slots = (state.day + k) % t_len
         t_land = (

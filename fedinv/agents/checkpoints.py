@@ -41,7 +41,7 @@ import torch
 
 from fedinv.agents import hdpo
 from fedinv.agents.dqn import Args, DQNPolicy, RoleQNetworks, TrainResult
-from fedinv.agents.envs import EnvConfig
+from fedinv.agents.envs import EnvConfig, observation_layout
 from fedinv.files import atomic_write
 from fedinv.model.layout import Layout
 
@@ -83,6 +83,7 @@ def write_checkpoint(
         "scenario": str(scenario),
         "args": plain(dataclasses.asdict(args)),
         "env_config": plain(args.env.to_dict()),
+        "observation_layout": observation_layout(args.env),
         "roles": list(q_network.roles),
         "obs_size": int(q_network.obs_size),
         "num_actions": int(q_network.num_actions),
@@ -126,6 +127,7 @@ def write_hdpo_checkpoint(
         "scenario": str(scenario),
         "args": plain(dataclasses.asdict(args)),
         "env_config": plain(args.env.to_dict()),
+        "observation_layout": observation_layout(args.env),
         "roles": list(nets.roles),
         "obs_size": int(nets.obs_size),
         "outputs": int(nets.outputs),
@@ -239,11 +241,36 @@ def load_policy(path: str | Path, layout: Layout, algo: str = "dqn") -> DQNPolic
     return policy_from_checkpoint(load_checkpoint(path, algo), layout, path)
 
 
+LEGACY_LAYOUT = "fedinv-obs/1"
+"""The layout of checkpoints written before layouts were recorded."""
+
+
+def check_layout(data: Mapping[str, Any], path: str | Path = "checkpoint") -> None:
+    """Refuse (:class:`CheckpointError`, naming both versions) a checkpoint whose
+    observation layout is not the one this fedinv builds for its ``env_config``."""
+    try:
+        config = EnvConfig.from_dict(data["env_config"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: inconsistent contents ({type(exc).__name__}: {exc})"
+        ) from None
+    written = str(data.get("observation_layout", LEGACY_LAYOUT))
+    expected = observation_layout(config)
+    if written != expected:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was trained on observation layout {written!r}; "
+            f"this fedinv builds {expected!r} for its settings: retrain it (the "
+            "networks would misread the observations)"
+        )
+
+
 def policy_from_checkpoint(
     data: Mapping[str, Any], layout: Layout, path: str | Path = "checkpoint"
 ) -> DQNPolicy | hdpo.HDPOPolicy:
     """:func:`load_policy` from the contents :func:`load_checkpoint` returned (a DQN or
-    an HDPO policy, by the format tag)."""
+    an HDPO policy, by the format tag); refused if its observation layout differs
+    (:func:`check_layout`)."""
+    check_layout(data, path)
     if data.get("format") == HDPO_FORMAT:
         return _hdpo_policy(data, layout, path)
     try:

@@ -280,6 +280,7 @@ class DQNPolicy:
         self, layout: Layout, q_network: RoleQNetworks, config: EnvConfig, share: str = "tier"
     ):
         self.layout, self.config, self.q_network = layout, config, q_network
+        self.needs_confirmations = config.confirmations
         ids = config.controlled or layout.node_ids
         unknown = [n for n in ids if n not in layout.node_ids]
         if unknown:

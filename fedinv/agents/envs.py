@@ -206,6 +206,10 @@ class EnvConfig:
     projection_penalty: float = 1.0
     """``train_mode = "hybrid"``: days of the destination's stockout penalty ($/unit-day)
     charged per unit of ``|proposed - released|``."""
+    confirmations: bool = False
+    """Opt-in: append the Supplier Interface's confirmations to every node's observation
+    (``confirmed``, ``confirm_days``, ``promised``; docs/agents.md). Off, the observation
+    is the layout it always was."""
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (for checkpoints and JSON)."""
@@ -228,8 +232,23 @@ class EnvConfig:
         )
 
 
+OBSERVATION_VERSION = 1
+"""The version of the observation layout (the features' order and meaning); bumped when
+either changes, so that a checkpoint trained on another layout is refused."""
+CONFIRMATION_FEATURES = ("confirmed", "confirm_days", "promised")
+"""The opt-in features of :attr:`EnvConfig.confirmations`, appended at the end."""
+
+
+def observation_layout(config: EnvConfig) -> str:
+    """The observation layout's tag for ``config``: ``fedinv-obs/1``, with
+    ``+confirmations`` when the opt-in features are on (checkpoints record it)."""
+    tag = f"fedinv-obs/{OBSERVATION_VERSION}"
+    return tag + "+confirmations" if config.confirmations else tag
+
+
 def observation_names(config: EnvConfig) -> list[str]:
     """Names of the ``F`` observation features, in order."""
+    extra = list(CONFIRMATION_FEATURES) if config.confirmations else []
     return (
         [
             "on_hand",
@@ -257,6 +276,7 @@ def observation_names(config: EnvConfig) -> list[str]:
         ]
         + [f"tier_{t}" for t in TIERS]
         + ["customer_facing", "assembling", "lead_time", "lead_time_std", "critical_ratio"]
+        + extra
     )
 
 
@@ -396,10 +416,27 @@ class Observer:
                 (s.delay_notice @ lay.dst_mat)[:, :, None] / 7.0,
                 np.broadcast_to(calendar, (b, n, len(calendar))),
                 np.broadcast_to(self._static, (b, n, self._static.shape[1])),
-            ],
+            ]
+            + ([self._confirmations(s)] if self.config.confirmations else []),
             axis=2,
         )
         return np.clip(obs, -OBS_CLIP, OBS_CLIP).astype(np.float32)
+
+    def _confirmations(self, s: State) -> np.ndarray:
+        """The opt-in confirmation features ``[B, N, 3]``: yesterday's confirmed units of
+        the node's orders and the suppliers' promised units of all they owe it (both in
+        days of the node's mean demand, mean over its streams), and the mean confirmed
+        ship lead over its inbound lanes (weeks)."""
+        if s.confirmed is None:
+            raise ValueError(
+                "EnvConfig.confirmations observes the suppliers' confirmations: simulate "
+                "with Simulator(..., confirmations=True)"
+            )
+        confirmed = s.confirmed @ self.lane_to_node
+        promised = s.promised @ self.lane_to_node
+        days = s.confirm_days @ self._inbound
+        u = self.unit[None, :]
+        return np.stack([confirmed / u, days / 7.0, promised / u], axis=2)
 
     def _node_min(self, per_stream: np.ndarray) -> np.ndarray:
         """Per node, the smallest of its streams' values in units of product ``[B, N]``."""
@@ -414,9 +451,10 @@ class Observer:
     def _transit(self, s: State) -> np.ndarray:
         """In transit to each node by arrival day ``t+1 .. t+P`` ``[B, N, P]`` (units of
         product, mean over streams); the last bucket holds later arrivals too."""
-        p_len = s.pipeline.shape[2]
+        known = s.known_pipeline  # known arrival days, never the true ones
+        p_len = known.shape[2]
         days = self.config.pipeline_days
-        ahead = s.pipeline[:, :, (s.day + 1 + np.arange(p_len - 1)) % p_len]  # [B, M, p-1]
+        ahead = known[:, :, (s.day + 1 + np.arange(p_len - 1)) % p_len]  # [B, M, p-1]
         out = np.zeros(ahead.shape[:2] + (days,))
         k = min(days, ahead.shape[2])
         out[:, :, :k] = ahead[:, :, :k]
@@ -507,7 +545,7 @@ class BatchedInventoryEnv:
         self.scenario = scenario
         self.config = cfg = config or EnvConfig()
         self.episode_days = int(cfg.episode_days or scenario.horizon_days)
-        self.sim = Simulator(scenario, days=self.episode_days + 1)
+        self.sim = Simulator(scenario, days=self.episode_days + 1, confirmations=cfg.confirmations)
         self.layout = lay = self.sim.layout
         if cfg.controlled is None:
             self.agent_nodes = np.arange(lay.num_nodes)

@@ -363,6 +363,7 @@ class HDPOPolicy:
         max_change: float = 30.0,
     ):
         self.layout, self.networks, self.base, self.config = layout, networks, base, config
+        self.needs_confirmations = config.confirmations
         self.share, self.max_change = share, float(max_change)
         self.roles = agent_roles(layout, range(layout.num_nodes), share)
         missing = sorted(set(self.roles) - set(networks.roles))
@@ -540,7 +541,7 @@ def initial_policy(
     """The untrained policy: the base tuned (or ``tuned``, a tuning of the base policy
     already done), networks initialized from ``args.seed``, input statistics from a
     base-policy run on the first training batch."""
-    sim = Simulator(scenario, days=args.eval_days)
+    sim = Simulator(scenario, days=args.eval_days, confirmations=args.env.confirmations)
     layout = sim.layout
     name = base_policy_name(scenario) if args.base == "auto" else args.base
     if name not in BASES:
@@ -603,7 +604,7 @@ def train(
         raise ValueError(f"Args.trigger must be one of {', '.join(TRIGGERS)}, got {args.trigger!r}")
     policy.trigger = args.trigger
     optimizer = torch.optim.Adam(networks.parameters(), lr=args.learning_rate)
-    sim = Simulator(scenario, days=args.eval_days)
+    sim = Simulator(scenario, days=args.eval_days, confirmations=args.env.confirmations)
     days = sim.days
     scale = max(float(tuned.train_cost_per_day), 1e-9)  # the loss is about 1 at the start
     valid = range(VALIDATION_BASE, VALIDATION_BASE + args.eval_replications)

@@ -12,6 +12,9 @@ the paired difference with its 95% interval.
 
 ``python -m fedinv.bench.roles signals``: messages per agent-day and the cost gain kept by
 signalled coordination against daily sharing (see :func:`signals_study`).
+
+``python -m fedinv.bench.roles confirmations``: the ordering policy's position on
+ordered against confirmed units, the Supplier Interface (see :func:`confirmations_study`).
 """
 
 from __future__ import annotations
@@ -197,6 +200,51 @@ def coordination_study(
             f"{row['transfer_units_per_day']:.1f} units/day; external purchases "
             f"{100 * row['external_purchase_share_of_cost']:.0f}% of the cost; peers held "
             f"stock for {100 * row['peer_stock_share']:.1f}% of the shortfall"
+        )
+    return out
+
+
+def confirmations_study(
+    policy: str = "sS",
+    replications: int = 20,
+    params: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The ordering ``policy`` (textbook parameters, or ``params``) whose inventory
+    position counts what the suppliers ordered from owe (``position = "ordered"``) against
+    the same policy counting only what they confirmed (``position = "confirmed"``, the
+    Supplier Interface), on each variant (:data:`COORDINATION_VARIANTS`), held-out
+    replications ``0..R-1`` on common random numbers: cost, fill rate, the paired
+    difference with its 95% interval."""
+    from fedinv.policies.classical import make_policy
+    from fedinv.sim.simulator import Simulator
+
+    out: dict[str, Any] = {"policy": policy, "replications": replications, "variants": {}}
+    reps = list(range(replications))
+    for name, events in COORDINATION_VARIANTS.items():
+        sim = Simulator(variant("electronics-5r", name, events), confirmations=True)
+        ordered = make_policy(policy, sim.layout, dict(params or {}))
+        confirmed = make_policy(policy, sim.layout, {**(params or {}), "position": "confirmed"})
+        a, c = _metrics(sim, ordered, reps), _metrics(sim, confirmed, reps)
+        row = {
+            "cost_per_day": [
+                float(a.total_cost_per_day.mean()),
+                float(c.total_cost_per_day.mean()),
+            ],
+            "fill_rate": [float(a.fill_rate.mean()), float(c.fill_rate.mean())],
+            "cost_difference": _paired(c.total_cost_per_day, a.total_cost_per_day),
+            "fill_rate_points": {
+                k: (100 * v if k != "percent" else v)
+                for k, v in _paired(c.fill_rate, a.fill_rate).items()
+            },
+        }
+        out["variants"][name] = row
+        d, f = row["cost_difference"], row["fill_rate_points"]
+        log(
+            f"{name:12s} cost {row['cost_per_day'][0]:,.0f} -> {row['cost_per_day'][1]:,.0f} $/day "
+            f"({d['percent']:+.2f}%, {d['mean']:+.0f} ± {d['ci95']:.0f}); fill rate "
+            f"{row['fill_rate'][0]:.4f} -> {row['fill_rate'][1]:.4f} ({f['mean']:+.2f} ± "
+            f"{f['ci95']:.2f} points)"
         )
     return out
 
@@ -420,12 +468,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--policy", default="sS")
     p.add_argument("--replications", type=int, default=10)
     p.add_argument("--json", type=Path, help="write the results to this file")
+    p = sub.add_parser("confirmations", help="positions on confirmed against ordered units")
+    p.add_argument("--policy", default="sS")
+    p.add_argument("--replications", type=int, default=20)
+    p.add_argument("--json", type=Path, help="write the results to this file")
     p = sub.add_parser("signals", help="messages per agent-day and the gain they keep")
     p.add_argument("--policy", default="sS")
     p.add_argument("--replications", type=int, default=20)
     p.add_argument("--json", type=Path, help="write the results to this file")
     args = parser.parse_args(argv)
-    if args.part == "signals":
+    if args.part == "confirmations":
+        result = confirmations_study(args.policy, args.replications)
+    elif args.part == "signals":
         result = signals_study(args.policy, args.replications)
     elif args.part == "monitor":
         result = monitor_study(args.policy, args.replications)

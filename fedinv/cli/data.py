@@ -22,7 +22,8 @@ def add_parser(commands: Any) -> None:
         "export",
         help="simulate one history and write each organization's own files",
         description="Simulate one history of a scenario under a reference policy and write, "
-        "per organization, DIR/ORG/{scenario.toml,demand.csv,leadtimes.csv,inventory.csv}.",
+        "per organization, DIR/ORG/{scenario.toml,demand.csv,leadtimes.csv,inventory.csv,"
+        "confirmations.csv}.",
     )
     p.add_argument(
         "--scenario",

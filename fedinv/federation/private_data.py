@@ -14,7 +14,11 @@ sees, under ``DIR/ORG/``:
                   nodes (``kind = order``): the demand its nodes face;
   leadtimes.csv   ``order_date,lane,quantity,receipt_date,lead_days``: its inbound
                   lanes from outside, first-in-first-out from orders to shipments;
-  inventory.csv   ``date,node,on_hand,backlog,on_order``: its inventory records.
+  inventory.csv   ``date,node,on_hand,backlog,on_order``: its inventory records;
+  confirmations.csv ``date,lane,quantity,confirmed,ship_date``: the confirmations its
+                  suppliers outside it (other organizations' nodes, outside vendors)
+                  sent for the orders they received on its inbound lanes (the
+                  Supplier Interface, docs/model.md).
 
 A user with real data fills the same files (see docs/federation.md);
 :func:`load_org_scenario` turns a folder into a :class:`~fedinv.model.network.Scenario` that
@@ -41,7 +45,13 @@ from fedinv.model.scenario import load_scenario
 from fedinv.policies.classical import make_policy
 from fedinv.sim.simulator import Simulator
 
-FILES = ("scenario.toml", "demand.csv", "leadtimes.csv", "inventory.csv")
+FILES = (
+    "scenario.toml",
+    "demand.csv",
+    "leadtimes.csv",
+    "inventory.csv",
+    "confirmations.csv",
+)
 
 
 def export_private_data(
@@ -57,7 +67,7 @@ def export_private_data(
     organization's folder; returns ``{org: folder}``."""
     if seed is not None:
         scenario = replace(scenario, seed=int(seed))
-    sim = Simulator(scenario, days=days)
+    sim = Simulator(scenario, days=days, confirmations=True)
     lay = sim.layout
     pol = make_policy(policy, lay, params)
     state, exo = sim.reset([replication])
@@ -65,6 +75,7 @@ def export_private_data(
     orders = np.zeros((n_days, n_lanes))
     shipped = np.zeros((n_days, n_lanes))
     inventory = np.zeros((n_days, 3, lay.num_nodes))
+    confirms = np.zeros((n_days, 3, n_lanes))  # received, confirmed, days to ship
     for t in range(n_days):
         on_order = state.on_order[0] @ lay.dst_mat
         inventory[t] = state.on_hand[0], state.backlog[0], on_order
@@ -72,6 +83,7 @@ def export_private_data(
         state, _ = sim.step(state, exo, decision)
         orders[t] = decision.orders[0]
         shipped[t] = state.shipped[0]
+        confirms[t] = state.last_received[0], state.confirmed[0], state.confirm_days[0]
     dates = pd.date_range(scenario.start_date, periods=n_days, freq="D")
     lead = exo.lead[0]
     out = Path(out_dir)
@@ -149,6 +161,21 @@ def export_private_data(
             }
         )
         _write_csv(inv, folder / "inventory.csv")
+        rows = []
+        for m in outside:
+            for t in np.flatnonzero(confirms[:, 0, m] > 0):
+                ship = dates[t] + pd.Timedelta(days=int(confirms[t, 2, m]))
+                rows.append(
+                    {
+                        "date": dates[t].strftime("%Y-%m-%d"),
+                        "lane": lay.lane_ids[m],
+                        "quantity": confirms[t, 0, m],
+                        "confirmed": confirms[t, 1, m],
+                        "ship_date": ship.strftime("%Y-%m-%d"),
+                    }
+                )
+        columns = ["date", "lane", "quantity", "confirmed", "ship_date"]
+        _write_csv(pd.DataFrame(rows, columns=columns), folder / "confirmations.csv")
         text = _org_toml(scenario, org.id, own, leadlog, lay)
         atomic_write(folder / "scenario.toml", lambda tmp, text=text: tmp.write_text(text))
         load_org_scenario(folder)  # the folder must load: fail here, not in a client

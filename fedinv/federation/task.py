@@ -42,6 +42,7 @@ import torch
 
 from fedinv.agents.checkpoints import (
     CheckpointError,
+    check_layout,
     load_checkpoint,
     weights_from_checkpoint,
     write_checkpoint,
@@ -418,6 +419,7 @@ def load_global_checkpoint(
         raise CheckpointError(
             f"checkpoint {str(path)!r}: not a federated checkpoint (trained by fedinv train)"
         )
+    check_layout(data, path)
     if algo == "hdpo":
         from fedinv.federation import hdpo_task
 

@@ -29,6 +29,12 @@ to whole lots on lanes with a lot size.
   * ``min-stock``: when net on-hand stock (on hand - backorders) falls below ``min`` and
     nothing is on order for the stream, order ``quantity`` (the naive trigger rule).
 
+Every policy takes the option ``position = "confirmed"`` (default ``"ordered"``): on order
+then counts, of what its suppliers owe it, only what they confirmed they will ship within
+the confirmation horizon (``State.promised``, the Supplier Interface of docs/model.md),
+plus what is in transit and orders not yet confirmed (still travelling to the source, or
+reached it this morning).
+
 Installation policies let downstream nodes decide first, so a node's position includes
 the orders it receives today (the textbook's sequence of events; with it, installation
 levels equal to differences of echelon levels give the same orders as the echelon policy
@@ -55,6 +61,8 @@ PARAMETER_NAMES = {
     "sQ": ("s", "Q"),
     "min-stock": ("min", "quantity"),
 }
+POSITIONS = ("ordered", "confirmed")
+"""What on order counts of what the suppliers owe: all of it, or what they confirmed."""
 
 
 class Policy(Protocol):
@@ -216,9 +224,13 @@ class StreamPolicy:
 
     name = "stream-policy"
 
-    def __init__(self, layout: Layout, echelon: bool = False):
+    def __init__(self, layout: Layout, echelon: bool = False, position: str = "ordered"):
+        if position not in POSITIONS:
+            raise ValueError(f"position must be one of {', '.join(POSITIONS)}, got {position!r}")
         self.layout = layout
         self.echelon = echelon
+        self.position_mode = position
+        self.needs_confirmations = position == "confirmed"
         self.streams = st = streams_of(layout)
         lay = layout
         # component stock and on-order per stream
@@ -282,7 +294,15 @@ class StreamPolicy:
     def position(self, s: State, net: Any, ops: NumpyOps = NUMPY) -> Any:
         """Stream positions ``[B, K]`` (stream units) given node net stock ``[B, N]``."""
         a = self._arrays(ops)
-        pos = net @ a["node"] + s.on_order @ a["lane"]
+        on_order = s.on_order
+        if self.position_mode == "confirmed":
+            if s.promised is None:
+                raise ValueError(
+                    'position = "confirmed" reads the suppliers\' confirmations: simulate '
+                    "with Simulator(..., confirmations=True)"
+                )
+            on_order = on_order - s.owed + s.promised + s.arrived_orders
+        pos = net @ a["node"] + on_order @ a["lane"]
         if self.layout.num_components:
             pos = pos + s.components @ a["slot"]
         return pos
@@ -323,8 +343,14 @@ class StreamPolicy:
 class BaseStock(StreamPolicy):
     """Installation or echelon base-stock with ``levels [K]`` per stream."""
 
-    def __init__(self, layout: Layout, levels: np.ndarray, echelon: bool = False):
-        super().__init__(layout, echelon)
+    def __init__(
+        self,
+        layout: Layout,
+        levels: np.ndarray,
+        echelon: bool = False,
+        position: str = "ordered",
+    ):
+        super().__init__(layout, echelon, position)
         self.levels = stream_vector(layout, levels, self.streams)
         self.name = "echelon-base-stock" if echelon else "base-stock"
 
@@ -337,8 +363,8 @@ class SS(StreamPolicy):
 
     name = "sS"
 
-    def __init__(self, layout: Layout, s: np.ndarray, big_s: np.ndarray):
-        super().__init__(layout)
+    def __init__(self, layout: Layout, s: np.ndarray, big_s: np.ndarray, position: str = "ordered"):
+        super().__init__(layout, position=position)
         self.s = stream_vector(layout, s, self.streams)
         self.big_s = np.maximum(stream_vector(layout, big_s, self.streams), self.s)
 
@@ -353,8 +379,8 @@ class SQ(StreamPolicy):
 
     name = "sQ"
 
-    def __init__(self, layout: Layout, s: np.ndarray, q: np.ndarray):
-        super().__init__(layout)
+    def __init__(self, layout: Layout, s: np.ndarray, q: np.ndarray, position: str = "ordered"):
+        super().__init__(layout, position=position)
         self.s = stream_vector(layout, s, self.streams)
         self.q = np.maximum(stream_vector(layout, q, self.streams), 1e-9)
 
@@ -370,8 +396,14 @@ class MinStock(StreamPolicy):
 
     name = "min-stock"
 
-    def __init__(self, layout: Layout, minimum: np.ndarray, quantity: np.ndarray):
-        super().__init__(layout)
+    def __init__(
+        self,
+        layout: Layout,
+        minimum: np.ndarray,
+        quantity: np.ndarray,
+        position: str = "ordered",
+    ):
+        super().__init__(layout, position=position)
         self.minimum = stream_vector(layout, minimum, self.streams)
         self.quantity = stream_vector(layout, quantity, self.streams)
 
@@ -485,11 +517,17 @@ def make_policy(name: str, layout: Layout, params: Mapping[str, Any] | None = No
     or single nodes) take their :func:`default_params` value."""
     defaults = default_params(name, layout)
     params = dict(params or {})
+    position = params.pop("position", "ordered")
     unknown = set(params) - set(PARAMETER_NAMES[name])
     if unknown:
         raise ValueError(
             f"unknown parameter(s) {sorted(unknown)} for policy {name!r}; "
-            f"expected {list(PARAMETER_NAMES[name])}"
+            f"expected {list(PARAMETER_NAMES[name])} (and the option 'position')"
+        )
+    if position not in POSITIONS:
+        raise ValueError(
+            f"parameter 'position' must be one of {', '.join(map(repr, POSITIONS))}, "
+            f"got {position!r}"
         )
     st = streams_of(layout)
     vec = {}
@@ -500,11 +538,11 @@ def make_policy(name: str, layout: Layout, params: Mapping[str, Any] | None = No
         vec[key] = stream_vector(layout, {**defaults[key], **given}, st)
     match name:
         case "base-stock":
-            return BaseStock(layout, vec["levels"])
+            return BaseStock(layout, vec["levels"], position=position)
         case "echelon-base-stock":
-            return BaseStock(layout, vec["levels"], echelon=True)
+            return BaseStock(layout, vec["levels"], echelon=True, position=position)
         case "sS":
-            return SS(layout, vec["s"], vec["S"])
+            return SS(layout, vec["s"], vec["S"], position)
         case "sQ":
-            return SQ(layout, vec["s"], vec["Q"])
-    return MinStock(layout, vec["min"], vec["quantity"])
+            return SQ(layout, vec["s"], vec["Q"], position)
+    return MinStock(layout, vec["min"], vec["quantity"], position)

@@ -333,7 +333,8 @@ class LostSalesDPPolicy:
         self.layout, self.dp = layout, dp
 
     def act(self, state: State) -> Decision:
-        lead, slots = self.dp.model.lead_time, state.pipeline.shape[2]
+        known = state.known_pipeline  # known arrival days, never the true ones
+        lead, slots = self.dp.model.lead_time, known.shape[2]
         due = (state.day + np.arange(1, lead)) % slots
-        arriving = state.pipeline[:, 0, due]  # [B, L-1]
+        arriving = known[:, 0, due]  # [B, L-1]
         return Decision(self.dp.orders(state.on_hand[:, 0], arriving)[:, None])

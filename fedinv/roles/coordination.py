@@ -97,10 +97,11 @@ class BalanceRule:
     def projected(self, s: State) -> np.ndarray:
         """``y`` of the module doc, ``[B, N]`` units (0 at nodes without links)."""
         lay, t = self.layout, s.day
-        p = s.pipeline.shape[2]
+        known = s.known_pipeline  # known arrival days, never the true ones
+        p = known.shape[2]
         w_max = int(min(self.window.max(initial=1), p - 1))
         ahead = (t + np.arange(1, w_max + 1)) % p  # slots of days t+1 .. t+w_max
-        due = s.pipeline[:, :, ahead]  # [B, M, W]
+        due = known[:, :, ahead]  # [B, M, W]
         lane_window = self.window[lay.lane_dst]
         mask = np.arange(1, w_max + 1)[None, :] <= lane_window[:, None]  # [M, W]
         arriving = (due * mask).sum(axis=2) @ lay.dst_mat

@@ -68,6 +68,11 @@ class Exogenous:
     lane_factor: np.ndarray  # [B, D, M] transport-capacity fraction
     alert: np.ndarray  # [B, D, M] 1 where the lane's supply is in an announced outage
     delay_notice: np.ndarray  # [B, D, M] extra days announced that day for a shipment
+    delay_parts: tuple[tuple[int, int, np.ndarray], ...] = ()
+    """Per ``[[delays]]`` entry: ``(lane index, notice lag in days, extra days [B, D] of
+    what ships that day)``; their sum per lane is ``extra_delay``. The day reads them to
+    know which part of a shipment's delay its destination has been told of
+    (:attr:`fedinv.sim.simulator.State.known_pipeline`)."""
 
     @property
     def batch(self) -> int:
@@ -197,17 +202,21 @@ def draw_exogenous(
     extra = np.zeros((n_reps, days, n_lanes), np.int64)
     delay_notice = np.zeros((n_reps, days, n_lanes))
     lane_idx = layout.network.lane_index
+    parts = []
     for d in scenario.delays:
         m = lane_idx[d.lane]
+        part = np.zeros((n_reps, days), np.int64)
         for b, g in enumerate(gens):
             rng = g["delay"]
             late = rng.random(days) < d.probability
             size = rng.integers(d.min_days, d.max_days + 1, size=days)
-            extra[b, :, m] += np.where(late, size, 0)
+            part[b] = np.where(late, size, 0)
+        extra[:, :, m] += part
+        parts.append((m, int(min(d.notice_lag_days, 10**6)), part))
         announce = np.arange(days) + min(d.notice_lag_days, 10**6)
         ok = announce < days
         for b in range(n_reps):
-            np.add.at(delay_notice[b, :, m], announce[ok], extra[b, ok, m])
+            np.add.at(delay_notice[b, :, m], announce[ok], part[b, ok])
     lead += extra
 
     # Outages.
@@ -238,7 +247,17 @@ def draw_exogenous(
                 affected = np.arange(n_lanes) == m
             alert[:, :, affected] = np.maximum(alert[:, :, affected], announced[:, :, None])
     return Exogenous(
-        reps, cal, demand, demand_mean, lead, extra, node_factor, lane_factor, alert, delay_notice
+        reps,
+        cal,
+        demand,
+        demand_mean,
+        lead,
+        extra,
+        node_factor,
+        lane_factor,
+        alert,
+        delay_notice,
+        tuple(parts),
     )
 
 

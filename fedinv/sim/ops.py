@@ -102,14 +102,17 @@ class NumpyOps:
     def sum(self, x: np.ndarray, axis: int) -> np.ndarray:
         return x.sum(axis=axis)
 
+    def cumsum(self, x: np.ndarray, axis: int) -> np.ndarray:
+        return np.cumsum(x, axis=axis)
+
     def nan_to_zero(self, x: np.ndarray) -> np.ndarray:
         """NaN read as 0 (infinities become the largest finite float, as numpy's)."""
         return np.nan_to_num(x, nan=0.0)
 
-    def segment_min(self, x: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """Minimum over contiguous column segments starting at ``starts``: ``[B, C] ->
-        [B, K]``."""
-        return np.minimum.reduceat(x, starts, axis=1)
+    def segment_min(self, x: np.ndarray, starts: np.ndarray, axis: int = 1) -> np.ndarray:
+        """Minimum over contiguous segments of axis ``axis`` starting at ``starts``:
+        ``[B, C] -> [B, K]`` (or ``[B, H, C] -> [B, H, K]`` along axis 2)."""
+        return np.minimum.reduceat(x, starts, axis=axis)
 
     def take_slot(
         self, ring: np.ndarray, slot: int, owned: bool = False
@@ -128,6 +131,15 @@ class NumpyOps:
         bi, mi = np.nonzero(values)
         out[bi, mi, np.broadcast_to(slots, (b, m))[bi, mi]] += values[bi, mi]
         return out
+
+    def scatter_slots(self, values: np.ndarray, slots: np.ndarray, length: int) -> np.ndarray:
+        """A ring ``[B, M, length]`` holding ``values [B, M, K]`` summed at slots ``slots
+        [B, M, K]`` (integers in ``0 .. length - 1``) of each row."""
+        b, m, k = values.shape
+        flat = (np.arange(b * m)[:, None] * length + slots.reshape(b * m, k)).ravel()
+        return np.bincount(flat, weights=values.ravel(), minlength=b * m * length).reshape(
+            b, m, length
+        )
 
     def smooth_indicator(
         self, q: np.ndarray, eps: float, smoothing: Smoothing | None
@@ -218,13 +230,20 @@ class TorchOps(NumpyOps):
     def sum(self, x, axis: int):
         return x.sum(dim=axis)
 
+    def cumsum(self, x, axis: int):
+        return x.cumsum(dim=axis)
+
     def nan_to_zero(self, x):
         return self.torch.nan_to_num(self._t(x), nan=0.0)
 
-    def segment_min(self, x, starts: np.ndarray):
-        ends = list(starts[1:]) + [x.shape[1]]
+    def segment_min(self, x, starts: np.ndarray, axis: int = 1):
+        ends = list(starts[1:]) + [x.shape[axis]]
         return self.torch.stack(
-            [x[:, int(a) : int(b)].amin(dim=1) for a, b in zip(starts, ends, strict=True)], dim=1
+            [
+                x.narrow(axis, int(a), int(b) - int(a)).amin(dim=axis)
+                for a, b in zip(starts, ends, strict=True)
+            ],
+            dim=axis,
         )
 
     def take_slot(self, ring, slot: int, owned: bool = False):
@@ -236,6 +255,11 @@ class TorchOps(NumpyOps):
         b, m = values.shape
         idx = self.torch.as_tensor(np.broadcast_to(slots, (b, m))[:, :, None].astype(np.int64))
         return ring.scatter_add(2, idx, values[:, :, None])
+
+    def scatter_slots(self, values, slots: np.ndarray, length: int):
+        b, m, _ = values.shape
+        idx = self.torch.as_tensor(np.asarray(slots, dtype=np.int64))
+        return self.zeros((b, m, length)).scatter_add(2, idx, values)
 
     def smooth_indicator(self, q, eps: float, smoothing: Smoothing | None):
         """``1[q > eps]``, or ``1 - exp(-q / T)`` under ``smoothing.order_temperature``."""

@@ -87,7 +87,10 @@ def run_records(
     ``Decision.info`` entries that are numeric ``[B]`` arrays become records
     ``info.<key>`` of shape ``[D, B]`` (e.g. ``info.projection_l1`` in hybrid mode);
     other entries (e.g. ``relaxation_log``) are appended per day to ``logs[key]`` when
-    ``logs`` is given."""
+    ``logs`` is given. A policy with ``needs_confirmations`` switches on
+    ``sim.confirmations``."""
+    if getattr(policy, "needs_confirmations", False):
+        sim.confirmations = True
     state, exo = sim.reset(replications)
     days = sim.days
     out: dict[str, np.ndarray] = {}
@@ -119,7 +122,10 @@ def mean_cost_per_day(
     sim: Simulator, policy, replications: Sequence[int], exogenous: Exogenous | None = None
 ) -> np.ndarray:
     """Total network cost per day of each replication (after warm-up), ``[B]`` $: the
-    fast path for tuning (no DataFrame). ``exogenous``: streams drawn before, reused."""
+    fast path for tuning (no DataFrame). ``exogenous``: streams drawn before, reused; a
+    policy with ``needs_confirmations`` switches on ``sim.confirmations``."""
+    if getattr(policy, "needs_confirmations", False):
+        sim.confirmations = True
     state, exo = sim.reset(replications, exogenous=exogenous)
     warm = sim.scenario.warmup_days
     total = np.zeros(exo.batch)

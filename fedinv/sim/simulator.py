@@ -63,6 +63,9 @@ from fedinv.sim.exogenous import (
 from fedinv.sim.ops import NUMPY, NumpyOps, Smoothing
 
 _EPS = 1e-9
+CONFIRM_DAYS = 28
+"""Days ahead a source projects its shipping when it confirms an order (the Supplier
+Interface)."""
 
 
 @dataclass
@@ -94,6 +97,18 @@ class State:
     month_end: bool = False  # today is the last day of a calendar month
     weekday: int = 0  # 0 = Monday
     day_of_year: int = 1
+    # What the destinations know of their shipments in transit (docs/model.md, "What a
+    # node knows of its shipments"); ``None`` where it is the truth (no delay is ever
+    # announced later than the first morning after shipping):
+    # The Supplier Interface: each source's confirmation, at the end of the day, of the
+    # order it received that day on each lane (docs/model.md, "Confirmations"); seen by
+    # the ordering node the next day (``None`` unless ``Simulator.confirmations``):
+    confirmed: np.ndarray | None = None  # [B, M] units of that order confirmed
+    confirm_days: np.ndarray | None = None  # [B, M] days after that day they ship by
+    promised: np.ndarray | None = None  # [B, M] units of all the lane owes it confirms
+    promise_days: np.ndarray | None = None  # [B, M] days until the lane's open amount ships
+    sent: np.ndarray | None = None  # [B, M, P] shipped, slot = ship day % P (late-notice lanes)
+    eta_pipeline: np.ndarray | None = None  # [B, M, P] in transit, slot = known arrival day % P
     given_orders: np.ndarray | None = None
     """``[B, M]`` orders other organizations released today on lanes this view's nodes
     supply (per-organization information mode, :mod:`fedinv.policies.perorg`), NaN on
@@ -112,6 +127,16 @@ class State:
                 for f in fields(self)
             }
         )
+
+    @property
+    def known_pipeline(self) -> np.ndarray:
+        """In transit per lane by the arrival day its destination knows, ``[B, M, P]``,
+        slot = known arrival day % P: the carrier's ETA (ship day + the lane's lead time
+        without the extra delays not yet announced), the true arrival day once the delay
+        notice came, and tomorrow for a shipment past its known ETA that has not arrived.
+        Every policy reads arrival days from here, never from :attr:`pipeline` (the true
+        arrival days); per lane the totals are the same (:attr:`in_transit`)."""
+        return self.pipeline if self.eta_pipeline is None else self.eta_pipeline
 
     @property
     def in_transit(self) -> np.ndarray:
@@ -190,8 +215,14 @@ class Simulator:
     """A compiled scenario that steps batches of replications, on numpy or (for gradients)
     torch: the day is written once against :mod:`fedinv.sim.ops`."""
 
-    def __init__(self, scenario: Scenario, days: int | None = None):
+    def __init__(self, scenario: Scenario, days: int | None = None, confirmations: bool = False):
+        """``confirmations``: run the Supplier Interface's step (docs/model.md,
+        "Confirmations"; off by default: nothing in a default run reads it, and it more
+        than doubles the day's time at batch 256). A policy that reads it has
+        ``needs_confirmations`` true, and :func:`fedinv.sim.run.run_records` and
+        :func:`~fedinv.sim.run.mean_cost_per_day` switch it on for it."""
         self.scenario = scenario
+        self.confirmations = bool(confirmations)
         self.days = int(days or scenario.horizon_days)
         if days:
             self._days_field = "days"
@@ -204,10 +235,23 @@ class Simulator:
         self.pipeline_len = lay.max_lead + 1
         self.order_len = int(lay.order_lead.max(initial=0)) + 1
         self.transfer_len = int(max(lay.transfer_lead.max(initial=1), 1)) + 1
-        self.check_memory(1)
+        self.confirm_len = CONFIRM_DAYS
+        # lanes into a node that ships on some lane: what its confirmations project
+        self._feed = np.flatnonzero(lay.src_mat.sum(axis=0)[lay.lane_dst] > 0)
+        self._lead_mean = np.array(  # [M] whole days, for the promised replenishments
+            [max(1, int(round(ln.lead_time.mean_days))) for ln in scenario.network.lanes]
+        )
         self._comp_starts = lay.comp_starts
         self._order_lead = lay.order_lead
         self._transfer_lead = lay.transfer_lead
+        # lanes with a delay announced after the first morning following the shipment:
+        # there the known arrival days differ from the true ones for a while
+        lane_idx = scenario.network.lane_index
+        self._late_notice = np.zeros(lay.num_lanes, bool)
+        for d in scenario.delays:
+            if d.notice_lag_days >= 2 and d.probability > 0:
+                self._late_notice[lane_idx[d.lane]] = True
+        self.check_memory(1)
         self._const_numpy = _constants(lay)
         self._const: dict[str, dict[str, Any]] = {NUMPY.name: self._const_numpy}
 
@@ -228,8 +272,9 @@ class Simulator:
         per_day = exogenous_bytes_per_day(self.scenario, lay) + 8 * len(RECORD_FIELDS) * (
             lay.num_nodes
         )
+        rings = 3 if self._late_notice.any() else 1  # + the ship-day and known rings
         per_rep = 8 * (
-            lay.num_lanes * (self.pipeline_len + self.order_len + 12)
+            lay.num_lanes * (rings * self.pipeline_len + self.order_len + 12)
             + lay.num_transfers * self.transfer_len
             + 12 * lay.num_nodes
         )
@@ -291,6 +336,11 @@ class Simulator:
             alert=zeros((b, m)),
             delay_notice=zeros((b, m)),
         )
+        if self.confirmations:
+            state.confirmed, state.confirm_days = zeros((b, m)), zeros((b, m))
+            state.promised, state.promise_days = zeros((b, m)), zeros((b, m))
+        if self._late_notice.any():
+            state.sent = zeros((b, m, self.pipeline_len))
         return self.morning(state, exo, ops)
 
     def step(
@@ -344,6 +394,8 @@ class Simulator:
         if lay.num_transfers:
             landed, s.transfer_pipeline = ops.take_slot(s.transfer_pipeline, t % self.transfer_len)
             s.on_hand = s.on_hand + landed @ c["transfer_dst"]
+        if s.sent is not None:  # what the destinations know of what is still in transit
+            s.eta_pipeline = self._known_transit(s, exo, ops)
         # 2. assembly
         if lay.num_components:
             ratio = s.components / c["comp_bom"]
@@ -367,6 +419,122 @@ class Simulator:
             s.backlog = s.backlog - from_backlog + unmet
         s.demand, s.filled, s.sold = demand, filled, from_backlog + filled
         return s
+
+    def _known_transit(self, s: State, exo: Exogenous, ops: NumpyOps):
+        """The ring of :attr:`State.known_pipeline` on the morning of ``s.day``, after the
+        arrivals: on the lanes with late delay notices, each of the last ``P - 1`` days'
+        shipments not yet arrived sits at its known arrival day (ship day + lead time -
+        the extra days whose notice has not come yet), at tomorrow if that day has
+        passed; the initial pipeline at its given days; other lanes as :attr:`pipeline`."""
+        t, p = s.day, self.pipeline_len
+        late = self._late_notice
+        k = np.arange(1, p)
+        k = k[k <= t]  # days since shipping
+        ring = s.pipeline * ops.asarray(np.where(late, 0.0, 1.0)[None, :, None])
+        if t < p:  # the initial pipeline (announced, never late) not yet arrived
+            init = self.layout.initial_transit * late[:, None] * (np.arange(p) > t)[None, :]
+            ring = ring + ops.asarray(init[None])
+        if not len(k):
+            return ring
+        ship_day = t - k  # [K]
+        lead = exo.lead[:, ship_day, :]  # [B, K, M]
+        hidden = np.zeros(lead.shape, np.int64)
+        for m, lag, extra in exo.delay_parts:
+            hidden[:, :, m] += extra[:, ship_day] * (k < lag)[None, :]
+        arrival = ship_day[None, :, None] + lead
+        eta = np.maximum(arrival - hidden, t + 1)
+        still = (arrival > t) & late[None, None, :]  # [B, K, M]
+        slots = np.moveaxis(eta % p, 1, 2)  # [B, M, K]
+        values = s.sent[:, :, ship_day % p] * ops.asarray(np.moveaxis(still, 1, 2))
+        return ring + ops.scatter_slots(values, slots, p)
+
+    def _confirm(self, s: State, exo: Exogenous, ops: NumpyOps, received) -> None:
+        """The Supplier Interface (docs/model.md, "Confirmations"): after today's shipping
+        and transfers, each source projects what it can ship over the next ``H`` days
+        (:data:`CONFIRM_DAYS`) from its stock, its known inbound arrivals and its
+        suppliers' promises of yesterday (at the promised day + the lane's mean lead time;
+        components assembled within capacity at a plant) and its output capacity, cut
+        by an announced outage's fraction, and confirms on every lane the order received
+        today: the part it expects to ship within ``H`` days and the day its lane's open
+        amount will have shipped (proportional rationing: the lane's last unit)."""
+        lay, t, c = self.layout, s.day, self.constants(ops)
+        h = self.confirm_len
+        b, m = received.shape
+        node_f = ops.asarray(exo.node_factor[:, t])
+        alert = ops.asarray(exo.alert[:, t])
+        announced = (alert @ c["src"] + alert @ c["ext_dst"]) > 0
+        f_known = ops.where(announced, node_f, 1.0)
+        cap_f = capacity_times(c["capacity"], f_known, ops)  # [B, N] units/day
+        # cumulative known arrivals by day t+1 .. t+h on the lanes into sources [B, F, H]
+        feed = self._feed
+        ring = self._known_tonight(s, exo, ops)[:, feed]
+        p, j = self.pipeline_len, np.arange(1, h + 1)
+        ahead = (np.arange(p) - t) % p  # days from today to each slot's arrival
+        upto = ops.asarray(((ahead[:, None] >= 1) & (ahead[:, None] <= j[None, :])) * 1.0)
+        f = len(feed)
+        cum = (ring.reshape(b * f, p) @ upto).reshape(b, f, h)
+        # its own open orders upstream: what its suppliers promised yesterday and have not
+        # shipped today, at their promised day (one day nearer) + the lane's mean lead time
+        left = ops.maximum(s.promised[:, feed] - s.shipped[:, feed], 0.0)
+        land = ops.maximum(s.promise_days[:, feed] - 1.0, 0.0) + ops.asarray(self._lead_mean[feed])
+        cum = cum + left[:, :, None] * ops.as_float(land[:, :, None] <= ops.asarray(j * 1.0))
+        flat = cum.swapaxes(1, 2).reshape(b * h, f)  # [B * H, F]: one matrix product each
+        # what each node could ship by day j, from its stock [B, H, N]
+        supply = s.on_hand[:, None, :] + (flat @ c["feed_onhand"]).reshape(b, h, -1)
+        if lay.num_components:  # a plant: what it can assemble by day j
+            comp = ((flat @ c["feed_comp"]).reshape(b, h, -1) + s.components[:, None, :]) / c[
+                "comp_bom"
+            ]  # [B, H, C] component stock by day, in units of product
+            possible = ops.segment_min(comp, self._comp_starts, axis=2)  # [B, H, K]
+            days = ops.asarray(j.astype(float))[None, :, None]
+            cap_asm = capacity_times(c["bom_capacity"], f_known @ c["bom_pick"], ops)
+            made = ops.minimum(possible, days * cap_asm[:, None, :])
+            k = made.shape[2]
+            supply = supply + (made.reshape(b * h, k) @ c["made_to_node"]).reshape(b, h, -1)
+        limited = c["ship_nodes"] | (f_known < 1.0)
+        finite = limited & ~ops.isinf(cap_f)
+        rate = ops.where(finite, cap_f, 1.0)  # [B, N] units/day where output is limited
+        owed = s.owed @ c["src"]  # [B, N] still owed after today's shipping
+        open_ = owed > _EPS
+        # it has shipped all it owes on the first day both its supply and its output
+        # capacity cover it (both grow with the day)
+        by_supply = 1.0 + ops.sum(ops.as_float(supply < owed[:, None, :] - _EPS), 1)
+        by_rate = ops.where(finite, ops.ceil(owed / ops.maximum(rate, _EPS) - 1e-9), 0.0)
+        k_node = ops.where(open_, ops.minimum(ops.maximum(by_supply, by_rate), float(h)), 0.0)
+        shippable = ops.where(finite, ops.minimum(supply[:, -1], h * rate), supply[:, -1])
+        frac = ops.where(open_, ops.minimum(1.0, shippable / ops.maximum(owed, _EPS)), 1.0)
+        k_lane, frac_lane = k_node @ c["src"].T, frac @ c["src"].T
+        if lay.external.any():  # a vendor fills a production node's lanes at its capacity
+            prod_cap = capacity_times(c["capacity"], f_known, ops)
+            ext_owed = s.owed @ c["ext_dst"]
+            finite = c["prod_nodes"] & ~ops.isinf(prod_cap) & (ext_owed > _EPS)
+            safe = ops.where(finite, prod_cap, 1.0)
+            k_ext = ops.where(
+                finite, ops.minimum(ops.ceil(ext_owed / ops.maximum(safe, _EPS)), float(h)), 0.0
+            )
+            f_ext = ops.where(finite, ops.minimum(1.0, h * safe / ops.maximum(ext_owed, _EPS)), 1.0)
+            k_lane = ops.where(c["external"], k_ext @ c["ext_dst"].T, k_lane)
+            frac_lane = ops.where(c["external"], f_ext @ c["ext_dst"].T, frac_lane)
+        lane_open = s.owed > _EPS
+        s.confirmed = received * frac_lane
+        s.confirm_days = ops.where(lane_open, k_lane, 0.0) * ops.as_float(received > _EPS)
+        s.promised = s.owed * frac_lane
+        s.promise_days = ops.where(lane_open, k_lane, 0.0)
+
+    def _known_tonight(self, s: State, exo: Exogenous, ops: NumpyOps):
+        """What the destinations know of the pipeline after today's shipping: the true
+        ring where no notice comes late, else this morning's known ring plus today's
+        shipments at their carrier ETA."""
+        if s.eta_pipeline is None:
+            return s.pipeline
+        t, p, late = s.day, self.pipeline_len, self._late_notice
+        lead = exo.lead[:, t].copy()
+        for m, lag, extra in exo.delay_parts:
+            if lag >= 1:
+                lead[:, m] -= extra[:, t]
+        keep = ops.asarray(np.where(late, 0.0, 1.0)[None, :, None])
+        ring = s.pipeline * keep + s.eta_pipeline * (1.0 - keep)
+        return ops.add_at_slots(ring, (t + lead) % p, s.shipped * ops.asarray(late.astype(float)))
 
     def _ship(self, s: State, exo: Exogenous, ops: NumpyOps) -> None:
         """Fill what is owed on every lane from the source's on hand, within capacities;
@@ -402,6 +570,10 @@ class Simulator:
         s.shipped = ship
         slots = (t + exo.lead[:, t]) % self.pipeline_len
         s.pipeline = ops.add_at_slots(s.pipeline, slots, ship)
+        if s.sent is not None:  # today's slot of the ship-day ring: today's shipments
+            today = np.full(ship.shape, t % self.pipeline_len)
+            _, sent = ops.take_slot(s.sent, t % self.pipeline_len)
+            s.sent = ops.add_at_slots(sent, today, ship * ops.asarray(self._late_notice))
 
     # -- steps 6-7 -----------------------------------------------------------------------
 
@@ -446,6 +618,8 @@ class Simulator:
             s.transfer_pipeline = ops.add_at_slots(s.transfer_pipeline, slots, moved)
             transfer_cost = (moved * c["transfer_cost"]) @ c["transfer_src"]
             transferred = moved @ c["transfer_src"]
+        if s.confirmed is not None:  # the Supplier Interface (Simulator.confirmations)
+            self._confirm(s, exo, ops, received)
         # monthly budget and contract bookkeeping
         spend = orders * c["unit_cost"]
         org_spend = spend @ c["org"]  # [B, O]
@@ -561,6 +735,7 @@ class Simulator:
 
 def _constants(lay: Layout) -> dict[str, np.ndarray]:
     """The layout's arrays the day reads (numpy; see :meth:`Simulator.constants`)."""
+    feed = np.flatnonzero(lay.src_mat.sum(axis=0)[lay.lane_dst] > 0)  # Simulator._feed
     n, m, c, t = lay.num_nodes, lay.num_lanes, lay.num_components, lay.num_transfers
     orgs = len(lay.org_ids)
     comp_lanes = lay.lane_comp >= 0
@@ -582,6 +757,8 @@ def _constants(lay: Layout) -> dict[str, np.ndarray]:
         "ext_dst": lay.dst_mat * lay.external[:, None],
         "onhand_dst": lay.dst_mat * (~comp_lanes)[:, None],
         "comp_lane": comp_lane,
+        "feed_onhand": (lay.dst_mat * (~comp_lanes)[:, None])[feed],
+        "feed_comp": comp_lane[feed],
         "comp_bom": lay.comp_bom,
         "comp_node": eye_n[lay.comp_node].reshape(c, n),
         "bom_capacity": lay.capacity[lay.bom_nodes],
