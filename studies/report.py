@@ -1076,7 +1076,8 @@ def _coordination_text(run: StudyRun, p: PolicySpec) -> str:
         f", threshold {_number(c.get('threshold'), 2)} and reserve "
         f"{_number(c.get('reserve'), 2)} days of mean demand tuned around it by cyclic "
         f"coordinate descent on {_int(record.get('train_replications'))} training "
-        f"replications in pure mode: {_int(record.get('evaluations'))} evaluations = "
+        f"replications{' through the safety layer' if record.get('mode') == 'hybrid' else ''}: "
+        f"{_int(record.get('evaluations'))} evaluations = "
         f"{_int(record.get('simulated_days'))} simulated days, "
         f"{_duration(record.get('seconds'))} of wall time"
     )

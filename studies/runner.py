@@ -495,7 +495,8 @@ def _tune_coordination(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]
     """Tune the Coordination Node of the policy whose :attr:`coordinated_by` is
     ``unit`` (:func:`fedinv.roles.coordination.tune_balance`) around that policy as the
     study evaluates it (its tuned params, read from its preparation unit), on the
-    study's training replications of the training scenario, in pure mode."""
+    study's training replications of the training scenario, run as the policy is tuned
+    (:attr:`~studies.spec.PolicySpec.trained_in`: pure, or through the safety layer)."""
     from fedinv.policies.tuning import TRAIN_BASE
     from fedinv.roles.coordination import tune_balance
 
@@ -503,14 +504,23 @@ def _tune_coordination(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]
     scenario = training_scenario(spec)
     reps = list(range(TRAIN_BASE, TRAIN_BASE + spec.train_replications))
     factory = policy_factory(spec, pol, scenario, out)
-    result = tune_balance(scenario, factory, reps, days=spec.days, sweeps=spec.tune_sweeps)
+    mode = pol.trained_in
+    result = tune_balance(
+        scenario,
+        factory,
+        reps,
+        days=spec.days,
+        sweeps=spec.tune_sweeps,
+        mode=mode,
+        solver=pol.solver,
+    )
     params = {"threshold": result.config.threshold, "reserve": result.config.reserve}
     days = spec.days or scenario.horizon_days
     return {
         "policy": unit.policy,
         "row": pol.label,
         "rule": pol.coordination,
-        "mode": "pure",
+        "mode": mode,
         "params": params,
         "coords": params,
         "train_cost_per_day": result.train_cost_per_day,

@@ -223,16 +223,21 @@ def tune_balance(
     days: int | None = None,
     sweeps: int = 2,
     tolerance: float = 0.05,
+    *,
+    mode: str = "pure",
+    solver: str = "highspy",
 ) -> BalanceTuning:
     """Tune ``threshold`` and ``reserve`` (:data:`THRESHOLD_RANGE`,
     :data:`RESERVE_RANGE`) for the ordering policy ``factory`` builds, as the classical
     policies are tuned (docs/model.md): cyclic coordinate descent from (0, 0), each
     coordinate by a bounded scalar search (``tolerance`` days), on the training
     ``replications`` with common random numbers; the objective is the mean total cost per
-    day; each search stops after :data:`SEARCH_EVALUATIONS` evaluations at most
-    (:func:`max_balance_evaluations`)."""
+    day of the coordinated policy run in ``mode`` (``hybrid``: through the safety layer
+    with ``solver``, which projects the transfers with the orders); each search stops
+    after :data:`SEARCH_EVALUATIONS` evaluations at most (:func:`max_balance_evaluations`)."""
     from scipy.optimize import minimize_scalar
 
+    from fedinv.hybrid import for_mode
     from fedinv.sim.run import mean_cost_per_day  # pandas: off the CLI's start-up path
 
     sim = Simulator(scenario, days=days)
@@ -244,7 +249,8 @@ def tune_balance(
     def cost(point: Sequence[float]) -> float:
         key = (round(point[0], 4), round(point[1], 4))
         if key not in cache:
-            pol = Coordinated(base, BalanceRule(sim.layout, BalanceConfig(*key)))
+            node = Coordinated(base, BalanceRule(sim.layout, BalanceConfig(*key)))
+            pol = for_mode(node, mode, sim.layout, backend=solver, outages=scenario.outages)
             cache[key] = float(mean_cost_per_day(sim, pol, exo.replications, exo).mean())
             history.append((*key, cache[key]))
         return cache[key]
