@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fedinv.cli import main
 from studies.budget import check_budgets, planned_days
-from studies.runner import run_study
 from studies.spec import StudyError, check_study, load_study, parse_study
 from studies.units import plan
 
@@ -73,7 +73,7 @@ STUDY = """
 [study]
 name = "coordinated"
 scenario = "peers.toml"
-replications = 2
+replications = 5
 days = 40
 train_replications = 2
 tune_sweeps = 1
@@ -188,11 +188,14 @@ def test_a_study_with_coordinated_rows_runs_end_to_end(tmp_path):
     node move stock (B starts with 5 units against A's 60, so day 0 already calls for a
     transfer at threshold 1); the tuned node stays inside its search box and within its
     planned budget; the report shows transfers per day and how each node was set."""
-    spec = load_study(_write(tmp_path))
-    out = run_study(spec, tmp_path / "out", workers=1, echo=None, progress=False)
+    study = _write(tmp_path)
+    out = tmp_path / "out"  # --replications 2: a quick check of the 5-replication study
+    args = ["run", str(study), "--out", str(out), "--workers", "1", "--quiet"]
+    assert main([*args, "--replications", "2"]) == 0
     frame = pd.read_parquet(out / "results" / "replications.parquet").set_index(
         ["policy", "replication"]
     )
+    assert sorted(frame.loc["sS"].index) == [0, 1]
     moved = frame["transfer_units_per_day"]
     assert (moved.loc["sS"] == 0).all()
     assert (moved.loc["textbook + node (given) + layer"] > 0).all()
@@ -207,3 +210,4 @@ def test_a_study_with_coordinated_rows_runs_end_to_end(tmp_path):
     assert "threshold 1.00 and reserve 0.00 days of mean demand given" in report
     assert "tune the Coordination Node of sS + node" in report
     assert "projects its transfers with the orders" in report
+    assert main([*args, "--replications", "1"]) == 2
