@@ -207,9 +207,18 @@ class StudySpec:
         data = asdict(self)
         for key in ("title", "description", "source", "paper"):
             data.pop(key)
+        for pol in data["policies"]:  # a row without a node hashes as before the field existed
+            for key, default in _UNHASHED_DEFAULTS.items():
+                if pol.get(key, default) == default:
+                    pol.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[
             :16
         ]
+
+
+_UNHASHED_DEFAULTS: dict[str, Any] = {"coordination": "none", "coordination_params": None}
+"""Policy fields left out of :meth:`StudySpec.digest` at their default, so the run
+folders of studies written before the fields existed still resume."""
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:

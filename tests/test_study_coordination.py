@@ -4,6 +4,7 @@ ordering policy before the mode, and its transfers reported."""
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -211,3 +212,27 @@ def test_a_study_with_coordinated_rows_runs_end_to_end(tmp_path):
     assert "tune the Coordination Node of sS + node" in report
     assert "projects its transfers with the orders" in report
     assert main([*args, "--replications", "1"]) == 2
+
+
+def test_rows_without_a_node_keep_the_digest_they_had_before_the_field():
+    """Run folders of studies written before ``coordination`` existed still resume: the
+    digest of such a study is the hash of the definition with the old policy fields
+    only (the format before this change, spelled out here); a node changes it."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    old = ("label", "policy", "params", "values", "training", "mode", "solver")
+    old += ("train_mode", "tune_per")
+    spec = load_study("disruption")
+    data = asdict(spec)
+    for key in ("title", "description", "source", "paper"):
+        data.pop(key)
+    data["policies"] = [{k: p[k] for k in old} for p in data["policies"]]
+    text = json.dumps(data, sort_keys=True, default=str).encode()
+    assert spec.digest() == hashlib.sha256(text).hexdigest()[:16]
+    roles = load_study("roles")
+    bare = dataclasses.replace(
+        roles, policies=tuple(dataclasses.replace(p, coordination="none") for p in roles.policies)
+    )
+    assert roles.digest() != bare.digest()
