@@ -6,8 +6,9 @@ residual's base all count; a federated learner counts the sum over organizations
 replication-days of their local scenarios, plus the server's runs on the whole network.
 A unit planned above ``[study] budget_days`` is refused before the study starts
 (:func:`check_budgets`). The figures are upper bounds where a search may stop early (the
-tuner: :func:`fedinv.policies.tuning.max_evaluations`); a tuning unit also records the
-days it really used.
+tuner: :func:`fedinv.policies.tuning.max_evaluations`; a Coordination Node's, on the
+study's training replications: :func:`fedinv.roles.coordination.max_balance_evaluations`);
+a tuning unit also records the days it really used.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from studies.spec import StudyError, StudySpec, training_config
+
+COORDINATION_PREFIX = "coordination-"
+"""Tuning units of a Coordination Node: ``tune/coordination-LABEL-SLUG``."""
 
 
 def parse_key(key: str) -> tuple[str, str, str, str]:
@@ -43,6 +47,10 @@ def planned_days(spec: StudySpec, key: str) -> int:
     scenario = load_scenario(spec.scenario)
     days = spec.days or scenario.horizon_days
     kind, name, mode, per = parse_key(key)
+    if kind == "tune" and name.startswith(COORDINATION_PREFIX):
+        from fedinv.roles.coordination import max_balance_evaluations
+
+        return max_balance_evaluations(spec.tune_sweeps) * spec.train_replications * days
     if kind == "tune":
         evals = max_evaluations(name, scenario_layout(scenario), spec.tune_sweeps, per=per)
         return evals * spec.train_replications * days
@@ -109,8 +117,7 @@ def _hdpo_days(spec: StudySpec, cfg: Any, scenario: Any, training: str, select: 
 def check_budgets(spec: StudySpec) -> dict[str, int]:
     """Planned days of every preparation unit; :class:`StudyError` naming the unit, its
     plan and the budget if one exceeds ``budget_days``."""
-    keys = sorted({p.prepared_by for p in spec.policies if p.prepared_by})
-    plans = {key: planned_days(spec, key) for key in keys}
+    plans = {key: planned_days(spec, key) for key in spec.preparations()}
     if spec.budget_days is not None:
         over = {k: v for k, v in plans.items() if v > spec.budget_days}
         if over:

@@ -6,6 +6,7 @@ without importing ``studies``."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -60,6 +61,13 @@ def register(commands: Any) -> None:
         help="discard what an earlier run left in --out (units, results, report) and "
         "start over; needed after the study definition changed",
     )
+    p.add_argument(
+        "--replications",
+        type=COUNT,
+        metavar="N",
+        help="held-out replications 0..N-1 instead of the study's (N >= 2; a quick check: "
+        "a different definition, so give a fresh --out)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
 
@@ -95,11 +103,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``fedinv run``: check the definition against its scenario, run or resume the study,
     print its table and where the report is."""
     from fedinv.cli.common import output_folder
+    from fedinv.errors import CliError
     from fedinv.files import atomic_write
     from studies.runner import StudyDefinitionChanged, StudyRunError, clear_run_folder, run_study
     from studies.spec import check_study, load_study, study_text
 
     spec = load_study(args.study)  # StudyError (a ValueError): exit 2, file and field named
+    if args.replications is not None:
+        if args.replications < 2:
+            raise CliError(f"--replications: expected an integer >= 2, got {args.replications}")
+        spec = dataclasses.replace(spec, replications=args.replications)
     check_study(spec)  # before the folder is made or any unit runs
     out = (args.out or Path("runs") / spec.name).resolve()
     output_folder(out)  # a file in the way: exit 2 naming --out

@@ -104,6 +104,7 @@ METRICS: dict[str, _Metric] = {
     "violations_per_month": _Metric("Violations/month", 2, "fewer violations", "more violations"),
     "projection_l1_per_day": _Metric("Projection L1/day", 2),
     "solve_ms_median": _Metric("Solve ms (median)", 1),
+    "transfer_units_per_day": _Metric("Transfers units/day", 2, relative=False),
 }
 MAIN_METRICS = (
     "total_cost_per_day",
@@ -115,6 +116,8 @@ MAIN_METRICS = (
     "violations_per_month",
 )
 HYBRID_METRICS = ("projection_l1_per_day", "solve_ms_median")
+COORDINATION_METRICS = ("transfer_units_per_day",)
+"""Shown when a row has a Coordination Node: units moved on lateral links per day."""
 POLICY_NAMES = {
     "base-stock": "installation base-stock",
     "echelon-base-stock": "echelon base-stock",
@@ -455,6 +458,8 @@ def main_table(run: StudyRun, summary: pd.DataFrame, variant: str) -> pd.DataFra
     hybrid = any(run.mode(p) == "hybrid" for p in policies)
     metrics = [m for m in MAIN_METRICS if has_bound or m != "gap_to_bound_pct"]
     metrics += list(HYBRID_METRICS) if hybrid else []
+    if any(getattr(run.spec.policy(p), "coordination", "none") != "none" for p in policies):
+        metrics += list(COORDINATION_METRICS)
     rows = []
     respecting = [p for p in policies if respects_constraints(run, stats, variant, p)]
     for p in respecting + [p for p in policies if p not in respecting]:
@@ -919,7 +924,7 @@ def _method(run: StudyRun) -> list[str]:
 def _preparation_section(run: StudyRun) -> list[str]:
     """Every tuning and training with its simulated replication-days (planned and, for a
     tuning, used) and wall time, against the study's budget."""
-    keys = sorted({p.prepared_by for p in run.spec.policies if p.prepared_by})
+    keys = run.spec.preparations()
     if not keys:
         return []
     planned = run.meta.get("planned_days") or {}
@@ -931,7 +936,7 @@ def _preparation_section(run: StudyRun) -> list[str]:
         rows.append(
             [
                 f"`{key}`",
-                ", ".join(p.label for p in run.spec.policies if p.prepared_by == key),
+                ", ".join(p.label for p in run.spec.policies if key in p.needs),
                 _int(planned.get(key)),
                 _int(used) if used is not None else MISSING,
                 _duration(record.get("seconds")) if record else MISSING,
@@ -1037,7 +1042,45 @@ def _policy_text(run: StudyRun, p: PolicySpec) -> str:
             "(weighted L1) that satisfy the capacity, budget, storage, lot-size and "
             "contract constraints"
         )
+    if getattr(p, "coordination", "none") != "none":
+        text += (
+            ". "
+            + _coordination_text(run, p)
+            + (
+                " (the safety layer projects its transfers with the orders)"
+                if p.mode == "hybrid"
+                else ""
+            )
+        )
     return f"{head}: {text}."
+
+
+def _coordination_text(run: StudyRun, p: PolicySpec) -> str:
+    """How a row's Coordination Node was set (docs/roles.md)."""
+    text = (
+        f"With a Coordination Node ({p.coordination}: lateral transfers between same-region "
+        "peers from the one with stock to spare to the one projected short, the ordering "
+        "policy seeing them as landed)"
+    )
+    if p.coordination_params is not None:
+        c = p.coordination_params
+        return text + (
+            f", threshold {_number(c['threshold'], 2)} and reserve "
+            f"{_number(c['reserve'], 2)} days of mean demand given in the study definition"
+        )
+    record = run.tuned.get(str(p.coordinated_by).split("/", 1)[1])
+    if record is None:
+        return text + f", tuned (no tuning record `units/{p.coordinated_by}.json`)"
+    c = record.get("params") or {}
+    return text + (
+        f", threshold {_number(c.get('threshold'), 2)} and reserve "
+        f"{_number(c.get('reserve'), 2)} days of mean demand tuned around it by cyclic "
+        f"coordinate descent on {_int(record.get('train_replications'))} training "
+        f"replications{' through the safety layer' if record.get('mode') == 'hybrid' else ''}: "
+        f"{_int(record.get('evaluations'))} evaluations = "
+        f"{_int(record.get('simulated_days'))} simulated days, "
+        f"{_duration(record.get('seconds'))} of wall time"
+    )
 
 
 _ROLLING = {
@@ -1362,9 +1405,12 @@ def _training_section(run: StudyRun, figures: Mapping[str, str]) -> list[str]:
     out = ["## Preparation: tuning and training", ""]
     rows = []
     for name, r in run.tuned.items():
+        what = POLICY_NAMES.get(name, name)
+        if "row" in r and "rule" in r:
+            what = f"the Coordination Node of {r['row']}"
         rows.append(
             [
-                f"tune {POLICY_NAMES.get(name, name)} ({_int(r.get('evaluations'))} evaluations)",
+                f"tune {what} ({_int(r.get('evaluations'))} evaluations)",
                 _int(r.get("simulated_days")),
                 _duration(r.get("seconds")),
                 _number(r.get("train_cost_per_day"), 2),

@@ -6,6 +6,7 @@ Units (``OUT/units/...``):
                       isolated, or centralized), run in this process one after another
                       (the federation has its own engine and uses every core);
   * ``tune/POLICY``   a classical policy tuned by simulation on training replications;
+  * ``tune/coordination-LABEL``  a row's Coordination Node tuned around its policy;
   * ``bound/VARIANT/rep-NNNN``        the perfect-information bound of one replication;
   * ``eval/VARIANT/POLICY/rep-NNNN``  one policy on one held-out replication.
 Tune, bound and eval units run in parallel as Ray tasks (``ray.init`` on this machine
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from studies.budget import COORDINATION_PREFIX
 from studies.spec import (
     StudySpec,
     check_study,
@@ -437,7 +439,9 @@ def _json_default(value: Any) -> Any:
 def execute_unit(spec: StudySpec, out: str, unit: Unit) -> dict[str, Any]:
     """Compute one tune, bound or eval unit; returns its JSON payload (a Ray task)."""
     started = time.perf_counter()
-    if unit.kind == "tune":
+    if unit.kind == "tune" and unit.policy.startswith(COORDINATION_PREFIX):
+        payload = _tune_coordination(spec, Path(out), unit)
+    elif unit.kind == "tune":
         payload = _tune(spec, unit)
     elif unit.kind == "bound":
         payload = _bound(spec, unit)
@@ -487,6 +491,45 @@ def _tune(spec: StudySpec, unit: Unit) -> dict[str, Any]:
     }
 
 
+def _tune_coordination(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]:
+    """Tune the Coordination Node of the policy whose :attr:`coordinated_by` is
+    ``unit`` (:func:`fedinv.roles.coordination.tune_balance`) around that policy as the
+    study evaluates it (its tuned params, read from its preparation unit), on the
+    study's training replications of the training scenario, run as the policy is tuned
+    (:attr:`~studies.spec.PolicySpec.trained_in`: pure, or through the safety layer)."""
+    from fedinv.policies.tuning import TRAIN_BASE
+    from fedinv.roles.coordination import tune_balance
+
+    pol = next(p for p in spec.policies if p.coordinated_by == unit.key)
+    scenario = training_scenario(spec)
+    reps = list(range(TRAIN_BASE, TRAIN_BASE + spec.train_replications))
+    factory = policy_factory(spec, pol, scenario, out)
+    mode = pol.trained_in
+    result = tune_balance(
+        scenario,
+        factory,
+        reps,
+        days=spec.days,
+        sweeps=spec.tune_sweeps,
+        mode=mode,
+        solver=pol.solver,
+    )
+    params = {"threshold": result.config.threshold, "reserve": result.config.reserve}
+    days = spec.days or scenario.horizon_days
+    return {
+        "policy": unit.policy,
+        "row": pol.label,
+        "rule": pol.coordination,
+        "mode": mode,
+        "params": params,
+        "coords": params,
+        "train_cost_per_day": result.train_cost_per_day,
+        "evaluations": result.evaluations,
+        "simulated_days": result.evaluations * len(reps) * days,
+        "train_replications": spec.train_replications,
+    }
+
+
 def _bound(spec: StudySpec, unit: Unit) -> dict[str, Any]:
     from fedinv.hybrid import perfect_information_bound
 
@@ -505,7 +548,7 @@ def _evaluate(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]:
 
     pol = spec.policy(unit.policy)
     scenario = _variant(spec, unit.variant)
-    factory = policy_factory(spec, pol, scenario, out)
+    factory = coordinated(spec, pol, policy_factory(spec, pol, scenario, out), out)
     result = simulate(
         scenario,
         factory,
@@ -558,6 +601,30 @@ def policy_factory(spec: StudySpec, pol, scenario, out: Path) -> Callable[[Any],
     else:
         values = _prepared_record(out, pol.prepared_by)["params"]
     return prepare(pol.policy, scenario, scenario_layout(scenario), params=values).factory
+
+
+def coordination_params(pol, out: Path) -> dict[str, float] | None:
+    """A row's Coordination Node parameters (``threshold``, ``reserve``, days of mean
+    demand): given in the study, or read from its tuning unit; None without a node."""
+    if pol.coordination == "none":
+        return None
+    if pol.coordination_params is not None:
+        return dict(pol.coordination_params)
+    return dict(_prepared_record(out, pol.coordinated_by)["params"])
+
+
+def coordinated(spec: StudySpec, pol, factory: Callable[[Any], Any], out: Path):
+    """``factory`` with the row's Coordination Node around it
+    (:func:`fedinv.roles.coordination.coordinated_factory`; ``factory`` itself without
+    one). The mode applies after it: in hybrid mode the safety layer projects the
+    node's transfers with the orders."""
+    from fedinv.roles.coordination import BalanceConfig, coordinated_factory
+
+    params = coordination_params(pol, out)
+    if params is None:
+        return factory
+    config = BalanceConfig(params["threshold"], params["reserve"])
+    return coordinated_factory(factory, pol.coordination, config)
 
 
 def _prepared_record(out: Path, key: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from typing import Any
 from fedinv.hybrid import BACKENDS as SOLVERS
 from fedinv.registry import CLASSICAL, OPTIMIZATION
 from fedinv.registry import LEARNED_POLICIES as LEARNED
+from fedinv.roles.coordination import COORDINATION_RULES
 from fedinv.sim.run import MODES
 
 PARAMS = ("tuned", "textbook")
@@ -89,6 +91,12 @@ class PolicySpec:
     """How it is tuned or trained: ``pure`` or ``hybrid`` (None: its ``mode``)."""
     tune_per: str = "tier"
     """Tuned classical policies: one search coordinate per ``tier`` or per ``node``."""
+    coordination: str = "none"
+    """The Coordination Node around the ordering policy (docs/roles.md): ``none`` or
+    ``balance`` (scenarios with lateral links only)."""
+    coordination_params: Mapping[str, float] | None = None
+    """``balance``: ``threshold`` and ``reserve``, days of mean demand (None: tuned by
+    the preparation unit :attr:`coordinated_by`)."""
 
     @property
     def slug(self) -> str:
@@ -114,6 +122,20 @@ class PolicySpec:
             per = ".node" if self.tune_per == "node" else ""
             return f"tune/{self.policy}{layer}{per}"
         return None
+
+    @property
+    def coordinated_by(self) -> str | None:
+        """The unit tuning this row's Coordination Node, ``tune/coordination-LABEL-SLUG``
+        (it runs after :attr:`prepared_by`, with its result), or ``None`` (no node, or
+        its ``coordination_params`` given)."""
+        if self.coordination == "none" or self.coordination_params is not None:
+            return None
+        return f"tune/coordination-{self.slug}"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The preparation units an evaluation of this row reads."""
+        return tuple(k for k in (self.prepared_by, self.coordinated_by) if k)
 
 
 @dataclass(frozen=True)
@@ -174,14 +196,29 @@ class StudySpec:
     def policy(self, label: str) -> PolicySpec:
         return next(p for p in self.policies if p.label == label)
 
+    def preparations(self) -> list[str]:
+        """Every preparation unit's key: the policies' tunings and trainings (sorted),
+        then the Coordination Nodes' tunings, which read them (sorted)."""
+        first = sorted({p.prepared_by for p in self.policies if p.prepared_by})
+        return first + sorted({p.coordinated_by for p in self.policies if p.coordinated_by})
+
     def digest(self) -> str:
         """A hash of everything that determines the results (not the title/description)."""
         data = asdict(self)
         for key in ("title", "description", "source", "paper"):
             data.pop(key)
+        for pol in data["policies"]:  # a row without a node hashes as before the field existed
+            for key, default in _UNHASHED_DEFAULTS.items():
+                if pol.get(key, default) == default:
+                    pol.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[
             :16
         ]
+
+
+_UNHASHED_DEFAULTS: dict[str, Any] = {"coordination": "none", "coordination_params": None}
+"""Policy fields left out of :meth:`StudySpec.digest` at their default, so the run
+folders of studies written before the fields existed still resume."""
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:
@@ -382,6 +419,8 @@ def _policy(source: str, raw: Any, i: int) -> PolicySpec:
             "train_mode",
             "tune_per",
             "solver",
+            "coordination",
+            "coordination_params",
         },
     )
     policy = t.choice("policy", _REQUIRED, CLASSICAL + OPTIMIZATION + LEARNED)
@@ -396,6 +435,8 @@ def _policy(source: str, raw: Any, i: int) -> PolicySpec:
         solver=t.choice("solver", "highspy", SOLVERS),
         train_mode=t.choice("train_mode", None, MODES) if "train_mode" in t.data else None,
         tune_per=t.choice("tune_per", "tier", TUNE_PER),
+        coordination=t.choice("coordination", "none", COORDINATION_RULES),
+        coordination_params=_coordination_params(source, t, i),
     )
     if policy == "hdpo" and spec.training == "isolated":
         raise StudyError(
@@ -432,6 +473,38 @@ def _policy(source: str, raw: Any, i: int) -> PolicySpec:
             f"{policy} (its options go in values), got {t.data['params']!r}"
         )
     return spec
+
+
+def _coordination_params(source: str, t: _Table, i: int) -> dict[str, float] | None:
+    """A policy's ``coordination_params`` table (only with ``coordination = "balance"``):
+    ``threshold`` and ``reserve``, finite numbers (days of mean demand), both given."""
+    raw = t.get("coordination_params", None, dict, "a table {threshold = .., reserve = ..}")
+    if raw is None:
+        return None
+    where = f"{source}: field policies[{i}].coordination_params"
+    if t.data.get("coordination", "none") != "balance":
+        raise StudyError(
+            f'{where}: expected it only with coordination = "balance", got coordination '
+            f"{t.data.get('coordination', 'none')!r}"
+        )
+    keys = ("threshold", "reserve")
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise StudyError(f"{where}.{unknown[0]}: expected threshold or reserve, got {unknown[0]!r}")
+    out = {}
+    for key in keys:
+        value = raw.get(key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise StudyError(
+                f"{where}.{key}: expected a finite number (days of mean demand), got "
+                + ("nothing (give both threshold and reserve)" if value is None else repr(value))
+            )
+        out[key] = float(value)
+    return out
 
 
 def _variant(source: str, raw: Any, i: int) -> VariantSpec:
@@ -563,7 +636,8 @@ def check_study(spec: StudySpec) -> None:
     """Check the whole definition against its scenario before any unit runs
     (:class:`StudyError` naming the study file and the field): the base scenario loads,
     every variant is a valid scenario (its outages and surges name existing nodes and
-    regions), every policy's explicit values fit the network (known parameters and
+    regions), a policy with a Coordination Node has lateral links to move stock on,
+    every policy's explicit values fit the network (known parameters and
     nodes; an optimization policy's options), and every event window lies inside the
     horizon."""
     from fedinv.model.scenario import ScenarioError, load_scenario
@@ -581,6 +655,12 @@ def check_study(spec: StudySpec) -> None:
             raise StudyError(f"{source}: field variants[{i}] ({variant.name!r}): {exc}") from None
     layout = scenario_layout(base)
     for i, pol in enumerate(spec.policies):
+        if pol.coordination != "none" and not base.network.transfers:
+            raise StudyError(
+                f"{source}: field policies[{i}].coordination: expected it only on a scenario "
+                f"with lateral links ([[transfers]]), got {pol.coordination!r} on "
+                f"{base.name}, which has none"
+            )
         if pol.values is None:
             continue
         where = f"{source}: field policies[{i}].values"

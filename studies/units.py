@@ -33,12 +33,12 @@ class Unit:
 
 
 def plan(spec: StudySpec) -> list[Unit]:
-    """Every unit of ``spec``, preparations first."""
+    """Every unit of ``spec``, preparations first (a Coordination Node's tuning after the
+    preparation of the policy it wraps)."""
     units: list[Unit] = []
-    prepared = sorted({p.prepared_by for p in spec.policies if p.prepared_by})
-    for key in prepared:
+    for key in spec.preparations():
         kind, name = key.split("/")
-        units.append(Unit(kind, key, policy=name))
+        units.append(Unit(kind, key, policy=name, needs=_needs_of(spec, key)))
     for v in spec.variants:
         if spec.bound:
             units += [
@@ -46,12 +46,18 @@ def plan(spec: StudySpec) -> list[Unit]:
                 for r in range(spec.replications)
             ]
         for p in spec.policies:
-            needs = (p.prepared_by,) if p.prepared_by else ()
+            needs = p.needs
             units += [
                 Unit("eval", f"eval/{v.name}/{p.slug}/rep-{r:04d}", v.name, p.label, r, needs)
                 for r in range(spec.replications)
             ]
     return units
+
+
+def _needs_of(spec: StudySpec, key: str) -> tuple[str, ...]:
+    """A Coordination Node's tuning reads its ordering policy's preparation."""
+    pol = next((p for p in spec.policies if p.coordinated_by == key), None)
+    return (pol.prepared_by,) if pol is not None and pol.prepared_by else ()
 
 
 def unit_path(out: Path, unit: Unit) -> Path:

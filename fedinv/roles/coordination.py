@@ -49,6 +49,9 @@ COORDINATION_RULES = ("none", "balance")
 THRESHOLD_RANGE = (-3.0, 4.0)
 RESERVE_RANGE = (-3.0, 4.0)
 """Tuning intervals (days of mean demand) of ``threshold`` and ``reserve``."""
+SEARCH_EVALUATIONS = 20
+"""Most evaluations of one coordinate's bounded scalar search in :func:`tune_balance`
+(measured searches stop after about 11 at the default tolerance)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,13 @@ def coordinated_factory(
     return lambda layout: Coordinated(factory(layout), BalanceRule(layout, config))
 
 
+def max_balance_evaluations(sweeps: int = 2) -> int:
+    """An upper bound on :func:`tune_balance`'s ``evaluations``: the start point plus
+    :data:`SEARCH_EVALUATIONS` per coordinate and sweep (repeated points are not
+    simulated again, so it may use fewer)."""
+    return 1 + 2 * sweeps * SEARCH_EVALUATIONS
+
+
 @dataclass(frozen=True)
 class BalanceTuning:
     """The tuned rule and the search's budget."""
@@ -213,15 +223,21 @@ def tune_balance(
     days: int | None = None,
     sweeps: int = 2,
     tolerance: float = 0.05,
+    *,
+    mode: str = "pure",
+    solver: str = "highspy",
 ) -> BalanceTuning:
     """Tune ``threshold`` and ``reserve`` (:data:`THRESHOLD_RANGE`,
     :data:`RESERVE_RANGE`) for the ordering policy ``factory`` builds, as the classical
     policies are tuned (docs/model.md): cyclic coordinate descent from (0, 0), each
     coordinate by a bounded scalar search (``tolerance`` days), on the training
     ``replications`` with common random numbers; the objective is the mean total cost per
-    day."""
+    day of the coordinated policy run in ``mode`` (``hybrid``: through the safety layer
+    with ``solver``, which projects the transfers with the orders); each search stops
+    after :data:`SEARCH_EVALUATIONS` evaluations at most (:func:`max_balance_evaluations`)."""
     from scipy.optimize import minimize_scalar
 
+    from fedinv.hybrid import for_mode
     from fedinv.sim.run import mean_cost_per_day  # pandas: off the CLI's start-up path
 
     sim = Simulator(scenario, days=days)
@@ -233,7 +249,8 @@ def tune_balance(
     def cost(point: Sequence[float]) -> float:
         key = (round(point[0], 4), round(point[1], 4))
         if key not in cache:
-            pol = Coordinated(base, BalanceRule(sim.layout, BalanceConfig(*key)))
+            node = Coordinated(base, BalanceRule(sim.layout, BalanceConfig(*key)))
+            pol = for_mode(node, mode, sim.layout, backend=solver, outages=scenario.outages)
             cache[key] = float(mean_cost_per_day(sim, pol, exo.replications, exo).mean())
             history.append((*key, cache[key]))
         return cache[key]
@@ -247,7 +264,10 @@ def tune_balance(
                 return cost([x if j == i else v for j, v in enumerate(point)])
 
             res = minimize_scalar(
-                along, bounds=bounds, method="bounded", options={"xatol": tolerance}
+                along,
+                bounds=bounds,
+                method="bounded",
+                options={"xatol": tolerance, "maxiter": SEARCH_EVALUATIONS},
             )
             if float(res.fun) < best:
                 best, point[i] = float(res.fun), round(float(res.x), 4)
