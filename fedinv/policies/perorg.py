@@ -128,6 +128,12 @@ def org_view(state: State, scope: OrgScope, given: np.ndarray | None = None) -> 
         setattr(out, f, np.where(scope.own, getattr(state, f), 0.0))
     out.shipped = z(state.shipped)
     out.pipeline = np.where(scope.own[None, :, None], state.pipeline, 0.0)
+    for f in ("sent", "eta_pipeline"):  # what its nodes know of their inbound shipments
+        if getattr(state, f) is not None:
+            setattr(out, f, np.where(scope.own[None, :, None], getattr(state, f), 0.0))
+    for f in ("confirmed", "confirm_days", "promised", "promise_days"):
+        if getattr(state, f) is not None:  # its buyers' confirmations and its own
+            setattr(out, f, np.where(scope.lanes, getattr(state, f), 0.0))
     out.order_pipeline = np.where(scope.own[None, :, None], state.order_pipeline, 0.0)
     out.transfer_pipeline = z(state.transfer_pipeline)
     spend = z(state.month_spend)

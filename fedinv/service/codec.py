@@ -290,7 +290,8 @@ class Codec:
             if len(slots):
                 entry["components"] = {items[k]: float(s.components[row, k]) for k in slots}
             nodes[lay.node_ids[i]] = entry
-        p, q = s.pipeline.shape[2], s.order_pipeline.shape[2]
+        known = s.known_pipeline  # arrival days as the destination knows them
+        p, q = known.shape[2], s.order_pipeline.shape[2]
         lanes: dict[str, Any] = {}
         for j in np.flatnonzero(sc.lanes):
             out: dict[str, Any] = {
@@ -302,7 +303,7 @@ class Codec:
             if sc.outbound[j]:
                 out["orders_today"] = float(given[j]) if given is not None else 0.0
             else:
-                transit = [float(s.pipeline[row, j, (s.day + k) % p]) for k in range(1, p)]
+                transit = [float(known[row, j, (s.day + k) % p]) for k in range(1, p)]
                 to_src = [float(s.order_pipeline[row, j, (s.day + k) % q]) for k in range(1, q)]
                 out.update(
                     in_transit=_trim(transit),
