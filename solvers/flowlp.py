@@ -143,6 +143,7 @@ class FlowModel:
     a: np.ndarray | None
     tr: np.ndarray | None
     land: np.ndarray  # [K, M] plan day a shipment placed on day k lands (>= K: after)
+    demand_rows: np.ndarray | None = None  # [K, customers] rows whose bounds are demand
 
 
 def solve_flow(
@@ -330,7 +331,7 @@ def build_flow(
             lanes_i = np.flatnonzero(internal & (lay.lane_src == i))
             row.coef(ro[:, j][:, None], s[:, lanes_i], 1.0)
 
-    return FlowModel(var, row, o, s, ow, h, q, b, c, a, tr, land)
+    return FlowModel(var, row, o, s, ow, h, q, b, c, a, tr, land, rb)
 
 
 def _solve(var: _Vars, row: _Rows, o, s, tr, k_days, m, t_links, time_limit) -> FlowSolution:

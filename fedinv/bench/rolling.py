@@ -7,6 +7,11 @@ time) per replication-year, and per solve: the numpy data of the futures, the up
 the kept HiGHS model (bounds, and matrix entries on a refresh) and the HiGHS solve, with
 the model's size and simplex iterations. The target (docs/hybrid.md): at most 30 s per
 replication-year on electronics-5r on one core at the default settings.
+
+``--against POLICY --against-params JSON`` (a classical policy, or a file of its tuned
+parameters) also runs that policy on the same replications and mode and reports the
+paired difference of ``total_cost_per_day`` (rolling-sp minus it) with its 95% t
+half-width, and both fill rates.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +33,13 @@ def bench_rolling(
     days: int | None = None,
     params: dict[str, Any] | None = None,
     mode: str = "pure",
+    first_replication: int = 0,
+    against: str | None = None,
+    against_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run ``rolling-sp`` and return its timings and costs (a JSON-able dict)."""
+    """Run ``rolling-sp`` (replications ``first_replication..``) and return its timings
+    and costs, and with ``against`` the paired difference to that classical policy (a
+    JSON-able dict)."""
     from fedinv.hybrid import make_optimization_policy
     from fedinv.model.scenario import load_scenario
     from fedinv.sim.run import simulate
@@ -42,9 +53,14 @@ def bench_rolling(
         return policy
 
     c0, t0 = time.process_time(), time.perf_counter()
-    result = simulate(
-        scenario, factory, replications=replications, days=days, mode=mode, solver="highspy"
+    runs = dict(
+        replications=replications,
+        days=days,
+        mode=mode,
+        solver="highspy",
+        first_replication=first_replication,
     )
+    result = simulate(scenario, factory, **runs)
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     policy = built[-1]
     model = next(m for m in policy._model if m is not None)
@@ -52,7 +68,7 @@ def bench_rolling(
     years = replications * n_days / 365.0
     solve, data, update = (np.asarray(x) for x in (policy.solve_s, policy.data_s, policy.build_s))
     pr = result.per_replication
-    return {
+    out = {
         "scenario": scenario.name,
         "options": policy.options(),
         "mode": mode,
@@ -79,6 +95,20 @@ def bench_rolling(
         "fill_rate": float(pr.fill_rate.mean()),
         "target_s_per_replication_year": TARGET_S_PER_YEAR,
     }
+    if against is not None:
+        from fedinv.registry import prepare, scenario_layout
+        from fedinv.sim.metrics import paired_difference
+
+        ref = prepare(against, scenario, scenario_layout(scenario), params=against_params)
+        other = simulate(scenario, ref.factory, **runs).per_replication
+        out["against"] = {
+            "policy": against,
+            "params": against_params or {},
+            "total_cost_per_day": float(other.total_cost_per_day.mean()),
+            "fill_rate": float(other.fill_rate.mean()),
+            "paired_difference": paired_difference(pr.total_cost_per_day, other.total_cost_per_day),
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,9 +118,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=None)
     parser.add_argument("--params", default="{}", help="rolling-sp options, JSON")
     parser.add_argument("--mode", default="pure", choices=("pure", "hybrid"))
+    parser.add_argument("--first", type=int, default=0, help="first replication index")
+    parser.add_argument("--against", default=None, help="a classical policy to pair with")
+    parser.add_argument(
+        "--against-params", default="{}", help="its parameters: JSON or a params.json file"
+    )
     args = parser.parse_args(argv)
+    ref = args.against_params
+    ref_params = json.loads(Path(ref).read_text() if Path(ref).is_file() else ref)
     out = bench_rolling(
-        args.scenario, args.replications, args.days, json.loads(args.params), args.mode
+        args.scenario,
+        args.replications,
+        args.days,
+        json.loads(args.params),
+        args.mode,
+        args.first,
+        args.against,
+        ref_params,
     )
     print(json.dumps(out, indent=2, default=float))
     return 0
