@@ -44,16 +44,6 @@ PROJECTIONS = ("network", "per-org")
 ``per-org``: one program per organization, each deciding from its own view."""
 
 _NODE_FIELDS = ("on_hand", "backlog", "demand")
-_INBOUND_FIELDS = (
-    "owed",
-    "month_ordered",
-    "last_orders",
-    "last_received",
-    "arrived_orders",
-    "alert",
-    "delay_notice",
-)
-_OUTBOUND_FIELDS = ("owed", "last_received", "arrived_orders", "alert")
 
 
 @dataclass(frozen=True)
