@@ -41,6 +41,21 @@ def add_parsers(commands: Any) -> None:
     p.add_argument("--token-file", type=Path, metavar="PATH", help="bearer token required")
     p.add_argument("--certfile", type=Path, metavar="PATH", help="TLS certificate (PEM)")
     p.add_argument("--keyfile", type=Path, metavar="PATH", help="TLS private key (PEM)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="record what the service sees into this private data folder (the files "
+        "fedinv data export writes; POST /v1/retrain fine-tunes on it)",
+    )
+    p.add_argument(
+        "--record-every",
+        type=int,
+        default=7,
+        metavar="DAYS",
+        help="rewrite --data's files after this many new days (default 7; 0: on "
+        "retrain and at shutdown only); the journal is appended every decision",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("log", help="check or export a decision log")
@@ -97,6 +112,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         solver=args.solver,
         log=getattr(args, "log", None) or Path("decisions.sqlite"),
         seed=args.seed,
+        data=getattr(args, "data", None),
+        record_every=getattr(args, "record_every", 7),
     )
 
 
@@ -131,7 +148,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"({args.policy}, {args.mode}); log {args.log}",
         file=sys.stderr,
     )
-    serve(service, args.host, args.port, token, args.certfile, args.keyfile)
+    try:
+        serve(service, args.host, args.port, token, args.certfile, args.keyfile)
+    finally:
+        service.close()  # the --data files of every completed day
     return 0
 
 

@@ -43,6 +43,8 @@ class ServiceConfig:
     log: Path = Path("decisions.sqlite")
     seed: int | None = None
     projector_options: dict[str, Any] = field(default_factory=dict)
+    data: Path | None = None
+    record_every: int = 7
 
 
 def file_digest(path: Path | None) -> str | None:
@@ -110,6 +112,13 @@ class DecisionService:
             if saved is not None and saved[0] == last.seq:
                 if last.policy_digest == self.policy_digest:
                     load_memory(self.decider.policy, saved[1])
+        self.recorder = None
+        if config.data is not None:  # what it sees, in the private data folder
+            from fedinv.service.record import Recorder
+
+            self.recorder = Recorder(
+                Path(config.data), self.codec, scenario, config.org, config.record_every
+            )
         self.started = time.time()
 
     def _build(self, checkpoint: Path | None) -> tuple[Any, Any]:
@@ -202,7 +211,12 @@ class DecisionService:
             if self.last_day is not None and req.day != self.last_day + 1:
                 last = self.log.last(self.chain, kind="decision")
                 if last is not None and last.request_digest == request_digest and last.reply_json:
-                    return last.reply_json  # a retry of an acknowledged (or unsent) decision
+                    # a retry of an acknowledged (or unsent) decision; its journal line
+                    # may have been lost with the reply
+                    rec = self.recorder
+                    if rec is not None and (not rec.days or rec.days[-1].day == req.day - 1):
+                        rec.record(req, self._body(req, body), last.released)
+                    return last.reply_json
                 raise ConflictError(
                     f"day {req.day} out of sequence: the last decision was for day "
                     f"{self.last_day}; send day {self.last_day + 1}"
@@ -225,7 +239,13 @@ class DecisionService:
                 memory=save_memory(self.decider.policy),
             )
             self.last_day = req.day
+            if self.recorder is not None:
+                self.recorder.record(req, self._body(req, body), reply["released"])
             return entry.reply_json or json.dumps(reply)
+
+    @staticmethod
+    def _body(req: DecisionRequest, body: Any) -> Any:
+        return req.model_dump(mode="json", exclude_unset=True) if body is None else body
 
     def reply(self, req: DecisionRequest, decision: Any, solve_ms: float) -> dict[str, Any]:
         info = decision.info or {}
@@ -256,6 +276,12 @@ class DecisionService:
             "solve_ms": solve_ms,
             "lanes": [lane_ids[j] for j in np.flatnonzero(self.codec.scope.own)],
         }
+
+    def close(self) -> None:
+        """Write the recorded days' files (``--data``) and close the journal."""
+        if self.recorder is not None:
+            with self._lock:
+                self.recorder.close()
 
     def health(self) -> dict[str, Any]:
         with self._lock:

@@ -1,0 +1,193 @@
+"""Continual learning in the decision service (docs/service.md): what a service sees,
+recorded into the organization's private data folder, is what ``fedinv data export``
+writes for the same simulated days."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedinv.federation.private_data import FILES, export_private_data, load_org_scenario
+from fedinv.model.scenario import load_scenario
+from fedinv.policies.classical import make_policy
+from fedinv.service.codec import DecisionRequest
+from fedinv.service.core import DecisionService, ServiceConfig
+from fedinv.service.record import Recorder
+from fedinv.sim.simulator import Simulator
+
+# a plant (maker: an outside raw-material lane, an internal lane) shipping to shops of
+# two other organizations; one shop's lane has a random lead time of 2 or 3 days
+SCENARIO = """
+name = "two-buyers-random"
+horizon_days = 40
+start_date = "2025-01-20"
+seed = 3
+
+[[organizations]]
+id = "maker"
+[[organizations]]
+id = "shop-a"
+[[organizations]]
+id = "shop-b"
+
+[[nodes]]
+id = "S"
+tier = "supplier"
+region = "r"
+organization = "maker"
+holding_cost = 0.5
+stockout_penalty = 1.0
+initial_inventory = 30.0
+
+[[nodes]]
+id = "P"
+tier = "manufacturer"
+region = "r"
+organization = "maker"
+holding_cost = 1.0
+stockout_penalty = 1.0
+capacity = 10.0
+initial_inventory = 20.0
+
+[[nodes]]
+id = "A"
+tier = "distributor"
+region = "r"
+organization = "shop-a"
+holding_cost = 1.0
+stockout_penalty = 5.0
+initial_inventory = 5.0
+[nodes.demand]
+distribution = "poisson"
+mean = 4.0
+
+[[nodes]]
+id = "B"
+tier = "distributor"
+region = "r"
+organization = "shop-b"
+holding_cost = 1.0
+stockout_penalty = 5.0
+initial_inventory = 5.0
+[nodes.demand]
+distribution = "poisson"
+mean = 3.0
+
+[[lanes]]
+source = "external"
+destination = "S"
+item = "raw"
+lead_time = { distribution = "deterministic", mean = 1 }
+
+[[lanes]]
+source = "S"
+destination = "P"
+lead_time = { distribution = "deterministic", mean = 1 }
+
+[[lanes]]
+source = "P"
+destination = "A"
+lead_time = { distribution = "deterministic", mean = 2 }
+transport_capacity = 6.0
+
+[[lanes]]
+source = "P"
+destination = "B"
+lead_time = { distribution = "empirical", values = [2, 3], weights = [0.5, 0.5] }
+"""
+PARAMS = {"levels": {"A": 24, "B": 20, "P": 30, "S": 30}}
+DAYS = 25
+
+
+@pytest.fixture(scope="module")
+def scenario_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("scenario") / "two-random.toml"
+    path.write_text(SCENARIO)
+    return path
+
+
+def _trajectory(scenario, days: int):
+    """The export's history (same simulator, policy, replication): the morning states
+    of days 0..days (the last one past the horizon) and each day's orders."""
+    sim = Simulator(scenario, days=days, confirmations=True)
+    pol = make_policy("base-stock", sim.layout, PARAMS)
+    state, exo = sim.reset([0])
+    states, orders = [], []
+    for _ in range(days):
+        states.append(state)
+        decision = pol.act(state)
+        orders.append(np.asarray(decision.orders[0], float))
+        state, _ = sim.step(state, exo, decision)
+    states.append(state)
+    orders.append(np.zeros_like(orders[0]))
+    return sim, exo, states, orders
+
+
+def _frames_equal(a: Path, b: Path) -> None:
+    left, right = pd.read_csv(a), pd.read_csv(b)
+    assert list(left.columns) == list(right.columns), a.name
+    assert len(left) == len(right), a.name
+    for col in left.columns:
+        if pd.api.types.is_numeric_dtype(left[col]):
+            np.testing.assert_allclose(left[col], right[col], atol=1e-9, err_msg=a.name)
+        else:
+            assert list(left[col]) == list(right[col]), (a.name, col)
+
+
+def test_a_service_records_what_data_export_writes(scenario_file, tmp_path):
+    scenario = load_scenario(str(scenario_file))
+    exported = export_private_data(
+        scenario, tmp_path / "export", policy="base-stock", params=PARAMS, days=DAYS
+    )
+    sim, exo, states, orders = _trajectory(scenario, DAYS)
+    lay = sim.layout
+    shipped_any = False
+    recorders = {}
+    for org, folder in exported.items():
+        data = tmp_path / "seen" / org
+        svc = DecisionService(
+            ServiceConfig(
+                scenario=str(scenario_file),
+                org=org,
+                policy="base-stock",
+                params=PARAMS,
+                mode="pure",
+                log=tmp_path / f"{org}.sqlite",
+                data=data,
+                record_every=0,
+            )
+        )
+        for t, state in enumerate(states):  # day DAYS completes day DAYS - 1
+            body = svc.codec.request(state, given=orders[t])
+            reply = svc.decide(DecisionRequest.model_validate(body), body)
+            if t < DAYS:  # here the per-org pure service is the export's policy
+                expect = svc.codec.orders(orders[t])
+                assert reply["released"] == pytest.approx(expect), (org, t)
+        svc.recorder.flush()
+        recorders[org] = svc.recorder
+        for name in FILES[1:-1]:  # demand, leadtimes, inventory
+            _frames_equal(folder / name, data / name)
+        assert (data / "scenario.toml").read_text() == (folder / "scenario.toml").read_text()
+        confirmations = pd.read_csv(data / "confirmations.csv")  # none in a request
+        assert list(confirmations.columns) == list(pd.read_csv(folder / "confirmations.csv"))
+        assert len(confirmations) == 0
+        assert load_org_scenario(data).name == f"{scenario.name}/{org}"
+        shipped_any |= len(pd.read_csv(data / "leadtimes.csv")) > 0
+        # a restarted service reads its journal back: the same history
+        again = Recorder(data, svc.codec, svc.scenario, org, every=0)
+        for key, value in svc.recorder.history().items():
+            np.testing.assert_array_equal(again.history()[key], value)
+    assert shipped_any
+    # every shipment's lead time read from the next request is the one the simulator drew
+    # on the lanes the organization buys on (on a lane it supplies it sees no transit)
+    # (leadtimes.csv's lead_days also count the days an order waited at the plant)
+    for org, rec in recorders.items():
+        h = rec.history()
+        ships = (h["shipped"] > 0) & rec.codec.scope.own  # the lanes it buys on
+        np.testing.assert_array_equal(h["lead"][ships], exo.lead[0, :DAYS][ships], err_msg=org)
+    m = lay.lane_ids.index("P->B")
+    h = recorders["shop-b"].history()
+    assert set(h["lead"][h["shipped"][:, m] > 0, m]) == {2, 3}
