@@ -4,8 +4,12 @@ writes for the same simulated days."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,9 +17,11 @@ import pytest
 from fedinv.federation.private_data import FILES, export_private_data, load_org_scenario
 from fedinv.model.scenario import load_scenario
 from fedinv.policies.classical import make_policy
-from fedinv.service.codec import DecisionRequest
+from fedinv.service.codec import Codec, DecisionRequest
 from fedinv.service.core import DecisionService, ServiceConfig
+from fedinv.service.log import verify
 from fedinv.service.record import Recorder
+from fedinv.service.replay import start_service, stop_service
 from fedinv.sim.simulator import Simulator
 
 # a plant (maker: an outside raw-material lane, an internal lane) shipping to shops of
@@ -191,3 +197,62 @@ def test_a_service_records_what_data_export_writes(scenario_file, tmp_path):
     m = lay.lane_ids.index("P->B")
     h = recorders["shop-b"].history()
     assert set(h["lead"][h["shipped"][:, m] > 0, m]) == {2, 3}
+
+
+def test_a_retrain_swaps_retuned_parameters_while_decisions_go_on(scenario_file, tmp_path):
+    """A real ``fedinv serve --data`` process: 20 days recorded, ``POST /v1/retrain``
+    starts the re-tuning in a background process, decisions sent meanwhile are all
+    answered, and the swap is an entry of the chain after which the digest changes."""
+    scenario = load_scenario(str(scenario_file))
+    sim, _, states, orders = _trajectory(scenario, 70)
+    codec = Codec.for_simulator(sim, "shop-b")
+    args = ["--scenario", str(scenario_file), "--policy", "base-stock"]
+    args += ["--params", json.dumps(PARAMS), "--mode", "pure"]
+    args += ["--data", str(tmp_path / "data"), "--record-every", "5"]
+    log = tmp_path / "log.sqlite"
+    service = start_service(args, "shop-b", log)
+    codes, during, digests = [], 0, []
+    try:
+        with httpx.Client(base_url=service.url, timeout=60) as client:
+
+            def send(t: int) -> dict:
+                r = client.post("/v1/decide", json=codec.request(states[t], given=orders[t]))
+                codes.append(r.status_code)
+                return r.json()
+
+            for t in range(20):
+                digests.append(send(t)["policy_digest"])
+            too_early = client.post("/v1/retrain", json={"min_days": 30})
+            assert too_early.status_code == 409 and "19 days recorded" in too_early.text
+            started = client.post("/v1/retrain", json={"replications": 4})
+            assert started.status_code == 200 and started.json()["status"] == "running"
+            assert client.post("/v1/retrain", json={}).status_code == 409  # one at a time
+            t = 20
+            while client.get("/v1/retrain").json()["status"] == "running" and t < 65:
+                send(t)
+                during += 1
+                t += 1
+                time.sleep(0.05)  # an ERP's pace, not a load test: the tuner gets the core
+            deadline = time.time() + 120
+            while (job := client.get("/v1/retrain").json())["status"] == "running":
+                assert time.time() < deadline
+                time.sleep(0.2)
+            assert job["status"] == "swapped", job.get("error")
+            after = [send(k)["policy_digest"] for k in range(t, t + 3)]
+    finally:
+        stop_service(service)
+    assert set(codes) == {200} and during >= 1
+    swap = job["swap"]
+    assert swap["previous_policy_digest"] == digests[0] != swap["policy_digest"]
+    assert after == [swap["policy_digest"]] * 3
+    # the re-tuned level is shop-b's own node's; the other organizations' are kept
+    assert set(job["result"]["params"]["levels"]) == {"B"}
+    assert swap["params"]["levels"]["A"] == PARAMS["levels"]["A"]
+    assert verify(log).ok
+    with sqlite3.connect(log) as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM entries ORDER BY seq")]
+    assert kinds.count("swap") == 1 and kinds[-4:] == ["swap"] + ["decision"] * 3
+    assert len(kinds) == t + 3 + 1
+    # SIGTERM wrote the folder: every completed day's demand row
+    demand = pd.read_csv(tmp_path / "data" / "demand.csv")
+    assert len(demand[demand["kind"] == "customer"]) == t + 3 - 1

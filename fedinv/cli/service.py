@@ -148,10 +148,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"({args.policy}, {args.mode}); log {args.log}",
         file=sys.stderr,
     )
-    try:
-        serve(service, args.host, args.port, token, args.certfile, args.keyfile)
-    finally:
-        service.close()  # the --data files of every completed day
+    serve(service, args.host, args.port, token, args.certfile, args.keyfile)
     return 0
 
 

@@ -113,6 +113,7 @@ class DecisionService:
                 if last.policy_digest == self.policy_digest:
                     load_memory(self.decider.policy, saved[1])
         self.recorder = None
+        self.retrain_job: Any = None
         if config.data is not None:  # what it sees, in the private data folder
             from fedinv.service.record import Recorder
 
@@ -121,14 +122,21 @@ class DecisionService:
             )
         self.started = time.time()
 
-    def _build(self, checkpoint: Path | None) -> tuple[Any, Any]:
-        """``(prepared, decider)`` of this service's policy with ``checkpoint``."""
+    def _build(
+        self, checkpoint: Path | None, params: dict[str, Any] | None = None
+    ) -> tuple[Any, Any]:
+        """``(prepared, decider)`` of this service's policy with ``checkpoint`` (a
+        learned policy) or ``params`` (a classical one; default ``--params``)."""
         from fedinv.hybrid import org_decider
         from fedinv.registry import prepare
 
         c = self.config
         prepared = prepare(
-            c.policy, self.scenario, self.layout, params=c.params, checkpoint=checkpoint
+            c.policy,
+            self.scenario,
+            self.layout,
+            params=c.params if params is None else params,
+            checkpoint=checkpoint,
         )
         decider = org_decider(
             prepared.factory(self.layout),
@@ -152,6 +160,8 @@ class DecisionService:
         self.policy_digest = policy_digest(self.policy_info)
 
     def _swapped_in(self, entry: Any) -> tuple[Any, Any]:
+        if (entry.reply or {}).get("params") is not None:  # a classical policy re-tuned
+            return self._build(None, entry.reply["params"])
         path = Path((entry.reply or {}).get("checkpoint", ""))
         if not path.is_file() or file_digest(path) != entry.checkpoint_digest:
             raise ValueError(
@@ -171,25 +181,49 @@ class DecisionService:
         if not checkpoint.is_file():
             raise ValueError(f"no checkpoint file {checkpoint}")
         built = self._build(checkpoint)  # outside the lock: decisions continue meanwhile
+        return self._swap_to(built, {"checkpoint": str(checkpoint.resolve())})
+
+    def swap_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Hot swap a classical policy to ``params`` (merged over the current ones, per
+        node), as :meth:`swap` does for a checkpoint; the entry's reply holds them."""
+        if self.prepared.kind != "classical":
+            raise ValueError(f"policy {self.config.policy!r} takes no parameters to swap")
+        merged = {k: dict(v) if isinstance(v, dict) else v for k, v in self.prepared.params.items()}
+        for key, value in params.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key].update(value)
+            else:
+                merged[key] = value
+        built = self._build(None, merged)
+        return self._swap_to(built, {"params": built[0].params})
+
+    def _swap_to(self, built: tuple[Any, Any], what: dict[str, Any]) -> dict[str, Any]:
+        """Swap ``built`` in under the lock (the policy's memory carried over) and append
+        the ``swap`` entry; ``what`` (the checkpoint or the parameters) goes in its reply."""
         with self._lock:
             memory = save_memory(self.decider.policy)
             if memory is not None:
                 load_memory(built[1].policy, memory)
-            old = self.checkpoint_digest
+            old, old_policy = self.checkpoint_digest, self.policy_digest
             self._use(built)
             entry = self.log.append(
                 self.chain,
                 kind="swap",
                 org=self.config.org,
                 day=-1 if self.last_day is None else self.last_day,
-                request_digest=digest({"swap": old, "to": self.checkpoint_digest}),
+                request_digest=digest(
+                    {"swap": old, "to": self.checkpoint_digest}
+                    if "checkpoint" in what
+                    else {"swap": old_policy, "to": self.policy_digest}
+                ),
                 released={},
                 policy_digest=self.policy_digest,
                 checkpoint_digest=self.checkpoint_digest,
                 reply={
                     "swap": True,
-                    "checkpoint": str(checkpoint.resolve()),
+                    **what,
                     "previous_checkpoint_digest": old,
+                    "previous_policy_digest": old_policy,
                     "checkpoint_digest": self.checkpoint_digest,
                     "policy_digest": self.policy_digest,
                 },
@@ -277,11 +311,52 @@ class DecisionService:
             "lanes": [lane_ids[j] for j in np.flatnonzero(self.codec.scope.own)],
         }
 
+    def retrain(self, options: Any = None, trigger: str = "request") -> dict[str, Any]:
+        """Start re-tuning the policy on the recorded data in a background process
+        (:mod:`fedinv.service.retrain`); when it ends the new parameters are swapped in
+        (a ``swap`` entry). ValueError: no ``--data``, too few days recorded, a learned
+        policy, or a retrain already running."""
+        from fedinv.service.retrain import RetrainJob, RetrainOptions
+
+        opts = options if options is not None else RetrainOptions()
+        rec = self.recorder
+        if rec is None:
+            raise ValueError("the service records nothing: start it with --data DIR")
+        if self.prepared.kind != "classical":
+            raise ValueError(
+                f"retraining a {self.prepared.kind} policy ({self.config.policy}) in the "
+                "service is not built: fine-tune it with the federation on the folder and "
+                "POST /v1/checkpoint (docs/service.md)"
+            )
+        with self._lock:
+            if self.retrain_job is not None and self.retrain_job.status == "running":
+                raise ValueError(f"retrain job {self.retrain_job.job} is still running")
+            if rec.completed < opts.min_days:
+                raise ValueError(
+                    f"{rec.completed} days recorded; a retrain needs at least {opts.min_days}"
+                )
+            rec.flush()
+            number = 1 if self.retrain_job is None else self.retrain_job.job + 1
+            job = RetrainJob(number, rec.folder / "retrain" / f"job-{number:04d}", trigger)
+            self.retrain_job = job
+            spec = {
+                "data": str(rec.folder),
+                "policy": self.config.policy,
+                "replications": opts.replications,
+                "days": opts.days or rec.completed,
+                "sweeps": opts.sweeps,
+                "recorded_days": rec.completed,
+                "last_day": self.last_day,
+            }
+            job.start(spec, lambda result: self.swap_params(result["params"]))
+        return job.as_dict()
+
     def close(self) -> None:
         """Write the recorded days' files (``--data``) and close the journal."""
         if self.recorder is not None:
             with self._lock:
                 self.recorder.close()
+                self.recorder = None
 
     def health(self) -> dict[str, Any]:
         with self._lock:
