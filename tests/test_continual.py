@@ -256,3 +256,55 @@ def test_a_retrain_swaps_retuned_parameters_while_decisions_go_on(scenario_file,
     # SIGTERM wrote the folder: every completed day's demand row
     demand = pd.read_csv(tmp_path / "data" / "demand.csv")
     assert len(demand[demand["kind"] == "customer"]) == t + 3 - 1
+
+
+def test_the_monitors_retrain_alert_on_recorded_demand_starts_a_retrain(scenario_file, tmp_path):
+    """shop-b's customers triple their demand from day 20 on (what its ERP reports):
+    the Analytics Monitor's demand CUSUM on the recorded days alerts after the shift,
+    never before, the same alerts the monitor raises on the whole run's arrays, and the
+    service starts a retrain by itself that ends in a swap to a higher level."""
+    from fedinv.roles.monitor import MonitorConfig, demand_alerts, demand_residuals
+
+    scenario = load_scenario(str(scenario_file))
+    sim, _, states, orders = _trajectory(scenario, 40)
+    svc = DecisionService(
+        ServiceConfig(
+            scenario=str(scenario_file),
+            org="shop-b",
+            policy="base-stock",
+            params=PARAMS,
+            mode="pure",
+            log=tmp_path / "log.sqlite",
+            data=tmp_path / "data",
+            record_every=3,  # the monitor runs every 3 recorded days
+            auto_retrain=True,
+        )
+    )
+    shifted = []
+    for t in range(40):
+        body = svc.codec.request(states[t], given=orders[t])
+        if t >= 20:
+            body["nodes"]["B"]["demand"] *= 3.0
+        shifted.append(body["nodes"]["B"]["demand"])
+        svc.decide(DecisionRequest.model_validate(body), body)
+        if svc.retrain_job is not None:
+            break
+    alerts = svc.recorder.retrain_alerts()
+    assert alerts and min(a["day"] for a in alerts) >= 20
+    assert {a["metric"] for a in alerts} <= {"demand_up", "org_demand_up"}
+    # the same alerts as the monitor run offline on the whole history's arrays
+    lay = sim.layout
+    demand = np.zeros((len(shifted), 1, lay.num_nodes))
+    demand[:, 0, lay.node_ids.index("B")] = shifted
+    z, z_org, _ = demand_residuals({"demand": demand}, scenario, lay)
+    offline = demand_alerts(z, z_org, lay, [0], MonitorConfig())
+    assert [a for a in offline if a["organization"] == "shop-b"] == alerts
+    job = svc.retrain_job
+    assert job is not None and job.trigger.startswith("monitor: ")
+    deadline = time.time() + 120
+    while job.status == "running":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert job.status == "swapped", job.error
+    assert job.swap["params"]["levels"]["B"] > PARAMS["levels"]["B"]
+    svc.close()

@@ -56,6 +56,12 @@ def add_parsers(commands: Any) -> None:
         help="rewrite --data's files after this many new days (default 7; 0: on "
         "retrain and at shutdown only); the journal is appended every decision",
     )
+    p.add_argument(
+        "--auto-retrain",
+        action="store_true",
+        help="retrain when the Analytics Monitor's demand detectors raise 'retrain' on "
+        "the recorded days (checked every --record-every days; needs --data)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("log", help="check or export a decision log")
@@ -114,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         seed=args.seed,
         data=getattr(args, "data", None),
         record_every=getattr(args, "record_every", 7),
+        auto_retrain=getattr(args, "auto_retrain", False),
     )
 
 
@@ -136,6 +143,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if (args.certfile is None) != (args.keyfile is None):
         raise CliError("--certfile and --keyfile go together (fedinv deploy certs makes both)")
     token = read_token(args.token_file) if args.token_file is not None else None
+    if args.auto_retrain and args.data is None:
+        raise CliError("--auto-retrain retrains on the recorded data: give --data DIR")
     config = config_from_args(args)
     scenario = load(args.scenario, args.seed)
     if args.org not in [o.id for o in scenario.network.organizations]:

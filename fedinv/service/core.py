@@ -45,6 +45,7 @@ class ServiceConfig:
     projector_options: dict[str, Any] = field(default_factory=dict)
     data: Path | None = None
     record_every: int = 7
+    auto_retrain: bool = False
 
 
 def file_digest(path: Path | None) -> str | None:
@@ -114,6 +115,7 @@ class DecisionService:
                     load_memory(self.decider.policy, saved[1])
         self.recorder = None
         self.retrain_job: Any = None
+        self.alerts_seen = -1  # the last day of a monitor alert acted on
         if config.data is not None:  # what it sees, in the private data folder
             from fedinv.service.record import Recorder
 
@@ -273,9 +275,32 @@ class DecisionService:
                 memory=save_memory(self.decider.policy),
             )
             self.last_day = req.day
+            check = False
             if self.recorder is not None:
                 self.recorder.record(req, self._body(req, body), reply["released"])
-            return entry.reply_json or json.dumps(reply)
+                every = max(self.config.record_every, 1)
+                check = self.config.auto_retrain and self.recorder.completed % every == 0
+            text = entry.reply_json or json.dumps(reply)
+        if check:  # outside the lock: a retrain flushes the folder under it
+            self.monitor()
+        return text
+
+    def monitor(self) -> dict[str, Any] | None:
+        """Run the Analytics Monitor's demand detectors on the recorded days; a
+        ``retrain`` alert newer than the last one acted on starts a retrain (when none
+        is running and enough days are recorded). Returns the job started, or None."""
+        if self.recorder is None:
+            return None
+        alerts = [a for a in self.recorder.retrain_alerts() if a["day"] > self.alerts_seen]
+        if not alerts:
+            return None
+        a = alerts[-1]
+        self.alerts_seen = max(x["day"] for x in alerts)
+        where = a["node"] or a["organization"]
+        try:
+            return self.retrain(trigger=f"monitor: {a['metric']} at {where} on day {a['day']}")
+        except ValueError:  # running already, or too few days: the next alert will do
+            return None
 
     @staticmethod
     def _body(req: DecisionRequest, body: Any) -> Any:

@@ -172,6 +172,22 @@ class Recorder:
         self._written = self.completed
         return self.folder
 
+    def retrain_alerts(self, config: Any = None) -> list[dict[str, Any]]:
+        """The Analytics Monitor's demand ``retrain`` alerts (:func:`fedinv.roles.monitor.
+        demand_alerts`: the CUSUMs of the organization's customer nodes and of their
+        total) over every day seen; causal, so running it again on a longer history
+        raises the same alerts for the earlier days, as an online monitor would."""
+        from fedinv.roles.monitor import MonitorConfig, demand_alerts, demand_residuals
+
+        if not self.days:
+            return []
+        first, lay = self.days[0].day, self.codec.layout
+        demand = np.zeros((first + len(self.days), 1, lay.num_nodes))  # the plan from day 0
+        demand[first:, 0] = [d.demand for d in self.days]
+        z, z_org, _ = demand_residuals({"demand": demand}, self.scenario, lay)
+        rows = demand_alerts(z, z_org, lay, [0], config or MonitorConfig())
+        return [r for r in rows if r["organization"] == self.org and r["day"] >= first]
+
     def close(self) -> None:
         self.flush()
         self._journal.close()
