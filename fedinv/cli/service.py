@@ -62,6 +62,13 @@ def add_parsers(commands: Any) -> None:
         help="retrain when the Analytics Monitor's demand detectors raise 'retrain' on "
         "the recorded days (checked every --record-every days; needs --data)",
     )
+    p.add_argument(
+        "--retrain-cooldown",
+        type=int,
+        default=28,
+        metavar="DAYS",
+        help="with --auto-retrain: at most one retrain per this many days (default 28)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("log", help="check or export a decision log")
@@ -121,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         data=getattr(args, "data", None),
         record_every=getattr(args, "record_every", 7),
         auto_retrain=getattr(args, "auto_retrain", False),
+        retrain_cooldown=getattr(args, "retrain_cooldown", 28),
     )
 
 

@@ -46,6 +46,7 @@ class ServiceConfig:
     data: Path | None = None
     record_every: int = 7
     auto_retrain: bool = False
+    retrain_cooldown: int = 28
 
 
 def file_digest(path: Path | None) -> str | None:
@@ -291,6 +292,9 @@ class DecisionService:
         is running and enough days are recorded). Returns the job started, or None."""
         if self.recorder is None:
             return None
+        job, day = self.retrain_job, self.last_day or 0
+        if job is not None and day - job.day < self.config.retrain_cooldown:
+            return None  # the alerts wait: a retrain at most every retrain_cooldown days
         alerts = [a for a in self.recorder.retrain_alerts() if a["day"] > self.alerts_seen]
         if not alerts:
             return None
@@ -362,7 +366,12 @@ class DecisionService:
                 )
             rec.flush()
             number = 1 if self.retrain_job is None else self.retrain_job.job + 1
-            job = RetrainJob(number, rec.folder / "retrain" / f"job-{number:04d}", trigger)
+            job = RetrainJob(
+                number,
+                rec.folder / "retrain" / f"job-{number:04d}",
+                trigger,
+                day=self.last_day or 0,
+            )
             self.retrain_job = job
             spec = {
                 "data": str(rec.folder),

@@ -48,12 +48,13 @@ class RetrainOptions:
 
 @dataclass
 class RetrainJob:
-    """One background re-tuning and what became of it (``status``: ``running``,
-    ``swapped``, ``failed``)."""
+    """One background re-tuning and what became of it (``day``: the last day decided
+    when it started; ``status``: ``running``, ``swapped``, ``failed``)."""
 
     job: int
     folder: Path
     trigger: str
+    day: int = 0
     started: float = field(default_factory=time.time)
     status: str = "running"
     finished: float | None = None
