@@ -13,7 +13,7 @@ each retrain before the next day (a retrain that takes less than a day of operat
 Costs are $ per day over the days after the shift, and over the year.
 
     python -m fedinv.bench.continual [--scenario serial-3] [--replications 2]
-        [--shift-day 182] [--multiplier 1.6] [--json]
+        [--shift-day 182] [--multiplier 1.6] [--window DAYS] [--json]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def closed_loop(
     replication: int,
     folder: Path,
     continual: bool,
+    window: int | None = None,
 ) -> dict[str, Any]:
     """Cost per day of one replication with a service deciding (module doc)."""
     from fedinv.service.codec import DecisionRequest
@@ -67,6 +68,7 @@ def closed_loop(
             record_every=7,
             auto_retrain=continual,
             retrain_cooldown=28,
+            retrain_window=window,
         )
     )
     sim = Simulator(scenario)
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shift-day", type=int, default=182)
     ap.add_argument("--multiplier", type=float, default=1.6)
     ap.add_argument("--params", default=None, help="starting --params (JSON)")
+    ap.add_argument("--window", type=int, default=None, help="retrain on the last N days")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     base = load_scenario(args.scenario)
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 folder = Path(tmp) / f"r{rep}-{'continual' if continual else 'static'}"
                 folder.mkdir()
                 out[continual] = closed_loop(
-                    Path(args.scenario), scenario, org, params, rep, folder, continual
+                    Path(args.scenario), scenario, org, params, rep, folder, continual, args.window
                 )
             after = slice(args.shift_day, None)
             rows.append(
@@ -145,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "shift_day": args.shift_day,
         "multiplier": args.multiplier,
         "params": params,
+        "window": args.window,
         "rows": rows,
         "seconds": time.perf_counter() - t0,
     }

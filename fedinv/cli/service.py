@@ -69,6 +69,12 @@ def add_parsers(commands: Any) -> None:
         metavar="DAYS",
         help="with --auto-retrain: at most one retrain per this many days (default 28)",
     )
+    p.add_argument(
+        "--retrain-window",
+        type=int,
+        metavar="DAYS",
+        help="retrain on the last DAYS recorded days only (default: all of them)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("log", help="check or export a decision log")
@@ -129,6 +135,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         record_every=getattr(args, "record_every", 7),
         auto_retrain=getattr(args, "auto_retrain", False),
         retrain_cooldown=getattr(args, "retrain_cooldown", 28),
+        retrain_window=getattr(args, "retrain_window", None),
     )
 
 

@@ -34,13 +34,15 @@ class CheckpointSwap(BaseModel):
 
 class Retrain(BaseModel):
     """``POST /v1/retrain`` (all optional): training replications, days per replication
-    (default: the days recorded), coordinate sweeps, the fewest recorded days accepted."""
+    (default: the days recorded), coordinate sweeps, the fewest recorded days accepted,
+    the last days trained on (default: all recorded)."""
 
     model_config = ConfigDict(extra="forbid")
     replications: int = Field(8, ge=1)
     days: int | None = Field(None, ge=1)
     sweeps: int = Field(1, ge=1)
     min_days: int = Field(14, ge=1)
+    window: int | None = Field(None, ge=1)
 
 
 def read_token(path: Path) -> str:

@@ -47,6 +47,7 @@ class ServiceConfig:
     record_every: int = 7
     auto_retrain: bool = False
     retrain_cooldown: int = 28
+    retrain_window: int | None = None
 
 
 def file_digest(path: Path | None) -> str | None:
@@ -347,7 +348,7 @@ class DecisionService:
         policy, or a retrain already running."""
         from fedinv.service.retrain import RetrainJob, RetrainOptions
 
-        opts = options if options is not None else RetrainOptions()
+        opts = options if options is not None else RetrainOptions(window=self.config.retrain_window)
         rec = self.recorder
         if rec is None:
             raise ValueError("the service records nothing: start it with --data DIR")
@@ -373,11 +374,15 @@ class DecisionService:
                 day=self.last_day or 0,
             )
             self.retrain_job = job
+            data = rec.folder
+            if opts.window is not None:  # the last days only, in the job's own folder
+                data = rec.flush(job.folder / "data", window=opts.window)
             spec = {
-                "data": str(rec.folder),
+                "data": str(data),
+                "window": opts.window,
                 "policy": self.config.policy,
                 "replications": opts.replications,
-                "days": opts.days or rec.completed,
+                "days": opts.days or min(rec.completed, opts.window or rec.completed),
                 "sweeps": opts.sweeps,
                 "recorded_days": rec.completed,
                 "last_day": self.last_day,

@@ -142,26 +142,31 @@ class Recorder:
             ),
         }
 
-    def flush(self) -> Path | None:
-        """Write the export-format files of the completed days (None: none yet)."""
+    def flush(self, folder: Path | None = None, window: int | None = None) -> Path | None:
+        """Write the export-format files of the completed days into the data folder
+        (or ``folder``; ``window``: only the last ``window`` completed days, orders
+        placed before them not matched to their shipments). None: no day completed."""
         from fedinv.federation.private_data import write_org_folder
 
         if self.completed == 0:
             return None
         h = self.history()
-        first = self.days[0].day
+        skip = 0 if window is None else max(self.completed - int(window), 0)
+        h = {k: v[skip:] for k, v in h.items()}
+        first = self.days[0].day + skip
         scenario = self.scenario
-        if first:  # a history that starts later (after a gap): its dates start there
+        if first:  # a history that starts later (a window, a gap): its dates start there
             import datetime as dt
             from dataclasses import replace
 
             start = dt.date.fromisoformat(str(scenario.start_date)) + dt.timedelta(days=first)
             scenario = replace(scenario, start_date=start.isoformat())
+        out = self.folder if folder is None else Path(folder)
         write_org_folder(
             scenario,
             self.codec.layout,
             self.org,
-            self.folder,
+            out,
             h["demand"],
             h["orders"],
             h["shipped"],
@@ -169,8 +174,9 @@ class Recorder:
             h["inventory"],
             None,
         )
-        self._written = self.completed
-        return self.folder
+        if folder is None:
+            self._written = self.completed
+        return out
 
     def retrain_alerts(self, config: Any = None) -> list[dict[str, Any]]:
         """The Analytics Monitor's demand ``retrain`` alerts (:func:`fedinv.roles.monitor.

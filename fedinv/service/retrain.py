@@ -32,18 +32,22 @@ from fedinv.files import atomic_write
 @dataclass(frozen=True)
 class RetrainOptions:
     """How a re-tuning runs: ``replications`` bootstrapped training replications of
-    ``days`` days each (None: the days recorded), ``sweeps`` coordinate sweeps."""
+    ``days`` days each (None: the days recorded), ``sweeps`` coordinate sweeps;
+    ``window``: train on the last ``window`` recorded days only (None: all of them)."""
 
     replications: int = 8
     days: int | None = None
     sweeps: int = 1
     min_days: int = 14
+    window: int | None = None
 
     def __post_init__(self) -> None:
         if self.replications < 1 or self.sweeps < 1 or self.min_days < 1:
             raise ValueError("replications, sweeps and min_days must be at least 1")
-        if self.days is not None and self.days < 1:
-            raise ValueError("days must be at least 1")
+        for name in ("days", "window"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1")
 
 
 @dataclass
