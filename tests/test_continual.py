@@ -308,3 +308,21 @@ def test_the_monitors_retrain_alert_on_recorded_demand_starts_a_retrain(scenario
     assert job.status == "swapped", job.error
     assert job.swap["params"]["levels"]["B"] > PARAMS["levels"]["B"]
     svc.close()
+
+
+def test_a_window_writes_only_the_last_days(scenario_file, tmp_path):
+    """``flush(window=N)``: the folder of the last N completed days, dated from there."""
+    scenario = load_scenario(str(scenario_file))
+    sim, _, states, orders = _trajectory(scenario, 12)
+    codec = Codec.for_simulator(sim, "shop-a")
+    rec = Recorder(tmp_path / "all", codec, scenario, "shop-a", every=0)
+    for t, state in enumerate(states):
+        body = codec.request(state, given=orders[t])
+        rec.record(DecisionRequest.model_validate(body), body, codec.orders(orders[t]))
+    rec.flush(tmp_path / "last", window=5)
+    rec.flush()
+    full = pd.read_csv(tmp_path / "all" / "demand.csv")
+    last = pd.read_csv(tmp_path / "last" / "demand.csv")
+    assert len(full) == 12 and list(last["date"]) == list(full["date"][7:])  # 2025-01-27 on
+    assert list(last["quantity"]) == list(full["quantity"][7:])
+    assert last["date"].iloc[0] == "2025-01-27"
