@@ -46,7 +46,7 @@ def add_parsers(commands: Any) -> None:
         type=Path,
         metavar="DIR",
         help="record what the service sees into this private data folder (the files "
-        "fedinv data export writes; POST /v1/retrain fine-tunes on it)",
+        "fedinv data export writes; POST /v1/retrain re-tunes on it)",
     )
     p.add_argument(
         "--record-every",
