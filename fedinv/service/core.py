@@ -365,7 +365,8 @@ class DecisionService:
                 raise ValueError(
                     f"{rec.completed} days recorded; a retrain needs at least {opts.min_days}"
                 )
-            rec.flush()
+            snap = rec.snapshot()  # the folder's days, written outside the lock
+            window = rec.snapshot(opts.window) if opts.window is not None else None
             number = 1 if self.retrain_job is None else self.retrain_job.job + 1
             job = RetrainJob(
                 number,
@@ -374,20 +375,26 @@ class DecisionService:
                 day=self.last_day or 0,
             )
             self.retrain_job = job
+            recorded = rec.completed
+        try:
+            rec.write(snap)
             data = rec.folder
-            if opts.window is not None:  # the last days only, in the job's own folder
-                data = rec.flush(job.folder / "data", window=opts.window)
-            spec = {
-                "data": str(data),
-                "window": opts.window,
-                "policy": self.config.policy,
-                "replications": opts.replications,
-                "days": opts.days or min(rec.completed, opts.window or rec.completed),
-                "sweeps": opts.sweeps,
-                "recorded_days": rec.completed,
-                "last_day": self.last_day,
-            }
-            job.start(spec, lambda result: self.swap_params(result["params"]))
+            if window is not None:  # the last days only, in the job's own folder
+                data = rec.write(window, job.folder / "data")
+        except Exception as exc:
+            job.status, job.error = "failed", f"writing the folder: {exc}"
+            raise
+        spec = {
+            "data": str(data),
+            "window": opts.window,
+            "policy": self.config.policy,
+            "replications": opts.replications,
+            "days": opts.days or min(recorded, opts.window or recorded),
+            "sweeps": opts.sweeps,
+            "recorded_days": recorded,
+            "last_day": job.day,
+        }
+        job.start(spec, lambda result: self.swap_params(result["params"]))
         return job.as_dict()
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ class Recorder:
     _written: int = 0
 
     def __post_init__(self) -> None:
+        self._write_lock = threading.Lock()
+        self._folder_end = 0  # the day after the last one written into the folder
         self.folder = Path(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / JOURNAL
@@ -142,18 +145,22 @@ class Recorder:
             ),
         }
 
-    def flush(self, folder: Path | None = None, window: int | None = None) -> Path | None:
-        """Write the export-format files of the completed days into the data folder
-        (or ``folder``; ``window``: only the last ``window`` completed days, orders
-        placed before them not matched to their shipments). None: no day completed."""
-        from fedinv.federation.private_data import write_org_folder
-
+    def snapshot(self, window: int | None = None) -> tuple[dict[str, np.ndarray], int] | None:
+        """``(arrays, first day)`` of the completed days (``window``: the last ``window``
+        only); None when no day is completed. Cheap: take it under the service's lock,
+        write it (:meth:`write`) outside."""
         if self.completed == 0:
             return None
         h = self.history()
         skip = 0 if window is None else max(self.completed - int(window), 0)
-        h = {k: v[skip:] for k, v in h.items()}
-        first = self.days[0].day + skip
+        return {k: v[skip:] for k, v in h.items()}, self.days[0].day + skip
+
+    def write(self, snap: tuple[dict[str, np.ndarray], int], folder: Path | None = None) -> Path:
+        """Write a :meth:`snapshot` as the export-format files into the data folder (or
+        ``folder``); writes of one recorder never interleave."""
+        from fedinv.federation.private_data import write_org_folder
+
+        h, first = snap
         scenario = self.scenario
         if first:  # a history that starts later (a window, a gap): its dates start there
             import datetime as dt
@@ -162,21 +169,35 @@ class Recorder:
             start = dt.date.fromisoformat(str(scenario.start_date)) + dt.timedelta(days=first)
             scenario = replace(scenario, start_date=start.isoformat())
         out = self.folder if folder is None else Path(folder)
-        write_org_folder(
-            scenario,
-            self.codec.layout,
-            self.org,
-            out,
-            h["demand"],
-            h["orders"],
-            h["shipped"],
-            h["lead"],
-            h["inventory"],
-            None,
-        )
+        with self._write_lock:
+            end = first + len(h["orders"])
+            if folder is None:  # never replace the folder by an older snapshot
+                if end < self._folder_end:
+                    return out
+                self._folder_end = end
+            write_org_folder(
+                scenario,
+                self.codec.layout,
+                self.org,
+                out,
+                h["demand"],
+                h["orders"],
+                h["shipped"],
+                h["lead"],
+                h["inventory"],
+                None,
+            )
+        return out
+
+    def flush(self, folder: Path | None = None, window: int | None = None) -> Path | None:
+        """Write the completed days now (see :meth:`snapshot`, :meth:`write`); orders
+        placed before a window are not matched to their shipments. None: no day yet."""
+        snap = self.snapshot(window)
+        if snap is None:
+            return None
         if folder is None:
             self._written = self.completed
-        return out
+        return self.write(snap, folder)
 
     def retrain_alerts(self, config: Any = None) -> list[dict[str, Any]]:
         """The Analytics Monitor's demand ``retrain`` alerts (:func:`fedinv.roles.monitor.
