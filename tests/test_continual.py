@@ -1,6 +1,8 @@
 """Continual learning in the decision service (docs/service.md): what a service sees,
 recorded into the organization's private data folder, is what ``fedinv data export``
-writes for the same simulated days."""
+writes for the same simulated days; ``POST /v1/retrain`` on a real server re-tunes in a
+background process while decisions go on and swaps through the chain; the Analytics
+Monitor's demand alert on the recorded days starts a retrain by itself."""
 
 from __future__ import annotations
 
