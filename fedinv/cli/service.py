@@ -41,6 +41,40 @@ def add_parsers(commands: Any) -> None:
     p.add_argument("--token-file", type=Path, metavar="PATH", help="bearer token required")
     p.add_argument("--certfile", type=Path, metavar="PATH", help="TLS certificate (PEM)")
     p.add_argument("--keyfile", type=Path, metavar="PATH", help="TLS private key (PEM)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="record what the service sees into this private data folder (the files "
+        "fedinv data export writes; POST /v1/retrain re-tunes on it)",
+    )
+    p.add_argument(
+        "--record-every",
+        type=int,
+        default=7,
+        metavar="DAYS",
+        help="rewrite --data's files after this many new days (default 7; 0: on "
+        "retrain and at shutdown only); the journal is appended every decision",
+    )
+    p.add_argument(
+        "--auto-retrain",
+        action="store_true",
+        help="retrain when the Analytics Monitor's demand detectors raise 'retrain' on "
+        "the recorded days (checked every --record-every days; needs --data)",
+    )
+    p.add_argument(
+        "--retrain-cooldown",
+        type=int,
+        default=28,
+        metavar="DAYS",
+        help="with --auto-retrain: at most one retrain per this many days (default 28)",
+    )
+    p.add_argument(
+        "--retrain-window",
+        type=int,
+        metavar="DAYS",
+        help="retrain on the last DAYS recorded days only (default: all of them)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("log", help="check or export a decision log")
@@ -97,6 +131,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
         solver=args.solver,
         log=getattr(args, "log", None) or Path("decisions.sqlite"),
         seed=args.seed,
+        data=getattr(args, "data", None),
+        record_every=getattr(args, "record_every", 7),
+        auto_retrain=getattr(args, "auto_retrain", False),
+        retrain_cooldown=getattr(args, "retrain_cooldown", 28),
+        retrain_window=getattr(args, "retrain_window", None),
     )
 
 
@@ -119,6 +158,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if (args.certfile is None) != (args.keyfile is None):
         raise CliError("--certfile and --keyfile go together (fedinv deploy certs makes both)")
     token = read_token(args.token_file) if args.token_file is not None else None
+    if args.auto_retrain and args.data is None:
+        raise CliError("--auto-retrain retrains on the recorded data: give --data DIR")
     config = config_from_args(args)
     scenario = load(args.scenario, args.seed)
     if args.org not in [o.id for o in scenario.network.organizations]:

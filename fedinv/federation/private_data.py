@@ -84,103 +84,136 @@ def export_private_data(
         orders[t] = decision.orders[0]
         shipped[t] = state.shipped[0]
         confirms[t] = state.last_received[0], state.confirmed[0], state.confirm_days[0]
-    dates = pd.date_range(scenario.start_date, periods=n_days, freq="D")
-    lead = exo.lead[0]
-    out = Path(out_dir)
     written = {}
-    nodes = scenario.network.nodes
     for org in scenario.network.organizations:
-        own = {n.id for n in nodes if n.organization == org.id}
-        folder = out / org.id
-        folder.mkdir(parents=True, exist_ok=True)
-        # demand faced: customers, and orders from other organizations' nodes
-        rows = []
-        for i, node in enumerate(nodes):
-            if node.id in own and node.demand is not None:
-                rows.append(
-                    pd.DataFrame(
-                        {
-                            "date": dates,
-                            "node": node.id,
-                            "quantity": exo.demand[0, :, i],
-                            "kind": "customer",
-                        }
-                    )
-                )
-        for m, lane in enumerate(scenario.network.lanes):
-            if lane.source in own and lane.destination not in own:
-                rows.append(
-                    pd.DataFrame(
-                        {
-                            "date": dates,
-                            "node": lane.source,
-                            "quantity": orders[:, m],
-                            "kind": "order",
-                        }
-                    )
-                )
-        demand = (
-            pd.concat(rows, ignore_index=True)
-            if rows
-            else pd.DataFrame(columns=["date", "node", "quantity", "kind"])
+        written[org.id] = write_org_folder(
+            scenario,
+            lay,
+            org.id,
+            Path(out_dir) / org.id,
+            exo.demand[0],
+            orders,
+            shipped,
+            exo.lead[0],
+            inventory,
+            confirms,
         )
-        demand["date"] = pd.to_datetime(demand["date"]).dt.strftime("%Y-%m-%d")
-        _write_csv(demand, folder / "demand.csv")
-        # lead times observed on lanes from outside
-        log = []
-        outside = [
-            m
-            for m, lane in enumerate(scenario.network.lanes)
-            if lane.destination in own and lane.source not in own
-        ]
-        for m in outside:
-            for order_day, qty, receipt in _fifo(orders[:, m], shipped[:, m], lead[:, m]):
-                log.append(
-                    {
-                        "order_date": dates[order_day],
-                        "lane": lay.lane_ids[m],
-                        "quantity": qty,
-                        "receipt_date": dates[0] + pd.Timedelta(days=int(receipt)),
-                        "lead_days": int(receipt - order_day),
-                    }
-                )
-        leadlog = pd.DataFrame(
-            log, columns=["order_date", "lane", "quantity", "receipt_date", "lead_days"]
-        )
-        for col in ("order_date", "receipt_date"):
-            leadlog[col] = pd.to_datetime(leadlog[col]).dt.strftime("%Y-%m-%d")
-        _write_csv(leadlog, folder / "leadtimes.csv")
-        idx = [i for i, n in enumerate(nodes) if n.id in own]
-        inv = pd.DataFrame(
-            {
-                "date": np.repeat(dates.strftime("%Y-%m-%d"), len(idx)),
-                "node": np.tile([nodes[i].id for i in idx], n_days),
-                "on_hand": inventory[:, 0, idx].reshape(-1),
-                "backlog": inventory[:, 1, idx].reshape(-1),
-                "on_order": inventory[:, 2, idx].reshape(-1),
-            }
-        )
-        _write_csv(inv, folder / "inventory.csv")
-        rows = []
-        for m in outside:
-            for t in np.flatnonzero(confirms[:, 0, m] > 0):
-                ship = dates[t] + pd.Timedelta(days=int(confirms[t, 2, m]))
-                rows.append(
-                    {
-                        "date": dates[t].strftime("%Y-%m-%d"),
-                        "lane": lay.lane_ids[m],
-                        "quantity": confirms[t, 0, m],
-                        "confirmed": confirms[t, 1, m],
-                        "ship_date": ship.strftime("%Y-%m-%d"),
-                    }
-                )
-        columns = ["date", "lane", "quantity", "confirmed", "ship_date"]
-        _write_csv(pd.DataFrame(rows, columns=columns), folder / "confirmations.csv")
-        text = _org_toml(scenario, org.id, own, leadlog, lay)
-        atomic_write(folder / "scenario.toml", lambda tmp, text=text: tmp.write_text(text))
-        load_org_scenario(folder)  # the folder must load: fail here, not in a client
-        written[org.id] = folder
     return written
+
+
+def write_org_folder(
+    scenario: Scenario,
+    layout: Any,
+    org: str,
+    folder: str | Path,
+    demand: np.ndarray,
+    orders: np.ndarray,
+    shipped: np.ndarray,
+    lead: np.ndarray,
+    inventory: np.ndarray,
+    confirms: np.ndarray | None = None,
+) -> Path:
+    """Write organization ``org``'s folder from a history of ``T`` days (network-sized
+    arrays; only ``org``'s rows are read): ``demand [T, N]`` customer demand, ``orders
+    [T, M]`` released orders, ``shipped [T, M]`` units shipped, ``lead [T, M]`` the lead
+    time (days) of each day's shipment, ``inventory [T, 3, N]`` on hand, backlog and on
+    order each morning, ``confirms [T, 3, M]`` received, confirmed, days to ship (None:
+    no confirmations seen, an empty file). Used by :func:`export_private_data` and by a
+    decision service recording what it saw (``fedinv serve --data``)."""
+    lay = layout
+    n_days = len(orders)
+    dates = pd.date_range(scenario.start_date, periods=n_days, freq="D")
+    nodes = scenario.network.nodes
+    own = {n.id for n in nodes if n.organization == org}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # demand faced: customers, and orders from other organizations' nodes
+    rows = []
+    for i, node in enumerate(nodes):
+        if node.id in own and node.demand is not None:
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "date": dates,
+                        "node": node.id,
+                        "quantity": demand[:, i],
+                        "kind": "customer",
+                    }
+                )
+            )
+    for m, lane in enumerate(scenario.network.lanes):
+        if lane.source in own and lane.destination not in own:
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "date": dates,
+                        "node": lane.source,
+                        "quantity": orders[:, m],
+                        "kind": "order",
+                    }
+                )
+            )
+    demand = (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=["date", "node", "quantity", "kind"])
+    )
+    demand["date"] = pd.to_datetime(demand["date"]).dt.strftime("%Y-%m-%d")
+    _write_csv(demand, folder / "demand.csv")
+    # lead times observed on lanes from outside
+    log = []
+    outside = [
+        m
+        for m, lane in enumerate(scenario.network.lanes)
+        if lane.destination in own and lane.source not in own
+    ]
+    for m in outside:
+        for order_day, qty, receipt in _fifo(orders[:, m], shipped[:, m], lead[:, m]):
+            log.append(
+                {
+                    "order_date": dates[order_day],
+                    "lane": lay.lane_ids[m],
+                    "quantity": qty,
+                    "receipt_date": dates[0] + pd.Timedelta(days=int(receipt)),
+                    "lead_days": int(receipt - order_day),
+                }
+            )
+    leadlog = pd.DataFrame(
+        log, columns=["order_date", "lane", "quantity", "receipt_date", "lead_days"]
+    )
+    for col in ("order_date", "receipt_date"):
+        leadlog[col] = pd.to_datetime(leadlog[col]).dt.strftime("%Y-%m-%d")
+    _write_csv(leadlog, folder / "leadtimes.csv")
+    idx = [i for i, n in enumerate(nodes) if n.id in own]
+    inv = pd.DataFrame(
+        {
+            "date": np.repeat(dates.strftime("%Y-%m-%d"), len(idx)),
+            "node": np.tile([nodes[i].id for i in idx], n_days),
+            "on_hand": inventory[:, 0, idx].reshape(-1),
+            "backlog": inventory[:, 1, idx].reshape(-1),
+            "on_order": inventory[:, 2, idx].reshape(-1),
+        }
+    )
+    _write_csv(inv, folder / "inventory.csv")
+    rows = []
+    for m in outside if confirms is not None else ():
+        for t in np.flatnonzero(confirms[:, 0, m] > 0):
+            ship = dates[t] + pd.Timedelta(days=int(confirms[t, 2, m]))
+            rows.append(
+                {
+                    "date": dates[t].strftime("%Y-%m-%d"),
+                    "lane": lay.lane_ids[m],
+                    "quantity": confirms[t, 0, m],
+                    "confirmed": confirms[t, 1, m],
+                    "ship_date": ship.strftime("%Y-%m-%d"),
+                }
+            )
+    columns = ["date", "lane", "quantity", "confirmed", "ship_date"]
+    _write_csv(pd.DataFrame(rows, columns=columns), folder / "confirmations.csv")
+    text = _org_toml(scenario, org, own, leadlog, lay)
+    atomic_write(folder / "scenario.toml", lambda tmp, text=text: tmp.write_text(text))
+    load_org_scenario(folder)  # the folder must load: fail here, not in a client
+    return folder
 
 
 def load_org_scenario(folder: str | Path) -> Scenario:

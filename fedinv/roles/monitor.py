@@ -272,6 +272,42 @@ def detect(
     orgs = layout.org_ids
     rows: list[dict[str, Any]] = []
     z, z_org, plan = demand_residuals(records, scenario, layout)
+    rows.extend(demand_alerts(z, z_org, layout, reps, cfg))
+    total, count, abs_err, arrivals = lead_evidence(shipped, exo, layout, cfg.overdue_sd)
+    stat, alarm = cusum(total - cfg.lead_k * count, cfg.lead_h, present=count > 0)
+    for t, b, m in zip(*np.nonzero(alarm), strict=True):
+        dst = int(layout.lane_dst[m])
+        rows.append(
+            _alert(
+                reps[b],
+                t,
+                orgs[layout.lane_org[m]],
+                layout.node_ids[dst],
+                layout.lane_ids[m],
+                "retrain",
+                "lead_time",
+                stat[t, b, m],
+                cfg.lead_h,
+            )
+        )
+    kpis = rolling_kpis(records, plan, abs_err, arrivals, layout, reps, cfg.window_days)
+    rows.extend(_degraded(kpis, cfg))
+    alerts = pd.DataFrame(rows, columns=list(ALERT_COLUMNS))
+    return alerts.sort_values(["replication", "day"], kind="stable").reset_index(drop=True), kpis
+
+
+def demand_alerts(
+    z: np.ndarray,
+    z_org: np.ndarray,
+    layout: Layout,
+    reps: Sequence[int],
+    cfg: MonitorConfig,
+) -> list[dict[str, Any]]:
+    """The demand CUSUMs' ``retrain`` alerts (:data:`ALERT_COLUMNS` rows) of the
+    residuals of :func:`demand_residuals` (``z [D, B, N]``, ``z_org [D, B, O]``); also
+    run by a decision service on the demand it recorded (docs/service.md)."""
+    orgs = layout.org_ids
+    rows: list[dict[str, Any]] = []
     cust = layout.customer
     has_customers = np.isin(np.arange(len(orgs)), layout.node_org[cust])
     for metric, sign in (("demand_up", 1.0), ("demand_down", -1.0)):
@@ -306,27 +342,7 @@ def detect(
                     cfg.demand_h,
                 )
             )
-    total, count, abs_err, arrivals = lead_evidence(shipped, exo, layout, cfg.overdue_sd)
-    stat, alarm = cusum(total - cfg.lead_k * count, cfg.lead_h, present=count > 0)
-    for t, b, m in zip(*np.nonzero(alarm), strict=True):
-        dst = int(layout.lane_dst[m])
-        rows.append(
-            _alert(
-                reps[b],
-                t,
-                orgs[layout.lane_org[m]],
-                layout.node_ids[dst],
-                layout.lane_ids[m],
-                "retrain",
-                "lead_time",
-                stat[t, b, m],
-                cfg.lead_h,
-            )
-        )
-    kpis = rolling_kpis(records, plan, abs_err, arrivals, layout, reps, cfg.window_days)
-    rows.extend(_degraded(kpis, cfg))
-    alerts = pd.DataFrame(rows, columns=list(ALERT_COLUMNS))
-    return alerts.sort_values(["replication", "day"], kind="stable").reset_index(drop=True), kpis
+    return rows
 
 
 def _alert(rep, day, org, node, lane, kind, metric, value, threshold) -> dict[str, Any]:

@@ -12,12 +12,14 @@ Bearer TOKEN`` (compared in constant time, :func:`hmac.compare_digest`).
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from fedinv.service.codec import DecisionRequest, RequestError
 from fedinv.service.core import ConflictError, DecisionService
@@ -30,6 +32,19 @@ class CheckpointSwap(BaseModel):
     path: str
 
 
+class Retrain(BaseModel):
+    """``POST /v1/retrain`` (all optional): training replications, days per replication
+    (default: the days recorded), coordinate sweeps, the fewest recorded days accepted,
+    the last days trained on (default: all recorded)."""
+
+    model_config = ConfigDict(extra="forbid")
+    replications: int = Field(8, ge=1)
+    days: int | None = Field(None, ge=1)
+    sweeps: int = Field(1, ge=1)
+    min_days: int = Field(14, ge=1)
+    window: int | None = Field(None, ge=1)
+
+
 def read_token(path: Path) -> str:
     """The token in ``path`` (surrounding whitespace stripped; ValueError if empty)."""
     token = Path(path).read_text(encoding="utf-8").strip()
@@ -40,7 +55,14 @@ def read_token(path: Path) -> str:
 
 def make_app(service: DecisionService, token: str | None = None) -> FastAPI:
     """The FastAPI application of ``service``."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()  # at shutdown (SIGTERM, SIGINT): the --data files written
+
     app = FastAPI(
+        lifespan=lifespan,
         title=f"fedinv decision service ({service.config.org})",
         description="Releases one organization's orders through its policy and safety layer; "
         "every decision is appended to a hash-chained log (docs/service.md).",
@@ -80,6 +102,25 @@ def make_app(service: DecisionService, token: str | None = None) -> FastAPI:
             return service.swap(Path(body.path))
         except (ValueError, OSError) as exc:
             raise HTTPException(422, str(exc)) from None
+
+    @app.post("/v1/retrain", dependencies=[Depends(auth)])
+    def retrain(body: Retrain | None = None) -> dict[str, Any]:
+        """Start re-tuning the policy on the recorded data (``--data``) in a background
+        process; the new parameters are swapped in (logged) when it ends. 409 when one
+        is running or too few days are recorded."""
+        from fedinv.service.retrain import RetrainOptions
+
+        try:
+            opts = RetrainOptions(**(body or Retrain()).model_dump())
+            return service.retrain(opts)
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.get("/v1/retrain", dependencies=[Depends(auth)])
+    def retrain_status() -> dict[str, Any]:
+        """The last retrain job: running, swapped (with its swap entry) or failed."""
+        job = service.retrain_job
+        return {"job": None} if job is None else job.as_dict()
 
     @app.get("/v1/health", dependencies=[Depends(auth)])
     def health() -> dict[str, Any]:

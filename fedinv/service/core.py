@@ -43,6 +43,11 @@ class ServiceConfig:
     log: Path = Path("decisions.sqlite")
     seed: int | None = None
     projector_options: dict[str, Any] = field(default_factory=dict)
+    data: Path | None = None
+    record_every: int = 7
+    auto_retrain: bool = False
+    retrain_cooldown: int = 28
+    retrain_window: int | None = None
 
 
 def file_digest(path: Path | None) -> str | None:
@@ -110,16 +115,32 @@ class DecisionService:
             if saved is not None and saved[0] == last.seq:
                 if last.policy_digest == self.policy_digest:
                     load_memory(self.decider.policy, saved[1])
+        self.recorder = None
+        self.retrain_job: Any = None
+        self.alerts_seen = -1  # the last day of a monitor alert acted on
+        if config.data is not None:  # what it sees, in the private data folder
+            from fedinv.service.record import Recorder
+
+            self.recorder = Recorder(
+                Path(config.data), self.codec, scenario, config.org, config.record_every
+            )
         self.started = time.time()
 
-    def _build(self, checkpoint: Path | None) -> tuple[Any, Any]:
-        """``(prepared, decider)`` of this service's policy with ``checkpoint``."""
+    def _build(
+        self, checkpoint: Path | None, params: dict[str, Any] | None = None
+    ) -> tuple[Any, Any]:
+        """``(prepared, decider)`` of this service's policy with ``checkpoint`` (a
+        learned policy) or ``params`` (a classical one; default ``--params``)."""
         from fedinv.hybrid import org_decider
         from fedinv.registry import prepare
 
         c = self.config
         prepared = prepare(
-            c.policy, self.scenario, self.layout, params=c.params, checkpoint=checkpoint
+            c.policy,
+            self.scenario,
+            self.layout,
+            params=c.params if params is None else params,
+            checkpoint=checkpoint,
         )
         decider = org_decider(
             prepared.factory(self.layout),
@@ -143,6 +164,8 @@ class DecisionService:
         self.policy_digest = policy_digest(self.policy_info)
 
     def _swapped_in(self, entry: Any) -> tuple[Any, Any]:
+        if (entry.reply or {}).get("params") is not None:  # a classical policy re-tuned
+            return self._build(None, entry.reply["params"])
         path = Path((entry.reply or {}).get("checkpoint", ""))
         if not path.is_file() or file_digest(path) != entry.checkpoint_digest:
             raise ValueError(
@@ -162,25 +185,49 @@ class DecisionService:
         if not checkpoint.is_file():
             raise ValueError(f"no checkpoint file {checkpoint}")
         built = self._build(checkpoint)  # outside the lock: decisions continue meanwhile
+        return self._swap_to(built, {"checkpoint": str(checkpoint.resolve())})
+
+    def swap_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Hot swap a classical policy to ``params`` (merged over the current ones, per
+        node), as :meth:`swap` does for a checkpoint; the entry's reply holds them."""
+        if self.prepared.kind != "classical":
+            raise ValueError(f"policy {self.config.policy!r} takes no parameters to swap")
+        merged = {k: dict(v) if isinstance(v, dict) else v for k, v in self.prepared.params.items()}
+        for key, value in params.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key].update(value)
+            else:
+                merged[key] = value
+        built = self._build(None, merged)
+        return self._swap_to(built, {"params": built[0].params})
+
+    def _swap_to(self, built: tuple[Any, Any], what: dict[str, Any]) -> dict[str, Any]:
+        """Swap ``built`` in under the lock (the policy's memory carried over) and append
+        the ``swap`` entry; ``what`` (the checkpoint or the parameters) goes in its reply."""
         with self._lock:
             memory = save_memory(self.decider.policy)
             if memory is not None:
                 load_memory(built[1].policy, memory)
-            old = self.checkpoint_digest
+            old, old_policy = self.checkpoint_digest, self.policy_digest
             self._use(built)
             entry = self.log.append(
                 self.chain,
                 kind="swap",
                 org=self.config.org,
                 day=-1 if self.last_day is None else self.last_day,
-                request_digest=digest({"swap": old, "to": self.checkpoint_digest}),
+                request_digest=digest(
+                    {"swap": old, "to": self.checkpoint_digest}
+                    if "checkpoint" in what
+                    else {"swap": old_policy, "to": self.policy_digest}
+                ),
                 released={},
                 policy_digest=self.policy_digest,
                 checkpoint_digest=self.checkpoint_digest,
                 reply={
                     "swap": True,
-                    "checkpoint": str(checkpoint.resolve()),
+                    **what,
                     "previous_checkpoint_digest": old,
+                    "previous_policy_digest": old_policy,
                     "checkpoint_digest": self.checkpoint_digest,
                     "policy_digest": self.policy_digest,
                 },
@@ -202,7 +249,12 @@ class DecisionService:
             if self.last_day is not None and req.day != self.last_day + 1:
                 last = self.log.last(self.chain, kind="decision")
                 if last is not None and last.request_digest == request_digest and last.reply_json:
-                    return last.reply_json  # a retry of an acknowledged (or unsent) decision
+                    # a retry of an acknowledged (or unsent) decision; its journal line
+                    # may have been lost with the reply
+                    rec = self.recorder
+                    if rec is not None and (not rec.days or rec.days[-1].day == req.day - 1):
+                        rec.record(req, self._body(req, body), last.released)
+                    return last.reply_json
                 raise ConflictError(
                     f"day {req.day} out of sequence: the last decision was for day "
                     f"{self.last_day}; send day {self.last_day + 1}"
@@ -225,7 +277,39 @@ class DecisionService:
                 memory=save_memory(self.decider.policy),
             )
             self.last_day = req.day
-            return entry.reply_json or json.dumps(reply)
+            check = False
+            if self.recorder is not None:
+                self.recorder.record(req, self._body(req, body), reply["released"])
+                every = max(self.config.record_every, 1)
+                check = self.config.auto_retrain and self.recorder.completed % every == 0
+            text = entry.reply_json or json.dumps(reply)
+        if check:  # outside the lock: a retrain flushes the folder under it
+            self.monitor()
+        return text
+
+    def monitor(self) -> dict[str, Any] | None:
+        """Run the Analytics Monitor's demand detectors on the recorded days; a
+        ``retrain`` alert newer than the last one acted on starts a retrain (when none
+        is running and enough days are recorded). Returns the job started, or None."""
+        if self.recorder is None:
+            return None
+        job, day = self.retrain_job, self.last_day or 0
+        if job is not None and day - job.day < self.config.retrain_cooldown:
+            return None  # the alerts wait: a retrain at most every retrain_cooldown days
+        alerts = [a for a in self.recorder.retrain_alerts() if a["day"] > self.alerts_seen]
+        if not alerts:
+            return None
+        a = alerts[-1]
+        self.alerts_seen = max(x["day"] for x in alerts)
+        where = a["node"] or a["organization"]
+        try:
+            return self.retrain(trigger=f"monitor: {a['metric']} at {where} on day {a['day']}")
+        except ValueError:  # running already, or too few days: the next alert will do
+            return None
+
+    @staticmethod
+    def _body(req: DecisionRequest, body: Any) -> Any:
+        return req.model_dump(mode="json", exclude_unset=True) if body is None else body
 
     def reply(self, req: DecisionRequest, decision: Any, solve_ms: float) -> dict[str, Any]:
         info = decision.info or {}
@@ -256,6 +340,69 @@ class DecisionService:
             "solve_ms": solve_ms,
             "lanes": [lane_ids[j] for j in np.flatnonzero(self.codec.scope.own)],
         }
+
+    def retrain(self, options: Any = None, trigger: str = "request") -> dict[str, Any]:
+        """Start re-tuning the policy on the recorded data in a background process
+        (:mod:`fedinv.service.retrain`); when it ends the new parameters are swapped in
+        (a ``swap`` entry). ValueError: no ``--data``, too few days recorded, a learned
+        policy, or a retrain already running."""
+        from fedinv.service.retrain import RetrainJob, RetrainOptions
+
+        opts = options if options is not None else RetrainOptions(window=self.config.retrain_window)
+        rec = self.recorder
+        if rec is None:
+            raise ValueError("the service records nothing: start it with --data DIR")
+        if self.prepared.kind != "classical":
+            raise ValueError(
+                f"retraining a {self.prepared.kind} policy ({self.config.policy}) in the "
+                "service is not built: fine-tune it with the federation on the folder and "
+                "POST /v1/checkpoint (docs/service.md)"
+            )
+        with self._lock:
+            if self.retrain_job is not None and self.retrain_job.status == "running":
+                raise ValueError(f"retrain job {self.retrain_job.job} is still running")
+            if rec.completed < opts.min_days:
+                raise ValueError(
+                    f"{rec.completed} days recorded; a retrain needs at least {opts.min_days}"
+                )
+            snap = rec.snapshot()  # the folder's days, written outside the lock
+            window = rec.snapshot(opts.window) if opts.window is not None else None
+            number = 1 if self.retrain_job is None else self.retrain_job.job + 1
+            job = RetrainJob(
+                number,
+                rec.folder / "retrain" / f"job-{number:04d}",
+                trigger,
+                day=self.last_day or 0,
+            )
+            self.retrain_job = job
+            recorded = rec.completed
+        try:
+            rec.write(snap)
+            data = rec.folder
+            if window is not None:  # the last days only, in the job's own folder
+                data = rec.write(window, job.folder / "data")
+        except Exception as exc:
+            job.status, job.error = "failed", f"writing the folder: {exc}"
+            raise
+        spec = {
+            "data": str(data),
+            "window": opts.window,
+            "policy": self.config.policy,
+            "replications": opts.replications,
+            "days": opts.days or min(recorded, opts.window or recorded),
+            "sweeps": opts.sweeps,
+            "recorded_days": recorded,
+            "last_day": job.day,
+        }
+        job.start(spec, lambda result: self.swap_params(result["params"]))
+        return job.as_dict()
+
+    def close(self) -> None:
+        """Write the recorded days' files (``--data``) and close the journal."""
+        if self.recorder is not None:
+            with self._lock:
+                self.recorder.close()
+                self.recorder = None
 
     def health(self) -> dict[str, Any]:
         with self._lock:
