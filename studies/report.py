@@ -1426,7 +1426,7 @@ def _training_section(run: StudyRun, figures: Mapping[str, str]) -> list[str]:
             what = f" ({unit} {_number(curve['x'].iloc[-1], 0)})"
         rows.append(
             [
-                f"train DQN, {kind}{what}",
+                f"train {str(r.get('algo') or 'dqn').upper()}, {kind}{what}",
                 _int(r.get("simulated_days")),
                 _duration(r.get("seconds")),
                 last,
