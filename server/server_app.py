@@ -71,6 +71,7 @@ def main(grid: Grid, context: Context) -> None:
         weights, offset = load_global_checkpoint(last, cfg.algo)
     else:
         weights, offset = initial_arrays(cfg, scenario), 0
+    forget_after(run_dir, offset)  # rounds a killed run wrote rows for but no checkpoint
     remaining = cfg.rounds - offset
     if remaining <= 0:
         _write_summary(run_dir, cfg, offset, "already complete")
@@ -115,6 +116,13 @@ def main(grid: Grid, context: Context) -> None:
         earlier = strategy.local_eval.get(server_round - 1)
         if earlier and global_round > 1:  # a fat round: the local cost of the round before
             _update_row(run_dir / "rounds.csv", global_round - 1, earlier)
+        # the round's row and audit lines first, its checkpoint last: a run killed in
+        # between resumes before this round (its rows are forgotten then, see below), so
+        # a checkpoint's round always has its row
+        _append_row(run_dir / "rounds.csv", row)
+        with (run_dir / "received.jsonl").open("a") as audit:
+            for reply in strategy.received.get(server_round, []):
+                audit.write(json.dumps({"round": global_round, **reply}) + "\n")
         ckpt = save_global_checkpoint(
             run_dir / "checkpoints" / f"round-{global_round:04d}.pt",
             scenario,
@@ -124,10 +132,6 @@ def main(grid: Grid, context: Context) -> None:
             {k: v for k, v in row.items() if isinstance(v, int | float)},
         )
         atomic_write(run_dir / "final.pt", lambda tmp: shutil.copyfile(ckpt, tmp))
-        _append_row(run_dir / "rounds.csv", row)
-        with (run_dir / "received.jsonl").open("a") as audit:
-            for reply in strategy.received.get(server_round, []):
-                audit.write(json.dumps({"round": global_round, **reply}) + "\n")
         _plot(run_dir)
         return MetricRecord(metrics)
 
@@ -152,6 +156,25 @@ def _organizations(run) -> int:
         else []
     )
     return max(len(found), int(run["min-train-nodes"]))
+
+
+def forget_after(run_dir: Path, last: int) -> None:
+    """Drop the rows of ``rounds.csv`` and the lines of ``received.jsonl`` of rounds after
+    ``last`` (the round of the newest checkpoint): the resumed run trains them again."""
+    import pandas as pd
+
+    rounds = run_dir / "rounds.csv"
+    if rounds.is_file():
+        frame = pd.read_csv(rounds)
+        if (frame["round"] > last).any():
+            kept = frame[frame["round"] <= last]
+            atomic_write(rounds, lambda tmp: kept.to_csv(tmp, index=False))
+    audit = run_dir / "received.jsonl"
+    if audit.is_file():
+        lines = audit.read_text().splitlines(keepends=True)
+        kept_lines = [ln for ln in lines if ln.strip() and json.loads(ln)["round"] <= last]
+        if len(kept_lines) != len(lines):
+            atomic_write(audit, lambda tmp: tmp.write_text("".join(kept_lines)))
 
 
 def _append_row(path: Path, row: dict) -> None:

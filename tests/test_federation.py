@@ -336,3 +336,26 @@ def test_training_options_default_to_fedconfig():
     assert fed_config(parser.parse_args(["--strategy", "fedprox", "--mu", "2"])).proximal_mu == 2
     help_text = parser.format_help()
     assert "(default 120)" in help_text and "(default electronics-5r)" in help_text
+
+
+def test_a_resumed_run_forgets_rounds_it_has_no_checkpoint_for(tmp_path):
+    """The server writes a round's row and audit lines before its checkpoint; a run
+    killed in between resumes after the newest checkpoint, so the rows of later rounds
+    are dropped first (the resumed run trains and writes them again, once)."""
+    import json
+
+    from server.server_app import forget_after
+
+    pd.DataFrame({"round": [1, 2, 3], "global-cost-per-day": [3.0, 2.0, 1.0]}).to_csv(
+        tmp_path / "rounds.csv", index=False
+    )
+    (tmp_path / "received.jsonl").write_text(
+        "".join(json.dumps({"round": r, "org": o}) + "\n" for r in (1, 2, 3) for o in "ab")
+    )
+    forget_after(tmp_path, 2)
+    assert pd.read_csv(tmp_path / "rounds.csv")["round"].tolist() == [1, 2]
+    lines = (tmp_path / "received.jsonl").read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [1, 1, 2, 2]
+    forget_after(tmp_path, 0)  # no checkpoint at all: a fresh start
+    assert pd.read_csv(tmp_path / "rounds.csv").empty
+    assert (tmp_path / "received.jsonl").read_text() == ""
