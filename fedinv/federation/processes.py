@@ -258,22 +258,56 @@ def run_foreground(
 
 def tagged(tag: str, exclude: Sequence[int] = ()) -> list[tuple[int, str]]:
     """(PID, start time) of every running process whose environment carries
-    ``TAG_VARIABLE=tag`` (ours only: other users' environments are unreadable)."""
+    ``TAG_VARIABLE=tag`` (ours only: other users' environments are unreadable).
+
+    A process in the middle of ``execve`` shows an empty environment for a moment (the
+    kernel has swapped in the new image but not yet its environment), so a user process
+    read empty is read again a little later rather than skipped."""
     needle = f"{TAG_VARIABLE}={tag}".encode()
     skip = {os.getpid(), *exclude}
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in skip:
-            continue
+    found: list[tuple[int, str]] = []
+    empty: list[int] = []
+
+    def check(pid: int) -> bool:
+        """Whether ``pid`` carries the tag (recorded in ``found``); False if unreadable
+        or read empty."""
         try:
-            environ = (entry / "environ").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
-            continue
+            return False
         if needle in environ.split(b"\0"):
-            started = start_time(int(entry.name))
+            started = start_time(pid)
             if started is not None:
-                found.append((int(entry.name), started))
+                found.append((pid, started))
+            return True
+        if not environ and start_time(pid) is not None and not _kernel_thread(pid):
+            empty.append(pid)
+        return False
+
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) not in skip:
+            check(int(entry.name))
+    for _ in range(20):  # up to ~1 s for an exec to finish
+        if not empty:
+            break
+        time.sleep(0.05)
+        waiting, empty[:] = list(empty), []
+        for pid in waiting:
+            if start_time(pid) is not None:
+                check(pid)
     return found
+
+
+def _kernel_thread(pid: int) -> bool:
+    """Whether ``pid`` is a kernel thread (kthreadd or one of its children: they have no
+    environment at all), or is gone."""
+    if pid == 2:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 :].split()[1] == "2"
 
 
 def stop_tagged(tag: str, grace: float = 3.0, exclude: Sequence[int] = ()) -> list[int]:
