@@ -103,6 +103,10 @@ def main(grid: Grid, context: Context) -> None:
         "reward-scale": float(cfg.reward_scale),
         LAYOUT_KEY: layout_text(layout),
     }
+    if cfg.algo == "hdpo" and cfg.client_base == "server":  # the base is the global model's
+        from fedinv.federation.hdpo_task import base_message
+
+        shared["base"] = base_message(scenario, cfg)
     started = time.perf_counter()
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:

@@ -100,13 +100,14 @@ def _hdpo_days(spec: StudySpec, cfg: Any, scenario: Any, training: str, select: 
             + validations * cfg.eval_replications * horizon
         )
     per_org = 0
-    for org in scenario.network.organizations:  # each tunes and trains on its own nodes
+    # each trains on its own nodes, on the server's base (one evaluation) or its own tuning
+    for org in scenario.network.organizations:
         nodes = [n for n in scenario.network.nodes if n.organization == org.id]
         own = SimpleNamespace(  # what the tuner's search space reads of a layout
             tier=np.array([n.tier.value for n in nodes]), node_ids=[n.id for n in nodes]
         )
         per_org += (
-            tuning(own)
+            (tuning(own) if cfg.client_base == "local" else cfg.tune_replications * horizon)
             + batches * cfg.replications * horizon
             + cfg.rounds * cfg.eval_replications * min(cfg.eval_days, horizon)
         )

@@ -59,6 +59,7 @@ FEDERATION_KEYS = (
     "local-iterations",
     "window",
     "hdpo-learning-rate",
+    "client-base",
 )
 """(HDPO's base tunings take the study's ``train_replications`` and ``tune_sweeps``.)"""
 """Keys of a study's ``[training]`` table (the federated run config's names); the

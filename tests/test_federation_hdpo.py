@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from test_federation import _left_running, chain  # noqa: F401  (a fixture)
 
-from fedinv.federation.task import FedConfig, initial_arrays, make_trainer, roles_of
+from fedinv.federation.hdpo_task import base_message, local_base
+from fedinv.federation.task import FedConfig, initial_arrays, roles_of
+from fedinv.federation.task import make_trainer as make_trainer_
 from fedinv.model.scenario import load_scenario
 
 
@@ -53,7 +55,13 @@ def test_hdpo_client_sends_only_parameters_and_scalar_metrics(chain, tmp_path): 
             content=RecordDict(
                 {
                     "arrays": ArrayRecord({k: Array(v) for k, v in model.items()}),
-                    "config": ConfigRecord({"server-round": 1, "reward-scale": 50.0}),
+                    "config": ConfigRecord(
+                        {
+                            "server-round": 1,
+                            "reward-scale": 50.0,
+                            "base": base_message(load_scenario(scenario), cfg),
+                        }
+                    ),
                 }
             ),
             dst_node_id=7,
@@ -82,6 +90,11 @@ def test_hdpo_client_state_survives_a_restart_and_is_deterministic(chain, tmp_pa
     cfg = _config(scenario)
     roles = roles_of(load_scenario(scenario))
     start = initial_arrays(cfg, load_scenario(scenario))
+    base = base_message(load_scenario(scenario), cfg)
+
+    def make_trainer(org_dir, state_dir, cfg, roles):
+        return make_trainer_(org_dir, state_dir, cfg, roles, base)
+
     a = make_trainer(data / "wholesale", tmp_path / "a", cfg, roles)
     w1, counts, _ = a.train_round(start, 1)
     assert counts == {"manufacturer": pytest.approx(1 * 2 * 60)}
@@ -98,6 +111,47 @@ def test_hdpo_client_state_survives_a_restart_and_is_deterministic(chain, tmp_pa
     again, _, _ = make_trainer(data / "wholesale", tmp_path / "a", cfg, roles).train_round(w1, 2)
     for key in start:
         np.testing.assert_array_equal(again[key], w2[key])
+
+
+def test_clients_train_on_the_servers_base_applied_to_their_own_nodes(chain, tmp_path):  # noqa: F811
+    from fedinv.federation.hdpo_task import hdpo_args
+    from fedinv.federation.private_data import load_org_scenario
+    from fedinv.policies.classical import make_policy
+    from fedinv.policies.tuning import TRAIN_BASE, params_from_coordinates
+    from fedinv.sim.run import mean_cost_per_day
+    from fedinv.sim.simulator import Simulator
+
+    scenario, data = chain
+    whole = load_scenario(scenario)
+    cfg = _config(scenario, tune_replications=2, tune_sweeps=1)
+    server = __import__("json").loads(base_message(whole, cfg))
+    assert set(server["coordinates"]) <= {
+        "z:supplier",
+        "z:manufacturer",
+        "z:distributor",
+        "k:supplier",
+        "k:manufacturer",
+        "k:distributor",
+    }
+    local = load_org_scenario(data / "wholesale")
+    args = hdpo_args(cfg, whole)
+    tuned = local_base(base_message(whole, cfg), local, args)
+    sim = Simulator(local)
+    # one evaluation, no search: the server's coordinates on the wholesaler's own nodes
+    assert tuned.evaluations == 1
+    own = {c: v for c, v in server["coordinates"].items() if c.endswith(":manufacturer")}
+    assert own and tuned.coordinates == own
+    assert tuned.params == params_from_coordinates(server["policy"], sim.layout, own)
+    # its loss scale is the cost of those parameters on the training replications
+    policy = make_policy(server["policy"], sim.layout, tuned.params)
+    reps = range(TRAIN_BASE, TRAIN_BASE + 2)
+    assert tuned.train_cost_per_day == pytest.approx(mean_cost_per_day(sim, policy, reps).mean())
+    trainer = make_trainer_(data / "wholesale", tmp_path / "s", cfg, roles_of(whole), None)
+    with pytest.raises(ValueError, match="server sent no base"):
+        trainer.train_round(initial_arrays(cfg, whole), 1)
+    hybrid = __import__("json").dumps({**server, "mode": "hybrid"})
+    with pytest.raises(ValueError, match="tuned hybrid; this organization trains on"):
+        local_base(hybrid, local, args)
 
 
 def test_fedconfig_refuses_an_unknown_learner():

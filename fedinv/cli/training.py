@@ -59,6 +59,14 @@ TRAINING_OPTIONS = (
         "pure, or trained for the safety layer (hybrid: docs/agents.md)",
         choices=("pure", "hybrid"),
     ),
+    TrainingOption(
+        "client_base",
+        "--client-base",
+        None,
+        "HDPO: each organization's base: the server's tuned coordinates on its own nodes, "
+        "or tuned locally",
+        choices=("server", "local"),
+    ),
     TrainingOption("rounds", "--rounds", "R", "server rounds", COUNT),
     TrainingOption("strategy", "--strategy", None, "aggregation", choices=STRATEGIES),
     TrainingOption(

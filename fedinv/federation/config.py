@@ -15,6 +15,8 @@ from fedinv.model.network import Scenario
 
 ALGOS = ("dqn", "hdpo")
 """Learners a federation can train (``FedConfig.algo``)."""
+CLIENT_BASES = ("server", "local")
+"""Where a federated HDPO client's base comes from (:attr:`FedConfig.client_base`)."""
 
 
 @dataclass(kw_only=True)
@@ -67,8 +69,9 @@ class FedConfig:
     hdpo_learning_rate: float = 3e-3
     """HDPO: Adam step size."""
     tune_replications: int = 16
-    """HDPO: training replications of each base policy's tuning (every organization
-    tunes its own on its local scenario; the server tunes the whole network's)."""
+    """HDPO: training replications of the base policy's tuning (the server's, on the
+    whole network; with ``client_base = "local"`` every organization's too, on its local
+    scenario)."""
     tune_sweeps: int = 2
     """HDPO: coordinate-descent sweeps of those tunings."""
     train_mode: str = "pure"
@@ -81,8 +84,15 @@ class FedConfig:
     """HDPO: a JSON file (:meth:`fedinv.policies.tuning.TuneResult.to_dict`) with the
     tuning of the whole network's base policy already done -- a study passes its own
     tuning unit of the same policy, mode, replications and sweeps --, read by the server
-    instead of tuning it again; empty: the server tunes it. The organizations tune their
-    own bases as before."""
+    instead of tuning it again; empty: the server tunes it."""
+    client_base: str = "server"
+    """HDPO: the base each organization's residual trains on. ``server``: the server's
+    tuned coordinates (a safety factor, and an order-quantity multiple, per tier), sent
+    in every train message as part of the global model and applied to the
+    organization's own nodes with its own demand and lead-time statistics, so every
+    holder trains on the base the global policy is evaluated on (one evaluation per
+    organization, for its loss scale); ``local``: each organization tunes its own on its
+    local scenario (``tune_replications``, ``tune_sweeps``)."""
     reward_scale: float | None = None
     """$ per day dividing costs in every client's reward (the same for all, so Q-values
     average meaningfully); None: the whole network's reference cost / organizations."""
@@ -90,6 +100,11 @@ class FedConfig:
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"FedConfig.algo must be one of {', '.join(ALGOS)}, got {self.algo!r}")
+        if self.client_base not in CLIENT_BASES:
+            raise ValueError(
+                f"FedConfig.client_base must be one of {', '.join(CLIENT_BASES)}, "
+                f"got {self.client_base!r}"
+            )
         if self.train_mode not in ("pure", "hybrid"):
             raise ValueError(
                 f"FedConfig.train_mode must be pure or hybrid, got {self.train_mode!r}"

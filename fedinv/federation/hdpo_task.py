@@ -8,14 +8,17 @@ what the server computes with the weights (the DQN's counterpart is
   (the ``input_mean`` / ``input_std`` buffers) is part of the global model: set once by
   the server from a base-policy run on the whole network, sent with the weights and
   never trained, so every holder feeds the networks the same way (local statistics made
-  the averaged networks meaningless elsewhere: measured in docs/federation.md). Each
-  organization keeps its own tuned base policy.
+  the averaged networks meaningless elsewhere: measured in docs/federation.md). So is
+  the base (``FedConfig.client_base = "server"``, the default): the server's tuned
+  coordinates travel in every train message (:func:`base_message`) and each
+  organization applies them to its own nodes (:func:`local_base`), so the residual is
+  trained on the base it is evaluated on; ``"local"``: each organization tunes its own.
 * **Local training** (:class:`HDPOLocalTrainer`): the organization's own scenario
   (:func:`fedinv.federation.private_data.load_org_scenario`: its nodes, its demand
   history, the lead times it observed; what it buys from other organizations is an
   external purchase at the transfer price, so its local cost includes those payments,
   which cancel in the network's cost). The base policy (the whole network's base kind,
-  ``sS`` or ``base-stock``) is tuned on it once; every round then runs
+  ``sS`` or ``base-stock``) is the server's, or tuned on it once; every round then runs
   ``local_iterations`` pathwise-gradient batches (:func:`fedinv.agents.hdpo.run_batch`,
   fresh training replications) from the global weights. Adam's state and the tuned base
   live in ``STATE_DIR/ORG/round-NNNN/``, so a restarted node continues where it stopped.
@@ -122,9 +125,14 @@ class HDPOLocalTrainer(RoundSnapshots):
     same interface as :class:`fedinv.federation.task.LocalTrainer`."""
 
     def __init__(
-        self, org_dir: str | Path, state_dir: str | Path, cfg: FedConfig, roles: Sequence[str]
+        self,
+        org_dir: str | Path,
+        state_dir: str | Path,
+        cfg: FedConfig,
+        roles: Sequence[str],
+        base: str | None = None,
     ):
-        self.org_dir, self.cfg = Path(org_dir), cfg
+        self.org_dir, self.cfg, self.base = Path(org_dir), cfg, base
         self.org = self.org_dir.name
         self.state_dir = Path(state_dir) / self.org
         self.scenario = load_org_scenario(self.org_dir)
@@ -137,6 +145,13 @@ class HDPOLocalTrainer(RoundSnapshots):
     # -- the policy: built on first use (tunes the base unless a saved tuning exists) -----
 
     def _build(self, tuned: TuneResult | None) -> None:
+        if tuned is None and self.cfg.client_base == "server":
+            if not self.base:
+                raise ValueError(
+                    "client-base = server, but the server sent no base (a ServerApp older "
+                    "than this client?); set client-base = local to tune one here"
+                )
+            tuned = local_base(self.base, self.scenario, self.args)
         policy, tuned = hdpo.initial_policy(self.args, self.scenario, tuned)
         self._tuned = tuned
         self.local_roles = tuple(sorted(set(policy.roles)))
@@ -251,18 +266,65 @@ class HDPOLocalTrainer(RoundSnapshots):
 # -- the server's side -------------------------------------------------------------------
 
 
-_SERVER_POLICIES: dict[str, hdpo.HDPOPolicy] = {}
-"""The server's untrained whole-network policy per run configuration (tuned once)."""
+_SERVER_POLICIES: dict[str, tuple[hdpo.HDPOPolicy, TuneResult]] = {}
+"""The server's untrained whole-network policy and its base's tuning per run
+configuration (tuned once)."""
 
 
-def _server_policy(scenario: Scenario, cfg: FedConfig) -> hdpo.HDPOPolicy:
-    """The untrained policy on the whole network (its base tuned once per process)."""
+def _server_start(scenario: Scenario, cfg: FedConfig) -> tuple[hdpo.HDPOPolicy, TuneResult]:
+    """The untrained policy on the whole network and its base's tuning (tuned once per
+    process, or read from ``cfg.server_base``)."""
     key = json.dumps([scenario.name, scenario.source, cfg.to_flat()], sort_keys=True, default=str)
     if key not in _SERVER_POLICIES:
         args = hdpo_args(cfg, scenario)
         tuned = server_base_tuning(cfg, scenario, args) if cfg.server_base else None
-        _SERVER_POLICIES[key] = hdpo.initial_policy(args, scenario, tuned)[0]
+        _SERVER_POLICIES[key] = hdpo.initial_policy(args, scenario, tuned)
     return _SERVER_POLICIES[key]
+
+
+def _server_policy(scenario: Scenario, cfg: FedConfig) -> hdpo.HDPOPolicy:
+    """The untrained policy on the whole network (its base tuned once per process)."""
+    return _server_start(scenario, cfg)[0]
+
+
+def base_message(scenario: Scenario, cfg: FedConfig) -> str:
+    """What the server sends every organization of its base (``FedConfig.client_base =
+    "server"``): JSON with the base policy, the mode it was tuned in and its search
+    coordinates (per tier: no node's figure, nothing of any organization's data)."""
+    tuned = _server_start(scenario, cfg)[1]
+    return json.dumps(
+        {"policy": tuned.policy, "mode": tuned.mode, "coordinates": tuned.coordinates},
+        sort_keys=True,
+    )
+
+
+def local_base(message: str, scenario: Scenario, args: hdpo.Args) -> TuneResult:
+    """The server's base (:func:`base_message`) on an organization's own scenario: its
+    coordinates turned into the organization's per-node parameters with its own demand
+    and lead-time statistics, and their cost per day on its training replications (one
+    evaluation; the loss scale). ValueError if it is not the base this run trains on."""
+    from fedinv.policies.tuning import tune
+
+    try:
+        data = json.loads(message)
+        policy, mode, coords = data["policy"], data["mode"], dict(data["coordinates"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"the server's base is not a base message: {exc}") from None
+    want = hdpo.base_policy_name(scenario) if args.base == "auto" else args.base
+    if (policy, mode) != (want, args.train_mode):
+        raise ValueError(
+            f"the server's base is {policy!r} tuned {mode}; this organization trains on "
+            f"{want!r} tuned {args.train_mode}"
+        )
+    return tune(
+        scenario,
+        policy,
+        train_replications=args.tune_replications,
+        days=scenario.horizon_days,
+        sweeps=0,
+        mode=mode,
+        start=coords,
+    )
 
 
 def server_base_tuning(cfg: FedConfig, scenario: Scenario, args: hdpo.Args) -> TuneResult:

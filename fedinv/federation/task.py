@@ -287,14 +287,19 @@ class LocalTrainer(RoundSnapshots):
 
 
 def make_trainer(
-    org_dir: str | Path, state_dir: str | Path, cfg: FedConfig, roles: Sequence[str]
+    org_dir: str | Path,
+    state_dir: str | Path,
+    cfg: FedConfig,
+    roles: Sequence[str],
+    base: str | None = None,
 ) -> Any:
     """The organization's local learner of ``cfg.algo`` (:class:`LocalTrainer` for the
-    DQN, :class:`fedinv.federation.hdpo_task.HDPOLocalTrainer` for HDPO)."""
+    DQN, :class:`fedinv.federation.hdpo_task.HDPOLocalTrainer` for HDPO, on the server's
+    ``base`` message if one came)."""
     if cfg.algo == "hdpo":
         from fedinv.federation.hdpo_task import HDPOLocalTrainer
 
-        return HDPOLocalTrainer(org_dir, state_dir, cfg, roles)
+        return HDPOLocalTrainer(org_dir, state_dir, cfg, roles, base)
     return LocalTrainer(org_dir, state_dir, cfg, roles)
 
 

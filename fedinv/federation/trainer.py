@@ -130,16 +130,17 @@ class TrainerService:
         # node need not have the whole network's scenario file)
         roles = tuple(dict.fromkeys(r for r in (role_of_key(k) for k in arrays) if r))
         roles = roles or roles_of(load_scenario(cfg.scenario))
-        key = json.dumps([str(data), str(state), cfg.to_flat(), list(roles)], default=str)
+        base = str(sent["base"]) if "base" in sent else None  # HDPO: the server's base
+        key = json.dumps([str(data), str(state), cfg.to_flat(), list(roles), base], default=str)
         if key in self._learners:
             self._learners.move_to_end(key)
             learner, uses = self._learners[key]
         else:
-            learner, uses = make_trainer(data, state, cfg, roles), 0
+            learner, uses = make_trainer(data, state, cfg, roles, base), 0
         self._learners[key] = (learner, uses + 1)
         while len(self._learners) > CACHED_RUNS:
             self._learners.popitem(last=False)
-        return key, learner, uses, cfg, roles
+        return key, learner, uses, cfg, roles, base
 
     def handle(
         self, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
@@ -162,13 +163,13 @@ class TrainerService:
     def _train(self, header, arrays):
         from fedinv.federation.task import make_trainer
 
-        key, learner, uses, cfg, roles = self._learner(header, arrays)
+        key, learner, uses, cfg, roles, base = self._learner(header, arrays)
         sent = header.get("config", {})
         server_round = int(sent["server-round"]) + int(sent.get("round-offset", 0))
         if uses and learner._last_before(server_round) == 0:
             # a round re-run with no saved state before it: start from a fresh learner,
             # as a restarted trainer would (the cached one has trained since)
-            learner = make_trainer(*self._where(header), cfg, roles)
+            learner = make_trainer(*self._where(header), cfg, roles, base)
             self._learners[key] = (learner, 1)
         metrics: dict[str, float] = {}
         if sent.get("local-eval"):  # a fat round: the received weights' local cost first
@@ -183,7 +184,7 @@ class TrainerService:
         return reply, {k: weights[k] for k in arrays}
 
     def _evaluate(self, header, arrays):
-        _, learner, _, cfg, _ = self._learner(header, arrays)
+        _, learner, _, cfg, _, _ = self._learner(header, arrays)
         metrics = learner.evaluate(dict(arrays), cfg.eval_replications, cfg.eval_days)
         return {"ok": True, "metrics": {k: float(v) for k, v in metrics.items()}}, {}
 

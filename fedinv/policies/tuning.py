@@ -198,11 +198,14 @@ def tune(
     mode: str = "pure",
     solver: str = "highspy",
     per: str = "tier",
+    start: Mapping[str, float] | None = None,
 ) -> TuneResult:
     """Tune ``policy`` on ``scenario`` (see module doc); ``tolerance`` is the width at
     which a golden-section search stops, in coordinate units. ``mode``: run every
     candidate pure or through the safety layer (backend ``solver``); ``per``: one
-    coordinate per ``tier`` or per ``node``."""
+    coordinate per ``tier`` or per ``node``; ``start``: the coordinates to start from
+    (those of this search space; the others are ignored), e.g. with ``sweeps=0`` the
+    cost of given coordinates in one evaluation."""
     from fedinv.sim.run import mean_cost_per_day  # pandas: off the CLI's start-up path
 
     if mode not in MODES:
@@ -214,6 +217,7 @@ def tune(
     del state0
     space = search_space(policy, layout, per)
     coords = {c: (1.645 if c.startswith("z:") else 1.0) for c in space}
+    coords |= {c: float(v) for c, v in (start or {}).items() if c in space}
     history: list[tuple[dict[str, float], float]] = []
     cache: dict[tuple, float] = {}
 
