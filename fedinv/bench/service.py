@@ -7,10 +7,11 @@ client (httpx, one keep-alive connection) sends decisions one after another. The
 bodies are the organization's states of a simulated year (``simulate --projection
 per-org``), cycled with the day index advancing, so the service sees realistic states,
 infeasible days and solver calls included. Every decision is logged (SQLite WAL,
-``synchronous=FULL``) before its reply, as in production.
+``--sync full`` by default, or ``normal``) before its reply, as in production.
 
     python -m fedinv.bench.service [--scenario electronics-5r] [--org ORG]
-        [--policy base-stock] [--requests 2000] [--warmup 50] [--solver highspy] [--json]
+        [--policy base-stock] [--requests 2000] [--warmup 50] [--solver highspy]
+        [--sync full|normal] [--json]
     python -m fedinv.bench.service --replay [--days N]    (a year through the services)
 """
 
@@ -83,8 +84,10 @@ def run(
     warmup: int = 50,
     solver: str = "highspy",
     mode: str = "hybrid",
+    sync: str = "full",
 ) -> dict[str, Any]:
-    """Start a service, send ``warmup + requests`` decisions, return the figures."""
+    """Start a service (``fedinv serve --sync SYNC``), send ``warmup + requests``
+    decisions, return the figures."""
     import httpx
 
     from fedinv.model.scenario import load_scenario
@@ -96,7 +99,7 @@ def run(
     bodies = year_of_requests(scenario, org, policy, mode, solver)
     folder = Path(tempfile.mkdtemp(prefix="fedinv-bench-service-"))
     args = ["--scenario", scenario_name, "--policy", policy, "--mode", mode, "--solver", solver]
-    service = start_service(args, org, folder / "log.sqlite")
+    service = start_service([*args, "--sync", sync], org, folder / "log.sqlite")
     latencies = []
     solve_ms = []
     try:
@@ -130,6 +133,7 @@ def run(
         "policy": policy,
         "mode": mode,
         "solver": solver,
+        "sync": sync,
         "requests": requests,
         "decisions_per_s": requests / wall,
         "latency_ms_p50": float(np.percentile(lat, 50)),
@@ -192,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--solver", default="highspy", choices=("highspy", "pyomo"))
     p.add_argument("--mode", default="hybrid", choices=("hybrid", "pure"))
     p.add_argument(
+        "--sync",
+        default="full",
+        choices=("full", "normal"),
+        help="the service's log durability (fedinv serve --sync; default full)",
+    )
+    p.add_argument(
         "--replay",
         action="store_true",
         help="instead: a whole year through one service per organization, compared "
@@ -212,12 +222,13 @@ def main(argv: list[str] | None = None) -> int:
                 + f" to simulate --projection per-org (max |diff| {rep['max_abs_difference']:.3g})"
             )
         return 0 if rep["identical"] else 1
-    out = run(a.scenario, a.org, a.policy, a.requests, a.warmup, a.solver, a.mode)
+    out = run(a.scenario, a.org, a.policy, a.requests, a.warmup, a.solver, a.mode, a.sync)
     if a.json:
         print(json.dumps(out, indent=2))
     else:
         print(
-            f"{out['org']} ({out['scenario']}, {out['policy']}, {out['mode']}/{out['solver']}): "
+            f"{out['org']} ({out['scenario']}, {out['policy']}, {out['mode']}/{out['solver']}, "
+            f"sync {out['sync']}): "
             f"{out['decisions_per_s']:.0f} decisions/s, p50 {out['latency_ms_p50']:.1f} ms, "
             f"p99 {out['latency_ms_p99']:.1f} ms over {out['requests']} requests "
             f"(decide p50 {out['decide_ms_p50']:.1f} ms, p99 {out['decide_ms_p99']:.1f} ms; "
