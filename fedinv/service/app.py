@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedinv.service.codec import DecisionRequest, RequestError
@@ -75,15 +75,45 @@ def make_app(service: DecisionService, token: str | None = None) -> FastAPI:
     )
     expected = None if token is None else token.encode()
 
-    async def auth(request: Request) -> None:  # async: no worker-thread hop per request
+    def token_ok(header: str) -> bool:
         if expected is None:
-            return
-        header = request.headers.get("authorization", "")
+            return True
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
+
+    async def auth(request: Request) -> None:  # async: no worker-thread hop per request
+        if not token_ok(request.headers.get("authorization", "")):
             raise HTTPException(
                 401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
+
+    def handle(raw: bytes, authorization: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """A decision request's ``(status, JSON body, extra headers)``: the body is parsed
+        and validated here, once (json.loads, then the pydantic model), not through
+        FastAPI's body parameter (its dependency solving and second validation pass cost
+        ~1 ms a request); the reply is the logged entry's JSON text (no second dump)."""
+
+        def detail(status: int, what: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+            return status, json.dumps({"detail": what}).encode(), []
+
+        if not token_ok(authorization):
+            status, text, _ = detail(401, "missing or wrong bearer token")
+            return status, text, [(b"www-authenticate", b"Bearer")]
+        try:
+            body = json.loads(raw)
+            req = DecisionRequest.model_validate(body)
+        except ValueError as exc:  # JSONDecodeError, pydantic's ValidationError
+            return detail(422, body_errors(exc))
+        try:
+            return 200, service.decide_json(req, body).encode(), []
+        except RequestError as exc:
+            return detail(422, exc.errors)
+        except ConflictError as exc:
+            return detail(409, str(exc))
+        except RuntimeError as exc:  # SolverError: the layer could not answer
+            return detail(500, f"solver: {exc}")
+
+    app.state.decide = handle  # serve() answers POST /v1/decide with it before routing
 
     @app.post(
         "/v1/decide",
@@ -98,27 +128,13 @@ def make_app(service: DecisionService, token: str | None = None) -> FastAPI:
     )
     async def decide(request: Request) -> Response:
         """Release today's orders for the organization's state (the body: a
-        ``DecisionRequest``); the reply is the logged entry's JSON."""
-        # the body is read and validated here, once (json.loads, then the pydantic
-        # model), not through FastAPI's body parameter: its dependency solving and
-        # second validation pass cost ~1 ms a request. One decision at a time on the
-        # event loop's thread (one worker; the service serializes anyway).
-        await auth(request)  # called, not a dependency: no dependency solving per request
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-            req = DecisionRequest.model_validate(body)
-        except ValueError as exc:  # JSONDecodeError, pydantic's ValidationError
-            return JSONResponse({"detail": body_errors(exc)}, status_code=422)
-        try:  # the reply's JSON text as logged: no response model pass, no second dump
-            text = service.decide_json(req, body)
-            return Response(text, media_type="application/json")
-        except RequestError as exc:
-            return JSONResponse({"detail": exc.errors}, status_code=422)
-        except ConflictError as exc:
-            raise HTTPException(409, str(exc)) from None
-        except RuntimeError as exc:  # SolverError: the layer could not answer
-            raise HTTPException(500, f"solver: {exc}") from None
+        ``DecisionRequest``); the reply is the logged entry's JSON. One decision at a
+        time on the event loop's thread (one worker; the service serializes anyway)."""
+        status, text, headers = handle(
+            await request.body(), request.headers.get("authorization", "")
+        )
+        extra = {k.decode(): v.decode() for k, v in headers}
+        return Response(text, status_code=status, headers=extra, media_type="application/json")
 
     @app.post("/v1/checkpoint", dependencies=[Depends(auth)])
     def swap(body: CheckpointSwap) -> dict[str, Any]:
@@ -197,6 +213,36 @@ def body_errors(exc: ValueError) -> list[dict[str, Any]]:
     ]
 
 
+class DecideFirst:
+    """ASGI: ``POST /v1/decide`` answered by the app's decision handler
+    (``app.state.decide``) straight from uvicorn, everything else by the FastAPI app.
+    The same handler the FastAPI route calls (one copy of the logic); skipping the
+    middleware stack, routing and ``Request`` objects saves ~0.5 ms a decision."""
+
+    def __init__(self, app: FastAPI):
+        self.app, self.handle = app, app.state.decide
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/decide" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        authorization = b""
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value
+        status, text, headers = self.handle(b"".join(chunks), authorization.decode("latin-1"))
+        head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(text))]
+        await send({"type": "http.response.start", "status": status, "headers": head + headers})
+        await send({"type": "http.response.body", "body": text})
+
+
 def serve(
     service: DecisionService,
     host: str = "127.0.0.1",
@@ -209,7 +255,7 @@ def serve(
     import uvicorn
 
     uvicorn.run(
-        make_app(service, token),
+        DecideFirst(make_app(service, token)),
         host=host,
         port=port,
         workers=1,
