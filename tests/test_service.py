@@ -324,9 +324,13 @@ def test_bad_requests_get_a_422_naming_the_field(shop_a):
     assert d[0]["loc"] == ["body", "nodes", "A", "colour"]
 
 
-def test_sigkill_loses_no_acknowledged_decision(two_buyers, tmp_path):
+@pytest.mark.parametrize("sync", ["full", "normal"])
+def test_sigkill_loses_no_acknowledged_decision(two_buyers, tmp_path, sync):
+    """Both --sync settings survive a killed process (``normal``: the WAL write is in the
+    operating system before the reply; only an OS crash or a power cut could lose it)."""
     log = tmp_path / "log.sqlite"
-    service = start_service(_serve_args(two_buyers), "shop-a", log)
+    args = [*_serve_args(two_buyers), "--sync", sync]
+    service = start_service(args, "shop-a", log)
     replies = []
     try:
         for t in range(5):
@@ -337,7 +341,7 @@ def test_sigkill_loses_no_acknowledged_decision(two_buyers, tmp_path):
         stop_service(service, kill=True)  # SIGKILL: no shutdown handler runs
     assert service.process.returncode == -9
     assert verify(log, replies[-1]["entry_hash"]).ok
-    service = start_service(_serve_args(two_buyers), "shop-a", log)
+    service = start_service(args, "shop-a", log)
     try:
         health = httpx.get(service.url + "/v1/health").json()
         assert (health["entries"], health["head"]) == (5, replies[-1]["entry_hash"])

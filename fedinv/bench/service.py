@@ -3,14 +3,16 @@ service over loopback (docs/service.md).
 
 A real ``fedinv serve`` process (one worker) for one organization (default: the one of
 electronics-5r that buys on the most lanes, ``assemble-co``) in hybrid mode; a real HTTP
-client (httpx, one keep-alive connection) sends decisions one after another. The request
+client (one keep-alive connection: the standard library's ``http.client`` by default,
+``--client httpx`` for httpx) sends decisions one after another. The request
 bodies are the organization's states of a simulated year (``simulate --projection
 per-org``), cycled with the day index advancing, so the service sees realistic states,
 infeasible days and solver calls included. Every decision is logged (SQLite WAL,
-``synchronous=FULL``) before its reply, as in production.
+``--sync full`` by default, or ``normal``) before its reply, as in production.
 
     python -m fedinv.bench.service [--scenario electronics-5r] [--org ORG]
-        [--policy base-stock] [--requests 2000] [--warmup 50] [--solver highspy] [--json]
+        [--policy base-stock] [--requests 2000] [--warmup 50] [--solver highspy]
+        [--sync full|normal] [--client stdlib|httpx] [--json]
     python -m fedinv.bench.service --replay [--days N]    (a year through the services)
 """
 
@@ -64,6 +66,43 @@ def year_of_requests(
     return bodies
 
 
+class _Post:
+    """``post(path, body) -> (status, text)`` over one keep-alive connection: the
+    standard library's :class:`http.client.HTTPConnection` (headers and body in one
+    write) or an :class:`httpx.Client`."""
+
+    def __init__(self, url: str, kind: str):
+        if kind not in CLIENTS:
+            raise ValueError(f"client must be one of {', '.join(CLIENTS)}, not {kind!r}")
+        self.kind, self.url = kind, url
+        if kind == "httpx":
+            import httpx
+
+            self.httpx = httpx.Client(timeout=30.0)
+        else:
+            import http.client
+            from urllib.parse import urlsplit
+
+            where = urlsplit(url)
+            self.conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30.0)
+
+    def __call__(self, path: str, body: bytes) -> tuple[int, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.kind == "httpx":
+            r = self.httpx.post(self.url + path, content=body, headers=headers)
+            return r.status_code, r.text
+        self.conn.request("POST", path, body, headers)
+        resp = self.conn.getresponse()
+        return resp.status, resp.read().decode()
+
+    def close(self) -> None:
+        (self.httpx if self.kind == "httpx" else self.conn).close()
+
+
+CLIENTS = ("stdlib", "httpx")
+"""The benchmark's HTTP clients (both real HTTP over loopback)."""
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
     import os
@@ -83,10 +122,12 @@ def run(
     warmup: int = 50,
     solver: str = "highspy",
     mode: str = "hybrid",
+    sync: str = "full",
+    client: str = "stdlib",
 ) -> dict[str, Any]:
-    """Start a service, send ``warmup + requests`` decisions, return the figures."""
-    import httpx
-
+    """Start a service (``fedinv serve --sync SYNC``), send ``warmup + requests``
+    decisions one after another over one keep-alive connection (``client``: ``stdlib``,
+    :mod:`http.client`; or ``httpx``), return the figures (ms, decisions/s)."""
     from fedinv.model.scenario import load_scenario
     from fedinv.registry import scenario_layout
     from fedinv.service.replay import start_service, stop_service
@@ -96,33 +137,35 @@ def run(
     bodies = year_of_requests(scenario, org, policy, mode, solver)
     folder = Path(tempfile.mkdtemp(prefix="fedinv-bench-service-"))
     args = ["--scenario", scenario_name, "--policy", policy, "--mode", mode, "--solver", solver]
-    service = start_service(args, org, folder / "log.sqlite")
+    service = start_service([*args, "--sync", sync], org, folder / "log.sqlite")
     latencies = []
     solve_ms = []
     try:
-        with httpx.Client(timeout=30.0) as client:
-            total = warmup + requests
-            t_start = 0.0
-            for k in range(total):
-                body = dict(bodies[k % len(bodies)])
-                body["day"] = k
-                body.pop("date", None)
-                if k == warmup:
-                    t_start = time.perf_counter()
-                t0 = time.perf_counter()
-                r = client.post(service.url + "/v1/decide", json=body)
-                dt = time.perf_counter() - t0
-                if r.status_code != 200:
-                    raise RuntimeError(f"request {k}: HTTP {r.status_code}: {r.text}")
-                if k >= warmup:
-                    latencies.append(dt * 1e3)
-                    solve_ms.append(r.json()["solve_ms"])
-                if k == warmup:
-                    cpu_start = _cpu_seconds(service.process.pid)
-            wall = time.perf_counter() - t_start
-            cpu = _cpu_seconds(service.process.pid) - cpu_start
+        post = _Post(service.url, client)
+        total = warmup + requests
+        t_start = 0.0
+        for k in range(total):
+            body = dict(bodies[k % len(bodies)])
+            body["day"] = k
+            body.pop("date", None)
+            if k == warmup:
+                t_start = time.perf_counter()
+                cpu_start = _cpu_seconds(service.process.pid)
+                client_start = time.process_time()
+            t0 = time.perf_counter()
+            status, text = post("/v1/decide", json.dumps(body).encode())
+            dt = time.perf_counter() - t0
+            if status != 200:
+                raise RuntimeError(f"request {k}: HTTP {status}: {text}")
+            if k >= warmup:
+                latencies.append(dt * 1e3)
+                solve_ms.append(json.loads(text)["solve_ms"])
+        wall = time.perf_counter() - t_start
+        cpu = _cpu_seconds(service.process.pid) - cpu_start
+        client_cpu = time.process_time() - client_start
     finally:
         stop_service(service)
+    post.close()
     lat = np.array(latencies)
     return {
         "scenario": scenario_name,
@@ -130,12 +173,15 @@ def run(
         "policy": policy,
         "mode": mode,
         "solver": solver,
+        "sync": sync,
         "requests": requests,
         "decisions_per_s": requests / wall,
         "latency_ms_p50": float(np.percentile(lat, 50)),
         "latency_ms_p99": float(np.percentile(lat, 99)),
         "latency_ms_max": float(lat.max()),
         "server_cpu_ms_per_decision": cpu / requests * 1e3,
+        "client": client,
+        "client_cpu_ms_per_request": client_cpu / requests * 1e3,
         "decide_ms_p50": float(np.percentile(solve_ms, 50)),
         "decide_ms_p99": float(np.percentile(solve_ms, 99)),
         "targets": {"decisions_per_s": 200, "latency_ms_p99": 50},
@@ -192,6 +238,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--solver", default="highspy", choices=("highspy", "pyomo"))
     p.add_argument("--mode", default="hybrid", choices=("hybrid", "pure"))
     p.add_argument(
+        "--sync",
+        default="full",
+        choices=("full", "normal"),
+        help="the service's log durability (fedinv serve --sync; default full)",
+    )
+    p.add_argument(
+        "--client",
+        default="stdlib",
+        choices=CLIENTS,
+        help="the HTTP client: stdlib (http.client, default) or httpx; one keep-alive "
+        "connection either way",
+    )
+    p.add_argument(
         "--replay",
         action="store_true",
         help="instead: a whole year through one service per organization, compared "
@@ -212,16 +271,18 @@ def main(argv: list[str] | None = None) -> int:
                 + f" to simulate --projection per-org (max |diff| {rep['max_abs_difference']:.3g})"
             )
         return 0 if rep["identical"] else 1
-    out = run(a.scenario, a.org, a.policy, a.requests, a.warmup, a.solver, a.mode)
+    out = run(a.scenario, a.org, a.policy, a.requests, a.warmup, a.solver, a.mode, a.sync, a.client)
     if a.json:
         print(json.dumps(out, indent=2))
     else:
         print(
-            f"{out['org']} ({out['scenario']}, {out['policy']}, {out['mode']}/{out['solver']}): "
+            f"{out['org']} ({out['scenario']}, {out['policy']}, {out['mode']}/{out['solver']}, "
+            f"sync {out['sync']}, client {out['client']}): "
             f"{out['decisions_per_s']:.0f} decisions/s, p50 {out['latency_ms_p50']:.1f} ms, "
             f"p99 {out['latency_ms_p99']:.1f} ms over {out['requests']} requests "
             f"(decide p50 {out['decide_ms_p50']:.1f} ms, p99 {out['decide_ms_p99']:.1f} ms; "
-            f"server CPU {out['server_cpu_ms_per_decision']:.1f} ms per decision)"
+            f"server CPU {out['server_cpu_ms_per_decision']:.1f} ms per decision, client CPU "
+            f"{out['client_cpu_ms_per_request']:.1f} ms per request)"
         )
     return 0
 

@@ -42,6 +42,15 @@ def add_parsers(commands: Any) -> None:
     p.add_argument("--certfile", type=Path, metavar="PATH", help="TLS certificate (PEM)")
     p.add_argument("--keyfile", type=Path, metavar="PATH", help="TLS private key (PEM)")
     p.add_argument(
+        "--sync",
+        choices=("full", "normal"),
+        default="full",
+        help="durability of the log and the --data journal: full (default) fsyncs each "
+        "decision before its reply, surviving a power cut; normal leaves it in the "
+        "operating system, surviving a killed process (SIGKILL) but not a power cut or "
+        "an OS crash, for less time per decision (docs/service.md)",
+    )
+    p.add_argument(
         "--data",
         type=Path,
         metavar="DIR",
@@ -136,6 +145,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         auto_retrain=getattr(args, "auto_retrain", False),
         retrain_cooldown=getattr(args, "retrain_cooldown", 28),
         retrain_window=getattr(args, "retrain_window", None),
+        sync=getattr(args, "sync", "full"),
     )
 
 

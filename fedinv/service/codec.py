@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -116,18 +117,38 @@ class Codec:
             sim.scenario.start_date,
         )
 
-    @property
+    @cached_property
     def node_ids(self) -> list[str]:
         lay = self.layout
         return [lay.node_ids[i] for i in np.flatnonzero(self.scope.nodes)]
 
-    @property
+    @cached_property
     def own_lane_ids(self) -> list[str]:
         return [self.layout.lane_ids[m] for m in np.flatnonzero(self.scope.own)]
 
-    @property
+    @cached_property
     def outbound_lane_ids(self) -> list[str]:
         return [self.layout.lane_ids[m] for m in np.flatnonzero(self.scope.outbound)]
+
+    @cached_property
+    def _own_index(self) -> np.ndarray:
+        return np.flatnonzero(self.scope.own)
+
+    @cached_property
+    def _nodes(self) -> dict[str, tuple[int, dict[str, int]]]:
+        """``{node id: (node index, {component item: slot})}`` of the organization."""
+        lay = self.layout
+        items = [item for nd in lay.network.nodes for item in nd.bill_of_materials]
+        slots = {i: np.flatnonzero(lay.comp_node == i) for i in np.flatnonzero(self.scope.nodes)}
+        return {
+            lay.node_ids[i]: (int(i), {items[k]: int(k) for k in ks}) for i, ks in slots.items()
+        }
+
+    @cached_property
+    def _lanes(self) -> dict[str, tuple[int, bool]]:
+        """``{lane id: (lane index, supplied to another organization)}`` it sees."""
+        sc, ids = self.scope, self.layout.lane_ids
+        return {ids[j]: (int(j), bool(sc.outbound[j])) for j in np.flatnonzero(sc.lanes)}
 
     def calendar(self, day: int) -> tuple[dt.date, bool, int, int]:
         """``(date, month_end, weekday, day_of_year)`` of ``day`` (the simulator's)."""
@@ -145,57 +166,57 @@ class Codec:
         def bad(loc: list[Any], msg: str, kind: str = "value_error") -> None:
             errors.append({"loc": ["body", *loc], "msg": msg, "type": kind})
 
-        nid = {n: i for i, n in enumerate(lay.node_ids)}
-        lid = {n: m for m, n in enumerate(lay.lane_ids)}
         n, m, c = lay.num_nodes, lay.num_lanes, lay.num_components
         date, month_end, weekday, doy = self.calendar(req.day)
         if req.date is not None and req.date != date:
             bad(["date"], f"day {req.day} is {date.isoformat()}, not {req.date.isoformat()}")
-        on_hand, backlog, demand = np.zeros((1, n)), np.zeros((1, n)), np.zeros((1, n))
+        node_rows = np.zeros((3, 1, n))  # on hand, backlog, demand
         comps = np.zeros((1, c))
-        items = [item for nd in lay.network.nodes for item in nd.bill_of_materials]
+        known_nodes = self._nodes
         for name, node in req.nodes.items():
-            i = nid.get(name)
-            if i is None or not sc.nodes[i]:
+            found = known_nodes.get(name)
+            if found is None:
                 bad(
                     ["nodes", name],
                     f"unknown node {name!r} of organization {sc.org_id!r}; "
                     f"expected some of {', '.join(self.node_ids)}",
                 )
                 continue
-            on_hand[0, i], backlog[0, i], demand[0, i] = node.on_hand, node.backorders, node.demand
-            slots = {items[k]: k for k in np.flatnonzero(lay.comp_node == i)}
+            i, slots = found
+            node_rows[:, 0, i] = (node.on_hand, node.backorders, node.demand)
             for item, qty in node.components.items():
-                if item not in slots:
+                k = slots.get(item)
+                if k is None:
                     bad(
                         ["nodes", name, "components", item],
                         f"node {name!r} assembles from {', '.join(slots) or 'nothing'}, "
                         f"not {item!r}",
                     )
                 else:
-                    comps[0, slots[item]] = qty
-        for name in self.node_ids:
-            if name not in req.nodes:
-                bad(["nodes", name], f"node {name!r} is missing", "missing")
+                    comps[0, k] = qty
+        if len(req.nodes) != len(known_nodes) or errors:
+            for name in self.node_ids:
+                if name not in req.nodes:
+                    bad(["nodes", name], f"node {name!r} is missing", "missing")
         p, q = self.pipeline_len, self.order_len
         pipeline, order_pipeline = np.zeros((1, m, p)), np.zeros((1, m, q))
-        lane = {k: np.zeros((1, m)) for k in _LANE_ARRAYS}
         given = np.full((1, m), np.nan)
         given[0, sc.outbound] = 0.0
+        known_lanes = self._lanes
         index: list[int] = []
         values: list[tuple[float, ...]] = []
         for name, ln in req.lanes.items():
-            j = lid.get(name)
-            if j is None or not sc.lanes[j]:
+            found = known_lanes.get(name)
+            if found is None:
                 bad(
                     ["lanes", name],
                     f"unknown lane {name!r} for organization {sc.org_id!r}; expected some of "
                     f"{', '.join(self.own_lane_ids + self.outbound_lane_ids)}",
                 )
                 continue
-            fields = ln.model_fields_set
-            if sc.outbound[j]:
-                for f in sorted(fields - _OUTBOUND_ALLOWED - {"orders_today"}):
+            j, outbound = found
+            if outbound:
+                for f in sorted(ln.model_fields_set - _OUTBOUND_ALLOWED - {"orders_today"}):
                     bad(
                         ["lanes", name, f],
                         f"lane {name!r} is supplied to another organization: its {f} is "
@@ -207,23 +228,24 @@ class Codec:
                     ["lanes", name, "orders_today"],
                     f"lane {name!r} is bought by {sc.org_id!r}: its orders are this decision",
                 )
-            if len(ln.in_transit) > p - 1:
+            k = len(ln.in_transit)
+            if k > p - 1:
                 bad(
                     ["lanes", name, "in_transit"],
-                    f"at most {p - 1} arrival days (the longest lead time), "
-                    f"got {len(ln.in_transit)}",
+                    f"at most {p - 1} arrival days (the longest lead time), got {k}",
                 )
-            elif ln.in_transit:
-                k = len(ln.in_transit)
-                pipeline[0, j, (req.day + 1 + np.arange(k)) % p] = ln.in_transit
-            if len(ln.to_source) > q - 1:
+            else:  # slot (day + 1 + i) % p holds the units arriving in i + 1 days
+                for i, qty in enumerate(ln.in_transit):
+                    pipeline[0, j, (req.day + 1 + i) % p] = qty
+            k = len(ln.to_source)
+            if k > q - 1:
                 bad(
                     ["lanes", name, "to_source"],
-                    f"at most {q - 1} days (the longest order lead time), got {len(ln.to_source)}",
+                    f"at most {q - 1} days (the longest order lead time), got {k}",
                 )
-            elif ln.to_source:
-                k = len(ln.to_source)
-                order_pipeline[0, j, (req.day + 1 + np.arange(k)) % q] = ln.to_source
+            else:
+                for i, qty in enumerate(ln.to_source):
+                    order_pipeline[0, j, (req.day + 1 + i) % q] = qty
             index.append(j)
             values.append(
                 (
@@ -238,26 +260,26 @@ class Codec:
             )
         if errors:
             raise RequestError(errors)
-        if index:  # one assignment per field (in _LANE_ARRAYS order)
-            table = np.array(values)
-            for col, key in enumerate(_LANE_ARRAYS):
-                lane[key][0, index] = table[:, col]
+        table = np.zeros((len(_LANE_ARRAYS), 1, m))  # one row per field (_LANE_ARRAYS order)
+        if index:
+            table[:, 0, index] = np.array(values).T
+        lane = dict(zip(_LANE_ARRAYS, table, strict=True))
         spend = np.zeros((1, len(lay.org_ids)))
         spend[0, sc.org] = req.budget_spent
         z = np.zeros((1, n))
         return State(
             day=req.day,
-            on_hand=on_hand,
+            on_hand=node_rows[0],
             components=comps,
-            backlog=backlog,
+            backlog=node_rows[1],
             owed=lane["owed"],
             pipeline=pipeline,
             order_pipeline=order_pipeline,
             transfer_pipeline=np.zeros((1, lay.num_transfers, self.transfer_len)),
             month_spend=spend,
             month_ordered=lane["month_ordered"],
-            demand=demand,
-            filled=z.copy(),
+            demand=node_rows[2],
+            filled=z,
             sold=z.copy(),
             lost=z.copy(),
             shipped=np.zeros((1, m)),
@@ -323,7 +345,7 @@ class Codec:
 
     def orders(self, orders: np.ndarray) -> dict[str, float]:
         """``{lane id: units}`` of the organization's lanes of ``orders [M]``."""
-        return {self.layout.lane_ids[j]: float(orders[j]) for j in np.flatnonzero(self.scope.own)}
+        return dict(zip(self.own_lane_ids, orders[self._own_index].tolist(), strict=True))
 
 
 _LANE_ARRAYS = (

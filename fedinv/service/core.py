@@ -48,6 +48,9 @@ class ServiceConfig:
     auto_retrain: bool = False
     retrain_cooldown: int = 28
     retrain_window: int | None = None
+    sync: str = "full"
+    """The log's (and the --data journal's) durability: ``full`` or ``normal``
+    (:data:`fedinv.service.log.SYNC_MODES`)."""
 
 
 def file_digest(path: Path | None) -> str | None:
@@ -100,7 +103,7 @@ class DecisionService:
         self.codec = Codec.for_simulator(sim, config.org)
         self._use(self._build(config.checkpoint))
         self.chain = config.org
-        self.log = DecisionLog(config.log)
+        self.log = DecisionLog(config.log, config.sync)
         self._lock = threading.Lock()
         self.last_day: int | None = None
         last = self.log.last(self.chain)
@@ -122,7 +125,12 @@ class DecisionService:
             from fedinv.service.record import Recorder
 
             self.recorder = Recorder(
-                Path(config.data), self.codec, scenario, config.org, config.record_every
+                Path(config.data),
+                self.codec,
+                scenario,
+                config.org,
+                config.record_every,
+                fsync=config.sync == "full",
             )
         self.started = time.time()
 
@@ -174,18 +182,22 @@ class DecisionService:
             )
         return self._build(path)
 
-    def swap(self, checkpoint: Path) -> dict[str, Any]:
+    def swap(self, checkpoint: Path, retrain: dict[str, Any] | None = None) -> dict[str, Any]:
         """Hot swap to ``checkpoint`` (a learned policy of the same algorithm): the new
         policy and layer are built while decisions go on, then swapped in under the
         lock, keeping the policy's memory; the swap is an entry of the chain (``kind =
-        "swap"``, no orders). Returns the entry as a reply."""
+        "swap"``, no orders; ``retrain``: a fine-tuning's evaluation, in its reply and
+        its request digest). Returns the entry as a reply."""
         if self.prepared.kind != "learned":
             raise ValueError(f"policy {self.config.policy!r} has no checkpoint to swap")
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise ValueError(f"no checkpoint file {checkpoint}")
         built = self._build(checkpoint)  # outside the lock: decisions continue meanwhile
-        return self._swap_to(built, {"checkpoint": str(checkpoint.resolve())})
+        what: dict[str, Any] = {"checkpoint": str(checkpoint.resolve())}
+        if retrain is not None:
+            what["retrain"] = retrain
+        return self._swap_to(built, what)
 
     def swap_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Hot swap a classical policy to ``params`` (merged over the current ones, per
@@ -217,6 +229,7 @@ class DecisionService:
                 day=-1 if self.last_day is None else self.last_day,
                 request_digest=digest(
                     {"swap": old, "to": self.checkpoint_digest}
+                    | ({"retrain": what["retrain"]} if "retrain" in what else {})
                     if "checkpoint" in what
                     else {"swap": old_policy, "to": self.policy_digest}
                 ),
@@ -315,7 +328,6 @@ class DecisionService:
         info = decision.info or {}
         released = self.codec.orders(np.asarray(decision.orders)[0])
         proposed_orders = info.get("proposed")
-        lane_ids = self.layout.lane_ids
         relaxations = [
             {
                 "kind": r.kind,
@@ -338,26 +350,31 @@ class DecisionService:
             "policy_digest": self.policy_digest,
             "checkpoint_digest": self.checkpoint_digest,
             "solve_ms": solve_ms,
-            "lanes": [lane_ids[j] for j in np.flatnonzero(self.codec.scope.own)],
+            "lanes": list(self.codec.own_lane_ids),
         }
 
     def retrain(self, options: Any = None, trigger: str = "request") -> dict[str, Any]:
         """Start re-tuning the policy on the recorded data in a background process
-        (:mod:`fedinv.service.retrain`); when it ends the new parameters are swapped in
-        (a ``swap`` entry). ValueError: no ``--data``, too few days recorded, a learned
-        policy, or a retrain already running."""
+        (:mod:`fedinv.service.retrain`): a classical policy's parameters, or an HDPO
+        checkpoint fine-tuned from its current weights; when it ends the result is
+        swapped in (a ``swap`` entry; an HDPO result only if no worse on held-out
+        replications). ValueError: no ``--data``, too few days recorded, a DQN, or a
+        retrain already running."""
         from fedinv.service.retrain import RetrainJob, RetrainOptions
 
         opts = options if options is not None else RetrainOptions(window=self.config.retrain_window)
         rec = self.recorder
         if rec is None:
             raise ValueError("the service records nothing: start it with --data DIR")
-        if self.prepared.kind != "classical":
+        learned = self.prepared.kind != "classical"
+        if learned and self.config.policy != "hdpo":
             raise ValueError(
-                f"retraining a {self.prepared.kind} policy ({self.config.policy}) in the "
-                "service is not built: fine-tune it with the federation on the folder and "
-                "POST /v1/checkpoint (docs/service.md)"
+                f"retraining a {self.config.policy} policy in the service is not built (HDPO "
+                "checkpoints are fine-tuned): train it with the federation on the folder "
+                "and POST /v1/checkpoint (docs/service.md)"
             )
+        if learned and opts.days is not None:
+            raise ValueError("days is a classical re-tuning's: HDPO trains on the days recorded")
         with self._lock:
             if self.retrain_job is not None and self.retrain_job.status == "running":
                 raise ValueError(f"retrain job {self.retrain_job.job} is still running")
@@ -376,6 +393,7 @@ class DecisionService:
             )
             self.retrain_job = job
             recorded = rec.completed
+            checkpoint = self.prepared.checkpoint  # the one deciding now
         try:
             rec.write(snap)
             data = rec.folder
@@ -384,18 +402,40 @@ class DecisionService:
         except Exception as exc:
             job.status, job.error = "failed", f"writing the folder: {exc}"
             raise
-        spec = {
+        spec: dict[str, Any] = {
             "data": str(data),
             "window": opts.window,
             "policy": self.config.policy,
             "replications": opts.replications,
-            "days": opts.days or min(recorded, opts.window or recorded),
             "sweeps": opts.sweeps,
             "recorded_days": recorded,
             "last_day": job.day,
         }
-        job.start(spec, lambda result: self.swap_params(result["params"]))
+        if learned:
+            spec.update(
+                kind="hdpo",
+                scenario=self.config.scenario,
+                checkpoint=str(Path(checkpoint).resolve()),
+                iterations=opts.iterations,
+                eval_replications=opts.eval_replications,
+                learning_rate=opts.learning_rate,
+                out=str((job.folder / "checkpoint.pt").resolve()),
+                state_dir=str(job.folder / "learner"),
+            )
+            job.start(spec, self._take_fine_tuned)
+        else:
+            spec["days"] = opts.days or min(recorded, opts.window or recorded)
+            job.start(spec, lambda result: self.swap_params(result["params"]))
         return job.as_dict()
+
+    def _take_fine_tuned(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """Swap in a fine-tuned HDPO checkpoint that was no worse (its evaluation goes in
+        the swap entry); None when the current weights were kept."""
+        if not result.get("accepted"):
+            return None
+        keys = ("current_cost_per_day", "new_cost_per_day", "eval_replications", "eval_days")
+        evaluation = {k: result[k] for k in (*keys, "iterations", "local_scenario")}
+        return self.swap(Path(result["checkpoint"]), retrain=evaluation)
 
     def close(self) -> None:
         """Write the recorded days' files (``--data``) and close the journal."""

@@ -12,9 +12,11 @@ field of an entry breaks its hash; deleting an entry breaks the sequence or the 
 entry's ``prev``; deleting the tail is seen only against a hash kept elsewhere
 (:func:`verify` with ``head``: every reply returns its entry's hash).
 
-The database runs in WAL mode with ``synchronous=FULL``: :meth:`DecisionLog.append`
-returns once the entry (and the policy's memory after the decision, in the same
-transaction) is on disk, so a reply sent after it is never lost by a crash.
+The database runs in WAL mode; :meth:`DecisionLog.append` returns once the entry (and
+the policy's memory after the decision, in the same transaction) is committed: with
+``sync="full"`` fsynced to disk (a reply sent after it survives a power cut), with
+``sync="normal"`` in the operating system's WAL file (it survives a killed process,
+not a power cut); see :data:`SYNC_MODES`.
 """
 
 from __future__ import annotations
@@ -95,19 +97,28 @@ class Entry:
     """The reply as JSON text (what the service sends)."""
 
 
-class DecisionLog:
-    """Append-only access to a log database (created if missing). ``durable``:
-    ``synchronous=FULL`` (default) or ``NORMAL`` (a simulation's log: a crash may lose
-    the last commits, never corrupt the chain)."""
+SYNC_MODES = ("full", "normal")
+"""``DecisionLog(sync=...)``: SQLite's ``synchronous`` in WAL mode. ``full``: every commit
+is fsynced before :meth:`DecisionLog.append` returns (survives a power cut or an OS
+crash); ``normal``: the commit is in the WAL file, in the operating system, before it
+returns (survives a killed process, SIGKILL included; an OS crash or power cut may lose
+the last commits, never corrupt the chain). docs/service.md, "The decision log"."""
 
-    def __init__(self, path: str | Path, durable: bool = True):
+
+class DecisionLog:
+    """Append-only access to a log database (created if missing); ``sync``: one of
+    :data:`SYNC_MODES` (a service's default ``full``; a simulation's log ``normal``)."""
+
+    def __init__(self, path: str | Path, sync: str = "full"):
+        if sync not in SYNC_MODES:
+            raise ValueError(f"sync must be one of {', '.join(SYNC_MODES)}, not {sync!r}")
         self.path = Path(path)
+        self.sync = sync
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: each commit is on disk before append returns (a service's acknowledged
-        # decisions survive a crash); a simulation's log may use NORMAL (durable=False)
-        self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self.db.execute(f"PRAGMA synchronous={sync.upper()}")
         self.db.executescript(_SCHEMA)
+        self._heads: dict[str, tuple[int, str]] = {}  # chains this connection appended to
 
     def close(self) -> None:
         self.db.close()
@@ -142,7 +153,9 @@ class DecisionLog:
         transaction; returns it with its hash."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            seq, prev = self.head(chain)
+            # the head this connection wrote last (one writer per chain); should another
+            # writer have appended meanwhile, the insert's (chain, seq) key refuses it
+            seq, prev = self._heads.get(chain) or self.head(chain)
             fields = {
                 "chain": chain,
                 "seq": seq + 1,
@@ -183,8 +196,10 @@ class DecisionLog:
                 )
             self.db.execute("COMMIT")
         except BaseException:
+            self._heads.pop(chain, None)
             self.db.execute("ROLLBACK")
             raise
+        self._heads[chain] = (seq + 1, h)
         return Entry(**fields, hash=h, reply=reply, reply_json=text)
 
     def memory(self, chain: str) -> tuple[int, bytes] | None:

@@ -3,7 +3,8 @@
 
 Every fresh decision appends one line to ``DIR/service-journal.jsonl`` (the request body
 as sent and the released orders), flushed to the operating system before the reply
-leaves, so a SIGKILLed service loses no acknowledged day. From the journal the
+leaves, so a SIGKILLed service loses no acknowledged day, and fsynced too under ``serve
+--sync full`` (a power cut loses none either), as the decision log is. From the journal the
 :class:`Recorder` writes the files ``fedinv data export`` writes (``scenario.toml``,
 ``demand.csv``, ``leadtimes.csv``, ``inventory.csv``, ``confirmations.csv``; the same
 columns, :func:`fedinv.federation.private_data.write_org_folder`) for every *completed*
@@ -56,6 +57,9 @@ class Recorder:
     scenario: Any
     org: str
     every: int = 7
+    fsync: bool = True
+    """fsync each journal line before the decision returns (``serve --sync full``);
+    False: flushed to the operating system only (``--sync normal``)."""
     days: list[_Day] = field(default_factory=list)
     _written: int = 0
 
@@ -87,6 +91,8 @@ class Recorder:
             self._journal = open(self.folder / JOURNAL, "w", encoding="utf-8")  # noqa: SIM115
         self._journal.write(line + "\n")
         self._journal.flush()  # in the OS: survives a SIGKILL of the service
+        if self.fsync:  # on disk: survives a power cut too (--sync full)
+            os.fsync(self._journal.fileno())
         self._add(req, released)
         if self.every and self.completed - self._written >= self.every:
             self.flush()

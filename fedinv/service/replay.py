@@ -262,7 +262,7 @@ class SimulationLog:
         policy_digests: dict[str, str],
         checkpoint_digest: str | None,
     ):
-        self.log = DecisionLog(path, durable=False)
+        self.log = DecisionLog(path, sync="normal")
         self.codecs = {o: Codec.for_simulator(sim, o) for o in sim.layout.org_ids}
         self.reps = tuple(replications)
         self.policy_digests = policy_digests

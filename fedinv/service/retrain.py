@@ -9,13 +9,18 @@ parameters on it (:func:`fedinv.policies.tuning.tune`, per node). When the proce
 ends, the service swaps the new parameters in through its swap path (an entry of
 ``kind = "swap"`` in the chain); the service keeps deciding meanwhile.
 
-Learned policies (DQN, HDPO) are refused here: their fine-tuning on one organization's
-folder is the federated client's local round (:mod:`fedinv.federation.hdpo_task`), not
-wired to the service yet (docs/service.md).
+An HDPO policy is fine-tuned instead (:func:`fine_tune_hdpo`): from the service's
+current checkpoint, one local round of the federated client's training on the folder
+(:class:`fedinv.federation.hdpo_task.HDPOLocalTrainer`: its base tuned on the local
+scenario, ``iterations`` pathwise-gradient batches of fresh replications), then both the
+current and the new weights are evaluated on held-out replications of the same local
+scenario; the new checkpoint is written, and swapped in, only if it is no worse. A DQN
+is refused (docs/service.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -25,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fedinv.files import atomic_write
 
@@ -40,10 +47,18 @@ class RetrainOptions:
     sweeps: int = 1
     min_days: int = 14
     window: int | None = None
+    iterations: int = 4
+    """HDPO: gradient batches of the fine-tuning (each ``replications`` replications)."""
+    eval_replications: int = 8
+    """HDPO: held-out replications on which the new weights must be no worse."""
+    learning_rate: float = 1e-3
+    """HDPO: Adam's step size at the first batch (annealed to the learner's final one)."""
 
     def __post_init__(self) -> None:
-        if self.replications < 1 or self.sweeps < 1 or self.min_days < 1:
-            raise ValueError("replications, sweeps and min_days must be at least 1")
+        if min(self.replications, self.sweeps, self.min_days, self.iterations) < 1:
+            raise ValueError("replications, sweeps, min_days and iterations must be at least 1")
+        if self.eval_replications < 1 or not self.learning_rate > 0:
+            raise ValueError("eval_replications must be at least 1, learning_rate positive")
         for name in ("days", "window"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -53,7 +68,8 @@ class RetrainOptions:
 @dataclass
 class RetrainJob:
     """One background re-tuning and what became of it (``day``: the last day decided
-    when it started; ``status``: ``running``, ``swapped``, ``failed``)."""
+    when it started; ``status``: ``running``, ``swapped``, ``kept`` (an HDPO fine-tuning
+    whose weights were worse than the current ones: nothing swapped), ``failed``)."""
 
     job: int
     folder: Path
@@ -73,7 +89,7 @@ class RetrainJob:
         return out
 
     def start(
-        self, spec: dict[str, Any], on_result: Callable[[dict[str, Any]], dict[str, Any]]
+        self, spec: dict[str, Any], on_result: Callable[[dict[str, Any]], dict[str, Any] | None]
     ) -> None:
         """Write the spec, start the process and a thread that waits for it and hands
         its result to ``on_result`` (the swap; its reply is kept)."""
@@ -98,7 +114,8 @@ class RetrainJob:
                     raise RuntimeError(f"the retrain process exited {code}: {tail.strip()}")
                 self.result = json.loads((self.folder / "result.json").read_text())
                 self.swap = on_result(self.result)
-                self.status = "swapped"
+                # None: the new weights were worse on the held-out replications
+                self.status = "swapped" if self.swap is not None else "kept"
             except Exception as exc:  # noqa: BLE001 (reported by GET /v1/retrain)
                 self.status, self.error = "failed", str(exc)
             self.finished = time.time()
@@ -107,7 +124,10 @@ class RetrainJob:
 
 
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The child's work: re-tune ``spec["policy"]`` on the folder's local scenario."""
+    """The child's work: re-tune ``spec["policy"]`` on the folder's local scenario (an
+    HDPO checkpoint: :func:`fine_tune_hdpo`)."""
+    if spec.get("kind") == "hdpo":
+        return fine_tune_hdpo(spec)
     from fedinv.federation.private_data import load_org_scenario
     from fedinv.policies.tuning import tune
 
@@ -128,6 +148,106 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "days": int(res.days),
         "seconds": time.perf_counter() - t0,
         "local_scenario": scenario.name,
+    }
+
+
+def fine_tune_config(data: dict[str, Any], spec: dict[str, Any]) -> Any:
+    """The :class:`fedinv.federation.config.FedConfig` of one local HDPO round that
+    continues checkpoint ``data``: its networks' sizes, seed and training mode, the
+    job's batches, replications and step size. ValueError when the federated client's
+    trainer cannot continue it (an observation or parameter sharing it does not use)."""
+    from fedinv.agents.checkpoints import hdpo_args_from_checkpoint
+    from fedinv.agents.envs import EnvConfig
+    from fedinv.agents.hdpo import Args
+    from fedinv.federation.config import FedConfig
+
+    args = hdpo_args_from_checkpoint(data)
+    default = Args()
+    if args.env.to_dict() != EnvConfig().to_dict():
+        raise ValueError(
+            "the checkpoint's observation settings differ from the federated client's "
+            "(fedinv.federation.hdpo_task trains with the default EnvConfig)"
+        )
+    if args.share != default.share or args.max_change != default.max_change:
+        raise ValueError(
+            f"the checkpoint shares parameters per {args.share!r} (max change "
+            f"{args.max_change}); the federated client trains share='tier', max change "
+            f"{default.max_change}"
+        )
+    return FedConfig(
+        scenario=str(spec["scenario"]),
+        algo="hdpo",
+        rounds=1,
+        local_iterations=int(spec["iterations"]),
+        replications=int(spec["replications"]),
+        eval_replications=int(spec["eval_replications"]),
+        seed=int(args.seed),
+        hidden=tuple(data["hidden"]),
+        hdpo_learning_rate=float(spec["learning_rate"]),
+        train_mode=args.train_mode,
+        window=int(args.window or 0),
+        tune_replications=int(spec["replications"]),
+        tune_sweeps=int(spec["sweeps"]),
+    )
+
+
+def fine_tune_hdpo(spec: dict[str, Any]) -> dict[str, Any]:
+    """One local round of the federated client's HDPO training on the recorded folder
+    (``spec["data"]``), from the weights of ``spec["checkpoint"]``; then the current and
+    the new weights on ``eval_replications`` held-out replications of the same local
+    scenario (:func:`fedinv.federation.config.round_replications`, disjoint from the
+    training batches' replications), the same local policy (the base tuned on the
+    folder). Writes ``spec["out"]`` -- the checkpoint with the new weights and a
+    ``fine_tuned`` record -- only when the new cost per day is no higher ($/day)."""
+    import torch
+
+    from fedinv.agents.checkpoints import load_checkpoint, versions
+    from fedinv.federation.config import round_replications
+    from fedinv.federation.hdpo_task import HDPOLocalTrainer, global_arrays_of
+
+    t0 = time.perf_counter()
+    parent = Path(spec["checkpoint"])
+    data = load_checkpoint(parent, "hdpo")
+    cfg = fine_tune_config(data, spec)
+    trainer = HDPOLocalTrainer(spec["data"], spec["state_dir"], cfg, data["roles"])
+    current = global_arrays_of(data)
+    new, _, metrics = trainer.train_round(current, 1)
+    reps, days = cfg.eval_replications, trainer.scenario.horizon_days
+    before = trainer.evaluate(current, reps, days)["local-cost-per-day"]
+    after = trainer.evaluate(new, reps, days)["local-cost-per-day"]
+    accepted = bool(after <= before)
+    record = {
+        "parent_checkpoint": str(parent),
+        "parent_checkpoint_digest": hashlib.sha256(parent.read_bytes()).hexdigest(),
+        "data": str(spec["data"]),
+        "local_scenario": trainer.scenario.name,
+        "local_roles": list(trainer.local_roles),
+        "iterations": cfg.local_iterations,
+        "replications": cfg.replications,
+        "learning_rate": cfg.hdpo_learning_rate,
+        "train_cost_per_day": float(metrics["train-cost-per-day"]),
+        "eval_replications": round_replications(reps),
+        "eval_days": int(days),
+        "current_cost_per_day": float(before),
+        "new_cost_per_day": float(after),
+        "accepted": accepted,
+    }
+    out = None
+    if accepted:
+        state = data["policy_state"]
+        payload = dict(data)
+        payload["policy_state"] = {
+            k: torch.as_tensor(np.asarray(new[k]), dtype=v.dtype) for k, v in state.items()
+        }
+        payload["fine_tuned"] = record
+        payload["versions"] = versions()
+        out = Path(spec["out"])
+        atomic_write(out, lambda tmp: torch.save(payload, tmp))
+    return {
+        "kind": "hdpo",
+        **record,
+        "checkpoint": None if out is None else str(out),
+        "seconds": time.perf_counter() - t0,
     }
 
 
