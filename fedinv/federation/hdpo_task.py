@@ -301,13 +301,17 @@ def base_message(scenario: Scenario, cfg: FedConfig) -> str:
 def local_base(message: str, scenario: Scenario, args: hdpo.Args) -> TuneResult:
     """The server's base (:func:`base_message`) on an organization's own scenario: its
     coordinates turned into the organization's per-node parameters with its own demand
-    and lead-time statistics, and their cost per day on its training replications (one
-    evaluation; the loss scale). ValueError if it is not the base this run trains on."""
-    from fedinv.policies.tuning import tune
+    and lead-time statistics -- or, where the message carries ``params`` per node (a
+    checkpoint's own base, :func:`checkpoint_base_message`), those of the
+    organization's nodes as they are -- and their cost per day on its training
+    replications (one evaluation; the loss scale). ValueError if it is not the base
+    this run trains on."""
+    from fedinv.policies.tuning import TRAIN_BASE, params_cost, tune
 
     try:
         data = json.loads(message)
-        policy, mode, coords = data["policy"], data["mode"], dict(data["coordinates"])
+        policy, mode = data["policy"], data["mode"]
+        coords, params = dict(data.get("coordinates", {})), data.get("params")
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"the server's base is not a base message: {exc}") from None
     want = hdpo.base_policy_name(scenario) if args.base == "auto" else args.base
@@ -316,14 +320,34 @@ def local_base(message: str, scenario: Scenario, args: hdpo.Args) -> TuneResult:
             f"the server's base is {policy!r} tuned {mode}; this organization trains on "
             f"{want!r} tuned {args.train_mode}"
         )
-    return tune(
-        scenario,
-        policy,
-        train_replications=args.tune_replications,
-        days=scenario.horizon_days,
-        sweeps=0,
-        mode=mode,
-        start=coords,
+    days = scenario.horizon_days
+    if params is None:
+        return tune(
+            scenario,
+            policy,
+            train_replications=args.tune_replications,
+            days=days,
+            sweeps=0,
+            mode=mode,
+            start=coords,
+        )
+    sim = Simulator(scenario, days=days)
+    missing = [n for n in sim.layout.node_ids if n not in params]
+    if missing:
+        raise ValueError(f"the base message has no parameters for node(s) {', '.join(missing)}")
+    own = {n: dict(params[n]) for n in sim.layout.node_ids}
+    reps = range(TRAIN_BASE, TRAIN_BASE + args.tune_replications)
+    exo = sim.reset(reps)[1]
+    cost = params_cost(sim, policy, own, exo, mode=mode)
+    return TuneResult(policy, own, {}, cost, 1, args.tune_replications, sim.days, [], mode)
+
+
+def checkpoint_base_message(data: Mapping[str, Any], mode: str) -> str:
+    """A base message (:func:`local_base`) carrying a loaded HDPO checkpoint's own base:
+    its policy and per-node parameters, tuned in ``mode``."""
+    base = data["base"]
+    return json.dumps(
+        {"policy": base["policy"], "mode": mode, "params": base["params"]}, sort_keys=True
     )
 
 

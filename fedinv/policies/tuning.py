@@ -206,8 +206,6 @@ def tune(
     coordinate per ``tier`` or per ``node``; ``start``: the coordinates to start from
     (those of this search space; the others are ignored), e.g. with ``sweeps=0`` the
     cost of given coordinates in one evaluation."""
-    from fedinv.sim.run import mean_cost_per_day  # pandas: off the CLI's start-up path
-
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     sim = Simulator(scenario, days=days)
@@ -225,14 +223,7 @@ def tune(
         key = tuple(round(point[c], 6) for c in space)
         if key not in cache:
             params = params_from_coordinates(policy, layout, point)
-            pol = for_mode(
-                make_policy(policy, layout, params),
-                mode,
-                layout,
-                backend=solver,
-                outages=scenario.outages,
-            )
-            cache[key] = float(mean_cost_per_day(sim, pol, exo.replications, exo).mean())
+            cache[key] = params_cost(sim, policy, params, exo, mode=mode, solver=solver)
             history.append((dict(point), cache[key]))
             if progress is not None:
                 progress(len(history), cache[key])
@@ -260,6 +251,31 @@ def tune(
         mode,
         per,
     )
+
+
+def params_cost(
+    sim: Simulator,
+    policy: str,
+    params: Mapping[str, Any],
+    exo: Any,
+    *,
+    mode: str = "pure",
+    solver: str = "highspy",
+) -> float:
+    """Mean cost per day ($/day) of ``policy`` with per-node ``params`` on the drawn
+    replications ``exo`` of ``sim``, run in ``mode`` (through the safety layer, backend
+    ``solver``, when ``hybrid``): what one evaluation of :func:`tune` computes."""
+    from fedinv.sim.run import mean_cost_per_day  # pandas: off the CLI's start-up path
+
+    layout = sim.layout
+    pol = for_mode(
+        make_policy(policy, layout, params),
+        mode,
+        layout,
+        backend=solver,
+        outages=sim.scenario.outages,
+    )
+    return float(mean_cost_per_day(sim, pol, exo.replications, exo).mean())
 
 
 def _golden(f: Callable[[float], float], lo: float, hi: float, tol: float) -> tuple[float, float]:

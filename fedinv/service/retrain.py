@@ -11,8 +11,9 @@ ends, the service swaps the new parameters in through its swap path (an entry of
 
 An HDPO policy is fine-tuned instead (:func:`fine_tune_hdpo`): from the service's
 current checkpoint, one local round of the federated client's training on the folder
-(:class:`fedinv.federation.hdpo_task.HDPOLocalTrainer`: its base tuned on the local
-scenario, ``iterations`` pathwise-gradient batches of fresh replications), then both the
+(:class:`fedinv.federation.hdpo_task.HDPOLocalTrainer` on the checkpoint's own base, the
+one the service decides on, with the parameters of the organization's nodes;
+``iterations`` pathwise-gradient batches of fresh replications), then both the
 current and the new weights are evaluated on held-out replications of the same local
 scenario; the new checkpoint is written, and swapped in, only if it is no worse. A DQN
 is refused (docs/service.md).
@@ -196,20 +197,25 @@ def fine_tune_hdpo(spec: dict[str, Any]) -> dict[str, Any]:
     (``spec["data"]``), from the weights of ``spec["checkpoint"]``; then the current and
     the new weights on ``eval_replications`` held-out replications of the same local
     scenario (:func:`fedinv.federation.config.round_replications`, disjoint from the
-    training batches' replications), the same local policy (the base tuned on the
-    folder). Writes ``spec["out"]`` -- the checkpoint with the new weights and a
+    training batches' replications), the same local policy (the checkpoint's base on
+    the organization's nodes). Writes ``spec["out"]`` -- the checkpoint with the new weights and a
     ``fine_tuned`` record -- only when the new cost per day is no higher ($/day)."""
     import torch
 
     from fedinv.agents.checkpoints import load_checkpoint, versions
     from fedinv.federation.config import round_replications
-    from fedinv.federation.hdpo_task import HDPOLocalTrainer, global_arrays_of
+    from fedinv.federation.hdpo_task import (
+        HDPOLocalTrainer,
+        checkpoint_base_message,
+        global_arrays_of,
+    )
 
     t0 = time.perf_counter()
     parent = Path(spec["checkpoint"])
     data = load_checkpoint(parent, "hdpo")
     cfg = fine_tune_config(data, spec)
-    trainer = HDPOLocalTrainer(spec["data"], spec["state_dir"], cfg, data["roles"])
+    base = checkpoint_base_message(data, cfg.train_mode)  # the base the service decides on
+    trainer = HDPOLocalTrainer(spec["data"], spec["state_dir"], cfg, data["roles"], base)
     current = global_arrays_of(data)
     new, _, metrics = trainer.train_round(current, 1)
     reps, days = cfg.eval_replications, trainer.scenario.horizon_days
