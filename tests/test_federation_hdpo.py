@@ -146,6 +146,17 @@ def test_clients_train_on_the_servers_base_applied_to_their_own_nodes(chain, tmp
     policy = make_policy(server["policy"], sim.layout, tuned.params)
     reps = range(TRAIN_BASE, TRAIN_BASE + 2)
     assert tuned.train_cost_per_day == pytest.approx(mean_cost_per_day(sim, policy, reps).mean())
+    # a checkpoint's own base: its per-node parameters, the organization's nodes as they are
+    from fedinv.federation.hdpo_task import _server_start, checkpoint_base_message
+
+    whole_params = _server_start(whole, cfg)[1].params
+    message = checkpoint_base_message(
+        {"base": {"policy": server["policy"], "params": whole_params}}, "pure"
+    )
+    kept = local_base(message, local, args)
+    assert kept.evaluations == 1 and kept.params == {
+        key: {n: table[n] for n in sim.layout.node_ids} for key, table in whole_params.items()
+    }
     trainer = make_trainer_(data / "wholesale", tmp_path / "s", cfg, roles_of(whole), None)
     with pytest.raises(ValueError, match="server sent no base"):
         trainer.train_round(initial_arrays(cfg, whole), 1)

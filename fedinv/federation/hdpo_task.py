@@ -332,10 +332,11 @@ def local_base(message: str, scenario: Scenario, args: hdpo.Args) -> TuneResult:
             start=coords,
         )
     sim = Simulator(scenario, days=days)
-    missing = [n for n in sim.layout.node_ids if n not in params]
+    nodes = list(sim.layout.node_ids)  # params: {parameter: {node: value}}
+    missing = [n for n in nodes if not any(n in table for table in params.values())]
     if missing:
         raise ValueError(f"the base message has no parameters for node(s) {', '.join(missing)}")
-    own = {n: dict(params[n]) for n in sim.layout.node_ids}
+    own = {key: {n: table[n] for n in nodes if n in table} for key, table in params.items()}
     reps = range(TRAIN_BASE, TRAIN_BASE + args.tune_replications)
     exo = sim.reset(reps)[1]
     cost = params_cost(sim, policy, own, exo, mode=mode)
