@@ -111,10 +111,16 @@ def run(
     out: Path | None,
     bound: bool = False,
     overrides: dict[str, Any] | None = None,
+    information: str | None = None,
 ) -> pd.DataFrame:
     """Train one HDPO policy per seed and compare (see the module doc); ``overrides``:
-    :class:`fedinv.agents.hdpo.Args` fields over the target's."""
+    :class:`fedinv.agents.hdpo.Args` fields over the target's (``env`` as a dict of
+    :class:`fedinv.agents.envs.EnvConfig` fields); ``information``: the learner's
+    :attr:`fedinv.agents.envs.EnvConfig.information` (None: the target's)."""
+    from dataclasses import replace
+
     from fedinv.agents import hdpo
+    from fedinv.agents.envs import EnvConfig
     from fedinv.model.scenario import load_scenario
     from fedinv.sim.metrics import paired_difference
 
@@ -126,6 +132,10 @@ def run(
     tuned, refs, ref_eval = None, None, {}
     for seed in seeds:
         fields = spec["args"] | dict(overrides or {})
+        env = fields.pop("env", {})
+        env = env if isinstance(env, EnvConfig) else EnvConfig.from_dict(env)
+        info = information or spec.get("information", "local")
+        fields["env"] = replace(env, information=info)
         args = hdpo.Args(scenario=spec["scenario"], seed=seed, **fields)
         started = time.perf_counter()
         result = hdpo.train(args, scenario, tuned=tuned)
@@ -145,7 +155,8 @@ def run(
             save_checkpoint(out / f"seed-{seed}.pt", result)
         ours = evaluate(result.policy, scenario, reps, days)
         columns[f"hdpo seed {seed}"] = ours["cost"]
-        row = {"target": target, "policy": "hdpo", "seed": seed} | _summary(ours)
+        row = {"target": target, "policy": f"hdpo ({info} information)", "seed": seed}
+        row |= _summary(ours)
         for name, e in ref_eval.items():
             d = paired_difference(pd.Series(ours["cost"]), pd.Series(e["cost"]))
             row[f"vs {name}"] = f"{d['mean']:+.4g} ± {d['ci95']:.3g} ({d['percent']:+.2f}%)"
@@ -188,11 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write results.csv and evaluation.csv here")
     p.add_argument("--bound", action="store_true", help="add the perfect-information bound")
     p.add_argument("--set", default="{}", metavar="JSON", help="Args fields over the target's")
+    p.add_argument(
+        "--information",
+        choices=("local", "echelon"),
+        help="what the learner observes (EnvConfig.information; default: the target's)",
+    )
     a = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    table = run(a.target, [int(s) for s in a.seeds.split(",")], a.out, a.bound, json.loads(a.set))
+    seeds = [int(s) for s in a.seeds.split(",")]
+    table = run(a.target, seeds, a.out, a.bound, json.loads(a.set), a.information)
     print(table.to_string(index=False))
     return 0
 
