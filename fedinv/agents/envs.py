@@ -46,7 +46,10 @@ today (``State.delay_notice``, in weeks), the calendar (weekday and day of year 
 and cosine, month end) and node features for parameter sharing (tier one-hot,
 customer-facing, assembling, mean lead time and its standard deviation in weeks, critical
 ratio ``p / (p + h)``). Nothing a node could not see locally, and never future demand:
-an observation of day ``t`` is a function of the state after day ``t``'s demand.
+an observation of day ``t`` is a function of the state after day ``t``'s demand. Opt-in
+(:attr:`EnvConfig.information` ``= "echelon"``): the node's echelon inventory position
+(its own and every downstream node's stock and pipeline; what the echelon base-stock
+policy reads), appended last -- information from other nodes, shared.
 
 **Reward** (:class:`RewardConfig`), per agent and day, negative and scaled:
 
