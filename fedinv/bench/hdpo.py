@@ -16,6 +16,12 @@ intervals), with the target's reference policies:
   ``--bound``, the perfect-information bound (:func:`fedinv.hybrid.perfect_information_bound`);
   target: at least 5% cheaper than (s,S), fill rate not lower.
 
+Every row says what its policy observes (``information``): ``local``, a node's own
+state (installation policies, HDPO by default), or ``echelon``, also the stock and
+pipeline of every node downstream of it (the echelon policies, HDPO with
+``--information echelon``: :attr:`fedinv.agents.envs.EnvConfig.information`). A
+target's default is in :data:`TARGETS` (``information``, else ``local``).
+
 Prints one row per seed and policy and writes ``results.csv``, ``evaluation.csv`` (cost
 per day per replication) and each seed's checkpoint ``seed-S.pt`` to ``--out``.
 """
@@ -147,7 +153,9 @@ def run(
             ref_eval = {name: evaluate(p, scenario, reps, days) for name, p in refs.items()}
             for name, e in ref_eval.items():
                 columns[name] = e["cost"]
-                rows.append({"target": target, "policy": name, "seed": None} | _summary(e))
+                seen = "echelon" if getattr(refs[name], "echelon", False) else "local"
+                row = {"target": target, "policy": name, "information": seen, "seed": None}
+                rows.append(row | _summary(e))
         if out is not None:
             from fedinv.agents.checkpoints import save_checkpoint
 
@@ -155,7 +163,7 @@ def run(
             save_checkpoint(out / f"seed-{seed}.pt", result)
         ours = evaluate(result.policy, scenario, reps, days)
         columns[f"hdpo seed {seed}"] = ours["cost"]
-        row = {"target": target, "policy": f"hdpo ({info} information)", "seed": seed}
+        row = {"target": target, "policy": "hdpo", "information": info, "seed": seed}
         row |= _summary(ours)
         for name, e in ref_eval.items():
             d = paired_difference(pd.Series(ours["cost"]), pd.Series(e["cost"]))
