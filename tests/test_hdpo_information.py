@@ -12,6 +12,7 @@ import torch
 from fedinv.agents import hdpo
 from fedinv.agents.checkpoints import (
     CheckpointError,
+    hdpo_args_from_checkpoint,
     load_checkpoint,
     load_policy,
     policy_from_checkpoint,
@@ -105,6 +106,7 @@ def test_checkpoint_with_echelon_features_says_so_and_loads_back(tmp_path):
     data = load_checkpoint(path, "hdpo")
     assert data["observation_layout"] == "fedinv-obs/1+echelon"
     assert data["env_config"]["information"] == "echelon" and data["obs_size"] == 38
+    assert hdpo_args_from_checkpoint(data) == args  # retraining resumes with the option
     sim = Simulator(scenario, days=20)
     loaded = load_policy(path, sim.layout, "hdpo")
     base = make_policy("base-stock", sim.layout, params)
