@@ -46,7 +46,10 @@ today (``State.delay_notice``, in weeks), the calendar (weekday and day of year 
 and cosine, month end) and node features for parameter sharing (tier one-hot,
 customer-facing, assembling, mean lead time and its standard deviation in weeks, critical
 ratio ``p / (p + h)``). Nothing a node could not see locally, and never future demand:
-an observation of day ``t`` is a function of the state after day ``t``'s demand.
+an observation of day ``t`` is a function of the state after day ``t``'s demand. Opt-in
+(:attr:`EnvConfig.information` ``= "echelon"``): the node's echelon inventory position
+(its own and every downstream node's stock and pipeline; what the echelon base-stock
+policy reads), appended last -- information from other nodes, shared.
 
 **Reward** (:class:`RewardConfig`), per agent and day, negative and scaled:
 
@@ -97,6 +100,8 @@ OBS_CLIP = 100.0
 TIERS = ("supplier", "manufacturer", "distributor")
 REFERENCE_REPLICATIONS = 4
 """Training replications of the base-stock run that sets the reward scale."""
+INFORMATION = ("local", "echelon")
+"""The information options of :attr:`EnvConfig.information`."""
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -210,6 +215,19 @@ class EnvConfig:
     """Opt-in: append the Supplier Interface's confirmations to every node's observation
     (``confirmed``, ``confirm_days``, ``promised``; docs/agents.md). Off, the observation
     is the layout it always was."""
+    information: str = "local"
+    """What a node observes of the rest of the chain: ``local`` (its own state, the
+    orders it receives, the calendar: the layout it always was) or ``echelon`` (also
+    appends ``echelon_position``, its echelon inventory position: what the echelon
+    base-stock policy reads; a shared-information assumption where downstream nodes
+    belong to other organizations, docs/agents.md)."""
+
+    def __post_init__(self) -> None:
+        if self.information not in INFORMATION:
+            raise ValueError(
+                f"EnvConfig.information must be one of {', '.join(INFORMATION)}, "
+                f"got {self.information!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (for checkpoints and JSON)."""
@@ -237,18 +255,24 @@ OBSERVATION_VERSION = 1
 either changes, so that a checkpoint trained on another layout is refused."""
 CONFIRMATION_FEATURES = ("confirmed", "confirm_days", "promised")
 """The opt-in features of :attr:`EnvConfig.confirmations`, appended at the end."""
+ECHELON_FEATURES = ("echelon_position",)
+"""The features of :attr:`EnvConfig.information` ``= "echelon"``, appended last."""
 
 
 def observation_layout(config: EnvConfig) -> str:
     """The observation layout's tag for ``config``: ``fedinv-obs/1``, with
-    ``+confirmations`` when the opt-in features are on (checkpoints record it)."""
+    ``+confirmations`` and ``+echelon`` when those opt-in features are on (checkpoints
+    record it)."""
     tag = f"fedinv-obs/{OBSERVATION_VERSION}"
-    return tag + "+confirmations" if config.confirmations else tag
+    if config.confirmations:
+        tag += "+confirmations"
+    return tag + "+echelon" if config.information == "echelon" else tag
 
 
 def observation_names(config: EnvConfig) -> list[str]:
     """Names of the ``F`` observation features, in order."""
     extra = list(CONFIRMATION_FEATURES) if config.confirmations else []
+    extra += list(ECHELON_FEATURES) if config.information == "echelon" else []
     return (
         [
             "on_hand",
@@ -299,6 +323,8 @@ class Observer:
             mean_n, var_n, config.forecast_alpha, config.forecast_beta, min_std=1e-3 * self.unit
         )
         self._positions = StreamPolicy(layout)  # installation positions
+        echelon = config.information == "echelon"
+        self._echelon = StreamPolicy(layout, echelon=True) if echelon else None  # its positions
         n, k = lay.num_nodes, st.size
         count = np.bincount(st.node, minlength=n).astype(float)
         self._stream_mean = np.zeros((k, n))  # stream units -> node units, mean over streams
@@ -417,7 +443,8 @@ class Observer:
                 np.broadcast_to(calendar, (b, n, len(calendar))),
                 np.broadcast_to(self._static, (b, n, self._static.shape[1])),
             ]
-            + ([self._confirmations(s)] if self.config.confirmations else []),
+            + ([self._confirmations(s)] if self.config.confirmations else [])
+            + ([self._echelon_features(s)] if self._echelon is not None else []),
             axis=2,
         )
         return np.clip(obs, -OBS_CLIP, OBS_CLIP).astype(np.float32)
@@ -437,6 +464,17 @@ class Observer:
         days = s.confirm_days @ self._inbound
         u = self.unit[None, :]
         return np.stack([confirmed / u, days / 7.0, promised / u], axis=2)
+
+    def _echelon_features(self, s: State) -> np.ndarray:
+        """``echelon_position`` ``[B, N, 1]``: the node's echelon inventory position in
+        days of its mean demand, exactly what the echelon base-stock policy compares with
+        its level (:meth:`fedinv.policies.classical.StreamPolicy.position` with
+        ``echelon=True``: stock at the node and everywhere downstream, internal transit,
+        minus customer backorders, plus its own on order; the scarcest component stream
+        at a plant). Before today's orders, as the echelon policy reads it."""
+        e = self._echelon
+        position = self._node_min(e.position(s, e.net(s)))
+        return (position / self.unit[None, :])[:, :, None]
 
     def _node_min(self, per_stream: np.ndarray) -> np.ndarray:
         """Per node, the smallest of its streams' values in units of product ``[B, N]``."""

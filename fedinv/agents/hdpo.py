@@ -20,6 +20,14 @@ follows it.
   applied to every replenishment stream of the node (x bom for components). The last
   layer starts at zero, so at step 0 the orders are exactly the base policy's, and
   every gain is the network's.
+* **Information.** By default a node's features are local (its own state, the orders it
+  receives, the calendar). ``Args.env.information = "echelon"``
+  (:attr:`fedinv.agents.envs.EnvConfig.information`) appends its echelon inventory
+  position, exactly what the echelon base-stock policy reads: with it (and the local
+  ``position``) the network can represent that policy, whose installation level is
+  ``S(x) = E - (downstream echelon position)``; without it, it cannot. Where the
+  downstream nodes belong to other organizations this is a shared-information
+  assumption (docs/agents.md, "HDPO results").
 * **Orders.** As the classical policies compute them
   (:meth:`fedinv.policies.classical.StreamPolicy.decide`, downstream nodes first): order
   up to ``S`` (base-stock), or up to ``S`` when the position is at or below ``s`` (sS);

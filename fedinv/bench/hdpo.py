@@ -11,10 +11,18 @@ intervals), with the target's reference policies:
 * ``lost-sales`` (single-node-lost-sales, 20 replications x 2000 days): the best
   base-stock level (12) and the optimal policy by dynamic programming
   (:mod:`fedinv.policies.lost_sales_dp`); target: at most 4.07 per day;
-* ``beer-game``: the tuned echelon base-stock policy; target: no more than it;
+* ``beer-game``: the tuned echelon base-stock policy, and HDPO by default with the
+  same information (``--information local`` for the installation-information learner);
+  target: no more than it;
 * ``electronics``: the tuned (s,S) (HDPO's base), with fill rates and, with
   ``--bound``, the perfect-information bound (:func:`fedinv.hybrid.perfect_information_bound`);
   target: at least 5% cheaper than (s,S), fill rate not lower.
+
+Every row says what its policy observes (``information``): ``local``, a node's own
+state (installation policies, HDPO by default), or ``echelon``, also the stock and
+pipeline of every node downstream of it (the echelon policies, HDPO with
+``--information echelon``: :attr:`fedinv.agents.envs.EnvConfig.information`). A
+target's default is in :data:`TARGETS` (``information``, else ``local``).
 
 Prints one row per seed and policy and writes ``results.csv``, ``evaluation.csv`` (cost
 per day per replication) and each seed's checkpoint ``seed-S.pt`` to ``--out``.
@@ -44,7 +52,8 @@ TARGETS: dict[str, dict[str, Any]] = {
     },
     "beer-game": {
         "scenario": "beer-game",
-        "args": {"iterations": 100, "eval_every": 10, "learning_rate": 2e-2},
+        "args": {"iterations": 200, "eval_every": 10, "learning_rate": 2e-2, "share": "node"},
+        "information": "echelon",  # the reference is echelon base-stock: the same information
         "test": (20, None),
     },
     "electronics": {
@@ -54,7 +63,10 @@ TARGETS: dict[str, dict[str, Any]] = {
     },
 }
 """Per target: the scenario, the :class:`fedinv.agents.hdpo.Args` fields that differ from
-the defaults, and the held-out replications and days (None: the horizon)."""
+the defaults, the learner's information (``local`` where absent; the beer game's
+reference is the echelon policy, so its learner sees the echelon positions too, as a
+fair comparison needs; docs/agents.md, "HDPO results") and the held-out replications
+and days (None: the horizon)."""
 
 
 def references(target: str, scenario: Any, layout: Any, base_params: dict) -> dict[str, Any]:
@@ -111,10 +123,16 @@ def run(
     out: Path | None,
     bound: bool = False,
     overrides: dict[str, Any] | None = None,
+    information: str | None = None,
 ) -> pd.DataFrame:
     """Train one HDPO policy per seed and compare (see the module doc); ``overrides``:
-    :class:`fedinv.agents.hdpo.Args` fields over the target's."""
+    :class:`fedinv.agents.hdpo.Args` fields over the target's (``env`` as a dict of
+    :class:`fedinv.agents.envs.EnvConfig` fields); ``information``: the learner's
+    :attr:`fedinv.agents.envs.EnvConfig.information` (None: the target's)."""
+    from dataclasses import replace
+
     from fedinv.agents import hdpo
+    from fedinv.agents.envs import EnvConfig
     from fedinv.model.scenario import load_scenario
     from fedinv.sim.metrics import paired_difference
 
@@ -126,6 +144,10 @@ def run(
     tuned, refs, ref_eval = None, None, {}
     for seed in seeds:
         fields = spec["args"] | dict(overrides or {})
+        env = fields.pop("env", {})
+        env = env if isinstance(env, EnvConfig) else EnvConfig.from_dict(env)
+        info = information or spec.get("information", "local")
+        fields["env"] = replace(env, information=info)
         args = hdpo.Args(scenario=spec["scenario"], seed=seed, **fields)
         started = time.perf_counter()
         result = hdpo.train(args, scenario, tuned=tuned)
@@ -137,7 +159,9 @@ def run(
             ref_eval = {name: evaluate(p, scenario, reps, days) for name, p in refs.items()}
             for name, e in ref_eval.items():
                 columns[name] = e["cost"]
-                rows.append({"target": target, "policy": name, "seed": None} | _summary(e))
+                seen = "echelon" if getattr(refs[name], "echelon", False) else "local"
+                row = {"target": target, "policy": name, "information": seen, "seed": None}
+                rows.append(row | _summary(e))
         if out is not None:
             from fedinv.agents.checkpoints import save_checkpoint
 
@@ -145,7 +169,8 @@ def run(
             save_checkpoint(out / f"seed-{seed}.pt", result)
         ours = evaluate(result.policy, scenario, reps, days)
         columns[f"hdpo seed {seed}"] = ours["cost"]
-        row = {"target": target, "policy": "hdpo", "seed": seed} | _summary(ours)
+        row = {"target": target, "policy": "hdpo", "information": info, "seed": seed}
+        row |= _summary(ours)
         for name, e in ref_eval.items():
             d = paired_difference(pd.Series(ours["cost"]), pd.Series(e["cost"]))
             row[f"vs {name}"] = f"{d['mean']:+.4g} ± {d['ci95']:.3g} ({d['percent']:+.2f}%)"
@@ -188,11 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write results.csv and evaluation.csv here")
     p.add_argument("--bound", action="store_true", help="add the perfect-information bound")
     p.add_argument("--set", default="{}", metavar="JSON", help="Args fields over the target's")
+    p.add_argument(
+        "--information",
+        choices=("local", "echelon"),
+        help="what the learner observes (EnvConfig.information; default: the target's)",
+    )
     a = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    table = run(a.target, [int(s) for s in a.seeds.split(",")], a.out, a.bound, json.loads(a.set))
+    seeds = [int(s) for s in a.seeds.split(",")]
+    table = run(a.target, seeds, a.out, a.bound, json.loads(a.set), a.information)
     print(table.to_string(index=False))
     return 0
 
