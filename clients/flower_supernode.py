@@ -26,14 +26,15 @@ import sys
 import time
 import types
 
+from fedinv.deploy.engine import SUPERNODE_IDLE_WAIT
+
 TESTED = "1.42"
 """The Flower version the call site was read from."""
 MODULE = "flwr.supernode.start_client_internal"
 FLOWER_IDLE_WAIT = 3
 """Flower's fixed wait (s) after a pull that found no message."""
-IDLE_WAIT = 0.25
-"""Our wait (s): 5 organizations then ask the SuperLink ~20 times a second in all while
-idle (each ask is one small authenticated request)."""
+IDLE_WAIT = SUPERNODE_IDLE_WAIT
+"""Our wait (s), :data:`fedinv.deploy.engine.SUPERNODE_IDLE_WAIT`."""
 CALL_SITE = re.compile(
     r"if run_id is None:\s*\n(\s*#[^\n]*\n)*\s*time\.sleep\(" + str(FLOWER_IDLE_WAIT) + r"\)"
 )

@@ -77,6 +77,10 @@ REFUSED_MARK = f"Exit Code: {EXIT_UNREGISTERED}"
 SUPEREXEC_POLL = 0.1
 """Seconds between a SuperExec's checks for a ServerApp or ClientApp to launch (Flower's
 default 1 s; ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``)."""
+SUPERNODE_IDLE_WAIT = 0.25
+"""Seconds a SuperNode waits after a pull that found no message (Flower 1.42: a fixed
+3 s; ``clients.flower_supernode`` shortens it). Five idle organizations then ask the
+SuperLink ~20 times a second in all, each one small authenticated request."""
 
 
 # -- certificates and keys ---------------------------------------------------------------
