@@ -220,6 +220,13 @@ def serve(path: str | Path, log=None) -> None:
     from fedinv.federation.trainer import HEAVY_MODULES, _peer_uid, listen
 
     say = log or (lambda line: print(f"{time.strftime('%H:%M:%S')} {line}", flush=True))
+    try:  # children are watched through pidfds (Linux 5.3 and later)
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError) as exc:
+        raise RuntimeError(
+            f"the ClientApp launcher needs pidfds (Linux >= 5.3): {exc}; "
+            "run fedinv deploy node --no-launcher"
+        ) from None
     server = listen(path)
     server.setblocking(False)
     stopping = False
