@@ -6,9 +6,10 @@ survives a SuperNode killed mid-round (it restarts and rejoins with its replay b
 and a ServerApp killed after a round (a resubmitted run resumes, no round lost).
 
 Every process is started in a session of its own and stopped by PID (with its whole
-tree) by the fixtures, whatever happens. Flower's SuperNodes poll every 3 s and start a
-ClientApp process per message (each hands it to the organization's trainer process),
-so a round costs ~20-30 s on a loaded 2-core machine; the slow tests share one
+tree) by the fixtures, whatever happens. Each message gets a ClientApp process (forked
+by the organization's ClientApp launcher, fedinv.deploy.launcher; each hands it to the
+organization's trainer process), so a round costs several seconds on a loaded 2-core
+machine; the slow tests share one
 federation and one run folder to stay within a few minutes. The last one kills and
 restarts the SuperLink itself."""
 
@@ -348,6 +349,11 @@ def test_two_rounds_over_tls_with_node_authentication(federation, two_rounds, ch
     # the ClientApp processes Flower started imported no torch, pandas or scipy
     probes = [json.loads(p.read_text()) for p in federation.probe.glob("*.json")]
     assert len(probes) >= 2 * 3 and all(loaded == [] for loaded in probes)
+    # ... and each was forked by its organization's ClientApp launcher (no cold fallback):
+    # a train message per round and the final evaluate one
+    for node in federation.nodes.values():
+        assert (node.home / "launcher" / "launcher.log").read_text().count(" forked") >= 3
+        assert "launcher not answering" not in node.log.read_text()
 
     # what crossed the wire (as the ServerApp received it): weights and scalar metrics only
     received = [json.loads(line) for line in (two_rounds / "received.jsonl").open()]
@@ -405,7 +411,8 @@ def test_killed_supernode_rejoins_and_killed_serverapp_resumes(federation, two_r
     def retail_training() -> bool:
         table = _proc_table()
         return any(
-            pid in table and any(b"flwr-clientapp" in a for a in table[pid][2][:2])
+            # Flower's flwr-clientapp, or fedinv's shim for it (python -S .../flwr-clientapp)
+            pid in table and any(b"flwr-clientapp" in a for a in table[pid][2][:3])
             for pid, _ in process_tree(retail.proc.pid)
         )
 

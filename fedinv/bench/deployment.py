@@ -16,7 +16,8 @@ ServerApp's clock: the clients' training and evaluation, the server's evaluation
 checkpoint); a run's figure is the median of rounds 2..N (round 1 includes the
 engines' warm-up). Memory: the peak, sampled every 0.5 s, of the resident set of every
 process of the simulation, and per organization of its SuperNode (with the ClientApp
-processes it starts) and its trainer, plus the coordinator's SuperLink and ServerApp.
+processes it starts), its trainer and its ClientApp launcher (with the ClientApps it
+forks), plus the coordinator's SuperLink and ServerApp.
 """
 
 from __future__ import annotations
@@ -100,15 +101,27 @@ class PeakMemory:
         self._thread.join(5.0)
 
 
-def compare(cfg: FedConfig, echo: Callable[[str], None] | None = None) -> dict:
-    """Seconds per round and peak memory in simulation and in deployment for ``cfg``."""
-    from fedinv.deploy.engine import LocalDeployment, run_finished, wait_for
+def compare(
+    cfg: FedConfig,
+    echo: Callable[[str], None] | None = None,
+    *,
+    launcher: bool = True,
+    short_wait: bool = True,
+) -> dict:
+    """Seconds per round and peak memory in simulation and in deployment for ``cfg``
+    (deployed with the nodes' ClientApp launchers and short idle wait unless told not
+    to: :class:`fedinv.deploy.engine.LocalDeployment`'s ``launcher``, ``short_wait``)."""
+    from fedinv.deploy.engine import SUPERNODE_IDLE_WAIT, LocalDeployment, run_finished, wait_for
     from fedinv.federation.local import run_federation
     from fedinv.federation.private_data import export_private_data
     from fedinv.model.scenario import load_scenario
 
     say = echo or (lambda _: None)
-    out: dict = {"config": dataclasses.asdict(cfg)}
+    out: dict = {
+        "config": dataclasses.asdict(cfg),
+        "launcher": launcher,
+        "supernode_idle_wait_s": SUPERNODE_IDLE_WAIT if short_wait else 3.0,
+    }
     with tempfile.TemporaryDirectory(prefix="fedinv-bench-deploy-") as tmp:
         root = Path(tmp)
         export_private_data(load_scenario(cfg.scenario), root / "data")
@@ -129,14 +142,25 @@ def compare(cfg: FedConfig, echo: Callable[[str], None] | None = None) -> dict:
 
         say("deployment (TLS, node authentication) ...")
         started = time.perf_counter()
-        with LocalDeployment(root / "site", root / "data", root / "keys", echo=say) as fed:
+        with LocalDeployment(
+            root / "site",
+            root / "data",
+            root / "keys",
+            echo=say,
+            launcher=launcher,
+            short_wait=short_wait,
+        ) as fed:
             out["deploy_startup_s"] = time.perf_counter() - started
 
             def groups() -> dict[str, list[int]]:
                 found = {
                     org: [
                         p.pid
-                        for p in (node.proc, getattr(node.trainer, "proc", None))
+                        for p in (
+                            node.proc,
+                            getattr(node.trainer, "proc", None),
+                            getattr(node.launcher, "proc", None),
+                        )
                         if p is not None
                     ]
                     for org, node in fed.nodes.items()

@@ -126,6 +126,16 @@ def add_parser(commands: Any) -> None:
         help="rounds of 1 local step x 1 replication and a 2-day evaluation (what is left "
         "is the engines' own cost)",
     )
+    p.add_argument(
+        "--no-launcher",
+        action="store_true",
+        help="deployed: a cold flwr-clientapp per message (no pre-imported ClientApp launcher)",
+    )
+    p.add_argument(
+        "--flower-wait",
+        action="store_true",
+        help="deployed: the SuperNodes wait Flower's fixed 3 s after an empty pull (not 0.25 s)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench_deploy)
 
@@ -216,6 +226,11 @@ def cmd_bench_deploy(args: argparse.Namespace) -> int:
     cfg = fed_config(args)
     if args.near_empty:
         cfg = dataclasses.replace(cfg, **NEAR_EMPTY)
-    result = compare(cfg, echo=lambda line: print(line, file=sys.stderr))
+    result = compare(
+        cfg,
+        echo=lambda line: print(line, file=sys.stderr),
+        launcher=not args.no_launcher,
+        short_wait=not args.flower_wait,
+    )
     print(dump(finite(result)) if args.json else report(result))
     return 0

@@ -36,8 +36,10 @@ from fedinv.deploy.engine import (
     superlink_command,
     supernode_command,
     wait_for,
+    with_shim,
 )
-from fedinv.deploy.supervisor import SupervisedTrainer
+from fedinv.deploy.launcher import write_shim
+from fedinv.deploy.supervisor import SupervisedTrainer, supervised_launcher
 from fedinv.errors import DeployError
 from fedinv.federation.processes import free_port, run_foreground
 from fedinv.federation.runconfig import SERVER_DEFAULTS
@@ -183,6 +185,12 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="retry a refused activation this long (after a crash the SuperLink "
         "sees the node online for up to 60 s; default 90)",
+    )
+    p.add_argument(
+        "--no-launcher",
+        action="store_true",
+        help="start a cold flwr-clientapp per message instead of forking it from the "
+        "node's pre-imported ClientApp launcher (docs/deployment.md)",
     )
     p.set_defaults(func=_cmd(cmd_node))
 
@@ -454,18 +462,31 @@ def cmd_node(args: argparse.Namespace) -> int:
         log=socket_path.parent / "trainer.log",
         echo=say,
     )
+    env = deploy_env(home)
+    launcher = None
+    if not args.no_launcher:
+        launcher_socket = socket_path_for(state / f"launcher-{args.org}").with_name("launcher.sock")
+        launcher = supervised_launcher(
+            launcher_socket, env=env, log=launcher_socket.parent / "launcher.log", echo=say
+        )
+        env = with_shim(env, write_shim(home / "bin", launcher_socket).parent)
     try:
-        trainer.start()
-        return _run_node(command, home, args.rejoin_wait)
+        trainer.start(wait=None)
+        if launcher is not None:
+            launcher.start()
+        trainer.wait_ready()
+        return _run_node(command, env, args.rejoin_wait)
     finally:
+        if launcher is not None:
+            launcher.stop()
         trainer.stop()
 
 
-def _run_node(command: list[str], home: Path, rejoin_wait: float) -> int:
+def _run_node(command: list[str], env: dict[str, str], rejoin_wait: float) -> int:
     """Run the SuperNode in the foreground, retrying a refused activation."""
     deadline = time.monotonic() + max(rejoin_wait, 0.0)
     while True:
-        code, refused_now = run_foreground(command, deploy_env(home), watch=REFUSED_MARK)
+        code, refused_now = run_foreground(command, env, watch=REFUSED_MARK)
         if not refused_now:
             return code
         if time.monotonic() > deadline:

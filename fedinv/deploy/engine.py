@@ -77,6 +77,10 @@ REFUSED_MARK = f"Exit Code: {EXIT_UNREGISTERED}"
 SUPEREXEC_POLL = 0.1
 """Seconds between a SuperExec's checks for a ServerApp or ClientApp to launch (Flower's
 default 1 s; ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``)."""
+SUPERNODE_IDLE_WAIT = 0.25
+"""Seconds a SuperNode waits after a pull that found no message (Flower 1.42: a fixed
+3 s; ``clients.flower_supernode`` shortens it). Five idle organizations then ask the
+SuperLink ~20 times a second in all, each one small authenticated request."""
 
 
 # -- certificates and keys ---------------------------------------------------------------
@@ -401,20 +405,24 @@ def supernode_command(
     private_key: str | Path | None,
     port: int,
     trainer_socket: str | Path | None = None,
+    short_wait: bool = True,
 ) -> list[str]:
     """``flower-supernode`` for one organization: its data folder and state folder in the
     node config (and its trainer's Unix socket, ``trainer-socket``: the ClientApp then
     hands every message to that trainer), TLS with ``root_cert`` (None: ``--insecure``),
     authenticated by ``private_key`` (None: no node authentication), its ClientAppIo
-    API on ``port``."""
+    API on ``port``. With ``short_wait`` it is Flower's SuperNode through
+    ``clients.flower_supernode`` (a pull that found no message is retried after 0.25 s,
+    not 3 s); else Flower's ``flower-supernode`` executable."""
     node_config = (
         f"data-dir={json.dumps(str(Path(data_dir).resolve()))} "
         f"state-dir={json.dumps(str(Path(state_dir).resolve()))}"
     )
     if trainer_socket is not None:
         node_config += f" trainer-socket={json.dumps(str(trainer_socket))}"
+    exe = _exe("flower-supernode")  # Flower is installed here either way
     cmd = [
-        _exe("flower-supernode"),
+        *([sys.executable, "-m", "clients.flower_supernode"] if short_wait else [exe]),
         "--superlink",
         superlink,
         "--port",
@@ -454,6 +462,15 @@ def deploy_env(home: str | Path, threads: int | None = None) -> dict[str, str]:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(threads)
     return env
+
+
+def with_shim(env: Mapping[str, str], bin_dir: str | Path) -> dict[str, str]:
+    """``env`` with ``bin_dir`` (where :func:`fedinv.deploy.launcher.write_shim` put the
+    ``flwr-clientapp`` shim) first on ``PATH``: the SuperNode's SuperExec then launches the
+    shim instead of Flower's ``flwr-clientapp``."""
+    out = dict(env)
+    out["PATH"] = f"{Path(bin_dir).resolve()}{os.pathsep}{out.get('PATH', '')}"
+    return out
 
 
 def wait_port(
@@ -684,6 +701,8 @@ class _Node:
     proc: subprocess.Popen | None = None
     trainer: Any = None
     """Its :class:`fedinv.deploy.supervisor.SupervisedTrainer`."""
+    launcher: Any = None
+    """Its ClientApp launcher (:func:`fedinv.deploy.supervisor.supervised_launcher`)."""
 
     @property
     def log(self) -> Path:
@@ -692,6 +711,15 @@ class _Node:
     @property
     def socket(self) -> Path:
         return self.home / "trainer" / "trainer.sock"
+
+    @property
+    def launcher_socket(self) -> Path:
+        return self.home / "launcher" / "launcher.sock"
+
+    @property
+    def bin(self) -> Path:
+        """The private folder with the ``flwr-clientapp`` shim, first on the node's PATH."""
+        return self.home / "bin"
 
 
 class LocalDeployment:
@@ -702,9 +730,11 @@ class LocalDeployment:
     Folders: ``root/superlink/`` (its state database and log), ``root/nodes/ORG/``
     (each node's Flower home, log, trainer socket and log, training state). Certificates
     and keys live in ``keys_dir`` (made there if missing), which must be outside
-    ``root``'s run folders. Each organization's trainer process is supervised as
-    ``fedinv deploy node`` does (restarted if it dies); ``env`` adds variables to
-    every process's environment.
+    ``root``'s run folders. Each organization's trainer process and (with ``launcher``)
+    its ClientApp launcher (:mod:`fedinv.deploy.launcher`) are supervised as ``fedinv
+    deploy node`` does (restarted if they die); ``short_wait``: the SuperNodes retry an
+    empty pull after 0.25 s (``clients.flower_supernode``), not Flower's 3 s;
+    ``env`` adds variables to every process's environment.
     """
 
     def __init__(
@@ -717,8 +747,11 @@ class LocalDeployment:
         threads: int | None = 1,
         echo: Callable[[str], None] | None = None,
         env: Mapping[str, str] | None = None,
+        launcher: bool = True,
+        short_wait: bool = True,
     ):
         self.extra_env = dict(env or {})
+        self.use_launcher, self.short_wait = launcher, short_wait
         self.root, self.data = Path(root).resolve(), Path(data_dir).resolve()
         self.keys = Path(keys_dir).resolve()
         self.secure, self.threads, self.echo = secure, threads, echo or (lambda _: None)
@@ -788,8 +821,12 @@ class LocalDeployment:
                 self.echo(f"registered {org}'s key (node {node_id})")
         for org in self.orgs:  # the trainers import torch meanwhile, all at once
             self.nodes[org].trainer = self.start_trainer(org, wait=None)
+            if self.use_launcher:
+                self.nodes[org].launcher = self.start_launcher(org, wait=None)
         for org in self.orgs:
             self.nodes[org].trainer.wait_ready()
+            if self.nodes[org].launcher is not None:
+                self.nodes[org].launcher.wait_ready()
             self.start_node(org)
         self.wait_online(len(self.orgs), wait)
 
@@ -823,6 +860,13 @@ class LocalDeployment:
         node.home.mkdir(parents=True, exist_ok=True)
         if node.trainer is None:
             node.trainer = self.start_trainer(org)
+        if node.launcher is None and self.use_launcher:
+            node.launcher = self.start_launcher(org)
+        env = self._env(node.home)
+        if self.use_launcher:
+            from fedinv.deploy.launcher import write_shim
+
+            env = with_shim(env, write_shim(node.bin, node.launcher_socket).parent)
         deadline = time.monotonic() + rejoin
         while True:
             offset = node.log.stat().st_size if node.log.is_file() else 0
@@ -835,8 +879,9 @@ class LocalDeployment:
                     private_key=node.key,
                     port=node.port,
                     trainer_socket=node.socket,
+                    short_wait=self.short_wait,
                 ),
-                env=self._env(node.home),
+                env=env,
                 log=node.log,
                 cwd=node.home,
             )
@@ -878,6 +923,25 @@ class LocalDeployment:
             on_start=noted,
         ).start(wait)
 
+    def start_launcher(self, org: str, wait: float | None = 120.0) -> Any:
+        """Start organization ``org``'s supervised ClientApp launcher; returns once it
+        answers (``wait`` None: at once)."""
+        from fedinv.deploy.supervisor import supervised_launcher
+
+        node = self.nodes[org]
+
+        def noted(proc: subprocess.Popen) -> None:
+            if self.guard is not None:
+                self.guard.note(proc, f"launcher {org}")
+
+        return supervised_launcher(
+            node.launcher_socket,
+            env=self._env(node.home),
+            log=node.home / "launcher" / "launcher.log",
+            echo=self.echo,
+            on_start=noted,
+        ).start(wait)
+
     def _env(self, home: Path) -> dict[str, str]:
         env = {**deploy_env(home, self.threads), **self.extra_env}
         return env if self.guard is None else self.guard.env(env)
@@ -891,12 +955,15 @@ class LocalDeployment:
         )
 
     def kill_node(self, org: str) -> None:
-        """SIGKILL organization ``org``'s SuperNode, its ClientApp and its trainer at once
-        (the organization's machine crashed)."""
+        """SIGKILL organization ``org``'s SuperNode, its ClientApp, its trainer and its
+        ClientApp launcher at once (the organization's machine crashed)."""
         node = self.nodes[org]
         if node.trainer is not None:
             node.trainer.kill()
             node.trainer = None
+        if node.launcher is not None:
+            node.launcher.kill()
+            node.launcher = None
         if node.proc is not None:
             kill_tree(node.proc)
 
@@ -950,6 +1017,9 @@ class LocalDeployment:
             if node.trainer is not None:
                 node.trainer.stop()
                 node.trainer = None
+            if node.launcher is not None:
+                node.launcher.stop()
+                node.launcher = None
         stop_tree(self.superlink, grace=5.0)
         if self.guard is not None:
             self.guard.close()
