@@ -70,7 +70,7 @@ def cmd_federate(args: argparse.Namespace) -> int:
     print_rounds(run.rounds_csv, skip=("no_reply",))
     print(f"final global policy: {run.final_checkpoint}")
     print(
-        f"evaluate it: fedinv simulate --scenario {cfg.scenario} --policy dqn "
+        f"evaluate it: fedinv simulate --scenario {cfg.scenario} --policy {cfg.algo} "
         f"--checkpoint {run.final_checkpoint}"
     )
     return 0
