@@ -908,11 +908,6 @@ class LocalDeployment:
         from fedinv.deploy.supervisor import SupervisedTrainer
 
         node = self.nodes[org]
-
-        def noted(proc: subprocess.Popen) -> None:
-            if self.guard is not None:
-                self.guard.note(proc, f"trainer {org}")
-
         return SupervisedTrainer(
             node.socket,
             node.data,
@@ -920,7 +915,7 @@ class LocalDeployment:
             env=self._env(node.home),
             log=node.home / "trainer" / "trainer.log",
             echo=self.echo,
-            on_start=noted,
+            on_start=self._noter(f"trainer {org}"),
         ).start(wait)
 
     def start_launcher(self, org: str, wait: float | None = 120.0) -> Any:
@@ -929,18 +924,23 @@ class LocalDeployment:
         from fedinv.deploy.supervisor import supervised_launcher
 
         node = self.nodes[org]
-
-        def noted(proc: subprocess.Popen) -> None:
-            if self.guard is not None:
-                self.guard.note(proc, f"launcher {org}")
-
         return supervised_launcher(
             node.launcher_socket,
             env=self._env(node.home),
             log=node.home / "launcher" / "launcher.log",
             echo=self.echo,
-            on_start=noted,
+            on_start=self._noter(f"launcher {org}"),
         ).start(wait)
+
+    def _noter(self, label: str) -> Callable[[subprocess.Popen], None]:
+        """A supervisor's ``on_start``: every process it (re)starts is noted by the run's
+        guard, if any, under ``label``."""
+
+        def noted(proc: subprocess.Popen) -> None:
+            if self.guard is not None:
+                self.guard.note(proc, label)
+
+        return noted
 
     def _env(self, home: Path) -> dict[str, str]:
         env = {**deploy_env(home, self.threads), **self.extra_env}
