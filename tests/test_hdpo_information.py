@@ -121,3 +121,35 @@ def test_checkpoint_with_echelon_features_says_so_and_loads_back(tmp_path):
     data["env_config"] = dict(data["env_config"], information="local")
     with pytest.raises(CheckpointError, match="fedinv-obs/1\\+echelon"):
         policy_from_checkpoint(data, sim.layout, path)
+
+
+def test_train_command_information_and_confirmations_reach_the_checkpoint(tmp_path, capsys):
+    """``fedinv train --information echelon --confirmations``: the checkpoint records the
+    observation it was trained on (both opt-in features), and ``simulate`` runs it on that
+    observation, reproducing the training command's own held-out cost; ``--information``
+    takes only the documented values."""
+    import json
+
+    import pandas as pd
+
+    from fedinv.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--scenario", "serial-3", "--algo", "hdpo", "--iterations", "1"]
+    argv += ["--window", "10", "--replications", "2", "--days", "30", "--eval-replications"]
+    argv += ["1", "--test-replications", "2", "--train-replications", "2", "--sweeps", "1"]
+    argv += ["--information", "echelon", "--confirmations", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    data = load_checkpoint(out / "checkpoint.pt", "hdpo")
+    config = EnvConfig(information="echelon", confirmations=True)
+    assert data["observation_layout"] == observation_layout(config)
+    assert hdpo_args_from_checkpoint(data).env == config
+    evaluation = pd.read_csv(out / "evaluation.csv", index_col="replication")
+    capsys.readouterr()
+    argv = ["simulate", "--scenario", "serial-3", "--policy", "hdpo", "--days", "30", "--json"]
+    assert main([*argv, "--checkpoint", str(out / "checkpoint.pt"), "--replications", "2"]) == 0
+    cost = json.loads(capsys.readouterr().out)["metrics"]["total_cost_per_day"]["mean"]
+    assert cost == pytest.approx(evaluation["hdpo"].mean(), rel=1e-9)
+    argv = ["train", "--scenario", "serial-3", "--out", str(tmp_path / "x")]
+    assert main([*argv, "--information", "global"]) == 2
+    assert "--information: invalid choice: 'global'" in capsys.readouterr().err

@@ -84,6 +84,19 @@ def add_parser(commands: Any) -> None:
         "and every policy validated and evaluated, through the layer",
     )
     p.add_argument(
+        "--information",
+        choices=("local", "echelon"),
+        help="what each node observes: local (its own state, the default) or echelon (also "
+        "its echelon inventory position: its downstream nodes' stock and pipeline, a "
+        "shared-information assumption; docs/agents.md)",
+    )
+    p.add_argument(
+        "--confirmations",
+        action="store_true",
+        help="observe the Supplier Interface's confirmations (yesterday's confirmed units "
+        "and ship days; the simulator runs the confirmation step; docs/roles.md)",
+    )
+    p.add_argument(
         "--base",
         choices=("auto", "base-stock", "sS"),
         metavar="P",
@@ -209,6 +222,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sweeps=args.sweeps,
         test_replications=args.test_replications,
     )
+    observed = dict(information=args.information or "local", confirmations=bool(args.confirmations))
     if args.algo == "hdpo":
         defaults = hdpo.Args()
         train_args: Args | hdpo.Args = hdpo.Args(
@@ -223,6 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_replications=args.eval_replications,
             eval_every=defaults.eval_every if args.eval_every is None else args.eval_every,
             train_mode=args.train_mode or defaults.train_mode,
+            env=replace(defaults.env, **observed),
         )
         return _run(args, scenario, train_args, train_args.iterations, common)
     steps = args.steps or Args().total_steps
@@ -240,7 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         replications=args.replications,
         eval_replications=args.eval_replications,
         eval_every=(max(steps // 20, 1) if args.eval_every is None else args.eval_every),
-        env=EnvConfig(reward=reward, train_mode=args.train_mode or "pure"),
+        env=EnvConfig(reward=reward, train_mode=args.train_mode or "pure", **observed),
     )
     return _run(args, scenario, train_args, steps, common)
 
