@@ -128,37 +128,25 @@ def write_org_folder(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # demand faced: customers, and orders from other organizations' nodes
-    rows = []
-    for i, node in enumerate(nodes):
-        if node.id in own and node.demand is not None:
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "date": dates,
-                        "node": node.id,
-                        "quantity": demand[:, i],
-                        "kind": "customer",
-                    }
-                )
-            )
-    for m, lane in enumerate(scenario.network.lanes):
-        if lane.source in own and lane.destination not in own:
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "date": dates,
-                        "node": lane.source,
-                        "quantity": orders[:, m],
-                        "kind": "order",
-                    }
-                )
-            )
-    demand = (
-        pd.concat(rows, ignore_index=True)
-        if rows
-        else pd.DataFrame(columns=["date", "node", "quantity", "kind"])
+    faced = [
+        (node.id, demand[:, i], "customer")
+        for i, node in enumerate(nodes)
+        if node.id in own and node.demand is not None
+    ]
+    faced += [
+        (lane.source, orders[:, m], "order")
+        for m, lane in enumerate(scenario.network.lanes)
+        if lane.source in own and lane.destination not in own
+    ]
+    day_text = dates.strftime("%Y-%m-%d")
+    demand = pd.concat(
+        [
+            pd.DataFrame({"date": day_text, "node": node, "quantity": qty, "kind": kind})
+            for node, qty, kind in faced
+        ]
+        or [pd.DataFrame(columns=["date", "node", "quantity", "kind"])],
+        ignore_index=True,
     )
-    demand["date"] = pd.to_datetime(demand["date"]).dt.strftime("%Y-%m-%d")
     _write_csv(demand, folder / "demand.csv")
     # lead times observed on lanes from outside
     log = []
@@ -187,7 +175,7 @@ def write_org_folder(
     idx = [i for i, n in enumerate(nodes) if n.id in own]
     inv = pd.DataFrame(
         {
-            "date": np.repeat(dates.strftime("%Y-%m-%d"), len(idx)),
+            "date": np.repeat(day_text, len(idx)),
             "node": np.tile([nodes[i].id for i in idx], n_days),
             "on_hand": inventory[:, 0, idx].reshape(-1),
             "backlog": inventory[:, 1, idx].reshape(-1),
