@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -21,7 +22,8 @@ from flwr.cli.build import build_fab_from_disk
 from flwr.cli.install import install_from_fab
 from test_architecture import import_graph
 
-from fedinv.federation.runconfig import app_dir
+from fedinv.errors import FederationError
+from fedinv.federation.runconfig import app_dir, staged_app
 
 ROOT = app_dir()
 FLWR_APP = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
@@ -134,3 +136,22 @@ def test_the_installed_fab_alone_serves_both_apps(fab: bytes, tmp_path: Path) ->
     assert set(APPS) <= set(loaded)
     outside = {n: f for n, f in loaded.items() if f and not Path(f).is_relative_to(app)}
     assert outside == {}
+
+
+def test_the_staged_app_builds_the_same_fab(fab: bytes, tmp_path: Path, monkeypatch) -> None:
+    """``flwr run`` gets :func:`staged_app`'s copy (Flower's builder then walks ~110
+    files, not the checkout's .venv/ and runs/): the FAB built from it is the
+    checkout's, byte for byte; staging again replaces the copy; a fab-include pattern
+    the copy cannot honour is refused naming pyproject.toml."""
+    stage = staged_app(tmp_path / "app")
+    (stage / "stale.py").write_text("x = 1\n")
+    assert staged_app(tmp_path / "app") == stage and not (stage / "stale.py").exists()
+    assert build_fab_from_disk(stage) == fab
+    assert not list(stage.rglob("__pycache__"))
+    bad = tmp_path / "bad"
+    shutil.copytree(stage, bad)
+    text = (bad / "pyproject.toml").read_text()
+    (bad / "pyproject.toml").write_text(text.replace('"server/**"', '"server/*.py"'))
+    monkeypatch.setattr("fedinv.federation.runconfig.app_dir", lambda: bad)
+    with pytest.raises(FederationError, match=r"pyproject.toml.*fab-include.*server/\*\.py"):
+        staged_app(tmp_path / "again")

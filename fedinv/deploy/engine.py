@@ -54,7 +54,7 @@ from fedinv.federation.processes import (
     start,
     stop_tree,
 )
-from fedinv.federation.runconfig import app_dir, run_config_text
+from fedinv.federation.runconfig import run_config_text, staged_app
 from fedinv.files import atomic_write
 
 DEFAULT_HOST = "127.0.0.1"
@@ -656,12 +656,13 @@ def submit_run(
     timeout: float = 120.0,
 ) -> int:
     """Submit ``cfg`` as a run of the Flower app (this checkout) to the SuperLink
-    (``flwr run APP fedinv --run-config ...``); returns the run ID (0 with ``stream``,
-    where the call returns when the run ends)."""
+    (``flwr run APP fedinv --run-config ...``; APP by default the FAB's files staged in
+    ``RUN_DIR/.flwr-app``, :func:`fedinv.federation.runconfig.staged_app`); returns the
+    run ID (0 with ``stream``, where the call returns when the run ends)."""
     config = run_config(cfg, run_dir, extra)
     args = [
         "run",
-        str(app or app_dir()),
+        str(app or staged_app(Path(run_dir) / ".flwr-app")),
         CONNECTION,
         "--run-config",
         run_config_text(config),

@@ -37,7 +37,7 @@ from fedinv.federation.processes import (
     free_port,
     stop_tree,
 )
-from fedinv.federation.runconfig import app_dir, run_config_text
+from fedinv.federation.runconfig import run_config_text, staged_app
 from fedinv.federation.task import FedConfig
 from fedinv.files import atomic_write
 
@@ -158,7 +158,7 @@ def _run(
         command = [
             shutil.which("flwr", path=env["PATH"]) or "flwr",
             "run",
-            str(app_dir()),
+            str(staged_app(home / "app")),
             "fedinv",
             "--stream",
             "--run-config",

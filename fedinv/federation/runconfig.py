@@ -12,6 +12,8 @@ server's are :data:`SERVER_DEFAULTS`, and the run folder's paths are
 from __future__ import annotations
 
 import json
+import shutil
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,3 +77,39 @@ def app_dir() -> Path:
             "(pip install -e .), whose pyproject.toml declares [tool.flwr.app]"
         )
     return root
+
+
+def staged_app(folder: str | Path) -> Path:
+    """A copy, in ``folder`` (replaced), of what the Flower app's FAB carries: the folders
+    named by ``[tool.flwr.app] fab-include`` in pyproject.toml (patterns ``NAME/**``),
+    pyproject.toml and .gitignore. ``flwr run`` is given this copy rather than the
+    checkout because Flower's FAB builder lists every file under the app folder before
+    it filters -- a checkout's ``.venv/`` and ``runs/`` included, ~50,000 files and 7.6 s
+    of CPU per run on this repository's own checkout -- while the copy holds ~110; the
+    FAB built from it is byte for byte the checkout's (tests/test_fab.py). Without
+    ``fab-include``: the checkout itself."""
+    root = app_dir()
+    pyproject = root / "pyproject.toml"
+    include = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"].get("fab-include")
+    if not include:
+        return root
+    tops = []
+    for pattern in include:
+        top, _, rest = str(pattern).partition("/")
+        if rest != "**" or not (root / top).is_dir():
+            raise FederationError(
+                f"{pyproject}: [tool.flwr.app] fab-include: expected patterns 'FOLDER/**' "
+                f"naming folders of the app, got {pattern!r}"
+            )
+        tops.append(top)
+    dest = Path(folder)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for top in tops:
+        shutil.copytree(root / top, dest / top, ignore=skip)
+    for name in ("pyproject.toml", ".gitignore"):
+        if (root / name).is_file():
+            shutil.copy2(root / name, dest / name)
+    return dest
