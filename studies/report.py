@@ -986,6 +986,14 @@ def _policy_text(run: StudyRun, p: PolicySpec) -> str:
                     f"; global round {record['selected_round']} selected on validation "
                     "replications over the full horizon"
                 )
+                if p.policy == "hdpo" and int(record["selected_round"]) == 0:
+                    text += " (round 0 is its base policy, exactly)"
+            if record.get("selected_iteration") is not None:
+                k = int(record["selected_iteration"])
+                text += (
+                    f"; iteration {k} selected on validation replications over the full "
+                    "horizon" + (" (iteration 0 is its base policy, exactly)" if k == 0 else "")
+                )
         else:
             text += f" (no training record `units/{prepared}.json`)"
     elif prepared is not None and prepared.startswith("tune/"):

@@ -911,7 +911,10 @@ def _train_central_hdpo(cfg, scenario, work: Path, out: Path):
         args=args,
         best_iteration=result.best_iteration,
     )
-    return _validation_curve(result.curve, "iteration"), {"checkpoint": str(path.relative_to(out))}
+    return _validation_curve(result.curve, "iteration"), {
+        "checkpoint": str(path.relative_to(out)),
+        "selected_iteration": int(result.best_iteration),
+    }
 
 
 def _train_isolated(cfg, scenario, work: Path, out: Path):

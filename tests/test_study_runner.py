@@ -656,6 +656,10 @@ def test_hdpo_trained_through_the_safety_layer_in_a_study(tmp_path):
 
     saved = load_checkpoint(out / trained["checkpoint"], "hdpo")
     assert saved["args"]["train_mode"] == "hybrid"  # the checkpoint says how it was trained
+    # the iteration validation selected, as the checkpoint records it, named in the report
+    assert trained["selected_iteration"] == saved["best_iteration"]
+    report = (out / "report.md").read_text()
+    assert f"iteration {saved['best_iteration']} selected on validation" in report
     frame = pd.read_parquet(out / "results" / "replications.parquet")
     assert (frame["violations_per_month"] == 0).all()  # both released through the layer
 
