@@ -188,6 +188,27 @@ def test_a_random_lead_time_law_quiet_then_doubled(tmp_path):
     assert (first <= 10.5).all()
 
 
+@pytest.mark.parametrize("lag, alerts", [(1, False), (5, True)])
+def test_an_announced_delay_shifts_the_law(lag, alerts):
+    """Every shipment to the store 3 days late (4 + 3 = 7 days). Announced a day after
+    shipping, the nominal law is shifted to 7 days before the shipment could have
+    arrived: no alert. Announced 5 days after, the shipment is still travelling at the
+    end of its 4th day unannounced, which the 4-day law rules out: the lane alerts on the
+    day the first shipment is 4 days old."""
+    delay = (
+        '[[delays]]\nlane = "plant->store"\nprobability = 1.0\nmin_days = 3\n'
+        f"max_days = 3\nnotice_lag_days = {lag}\n"
+    )
+    scen = parse_scenario(tomllib.loads(STORE + delay), "store.toml", Path("."))
+    sim = Simulator(scen)
+    run = watch(sim, make_policy("base-stock", sim.layout), REPS[:1])
+    lead = run.alerts[run.alerts.metric == "lead_time"]
+    assert lead.empty != alerts
+    if alerts:
+        first_shipment = np.flatnonzero(run.shipped[:, 0, 1] > 0)[0]
+        assert lead.day.min() == first_shipment + 4
+
+
 def test_rolling_fill_rate_is_that_of_the_window(store):
     """The KPI stream's fill rate on day t is filled / demand over days t-27..t."""
     _, sim, policy = store

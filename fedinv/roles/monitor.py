@@ -282,11 +282,8 @@ def lead_llr(
         for e in range(e_max + 1):  # a law shifted by e days: its terms e days later
             survive[j, e, e:] = s[: ages + 1 - e]
             arrive[j, e, e:] = r[: ages + 1 - e]
-    parts = []  # (notice lag, extra days [D, B, M] announced that many days after shipping)
-    for lane_idx, lag, part in exo.delay_parts:
-        full = np.zeros((days, b, m), int)
-        full[:, :, lane_idx] = part.T[:days]
-        parts.append((lag, full))
+    # (lane, notice lag, extra days [D, B] by ship day, announced that many days after)
+    parts = [(j, lag, part.T[:days].astype(int)) for j, lag, part in exo.delay_parts]
     lanes = np.arange(m)
     evidence = np.zeros((days, b, m))
     for a in range(1, min(ages, days - 1) + 1):
@@ -294,9 +291,9 @@ def lead_llr(
         if not moving.any():
             continue
         known = extra[: days - a].copy()
-        for lag, part in parts:
+        for j, lag, part in parts:
             if lag > a:
-                known -= part[: days - a]
+                known[:, :, j] -= part[: days - a]
         known = np.clip(known, 0, e_max)
         term = np.where(
             lead[: days - a] == a,
