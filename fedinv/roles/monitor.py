@@ -56,7 +56,7 @@ gave 0.25-0.53 and ``h = 7`` 0.09-0.19; checked on replications 100-119),
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -263,12 +263,14 @@ def lead_llr(
     layout: Layout,
     rho: float = 2.0,
     floor: float = LEAD_HAZARD_FLOOR,
+    alternative: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Per lane and day ``[D, B, M]``, nats: the summed log-likelihood ratio terms
     (:func:`lead_llr_terms`) of the lane's shipments observed that day -- each one
     shipped before and not yet counted as arrived, at its age that day -- of the lane's
-    law slowed ``rho`` times (:func:`lead_alternative`) against the law itself, both
-    shifted by the part of the shipment's extra delay announced by then."""
+    law slowed ``rho`` times (:func:`lead_alternative`; or ``alternative(pmf)``, e.g.
+    a known drifted law) against the law itself, both shifted by the part of the
+    shipment's extra delay announced by then."""
     days, b, m = shipped.shape
     lead = exo.lead.transpose(1, 0, 2)[:days]  # [D, B, M] by ship day
     extra = exo.extra_delay.transpose(1, 0, 2)[:days].astype(int)
@@ -278,7 +280,8 @@ def lead_llr(
     arrive = np.zeros((m, e_max + 1, ages + 1))
     for j, lane in enumerate(layout.network.lanes):
         p0 = lane.lead_time.pmf()
-        s, r = lead_llr_terms(p0, lead_alternative(p0, rho), ages, floor)
+        p1 = alternative(p0) if alternative is not None else lead_alternative(p0, rho)
+        s, r = lead_llr_terms(p0, p1, ages, floor)
         for e in range(e_max + 1):  # a law shifted by e days: its terms e days later
             survive[j, e, e:] = s[: ages + 1 - e]
             arrive[j, e, e:] = r[: ages + 1 - e]
