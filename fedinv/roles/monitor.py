@@ -245,9 +245,9 @@ def lead_llr_terms(
     support) clipped to ``[floor, 1 - floor]``."""
 
     def hazard(p: np.ndarray) -> np.ndarray:
-        p = np.concatenate([p, np.zeros(max(ages + 1 - len(p), 0))])[: ages + 1]
-        tail = np.cumsum(p[::-1])[::-1]  # P(L >= a)
+        tail = np.cumsum(p[::-1])[::-1]  # P(L >= a), over the whole law
         h = np.where(tail > 1e-12, p / np.maximum(tail, 1e-300), 1.0)
+        h = np.concatenate([h, np.ones(max(ages + 1 - len(h), 0))])[: ages + 1]
         return np.clip(h, floor, 1.0 - floor)
 
     h0, h1 = hazard(np.asarray(p0, float)), hazard(np.asarray(p1, float))
