@@ -126,6 +126,8 @@ def test_lead_llr_terms_by_hand():
     assert arrive[4] == pytest.approx(0.0, abs=1e-9)  # both laws certain it arrives by then
     assert survive[1] + arrive[2] == pytest.approx(np.log(0.25 / 0.5), abs=1e-5)  # h0(2) floored
     assert survive[0] == arrive[0] == 0.0
+    short, _ = lead_llr_terms(p0, lead_alternative(p0, 2.0), ages=2)  # fewer ages watched
+    assert short[2] == pytest.approx(survive[2])  # the same hazards: the law is not cut
 
 
 def test_a_doubled_lead_time_is_seen_from_overdue_shipments(store):
