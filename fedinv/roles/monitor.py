@@ -1,10 +1,11 @@
 """The Analytics Monitor (docs/roles.md): per organization, rolling KPIs and drift
-detectors on demand and lead-time residuals, raising alerts as records.
+detectors on demand residuals and lane lead times, raising alerts as records.
 
 Everything here is causal: an alert on day ``t`` uses only what was observable by the end
-of day ``t`` (a shipment's lead time once it has arrived, or how overdue it is; delay
-notices; the day's demand), so running the detectors over a finished run's arrays gives
-the alerts an online monitor would have raised day by day.
+of day ``t`` (a shipment's lead time once it has arrived, or only that it has not arrived
+yet; the part of its extra delay announced by then; the day's demand), so running the
+detectors over a finished run's arrays gives the alerts an online monitor would have
+raised day by day.
 
 **Demand.** Per customer node and day, the standardized residual against the demand
 plan -- the mean the node's policy was set for: the scenario's demand model with its
@@ -18,15 +19,25 @@ its customer nodes, standardized by the square root of their summed variances;
 threshold ``org_demand_h``): a shift that moves all of an organization's markets is seen
 ``sqrt(n)`` times sooner than at one node.
 
-**Lead time.** Per lane (the buyer's organization watches it), each shipment gives its
-evidence once: at arrival, ``r = (arrival - expected) / sd`` with ``expected = ship day +
-E[L] + announced extra delay`` and ``E[L]``, ``sd`` the exact mean and standard deviation
-of the lane's lead-time law (``sd`` at least half a day); or, if it has not arrived
-``overdue_sd`` standard deviations past its expected day, on that day, with its lower
-bound ``r = (day - expected) / sd`` (an overdue shipment counts before it lands, and a
-very late one cannot outweigh the others). A day's evidence is the sum of its
-shipments' ``r - k``; a one-sided CUSUM ``S = max(0, S + evidence)`` alerts above ``h``
-(``lead_k``, ``lead_h``) and restarts.
+**Lead time.** Per lane (the buyer's organization watches it), a CUSUM of the exact
+log-likelihood ratio (nats) of what the monitor sees of each shipment under a lead-time
+law ``rho`` times slower (``lead_rho``, :func:`lead_alternative`: each whole day ``l``
+read as ``(l - 1, l]``, stretched to ``(rho (l - 1), rho l]`` and rounded up) against
+the lane's own law (:meth:`fedinv.model.network.LeadTime.pmf`, the exact law the draws
+come from), both shifted by the part of the shipment's extra delay announced so far. A
+shipment in transit at the end of its ``a``-th day adds ``log(1 - h1(a)) - log(1 -
+h0(a))``; on the morning it arrives, at age ``a``, ``log h1(a) - log h0(a)``, with ``h(a)
+= P(L = a) / P(L >= a)`` the discrete hazard (1 past the law's support), clipped to
+``[lead_floor, 1 - lead_floor]`` (:data:`LEAD_HAZARD_FLOOR` = 1e-6: an event a law rules
+out weighs 13.8 nats, not infinity). A shipment's terms sum to ``log p1(L) / p0(L)`` once
+it lands, but they count day by day while it travels: a shipment older than any
+nominal lead time gives ~13.8 nats that day, before it lands -- the evidence sparse
+(s,S) shipments offer. Shipments in flight together add their terms the same day;
+``S = max(0, S + day's sum)`` alerts above ``lead_h`` and restarts at 0. Under the
+nominal law the statistic runs on average about ``e^h`` days or more between false
+alarms (the CUSUM of a likelihood ratio); one shipment the nominal law rules out is
+enough to alert (13.8 > 8): a lane whose real lead times stray outside the scenario's
+law needs a larger ``lead_floor`` (1e-3: 6.9 nats, two such shipments).
 
 Both alerts are ``retrain`` alerts (the policy's inputs moved). **Policy degraded**: an
 organization's fill rate over the last ``window_days`` days falls more than
@@ -34,14 +45,18 @@ organization's fill rate over the last ``window_days`` days falls more than
 the day it first does).
 
 Thresholds (defaults, measured by ``python -m fedinv.bench.roles monitor``; docs/roles.md):
-``demand_k = 0.5``, ``demand_h = 12``, ``org_demand_h = 8``, ``lead_k = 0.75``,
-``lead_h = 3``, ``overdue_sd = 1.25``.
+``demand_k = 0.5``, ``demand_h = 12``, ``org_demand_h = 8``; ``lead_rho = 2`` (the
+design alternative: 1.5 detected the same lanes as fast, 3 slower under (s,S)),
+``lead_h = 8`` nats (chosen on the no-drift replications 0-19 of electronics-5r under
+base-stock and (s,S): 0.02 false lead-time alerts per organization-year, where ``h = 6``
+gave 0.25-0.53 and ``h = 7`` 0.09-0.19; checked on replications 100-119),
+``lead_floor = 1e-6``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -67,8 +82,8 @@ ALERT_COLUMNS = (
 """One row per alert: ``kind`` ``retrain`` or ``policy_degraded``; ``metric``
 ``demand_up``, ``demand_down`` (a node), ``org_demand_up``, ``org_demand_down`` (an
 organization's total; ``node`` empty), ``lead_time`` (``lane`` set) or ``fill_rate``;
-``value`` the statistic that crossed ``threshold`` (CUSUM units of standard
-deviations, or a fill rate)."""
+``value`` the statistic that crossed ``threshold`` (the demand CUSUMs in standard
+deviations, the lead-time CUSUM in nats, or a fill rate)."""
 KPI_COLUMNS = (
     "cost_per_day",
     "fill_rate",
@@ -83,6 +98,11 @@ filled on the day; (customer node, day) pairs with unmet demand; annualized turn
 absolute lead-time residual (days) of the shipments that arrived."""
 
 
+LEAD_HAZARD_FLOOR = 1e-6
+"""Default floor on a daily arrival hazard and on its complement (both laws), so that an
+event the law rules out adds ``log(1e-6) = -13.8`` nats rather than minus infinity."""
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     """The monitor's window and detector thresholds (module doc)."""
@@ -91,9 +111,9 @@ class MonitorConfig:
     demand_k: float = 0.5
     demand_h: float = 12.0
     org_demand_h: float = 8.0
-    lead_k: float = 0.75
-    lead_h: float = 3.0
-    overdue_sd: float = 1.25
+    lead_rho: float = 2.0
+    lead_h: float = 8.0
+    lead_floor: float = LEAD_HAZARD_FLOOR
     degraded_points: float = 5.0
 
     def __post_init__(self) -> None:
@@ -103,14 +123,18 @@ class MonitorConfig:
             "demand_k",
             "demand_h",
             "org_demand_h",
-            "lead_k",
+            "lead_rho",
             "lead_h",
-            "overdue_sd",
+            "lead_floor",
             "degraded_points",
         ):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"monitor {name} must be a finite number >= 0, got {v!r}")
+        if self.lead_rho <= 1:
+            raise ValueError(f"monitor lead_rho must be > 1 (a slower law), got {self.lead_rho}")
+        if not 0 < self.lead_floor < 0.5:
+            raise ValueError(f"monitor lead_floor must be in (0, 0.5), got {self.lead_floor}")
 
 
 @dataclass
@@ -197,39 +221,110 @@ def demand_residuals(
     return z, z_org, plan
 
 
-def lead_evidence(
-    shipped: np.ndarray, exo: Exogenous, layout: Layout, overdue_sd: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per lane and day ``[D, B, M]``: ``(residual sum, count, absolute error days,
-    arrivals)`` of the shipments that give their evidence that day (module doc), and
-    the absolute residual (days) and count of the ones that arrived."""
+def lead_alternative(pmf: np.ndarray, rho: float) -> np.ndarray:
+    """The lead-time law ``rho`` times slower than ``pmf`` (indexed by days): each whole
+    day ``l`` read as the interval ``(l - 1, l]``, stretched to ``(rho (l - 1), rho l]``
+    and rounded up, mass spread evenly (``P1(a) = F0(a / rho) - F0((a - 1) / rho)`` with
+    ``F0`` the CDF linearly interpolated between whole days). ``rho = 1`` returns
+    ``pmf``; a deterministic 4 days at ``rho = 2`` becomes 7 or 8 days, half each."""
+    cdf = np.concatenate([[0.0], np.cumsum(pmf[1:])])
+    top = int(math.ceil(rho * (len(pmf) - 1) - 1e-9))
+    a = np.arange(top + 1)
+    out = np.diff(np.interp(a / rho, np.arange(len(pmf)), cdf), prepend=0.0)
+    return np.clip(out, 0.0, None)
+
+
+def lead_llr_terms(
+    p0: np.ndarray, p1: np.ndarray, ages: int, floor: float = LEAD_HAZARD_FLOOR
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(survive, arrive)``, each ``[ages + 1]`` indexed by a shipment's age ``a`` in
+    days (0 at age 0): the log-likelihood ratio, nats, of the alternative law ``p1``
+    against the nominal ``p0`` for a shipment still travelling at the end of its ``a``-th
+    day, ``log(1 - h1(a)) - log(1 - h0(a))``, or arriving that morning, ``log h1(a) -
+    log h0(a)``, with the discrete hazard ``h(a) = p(a) / P(L >= a)`` (1 past the law's
+    support) clipped to ``[floor, 1 - floor]``."""
+
+    def hazard(p: np.ndarray) -> np.ndarray:
+        tail = np.cumsum(p[::-1])[::-1]  # P(L >= a), over the whole law
+        h = np.where(tail > 1e-12, p / np.maximum(tail, 1e-300), 1.0)
+        h = np.concatenate([h, np.ones(max(ages + 1 - len(h), 0))])[: ages + 1]
+        return np.clip(h, floor, 1.0 - floor)
+
+    h0, h1 = hazard(np.asarray(p0, float)), hazard(np.asarray(p1, float))
+    survive = np.log1p(-h1) - np.log1p(-h0)
+    arrive = np.log(h1) - np.log(h0)
+    survive[0] = arrive[0] = 0.0
+    return survive, arrive
+
+
+def lead_llr(
+    shipped: np.ndarray,
+    exo: Exogenous,
+    layout: Layout,
+    rho: float = 2.0,
+    floor: float = LEAD_HAZARD_FLOOR,
+    alternative: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Per lane and day ``[D, B, M]``, nats: the summed log-likelihood ratio terms
+    (:func:`lead_llr_terms`) of the lane's shipments observed that day -- each one
+    shipped before and not yet counted as arrived, at its age that day -- of the lane's
+    law slowed ``rho`` times (:func:`lead_alternative`; or ``alternative(pmf)``, e.g.
+    a known drifted law) against the law itself, both shifted by the part of the
+    shipment's extra delay announced by then."""
+    days, b, m = shipped.shape
+    lead = exo.lead.transpose(1, 0, 2)[:days]  # [D, B, M] by ship day
+    extra = exo.extra_delay.transpose(1, 0, 2)[:days].astype(int)
+    ages = int(max(layout.max_lead, lead.max(initial=1)))
+    e_max = int(extra.max(initial=0))
+    survive = np.zeros((m, e_max + 1, ages + 1))
+    arrive = np.zeros((m, e_max + 1, ages + 1))
+    for j, lane in enumerate(layout.network.lanes):
+        p0 = lane.lead_time.pmf()
+        p1 = alternative(p0) if alternative is not None else lead_alternative(p0, rho)
+        s, r = lead_llr_terms(p0, p1, ages, floor)
+        for e in range(e_max + 1):  # a law shifted by e days: its terms e days later
+            survive[j, e, e:] = s[: ages + 1 - e]
+            arrive[j, e, e:] = r[: ages + 1 - e]
+    # (lane, notice lag, extra days [D, B] by ship day, announced that many days after)
+    parts = [(j, lag, part.T[:days].astype(int)) for j, lag, part in exo.delay_parts]
+    lanes = np.arange(m)
+    evidence = np.zeros((days, b, m))
+    for a in range(1, min(ages, days - 1) + 1):
+        moving = (shipped[: days - a] > 1e-9) & (lead[: days - a] >= a)
+        if not moving.any():
+            continue
+        known = extra[: days - a].copy()
+        for j, lag, part in parts:
+            if lag > a:
+                known[:, :, j] -= part[: days - a]
+        known = np.clip(known, 0, e_max)
+        term = np.where(
+            lead[: days - a] == a,
+            arrive[:, :, a][lanes, known],
+            survive[:, :, a][lanes, known],
+        )
+        evidence[a:] += np.where(moving, term, 0.0)
+    return evidence
+
+
+def lead_errors(
+    shipped: np.ndarray, exo: Exogenous, layout: Layout
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per lane and arrival day ``[D, B, M]``: the summed absolute lead-time residual,
+    days, ``|arrival - (ship day + E[L] + extra delay)|``, of the shipments that arrived,
+    and their count (``E[L]`` the exact mean of the lane's law)."""
     days, b, m = shipped.shape
     mean = np.array([ln.lead_time.mean_days for ln in layout.network.lanes])
-    sd = np.maximum(np.sqrt([ln.lead_time.variance_days for ln in layout.network.lanes]), 0.5)
-    s_day = np.arange(days)[:, None, None]
-    lead = exo.lead.transpose(1, 0, 2)[:days]  # [D, B, M] by ship day
+    lead = exo.lead.transpose(1, 0, 2)[:days]
     extra = exo.extra_delay.transpose(1, 0, 2)[:days]
-    expected = s_day + mean + extra
-    arrival = s_day + lead
-    overdue_day = np.ceil(expected + overdue_sd * sd - 1e-9)
-    on_arrival = arrival <= overdue_day
-    day = np.where(on_arrival, arrival, overdue_day).astype(int)
-    r = (day - expected) / sd  # on arrival the residual; overdue its lower bound
-    total = np.zeros((days, b, m))
-    count = np.zeros((days, b, m))
+    arrival = np.arange(days)[:, None, None] + lead
     abs_err = np.zeros((days, b, m))
     arrivals = np.zeros((days, b, m))
-    real = (shipped > 1e-9) & (day < days)
-    d_idx, b_idx, m_idx = np.nonzero(real)
-    at = day[d_idx, b_idx, m_idx]
-    np.add.at(total, (at, b_idx, m_idx), r[d_idx, b_idx, m_idx])
-    np.add.at(count, (at, b_idx, m_idx), 1.0)
-    ok = on_arrival[d_idx, b_idx, m_idx]
-    where = (at[ok], b_idx[ok], m_idx[ok])
-    err = np.abs(arrival - expected)[d_idx, b_idx, m_idx][ok]
-    np.add.at(abs_err, where, err)
-    np.add.at(arrivals, where, 1.0)
-    return total, count, abs_err, arrivals
+    d_idx, b_idx, m_idx = np.nonzero((shipped > 1e-9) & (arrival < days))
+    at = (arrival[d_idx, b_idx, m_idx], b_idx, m_idx)
+    np.add.at(abs_err, at, np.abs(lead - mean - extra)[d_idx, b_idx, m_idx])
+    np.add.at(arrivals, at, 1.0)
+    return abs_err, arrivals
 
 
 def watch(
@@ -273,8 +368,9 @@ def detect(
     rows: list[dict[str, Any]] = []
     z, z_org, plan = demand_residuals(records, scenario, layout)
     rows.extend(demand_alerts(z, z_org, layout, reps, cfg))
-    total, count, abs_err, arrivals = lead_evidence(shipped, exo, layout, cfg.overdue_sd)
-    stat, alarm = cusum(total - cfg.lead_k * count, cfg.lead_h, present=count > 0)
+    llr = lead_llr(shipped, exo, layout, cfg.lead_rho, cfg.lead_floor)
+    stat, alarm = cusum(llr, cfg.lead_h)
+    abs_err, arrivals = lead_errors(shipped, exo, layout)
     for t, b, m in zip(*np.nonzero(alarm), strict=True):
         dst = int(layout.lane_dst[m])
         rows.append(
