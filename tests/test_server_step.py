@@ -1,0 +1,66 @@
+"""The server's step and acceptance rule (fedinv.federation.server_step), by hand."""
+
+import numpy as np
+import pytest
+
+from fedinv.federation.config import FedConfig
+from fedinv.federation.server_step import ServerStep, server_step_of
+
+
+def w(a: float, b: float) -> dict[str, np.ndarray]:
+    return {"nets.retailer.w": np.array([a, b])}
+
+
+def test_server_step_moves_a_fraction_of_the_way_to_the_average():
+    step = ServerStep(step=0.25)
+    out, log = step.next_global(w(1.0, 1.0), w(5.0, -3.0), reports=[9e9])  # no rule: ignored
+    np.testing.assert_allclose(out["nets.retailer.w"], [2.0, 0.0])  # 1 + (4, -4) / 4
+    assert log == {"server-step": 0.25}
+    full, _ = ServerStep().next_global(w(1.0, 1.0), w(5.0, -3.0))
+    np.testing.assert_allclose(full["nets.retailer.w"], [5.0, -3.0])  # eta 1: FedAvg
+
+
+def test_acceptance_keeps_the_old_global_when_the_reported_sum_rises():
+    rule = ServerStep(step=1.0, acceptance="local-cost")
+    # round 1: the starting weights (0, 0), reported 10 + 20; clients average to (4, 8)
+    out, log = rule.next_global(w(0.0, 0.0), w(4.0, 8.0), [10.0, 20.0])
+    np.testing.assert_allclose(out["nets.retailer.w"], [4.0, 8.0])
+    assert log == {"server-step": 1.0, "server-accepted": 1.0, "server-reported-cost": 30.0}
+    # round 2: (4, 8) is reported worse (31 > 30): keep (0, 0), halve the step along the
+    # direction (4, 8); the updates trained from (4, 8) are discarded
+    out, log = rule.next_global(w(4.0, 8.0), w(100.0, 100.0), [11.0, 20.0])
+    np.testing.assert_allclose(out["nets.retailer.w"], [2.0, 4.0])
+    assert log == {"server-step": 0.5, "server-accepted": 0.0, "server-reported-cost": 31.0}
+    # round 3: (2, 4) reported 29 <= 30: accepted; the new direction is its clients'
+    # average (3, 4) minus (2, 4), taken with the halved step
+    out, log = rule.next_global(w(2.0, 4.0), w(3.0, 4.0), [9.0, 20.0])
+    np.testing.assert_allclose(out["nets.retailer.w"], [2.5, 4.0])
+    assert log["server-accepted"] == 1.0 and log["server-step"] == 0.5
+    assert rule.anchor_cost == 29.0
+    # round 4: worse than 29 again: back to (2, 4) with a quarter of (1, 0)
+    out, log = rule.next_global(w(2.5, 4.0), w(0.0, 0.0), [10.0, 20.0])
+    np.testing.assert_allclose(out["nets.retailer.w"], [2.25, 4.0])
+    assert log["server-accepted"] == 0.0 and log["server-step"] == 0.25
+
+
+def test_sums_over_different_organizations_are_not_compared():
+    rule = ServerStep(acceptance="local-cost")
+    rule.next_global(w(0.0, 0.0), w(1.0, 1.0), [10.0, 20.0])
+    out, log = rule.next_global(w(1.0, 1.0), w(3.0, 1.0), [50.0])  # one org failed
+    assert log["server-accepted"] == 1.0  # nothing to compare with: accepted
+    np.testing.assert_allclose(out["nets.retailer.w"], [3.0, 1.0])
+
+
+def test_the_config_refuses_a_bad_step_or_rule_and_a_rule_without_reports():
+    with pytest.raises(ValueError, match="server_step"):
+        FedConfig(server_step=0.0)
+    with pytest.raises(ValueError, match="server_step"):
+        FedConfig(server_step=1.5)
+    with pytest.raises(ValueError, match="acceptance"):
+        FedConfig(acceptance="always")
+    cfg = FedConfig(acceptance="local-cost")
+    with pytest.raises(ValueError, match="eval-in-train"):
+        server_step_of(cfg, reports_in_train=False)
+    assert server_step_of(FedConfig(), reports_in_train=False) is None  # plain FedAvg
+    assert server_step_of(cfg, reports_in_train=True).acceptance == "local-cost"
+    assert FedConfig.from_flat(FedConfig(server_step=0.5).to_flat()).server_step == 0.5
