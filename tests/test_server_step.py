@@ -64,3 +64,50 @@ def test_the_config_refuses_a_bad_step_or_rule_and_a_rule_without_reports():
     assert server_step_of(FedConfig(), reports_in_train=False) is None  # plain FedAvg
     assert server_step_of(cfg, reports_in_train=True).acceptance == "local-cost"
     assert FedConfig.from_flat(FedConfig(server_step=0.5).to_flat()).server_step == 0.5
+
+
+def test_the_strategy_applies_the_rule_to_real_flower_replies():
+    """RoleFedAvg on two Flower train replies per round: the role-weighted average, then
+    the rule (the second round's weights were reported worse: the server goes back)."""
+    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from server.strategy import make_strategy
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    strategy = make_strategy("fedavg")
+    strategy.server_step = server_step_of(FedConfig(acceptance="local-cost"), True)
+
+    def round_of(sent, replies):
+        strategy._global = {"nets.retailer.w": np.array(sent)}  # what configure_train keeps
+        ask = Message(
+            content=RecordDict({"arrays": ArrayRecord({"nets.retailer.w": Array(np.array(sent))})}),
+            dst_node_id=7,
+            message_type="train",
+        )
+        msgs = [
+            Message(
+                RecordDict(
+                    {
+                        "arrays": ArrayRecord({"nets.retailer.w": Array(np.array(v))}),
+                        "metrics": MetricRecord(
+                            {"num-examples": n, "examples-retailer": n, "local-cost-per-day": c}
+                        ),
+                    }
+                ),
+                reply_to=ask,
+            )
+            for v, n, c in replies
+        ]
+        arrays, _ = strategy.aggregate_train(len(strategy.round_log) + 1, msgs)
+        return arrays["nets.retailer.w"].numpy()
+
+    # round 1: average (1*[4, 0] + 3*[0, 4]) / 4 = [1, 3], taken in full
+    np.testing.assert_allclose(
+        round_of([0.0, 0.0], [([4.0, 0.0], 1, 5.0), ([0.0, 4.0], 3, 5.0)]), [1, 3]
+    )
+    # round 2: [1, 3] reported 11 > 10: back to [0, 0] + [1, 3] / 2
+    out = round_of([1.0, 3.0], [([9.0, 9.0], 1, 6.0), ([9.0, 9.0], 3, 5.0)])
+    np.testing.assert_allclose(out, [0.5, 1.5])
+    assert strategy.round_log[2]["server-accepted"] == 0.0
+    assert strategy.round_log[2]["server-reported-cost"] == 11.0
