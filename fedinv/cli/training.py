@@ -75,6 +75,14 @@ TRAINING_OPTIONS = (
         "the learner's final 1e-3 by the last)",
         float,
     ),
+    TrainingOption(
+        "window",
+        "--window",
+        "DAYS",
+        "HDPO: days of one gradient step (0: four echelon lead times; the horizon, e.g. "
+        "365: one step per batch over the whole year, see docs/agents.md)",
+        int,
+    ),
     TrainingOption("rounds", "--rounds", "R", "server rounds", COUNT),
     TrainingOption("strategy", "--strategy", None, "aggregation", choices=STRATEGIES),
     TrainingOption(
