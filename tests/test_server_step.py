@@ -60,9 +60,9 @@ def test_the_config_refuses_a_bad_step_or_rule_and_a_rule_without_reports():
         FedConfig(acceptance="always")
     cfg = FedConfig(acceptance="local-cost")
     with pytest.raises(ValueError, match="eval-in-train"):
-        server_step_of(cfg, reports_in_train=False)
-    assert server_step_of(FedConfig(), reports_in_train=False) is None  # plain FedAvg
-    assert server_step_of(cfg, reports_in_train=True).acceptance == "local-cost"
+        server_step_of(cfg.server_step, cfg.acceptance, reports_in_train=False)
+    assert server_step_of(1.0, "off", reports_in_train=False) is None  # plain FedAvg
+    assert server_step_of(1.0, "local-cost", reports_in_train=True).acceptance == "local-cost"
     assert FedConfig.from_flat(FedConfig(server_step=0.5).to_flat()).server_step == 0.5
 
 
@@ -76,7 +76,7 @@ def test_the_strategy_applies_the_rule_to_real_flower_replies():
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     strategy = make_strategy("fedavg")
-    strategy.server_step = server_step_of(FedConfig(acceptance="local-cost"), True)
+    strategy.server_step = server_step_of(1.0, "local-cost", True)
 
     def round_of(sent, replies):
         strategy._global = {"nets.retailer.w": np.array(sent)}  # what configure_train keeps

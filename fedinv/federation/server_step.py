@@ -24,12 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from fedinv.federation.config import FedConfig
 
 ACCEPTANCE = ("off", "local-cost")
 """Server-side acceptance rules (:attr:`fedinv.federation.config.FedConfig.acceptance`)."""
@@ -113,16 +109,17 @@ class ServerStep:
         return _along(self.anchor, self.step, self.direction), log
 
 
-def server_step_of(cfg: FedConfig, reports_in_train: bool) -> ServerStep | None:
-    """The run's :class:`ServerStep` (None for plain FedAvg: step 1, no rule).
+def server_step_of(step: float, acceptance: str, reports_in_train: bool) -> ServerStep | None:
+    """The run's :class:`ServerStep` from ``FedConfig.server_step`` and
+    ``FedConfig.acceptance`` (None for plain FedAvg: step 1, no rule).
     ``reports_in_train``: whether the train replies carry the clients' local cost of the
     weights they received (fat rounds with client evaluation on); the acceptance rule
     needs them (ValueError otherwise)."""
-    if cfg.acceptance != "off" and not reports_in_train:
+    if acceptance != "off" and not reports_in_train:
         raise ValueError(
-            f"acceptance = {cfg.acceptance} needs the clients' local evaluation in their "
+            f"acceptance = {acceptance} needs the clients' local evaluation in their "
             "train replies (eval-in-train = true and fraction-evaluate > 0)"
         )
-    if cfg.server_step == 1.0 and cfg.acceptance == "off":
+    if step == 1.0 and acceptance == "off":
         return None
-    return ServerStep(cfg.server_step, cfg.acceptance)
+    return ServerStep(step, acceptance)
