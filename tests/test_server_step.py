@@ -111,3 +111,19 @@ def test_the_strategy_applies_the_rule_to_real_flower_replies():
     np.testing.assert_allclose(out, [0.5, 1.5])
     assert strategy.round_log[2]["server-accepted"] == 0.0
     assert strategy.round_log[2]["server-reported-cost"] == 11.0
+
+
+def test_the_command_line_sets_the_step_the_rule_and_hdpo_s_window():
+    import argparse
+
+    from fedinv.cli.common import CliError
+    from fedinv.cli.training import add_training_options, fed_config
+
+    parser = argparse.ArgumentParser()
+    add_training_options(parser)
+    args = ["--server-step", "0.5", "--acceptance", "local-cost", "--window", "365"]
+    cfg = fed_config(parser.parse_args([*args, "--hdpo-learning-rate", "0.001"]))
+    assert (cfg.server_step, cfg.acceptance, cfg.window) == (0.5, "local-cost", 365)
+    assert cfg.hdpo_learning_rate == 0.001
+    with pytest.raises(CliError, match="server_step"):
+        fed_config(parser.parse_args(["--server-step", "2"]))
