@@ -28,6 +28,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedinv.federation.packing import LAYOUT_KEY, PACKED, layout_of, layout_text, pack, unpack
 from fedinv.federation.runconfig import SERVER_DEFAULTS
+from fedinv.federation.server_step import server_step_of
 from fedinv.federation.task import (
     FedConfig,
     default_reward_scale,
@@ -86,6 +87,7 @@ def main(grid: Grid, context: Context) -> None:
         min_available_nodes=int(run["min-available-nodes"]),
     )
     strategy.eval_in_train = bool(run["eval-in-train"])
+    strategy.server_step = server_step_of(cfg.server_step, cfg.acceptance, strategy._fat())
     strategy.last_round = remaining
     runner = strategy
     noise = float(run["dp-noise-multiplier"])

@@ -15,6 +15,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from fedinv.federation.packing import PACKED, Layout, pack, unpack
+from fedinv.federation.server_step import ServerStep
 from fedinv.federation.task import role_weighted_average
 from server.flower_private import check_and_log_replies
 
@@ -42,6 +43,9 @@ class _RoleWeighted:
         self.last_round = 0
         self.layout: Layout | None = None
         """Set: the weights travel packed in one array of this layout."""
+        self.server_step: ServerStep | None = None
+        """Set: the server's step and acceptance rule on the average
+        (:mod:`fedinv.federation.server_step`)."""
         self._sent = 0
         self._global: dict[str, np.ndarray] = {}
 
@@ -97,6 +101,14 @@ class _RoleWeighted:
         averaged = role_weighted_average(updates, counts, self._global)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         log = self.round_log[server_round]
+        if self.server_step is not None:
+            reports = [
+                float(c["metrics"]["local-cost-per-day"])
+                for c in contents
+                if "local-cost-per-day" in c["metrics"]
+            ]
+            averaged, decided = self.server_step.next_global(self._global, averaged, reports)
+            log.update(decided)
         for key, value in metrics.items():
             if not key.startswith(("examples-", "local-")):
                 log[f"train-{key}" if not key.startswith("train-") else key] = float(value)

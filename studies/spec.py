@@ -60,6 +60,8 @@ FEDERATION_KEYS = (
     "window",
     "hdpo-learning-rate",
     "client-base",
+    "server-step",
+    "acceptance",
 )
 """(HDPO's base tunings take the study's ``train_replications`` and ``tune_sweeps``.)"""
 """Keys of a study's ``[training]`` table (the federated run config's names); the

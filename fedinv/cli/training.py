@@ -67,6 +67,22 @@ TRAINING_OPTIONS = (
         "or tuned locally",
         choices=("server", "local"),
     ),
+    TrainingOption(
+        "hdpo_learning_rate",
+        "--hdpo-learning-rate",
+        "LR",
+        "HDPO: each client's Adam step size at the first batch (it moves linearly to "
+        "the learner's final 1e-3 by the last)",
+        float,
+    ),
+    TrainingOption(
+        "window",
+        "--window",
+        "DAYS",
+        "HDPO: days of one gradient step (0: four echelon lead times; the horizon, e.g. "
+        "365: one step per batch over the whole year, see docs/agents.md)",
+        int,
+    ),
     TrainingOption("rounds", "--rounds", "R", "server rounds", COUNT),
     TrainingOption("strategy", "--strategy", None, "aggregation", choices=STRATEGIES),
     TrainingOption(
@@ -75,6 +91,22 @@ TRAINING_OPTIONS = (
         "MU",
         f"FedProx proximal weight (only with --strategy fedprox; default {FEDPROX_MU})",
         float,
+    ),
+    TrainingOption(
+        "server_step",
+        "--server-step",
+        "ETA",
+        "the server's step size in (0, 1]: next global = sent + ETA (average - sent)",
+        float,
+    ),
+    TrainingOption(
+        "acceptance",
+        "--acceptance",
+        None,
+        "server-side acceptance rule: off, or local-cost (keep the last accepted global "
+        "weights and halve the step when the organizations' summed local cost of the "
+        "weights they received rose)",
+        choices=("off", "local-cost"),
     ),
     TrainingOption(
         "local_steps", "--local-steps", "N", "days of local training per client and round", COUNT

@@ -11,6 +11,7 @@ from typing import Any
 
 from fedinv.agents.dqn import VALIDATION_BASE, Args
 from fedinv.agents.envs import TIERS, EnvConfig, RewardConfig
+from fedinv.federation.server_step import check_server_step
 from fedinv.model.network import Scenario
 
 ALGOS = ("dqn", "hdpo")
@@ -93,6 +94,16 @@ class FedConfig:
     holder trains on the base the global policy is evaluated on (one evaluation per
     organization, for its loss scale); ``local``: each organization tunes its own on its
     local scenario (``tune_replications``, ``tune_sweeps``)."""
+    server_step: float = 1.0
+    """The server's step size ``eta`` in (0, 1]: the next global weights are ``sent +
+    eta (average - sent)``, ``sent`` those the round's clients trained from (1: plain
+    FedAvg; :mod:`fedinv.federation.server_step`)."""
+    acceptance: str = "off"
+    """The server's acceptance rule: ``off``, or ``local-cost``: the organizations each
+    report their local validation cost of the weights they received (one scalar, in
+    fat rounds); when the sum rose above that of the last accepted weights, the server
+    keeps those, halves the step and discards the round's updates
+    (:mod:`fedinv.federation.server_step`)."""
     reward_scale: float | None = None
     """$ per day dividing costs in every client's reward (the same for all, so Q-values
     average meaningfully); None: the whole network's reference cost / organizations."""
@@ -105,6 +116,7 @@ class FedConfig:
                 f"FedConfig.client_base must be one of {', '.join(CLIENT_BASES)}, "
                 f"got {self.client_base!r}"
             )
+        check_server_step(self.server_step, self.acceptance)
         if self.train_mode not in ("pure", "hybrid"):
             raise ValueError(
                 f"FedConfig.train_mode must be pure or hybrid, got {self.train_mode!r}"
