@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedinv.cli.common import COUNT, DAYS, SEED, CliError
 from fedinv.federation.runconfig import FEDPROX_MU
+from fedinv.federation.server_step import ACCEPTANCE
 
 if TYPE_CHECKING:
     from fedinv.federation.task import FedConfig
@@ -106,7 +107,7 @@ TRAINING_OPTIONS = (
         "server-side acceptance rule: off, or local-cost (keep the last accepted global "
         "weights and halve the step when the organizations' summed local cost of the "
         "weights they received rose)",
-        choices=("off", "local-cost"),
+        choices=ACCEPTANCE,
     ),
     TrainingOption(
         "local_steps", "--local-steps", "N", "days of local training per client and round", COUNT
