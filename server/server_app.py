@@ -87,7 +87,9 @@ def main(grid: Grid, context: Context) -> None:
         min_available_nodes=int(run["min-available-nodes"]),
     )
     strategy.eval_in_train = bool(run["eval-in-train"])
-    strategy.server_step = server_step_of(cfg.server_step, cfg.acceptance, strategy._fat())
+    strategy.server_step = server_step_of(
+        cfg.server_step, cfg.acceptance, strategy.replies_carry_eval
+    )
     strategy.last_round = remaining
     runner = strategy
     noise = float(run["dp-noise-multiplier"])

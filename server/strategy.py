@@ -49,14 +49,17 @@ class _RoleWeighted:
         self._sent = 0
         self._global: dict[str, np.ndarray] = {}
 
-    def _fat(self) -> bool:
+    @property
+    def replies_carry_eval(self) -> bool:
+        """Whether train replies carry the clients' evaluation of the weights they
+        received (``eval_in_train`` with evaluation on): "fat" rounds."""
         return self.eval_in_train and self.fraction_evaluate > 0
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._global = self._named(arrays)
-        if self._fat():
+        if self.replies_carry_eval:
             config = ConfigRecord({**dict(config), "local-eval": True})
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._sent = len(messages)
@@ -65,7 +68,7 @@ class _RoleWeighted:
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        if self._fat() and server_round != self.last_round:
+        if self.replies_carry_eval and server_round != self.last_round:
             return []  # the next round's train replies carry this evaluation
         return super().configure_evaluate(server_round, arrays, config, grid)
 
