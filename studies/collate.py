@@ -86,7 +86,10 @@ def monitor_columns(monitor: dict | None) -> dict[str, float | str]:
     """An evaluation's Analytics Monitor summary (:func:`fedinv.roles.monitor.alert_summary`)
     as ``monitor:*`` columns: ``monitor:drift``, the counts, ``monitor:retrain_by_org:ORG``
     and ``monitor:first_after:METRIC:TARGET`` (days from the drift day; a target without
-    an alert after it has no column, NaN in the table: not detected)."""
+    an alert after it has no column, NaN in the table: not detected); on a lead-time
+    drift ``monitor:shipments_in_budget:LANE`` and ``monitor:shipments_after:LANE``
+    (days with a shipment on the lane from the drift day to its detection budget, and to
+    the end)."""
     if not monitor:
         return {}
     out: dict[str, float | str] = {"monitor:drift": str(monitor["drift"])}
@@ -97,6 +100,9 @@ def monitor_columns(monitor: dict | None) -> dict[str, float | str]:
         out[f"monitor:retrain_by_org:{org}"] = float(n)
     for key, days in monitor.get("first_after", {}).items():
         out[f"monitor:first_after:{key}"] = float(days)
+    for lane, counts in monitor.get("shipments", {}).items():
+        for key, n in counts.items():
+            out[f"monitor:shipments_{key}:{lane}"] = float(n)
     return out
 
 

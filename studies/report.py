@@ -47,7 +47,14 @@ import pandas as pd
 from fedinv.files import atomic_write
 from fedinv.policies.tuning import TRAIN_BASE
 from fedinv.sim.metrics import paired_difference, summarize
-from studies.spec import PolicySpec, StudySpec, VariantSpec, slugify, spec_from_dict
+from studies.spec import (
+    SAME_ORDERING_POLICY,
+    PolicySpec,
+    StudySpec,
+    VariantSpec,
+    slugify,
+    spec_from_dict,
+)
 from studies.units import read_json
 
 SUMMARY_COLUMNS = ("variant", "policy", "mode", "metric", "n", "mean", "std", "ci95")
@@ -1224,18 +1231,41 @@ def bootstrap_ratio(
     return ratio, float(lo), float(hi)
 
 
+def _daily_twin(spec: StudySpec, p: PolicySpec) -> PolicySpec | None:
+    """A signalled row's daily-sharing twin: the row whose tuned rule it takes
+    (``coordination_tuned_with``), or a ``balance`` row with the same ordering policy and
+    the same given ``coordination_params`` (or, tuned itself, one tuned too); None if
+    none (or ``p`` is not signalled)."""
+    if p.coordination != "signalled":
+        return None
+    if p.coordination_tuned_with:
+        return spec.policy(p.coordination_tuned_with)
+    given = None if p.coordination_params is None else dict(p.coordination_params)
+    return next(
+        (
+            q
+            for q in spec.policies
+            if q.coordination == "balance"
+            and not q.coordination_tuned_with
+            and (None if q.coordination_params is None else dict(q.coordination_params)) == given
+            and all(getattr(q, k) == getattr(p, k) for k in SAME_ORDERING_POLICY)
+        ),
+        None,
+    )
+
+
 def _signals_section(run: StudyRun, variant: str) -> list[str]:
-    """Per signalled row with a daily-sharing twin (``coordination_tuned_with``): the
-    share of the daily node's gain over the row without a node that signals keep."""
+    """Per signalled row with a daily-sharing twin (:func:`_daily_twin`): the share of
+    the daily node's gain over the row without a node that signals keep."""
     reps = run.replications
     if reps is None:
         return []
     sub = reps[reps["variant"] == variant]
     out: list[str] = []
     for p in run.spec.policies:
-        if p.coordination != "signalled" or not p.coordination_tuned_with:
+        daily = _daily_twin(run.spec, p)
+        if daily is None:
             continue
-        daily = run.spec.policy(p.coordination_tuned_with)
         alone = next(
             (
                 q
@@ -1373,7 +1403,7 @@ def _detections(
     def text(name: str, d: np.ndarray, budget: float) -> str:
         med = float(np.median(d))
         return (
-            f"{name} {int((d <= budget).sum())}/{n} within {_number(budget, 1)} days "
+            f"{name} {int((d <= budget).sum())}/{n} within {round(budget, 1):g} days "
             f"(median {_number(med, 0) if math.isfinite(med) else 'never'})"
         )
 
@@ -1400,13 +1430,21 @@ def _detections(
         for shift in v.lead_shifts:
             lane = str(shift["lane"])
             expected = float(lanes[lane].lead_time.mean_days) if lane in lanes else math.nan
-            parts.append(
-                text(
-                    f"{lane} (E[L] {_number(expected, 1)})",
-                    delays(f"monitor:first_after:lead_time:{lane}"),
-                    expected + LEAD_DRIFT_EXTRA_DAYS,
-                )
+            found = text(
+                f"{lane} (E[L] {_number(expected, 1)})",
+                delays(f"monitor:first_after:lead_time:{lane}"),
+                expected + LEAD_DRIFT_EXTRA_DAYS,
             )
+            col = f"monitor:shipments_in_budget:{lane}"
+            if col in g:
+                sent = g[col].to_numpy(float)
+                none = int((g[f"monitor:shipments_after:{lane}"] == 0).sum())
+                found += (
+                    f" [{int(sent.min())}-{int(sent.max())} shipment days by then"
+                    + (f"; none after the drift day in {none}/{n}" if none else "")
+                    + "]"
+                )
+            parts.append(found)
     return "; ".join(parts) + f"; {int(before)} retrain alerts before day {day}"
 
 

@@ -595,6 +595,17 @@ def _monitor(spec: StudySpec, variant, unit: Unit, result) -> dict[str, Any]:
     shipped = records.pop("shipped")
     alerts, _ = detect(records, shipped, exo, result.scenario, sim.layout, MonitorConfig())
     summary = alert_summary(alerts, sim.layout, sim.days, variant.monitor.get("day"))
+    if variant.monitor["drift"] == "lead_time":  # the evidence the drifted lanes offered
+        day, lanes = int(variant.monitor["day"]), result.scenario.network.lanes
+        summary["shipments"] = {}
+        for shift in variant.lead_shifts:
+            m = sim.layout.lane_ids.index(shift["lane"])
+            budget = day + int(lanes[m].lead_time.mean_days + 7)
+            sent = shipped[:, 0, m] > 1e-9
+            summary["shipments"][shift["lane"]] = {
+                "in_budget": int(sent[day : budget + 1].sum()),
+                "after": int(sent[day:].sum()),
+            }
     return {"drift": variant.monitor["drift"], **summary}
 
 
