@@ -52,6 +52,7 @@ def collate(spec: StudySpec, out: Path, render: bool = True) -> Path:
         for name, ev in u.get("events", {}).items():
             for k, v in ev.items():
                 row[f"event:{name}:{k}"] = v
+        row.update(monitor_columns(u.get("monitor")))
         rows.append(row)
         monthly += [
             {
@@ -79,6 +80,30 @@ def collate(spec: StudySpec, out: Path, render: bool = True) -> Path:
 
         render_report(out)
     return results
+
+
+def monitor_columns(monitor: dict | None) -> dict[str, float | str]:
+    """An evaluation's Analytics Monitor summary (:func:`fedinv.roles.monitor.alert_summary`)
+    as ``monitor:*`` columns: ``monitor:drift``, the counts, ``monitor:retrain_by_org:ORG``
+    and ``monitor:first_after:METRIC:TARGET`` (days from the drift day; a target without
+    an alert after it has no column, NaN in the table: not detected); on a lead-time
+    drift ``monitor:shipments_in_budget:LANE`` and ``monitor:shipments_after:LANE``
+    (days with a shipment on the lane from the drift day to its detection budget, and to
+    the end)."""
+    if not monitor:
+        return {}
+    out: dict[str, float | str] = {"monitor:drift": str(monitor["drift"])}
+    for key in ("retrain_alerts", "retrain_per_org_year", "retrain_before_drift"):
+        if key in monitor:
+            out[f"monitor:{key}"] = float(monitor[key])
+    for org, n in monitor.get("retrain_by_org", {}).items():
+        out[f"monitor:retrain_by_org:{org}"] = float(n)
+    for key, days in monitor.get("first_after", {}).items():
+        out[f"monitor:first_after:{key}"] = float(days)
+    for lane, counts in monitor.get("shipments", {}).items():
+        for key, n in counts.items():
+            out[f"monitor:shipments_{key}:{lane}"] = float(n)
+    return out
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:

@@ -47,7 +47,14 @@ import pandas as pd
 from fedinv.files import atomic_write
 from fedinv.policies.tuning import TRAIN_BASE
 from fedinv.sim.metrics import paired_difference, summarize
-from studies.spec import PolicySpec, StudySpec, VariantSpec, slugify, spec_from_dict
+from studies.spec import (
+    SAME_ORDERING_POLICY,
+    PolicySpec,
+    StudySpec,
+    VariantSpec,
+    slugify,
+    spec_from_dict,
+)
 from studies.units import read_json
 
 SUMMARY_COLUMNS = ("variant", "policy", "mode", "metric", "n", "mean", "std", "ci95")
@@ -105,6 +112,7 @@ METRICS: dict[str, _Metric] = {
     "projection_l1_per_day": _Metric("Projection L1/day", 2),
     "solve_ms_median": _Metric("Solve ms (median)", 1),
     "transfer_units_per_day": _Metric("Transfers units/day", 2, relative=False),
+    "messages_per_agent_day": _Metric("Messages/agent-day", 3, relative=False),
 }
 MAIN_METRICS = (
     "total_cost_per_day",
@@ -116,8 +124,17 @@ MAIN_METRICS = (
     "violations_per_month",
 )
 HYBRID_METRICS = ("projection_l1_per_day", "solve_ms_median")
-COORDINATION_METRICS = ("transfer_units_per_day",)
-"""Shown when a row has a Coordination Node: units moved on lateral links per day."""
+COORDINATION_METRICS = ("transfer_units_per_day", "messages_per_agent_day")
+"""Shown when a row has a Coordination Node: units moved on lateral links per day, and
+the node's messages per agent-day (every node an agent)."""
+MONITOR_PREFIX = "monitor:"
+"""Replications-table columns of the Analytics Monitor (:func:`studies.collate.monitor_columns`):
+reported by :func:`_monitor_section`, not summarized as metrics."""
+DEMAND_DRIFT_BUDGET_DAYS = 14
+LEAD_DRIFT_EXTRA_DAYS = 7
+"""Detection targets (issue 16): a demand-mean shift within 14 days; a doubled lead time
+within the lane's expected lead time + 7 days."""
+BOOTSTRAP_SAMPLES = 4000
 POLICY_NAMES = {
     "base-stock": "installation base-stock",
     "echelon-base-stock": "echelon base-stock",
@@ -218,6 +235,7 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
         c
         for c in frame.columns
         if c not in ID_COLUMNS
+        and not str(c).startswith(MONITOR_PREFIX)
         and (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
     ]
 
@@ -832,6 +850,7 @@ def report_markdown(
         for variant in run.variants:
             if (summary["variant"] == variant).any():
                 parts += _variant_section(run, summary, paired, figures, variant, several)
+        parts += _monitor_section(run)
         parts += _figures_section(figures)
         parts += _paper_section(run, summary)
     parts += _training_section(run, figures)
@@ -1068,8 +1087,19 @@ def _coordination_text(run: StudyRun, p: PolicySpec) -> str:
     text = (
         f"With a Coordination Node ({p.coordination}: lateral transfers between same-region "
         "peers from the one with stock to spare to the one projected short, the ordering "
-        "policy seeing them as landed)"
+        "policy seeing them as landed"
+        + (
+            "; it acts only on the day a node's projection crosses below the threshold, "
+            "from a stock-out-risk signal to its peers and their offers"
+            if p.coordination == "signalled"
+            else "; every linked node shares its projection every day"
+        )
+        + ")"
     )
+    if p.coordination_tuned_with:
+        text += (
+            f", with the threshold and reserve tuned for the node of {p.coordination_tuned_with}"
+        )
     if p.coordination_params is not None:
         c = p.coordination_params
         return text + (
@@ -1106,15 +1136,25 @@ def _int(x: Any) -> str:
 
 
 def _variant_changes(v: VariantSpec) -> bool:
-    return bool(v.scale or v.outages or v.surges)
+    return bool(v.scale or v.outages or v.surges or v.without_surges or v.lead_shifts)
 
 
 def _variant_text(v: VariantSpec) -> str:
     changes = [f"{k.replace('_', ' ')} × {float(x):g}" for k, x in v.scale.items()]
     if v.outages:
         changes.append(f"{len(v.outages)} added outage{'s' if len(v.outages) > 1 else ''}")
+    if v.without_surges:
+        changes.append("the scenario's own surges removed")
     if v.surges:
         changes.append(f"{len(v.surges)} added demand surge{'s' if len(v.surges) > 1 else ''}")
+    if v.lead_shifts:
+        changes.append(
+            "lead time "
+            + ", ".join(
+                f"× {float(x['factor']):g} on {x['lane']} from day {x['start_day']}"
+                for x in v.lead_shifts
+            )
+        )
     what = "; ".join(changes) if changes else "the scenario as defined"
     return f"{v.description.rstrip('.')} ({what})." if v.description else f"{what}."
 
@@ -1162,6 +1202,7 @@ def _variant_section(
         ]
     out += _hybrid_violations_section(run, summary, variant)
     out += _paired_section(run, paired, variant)
+    out += _signals_section(run, variant)
     out += _event_section(run, summary, variant)
     key = f"monthly:{variant}"
     if key in figures:
@@ -1174,6 +1215,237 @@ def _variant_section(
             "",
         ]
     return out
+
+
+def bootstrap_ratio(
+    num: np.ndarray, den: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> tuple[float, float, float]:
+    """``mean(num) / mean(den)`` and its 95% percentile interval from a paired bootstrap
+    over replications (the same resampled replications for both; ``seed`` fixed)."""
+    num, den = np.asarray(num, float), np.asarray(den, float)
+    ratio = float(num.mean() / den.mean()) if den.mean() else math.nan
+    idx = np.random.default_rng(seed).integers(0, len(num), size=(samples, len(num)))
+    d = den[idx].mean(axis=1)
+    r = np.where(d != 0, num[idx].mean(axis=1) / np.where(d != 0, d, 1.0), np.nan)
+    lo, hi = np.nanpercentile(r, [2.5, 97.5]) if np.isfinite(r).any() else (math.nan,) * 2
+    return ratio, float(lo), float(hi)
+
+
+def _daily_twin(spec: StudySpec, p: PolicySpec) -> PolicySpec | None:
+    """A signalled row's daily-sharing twin: the row whose tuned rule it takes
+    (``coordination_tuned_with``), or a ``balance`` row with the same ordering policy and
+    the same given ``coordination_params`` (or, tuned itself, one tuned too); None if
+    none (or ``p`` is not signalled)."""
+    if p.coordination != "signalled":
+        return None
+    if p.coordination_tuned_with:
+        return spec.policy(p.coordination_tuned_with)
+    given = None if p.coordination_params is None else dict(p.coordination_params)
+    return next(
+        (
+            q
+            for q in spec.policies
+            if q.coordination == "balance"
+            and not q.coordination_tuned_with
+            and (None if q.coordination_params is None else dict(q.coordination_params)) == given
+            and all(getattr(q, k) == getattr(p, k) for k in SAME_ORDERING_POLICY)
+        ),
+        None,
+    )
+
+
+def _signals_section(run: StudyRun, variant: str) -> list[str]:
+    """Per signalled row with a daily-sharing twin (:func:`_daily_twin`): the share of
+    the daily node's gain over the row without a node that signals keep."""
+    reps = run.replications
+    if reps is None:
+        return []
+    sub = reps[reps["variant"] == variant]
+    out: list[str] = []
+    for p in run.spec.policies:
+        daily = _daily_twin(run.spec, p)
+        if daily is None:
+            continue
+        alone = next(
+            (
+                q
+                for q in run.spec.policies
+                if q.coordination == "none" and q.policy == p.policy and q.mode == p.mode
+            ),
+            None,
+        )
+        if alone is None:
+            continue
+        rows = {q.label: _by_replication(sub, q.label) for q in (p, daily, alone)}
+        if any(r.empty for r in rows.values()):
+            continue
+        common = rows[p.label].index
+        for r in rows.values():
+            common = common.intersection(r.index)
+        if len(common) < 2:
+            continue
+        texts = []
+        for metric, sign, unit in (("total_cost_per_day", -1.0, "$/day"), ("fill_rate", 1.0, "")):
+            a = rows[alone.label].loc[common, metric].to_numpy(float)
+            g_daily = sign * (rows[daily.label].loc[common, metric].to_numpy(float) - a)
+            g_sig = sign * (rows[p.label].loc[common, metric].to_numpy(float) - a)
+            scale, unit = (100.0, " points") if metric == "fill_rate" else (1.0, f" {unit}")
+            dd = paired_difference(pd.Series(g_daily * scale), pd.Series(np.zeros(len(a))))
+            ds = paired_difference(pd.Series(g_sig * scale), pd.Series(np.zeros(len(a))))
+            kept, lo, hi = bootstrap_ratio(g_sig, g_daily)
+            significant = math.isfinite(dd["ci95"]) and abs(dd["mean"]) > dd["ci95"]
+            what = "cost" if metric == "total_cost_per_day" else "fill-rate"
+            texts.append(
+                f"signals keep {_number(100 * kept, 0)}% of daily sharing's {what} gain "
+                f"(95% bootstrap CI {_number(100 * lo, 0)}% to {_number(100 * hi, 0)}%): "
+                f"daily sharing {_pm(dd['mean'], dd['ci95'], 2 if scale == 100 else 0)}"
+                f"{unit}, signals {_pm(ds['mean'], ds['ci95'], 2 if scale == 100 else 0)}"
+                f"{unit}"
+                + (
+                    ""
+                    if significant
+                    else " (daily sharing's own gain is not different from zero, so the "
+                    "share says little)"
+                )
+            )
+        msgs = {
+            q.label: rows[q.label].loc[common].get("messages_per_agent_day") for q in (p, daily)
+        }
+        m_text = ", ".join(
+            f"{'signals' if q is p else 'daily'} {_number(float(msgs[q.label].mean()), 3)}"
+            for q in (p, daily)
+            if msgs[q.label] is not None
+        )
+        out += [
+            f"**Signals vs daily sharing on `{variant}`** ({p.label} against "
+            f"{daily.label}, both against {alone.label}, {len(common)} common "
+            f"replications): " + "; ".join(texts) + f". Messages per agent-day: {m_text}.",
+            "",
+        ]
+    return out
+
+
+def _monitor_section(run: StudyRun) -> list[str]:
+    """The Analytics Monitor on the variants with a ``monitor`` table: false retrain
+    alerts per organization-year on the no-drift control; on a drift variant, per
+    target (each organization's total demand, each customer node, each drifted lane) how
+    many replications alerted within the target and the median delay from the drift day
+    (a replication without an alert on or after it counts as never)."""
+    reps = run.replications
+    monitored = [v for v in run.spec.variants if v.monitor is not None]
+    if reps is None or not monitored or "monitor:drift" not in reps:
+        return []
+    from fedinv.model.scenario import load_scenario
+
+    network = load_scenario(run.spec.scenario).network
+    lanes = {ln.id: ln for ln in network.lanes}
+    customers = list(network.customer_nodes)
+    sellers = sorted({network.node(c).organization for c in customers})
+    out = [
+        "## Analytics Monitor",
+        "",
+        "The Analytics Monitor (docs/roles.md; default thresholds) on every evaluation of "
+        "the monitored variants: retrain alerts from the demand CUSUMs (per customer node "
+        "and per organization's total, against the plan: the scenario's demand model "
+        "without surges) and the lead-time likelihood-ratio CUSUM per lane. Targets: a "
+        f"demand shift within {DEMAND_DRIFT_BUDGET_DAYS} days, a doubled lead time within "
+        f"the lane's expected lead time + {LEAD_DRIFT_EXTRA_DAYS} days, in at least 9 of 10 "
+        "replications; at most one false alert per organization-year without drift.",
+        "",
+    ]
+    rows = []
+    for v in monitored:
+        sub = reps[reps["variant"] == v.name]
+        for p in run.policies:
+            g = sub[sub["policy"] == p]
+            if g.empty:
+                continue
+            n = len(g)
+            cells = [v.name, p, str(n)]
+            if v.monitor["drift"] == "none":
+                per_org = [c for c in g.columns if c.startswith("monitor:retrain_by_org:")]
+                years = len(per_org) and (run.spec.days or 365) / 365.0
+                worst = max(
+                    (float(g[c].mean()) / years for c in per_org if years), default=math.nan
+                )
+                rate = float(g["monitor:retrain_per_org_year"].mean())
+                cells += [
+                    f"false retrain alerts {_number(rate, 2)} per organization-year "
+                    f"({int(g['monitor:retrain_alerts'].sum())} alerts; "
+                    f"worst organization {_number(worst, 2)})"
+                ]
+            else:
+                day = int(v.monitor["day"])
+                cells += [_detections(g, v, day, lanes, customers, sellers)]
+            rows.append(cells)
+    out += [
+        markdown_table(pd.DataFrame(rows, columns=["Variant", "Policy", "n", "Alerts"])),
+        "",
+    ]
+    return out
+
+
+def _detections(
+    g: pd.DataFrame,
+    v: VariantSpec,
+    day: int,
+    lanes: Mapping[str, Any],
+    customers: Sequence[str],
+    sellers: Sequence[str],
+) -> str:
+    """One drift variant's detections for one policy (:func:`_monitor_section`)."""
+    n = len(g)
+
+    def delays(column: str) -> np.ndarray:
+        x = g[column].to_numpy(float) if column in g else np.full(n, np.nan)
+        return np.where(np.isfinite(x), x, np.inf)
+
+    def text(name: str, d: np.ndarray, budget: float) -> str:
+        med = float(np.median(d))
+        return (
+            f"{name} {int((d <= budget).sum())}/{n} within {round(budget, 1):g} days "
+            f"(median {_number(med, 0) if math.isfinite(med) else 'never'})"
+        )
+
+    before = (
+        float(g["monitor:retrain_before_drift"].sum())
+        if "monitor:retrain_before_drift" in g
+        else 0.0
+    )
+    parts = []
+    if v.monitor["drift"] == "demand":
+        budget = DEMAND_DRIFT_BUDGET_DAYS
+        parts += [
+            text(f"{o} total", delays(f"monitor:first_after:org_demand_up:{o}"), budget)
+            for o in sellers
+        ]
+        node_delays = [delays(f"monitor:first_after:demand_up:{x}") for x in customers]
+        hits = [int((d <= budget).sum()) for d in node_delays]
+        median = float(np.median(np.concatenate(node_delays)))
+        parts.append(
+            f"each customer node alone {min(hits)}-{max(hits)}/{n} within {budget} days "
+            f"(median {_number(median, 0) if math.isfinite(median) else 'never'})"
+        )
+    else:
+        for shift in v.lead_shifts:
+            lane = str(shift["lane"])
+            expected = float(lanes[lane].lead_time.mean_days) if lane in lanes else math.nan
+            found = text(
+                f"{lane} (E[L] {_number(expected, 1)})",
+                delays(f"monitor:first_after:lead_time:{lane}"),
+                expected + LEAD_DRIFT_EXTRA_DAYS,
+            )
+            col = f"monitor:shipments_in_budget:{lane}"
+            if col in g:
+                sent = g[col].to_numpy(float)
+                none = int((g[f"monitor:shipments_after:{lane}"] == 0).sum())
+                found += (
+                    f" [{int(sent.min())}-{int(sent.max())} shipment days by then"
+                    + (f"; none after the drift day in {none}/{n}" if none else "")
+                    + "]"
+                )
+            parts.append(found)
+    return "; ".join(parts) + f"; {int(before)} retrain alerts before day {day}"
 
 
 HYBRID_VIOLATIONS = (

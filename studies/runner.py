@@ -499,8 +499,11 @@ def _tune_coordination(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]
     (:attr:`~studies.spec.PolicySpec.trained_in`: pure, or through the safety layer)."""
     from fedinv.policies.tuning import TRAIN_BASE
     from fedinv.roles.coordination import tune_balance
+    from fedinv.roles.signals import node_class
 
-    pol = next(p for p in spec.policies if p.coordinated_by == unit.key)
+    pol = next(
+        p for p in spec.policies if p.coordinated_by == unit.key and not p.coordination_tuned_with
+    )
     scenario = training_scenario(spec)
     reps = list(range(TRAIN_BASE, TRAIN_BASE + spec.train_replications))
     factory = policy_factory(spec, pol, scenario, out)
@@ -513,6 +516,7 @@ def _tune_coordination(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]
         sweeps=spec.tune_sweeps,
         mode=mode,
         solver=pol.solver,
+        node=node_class(pol.coordination),
     )
     params = {"threshold": result.config.threshold, "reserve": result.config.reserve}
     days = spec.days or scenario.horizon_days
@@ -547,6 +551,7 @@ def _evaluate(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]:
     from fedinv.sim.run import simulate
 
     pol = spec.policy(unit.policy)
+    variant = next(v for v in spec.variants if v.name == unit.variant)
     scenario = _variant(spec, unit.variant)
     factory = coordinated(spec, pol, policy_factory(spec, pol, scenario, out), out)
     result = simulate(
@@ -557,6 +562,7 @@ def _evaluate(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]:
         days=spec.days,
         mode=pol.mode,
         solver=pol.solver,
+        keep_records=variant.monitor is not None,
     )
     metrics = {k: _float(v) for k, v in result.per_replication.iloc[0].items()}
     monthly = result.monthly.drop(columns=["replication"]).to_dict(orient="records")
@@ -572,7 +578,35 @@ def _evaluate(spec: StudySpec, out: Path, unit: Unit) -> dict[str, Any]:
         "relaxations": []
         if result.relaxations is None
         else result.relaxations.head(20).astype(str).to_dict(orient="records"),
+        **({} if variant.monitor is None else {"monitor": _monitor(spec, variant, unit, result)}),
     }
+
+
+def _monitor(spec: StudySpec, variant, unit: Unit, result) -> dict[str, Any]:
+    """The Analytics Monitor on one evaluation's records (:func:`fedinv.roles.monitor.detect`,
+    default thresholds, the plan the scenario's demand model without surges), summarized
+    by :func:`fedinv.roles.monitor.alert_summary` from the variant's drift day."""
+    from fedinv.roles.monitor import MonitorConfig, alert_summary, detect
+    from fedinv.sim.simulator import Simulator
+
+    sim = Simulator(result.scenario, days=spec.days)
+    _, exo = sim.reset([unit.replication])  # the same streams the run drew
+    records = dict(result.records)
+    shipped = records.pop("shipped")
+    alerts, _ = detect(records, shipped, exo, result.scenario, sim.layout, MonitorConfig())
+    summary = alert_summary(alerts, sim.layout, sim.days, variant.monitor.get("day"))
+    if variant.monitor["drift"] == "lead_time":  # the evidence the drifted lanes offered
+        day, lanes = int(variant.monitor["day"]), result.scenario.network.lanes
+        summary["shipments"] = {}
+        for shift in variant.lead_shifts:
+            m = sim.layout.lane_ids.index(shift["lane"])
+            budget = day + int(lanes[m].lead_time.mean_days + 7)
+            sent = shipped[:, 0, m] > 1e-9
+            summary["shipments"][shift["lane"]] = {
+                "in_budget": int(sent[day : budget + 1].sum()),
+                "after": int(sent[day:].sum()),
+            }
+    return {"drift": variant.monitor["drift"], **summary}
 
 
 def _float(value: Any) -> float:
@@ -618,13 +652,14 @@ def coordinated(spec: StudySpec, pol, factory: Callable[[Any], Any], out: Path):
     (:func:`fedinv.roles.coordination.coordinated_factory`; ``factory`` itself without
     one). The mode applies after it: in hybrid mode the safety layer projects the
     node's transfers with the orders."""
-    from fedinv.roles.coordination import BalanceConfig, coordinated_factory
+    from fedinv.roles.coordination import BalanceConfig
+    from fedinv.roles.signals import node_factory
 
     params = coordination_params(pol, out)
     if params is None:
         return factory
     config = BalanceConfig(params["threshold"], params["reserve"])
-    return coordinated_factory(factory, pol.coordination, config)
+    return node_factory(factory, pol.coordination, config)
 
 
 def _prepared_record(out: Path, key: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 from fedinv.hybrid import BACKENDS as SOLVERS
 from fedinv.registry import CLASSICAL, OPTIMIZATION
 from fedinv.registry import LEARNED_POLICIES as LEARNED
-from fedinv.roles.coordination import COORDINATION_RULES
+from fedinv.roles.signals import NODE_RULES
 from fedinv.sim.run import MODES
 
 PARAMS = ("tuned", "textbook")
@@ -95,11 +95,15 @@ class PolicySpec:
     tune_per: str = "tier"
     """Tuned classical policies: one search coordinate per ``tier`` or per ``node``."""
     coordination: str = "none"
-    """The Coordination Node around the ordering policy (docs/roles.md): ``none`` or
-    ``balance`` (scenarios with lateral links only)."""
+    """The Coordination Node around the ordering policy (docs/roles.md): ``none``,
+    ``balance`` (sharing every day) or ``signalled`` (event-triggered signals;
+    scenarios with lateral links only)."""
     coordination_params: Mapping[str, float] | None = None
-    """``balance``: ``threshold`` and ``reserve``, days of mean demand (None: tuned by
-    the preparation unit :attr:`coordinated_by`)."""
+    """A node's ``threshold`` and ``reserve``, days of mean demand (None: tuned by the
+    preparation unit :attr:`coordinated_by`)."""
+    coordination_tuned_with: str = ""
+    """The label of another row whose node's tuned ``threshold`` and ``reserve`` this
+    row's node takes (the same ordering policy; "": its own, or its params)."""
 
     @property
     def slug(self) -> str:
@@ -133,6 +137,8 @@ class PolicySpec:
         its ``coordination_params`` given)."""
         if self.coordination == "none" or self.coordination_params is not None:
             return None
+        if self.coordination_tuned_with:
+            return f"tune/coordination-{slugify(self.coordination_tuned_with)}"
         return f"tune/coordination-{self.slug}"
 
     @property
@@ -150,6 +156,16 @@ class VariantSpec:
     scale: Mapping[str, float] = field(default_factory=dict)
     outages: tuple[Mapping[str, Any], ...] = ()
     surges: tuple[Mapping[str, Any], ...] = ()
+    without_surges: bool = False
+    """True: the scenario's own surges (fixed and random) are removed before ``surges``
+    are added (a stationary network for the Analytics Monitor's false alerts)."""
+    lead_shifts: tuple[Mapping[str, Any], ...] = ()
+    """Lasting lead-time drifts (the scenario format's ``[[lead_shifts]]``)."""
+    monitor: Mapping[str, Any] | None = None
+    """Run the Analytics Monitor on this variant's evaluations: ``{drift = "none"}`` (the
+    no-drift control: every retrain alert is false) or ``{drift = "demand" |
+    "lead_time", day = D}`` (the drift starts on day ``D``; detection delays are
+    counted from it). None: no monitor."""
 
 
 @dataclass(frozen=True)
@@ -214,12 +230,25 @@ class StudySpec:
             for key, default in _UNHASHED_DEFAULTS.items():
                 if pol.get(key, default) == default:
                     pol.pop(key, None)
+        for var in data["variants"]:  # so does a variant without the monitor's fields
+            for key, default in _UNHASHED_VARIANT_DEFAULTS.items():
+                if var.get(key, default) == default:
+                    var.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[
             :16
         ]
 
 
-_UNHASHED_DEFAULTS: dict[str, Any] = {"coordination": "none", "coordination_params": None}
+_UNHASHED_DEFAULTS: dict[str, Any] = {
+    "coordination": "none",
+    "coordination_params": None,
+    "coordination_tuned_with": "",
+}
+_UNHASHED_VARIANT_DEFAULTS: dict[str, Any] = {
+    "without_surges": False,
+    "lead_shifts": (),
+    "monitor": None,
+}
 """Policy fields left out of :meth:`StudySpec.digest` at their default, so the run
 folders of studies written before the fields existed still resume."""
 
@@ -237,7 +266,12 @@ def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:
     d["variants"] = tuple(
         build(
             VariantSpec,
-            {**v, "outages": tuple(v.get("outages", ())), "surges": tuple(v.get("surges", ()))},
+            {
+                **v,
+                "outages": tuple(v.get("outages", ())),
+                "surges": tuple(v.get("surges", ())),
+                "lead_shifts": tuple(v.get("lead_shifts", ())),
+            },
         )
         for v in d.get("variants", ())
     ) or (VariantSpec("base"),)
@@ -344,6 +378,9 @@ def parse_study(data: Mapping[str, Any], source: str) -> StudySpec:
             f"{source}: field policies: expected distinct labels, got "
             f"{', '.join(map(repr, dup))} twice"
         )
+    for i, p in enumerate(policies):
+        if p.coordination_tuned_with:
+            _check_tuned_with(source, policies, i)
     slugs = [p.slug for p in policies]
     if len(set(slugs)) != len(slugs):
         raise StudyError(
@@ -424,6 +461,7 @@ def _policy(source: str, raw: Any, i: int) -> PolicySpec:
             "solver",
             "coordination",
             "coordination_params",
+            "coordination_tuned_with",
         },
     )
     policy = t.choice("policy", _REQUIRED, CLASSICAL + OPTIMIZATION + LEARNED)
@@ -438,9 +476,22 @@ def _policy(source: str, raw: Any, i: int) -> PolicySpec:
         solver=t.choice("solver", "highspy", SOLVERS),
         train_mode=t.choice("train_mode", None, MODES) if "train_mode" in t.data else None,
         tune_per=t.choice("tune_per", "tier", TUNE_PER),
-        coordination=t.choice("coordination", "none", COORDINATION_RULES),
+        coordination=t.choice("coordination", "none", NODE_RULES),
         coordination_params=_coordination_params(source, t, i),
+        coordination_tuned_with=t.get("coordination_tuned_with", "", str, "a row label"),
     )
+    if spec.coordination_tuned_with and (
+        spec.coordination == "none" or spec.coordination_params is not None
+    ):
+        raise StudyError(
+            f"{source}: field policies[{i}].coordination_tuned_with: expected it only on a "
+            "row with a Coordination Node and without coordination_params, got "
+            + (
+                "coordination 'none'"
+                if spec.coordination == "none"
+                else "coordination_params as well"
+            )
+        )
     if policy == "hdpo" and spec.training == "isolated":
         raise StudyError(
             f"{source}: field policies[{i}].training: expected federated or central for "
@@ -478,6 +529,71 @@ def _policy(source: str, raw: Any, i: int) -> PolicySpec:
     return spec
 
 
+SAME_ORDERING_POLICY = ("policy", "params", "values", "training", "mode", "train_mode", "tune_per")
+"""Fields two rows must share for one to take the other's tuned Coordination Node."""
+
+
+def _check_tuned_with(source: str, policies: tuple[PolicySpec, ...], i: int) -> None:
+    """``policies[i].coordination_tuned_with`` names another row with a node tuned by its
+    own unit around the same ordering policy (:data:`SAME_ORDERING_POLICY`)."""
+    pol = policies[i]
+    where = f"{source}: field policies[{i}].coordination_tuned_with"
+    other = next((p for p in policies if p.label == pol.coordination_tuned_with), None)
+    if other is None or other is pol:
+        labels = [p.label for p in policies if p is not pol]
+        raise StudyError(
+            f"{where}: expected the label of another row ({', '.join(map(repr, labels))}), "
+            f"got {pol.coordination_tuned_with!r}"
+        )
+    if other.coordination == "none" or other.coordination_params or other.coordination_tuned_with:
+        raise StudyError(
+            f"{where}: expected a row whose Coordination Node is tuned by its own unit, got "
+            f"{other.label!r}, which "
+            + (
+                "has no node"
+                if other.coordination == "none"
+                else "has coordination_params"
+                if other.coordination_params
+                else "takes another row's"
+            )
+        )
+    for key in SAME_ORDERING_POLICY:
+        if getattr(other, key) != getattr(pol, key):
+            raise StudyError(
+                f"{where}: expected a row with the same ordering policy, got {other.label!r} "
+                f"with {key} {getattr(other, key)!r} (this row: {getattr(pol, key)!r})"
+            )
+
+
+MONITOR_DRIFTS = ("none", "demand", "lead_time")
+"""A monitored variant's drift: none (the false-alert control), the demand mean, or a
+lane's lead time."""
+
+
+def _monitor(source: str, t: _Table, i: int) -> dict[str, Any] | None:
+    """A variant's ``monitor`` table (:attr:`VariantSpec.monitor`)."""
+    raw = t.get("monitor", None, dict, 'a table {drift = "none"} or {drift = .., day = ..}')
+    if raw is None:
+        return None
+    m = _Table(source, raw, f"variants[{i}].monitor", {"drift", "day"})
+    drift = m.choice("drift", _REQUIRED, MONITOR_DRIFTS)
+    if drift == "none":
+        if "day" in raw:
+            raise StudyError(
+                f'{source}: field variants[{i}].monitor.day: expected none with drift = "none", '
+                f"got {raw['day']!r}"
+            )
+        return {"drift": drift}
+    day = m.integer("day", _REQUIRED, 0)
+    needed = "lead_shifts" if drift == "lead_time" else "surges"
+    if not t.data.get(needed):
+        raise StudyError(
+            f"{source}: field variants[{i}].monitor.drift: expected {needed} on the variant "
+            f"for a {drift} drift, got none"
+        )
+    return {"drift": drift, "day": day}
+
+
 def _coordination_params(source: str, t: _Table, i: int) -> dict[str, float] | None:
     """A policy's ``coordination_params`` table (only with ``coordination = "balance"``):
     ``threshold`` and ``reserve``, finite numbers (days of mean demand), both given."""
@@ -485,10 +601,10 @@ def _coordination_params(source: str, t: _Table, i: int) -> dict[str, float] | N
     if raw is None:
         return None
     where = f"{source}: field policies[{i}].coordination_params"
-    if t.data.get("coordination", "none") != "balance":
+    if t.data.get("coordination", "none") == "none":
         raise StudyError(
-            f'{where}: expected it only with coordination = "balance", got coordination '
-            f"{t.data.get('coordination', 'none')!r}"
+            f"{where}: expected it only with a Coordination Node (coordination = balance or "
+            f"signalled), got coordination {t.data.get('coordination', 'none')!r}"
         )
     keys = ("threshold", "reserve")
     unknown = sorted(set(raw) - set(keys))
@@ -511,7 +627,21 @@ def _coordination_params(source: str, t: _Table, i: int) -> dict[str, float] | N
 
 
 def _variant(source: str, raw: Any, i: int) -> VariantSpec:
-    t = _Table(source, raw, f"variants[{i}]", {"name", "description", "scale", "outages", "surges"})
+    t = _Table(
+        source,
+        raw,
+        f"variants[{i}]",
+        {
+            "name",
+            "description",
+            "scale",
+            "outages",
+            "surges",
+            "without_surges",
+            "lead_shifts",
+            "monitor",
+        },
+    )
     scale = t.get("scale", {}, dict, "a table of scale factors")
     for key, value in scale.items():
         if key not in SCALES:
@@ -529,6 +659,9 @@ def _variant(source: str, raw: Any, i: int) -> VariantSpec:
         scale={k: float(v) for k, v in scale.items()},
         outages=tuple(t.get("outages", [], list, "an array of outage tables")),
         surges=tuple(t.get("surges", [], list, "an array of surge tables")),
+        without_surges=t.get("without_surges", False, bool, "true or false"),
+        lead_shifts=tuple(t.get("lead_shifts", [], list, "an array of lead-shift tables")),
+        monitor=_monitor(source, t, i),
     )
 
 
@@ -689,7 +822,13 @@ def variant_scenario(spec: StudySpec, variant: VariantSpec):
     from fedinv.model.scenario import load_scenario, parse_scenario
 
     base = load_scenario(spec.scenario)
-    if not variant.scale and not variant.outages and not variant.surges:
+    if not (
+        variant.scale
+        or variant.outages
+        or variant.surges
+        or variant.without_surges
+        or variant.lead_shifts
+    ):
         return base
     doc, base_dir = variant_document(spec, variant)
     source = f"{base.source} + variant {variant.name} of {spec.source}"
@@ -716,7 +855,10 @@ def variant_document(spec: StudySpec, variant: VariantSpec) -> tuple[dict[str, A
         if "monthly_budget" in variant.scale and "monthly_budget" in org:
             org["monthly_budget"] = float(org["monthly_budget"]) * variant.scale["monthly_budget"]
     doc.setdefault("outages", []).extend(dict(o) for o in variant.outages)
+    if variant.without_surges:
+        doc["surges"] = []
     doc.setdefault("surges", []).extend(dict(s) for s in variant.surges)
+    doc.setdefault("lead_shifts", []).extend(dict(x) for x in variant.lead_shifts)
     return doc, base_dir
 
 

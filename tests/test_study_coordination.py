@@ -113,7 +113,7 @@ def _write(tmp_path: Path, study: str = STUDY) -> Path:
         (
             {"coordination_params": {"threshold": 1.0, "reserve": 0.0}},
             "policies[0].coordination_params",
-            'only with coordination = "balance"',
+            "only with a Coordination Node (coordination = balance or signalled)",
         ),
         (
             {"coordination": "balance", "coordination_params": {"threshold": 1.0}},
@@ -215,9 +215,10 @@ def test_a_study_with_coordinated_rows_runs_end_to_end(tmp_path):
 
 
 def test_rows_without_a_node_keep_the_digest_they_had_before_the_field():
-    """Run folders of studies written before ``coordination`` existed still resume: the
-    digest of such a study is the hash of the definition with the old policy fields
-    only (the format before this change, spelled out here); a node changes it."""
+    """Run folders of studies written before ``coordination`` (and the variants' monitor
+    fields) existed still resume: the digest of such a study is the hash of the
+    definition with the old policy and variant fields only (the format before these
+    changes, spelled out here); a node changes it."""
     import hashlib
     import json
     from dataclasses import asdict
@@ -229,6 +230,8 @@ def test_rows_without_a_node_keep_the_digest_they_had_before_the_field():
     for key in ("title", "description", "source", "paper"):
         data.pop(key)
     data["policies"] = [{k: p[k] for k in old} for p in data["policies"]]
+    kept = ("name", "description", "scale", "outages", "surges")  # variants before the monitor
+    data["variants"] = [{k: v[k] for k in kept} for v in data["variants"]]
     text = json.dumps(data, sort_keys=True, default=str).encode()
     assert spec.digest() == hashlib.sha256(text).hexdigest()[:16]
     roles = load_study("roles")

@@ -642,6 +642,17 @@ class Surge:
 
 
 @dataclass(frozen=True)
+class LeadShift:
+    """A lasting lead-time drift on a lane: from ``start_day`` on, every shipment's drawn
+    lead time (before extra delays) is ``factor`` times longer, rounded up to whole days
+    (a supplier whose lead time doubles mid-year: ``factor = 2``)."""
+
+    lane: str
+    factor: float
+    start_day: int
+
+
+@dataclass(frozen=True)
 class Network:
     """The whole network: nodes, lanes, lateral links and organizations."""
 
@@ -682,6 +693,8 @@ class Scenario:
     outages: tuple[Outage, ...] = ()
     delays: tuple[ExtraDelay, ...] = ()
     surges: tuple[Surge, ...] = ()
+    lead_shifts: tuple[LeadShift, ...] = ()
+    """Lasting lead-time drifts on lanes (:class:`LeadShift`)."""
     warmup_days: int = 0
     """Days excluded from metrics (the simulation still runs them)."""
     source: str = ""

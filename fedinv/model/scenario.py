@@ -42,6 +42,7 @@ from fedinv.model.network import (
     ExtraDelay,
     InTransit,
     Lane,
+    LeadShift,
     LeadTime,
     LeadTimeError,
     Network,
@@ -92,7 +93,7 @@ def _field_names(cls: type, *, exclude: Iterable[str] = ()) -> tuple[str, ...]:
 
 TOP_LEVEL_KEYS = tuple(
     "name description horizon_days start_date lost_sales seed warmup_days organizations nodes "
-    "lanes transfers outages delays surges demand_history".split()
+    "lanes transfers outages delays surges lead_shifts demand_history".split()
 )
 ORGANIZATION_KEYS = _field_names(Organization)
 NODE_KEYS = _field_names(Node)
@@ -105,6 +106,7 @@ TRANSFER_KEYS = _field_names(TransferLink)
 OUTAGE_KEYS = _field_names(Outage)
 DELAY_KEYS = _field_names(ExtraDelay)
 SURGE_KEYS = _field_names(Surge)
+LEAD_SHIFT_KEYS = _field_names(LeadShift)
 DEMAND_HISTORY_KEYS = ("file", "mode")
 HISTORY_MODES = ("bootstrap", "replay")
 TIERS = tuple(t.value for t in Tier)
@@ -721,6 +723,22 @@ def _parse_delay(source: str, raw: object, index: int, lanes: Mapping[str, Lane]
     )
 
 
+def _parse_lead_shift(source: str, raw: object, index: int, lanes: Mapping[str, Lane]) -> LeadShift:
+    t = _Table(source, raw, f"lead_shifts[{index}]", LEAD_SHIFT_KEYS)
+    lane = t.string("lane", expected='a lane id "SOURCE->DESTINATION"')
+    if lane not in lanes:
+        raise t.error("lane", 'a declared lane id "SOURCE->DESTINATION"', _unknown(lane, lanes))
+    factor = t.number("factor", minimum=1.0, expected="a factor >= 1 on the lead time")
+    longest = math.ceil(factor * lanes[lane].lead_time.support_max - 1e-9)
+    if longest > MAX_LEAD_DAYS:
+        raise t.error(
+            "factor",
+            f"a factor that keeps the lane's longest lead time within {MAX_LEAD_DAYS} days",
+            f"{factor} ({longest} days)",
+        )
+    return LeadShift(lane=lane, factor=float(factor), start_day=t.integer("start_day", minimum=0))
+
+
 def _parse_surge(source: str, raw: object, index: int, regions: Collection[str]) -> Surge:
     t = _Table(source, raw, f"surges[{index}]", SURGE_KEYS)
     region = t.string("region", expected="a region name")
@@ -1205,6 +1223,10 @@ def parse_scenario(data: Mapping[str, Any], source: str, base_dir: Path) -> Scen
         _parse_surge(source, raw, i, regions)
         for i, raw in enumerate(top.array("surges", "tables ([[surges]])"))
     )
+    lead_shifts = tuple(
+        _parse_lead_shift(source, raw, i, lane_map)
+        for i, raw in enumerate(top.array("lead_shifts", "tables ([[lead_shifts]])"))
+    )
 
     network = Network(
         nodes=tuple(nodes.values()),
@@ -1223,6 +1245,7 @@ def parse_scenario(data: Mapping[str, Any], source: str, base_dir: Path) -> Scen
         outages=outages,
         delays=delays,
         surges=surges,
+        lead_shifts=lead_shifts,
         warmup_days=warmup,
         source=source,
     )

@@ -226,6 +226,7 @@ def tune_balance(
     *,
     mode: str = "pure",
     solver: str = "highspy",
+    node: Callable[[Any, BalanceRule], Any] | None = None,
 ) -> BalanceTuning:
     """Tune ``threshold`` and ``reserve`` (:data:`THRESHOLD_RANGE`,
     :data:`RESERVE_RANGE`) for the ordering policy ``factory`` builds, as the classical
@@ -234,7 +235,9 @@ def tune_balance(
     ``replications`` with common random numbers; the objective is the mean total cost per
     day of the coordinated policy run in ``mode`` (``hybrid``: through the safety layer
     with ``solver``, which projects the transfers with the orders); each search stops
-    after :data:`SEARCH_EVALUATIONS` evaluations at most (:func:`max_balance_evaluations`)."""
+    after :data:`SEARCH_EVALUATIONS` evaluations at most (:func:`max_balance_evaluations`).
+    ``node(policy, rule)`` builds the node tuned (default :class:`Coordinated`, daily
+    sharing; :class:`fedinv.roles.signals.SignalledCoordination` for the signalled one)."""
     from scipy.optimize import minimize_scalar
 
     from fedinv.hybrid import for_mode
@@ -249,8 +252,8 @@ def tune_balance(
     def cost(point: Sequence[float]) -> float:
         key = (round(point[0], 4), round(point[1], 4))
         if key not in cache:
-            node = Coordinated(base, BalanceRule(sim.layout, BalanceConfig(*key)))
-            pol = for_mode(node, mode, sim.layout, backend=solver, outages=scenario.outages)
+            wrapped = (node or Coordinated)(base, BalanceRule(sim.layout, BalanceConfig(*key)))
+            pol = for_mode(wrapped, mode, sim.layout, backend=solver, outages=scenario.outages)
             cache[key] = float(mean_cost_per_day(sim, pol, exo.replications, exo).mean())
             history.append((*key, cache[key]))
         return cache[key]

@@ -546,3 +546,34 @@ def _degraded(kpis: pd.DataFrame, cfg: MonitorConfig) -> list[dict[str, Any]]:
                 )
             )
     return rows
+
+
+def alert_summary(
+    alerts: pd.DataFrame, layout: Layout, days: int, drift_day: int | None = None
+) -> dict[str, Any]:
+    """One run's retrain alerts (:data:`ALERT_COLUMNS`, one replication) in a study's
+    terms: ``retrain_alerts`` (count), ``retrain_per_org_year`` (per organization and 365
+    days), ``retrain_by_org`` (count per organization), and with a ``drift_day`` the
+    alerts before it (``retrain_before_drift``) and, per alerting metric and target
+    (``METRIC:NODE``, ``org_METRIC:ORGANIZATION``, ``lead_time:LANE``), the days from the
+    drift day to its first alert on or after it (``first_after``; targets that never
+    alert then are absent)."""
+    retrain = alerts[alerts.kind == "retrain"]
+    by_org = retrain.groupby("organization").size()
+    out: dict[str, Any] = {
+        "retrain_alerts": int(len(retrain)),
+        "retrain_per_org_year": float(len(retrain) / (len(layout.org_ids) * days / 365.0)),
+        "retrain_by_org": {o: int(by_org.get(o, 0)) for o in layout.org_ids},
+    }
+    if drift_day is None:
+        return out
+    out["retrain_before_drift"] = int((retrain.day < drift_day).sum())
+    after = retrain[retrain.day >= drift_day]
+    target = np.where(
+        after.metric == "lead_time",
+        after.lane,
+        np.where(after.metric.str.startswith("org_"), after.organization, after.node),
+    )
+    first = (after.day - drift_day).groupby([after.metric.to_numpy(), target]).min()
+    out["first_after"] = {f"{m}:{t}": int(d) for (m, t), d in first.items()}
+    return out

@@ -25,15 +25,46 @@ message per linked node and day.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fedinv.roles.coordination import BalanceRule
+from fedinv.model.layout import Layout
+from fedinv.roles.coordination import (
+    BalanceConfig,
+    BalanceRule,
+    Coordinated,
+    coordinated_factory,
+)
 from fedinv.sim.simulator import Decision, State
 
 SIGNAL_KINDS = ("stockout_risk", "offer", "demand_deviation", "outage_notice")
+NODE_RULES = ("none", "balance", "signalled")
+"""Coordination Nodes a study row may put around its ordering policy: none, the
+daily-sharing ``balance`` node (:class:`~fedinv.roles.coordination.Coordinated`) or the
+``signalled`` one (:class:`SignalledCoordination`), both with the balancing rule."""
+
+
+def node_class(rule: str) -> Callable[[Any, BalanceRule], Any]:
+    """The node class of ``rule`` (``balance`` or ``signalled``)."""
+    if rule == "balance":
+        return Coordinated
+    if rule == "signalled":
+        return SignalledCoordination
+    raise ValueError(f"unknown coordination {rule!r}; choose balance or signalled")
+
+
+def node_factory(
+    factory: Callable[[Layout], Any], rule: str, config: BalanceConfig | None = None
+) -> Callable[[Layout], Any]:
+    """``factory`` (layout -> ordering policy) with the Coordination Node ``rule``
+    (:data:`NODE_RULES`; ``none`` returns ``factory``)."""
+    if rule in ("none", "balance"):
+        return coordinated_factory(factory, rule, config)
+    cls = node_class(rule)
+    return lambda layout: cls(factory(layout), BalanceRule(layout, config))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Every random thing a scenario does, drawn up front per replication.
 
-Demand, lead times, extra delays, outages and demand surges do not depend on the orders
+Demand, lead times (with their lasting drifts, ``Scenario.lead_shifts``), extra delays,
+outages and demand surges do not depend on the orders
 placed, so each replication's streams are drawn once, for the whole horizon, from a
 generator seeded by ``(scenario seed, replication index)``; each stream has a child
 generator of its own. Two policies run on the same replication therefore see the very
@@ -199,6 +200,10 @@ def draw_exogenous(
     for b, g in enumerate(gens):
         for m, lane in enumerate(layout.network.lanes):
             lead[b, :, m] = lane.lead_time.sample(g["lead_time"], (days,))
+    for shift in scenario.lead_shifts:  # lasting drifts: the same draws, stretched from a day
+        m = layout.network.lane_index[shift.lane]
+        after = lead[:, shift.start_day :, m]
+        lead[:, shift.start_day :, m] = np.ceil(shift.factor * after - 1e-9).astype(np.int64)
     extra = np.zeros((n_reps, days, n_lanes), np.int64)
     delay_notice = np.zeros((n_reps, days, n_lanes))
     lane_idx = layout.network.lane_index

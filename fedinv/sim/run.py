@@ -69,6 +69,10 @@ class SimulationResult:
     solver_events: pd.DataFrame | None = None
     """Hybrid mode: one row per replication and solver event (:func:`solver_event_frame`):
     days the solver needed a cold restart or looser tolerances (no constraint relaxed)."""
+    records: dict[str, np.ndarray] | None = None
+    """``simulate(..., keep_records=True)``: the run's records (:func:`run_records`, with
+    ``shipped``, units shipped per lane and day ``[D, B, M]``), e.g. for the Analytics
+    Monitor; else None."""
 
 
 INFO_PREFIX = "info."
@@ -81,14 +85,16 @@ def run_records(
     replications: Sequence[int],
     on_day: Callable[[int], None] | None = None,
     logs: dict[str, list] | None = None,
+    shipped: bool = False,
 ) -> dict[str, np.ndarray]:
     """Step ``policy`` through the horizon on a batch; records ``[D, B, N]`` per field.
 
     ``Decision.info`` entries that are numeric ``[B]`` arrays become records
     ``info.<key>`` of shape ``[D, B]`` (e.g. ``info.projection_l1`` in hybrid mode);
     other entries (e.g. ``relaxation_log``) are appended per day to ``logs[key]`` when
-    ``logs`` is given. A policy with ``needs_confirmations`` switches on
-    ``sim.confirmations``."""
+    ``logs`` is given. ``shipped``: also ``_shipped``, the evening's shipments per lane
+    ``[D, B, M]`` (units; what the Analytics Monitor watches). A policy with
+    ``needs_confirmations`` switches on ``sim.confirmations``."""
     if getattr(policy, "needs_confirmations", False):
         sim.confirmations = True
     state, exo = sim.reset(replications)
@@ -103,6 +109,8 @@ def run_records(
             out = {k: np.empty((days,) + rec[k].shape) for k in RECORD_FIELDS}
         for k in RECORD_FIELDS:
             out[k][t] = rec[k]
+        if shipped:
+            out.setdefault("_shipped", np.empty((days,) + state.shipped.shape))[t] = state.shipped
         for key, value in (getattr(decision, "info", None) or {}).items():
             arr = np.asarray(value) if isinstance(value, np.ndarray) else None
             if arr is not None and arr.shape == (exo.batch,) and arr.dtype.kind in "biuf":
@@ -160,6 +168,7 @@ def simulate(
     projector_options: Mapping[str, Any] | None = None,
     projection: str = "network",
     on_org_decision: Callable[..., None] | None = None,
+    keep_records: bool = False,
 ) -> SimulationResult:
     """Simulate ``replications`` replications (indices ``first_replication..``) of
     ``scenario`` (seed overridden by ``seed``) for ``days`` days under the policy that
@@ -175,7 +184,8 @@ def simulate(
     its own restricted layer, downstream-first (:func:`fedinv.hybrid.per_org_policy`;
     ``on_org_decision(scope, view, decision)`` sees each). A policy that reports
     ``Decision.info["messages"]`` (the Coordination Node, docs/roles.md) adds
-    ``messages_per_agent_day`` (messages / (nodes x days))."""
+    ``messages_per_agent_day`` (messages / (nodes x days)). ``keep_records``: the
+    result keeps the records (:attr:`SimulationResult.records`)."""
     if seed is not None:
         scenario = replace(scenario, seed=int(seed))
     sim = Simulator(scenario, days=days)
@@ -207,10 +217,18 @@ def simulate(
 
         with Progress(transient=True) as bar:
             task = bar.add_task(f"simulating {scenario.name} ({policy.name})", total=sim.days)
-            records = run_records(sim, policy, reps, on_day=lambda t: bar.advance(task), logs=logs)
+            records = run_records(
+                sim,
+                policy,
+                reps,
+                on_day=lambda t: bar.advance(task),
+                logs=logs,
+                shipped=keep_records,
+            )
     else:
-        records = run_records(sim, policy, reps, logs=logs)
+        records = run_records(sim, policy, reps, logs=logs, shipped=keep_records)
     month = records.pop("_month")
+    lanes_shipped = records.pop("_shipped", None)
     lay = sim.layout
     warm = min(scenario.warmup_days, sim.days - 2)
     per_rep = replication_metrics(records, lay, warm)
@@ -248,6 +266,7 @@ def simulate(
         mode,
         relaxations,
         solver_events,
+        {**records, "shipped": lanes_shipped} if keep_records else None,
     )
 
 

@@ -40,6 +40,7 @@ would add one day to every link's lead time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -230,6 +231,14 @@ class Simulator:
             where = scenario.source.removeprefix("builtin:") or scenario.name
             self._days_field = f"horizon_days (scenario {where})"
         extra = max([d.max_days for d in scenario.delays] + [0])
+        if scenario.lead_shifts:  # room for a drifted lane's longest lead time
+            lanes = scenario.network.lane_index
+            longest = max([ln.lead_time.support_max for ln in scenario.network.lanes] + [1])
+            delays = extra
+            for shift in scenario.lead_shifts:
+                law = scenario.network.lanes[lanes[shift.lane]].lead_time
+                stretched = math.ceil(shift.factor * law.support_max - 1e-9)
+                extra = max(extra, stretched + delays - longest)
         self.layout: Layout = compile_layout(scenario.network, extra)
         lay = self.layout
         self.pipeline_len = lay.max_lead + 1
