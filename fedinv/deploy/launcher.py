@@ -252,10 +252,10 @@ def serve(path: str | Path, log=None) -> None:
         hung_up.discard(pid)
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
+        say(f"ClientApp {pid} exited ({code})")  # logged before the shim can exit on it
         _send(conn, {"exit": code})
         conn.close()
         os.close(pidfd)
-        say(f"ClientApp {pid} exited ({code})")
 
     def hang_up(pid: int) -> None:
         """The shim's connection is readable: it can only be its end (the shim died)."""
