@@ -62,6 +62,15 @@ follows it.
   still learned; ``Args.cost_of_goods = "all"`` counts the cost of goods sold there too
   (a going concern: the learner gains nothing by not buying what the horizon will not
   sell).
+* **Training through the safety layer** (``train_mode = "hybrid"``; docs/agents.md).
+  The base is tuned through the layer and validation runs through it
+  (:func:`through_layer`). :attr:`Args.layer_gradient` says how training meets it:
+  ``penalty`` runs the proposals and prices their violations in the loss
+  (:func:`violation_cost`); ``straight-through`` and ``masked`` run, every training
+  day, the orders the layer releases for the detached proposals (the same layer
+  validation runs, :func:`training_day`), forward exactly, with the identity's
+  gradient or the identity's only on the lanes the layer left unchanged
+  (:func:`layer_release`).
 * **Model selection.** Before training and every ``eval_every`` iterations the policy
   runs exactly (numpy) on validation replications (from
   :data:`fedinv.agents.dqn.VALIDATION_BASE`) over the full horizon; the weights with the
