@@ -183,10 +183,11 @@ class Args:
     """torch CPU threads."""
     train_mode: str = "pure"
     """``pure``: trained and validated on its proposals; ``hybrid``: trained for the safety
-    layer -- the base tuned through it, every training window's loss adding
-    ``constraint_weight`` x the value of what the proposals violate (:func:`violation_cost`),
-    and validation run through the layer (highspy), so the selected weights are the best
-    ones as they will run."""
+    layer -- the base tuned through it, the training batches meeting the layer as
+    :attr:`layer_gradient` says (by default every training window's loss adding
+    ``constraint_weight`` x the value of what the proposals violate,
+    :func:`violation_cost`), and validation run through the layer (highspy), so the
+    selected weights are the best ones as they will run."""
     constraint_weight: float = 1.0
     """``train_mode = "hybrid"``, ``layer_gradient = "penalty"``: $ of penalty per $ of
     violation value (units over a capacity, storage or contract limit at the node's
