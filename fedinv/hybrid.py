@@ -18,9 +18,9 @@ the gateway's callers). This module decides and builds:
 Projection applies where a run asks for it: ``simulate(mode="hybrid")``, ``fedinv
 simulate --mode hybrid`` and study variants with ``mode = "hybrid"``. :class:`Projected`
 wraps any policy with ``act(state) -> Decision``, a learned one included, so a trainer
-could learn from released orders; none does today: the tuner, ``fedinv train`` and the
-federated clients learn from proposals in pure mode, and the trained policy is then
-evaluated in either mode.
+can learn from released orders: the tuner in hybrid mode, the DQN's environment and
+HDPO's training day with ``layer_gradient`` straight-through or masked
+(docs/agents.md, "Training through the safety layer") do.
 
 Importing this module does not import Pyomo, highspy or ``solvers`` (the factories
 import them when called); nothing else in ``fedinv`` imports ``solvers``.

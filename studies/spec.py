@@ -59,6 +59,7 @@ FEDERATION_KEYS = (
     "local-iterations",
     "window",
     "hdpo-learning-rate",
+    "layer-gradient",
     "client-base",
     "server-step",
     "acceptance",

@@ -62,6 +62,15 @@ follows it.
   still learned; ``Args.cost_of_goods = "all"`` counts the cost of goods sold there too
   (a going concern: the learner gains nothing by not buying what the horizon will not
   sell).
+* **Training through the safety layer** (``train_mode = "hybrid"``; docs/agents.md).
+  The base is tuned through the layer and validation runs through it
+  (:func:`through_layer`). :attr:`Args.layer_gradient` says how training meets it:
+  ``penalty`` runs the proposals and prices their violations in the loss
+  (:func:`violation_cost`); ``straight-through`` and ``masked`` run, every training
+  day, the orders the layer releases for the detached proposals (the same layer
+  validation runs, :func:`training_day`), forward exactly, with the identity's
+  gradient or the identity's only on the lanes the layer left unchanged
+  (:func:`layer_release`).
 * **Model selection.** Before training and every ``eval_every`` iterations the policy
   runs exactly (numpy) on validation replications (from
   :data:`fedinv.agents.dqn.VALIDATION_BASE`) over the full horizon; the weights with the
@@ -174,17 +183,38 @@ class Args:
     """torch CPU threads."""
     train_mode: str = "pure"
     """``pure``: trained and validated on its proposals; ``hybrid``: trained for the safety
-    layer -- the base tuned through it, every training window's loss adding
-    ``constraint_weight`` x the value of what the proposals violate (:func:`violation_cost`),
-    and validation run through the layer (highspy), so the selected weights are the best
-    ones as they will run."""
+    layer -- the base tuned through it, the training batches meeting the layer as
+    :attr:`layer_gradient` says (by default every training window's loss adding
+    ``constraint_weight`` x the value of what the proposals violate,
+    :func:`violation_cost`), and validation run through the layer (highspy), so the
+    selected weights are the best ones as they will run."""
     constraint_weight: float = 1.0
-    """``train_mode = "hybrid"``: $ of penalty per $ of violation value (units over a
-    capacity, storage or contract limit at the node's :func:`embodied_cost`, $ over a
-    budget)."""
+    """``train_mode = "hybrid"``, ``layer_gradient = "penalty"``: $ of penalty per $ of
+    violation value (units over a capacity, storage or contract limit at the node's
+    :func:`embodied_cost`, $ over a budget)."""
+    layer_gradient: str = "penalty"
+    """``train_mode = "hybrid"``: how training meets the safety layer (docs/agents.md,
+    "Training through the safety layer"). ``penalty``: the torch day runs the
+    *proposals* and the loss adds ``constraint_weight`` x :func:`violation_cost` (the
+    layer is not in training). ``straight-through``: every training day the proposals
+    ``p`` (detached) go through the layer validation runs (:func:`through_layer`) and
+    the day runs the released orders ``x*`` as ``p + (x* - p).detach()``: forward
+    exactly the layer's release, gradient the identity. ``masked``: the same forward,
+    the gradient passed only on lanes the layer left unchanged (zero where it cut or
+    raised them, as a clamp's derivative). Checkpoints written before the field load
+    with ``penalty``."""
+    projection_penalty: float = 0.0
+    """``layer_gradient`` ``straight-through`` or ``masked``: days of the destination's
+    stockout penalty ($/unit-day) added to the loss per unit of ``|p - x*|`` (the DQN's
+    ``EnvConfig.projection_penalty``; its gradient pulls the proposals towards what the
+    layer releases). 0: none."""
 
 
 TRAIN_MODES = ("pure", "hybrid")
+LAYER_GRADIENTS = ("penalty", "straight-through", "masked")
+"""How hybrid training meets the safety layer (:attr:`Args.layer_gradient`)."""
+LAYER_BACKEND = "highspy"
+"""The projection backend of validation and of training through the layer."""
 
 
 def violation_cost(record: Mapping[str, Any], value: Any) -> Any:
@@ -199,6 +229,47 @@ def violation_cost(record: Mapping[str, Any], value: Any) -> Any:
         + record["contract_violation"]
     )
     return units * value + record["budget_violation"]
+
+
+def through_layer(policy: Any, sim: Simulator) -> Any:
+    """``policy`` behind the safety layer of ``sim``'s network (:data:`LAYER_BACKEND`, the
+    scenario's outages; :func:`fedinv.hybrid.for_mode`): what validation runs in hybrid
+    mode, and what training through the layer releases (wrapping :class:`Proposals`)."""
+    return for_mode(
+        policy, "hybrid", sim.layout, backend=LAYER_BACKEND, outages=sim.scenario.outages
+    )
+
+
+class Proposals:
+    """A policy that proposes the :class:`Decision` it was last given: a training day's
+    detached proposals, behind :func:`through_layer`."""
+
+    name = "hdpo"
+
+    def __init__(self) -> None:
+        self.decision: Decision | None = None
+
+    def act(self, state: State) -> Decision:
+        if self.decision is None:
+            raise RuntimeError("Proposals.act before a decision was given")
+        return self.decision
+
+
+def layer_release(proposals: torch.Tensor, released: np.ndarray, how: str) -> torch.Tensor:
+    """The orders ``[B, M]`` a training day runs when the layer releases ``released`` for
+    ``proposals`` (a tensor in the autograd graph): forward exactly ``released``;
+    backward the identity (``how = "straight-through"``), or the identity on the lanes
+    where the release equals the proposal (to 1e-9, relative) and zero where the layer
+    changed it (``"masked"``)."""
+    if how not in LAYER_GRADIENTS[1:]:
+        raise ValueError(f"layer_release: how must be straight-through or masked, got {how!r}")
+    exact = torch.as_tensor(released, dtype=proposals.dtype)
+    moving = proposals - proposals.detach()  # 0 forward, the identity backward
+    if how == "masked":
+        p = proposals.detach().numpy()
+        kept = np.abs(released - p) <= 1e-9 * np.maximum(1.0, np.abs(p))
+        moving = moving * torch.as_tensor(kept, dtype=proposals.dtype)
+    return exact + moving
 
 
 def base_policy_name(scenario: Scenario) -> str:
@@ -543,6 +614,20 @@ def lane_flow(layout: Layout) -> np.ndarray:
     return np.maximum(mean[st.lane_stream] * layout.lane_share, 1e-9)
 
 
+def check_layer_gradient(args: Args) -> None:
+    """ValueError unless :attr:`Args.layer_gradient` is known and
+    :attr:`Args.projection_penalty` a finite number >= 0."""
+    if args.layer_gradient not in LAYER_GRADIENTS:
+        raise ValueError(
+            f"Args.layer_gradient must be one of {', '.join(LAYER_GRADIENTS)}, "
+            f"got {args.layer_gradient!r}"
+        )
+    if not (math.isfinite(args.projection_penalty) and args.projection_penalty >= 0):
+        raise ValueError(
+            f"Args.projection_penalty must be a number >= 0, got {args.projection_penalty!r}"
+        )
+
+
 def initial_policy(
     args: Args, scenario: Scenario, tuned: TuneResult | None = None
 ) -> tuple[HDPOPolicy, TuneResult]:
@@ -558,6 +643,7 @@ def initial_policy(
         raise ValueError(
             f"Args.train_mode must be one of {', '.join(TRAIN_MODES)}, got {args.train_mode!r}"
         )
+    check_layer_gradient(args)
     if tuned is None or tuned.policy != name or tuned.mode != args.train_mode:
         tuned = tune(
             scenario,
@@ -627,9 +713,7 @@ def train(
     def validate(iteration: int, loss: float, tau: float) -> None:
         nonlocal best
         eval_policy.networks.load_state_dict(networks.state_dict())
-        run = for_mode(
-            eval_policy, args.train_mode, sim.layout, backend="highspy", outages=scenario.outages
-        )
+        run = through_layer(eval_policy, sim) if args.train_mode == "hybrid" else eval_policy
         cost = evaluate(run, scenario, valid, args.eval_days)
         simulated["validation"] += len(valid) * days
         rows.append(
@@ -708,6 +792,9 @@ def training_batch(
     fixed = bool((layout.fixed_cost > 0).any())
     flow_unit = float(lane_flow(layout)[layout.fixed_cost > 0].min()) if fixed else 1.0
     first = TRAIN_BASE + (it - 1) * args.replications
+    check_layer_gradient(args)
+    hybrid = args.train_mode == "hybrid"
+    layer = args.layer_gradient if hybrid and args.layer_gradient != "penalty" else None
     return run_batch(
         policy,
         sim,
@@ -721,7 +808,9 @@ def training_batch(
         smoothing=Smoothing(order_temperature=temp * flow_unit) if fixed else None,
         cost_of_goods=args.cost_of_goods,
         proximal=proximal,
-        constraint_weight=args.constraint_weight if args.train_mode == "hybrid" else 0.0,
+        constraint_weight=args.constraint_weight if hybrid and layer is None else 0.0,
+        layer=layer,
+        projection_penalty=args.projection_penalty if layer is not None else 0.0,
     )
 
 
@@ -740,6 +829,8 @@ def run_batch(
     cost_of_goods: str = "before-last",
     proximal: tuple[float, Sequence[torch.Tensor]] | None = None,
     constraint_weight: float = 0.0,
+    layer: str | None = None,
+    projection_penalty: float = 0.0,
 ) -> float:
     """Simulate ``replications`` over the horizon on torch, one Adam step per window of
     ``window`` days (loss: mean network cost per day over the window's days from
@@ -748,24 +839,31 @@ def run_batch(
     detaching the state between windows. ``proximal = (mu, anchor)`` adds FedProx's
     ``mu/2 ||w - anchor||^2`` to every window's loss (federated training);
     ``constraint_weight > 0`` adds that many times :func:`violation_cost` of every day
-    (training for the safety layer). Returns the batch's mean network cost per day ($,
-    counted days, as the metric counts it; penalties not included)."""
+    (training for the safety layer by penalty). ``layer`` (``straight-through`` or
+    ``masked``, :func:`layer_release`): every day runs the orders the safety layer
+    releases (:func:`through_layer`, a fresh layer per batch), the loss adding
+    ``projection_penalty`` x the destination's stockout penalty per unit of
+    ``|proposed - released|``. Returns the batch's mean network cost per day ($, counted
+    days, as the metric counts it; penalties not included)."""
     ops = torch_ops()
     state, exo = sim.reset(replications)
     ts = state.to(ops)
     value = torch.as_tensor(embodied_cost(sim.layout))
+    gate = through_layer(Proposals(), sim) if layer is not None else None
+    moved_price = torch.as_tensor(sim.layout.dst_mat * sim.layout.penalty)  # [M, N] $/unit
     last = (sim.days - 1 - warmup) // window  # index of the window holding the horizon's end
     costs: list[torch.Tensor] = []
     total, counted = 0.0, 0
     for t in range(sim.days):
-        obs = policy.observe(ts.to(NUMPY))  # features: constants of the backward pass
         with torch.set_grad_enabled(t >= warmup):
-            decision = policy.orders(ts, obs, ops, trigger_temperature)
-            ts, record = sim.step(
+            ts, record, moved = training_day(
+                policy,
+                sim,
                 ts,
                 exo,
-                decision,
-                ops=ops,
+                layer=gate,
+                layer_gradient=layer or "straight-through",
+                trigger_temperature=trigger_temperature,
                 smoothing=smoothing,
                 violations=constraint_weight > 0,
             )
@@ -773,6 +871,8 @@ def run_batch(
             cost = record["total_cost"]
             if constraint_weight > 0:
                 cost = cost + constraint_weight * violation_cost(record, value)
+            if moved is not None and projection_penalty > 0:
+                cost = cost + projection_penalty * (moved.abs() @ moved_price)
             window_index = (t - warmup) // window
             if cost_of_goods == "all" or (cost_of_goods == "before-last" and window_index < last):
                 paid = record["external_purchase_cost"] + record["shipping_cost"]
@@ -796,3 +896,37 @@ def run_batch(
             costs = []
             ts = ts.to(NUMPY).to(ops)  # truncate: the next window starts from a constant
     return total / max(counted, 1)
+
+
+def training_day(
+    policy: HDPOPolicy,
+    sim: Simulator,
+    ts: State,
+    exo: Any,
+    *,
+    layer: Any = None,
+    layer_gradient: str = "straight-through",
+    trigger_temperature: float | None = None,
+    smoothing: Smoothing | None = None,
+    violations: bool = False,
+) -> tuple[State, dict[str, Any], torch.Tensor | None]:
+    """One training day on the torch state ``ts``: the policy's proposals (features from
+    a detached numpy copy: constants of the backward pass), released as they are
+    (``layer`` None) or as the safety layer ``layer`` (:func:`through_layer` of a
+    :class:`Proposals`) releases them, with ``layer_gradient``'s backward
+    (:func:`layer_release`); then the day (:meth:`Simulator.step`). Returns tomorrow's
+    state, today's record and, with a layer, proposed minus released orders ``[B, M]``
+    (units; differentiable in the proposals)."""
+    ops = torch_ops()
+    state = ts.to(NUMPY)
+    obs = policy.observe(state)
+    decision = policy.orders(ts, obs, ops, trigger_temperature)
+    moved = None
+    if layer is not None:  # HDPO proposes no lateral transfers: orders only
+        proposed = decision.orders
+        layer.policy.decision = Decision(proposed.detach().numpy())
+        released = np.asarray(layer.act(state).orders, float)
+        moved = proposed - torch.as_tensor(released, dtype=proposed.dtype)
+        decision = Decision(layer_release(proposed, released, layer_gradient))
+    ts, record = sim.step(ts, exo, decision, ops=ops, smoothing=smoothing, violations=violations)
+    return ts, record, moved

@@ -84,6 +84,22 @@ def add_parser(commands: Any) -> None:
         "and every policy validated and evaluated, through the layer",
     )
     p.add_argument(
+        "--layer-gradient",
+        choices=("penalty", "straight-through", "masked"),
+        help="hdpo with --train-mode hybrid: how training meets the safety layer: penalty "
+        "(default: the day runs the proposals, violations priced in the loss), "
+        "straight-through (the day runs the orders the layer releases, gradient the "
+        "identity) or masked (the same, no gradient on lanes the layer changed); "
+        "docs/agents.md",
+    )
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        metavar="LR",
+        help="hdpo: Adam step size at the first iteration (default 1e-2; it moves linearly "
+        "to 1e-3 by the last)",
+    )
+    p.add_argument(
         "--information",
         choices=("local", "echelon"),
         help="what each node observes: local (its own state, the default) or echelon (also "
@@ -193,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fedinv.policies.classical import POLICY_NAMES
 
     only = {
-        "dqn": ("iterations", "window", "base"),
+        "dqn": ("iterations", "window", "base", "layer_gradient", "learning_rate"),
         "hdpo": ("steps", "network_share", "order_change_cost"),
     }
     for name in only[args.algo]:
@@ -237,8 +253,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_replications=args.eval_replications,
             eval_every=defaults.eval_every if args.eval_every is None else args.eval_every,
             train_mode=args.train_mode or defaults.train_mode,
+            layer_gradient=args.layer_gradient or defaults.layer_gradient,
+            learning_rate=defaults.learning_rate
+            if args.learning_rate is None
+            else args.learning_rate,
             env=replace(defaults.env, **observed),
         )
+        if args.learning_rate is not None and not (
+            math.isfinite(args.learning_rate) and args.learning_rate > 0
+        ):
+            raise CliError(f"--learning-rate: expected a number > 0, got {args.learning_rate}")
         return _run(args, scenario, train_args, train_args.iterations, common)
     steps = args.steps or Args().total_steps
     reward = RewardConfig()

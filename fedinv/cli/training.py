@@ -61,6 +61,15 @@ TRAINING_OPTIONS = (
         choices=("pure", "hybrid"),
     ),
     TrainingOption(
+        "layer_gradient",
+        "--layer-gradient",
+        None,
+        "HDPO with --train-mode hybrid: penalty (the day runs the proposals, violations "
+        "priced in the loss), straight-through or masked (the day runs the orders the "
+        "layer releases; docs/agents.md)",
+        choices=("penalty", "straight-through", "masked"),
+    ),
+    TrainingOption(
         "client_base",
         "--client-base",
         None,

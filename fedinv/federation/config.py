@@ -81,6 +81,10 @@ class FedConfig:
     (:attr:`fedinv.agents.envs.EnvConfig.train_mode`), HDPO with its bases tuned through
     the layer and violations penalized in every local loss
     (:attr:`fedinv.agents.hdpo.Args.train_mode`)."""
+    layer_gradient: str = "penalty"
+    """HDPO with ``train_mode = "hybrid"``: how each local training meets the safety layer
+    (:attr:`fedinv.agents.hdpo.Args.layer_gradient`: ``penalty``, ``straight-through`` or
+    ``masked``; the organization's layer is its local scenario's)."""
     server_base: str = ""
     """HDPO: a JSON file (:meth:`fedinv.policies.tuning.TuneResult.to_dict`) with the
     tuning of the whole network's base policy already done -- a study passes its own
@@ -117,6 +121,11 @@ class FedConfig:
                 f"got {self.client_base!r}"
             )
         check_server_step(self.server_step, self.acceptance)
+        if self.layer_gradient not in ("penalty", "straight-through", "masked"):
+            raise ValueError(
+                "FedConfig.layer_gradient must be penalty, straight-through or masked, "
+                f"got {self.layer_gradient!r}"
+            )
         if self.train_mode not in ("pure", "hybrid"):
             raise ValueError(
                 f"FedConfig.train_mode must be pure or hybrid, got {self.train_mode!r}"

@@ -76,6 +76,7 @@ def hdpo_args(cfg: FedConfig, scenario: Scenario | None = None) -> hdpo.Args:
         learning_rate=cfg.hdpo_learning_rate,
         eval_replications=cfg.eval_replications,
         train_mode=cfg.train_mode,
+        layer_gradient=cfg.layer_gradient,
         tune_replications=cfg.tune_replications,
         sweeps=cfg.tune_sweeps,
     )

@@ -154,9 +154,10 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 def fine_tune_config(data: dict[str, Any], spec: dict[str, Any]) -> Any:
     """The :class:`fedinv.federation.config.FedConfig` of one local HDPO round that
-    continues checkpoint ``data``: its networks' sizes, seed and training mode, the
-    job's batches, replications and step size. ValueError when the federated client's
-    trainer cannot continue it (an observation or parameter sharing it does not use)."""
+    continues checkpoint ``data``: its networks' sizes, seed, training mode and layer
+    gradient, the job's batches, replications and step size. ValueError when the
+    federated client's trainer cannot continue it (an observation or parameter sharing
+    it does not use)."""
     from fedinv.agents.checkpoints import hdpo_args_from_checkpoint
     from fedinv.agents.envs import EnvConfig
     from fedinv.agents.hdpo import Args
@@ -186,6 +187,7 @@ def fine_tune_config(data: dict[str, Any], spec: dict[str, Any]) -> Any:
         hidden=tuple(data["hidden"]),
         hdpo_learning_rate=float(spec["learning_rate"]),
         train_mode=args.train_mode,
+        layer_gradient=args.layer_gradient,
         window=int(args.window or 0),
         tune_replications=int(spec["replications"]),
         tune_sweeps=int(spec["sweeps"]),
