@@ -187,3 +187,58 @@ def test_federated_and_command_line_settings():
     )
     assert hdpo_args(cfg, load_scenario("serial-3")).layer_gradient == "masked"
     assert cfg.to_flat()["layer-gradient"] == "masked"
+
+
+def test_a_hybrid_organization_validates_through_its_layer(tmp_path):
+    """A federated organization training for the layer reports the cost of the global
+    weights *through its own safety layer* (as central HDPO validates): equal to a
+    direct projected simulation, and not the proposals' cost, on a network whose layer
+    cuts the orders."""
+    from fedinv.federation import hdpo_task
+    from fedinv.federation.config import round_replications
+    from fedinv.federation.hdpo_task import load_arrays
+    from fedinv.federation.private_data import export_private_data
+    from fedinv.federation.task import (
+        FedConfig,
+        global_evaluation,
+        initial_arrays,
+        make_trainer,
+        roles_of,
+    )
+
+    scenario = capped_serial()
+    export_private_data(scenario, tmp_path / "data")
+    cfg = FedConfig(
+        scenario="serial-3",
+        algo="hdpo",
+        train_mode="hybrid",
+        client_base="local",
+        tune_replications=2,
+        tune_sweeps=1,
+        replications=2,
+        window=20,
+        hidden=(16,),
+    )
+    trainer = make_trainer(tmp_path / "data" / "serial", tmp_path / "s", cfg, roles_of(scenario))
+    gen = np.random.default_rng(5)  # a trained-looking policy: every weight moved
+    arrays = {
+        k: v if k.endswith(("input_mean", "input_std")) else v + 0.3 * gen.standard_normal(v.shape)
+        for k, v in initial_arrays(cfg, scenario).items()
+    }
+    reported = trainer.evaluate(arrays, 2, DAYS)["local-cost-per-day"]
+    policy = copy.deepcopy(trainer._policy)
+    load_arrays(policy.networks, arrays, trainer.local_roles)
+    sim = Simulator(trainer.scenario, days=DAYS)
+    reps = round_replications(2)
+    projected = mean_cost_per_day(sim, hdpo.through_layer(policy, sim), reps).mean()
+    proposed = mean_cost_per_day(sim, policy, reps).mean()
+    assert reported == pytest.approx(projected, rel=1e-12)
+    assert abs(proposed - projected) > 1e-3 * projected
+    # the server's per-round evaluation on the whole network, likewise
+    cfg = dataclasses.replace(cfg, eval_replications=2, eval_days=DAYS)
+    whole = hdpo_task.global_policy(scenario, arrays, cfg)
+    sim = Simulator(scenario, days=DAYS)
+    expected = mean_cost_per_day(sim, hdpo.through_layer(whole, sim), reps).mean()
+    got = global_evaluation(scenario, arrays, cfg)["global-cost-per-day"]
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert abs(mean_cost_per_day(sim, whole, reps).mean() - expected) > 1e-3 * expected

@@ -205,6 +205,17 @@ def round_replications(count: int) -> list[int]:
     return list(range(VALIDATION_BASE, VALIDATION_BASE + count))
 
 
+def as_it_runs(policy: Any, sim: Any, cfg: FedConfig) -> Any:
+    """``policy`` as every per-round evaluation runs it: behind the safety layer of
+    ``sim``'s network (highspy, the scenario's outages; :func:`fedinv.hybrid.for_mode`)
+    when ``cfg.train_mode = "hybrid"``, as central training validates, else as it is."""
+    if cfg.train_mode != "hybrid":
+        return policy
+    from fedinv.hybrid import for_mode
+
+    return for_mode(policy, "hybrid", sim.layout, backend="highspy", outages=sim.scenario.outages)
+
+
 def roles_of(scenario: Scenario) -> tuple[str, ...]:
     """Tiers present in the network, in :data:`fedinv.agents.envs.TIERS` order."""
     present = {n.tier.value for n in scenario.network.nodes}

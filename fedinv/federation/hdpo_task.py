@@ -46,6 +46,7 @@ import torch
 from fedinv.agents import hdpo
 from fedinv.federation.config import (
     FedConfig,
+    as_it_runs,
     federated_record,
     role_of_key,
     round_replications,
@@ -248,15 +249,17 @@ class HDPOLocalTrainer(RoundSnapshots):
     ) -> dict[str, float]:
         """Exact cost per day of the global weights on the organization's own scenario
         (validation replications, :func:`fedinv.federation.config.round_replications`),
-        over its own base and input statistics."""
+        over its own base and input statistics; with ``train_mode = "hybrid"`` through
+        the organization's safety layer (:func:`fedinv.federation.config.as_it_runs`)."""
         if self._policy is None:
             self.load_before(10**9)
         assert self._policy is not None
         policy = copy.deepcopy(self._policy)
         load_arrays(policy.networks, arrays, self.local_roles)
         days = min(days, self.scenario.horizon_days)
+        sim = Simulator(self.scenario, days=days)
         cost = mean_cost_per_day(
-            Simulator(self.scenario, days=days), policy, round_replications(replications)
+            sim, as_it_runs(policy, sim, self.cfg), round_replications(replications)
         )
         return {
             "num-examples": float(replications * days),

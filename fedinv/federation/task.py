@@ -59,6 +59,7 @@ from fedinv.agents.dqn import (
 from fedinv.agents.envs import BatchedInventoryEnv, EnvConfig, reference_cost
 from fedinv.federation.config import (
     FedConfig,
+    as_it_runs,
     federated_record,
     role_of_key,
     roles_of,
@@ -272,13 +273,15 @@ class LocalTrainer(RoundSnapshots):
         self, arrays: Mapping[str, np.ndarray], replications: int, days: int
     ) -> dict[str, float]:
         """Greedy cost per day of the weights on the organization's own scenario
-        (validation replications, :func:`round_replications`)."""
+        (validation replications, :func:`round_replications`), through the organization's
+        safety layer when it trains for it (:func:`as_it_runs`)."""
         model = copy.deepcopy(self.model)
         load_arrays(model, arrays)
         policy = DQNPolicy(self.env.layout, model, self.cfg.env_config())
         days = min(days, self.scenario.horizon_days)
+        sim = Simulator(self.scenario, days=days)
         cost = mean_cost_per_day(
-            Simulator(self.scenario, days=days), policy, round_replications(replications)
+            sim, as_it_runs(policy, sim, self.cfg), round_replications(replications)
         )
         return {
             "num-examples": float(replications * days),
@@ -366,7 +369,8 @@ def global_evaluation(
     scenario: Scenario, arrays: Mapping[str, np.ndarray], cfg: FedConfig
 ) -> dict[str, float]:
     """Cost per day of the global greedy policy on the whole network, validation
-    replications (:func:`fedinv.federation.config.round_replications`; mean and 95% half-width)."""
+    replications (:func:`fedinv.federation.config.round_replications`; mean and 95% half-width),
+    through the safety layer when the federation trains for it (:func:`as_it_runs`)."""
     from fedinv.sim.metrics import summarize
 
     if cfg.algo == "hdpo":
@@ -376,8 +380,9 @@ def global_evaluation(
     else:
         policy = global_policy(scenario, arrays, cfg)
     days = min(cfg.eval_days, scenario.horizon_days)
+    sim = Simulator(scenario, days=days)
     cost = mean_cost_per_day(
-        Simulator(scenario, days=days), policy, round_replications(cfg.eval_replications)
+        sim, as_it_runs(policy, sim, cfg), round_replications(cfg.eval_replications)
     )
     import pandas as pd
 
