@@ -72,8 +72,8 @@ def add_parser(commands: Any) -> None:
         "--window",
         type=int_at_least(0),
         metavar="D",
-        help="hdpo: days per gradient step, truncated back-propagation (default 0: the "
-        "whole horizon)",
+        help="hdpo: days per gradient step, truncated back-propagation (default: four "
+        "times the longest echelon lead time, at least 30 days; 0: the whole horizon)",
     )
     p.add_argument(
         "--train-mode",
