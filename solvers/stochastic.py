@@ -62,7 +62,7 @@ from fedinv.model.layout import Layout, capacity_times
 from fedinv.model.network import Scenario
 from fedinv.policies.projector import SolverError
 from fedinv.sim.simulator import Decision, State
-from solvers.flowlp import FlowInputs, FlowModel, build_flow
+from solvers.flowlp import FlowInputs, FlowModel, aggregate, bucket_lengths, build_flow
 from solvers.rolling import RollingLP
 
 FEEDBACKS = ("release", "affine", "none")
@@ -72,6 +72,12 @@ corrected), ``affine`` -- the same rule inside the program (non-anticipativity o
 rule's intercept), ``none`` -- the plan's order."""
 AUTO_COLUMNS = 32_768
 """``scenarios = "auto"``: as many futures (4 to 64) as fit in this many LP columns."""
+AUTO_BUCKET = 7
+"""``bucket = "auto"``: days per period after the daily part of a weekly program (a program
+re-solved daily plans every day)."""
+AUTO_DAILY_DAYS = 14
+"""``daily = None``: days planned day by day before the buckets (at least
+``resolve_every``)."""
 AUTO_DAILY_COLUMNS = 20_000
 """``resolve_every = "auto"``: daily when the whole program has at most this many
 columns, weekly otherwise."""
@@ -213,7 +219,10 @@ class RollingSP(RollingLP):
         scenarios: int | str = "auto",
         resolve_every: int | str = "auto",
         refresh: int = 28,
+        bucket: int | str = "auto",
+        daily: int | None = None,
         terminal: float = 1.0,
+        service: float = 1.0,
         order_cycle: str = "eoq",
         feedback: str = "release",
         seed: int = 0,
@@ -223,6 +232,8 @@ class RollingSP(RollingLP):
             ("scenarios", 1 if scenarios == "auto" else scenarios, 1),
             ("resolve_every", 1 if resolve_every == "auto" else resolve_every, 1),
             ("refresh", refresh, 0),
+            ("bucket", 1 if bucket == "auto" else bucket, 1),
+            ("daily", 1 if daily is None else daily, 1),
             ("seed", seed, 0),
         ):
             if isinstance(val, bool) or not isinstance(val, int) or val < low:
@@ -231,6 +242,12 @@ class RollingSP(RollingLP):
             raise ValueError(f"terminal must be a number in [0, 1], got {terminal!r}")
         if not 0.0 <= float(terminal) <= 1.0:
             raise ValueError(f"terminal must be a number in [0, 1], got {terminal!r}")
+        if (
+            isinstance(service, bool)
+            or not isinstance(service, int | float)
+            or not 1.0 <= float(service) <= 100.0
+        ):
+            raise ValueError(f"service must be a number in [1, 100], got {service!r}")
         if feedback not in FEEDBACKS:
             raise ValueError(f"feedback must be one of {', '.join(FEEDBACKS)}, got {feedback!r}")
         super().__init__(
@@ -251,19 +268,30 @@ class RollingSP(RollingLP):
             + len(lay.bom_nodes)
             + lay.num_transfers
         )  # columns of one future's flow LP per plan day
-        per_future = self.horizon * per_day
+        # the plan's periods: `daily` days, then buckets of `bucket` days (no bucket of a
+        # weekly program -- nor of any resolve_every given -- is known before it is set)
+        bucket_of = AUTO_BUCKET if bucket == "auto" else int(bucket)
+        re_guess = 7 if resolve_every == "auto" else int(resolve_every)
+        daily_of = max(AUTO_DAILY_DAYS if daily is None else int(daily), re_guess)
+        self.length = bucket_lengths(self.horizon, daily_of, bucket_of)
+        per_future = len(self.length) * per_day
         if scenarios == "auto":
             scenarios = int(np.clip(AUTO_COLUMNS // per_future, 4, 64))
         if resolve_every == "auto":
-            resolve_every = 1 if scenarios * per_future <= AUTO_DAILY_COLUMNS else 7
+            daily_cols = scenarios * self.horizon * per_day
+            resolve_every = 1 if daily_cols <= AUTO_DAILY_COLUMNS else 7
+        if resolve_every == 1 and bucket == "auto":
+            bucket_of = 1  # re-solved daily: a small program, planned day by day
         if horizon is None and resolve_every == 1:
             # re-solved daily: the longest chain of mean lead times plus 2 days (what today's
             # order reaches, and a day of use after it); longer plans let more of each
             # future's recourse see that future (serial-3: +0.47% at 6 days, +0.88% at 11)
             self.horizon = self._chain_lead() + 2
-            per_future = self.horizon * per_day
             if order_cycle == "eoq":
                 self.cycle = self._order_cycles()
+        daily_of = max(AUTO_DAILY_DAYS if daily is None else int(daily), int(resolve_every))
+        self.length = bucket_lengths(self.horizon, daily_of, bucket_of)
+        per_future = len(self.length) * per_day
         self.auto = {"columns_per_future": per_future}
         if self.horizon <= resolve_every:
             raise ValueError(
@@ -272,7 +300,10 @@ class RollingSP(RollingLP):
         self.scenarios = scenarios
         self.resolve_every = resolve_every
         self.refresh = refresh
+        self.bucket = bucket_of
+        self.daily = daily_of
         self.terminal = float(terminal)
+        self.service = float(service)
         self.feedback = feedback
         self.seed = seed
         self.value, self.comp_value = self._replacement_value()
@@ -467,7 +498,7 @@ class RollingSP(RollingLP):
         )
         dst_t = np.eye(lay.num_nodes)[lay.transfer_dst].reshape(lay.num_transfers, lay.num_nodes)
         open_days = self.order_days(state.day)
-        return [
+        daily = [
             FlowInputs(
                 demand=demand[s],
                 lead=smp.lead[s],
@@ -487,6 +518,9 @@ class RollingSP(RollingLP):
             )
             for s in range(s_n)
         ]
+        if self.length.max() == 1:
+            return daily
+        return [aggregate(x, self.length) for x in daily]  # the plan's periods
 
     def _build(self, data: FlowInputs) -> FlowModel:
         fm = build_flow(
@@ -567,7 +601,8 @@ class RollingSP(RollingLP):
         lay = self.layout
         cost = np.concatenate(fm.var.cost) / s_n
         theta = self.terminal / s_n
-        h = self.horizon
+        h = len(self.length)  # periods
+        cost[fm.b] *= self.service  # the plan's backorder (lost-sale) penalty, weighted
         cost[fm.h[h - 1]] -= theta * self.value
         if fm.c is not None:
             cost[fm.c[h - 1]] -= theta * self.comp_value
@@ -658,7 +693,10 @@ class RollingSP(RollingLP):
             "scenarios": self.scenarios,
             "resolve_every": self.resolve_every,
             "refresh": self.refresh,
+            "bucket": self.bucket,
+            "daily": self.daily,
             "terminal": self.terminal,
+            "service": self.service,
             "order_cycle": self.order_cycle,
             "feedback": self.feedback,
             "seed": self.seed,
