@@ -97,6 +97,7 @@ ROLLING_SP_OPTIONS = (
     "daily",
     "terminal",
     "service",
+    "safety",
     "order_cycle",
     "feedback",
     "seed",

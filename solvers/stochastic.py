@@ -223,6 +223,7 @@ class RollingSP(RollingLP):
         daily: int | None = None,
         terminal: float = 1.0,
         service: float = 1.0,
+        safety: float = 0.0,
         order_cycle: str = "eoq",
         feedback: str = "release",
         seed: int = 0,
@@ -248,13 +249,15 @@ class RollingSP(RollingLP):
             or not 1.0 <= float(service) <= 100.0
         ):
             raise ValueError(f"service must be a number in [1, 100], got {service!r}")
+        if isinstance(safety, bool) or not isinstance(safety, int | float) or safety < 0:
+            raise ValueError(f"safety must be a number >= 0, got {safety!r}")
         if feedback not in FEEDBACKS:
             raise ValueError(f"feedback must be one of {', '.join(FEEDBACKS)}, got {feedback!r}")
         super().__init__(
             layout,
             scenario,
             horizon=horizon,
-            safety=0.0,
+            safety=float(safety),
             lead_quantile="mean",
             order_cycle=order_cycle,
             time_limit=time_limit,
@@ -304,6 +307,7 @@ class RollingSP(RollingLP):
         self.daily = daily_of
         self.terminal = float(terminal)
         self.service = float(service)
+        self.safety = float(safety)
         self.feedback = feedback
         self.seed = seed
         self.value, self.comp_value = self._replacement_value()
@@ -498,6 +502,9 @@ class RollingSP(RollingLP):
         )
         dst_t = np.eye(lay.num_nodes)[lay.transfer_dst].reshape(lay.num_transfers, lay.num_nodes)
         open_days = self.order_days(state.day)
+        floor = None
+        if self.floor.any():  # stock floors at customer nodes (rolling-lp's buffer)
+            floor = np.where(k[:, None] >= self.floor_start[None, :], self.floor[None, :], 0.0)
         daily = [
             FlowInputs(
                 demand=demand[s],
@@ -515,6 +522,8 @@ class RollingSP(RollingLP):
                 order_open=open_days,
                 order_rows=self._limit_a,
                 order_cap=self._limit_cap(node_f[s], lane_f[s]),
+                floor=floor,
+                floor_penalty=lay.penalty if floor is not None else None,
             )
             for s in range(s_n)
         ]
@@ -697,6 +706,7 @@ class RollingSP(RollingLP):
             "daily": self.daily,
             "terminal": self.terminal,
             "service": self.service,
+            "safety": self.safety,
             "order_cycle": self.order_cycle,
             "feedback": self.feedback,
             "seed": self.seed,

@@ -164,7 +164,7 @@ def test_bad_options_are_refused():
         with pytest.raises(ValueError):
             make_optimization_policy("rolling-sp", scenario, lay, bad)
     with pytest.raises(ValueError, match="unknown option"):
-        make_optimization_policy("rolling-sp", scenario, lay, {"safety": 1.0})
+        make_optimization_policy("rolling-sp", scenario, lay, {"lead_quantile": "mean"})
 
 
 def test_rolling_sp_solves_after_another_solve_fixed_highs_threads():
