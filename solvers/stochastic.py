@@ -37,6 +37,14 @@ and HiGHS starts from the previous basis. (Redrawing lead times in place, moving
 entries with ``changeCoeff``, was measured: the basis it leaves needed 12,178 simplex
 iterations, against 21,448 cold and ~2,000 warm.)
 
+Plan periods: the first ``daily`` days one period each, the rest of the horizon in
+periods of ``bucket`` days (:func:`solvers.flowlp.aggregate`: demand and arrivals summed,
+capacities and per-day costs times the length, lead times rounded to the period that
+holds the landing day), so that a future costs fewer columns and more futures fit the
+same time. ``safety = z`` adds rolling-lp's stock floors at customer nodes to every
+future; ``service`` multiplies the plan's backorder penalty (both tuned on training
+replications, docs/hybrid.md).
+
 Costs the LP cannot hold (fixed ordering costs need binaries): lanes with a fixed order
 cost order only on their **order days**, every ``T = round(sqrt(2 K / (h D)))`` days
 (EOQ cycle: ``K`` the fixed cost, ``h`` the destination's holding cost, ``D`` the lane's
@@ -70,7 +78,7 @@ FEEDBACKS = ("release", "affine", "none")
 plan's order plus the day's demand surprise (the plan does not know it will be
 corrected), ``affine`` -- the same rule inside the program (non-anticipativity on the
 rule's intercept), ``none`` -- the plan's order."""
-AUTO_COLUMNS = 32_768
+AUTO_COLUMNS = 24_576
 """``scenarios = "auto"``: as many futures (4 to 64) as fit in this many LP columns."""
 AUTO_BUCKET = 7
 """``bucket = "auto"``: days per period after the daily part of a weekly program (a program
@@ -78,6 +86,10 @@ re-solved daily plans every day)."""
 AUTO_DAILY_DAYS = 14
 """``daily = None``: days planned day by day before the buckets (at least
 ``resolve_every``)."""
+AUTO_SAFETY = 2.0
+"""``safety = "auto"``: the stock-floor ``z`` of a program re-solved less often than daily
+(few futures, a week of first-stage orders): chosen on electronics-5r's training
+replications (docs/hybrid.md); a program re-solved daily (64 futures) has none."""
 AUTO_DAILY_COLUMNS = 20_000
 """``resolve_every = "auto"``: daily when the whole program has at most this many
 columns, weekly otherwise."""
@@ -223,7 +235,7 @@ class RollingSP(RollingLP):
         daily: int | None = None,
         terminal: float = 1.0,
         service: float = 1.0,
-        safety: float = 0.0,
+        safety: float | str = "auto",
         order_cycle: str = "eoq",
         feedback: str = "release",
         seed: int = 0,
@@ -249,15 +261,17 @@ class RollingSP(RollingLP):
             or not 1.0 <= float(service) <= 100.0
         ):
             raise ValueError(f"service must be a number in [1, 100], got {service!r}")
-        if isinstance(safety, bool) or not isinstance(safety, int | float) or safety < 0:
-            raise ValueError(f"safety must be a number >= 0, got {safety!r}")
+        if safety != "auto" and (
+            isinstance(safety, bool) or not isinstance(safety, int | float) or safety < 0
+        ):
+            raise ValueError(f"safety must be 'auto' or a number >= 0, got {safety!r}")
         if feedback not in FEEDBACKS:
             raise ValueError(f"feedback must be one of {', '.join(FEEDBACKS)}, got {feedback!r}")
         super().__init__(
             layout,
             scenario,
             horizon=horizon,
-            safety=float(safety),
+            safety=0.0,  # floors set below, once the schedule is known
             lead_quantile="mean",
             order_cycle=order_cycle,
             time_limit=time_limit,
@@ -307,7 +321,10 @@ class RollingSP(RollingLP):
         self.daily = daily_of
         self.terminal = float(terminal)
         self.service = float(service)
+        if safety == "auto":
+            safety = AUTO_SAFETY if resolve_every > 1 else 0.0
         self.safety = float(safety)
+        self.floor, self.floor_start = self._safety_stock(self.safety)
         self.feedback = feedback
         self.seed = seed
         self.value, self.comp_value = self._replacement_value()

@@ -310,3 +310,27 @@ def test_a_bucketed_plans_first_day_order_is_known_by_hand(tmp_path, bucket, cov
         decision = policy.act(state)
         assert decision.orders[0, 0] == pytest.approx(max(0.0, 10.0 * covers - net), abs=1e-6)
         state, _ = sim.step(state, exo, decision)
+
+
+def test_a_stock_floor_raises_the_first_day_order_as_computed_by_hand(tmp_path):
+    """The newsvendor instance (demand U{8..12}, variance 2, lead time 1, h = 3, p = 7,
+    two-day plan, no terminal value) with ``safety = 2``: tomorrow's stock below
+    F = 2 sqrt(1 x 2) costs p per unit-day. A unit more of tomorrow's stock y costs h
+    where D < y - F, saves p - h = 4 net where y - F < D <= y (stock within the floor),
+    saves p where D > y; at y = 10 + F the slope is (2 x 3 - 3 x 4) / 5 < 0 from the left
+    and (3 x 3 - 2 x 4) / 5 > 0 from the right: the order is 10 + 2 sqrt(2) - net stock
+    (11 - net without the floor; the 200 stratified futures hold U{8..12} exactly)."""
+    scenario = _newsvendor(tmp_path)
+    sim = Simulator(scenario, days=10)
+    state, exo = sim.reset(1)
+    options = {"horizon": 2, "scenarios": 200, "resolve_every": 1, "terminal": 0.0}
+    policy = make_optimization_policy("rolling-sp", scenario, sim.layout, options)
+    assert policy.options()["safety"] == 0.0  # "auto": none where re-solved daily
+    policy = make_optimization_policy("rolling-sp", scenario, sim.layout, options | {"safety": 2.0})
+    floor = 2.0 * np.sqrt(2.0)
+    assert policy.floor[0] == pytest.approx(floor)
+    for _ in range(6):
+        net = state.on_hand[0, 0] - state.backlog[0, 0]
+        decision = policy.act(state)
+        assert decision.orders[0, 0] == pytest.approx(max(0.0, 10.0 + floor - net), abs=1e-6)
+        state, _ = sim.step(state, exo, decision)
