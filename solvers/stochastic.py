@@ -219,7 +219,9 @@ class RollingSP(RollingLP):
     """Rolling-horizon two-stage stochastic program (sample average over ``scenarios``
     sampled futures of ``horizon`` days), re-solved every ``resolve_every`` days.
     Default horizon: the longest chain of mean lead times plus 7 days, or plus 2 where the
-    program is re-solved daily."""
+    program is re-solved daily. The plan: ``daily`` one-day periods, then periods of
+    ``bucket`` days; ``safety``: the ``z`` of stock floors at customer nodes; ``service``:
+    a weight on the plan's backorder penalty ("auto" values: module constants)."""
 
     name = "rolling-sp"
 
