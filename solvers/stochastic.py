@@ -287,8 +287,8 @@ class RollingSP(RollingLP):
             + len(lay.bom_nodes)
             + lay.num_transfers
         )  # columns of one future's flow LP per plan day
-        # the plan's periods: `daily` days, then buckets of `bucket` days (no bucket of a
-        # weekly program -- nor of any resolve_every given -- is known before it is set)
+        # the plan's periods: `daily` days, then buckets of `bucket` days; the auto sizes
+        # count them as for a weekly program, recomputed once resolve_every is known
         bucket_of = AUTO_BUCKET if bucket == "auto" else int(bucket)
         re_guess = 7 if resolve_every == "auto" else int(resolve_every)
         daily_of = max(AUTO_DAILY_DAYS if daily is None else int(daily), re_guess)
