@@ -65,6 +65,12 @@ class FlowInputs:
     """[R, M] coefficients of per-day limits on *orders* (the safety layer's production,
     shipping and assembly rows); None: none."""
     order_cap: np.ndarray | None = None  # [K, R] their right-hand sides (units/day)
+    length: np.ndarray | None = None
+    """[K] days each period stands for (None: every period one day; see
+    :func:`aggregate`): holding, backlog and owed-order costs, transit days and every
+    capacity (transport, production, shipping, assembly, transfers, order limits) are
+    per day and scale by it; demand, arrivals and lead times (in periods) are the
+    period's already."""
 
 
 @dataclass
@@ -179,6 +185,8 @@ def build_flow(
     n, m, nc = lay.num_nodes, lay.num_lanes, lay.num_components
     t_links = lay.num_transfers
     w = np.asarray(data.weight, float)
+    span = np.ones(k_days) if data.length is None else np.asarray(data.length, float)
+    ws = w * span  # day-weights of the per-day costs of each period
     days = np.arange(k_days)
     cust = np.flatnonzero(lay.customer)
     bom_nodes = lay.bom_nodes
@@ -188,7 +196,7 @@ def build_flow(
     # costs
     ext_cost = np.where(lay.external, lay.price, 0.0) + lay.shipping_cost
     lead = np.maximum(np.asarray(data.lead, int), 1)
-    cum = np.concatenate([[0.0], np.cumsum(w)])
+    cum = np.concatenate([[0.0], np.cumsum(ws)])
     end = np.minimum(days[:, None] + lead, k_days)  # in transit at end of days k..k+L-1
     transit_days = cum[end] - cum[days][:, None]
     owed_pen = np.where(internal, lay.penalty[np.maximum(lay.lane_src, 0)], 0.0)
@@ -197,37 +205,39 @@ def build_flow(
     o = var.add((k_days, m), hi=o_hi, cost=w[:, None] * ext_cost)
     s = var.add(
         (k_days, m),
-        hi=capacity_times(lay.transport_cap, data.lane_factor),
+        hi=capacity_times(lay.transport_cap, data.lane_factor) * span[:, None],
         cost=transit_days * lay.transit_holding,
     )
-    ow = var.add((k_days, m), cost=w[:, None] * owed_pen)
-    h = var.add((k_days, n), cost=w[:, None] * lay.holding)
+    ow = var.add((k_days, m), cost=ws[:, None] * owed_pen)
+    h = var.add((k_days, n), cost=ws[:, None] * lay.holding)
     q_hi = np.full((k_days, len(cust)), np.inf)
     if not data.day0_events:
         q_hi[0] = 0.0
     q = var.add((k_days, len(cust)), hi=q_hi)
-    b = var.add((k_days, len(cust)), cost=w[:, None] * lay.penalty[cust])
-    c = var.add((k_days, nc), cost=w[:, None] * lay.comp_holding) if nc else None
+    b = var.add((k_days, len(cust)), cost=ws[:, None] * lay.penalty[cust])
+    c = var.add((k_days, nc), cost=ws[:, None] * lay.comp_holding) if nc else None
     a = None
     if len(bom_nodes):
         a_hi = capacity_times(lay.capacity[bom_nodes], data.node_factor[:, bom_nodes])
+        a_hi = a_hi * span[:, None]
         if not data.day0_events:
             a_hi[0] = 0.0
         a = var.add((k_days, len(bom_nodes)), hi=a_hi)
     tr = None
     if t_links:
-        t_end = np.minimum(days[:, None] + lay.transfer_lead, k_days)
+        t_lead = _periods_ahead(span, lay.transfer_lead)  # [K, T] periods
+        t_end = np.minimum(days[:, None] + t_lead, k_days)
         t_transit = cum[t_end] - cum[days][:, None]
         tr = var.add(
             (k_days, t_links),
-            hi=lay.transfer_cap,
+            hi=lay.transfer_cap * span[:, None],
             cost=w[:, None] * lay.transfer_cost + t_transit * lay.holding[lay.transfer_src],
         )
 
     # per-day limits on orders (the safety layer's rows): sum_l a[r, l] o[k, l] <= cap[k, r]
     if data.order_rows is not None and len(data.order_rows):
         a_rows = np.asarray(data.order_rows, float)
-        ro = row.add((k_days, a_rows.shape[0]), -np.inf, data.order_cap)
+        ro = row.add((k_days, a_rows.shape[0]), -np.inf, data.order_cap * span[:, None])
         rr, ll = np.nonzero(a_rows)
         row.coef(ro[:, rr], o[:, ll], a_rows[rr, ll][None, :])
 
@@ -236,7 +246,7 @@ def build_flow(
         fl = np.asarray(data.floor, float)
         at = np.flatnonzero((fl > 0).any(axis=0))
         if len(at):
-            short = var.add((k_days, len(at)), cost=w[:, None] * data.floor_penalty[at])
+            short = var.add((k_days, len(at)), cost=ws[:, None] * data.floor_penalty[at])
             rf = row.add((k_days, len(at)), fl[:, at], np.inf)
             row.coef(rf, h[:, at], 1.0)
             row.coef(rf, short, 1.0)
@@ -276,7 +286,7 @@ def build_flow(
     if tr is not None:
         row.coef(rn[:, lay.transfer_src], tr, 1.0)
         tk, tx = np.meshgrid(days, np.arange(t_links), indexing="ij")
-        tland = tk + lay.transfer_lead[tx]
+        tland = tk + t_lead
         tok = tland < k_days
         row.coef(rn[tland[tok], lay.transfer_dst[tx[tok]]], tr[tk[tok], tx[tok]], -1.0)
 
@@ -313,7 +323,7 @@ def build_flow(
         & (np.isfinite(lay.capacity) | (data.node_factor == 0).any(axis=0) | fixed_structure)
     )
     if len(prod):
-        cap = capacity_times(lay.capacity[prod], data.node_factor[:, prod])
+        cap = capacity_times(lay.capacity[prod], data.node_factor[:, prod]) * span[:, None]
         rp = row.add((k_days, len(prod)), -np.inf, cap)
         for j, i in enumerate(prod):
             lanes_i = np.flatnonzero(lay.external & (lay.lane_dst == i))
@@ -321,7 +331,9 @@ def build_flow(
     # output: shipments out of a node <= capacity x f (shipping nodes; any node in outage)
     f = data.node_factor
     out_cap = np.where(
-        (lay.output_kind == OUTPUT_SHIPPING) | (f < 1.0), capacity_times(lay.capacity, f), np.inf
+        (lay.output_kind == OUTPUT_SHIPPING) | (f < 1.0),
+        capacity_times(lay.capacity, f) * span[:, None],
+        np.inf,
     )
     has_out = np.array([(internal & (lay.lane_src == i)).any() for i in range(n)])
     limited = np.flatnonzero((np.isfinite(out_cap).any(axis=0) | fixed_structure) & has_out)
@@ -332,6 +344,78 @@ def build_flow(
             row.coef(ro[:, j][:, None], s[:, lanes_i], 1.0)
 
     return FlowModel(var, row, o, s, ow, h, q, b, c, a, tr, land, rb)
+
+
+def _periods_ahead(length: np.ndarray, lead_days: np.ndarray) -> np.ndarray:
+    """``[K, X]`` periods from each period ``k`` to the one that holds day
+    ``start[k] + lead_days`` (``lead_days`` ``[X]`` or ``[K, X]`` days; periods of
+    ``length [K]`` days; a landing day after the plan counts in 1-day periods past its
+    end); at least 1."""
+    span = np.asarray(length, int)
+    k_days = len(span)
+    start = np.concatenate([[0], np.cumsum(span)[:-1]])
+    total = int(span.sum())
+    day = start[:, None] + np.asarray(lead_days, int)  # [K, X] landing days
+    inside = np.searchsorted(start, np.minimum(day, total - 1), side="right") - 1
+    period = np.where(day < total, inside, k_days + day - total)
+    return np.maximum(period - np.arange(k_days)[:, None], 1)
+
+
+def bucket_lengths(days: int, daily: int, bucket: int) -> np.ndarray:
+    """``[K]`` period lengths (days) of a ``days``-day plan: ``daily`` periods of one day,
+    then periods of ``bucket`` days (the last one shorter where ``days`` ends inside it)."""
+    daily = min(int(daily), int(days))
+    rest = int(days) - daily
+    tail = [bucket] * (rest // bucket) + ([rest % bucket] if rest % bucket else [])
+    return np.array([1] * daily + tail, int)
+
+
+def aggregate(data: FlowInputs, length: np.ndarray) -> FlowInputs:
+    """The daily ``data`` (``K = length.sum()`` days) in periods of ``length [P]`` days:
+    demand, arrivals and transfers landing summed over each period; capacity factors,
+    order-limit right-hand sides, safety floors and weights averaged (the model scales
+    the per-day capacities and costs by the length); a period may order if any of its
+    days may; a shipment placed in period ``p`` carries the lead time drawn for the
+    period's first day and lands in the period holding its landing day (periods after
+    the plan's end count one day each) -- within a period, a unit landing on its last
+    day serves the period's demand from its first (the approximation of the later,
+    bucketed days)."""
+    length = np.asarray(length, int)
+    k_days = int(length.sum())
+    if data.demand.shape[0] != k_days or (length < 1).any():
+        raise ValueError(f"period lengths must be >= 1 and sum to {data.demand.shape[0]} days")
+    start = np.concatenate([[0], np.cumsum(length)[:-1]])
+
+    def total(x):
+        return None if x is None else np.add.reduceat(np.asarray(x, float), start, axis=0)
+
+    def mean(x):
+        if x is None:
+            return None
+        y = total(x)
+        return y / length.reshape((-1,) + (1,) * (y.ndim - 1))
+
+    lead = np.asarray(data.lead, int)[start]  # [P, M] days from each period's first day
+    return FlowInputs(
+        demand=total(data.demand),
+        lead=_periods_ahead(length, lead),
+        node_factor=mean(data.node_factor),
+        lane_factor=mean(data.lane_factor),
+        weight=mean(data.weight),
+        on_hand=data.on_hand,
+        components=data.components,
+        backlog=data.backlog,
+        owed=data.owed,
+        arrivals=total(data.arrivals),
+        transfers_landing=total(data.transfers_landing),
+        day0_events=data.day0_events,
+        floor=mean(data.floor),
+        floor_penalty=data.floor_penalty,
+        order_open=None if data.order_open is None else total(data.order_open) > 0,
+        order_rows=data.order_rows,
+        order_cap=mean(data.order_cap),
+        length=length.astype(float),
+    )
 
 
 def _solve(var: _Vars, row: _Rows, o, s, tr, k_days, m, t_links, time_limit) -> FlowSolution:

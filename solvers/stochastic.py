@@ -37,6 +37,14 @@ and HiGHS starts from the previous basis. (Redrawing lead times in place, moving
 entries with ``changeCoeff``, was measured: the basis it leaves needed 12,178 simplex
 iterations, against 21,448 cold and ~2,000 warm.)
 
+Plan periods: the first ``daily`` days one period each, the rest of the horizon in
+periods of ``bucket`` days (:func:`solvers.flowlp.aggregate`: demand and arrivals summed,
+capacities and per-day costs times the length, lead times rounded to the period that
+holds the landing day), so that a future costs fewer columns and more futures fit the
+same time. ``safety = z`` adds rolling-lp's stock floors at customer nodes to every
+future; ``service`` multiplies the plan's backorder penalty (both tuned on training
+replications, docs/hybrid.md).
+
 Costs the LP cannot hold (fixed ordering costs need binaries): lanes with a fixed order
 cost order only on their **order days**, every ``T = round(sqrt(2 K / (h D)))`` days
 (EOQ cycle: ``K`` the fixed cost, ``h`` the destination's holding cost, ``D`` the lane's
@@ -62,7 +70,7 @@ from fedinv.model.layout import Layout, capacity_times
 from fedinv.model.network import Scenario
 from fedinv.policies.projector import SolverError
 from fedinv.sim.simulator import Decision, State
-from solvers.flowlp import FlowInputs, FlowModel, build_flow
+from solvers.flowlp import FlowInputs, FlowModel, aggregate, bucket_lengths, build_flow
 from solvers.rolling import RollingLP
 
 FEEDBACKS = ("release", "affine", "none")
@@ -70,8 +78,18 @@ FEEDBACKS = ("release", "affine", "none")
 plan's order plus the day's demand surprise (the plan does not know it will be
 corrected), ``affine`` -- the same rule inside the program (non-anticipativity on the
 rule's intercept), ``none`` -- the plan's order."""
-AUTO_COLUMNS = 32_768
+AUTO_COLUMNS = 24_576
 """``scenarios = "auto"``: as many futures (4 to 64) as fit in this many LP columns."""
+AUTO_BUCKET = 7
+"""``bucket = "auto"``: days per period after the daily part of a weekly program (a program
+re-solved daily plans every day)."""
+AUTO_DAILY_DAYS = 14
+"""``daily = None``: days planned day by day before the buckets (at least
+``resolve_every``)."""
+AUTO_SAFETY = 2.0
+"""``safety = "auto"``: the stock-floor ``z`` of a program re-solved less often than daily
+(few futures, a week of first-stage orders): chosen on electronics-5r's training
+replications (docs/hybrid.md); a program re-solved daily (64 futures) has none."""
 AUTO_DAILY_COLUMNS = 20_000
 """``resolve_every = "auto"``: daily when the whole program has at most this many
 columns, weekly otherwise."""
@@ -201,7 +219,9 @@ class RollingSP(RollingLP):
     """Rolling-horizon two-stage stochastic program (sample average over ``scenarios``
     sampled futures of ``horizon`` days), re-solved every ``resolve_every`` days.
     Default horizon: the longest chain of mean lead times plus 7 days, or plus 2 where the
-    program is re-solved daily."""
+    program is re-solved daily. The plan: ``daily`` one-day periods, then periods of
+    ``bucket`` days; ``safety``: the ``z`` of stock floors at customer nodes; ``service``:
+    a weight on the plan's backorder penalty ("auto" values: module constants)."""
 
     name = "rolling-sp"
 
@@ -213,7 +233,11 @@ class RollingSP(RollingLP):
         scenarios: int | str = "auto",
         resolve_every: int | str = "auto",
         refresh: int = 28,
+        bucket: int | str = "auto",
+        daily: int | None = None,
         terminal: float = 1.0,
+        service: float = 1.0,
+        safety: float | str = "auto",
         order_cycle: str = "eoq",
         feedback: str = "release",
         seed: int = 0,
@@ -223,6 +247,8 @@ class RollingSP(RollingLP):
             ("scenarios", 1 if scenarios == "auto" else scenarios, 1),
             ("resolve_every", 1 if resolve_every == "auto" else resolve_every, 1),
             ("refresh", refresh, 0),
+            ("bucket", 1 if bucket == "auto" else bucket, 1),
+            ("daily", 1 if daily is None else daily, 1),
             ("seed", seed, 0),
         ):
             if isinstance(val, bool) or not isinstance(val, int) or val < low:
@@ -231,13 +257,23 @@ class RollingSP(RollingLP):
             raise ValueError(f"terminal must be a number in [0, 1], got {terminal!r}")
         if not 0.0 <= float(terminal) <= 1.0:
             raise ValueError(f"terminal must be a number in [0, 1], got {terminal!r}")
+        if (
+            isinstance(service, bool)
+            or not isinstance(service, int | float)
+            or not 1.0 <= float(service) <= 100.0
+        ):
+            raise ValueError(f"service must be a number in [1, 100], got {service!r}")
+        if safety != "auto" and (
+            isinstance(safety, bool) or not isinstance(safety, int | float) or safety < 0
+        ):
+            raise ValueError(f"safety must be 'auto' or a number >= 0, got {safety!r}")
         if feedback not in FEEDBACKS:
             raise ValueError(f"feedback must be one of {', '.join(FEEDBACKS)}, got {feedback!r}")
         super().__init__(
             layout,
             scenario,
             horizon=horizon,
-            safety=0.0,
+            safety=0.0,  # floors set below, once the schedule is known
             lead_quantile="mean",
             order_cycle=order_cycle,
             time_limit=time_limit,
@@ -251,19 +287,30 @@ class RollingSP(RollingLP):
             + len(lay.bom_nodes)
             + lay.num_transfers
         )  # columns of one future's flow LP per plan day
-        per_future = self.horizon * per_day
+        # the plan's periods: `daily` days, then buckets of `bucket` days; the auto sizes
+        # count them as for a weekly program, recomputed once resolve_every is known
+        bucket_of = AUTO_BUCKET if bucket == "auto" else int(bucket)
+        re_guess = 7 if resolve_every == "auto" else int(resolve_every)
+        daily_of = max(AUTO_DAILY_DAYS if daily is None else int(daily), re_guess)
+        self.length = bucket_lengths(self.horizon, daily_of, bucket_of)
+        per_future = len(self.length) * per_day
         if scenarios == "auto":
             scenarios = int(np.clip(AUTO_COLUMNS // per_future, 4, 64))
         if resolve_every == "auto":
-            resolve_every = 1 if scenarios * per_future <= AUTO_DAILY_COLUMNS else 7
+            daily_cols = scenarios * self.horizon * per_day
+            resolve_every = 1 if daily_cols <= AUTO_DAILY_COLUMNS else 7
+        if resolve_every == 1 and bucket == "auto":
+            bucket_of = 1  # re-solved daily: a small program, planned day by day
         if horizon is None and resolve_every == 1:
             # re-solved daily: the longest chain of mean lead times plus 2 days (what today's
             # order reaches, and a day of use after it); longer plans let more of each
             # future's recourse see that future (serial-3: +0.47% at 6 days, +0.88% at 11)
             self.horizon = self._chain_lead() + 2
-            per_future = self.horizon * per_day
             if order_cycle == "eoq":
                 self.cycle = self._order_cycles()
+        daily_of = max(AUTO_DAILY_DAYS if daily is None else int(daily), int(resolve_every))
+        self.length = bucket_lengths(self.horizon, daily_of, bucket_of)
+        per_future = len(self.length) * per_day
         self.auto = {"columns_per_future": per_future}
         if self.horizon <= resolve_every:
             raise ValueError(
@@ -272,7 +319,14 @@ class RollingSP(RollingLP):
         self.scenarios = scenarios
         self.resolve_every = resolve_every
         self.refresh = refresh
+        self.bucket = bucket_of
+        self.daily = daily_of
         self.terminal = float(terminal)
+        self.service = float(service)
+        if safety == "auto":
+            safety = AUTO_SAFETY if resolve_every > 1 else 0.0
+        self.safety = float(safety)
+        self.floor, self.floor_start = self._safety_stock(self.safety)
         self.feedback = feedback
         self.seed = seed
         self.value, self.comp_value = self._replacement_value()
@@ -467,7 +521,10 @@ class RollingSP(RollingLP):
         )
         dst_t = np.eye(lay.num_nodes)[lay.transfer_dst].reshape(lay.num_transfers, lay.num_nodes)
         open_days = self.order_days(state.day)
-        return [
+        floor = None
+        if self.floor.any():  # stock floors at customer nodes (rolling-lp's buffer)
+            floor = np.where(k[:, None] >= self.floor_start[None, :], self.floor[None, :], 0.0)
+        daily = [
             FlowInputs(
                 demand=demand[s],
                 lead=smp.lead[s],
@@ -484,9 +541,14 @@ class RollingSP(RollingLP):
                 order_open=open_days,
                 order_rows=self._limit_a,
                 order_cap=self._limit_cap(node_f[s], lane_f[s]),
+                floor=floor,
+                floor_penalty=lay.penalty if floor is not None else None,
             )
             for s in range(s_n)
         ]
+        if self.length.max() == 1:
+            return daily
+        return [aggregate(x, self.length) for x in daily]  # the plan's periods
 
     def _build(self, data: FlowInputs) -> FlowModel:
         fm = build_flow(
@@ -567,7 +629,8 @@ class RollingSP(RollingLP):
         lay = self.layout
         cost = np.concatenate(fm.var.cost) / s_n
         theta = self.terminal / s_n
-        h = self.horizon
+        h = len(self.length)  # periods
+        cost[fm.b] *= self.service  # the plan's backorder (lost-sale) penalty, weighted
         cost[fm.h[h - 1]] -= theta * self.value
         if fm.c is not None:
             cost[fm.c[h - 1]] -= theta * self.comp_value
@@ -658,7 +721,11 @@ class RollingSP(RollingLP):
             "scenarios": self.scenarios,
             "resolve_every": self.resolve_every,
             "refresh": self.refresh,
+            "bucket": self.bucket,
+            "daily": self.daily,
             "terminal": self.terminal,
+            "service": self.service,
+            "safety": self.safety,
             "order_cycle": self.order_cycle,
             "feedback": self.feedback,
             "seed": self.seed,

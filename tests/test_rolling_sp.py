@@ -43,10 +43,16 @@ transit_holding_cost = 0.0
 """
 
 
-def _newsvendor(tmp_path):
+def _newsvendor_file(tmp_path, low: int = 8, high: int = 12):
     path = tmp_path / "nv.toml"
-    path.write_text(NEWSVENDOR)
-    return load_scenario(path)
+    path.write_text(
+        NEWSVENDOR.replace("low = 8", f"low = {low}").replace("high = 12", f"high = {high}")
+    )
+    return path
+
+
+def _newsvendor(tmp_path):
+    return load_scenario(_newsvendor_file(tmp_path))
 
 
 def test_first_day_order_is_the_newsvendor_quantile(tmp_path):
@@ -158,7 +164,7 @@ def test_bad_options_are_refused():
         with pytest.raises(ValueError):
             make_optimization_policy("rolling-sp", scenario, lay, bad)
     with pytest.raises(ValueError, match="unknown option"):
-        make_optimization_policy("rolling-sp", scenario, lay, {"safety": 1.0})
+        make_optimization_policy("rolling-sp", scenario, lay, {"lead_quantile": "mean"})
 
 
 def test_rolling_sp_solves_after_another_solve_fixed_highs_threads():
@@ -211,3 +217,120 @@ def test_a_replications_orders_do_not_depend_on_its_batch():
         orders.append(np.stack(seen))
     assert orders[0].sum() > 0
     np.testing.assert_array_equal(orders[0], orders[1])
+
+
+def test_aggregate_sums_periods_and_maps_lead_times_by_hand():
+    """Periods of 1, 1, 4 and 4 days (days 0, 1, 2-5, 6-9): demand and arrivals are the
+    period's sums, capacity factors its means; a shipment placed on a period's first day
+    lands in the period holding its landing day: day 0 + 3 = day 3, period 2 (2 ahead);
+    day 2 + 5 = day 7, period 3 (1 ahead); day 6 + 5 = day 11, one day past the plan's
+    end (day 9), period 5 (2 ahead, after the plan); day 1 + 1 = day 2 (1 ahead)."""
+    from solvers.flowlp import FlowInputs, aggregate, bucket_lengths
+
+    length = bucket_lengths(10, 2, 4)
+    np.testing.assert_array_equal(length, [1, 1, 4, 4])
+    np.testing.assert_array_equal(bucket_lengths(11, 2, 4), [1, 1, 4, 4, 1])
+    k = np.arange(10.0)
+    lead = np.array([3, 1, 5, 9, 9, 9, 5, 9, 9, 9])[:, None]
+    data = FlowInputs(
+        demand=k[:, None],
+        lead=lead,
+        node_factor=np.where(k < 4, 0.0, 1.0)[:, None],
+        lane_factor=np.ones((10, 1)),
+        weight=np.ones(10),
+        on_hand=np.zeros(1),
+        components=np.zeros(0),
+        backlog=np.zeros(1),
+        owed=np.zeros(1),
+        arrivals=np.ones((10, 1)),
+        transfers_landing=np.zeros((10, 1)),
+        order_open=(k % 3 == 0)[:, None],
+    )
+    out = aggregate(data, length)
+    np.testing.assert_array_equal(out.demand[:, 0], [0, 1, 2 + 3 + 4 + 5, 6 + 7 + 8 + 9])
+    np.testing.assert_array_equal(out.arrivals[:, 0], [1, 1, 4, 4])
+    np.testing.assert_array_equal(out.node_factor[:, 0], [0, 0, 0.5, 1])
+    np.testing.assert_array_equal(out.lead[:, 0], [2, 1, 1, 2])
+    np.testing.assert_array_equal(out.order_open[:, 0], [True, False, True, True])
+    np.testing.assert_array_equal(out.length, [1, 1, 4, 4])
+
+
+def test_one_day_periods_give_the_daily_model():
+    """Aggregating into periods of one day changes nothing: the same columns (bounds,
+    costs) and rows, entry for entry (electronics-5r: components, assembly, transfers)."""
+    from solvers.flowlp import aggregate, build_flow
+
+    scenario = load_scenario("electronics-5r")
+    sim = Simulator(scenario, days=5)
+    state, _ = sim.reset(1)
+    policy = make_optimization_policy(
+        "rolling-sp", scenario, sim.layout, {"scenarios": 1, "horizon": 30, "bucket": 1}
+    )
+    policy.act(state)
+    data = policy._inputs(state, 0, policy._sample[0])[0]
+    assert data.length is None
+    models = [
+        build_flow(sim.layout, x, fixed_structure=True)
+        for x in (data, aggregate(data, np.ones(30, int)))
+    ]
+    for part in ("lo", "hi", "cost"):
+        a, b = (np.concatenate(getattr(fm.var, part)) for fm in models)
+        np.testing.assert_array_equal(a, b)
+    for part in ("lo", "hi", "ri", "ci", "v"):
+        a, b = (np.concatenate(getattr(fm.row, part)) for fm in models)
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("bucket", "covers"), [(1, 1), (3, 3)])
+def test_a_bucketed_plans_first_day_order_is_known_by_hand(tmp_path, bucket, covers):
+    """Demand 10 a day (uniform 10..10), lead time 1, h = 3, p = 7, a 4-day plan, no
+    terminal value. Planned day by day, today's order covers tomorrow (the next order
+    lands the day after): 10 - net stock. Planned as today and one 3-day period, the
+    period's orders land after the plan (placed on day 1, landing on day 2: the next
+    period), so today's order covers the whole period: 30 - net stock."""
+    scenario = load_scenario(_newsvendor_file(tmp_path, low=10, high=10))
+    sim = Simulator(scenario, days=8)
+    state, exo = sim.reset(1)
+    policy = make_optimization_policy(
+        "rolling-sp",
+        scenario,
+        sim.layout,
+        {
+            "horizon": 4,
+            "scenarios": 4,
+            "resolve_every": 1,
+            "terminal": 0.0,
+            "daily": 1,
+            "bucket": bucket,
+        },
+    )
+    np.testing.assert_array_equal(policy.length, [1, 1, 1, 1] if bucket == 1 else [1, 3])
+    for _ in range(5):
+        net = state.on_hand[0, 0] - state.backlog[0, 0]
+        decision = policy.act(state)
+        assert decision.orders[0, 0] == pytest.approx(max(0.0, 10.0 * covers - net), abs=1e-6)
+        state, _ = sim.step(state, exo, decision)
+
+
+def test_a_stock_floor_raises_the_first_day_order_as_computed_by_hand(tmp_path):
+    """The newsvendor instance (demand U{8..12}, variance 2, lead time 1, h = 3, p = 7,
+    two-day plan, no terminal value) with ``safety = 2``: tomorrow's stock below
+    F = 2 sqrt(1 x 2) costs p per unit-day. A unit more of tomorrow's stock y costs h
+    where D < y - F, saves p - h = 4 net where y - F < D <= y (stock within the floor),
+    saves p where D > y; at y = 10 + F the slope is (2 x 3 - 3 x 4) / 5 < 0 from the left
+    and (3 x 3 - 2 x 4) / 5 > 0 from the right: the order is 10 + 2 sqrt(2) - net stock
+    (11 - net without the floor; the 200 stratified futures hold U{8..12} exactly)."""
+    scenario = _newsvendor(tmp_path)
+    sim = Simulator(scenario, days=10)
+    state, exo = sim.reset(1)
+    options = {"horizon": 2, "scenarios": 200, "resolve_every": 1, "terminal": 0.0}
+    policy = make_optimization_policy("rolling-sp", scenario, sim.layout, options)
+    assert policy.options()["safety"] == 0.0  # "auto": none where re-solved daily
+    policy = make_optimization_policy("rolling-sp", scenario, sim.layout, options | {"safety": 2.0})
+    floor = 2.0 * np.sqrt(2.0)
+    assert policy.floor[0] == pytest.approx(floor)
+    for _ in range(6):
+        net = state.on_hand[0, 0] - state.backlog[0, 0]
+        decision = policy.act(state)
+        assert decision.orders[0, 0] == pytest.approx(max(0.0, 10.0 + floor - net), abs=1e-6)
+        state, _ = sim.step(state, exo, decision)

@@ -8,6 +8,14 @@ the kept HiGHS model (bounds, and matrix entries on a refresh) and the HiGHS sol
 the model's size and simplex iterations. The target (docs/hybrid.md): at most 30 s per
 replication-year on electronics-5r on one core at the default settings.
 
+``--tune GRID --train-replications N`` first chooses rolling-sp's options on the tuner's
+training replications (:data:`fedinv.policies.tuning.TRAIN_BASE` on, disjoint from the
+held-out ``0..``): every point of the grid (JSON: option -> list of values; ``--params``
+fixed) is simulated on the same ``N`` training replications in ``--mode``, the cheapest
+mean ``total_cost_per_day`` wins (the tuners' objective) and is then run on the held-out
+replications; the grid's costs and simulated days (points x N x days, the tuners' budget
+unit) are reported under ``"tuning"``.
+
 ``--against POLICY --against-params JSON`` (a classical policy, or a file of its tuned
 parameters) also runs that policy on the same replications and mode and reports the
 paired difference of ``total_cost_per_day`` (rolling-sp minus it) with its 95% t
@@ -25,6 +33,58 @@ from typing import Any
 import numpy as np
 
 TARGET_S_PER_YEAR = 30.0
+
+
+def tune_rolling_sp(
+    scenario_name: str,
+    grid: dict[str, list[Any]],
+    train_replications: int = 2,
+    days: int | None = None,
+    params: dict[str, Any] | None = None,
+    mode: str = "pure",
+) -> dict[str, Any]:
+    """Grid search of rolling-sp's options on training replications (see module doc):
+    ``{"best": params, "points": [{"params", "total_cost_per_day", "fill_rate"}],
+    "simulated_days": int}``."""
+    import itertools
+
+    from fedinv.hybrid import make_optimization_policy
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.tuning import TRAIN_BASE
+    from fedinv.sim.run import simulate
+
+    scenario = load_scenario(scenario_name)
+    keys = sorted(grid)
+    points = []
+    n_days = 0
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = dict(params or {}) | dict(zip(keys, values, strict=True))
+        result = simulate(
+            scenario,
+            lambda layout, p=point: make_optimization_policy("rolling-sp", scenario, layout, p),
+            replications=train_replications,
+            days=days,
+            mode=mode,
+            solver="highspy",
+            first_replication=TRAIN_BASE,
+        )
+        n_days = result.days
+        pr = result.per_replication
+        points.append(
+            {
+                "params": point,
+                "total_cost_per_day": float(pr.total_cost_per_day.mean()),
+                "fill_rate": float(pr.fill_rate.mean()),
+            }
+        )
+    best = min(points, key=lambda p: p["total_cost_per_day"])
+    return {
+        "best": best["params"],
+        "points": points,
+        "train_replications": train_replications,
+        "first_train_replication": TRAIN_BASE,
+        "simulated_days": len(points) * train_replications * n_days,
+    }
 
 
 def bench_rolling(
@@ -119,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="{}", help="rolling-sp options, JSON")
     parser.add_argument("--mode", default="pure", choices=("pure", "hybrid"))
     parser.add_argument("--first", type=int, default=0, help="first replication index")
+    parser.add_argument("--tune", default=None, help="grid of options to tune, JSON")
+    parser.add_argument("--train-replications", type=int, default=2)
     parser.add_argument("--against", default=None, help="a classical policy to pair with")
     parser.add_argument(
         "--against-params", default="{}", help="its parameters: JSON or a params.json file"
@@ -126,16 +188,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ref = args.against_params
     ref_params = json.loads(Path(ref).read_text() if Path(ref).is_file() else ref)
+    params = json.loads(args.params)
+    tuning = None
+    if args.tune is not None:
+        c0 = time.process_time()
+        tuning = tune_rolling_sp(
+            args.scenario,
+            json.loads(args.tune),
+            args.train_replications,
+            args.days,
+            params,
+            args.mode,
+        )
+        tuning["cpu_s"] = time.process_time() - c0
+        params = tuning["best"]
     out = bench_rolling(
         args.scenario,
         args.replications,
         args.days,
-        json.loads(args.params),
+        params,
         args.mode,
         args.first,
         args.against,
         ref_params,
     )
+    if tuning is not None:
+        out["tuning"] = tuning
     print(json.dumps(out, indent=2, default=float))
     return 0
 
