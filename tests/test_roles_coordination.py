@@ -177,8 +177,16 @@ def test_simulate_coordination_flag(capsys):
     payload = json.loads(capsys.readouterr().out)
     assert payload["coordination"] == {"rule": "balance", "threshold": 0.5, "reserve": 1.5}
     assert payload["metrics"]["transfer_units_per_day"]["mean"] >= 0.0
+    daily = payload["metrics"]["messages_per_agent_day"]["mean"]
+    signalled = ["simulate", "--scenario", "electronics-5r", "--policy", "sS", "--days", "60"]
+    signalled += ["--replications", "2", "--coordination", "signalled", "--json"]
+    assert main(signalled) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["coordination"]["rule"] == "signalled"
+    # the daily node reads every linked peer every day; signals only on crossings
+    assert daily > 0 and payload["metrics"]["messages_per_agent_day"]["mean"] < daily / 5
     argv = ["simulate", "--scenario", "serial-3", "--policy", "base-stock"]
     assert main([*argv, "--coordination", "balance"]) != 0
     assert "has no lateral links" in capsys.readouterr().err
     assert main([*argv, "--coordination-threshold", "1"]) != 0
-    assert "without --coordination balance" in capsys.readouterr().err
+    assert "without --coordination" in capsys.readouterr().err

@@ -55,7 +55,8 @@ def add_parsers(commands: Any) -> None:
     from fedinv.policies.classical import POLICY_NAMES
     from fedinv.policies.tuning import PER
     from fedinv.registry import ALL_POLICIES
-    from fedinv.roles.coordination import COORDINATION_RULES, BalanceConfig
+    from fedinv.roles.coordination import BalanceConfig
+    from fedinv.roles.signals import NODE_RULES
 
     p = commands.add_parser(
         "simulate",
@@ -135,23 +136,24 @@ def add_parsers(commands: Any) -> None:
     )
     p.add_argument(
         "--coordination",
-        choices=COORDINATION_RULES,
+        choices=NODE_RULES,
         default="none",
         help="balance: add the Coordination Node, which moves stock between same-region "
-        "peers on the scenario's lateral links (docs/roles.md; default none)",
+        "peers on the scenario's lateral links, sharing every day; signalled: the same "
+        "rule driven by threshold-triggered messages only (docs/roles.md; default none)",
     )
     p.add_argument(
         "--coordination-threshold",
         type=float,
         metavar="DAYS",
-        help="with --coordination balance: a node projected below DAYS of mean demand at "
+        help="with --coordination: a node projected below DAYS of mean demand at "
         f"the end of its lead time receives (default {BalanceConfig.threshold})",
     )
     p.add_argument(
         "--coordination-reserve",
         type=float,
         metavar="DAYS",
-        help="with --coordination balance: days of mean demand a donor keeps "
+        help="with --coordination: days of mean demand a donor keeps "
         f"(default {BalanceConfig.reserve})",
     )
     p.add_argument(
@@ -468,9 +470,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     refuse_unused(
         args,
-        args.coordination == "balance",
+        args.coordination != "none",
         ("coordination_threshold", "coordination_reserve"),
-        "without --coordination balance",
+        "without --coordination",
     )
     if args.projection == "per-org" and (args.coordination != "none" or args.monitor):
         raise CliError(
@@ -601,7 +603,8 @@ def _coordination(
     args: argparse.Namespace, scenario: Scenario, factory: Callable
 ) -> tuple[Callable, dict[str, Any] | None]:
     """The policy factory with ``--coordination`` applied, and its JSON description."""
-    from fedinv.roles.coordination import BalanceConfig, coordinated_factory
+    from fedinv.roles.coordination import BalanceConfig
+    from fedinv.roles.signals import node_factory
 
     if args.coordination == "none":
         return factory, None
@@ -619,7 +622,7 @@ def _coordination(
         config = BalanceConfig(threshold, reserve)
     except ValueError as exc:
         raise CliError(f"--coordination-threshold/--coordination-reserve: {exc}") from None
-    wrapped = coordinated_factory(factory, args.coordination, config)
+    wrapped = node_factory(factory, args.coordination, config)
     return wrapped, {"rule": args.coordination, "threshold": threshold, "reserve": reserve}
 
 
