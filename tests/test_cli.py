@@ -79,6 +79,16 @@ def test_scenarios_show_builtin(capsys):
     assert tomllib.loads(capsys.readouterr().out)["name"] == "serial-3"
 
 
+def test_scenarios_show_lists_lead_time_shifts(capsys, tmp_path):
+    shifted = tmp_path / "shifted.toml"
+    text = builtin_scenario_text("serial-3")
+    text += '\n[[lead_shifts]]\nlane = "stage-2->stage-1"\nfactor = 2.0\nstart_day = 150\n'
+    shifted.write_text(text)
+    assert main(["scenarios", "show", str(shifted)]) == 0
+    out = capsys.readouterr().out
+    assert "1 lead-time shift\n" in out and "lead time x2 from day 150" in out
+
+
 def test_scenarios_validate(capsys, tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(builtin_scenario_text("serial-3"))

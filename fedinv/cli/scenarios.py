@@ -47,7 +47,7 @@ def _counts(values: Sequence[str]) -> str:
 
 
 def _disruptions(s: Scenario) -> int:
-    return len(s.outages) + len(s.delays) + len(s.surges)
+    return len(s.outages) + len(s.delays) + len(s.surges) + len(s.lead_shifts)
 
 
 def _plural(n: int, word: str) -> str:
@@ -145,7 +145,7 @@ def cmd_scenarios_show(args: argparse.Namespace) -> int:
         f"  by organization: {_counts([n.organization for n in net.nodes])}",
         f"lanes: {len(net.lanes)}, transfers: {len(net.transfers)}, "
         f"disruptions: {len(s.outages)} outages, {len(s.delays)} extra delays, "
-        f"{len(s.surges)} surges",
+        f"{len(s.surges)} surges, {_plural(len(s.lead_shifts), 'lead-time shift')}",
     ]
     for line in out:
         con.print(line, markup=False)
@@ -219,6 +219,12 @@ def cmd_scenarios_show(args: argparse.Namespace) -> int:
                 "surge",
                 plain(u.region),
                 plain(f"demand x{u.multiplier:g} for {u.duration_days:g} d, {when}"),
+            )
+        for ls in s.lead_shifts:
+            dis.add_row(
+                "lead-time shift",
+                plain(ls.lane),
+                plain(f"lead time x{ls.factor:g} from day {ls.start_day}"),
             )
         con.print(dis)
     if text is not None:
