@@ -207,13 +207,13 @@ def round_replications(count: int) -> list[int]:
 
 def as_it_runs(policy: Any, sim: Any, cfg: FedConfig) -> Any:
     """``policy`` as every per-round evaluation runs it: behind the safety layer of
-    ``sim``'s network (highspy, the scenario's outages; :func:`fedinv.hybrid.for_mode`)
-    when ``cfg.train_mode = "hybrid"``, as central training validates, else as it is."""
+    ``sim``'s network (:func:`fedinv.agents.hdpo.through_layer`, the layer central
+    validation runs) when ``cfg.train_mode = "hybrid"``, else as it is."""
     if cfg.train_mode != "hybrid":
         return policy
-    from fedinv.hybrid import for_mode
+    from fedinv.agents.hdpo import through_layer
 
-    return for_mode(policy, "hybrid", sim.layout, backend="highspy", outages=sim.scenario.outages)
+    return through_layer(policy, sim)
 
 
 def roles_of(scenario: Scenario) -> tuple[str, ...]:
