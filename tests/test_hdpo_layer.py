@@ -242,3 +242,9 @@ def test_a_hybrid_organization_validates_through_its_layer(tmp_path):
     got = global_evaluation(scenario, arrays, cfg)["global-cost-per-day"]
     assert got == pytest.approx(expected, rel=1e-12)
     assert abs(mean_cost_per_day(sim, whole, reps).mean() - expected) > 1e-3 * expected
+
+
+def test_the_command_lines_layer_gradients_are_the_learners():
+    from fedinv.cli.training import LAYER_GRADIENTS
+
+    assert LAYER_GRADIENTS == hdpo.LAYER_GRADIENTS

@@ -22,6 +22,7 @@ from fedinv.cli.common import (
     stderr_console,
     stdout_console,
 )
+from fedinv.cli.training import LAYER_GRADIENTS
 
 ALGOS = ("dqn", "hdpo")
 """Learning algorithms of ``fedinv train --algo``."""
@@ -85,7 +86,7 @@ def add_parser(commands: Any) -> None:
     )
     p.add_argument(
         "--layer-gradient",
-        choices=("penalty", "straight-through", "masked"),
+        choices=LAYER_GRADIENTS,
         help="hdpo with --train-mode hybrid: how training meets the safety layer: penalty "
         "(default: the day runs the proposals, violations priced in the loss), "
         "straight-through (the day runs the orders the layer releases, gradient the "

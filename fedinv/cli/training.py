@@ -15,6 +15,10 @@ from fedinv.cli.common import COUNT, DAYS, SEED, CliError
 from fedinv.federation.runconfig import FEDPROX_MU
 from fedinv.federation.server_step import ACCEPTANCE
 
+LAYER_GRADIENTS = ("penalty", "straight-through", "masked")
+"""``--layer-gradient`` choices: :data:`fedinv.agents.hdpo.LAYER_GRADIENTS`, restated so
+that parsing a command line does not import torch (a test keeps the two equal)."""
+
 if TYPE_CHECKING:
     from fedinv.federation.task import FedConfig
 
@@ -67,7 +71,7 @@ TRAINING_OPTIONS = (
         "HDPO with --train-mode hybrid: penalty (the day runs the proposals, violations "
         "priced in the loss), straight-through or masked (the day runs the orders the "
         "layer releases; docs/agents.md)",
-        choices=("penalty", "straight-through", "masked"),
+        choices=LAYER_GRADIENTS,
     ),
     TrainingOption(
         "client_base",
