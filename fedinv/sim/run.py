@@ -107,10 +107,12 @@ def run_records(
         state, rec = sim.step(state, exo, decision)
         if not out:
             out = {k: np.empty((days,) + rec[k].shape) for k in RECORD_FIELDS}
+            if shipped:
+                out["_shipped"] = np.empty((days,) + state.shipped.shape)
         for k in RECORD_FIELDS:
             out[k][t] = rec[k]
         if shipped:
-            out.setdefault("_shipped", np.empty((days,) + state.shipped.shape))[t] = state.shipped
+            out["_shipped"][t] = state.shipped
         for key, value in (getattr(decision, "info", None) or {}).items():
             arr = np.asarray(value) if isinstance(value, np.ndarray) else None
             if arr is not None and arr.shape == (exo.batch,) and arr.dtype.kind in "biuf":
