@@ -134,6 +134,7 @@ def write_hdpo_checkpoint(
         "hidden": list(nets.hidden),
         "share": str(policy.share),
         "max_change": float(policy.max_change),
+        "transfers": bool(policy.proposes_transfers),
         "base": {"policy": policy.base.policy, "params": plain(policy.base.params)},
         "policy_state": nets.state_dict(),
     }
@@ -318,6 +319,7 @@ def _hdpo_policy(data: Mapping[str, Any], layout: Layout, path: str | Path) -> h
             config,
             str(data.get("share", "tier")),
             float(data.get("max_change", hdpo.Args().max_change)),
+            bool(data.get("transfers", False)),
         )
     except ValueError as exc:
         raise CheckpointError(

@@ -39,6 +39,13 @@ follows it.
   ``1 - exp(-q / T)`` of :class:`fedinv.sim.ops.Smoothing`) is an option, and
   docs/agents.md says why it is not the default (its pathwise gradient explodes for a
   small ``tau`` and describes another policy for a large one).
+* **Transfers** (``Args.transfers``, scenarios with lateral links: the Coordination
+  Node's role, learned; docs/roles.md). One more output per node, its pressure ``g``
+  (days of mean demand); a link ``i -> j`` proposes ``relu(g_j - g_i)`` days of ``j``'s
+  mean demand, capped as the day caps transfers, the ``relu`` straight-through on torch
+  (at step 0 no stock moves, yet the gradient says whether a move would pay). The
+  orders are then computed on the state with the transfers landed, as the Coordination
+  Node's ordering policy sees it.
 * **Gradients.** The features are computed on a detached numpy copy of the state: they
   are constants of the backward pass; the gradient reaches the weights through the
   targets and flows along the path through positions, stock, backorders and costs.
@@ -101,7 +108,7 @@ from fedinv.agents.envs import EnvConfig, Observer
 from fedinv.hybrid import for_mode
 from fedinv.model.layout import Layout
 from fedinv.model.network import Scenario
-from fedinv.policies.classical import StreamPolicy, make_policy
+from fedinv.policies.classical import StreamPolicy, make_policy, transfers_landed
 from fedinv.policies.tuning import TRAIN_BASE, TuneResult, tune
 from fedinv.sim.ops import NUMPY, NumpyOps, Smoothing, torch_ops
 from fedinv.sim.simulator import Decision, Simulator, State
@@ -208,6 +215,12 @@ class Args:
     stockout penalty ($/unit-day) added to the loss per unit of ``|p - x*|`` (the DQN's
     ``EnvConfig.projection_penalty``; its gradient pulls the proposals towards what the
     layer releases). 0: none."""
+    transfers: bool = False
+    """Scenarios with lateral links: propose transfers (the Coordination Node's role,
+    learned; docs/roles.md). Each node's network has one more output, its *pressure*
+    ``g`` (days of mean demand); a link ``i -> j`` proposes ``relu(g_j - g_i) x mu_j``
+    units (:meth:`HDPOPolicy.transfers`). Checkpoints written before the field load with
+    False."""
 
 
 TRAIN_MODES = ("pure", "hybrid")
@@ -440,10 +453,17 @@ class HDPOPolicy:
         config: EnvConfig,
         share: str = "tier",
         max_change: float = 30.0,
+        transfers: bool = False,
     ):
         self.layout, self.networks, self.base, self.config = layout, networks, base, config
         self.needs_confirmations = config.confirmations
         self.share, self.max_change = share, float(max_change)
+        self.proposes_transfers = bool(transfers)
+        """Whether the networks' last output is each node's transfer pressure."""
+        if self.proposes_transfers and not layout.num_transfers:
+            raise ValueError(
+                "HDPO transfers: the scenario has no lateral links (no [[transfers]] to propose on)"
+            )
         self.roles = agent_roles(layout, range(layout.num_nodes), share)
         missing = sorted(set(self.roles) - set(networks.roles))
         if missing:
@@ -451,10 +471,12 @@ class HDPOPolicy:
                 f"no policy network for role(s) {missing} (trained roles: "
                 f"{', '.join(networks.roles)})"
             )
-        if networks.outputs != base.outputs:
+        wanted = base.outputs + int(self.proposes_transfers)
+        if networks.outputs != wanted:
+            extra = " and a transfer pressure" if self.proposes_transfers else ""
             raise ValueError(
                 f"the networks output {networks.outputs} numbers per node; a {base.policy} "
-                f"base needs {base.outputs}"
+                f"base{extra} needs {wanted}"
             )
         self.observer = Observer(layout, config)
         if self.observer.size != networks.obs_size:
@@ -469,6 +491,11 @@ class HDPOPolicy:
         self.stream_node = st.node
         self.stream_unit = self.observer.unit[st.node] * st.bom
         """``[K]`` stream units per day of the node's mean demand."""
+        eye = np.eye(layout.num_nodes)
+        self._link_src = eye[layout.transfer_src].reshape(-1, layout.num_nodes)  # [T, N]
+        self._link_dst = eye[layout.transfer_dst].reshape(-1, layout.num_nodes)
+        self._link_unit = self.observer.unit[layout.transfer_dst]
+        """``[T]`` units per day of mean demand at each link's receiver."""
         self._day: int | None = None
         self._batch = 0
         self._obs: np.ndarray | None = None
@@ -482,10 +509,14 @@ class HDPOPolicy:
         c = self.max_change
         return c * torch.tanh(raw / c)
 
-    def targets(self, obs: np.ndarray, ops: NumpyOps = NUMPY) -> tuple[Any, Any]:
+    def targets(
+        self, obs: np.ndarray, ops: NumpyOps = NUMPY, changes: torch.Tensor | None = None
+    ) -> tuple[Any, Any]:
         """Per-stream ``(S, s)`` ``[B, K]`` in ``ops`` (``s`` None for base-stock): the
-        base's targets plus the network's changes."""
-        change = self.changes(obs)[:, self.stream_node]  # [B, K, outputs]
+        base's targets plus the network's changes (``changes``, if already computed for
+        ``obs``)."""
+        changes = self.changes(obs) if changes is None else changes
+        change = changes[:, self.stream_node]  # [B, K, outputs]
         unit = torch.as_tensor(self.stream_unit)
         if not ops.differentiable:
             change = change.detach()
@@ -498,6 +529,26 @@ class HDPOPolicy:
             return level.numpy(), None if reorder is None else reorder.numpy()
         return level, reorder
 
+    def transfers(self, state: State, changes: torch.Tensor, ops: NumpyOps = NUMPY) -> Any:
+        """Today's proposed transfers ``[B, T]`` (units, in ``ops``) from the networks'
+        last output, each node's pressure ``g`` (days of mean demand): link ``i -> j``
+        moves ``relu(g_j - g_i) x mu_j`` (``mu_j`` the receiver's mean daily demand),
+        at most the link's capacity, each donor's links scaled down together to what it
+        has on hand (as the day scales them). On torch the ``relu`` is straight-through
+        (exact forward, the identity's gradient backward): at the start every ``g`` is 0
+        and nothing moves, and the gradient still says whether a move would pay."""
+        g = changes[..., -1]  # [B, N]
+        if not ops.differentiable:
+            g = g.detach().numpy()
+        gap = g @ ops.asarray(self._link_dst.T) - g @ ops.asarray(self._link_src.T)  # [B, T]
+        want = ops.straight_through(ops.maximum(gap, 0.0), gap) * ops.asarray(self._link_unit)
+        want = ops.minimum(want, ops.asarray(self.layout.transfer_cap))
+        src = ops.asarray(self._link_src)
+        out = want @ src  # [B, N] asked of each donor
+        on_hand = ops.maximum(state.on_hand, 0.0)
+        scale = ops.where(out > on_hand, on_hand / ops.maximum(out, 1e-12), 1.0)
+        return want * (scale @ src.T)
+
     def orders(
         self,
         state: State,
@@ -508,8 +559,16 @@ class HDPOPolicy:
         """Today's decision for ``state`` (in ``ops``) given its observations ``[B, N,
         F]``. ``trigger_temperature`` (days of mean demand, torch): the relaxed (s,S)
         trigger (training); None: the exact rule. Lot rounding is straight-through on
-        torch (:meth:`fedinv.policies.classical.StreamPolicy.round_lots`)."""
-        level, reorder = self.targets(obs, ops)
+        torch (:meth:`fedinv.policies.classical.StreamPolicy.round_lots`). With
+        transfers (:attr:`Args.transfers`), the orders are those of the state with
+        today's transfers and those in flight landed
+        (:func:`fedinv.policies.classical.transfers_landed`)."""
+        changes = self.changes(obs)
+        level, reorder = self.targets(obs, ops, changes)
+        moves = None
+        if self.proposes_transfers:
+            moves = self.transfers(state, changes, ops)
+            state = transfers_landed(self.layout, state, moves, ops)
         relaxed = trigger_temperature is not None and ops.differentiable and self.trigger != "exact"
         if reorder is None:
 
@@ -531,7 +590,7 @@ class HDPOPolicy:
                 return ops.where(pos <= reorder, level - pos, 0.0)
 
         orders = self.stream_policy.decide(state, rule, ops=ops)
-        return Decision(self.stream_policy.round_lots(orders, ops))
+        return Decision(self.stream_policy.round_lots(orders, ops), moves)
 
     def observe(self, state: State) -> np.ndarray:
         """Today's observations ``[B, N, F]`` of a numpy ``state`` (the observer's memory
@@ -547,9 +606,16 @@ class HDPOPolicy:
         return self._obs
 
     def act(self, state: State) -> Decision:
-        """The exact decision on a numpy state (call once per day, in order)."""
+        """The exact decision on a numpy state (call once per day, in order). With
+        transfers, every linked node shares its pressure every day: ``info["messages"]``,
+        one per linked node and day ``[B]`` (as the daily Coordination Node counts them)."""
         with torch.no_grad():
-            return self.orders(state, self.observe(state))
+            decision = self.orders(state, self.observe(state))
+        if self.proposes_transfers:
+            linked = (self._link_src.sum(axis=0) + self._link_dst.sum(axis=0)) > 0
+            messages = np.full(state.on_hand.shape[0], float(linked.sum()))
+            decision = Decision(decision.orders, decision.transfers, {"messages": messages})
+        return decision
 
 
 # -- training ----------------------------------------------------------------------------
@@ -659,11 +725,13 @@ def initial_policy(
     networks = RolePolicyNetworks(
         roles,
         observer.size,
-        base.outputs,
+        base.outputs + int(args.transfers),
         args.hidden,
         generator=torch.Generator().manual_seed(args.seed),
     )
-    policy = HDPOPolicy(layout, networks, base, args.env, args.share, args.max_change)
+    policy = HDPOPolicy(
+        layout, networks, base, args.env, args.share, args.max_change, args.transfers
+    )
     # input statistics: the features the base policy meets on the first training batch
     state, exo = sim.reset(range(TRAIN_BASE, TRAIN_BASE + args.replications))
     seen = []
@@ -703,7 +771,13 @@ def train(
     scale = max(float(tuned.train_cost_per_day), 1e-9)  # the loss is about 1 at the start
     valid = range(VALIDATION_BASE, VALIDATION_BASE + args.eval_replications)
     eval_policy = HDPOPolicy(
-        sim.layout, copy.deepcopy(networks), policy.base, args.env, args.share, args.max_change
+        sim.layout,
+        copy.deepcopy(networks),
+        policy.base,
+        args.env,
+        args.share,
+        args.max_change,
+        args.transfers,
     )
 
     rows: list[dict[str, float]] = []
@@ -746,7 +820,9 @@ def train(
     return TrainResult(
         args,
         scenario,
-        HDPOPolicy(sim.layout, selected, policy.base, args.env, args.share, args.max_change),
+        HDPOPolicy(
+            sim.layout, selected, policy.base, args.env, args.share, args.max_change, args.transfers
+        ),
         pd.DataFrame(rows),
         best[1],
         tuned,
@@ -922,11 +998,17 @@ def training_day(
     obs = policy.observe(state)
     decision = policy.orders(ts, obs, ops, trigger_temperature)
     moved = None
-    if layer is not None:  # HDPO proposes no lateral transfers: orders only
-        proposed = decision.orders
-        layer.policy.decision = Decision(proposed.detach().numpy())
-        released = np.asarray(layer.act(state).orders, float)
+    if layer is not None:
+        proposed, moves = decision.orders, decision.transfers
+        layer.policy.decision = Decision(
+            proposed.detach().numpy(), None if moves is None else moves.detach().numpy()
+        )
+        out = layer.act(state)
+        released = np.asarray(out.orders, float)
         moved = proposed - torch.as_tensor(released, dtype=proposed.dtype)
-        decision = Decision(layer_release(proposed, released, layer_gradient))
+        if moves is not None:  # the layer projects transfers with the orders
+            kept = np.asarray(out.transfers, float)
+            moves = layer_release(moves, kept, layer_gradient)
+        decision = Decision(layer_release(proposed, released, layer_gradient), moves)
     ts, record = sim.step(ts, exo, decision, ops=ops, smoothing=smoothing, violations=violations)
     return ts, record, moved

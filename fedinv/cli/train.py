@@ -114,6 +114,14 @@ def add_parser(commands: Any) -> None:
         "and ship days; the simulator runs the confirmation step; docs/roles.md)",
     )
     p.add_argument(
+        "--transfers",
+        action="store_true",
+        default=None,
+        help="hdpo: also propose lateral transfers (scenarios with [[transfers]]): one more "
+        "output per node, its pressure; a link moves stock from the lower to the higher "
+        "(the Coordination Node's role, learned; docs/roles.md)",
+    )
+    p.add_argument(
         "--base",
         choices=("auto", "base-stock", "sS"),
         metavar="P",
@@ -210,7 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fedinv.policies.classical import POLICY_NAMES
 
     only = {
-        "dqn": ("iterations", "window", "base", "layer_gradient", "learning_rate"),
+        "dqn": ("iterations", "window", "base", "layer_gradient", "learning_rate", "transfers"),
         "hdpo": ("steps", "network_share", "order_change_cost"),
     }
     for name in only[args.algo]:
@@ -259,6 +267,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.learning_rate is None
             else args.learning_rate,
             env=replace(defaults.env, **observed),
+            transfers=bool(args.transfers),
         )
         if args.learning_rate is not None and not (
             math.isfinite(args.learning_rate) and args.learning_rate > 0

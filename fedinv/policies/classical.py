@@ -44,7 +44,7 @@ in a serial system).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -217,6 +217,21 @@ def _tier_value(value: float | Mapping[str, float], tier: str) -> float:
 
 
 # -- the policies ------------------------------------------------------------------------
+
+
+def transfers_landed(layout: Layout, s: State, moves: Any, ops: NumpyOps = NUMPY) -> State:
+    """The state an ordering rule sees when today's lateral transfers ``moves`` ``[B, T]``
+    (units) and those still in flight have landed: the donor's on hand lower, the
+    receiver's higher, so the donor reorders what it gives and the receiver does not
+    reorder what it gets (the Coordination Node's view, docs/roles.md; HDPO's transfer
+    outputs). ``s`` itself where the layout has no lateral links. In ``ops``'s namespace."""
+    if not layout.num_transfers:
+        return s
+    eye = np.eye(layout.num_nodes)
+    src = ops.asarray(eye[layout.transfer_src].reshape(-1, layout.num_nodes))  # [T, N]
+    dst = ops.asarray(eye[layout.transfer_dst].reshape(-1, layout.num_nodes))
+    in_flight = ops.sum(s.transfer_pipeline, 2) @ dst
+    return replace(s, on_hand=s.on_hand - moves @ src + moves @ dst + in_flight)
 
 
 class StreamPolicy:

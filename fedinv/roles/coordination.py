@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fedinv.model.layout import Layout
 from fedinv.model.network import Scenario
-from fedinv.policies.classical import flow_stats, node_demand, streams_of
+from fedinv.policies.classical import flow_stats, node_demand, streams_of, transfers_landed
 from fedinv.sim.simulator import Decision, Simulator, State
 
 COORDINATION_RULES = ("none", "balance")
@@ -155,11 +155,7 @@ class BalanceRule:
     def view(self, s: State, moves: np.ndarray) -> State:
         """The state the ordering policy sees: ``moves`` and the transfers in flight as
         if landed (donor on hand lower, receiver's higher)."""
-        if not self.layout.num_transfers:
-            return s
-        in_flight = s.transfer_pipeline.sum(axis=2) @ self._dst
-        on_hand = s.on_hand - moves @ self._src + moves @ self._dst + in_flight
-        return replace(s, on_hand=on_hand)
+        return transfers_landed(self.layout, s, moves)
 
 
 class Coordinated:
