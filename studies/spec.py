@@ -60,6 +60,7 @@ FEDERATION_KEYS = (
     "window",
     "hdpo-learning-rate",
     "layer-gradient",
+    "transfers",
     "client-base",
     "server-step",
     "acceptance",

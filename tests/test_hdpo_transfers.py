@@ -21,6 +21,8 @@ from fedinv.agents.checkpoints import (
     load_policy,
     save_checkpoint,
 )
+from fedinv.federation.config import FedConfig
+from fedinv.federation.hdpo_task import hdpo_args
 from fedinv.model.scenario import load_scenario
 from fedinv.policies.classical import default_params, make_policy, transfers_landed
 from fedinv.sim.ops import NUMPY, torch_ops
@@ -178,8 +180,123 @@ def test_checkpoint_keeps_the_transfer_outputs(learned_peers, tmp_path):
 
 
 def test_transfers_need_lateral_links():
+    """Central training and a federation refuse transfers on a network without links
+    (before any tuning); an organization's policy without links of its own proposes
+    none and orders as without the option."""
     scenario = load_scenario("serial-3")
     args = hdpo.Args(seed=1, replications=2, eval_days=5, transfers=True)
-    tuned = given_base("base-stock", default_params("base-stock", Simulator(scenario).layout), 5)
+    with pytest.raises(ValueError, match="'serial-3' has no lateral links"):
+        hdpo.train(args, scenario)
     with pytest.raises(ValueError, match="no lateral links"):
-        hdpo.initial_policy(args, scenario, tuned)
+        hdpo_args(FedConfig(scenario="serial-3", algo="hdpo", transfers=True), scenario)
+    layout = Simulator(scenario).layout
+    tuned = given_base("base-stock", default_params("base-stock", layout), 5)
+    with_option = perturbed(hdpo.initial_policy(args, scenario, tuned)[0])
+    without = hdpo.initial_policy(dataclasses.replace(args, transfers=False), scenario, tuned)[0]
+    with torch.no_grad():  # the same weights but for the (unused) pressure output
+        for a, b in zip(
+            without.networks.parameters(), with_option.networks.parameters(), strict=True
+        ):
+            a.copy_(b[: a.shape[0]] if a.shape != b.shape else b)
+    sim = Simulator(scenario, days=10)
+    state, exo = sim.reset([0, 1])
+    for _ in range(sim.days):
+        d = with_option.act(state)
+        assert d.transfers.shape == (2, 0)
+        np.testing.assert_allclose(d.orders, without.act(state).orders, rtol=0, atol=1e-9)
+        state, _ = sim.step(state, exo, d)
+
+
+TWO_ORGS = """
+name = "two-orgs"
+horizon_days = 30
+[[organizations]]
+id = "maker"
+[[organizations]]
+id = "retail"
+[[nodes]]
+id = "plant"
+tier = "manufacturer"
+region = "R"
+organization = "maker"
+[[nodes]]
+id = "A"
+tier = "distributor"
+region = "R"
+organization = "retail"
+stockout_penalty = 5.0
+initial_inventory = 100.0
+demand = { distribution = "poisson", mean = 10 }
+[[nodes]]
+id = "B"
+tier = "distributor"
+region = "R"
+organization = "retail"
+stockout_penalty = 5.0
+initial_inventory = 10.0
+demand = { distribution = "poisson", mean = 10 }
+[[lanes]]
+source = "external"
+destination = "plant"
+[[lanes]]
+source = "plant"
+destination = "A"
+lead_time = { distribution = "deterministic", mean = 3 }
+[[lanes]]
+source = "plant"
+destination = "B"
+lead_time = { distribution = "deterministic", mean = 3 }
+[[transfers]]
+source = "A"
+destination = "B"
+unit_cost = 1.0
+lead_time_days = 1
+[[transfers]]
+source = "B"
+destination = "A"
+unit_cost = 1.0
+lead_time_days = 1
+"""
+
+
+def test_federated_organizations_train_the_pressure_on_their_own_links(tmp_path):
+    """A federation with transfers: the retailer's private data holds its A <-> B links,
+    and its local round moves the distributors' pressure output; the maker, without
+    links, runs its round with its pressure untouched (no gradient reaches it)."""
+    from fedinv.federation.hdpo_task import base_message
+    from fedinv.federation.private_data import export_private_data
+    from fedinv.federation.task import initial_arrays, make_trainer, roles_of
+
+    path = tmp_path / "two-orgs.toml"
+    path.write_text(TWO_ORGS)
+    scenario = load_scenario(path)
+    export_private_data(scenario, tmp_path / "data")
+    cfg = FedConfig(
+        scenario=str(path),
+        algo="hdpo",
+        rounds=1,
+        local_iterations=2,
+        replications=2,
+        window=0,
+        eval_replications=1,
+        eval_days=30,
+        hidden=(8,),
+        hdpo_learning_rate=5e-2,
+        tune_replications=2,
+        tune_sweeps=1,
+        transfers=True,
+    )
+    start = initial_arrays(cfg, scenario)
+    head = "nets.{}.head.weight"
+    assert start[head.format("distributor")].shape[0] == 2  # S and the pressure
+    base = base_message(scenario, cfg)
+    out = {}
+    for org in ("retail", "maker"):
+        trainer = make_trainer(
+            tmp_path / "data" / org, tmp_path / "state", cfg, roles_of(scenario), base
+        )
+        out[org], _, _ = trainer.train_round(start, 1)
+    moved = np.abs(out["retail"][head.format("distributor")] - start[head.format("distributor")])
+    assert moved[1].max() > 0  # the pressure row learned from the retailer's own links
+    maker = np.abs(out["maker"][head.format("manufacturer")] - start[head.format("manufacturer")])
+    assert maker[1].max() == 0

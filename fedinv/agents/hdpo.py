@@ -459,11 +459,8 @@ class HDPOPolicy:
         self.needs_confirmations = config.confirmations
         self.share, self.max_change = share, float(max_change)
         self.proposes_transfers = bool(transfers)
-        """Whether the networks' last output is each node's transfer pressure."""
-        if self.proposes_transfers and not layout.num_transfers:
-            raise ValueError(
-                "HDPO transfers: the scenario has no lateral links (no [[transfers]] to propose on)"
-            )
+        """Whether the networks' last output is each node's transfer pressure (unused on a
+        layout without lateral links: an organization of a federation without any)."""
         self.roles = agent_roles(layout, range(layout.num_nodes), share)
         missing = sorted(set(self.roles) - set(networks.roles))
         if missing:
@@ -680,6 +677,15 @@ def lane_flow(layout: Layout) -> np.ndarray:
     return np.maximum(mean[st.lane_stream] * layout.lane_share, 1e-9)
 
 
+def check_transfers(args: Args, scenario: Scenario) -> None:
+    """ValueError if :attr:`Args.transfers` is set on a scenario without lateral links."""
+    if args.transfers and not scenario.network.transfers:
+        raise ValueError(
+            f"HDPO transfers: scenario {scenario.name!r} has no lateral links (no "
+            "[[transfers]] to propose on)"
+        )
+
+
 def check_layer_gradient(args: Args) -> None:
     """ValueError unless :attr:`Args.layer_gradient` is known and
     :attr:`Args.projection_penalty` a finite number >= 0."""
@@ -760,6 +766,7 @@ def train(
     start = time.perf_counter()
     torch_globals(args.seed, args.threads)
     scenario = scenario or load_scenario(args.scenario)
+    check_transfers(args, scenario)
     policy, tuned = initial_policy(args, scenario, tuned)
     networks = policy.networks
     if args.trigger not in TRIGGERS:

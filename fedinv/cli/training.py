@@ -74,6 +74,14 @@ TRAINING_OPTIONS = (
         choices=LAYER_GRADIENTS,
     ),
     TrainingOption(
+        "transfers",
+        "--transfers",
+        "on|off",
+        "HDPO: also propose lateral transfers between an organization's own linked nodes "
+        "(one pressure output per node; docs/roles.md)",
+        lambda text: _switch(text, "--transfers"),
+    ),
+    TrainingOption(
         "client_base",
         "--client-base",
         None,
@@ -141,6 +149,16 @@ TRAINING_OPTIONS = (
     ),
 )
 """The FedConfig fields the command line sets (the others keep FedConfig's defaults)."""
+
+
+def _switch(text: str, flag: str) -> bool:
+    """``on``/``off`` (also true/false, yes/no, 1/0) as a bool."""
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{flag}: expected on or off, got {text!r}")
 
 
 class _FedConfigDefaults(argparse.HelpFormatter):

@@ -85,6 +85,11 @@ class FedConfig:
     """HDPO with ``train_mode = "hybrid"``: how each local training meets the safety layer
     (:attr:`fedinv.agents.hdpo.Args.layer_gradient`: ``penalty``, ``straight-through`` or
     ``masked``; the organization's layer is its local scenario's)."""
+    transfers: bool = False
+    """HDPO: propose lateral transfers (:attr:`fedinv.agents.hdpo.Args.transfers`; the
+    whole network must have lateral links): each organization trains the pressure output
+    on the links between its own nodes (those its private data holds); an organization
+    without links trains the orders only."""
     server_base: str = ""
     """HDPO: a JSON file (:meth:`fedinv.policies.tuning.TuneResult.to_dict`) with the
     tuning of the whole network's base policy already done -- a study passes its own

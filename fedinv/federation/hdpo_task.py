@@ -66,7 +66,7 @@ def hdpo_args(cfg: FedConfig, scenario: Scenario | None = None) -> hdpo.Args:
     from fedinv.model.scenario import load_scenario
 
     whole = scenario or load_scenario(cfg.scenario)
-    return hdpo.Args(
+    args = hdpo.Args(
         scenario=cfg.scenario,
         seed=cfg.seed,
         iterations=cfg.rounds * cfg.local_iterations,
@@ -80,7 +80,10 @@ def hdpo_args(cfg: FedConfig, scenario: Scenario | None = None) -> hdpo.Args:
         layer_gradient=cfg.layer_gradient,
         tune_replications=cfg.tune_replications,
         sweeps=cfg.tune_sweeps,
+        transfers=cfg.transfers,
     )
+    hdpo.check_transfers(args, whole)
+    return args
 
 
 def new_networks(cfg: FedConfig, roles: Sequence[str], outputs: int) -> hdpo.RolePolicyNetworks:
