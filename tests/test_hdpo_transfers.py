@@ -300,3 +300,19 @@ def test_federated_organizations_train_the_pressure_on_their_own_links(tmp_path)
     assert moved[1].max() > 0  # the pressure row learned from the retailer's own links
     maker = np.abs(out["maker"][head.format("manufacturer")] - start[head.format("manufacturer")])
     assert maker[1].max() == 0
+
+
+def test_the_decision_service_refuses_a_checkpoint_with_transfers(learned_peers, tmp_path):
+    """A decision service releases orders only: a checkpoint that proposes transfers is
+    refused when the service starts, with the reason (not served with them dropped)."""
+    from test_roles_coordination import PEERS
+
+    from fedinv.service.core import DecisionService, ServiceConfig
+
+    _, runs = learned_peers
+    path = save_checkpoint(tmp_path / "checkpoint.pt", runs[True])
+    scenario = tmp_path / "two-peers.toml"
+    scenario.write_text(PEERS.format(cost=1.0, capacity=100.0))
+    config = ServiceConfig(str(scenario), "o", "hdpo", checkpoint=path, log=tmp_path / "log.sqlite")
+    with pytest.raises(ValueError, match="proposes lateral transfers.*orders only"):
+        DecisionService(config)

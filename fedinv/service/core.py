@@ -150,8 +150,15 @@ class DecisionService:
             params=c.params if params is None else params,
             checkpoint=checkpoint,
         )
+        policy = prepared.factory(self.layout)
+        if getattr(policy, "proposes_transfers", False):
+            raise ValueError(
+                f"checkpoint {checkpoint} proposes lateral transfers (HDPO trained with "
+                "--transfers); a decision service releases orders only: serve a checkpoint "
+                "trained without transfers"
+            )
         decider = org_decider(
-            prepared.factory(self.layout),
+            policy,
             c.mode,
             self.layout,
             c.org,
