@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from test_hdpo import given_base
-from test_roles_coordination import _peers
+from test_roles_coordination import PEERS, _peers
 
 from fedinv.agents import hdpo
 from fedinv.agents.checkpoints import (
@@ -207,56 +207,20 @@ def test_transfers_need_lateral_links():
         state, _ = sim.step(state, exo, d)
 
 
-TWO_ORGS = """
-name = "two-orgs"
-horizon_days = 30
-[[organizations]]
-id = "maker"
-[[organizations]]
-id = "retail"
-[[nodes]]
-id = "plant"
-tier = "manufacturer"
-region = "R"
-organization = "maker"
-[[nodes]]
-id = "A"
-tier = "distributor"
-region = "R"
-organization = "retail"
-stockout_penalty = 5.0
-initial_inventory = 100.0
-demand = { distribution = "poisson", mean = 10 }
-[[nodes]]
-id = "B"
-tier = "distributor"
-region = "R"
-organization = "retail"
-stockout_penalty = 5.0
-initial_inventory = 10.0
-demand = { distribution = "poisson", mean = 10 }
-[[lanes]]
-source = "external"
-destination = "plant"
-[[lanes]]
-source = "plant"
-destination = "A"
-lead_time = { distribution = "deterministic", mean = 3 }
-[[lanes]]
-source = "plant"
-destination = "B"
-lead_time = { distribution = "deterministic", mean = 3 }
-[[transfers]]
-source = "A"
-destination = "B"
-unit_cost = 1.0
-lead_time_days = 1
-[[transfers]]
-source = "B"
-destination = "A"
-unit_cost = 1.0
-lead_time_days = 1
-"""
+TWO_ORGS = (
+    PEERS.format(cost=1.0, capacity=100.0)
+    .replace(
+        '[[organizations]]\nid = "o"',
+        '[[organizations]]\nid = "maker"\n[[organizations]]\nid = "retail"',
+    )
+    .replace(
+        'region = "R"\norganization = "o"\n[[nodes]]\nid = "A"',
+        'region = "R"\norganization = "maker"\n[[nodes]]\nid = "A"',
+    )
+    .replace('organization = "o"', 'organization = "retail"')
+)
+"""The two peers of :data:`test_roles_coordination.PEERS` as a retailer's, behind a
+maker's plant: two organizations, the links between the retailer's own nodes."""
 
 
 def test_federated_organizations_train_the_pressure_on_their_own_links(tmp_path):
@@ -279,7 +243,7 @@ def test_federated_organizations_train_the_pressure_on_their_own_links(tmp_path)
         replications=2,
         window=0,
         eval_replications=1,
-        eval_days=30,
+        eval_days=10,
         hidden=(8,),
         hdpo_learning_rate=5e-2,
         tune_replications=2,
@@ -305,8 +269,6 @@ def test_federated_organizations_train_the_pressure_on_their_own_links(tmp_path)
 def test_the_decision_service_refuses_a_checkpoint_with_transfers(learned_peers, tmp_path):
     """A decision service releases orders only: a checkpoint that proposes transfers is
     refused when the service starts, with the reason (not served with them dropped)."""
-    from test_roles_coordination import PEERS
-
     from fedinv.service.core import DecisionService, ServiceConfig
 
     _, runs = learned_peers
