@@ -177,6 +177,8 @@ def run(
         budget = result.budget()
         row |= {"wall_s": round(wall, 1), "simulated_days": budget["simulated_days"]}
         row["best_iteration"] = result.best_iteration
+        if "selected" in result.curve:  # Args.average: raw or averaged weights
+            row["selected"] = "".join(result.curve["selected"])
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
     if bound:
