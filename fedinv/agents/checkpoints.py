@@ -330,9 +330,11 @@ def _hdpo_policy(data: Mapping[str, Any], layout: Layout, path: str | Path) -> h
 def hdpo_args_from_checkpoint(data: Mapping[str, Any]) -> hdpo.Args:
     """The :class:`fedinv.agents.hdpo.Args` saved in an HDPO checkpoint (files written
     while ``cost_of_goods`` was a flag read ``True`` as ``before-last``; files written
-    before ``layer_gradient`` existed were trained, and load, with ``penalty``)."""
+    before ``layer_gradient`` existed were trained, and load, with ``penalty``; those
+    written before ``average`` existed, with 0: no weight averaging)."""
     raw = dict(data["args"])
     raw.setdefault("layer_gradient", "penalty")
+    raw.setdefault("average", 0.0)
     raw["env"] = EnvConfig.from_dict(raw.get("env", {}))
     for key in ("hidden", "trigger_temperature", "order_temperature"):
         if key in raw:

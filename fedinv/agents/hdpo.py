@@ -83,6 +83,9 @@ follows it.
   :data:`fedinv.agents.dqn.VALIDATION_BASE`) over the full horizon; the weights with the
   lowest validation cost are the trained policy (the base policy itself, at iteration 0,
   is a candidate).
+  With ``Args.average = d > 0`` an exponential moving average of the weights (decay
+  ``d`` per iteration) is validated at the same points, and the best candidate, raw or
+  averaged, is selected (the curve's ``selected`` column says which).
 * **Determinism.** Initial weights from a ``torch.Generator`` seeded with ``seed``, no
   other randomness; torch single-threaded (:func:`fedinv.agents.dqn.torch_globals`).
   Same seed, same weights.
@@ -181,6 +184,11 @@ class Args:
     """Iterations between validation runs (0: only before and after training)."""
     eval_replications: int = 8
     """Validation replications per run (indices from :data:`VALIDATION_BASE`)."""
+    average: float = 0.0
+    """Decay ``d`` per iteration of an exponential moving average of the weights, validated
+    beside the raw iterate (0: off). After iteration 1 the average is its weights, after
+    iteration ``i`` ``d avg + (1 - d) w_i``; the best validated candidate, raw or
+    averaged, is the trained policy. Checkpoints written before the field load with 0."""
     eval_days: int | None = None
     """Days of a validation run (None: the scenario horizon)."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -760,7 +768,9 @@ def train(
     """Train an HDPO policy on ``scenario`` (default: load ``args.scenario``; see the
     module doc). ``tuned``: the base policy's tuning, if done already;
     ``on_iteration(iteration, stats)`` is called after every training batch (progress;
-    iteration 0 once tuning is done)."""
+    iteration 0 once tuning is done). With ``args.average > 0`` the curve adds the
+    averaged weights' ``averaged_validation_cost_per_day`` and ``averaged_validation_ci95``
+    and a ``selected`` column (``raw`` or ``averaged`` on the selected row, else empty)."""
     from fedinv.model.scenario import load_scenario
 
     start = time.perf_counter()
@@ -772,6 +782,8 @@ def train(
     if args.trigger not in TRIGGERS:
         raise ValueError(f"Args.trigger must be one of {', '.join(TRIGGERS)}, got {args.trigger!r}")
     policy.trigger = args.trigger
+    if not 0.0 <= args.average < 1.0:
+        raise ValueError(f"Args.average must be in [0, 1), got {args.average!r}")
     optimizer = torch.optim.Adam(networks.parameters(), lr=args.learning_rate)
     sim = Simulator(scenario, days=args.eval_days, confirmations=args.env.confirmations)
     days = sim.days
@@ -789,27 +801,43 @@ def train(
 
     rows: list[dict[str, float]] = []
     simulated = {"training": 0, "validation": 0}
-    best = (np.inf, 0, copy.deepcopy(networks.state_dict()))
+    best = (np.inf, 0, copy.deepcopy(networks.state_dict()), "raw")
+    averaged: list[torch.Tensor] | None = None  # the EMA of the parameters (Args.average)
 
-    def validate(iteration: int, loss: float, tau: float) -> None:
+    def candidate(name: str, iteration: int) -> np.ndarray:
+        """Validation cost per replication of the ``raw`` or ``averaged`` weights at
+        ``iteration`` (loaded into ``eval_policy``); keeps the best candidate."""
         nonlocal best
         eval_policy.networks.load_state_dict(networks.state_dict())
+        if name == "averaged":
+            with torch.no_grad():
+                for p, a in zip(eval_policy.networks.parameters(), averaged or [], strict=True):
+                    p.copy_(a)
         run = through_layer(eval_policy, sim) if args.train_mode == "hybrid" else eval_policy
         cost = evaluate(run, scenario, valid, args.eval_days)
         simulated["validation"] += len(valid) * days
-        rows.append(
-            {
-                "iteration": iteration,
-                "simulated_days": iteration * args.replications * days,
-                "loss": loss,
-                "temperature": tau,
-                "validation_cost_per_day": float(cost.mean()),
-                "validation_ci95": _ci95(cost),
-                "wall_s": time.perf_counter() - start,
-            }
-        )
         if cost.mean() < best[0]:
-            best = (float(cost.mean()), iteration, copy.deepcopy(networks.state_dict()))
+            state = copy.deepcopy(eval_policy.networks.state_dict())
+            best = (float(cost.mean()), iteration, state, name)
+        return cost
+
+    def validate(iteration: int, loss: float, tau: float) -> None:
+        cost = candidate("raw", iteration)
+        row = {
+            "iteration": iteration,
+            "simulated_days": iteration * args.replications * days,
+            "loss": loss,
+            "temperature": tau,
+            "validation_cost_per_day": float(cost.mean()),
+            "validation_ci95": _ci95(cost),
+        }
+        if args.average > 0:
+            mean = ci = float("nan")
+            if averaged is not None:
+                avg = candidate("averaged", iteration)
+                mean, ci = float(avg.mean()), _ci95(avg)
+            row |= {"averaged_validation_cost_per_day": mean, "averaged_validation_ci95": ci}
+        rows.append(row | {"wall_s": time.perf_counter() - start})
 
     validate(0, float("nan"), float("nan"))
     if on_iteration is not None:
@@ -818,19 +846,30 @@ def train(
         tau = annealed(*args.trigger_temperature, it - 1, args.iterations)
         loss = training_batch(policy, sim, optimizer, args, it, scale)
         simulated["training"] += args.replications * days
+        if args.average > 0:
+            with torch.no_grad():
+                params = [p.detach() for p in networks.parameters()]
+                if averaged is None:
+                    averaged = [p.clone() for p in params]
+                else:
+                    for a, p in zip(averaged, params, strict=True):
+                        a.lerp_(p, 1.0 - args.average)
         if it == args.iterations or (args.eval_every and it % args.eval_every == 0):
             validate(it, loss, tau)
         if on_iteration is not None:
             on_iteration(it, {"loss": loss, "best": best[0]})
     selected = copy.deepcopy(networks)
     selected.load_state_dict(best[2])
+    curve = pd.DataFrame(rows)
+    if args.average > 0:
+        curve["selected"] = np.where(curve["iteration"] == best[1], best[3], "")
     return TrainResult(
         args,
         scenario,
         HDPOPolicy(
             sim.layout, selected, policy.base, args.env, args.share, args.max_change, args.transfers
         ),
-        pd.DataFrame(rows),
+        curve,
         best[1],
         tuned,
         optimizer.state_dict(),

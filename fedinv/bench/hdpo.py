@@ -25,7 +25,8 @@ pipeline of every node downstream of it (the echelon policies, HDPO with
 target's default is in :data:`TARGETS` (``information``, else ``local``).
 
 Prints one row per seed and policy and writes ``results.csv``, ``evaluation.csv`` (cost
-per day per replication) and each seed's checkpoint ``seed-S.pt`` to ``--out``.
+per day per replication), each seed's checkpoint ``seed-S.pt`` and training curve
+``curve-seed-S.csv`` (validation runs, :func:`fedinv.agents.hdpo.train`) to ``--out``.
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ def run(
 
             out.mkdir(parents=True, exist_ok=True)
             save_checkpoint(out / f"seed-{seed}.pt", result)
+            result.curve.to_csv(out / f"curve-seed-{seed}.csv", index=False)
         ours = evaluate(result.policy, scenario, reps, days)
         columns[f"hdpo seed {seed}"] = ours["cost"]
         row = {"target": target, "policy": "hdpo", "information": info, "seed": seed}
@@ -177,6 +179,8 @@ def run(
         budget = result.budget()
         row |= {"wall_s": round(wall, 1), "simulated_days": budget["simulated_days"]}
         row["best_iteration"] = result.best_iteration
+        if "selected" in result.curve:  # Args.average: raw or averaged weights
+            row["selected"] = "".join(result.curve["selected"])
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
     if bound:
