@@ -35,7 +35,7 @@ def test_untrained_arms_are_the_tuned_base_on_every_variant_and_replication():
     budget = {"replications": 2, "eval_replications": 1, "eval_every": 0, "eval_days": 30}
     variants = {"lane-outage": roles.COORDINATION_VARIANTS["lane-outage"]}
     out = roles.learner_study(
-        seeds=[3],
+        seeds=[3, 4],
         replications=2,
         iterations=0,
         budget=budget,
@@ -43,15 +43,19 @@ def test_untrained_arms_are_the_tuned_base_on_every_variant_and_replication():
         variants=variants,
         log=lambda _: None,
     )
-    assert set(out["training"]) == {"none seed 3", "confirmations seed 3"}
+    assert set(out["training"]) == {
+        f"{a} seed {s}" for a in ("none", "confirmations") for s in (3, 4)
+    }
     assert out["arms"]["confirmations"]["env"]["confirmations"] is True
     for name, row in out["variants"].items():
         per_rep = row["cost_per_replication"]
-        assert per_rep["none seed 3"] == per_rep["base"]
-        assert per_rep["confirmations seed 3"] == per_rep["base"]
-        run = row["runs"]["confirmations seed 3"]
+        assert all(per_rep[label] == per_rep["base"] for label in out["training"])
+        run = row["runs"]["confirmations seed 4"]
         assert run["vs_none"]["mean"] == 0.0 and run["vs_none"]["ci95"] == 0.0
         assert run["fill_vs_none_points"]["mean"] == 0.0
+        pooled = row["mean_over_seeds"]["confirmations"]
+        assert pooled["vs_none"]["mean"] == 0.0 and pooled["vs_none_across_seeds"]["mean"] == 0.0
+        assert pooled["vs_base"]["mean"] == 0.0
         sim = Simulator(roles.variant("electronics-5r", name, variants[name]))
         rec = run_records(sim, make_policy("sS", sim.layout, tuned.params), [0, 1])
         by_hand = rec["total_cost"][:305].sum(axis=(0, 2)).mean() / 305

@@ -87,6 +87,10 @@ def _metrics(sim, policy, reps: Sequence[int], layer: Callable | None = None) ->
     frame["cost_per_day_before_tail"] = records["total_cost"][warm:end].sum(axis=(0, 2)) / (
         end - warm
     )
+    cust = sim.layout.customer
+    demand = records["demand"][warm:end][:, :, cust].sum(axis=(0, 2))
+    filled = records["filled"][warm:end][:, :, cust].sum(axis=(0, 2))
+    frame["fill_rate_before_tail"] = np.where(demand > 0, filled / np.maximum(demand, 1e-12), 1.0)
     return frame
 
 
@@ -311,7 +315,9 @@ def learner_study(
     fill rate, cost per day before the last :data:`TAIL_DAYS` days, and the paired
     differences (95% intervals) of each run with the ``none`` arm of its seed and with
     the base; with several seeds also each arm's mean over its seeds, paired by
-    replication (the interval then counts the replications' spread, not the seeds')."""
+    replication (that interval counts the replications' spread, not the seeds'), and
+    paired by seed (``vs_none_across_seeds``: one difference of means per seed, the
+    seeds' spread)."""
     from fedinv.agents import hdpo
     from fedinv.model.scenario import load_scenario
     from fedinv.policies.classical import make_policy
@@ -397,6 +403,19 @@ def learner_study(
                 for arm in names
             }
             pooled = {arm: _learner_row(means[arm], means["none"], base) for arm in names}
+            cols = ["total_cost_per_day", "fill_rate"]
+            per_seed = {  # one row per seed: the seeds' spread, one paired difference each
+                arm: pd.DataFrame({s: frames[f"{arm} seed {s}"][cols].mean() for s in seeds}).T
+                for arm in names
+            }
+            for arm in names:
+                a, n = per_seed[arm], per_seed["none"]
+                pooled[arm]["vs_none_across_seeds"] = _paired(
+                    a.total_cost_per_day, n.total_cost_per_day
+                )
+                pooled[arm]["fill_vs_none_across_seeds_points"] = _paired_points(
+                    a.fill_rate, n.fill_rate
+                )
         row = {
             "base": _learner_row(base, None, None),
             "runs": runs,
@@ -409,7 +428,7 @@ def learner_study(
         log(
             f"{name:12s} base {tuned.policy}: {b['cost_per_day']:,.0f} ± {b['ci95']:,.0f} $/day, "
             f"fill rate {b['fill_rate']:.4f}, before the last {TAIL_DAYS} days "
-            f"{b['cost_per_day_before_tail']:,.0f}"
+            f"{b['cost_per_day_before_tail']:,.0f}, fill rate {b['fill_rate_before_tail']:.4f}"
         )
         for label, r in list(runs.items()) + [(f"{a} (seeds)", r) for a, r in pooled.items()]:
             d, f, e, v = (
@@ -423,7 +442,15 @@ def learner_study(
                 f"± {d['ci95']:.0f}; - base {v['mean']:+.0f} ± {v['ci95']:.0f}), fill rate "
                 f"{r['fill_rate']:.4f} ({f['mean']:+.2f} ± {f['ci95']:.2f} points), before "
                 f"the last {TAIL_DAYS} days {r['cost_per_day_before_tail']:,.0f} "
-                f"({e['mean']:+.0f} ± {e['ci95']:.0f})"
+                f"({e['mean']:+.0f} ± {e['ci95']:.0f}), fill rate {r['fill_rate_before_tail']:.4f}"
+                + (
+                    f"; across seeds - none {r['vs_none_across_seeds']['mean']:+.0f} ± "
+                    f"{r['vs_none_across_seeds']['ci95']:.0f} $/day, fill "
+                    f"{r['fill_vs_none_across_seeds_points']['mean']:+.2f} ± "
+                    f"{r['fill_vs_none_across_seeds_points']['ci95']:.2f} points"
+                    if "vs_none_across_seeds" in r
+                    else ""
+                )
             )
     return out
 
@@ -441,6 +468,7 @@ def _learner_row(
         "ci95": float(summarize(frame[["total_cost_per_day"]]).loc["total_cost_per_day", "ci95"]),
         "fill_rate": float(frame.fill_rate.mean()),
         "cost_per_day_before_tail": float(frame.cost_per_day_before_tail.mean()),
+        "fill_rate_before_tail": float(frame.fill_rate_before_tail.mean()),
     }
     if none is not None:
         row["vs_none"] = _paired(cost, none.total_cost_per_day)
