@@ -30,13 +30,16 @@ import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from fedinv.agents.envs import EnvConfig
 from fedinv.model.network import Scenario
+
+if TYPE_CHECKING:
+    from fedinv.policies.tuning import TuneResult
 
 COORDINATION_VARIANTS: dict[str, dict[str, list[dict[str, Any]]]] = {
     "nominal": {},
@@ -299,7 +302,7 @@ def learner_study(
     train_mode: str = "pure",
     arms: Sequence[str] | None = None,
     budget: Mapping[str, Any] | None = None,
-    tuned: Any = None,
+    tuned: TuneResult | None = None,
     variants: Mapping[str, Mapping[str, list[dict[str, Any]]]] = COORDINATION_VARIANTS,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
