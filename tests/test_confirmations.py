@@ -256,3 +256,28 @@ def test_params_take_the_position_option_beside_the_node_tables():
     assert merged["position"] == "confirmed" and merged["s"]["A1"] == 3
     with pytest.raises(InputError, match="'position' must be one of"):
         resolve_params("sS", layout, {"position": "later"})
+
+
+def test_a_wrapped_policy_that_reads_them_still_says_so():
+    """The safety layer's wrapper and both Coordination Nodes pass the inner policy's
+    ``needs_confirmations`` on, so the run helpers switch the step on under them too (a
+    learner with the confirmation features validated through the layer needs it)."""
+    from fedinv.hybrid import for_mode
+    from fedinv.policies.classical import make_policy
+    from fedinv.roles.coordination import BalanceConfig, BalanceRule, Coordinated
+    from fedinv.roles.signals import SignalledCoordination
+    from fedinv.sim.run import mean_cost_per_day
+
+    scen = _three_suppliers()
+    lay = Simulator(scen).layout
+    confirmed = make_policy("base-stock", lay, {"position": "confirmed"})
+    plain = make_policy("base-stock", lay)
+    for wrap in (
+        lambda p: for_mode(p, "hybrid", lay, backend="highspy", outages=scen.outages),
+        lambda p: Coordinated(p, BalanceRule(lay, BalanceConfig())),
+        lambda p: SignalledCoordination(p, BalanceRule(lay, BalanceConfig())),
+    ):
+        assert not wrap(plain).needs_confirmations
+        sim = Simulator(scen)
+        assert np.isfinite(mean_cost_per_day(sim, wrap(confirmed), [0])).all()
+        assert sim.confirmations

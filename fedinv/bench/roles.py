@@ -15,6 +15,10 @@ signalled coordination against daily sharing (see :func:`signals_study`).
 
 ``python -m fedinv.bench.roles confirmations``: the ordering policy's position on
 ordered against confirmed units, the Supplier Interface (see :func:`confirmations_study`).
+
+``python -m fedinv.bench.roles learner``: HDPO trained with and without the Supplier
+Interface's confirmations as features (:data:`ARMS`), evaluated on the variants (see
+:func:`learner_study`).
 """
 
 from __future__ import annotations
@@ -26,12 +30,16 @@ import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from fedinv.agents.envs import EnvConfig
 from fedinv.model.network import Scenario
+
+if TYPE_CHECKING:
+    from fedinv.policies.tuning import TuneResult
 
 COORDINATION_VARIANTS: dict[str, dict[str, list[dict[str, Any]]]] = {
     "nominal": {},
@@ -62,11 +70,13 @@ def variant(base: str, name: str, events: Mapping[str, list[dict[str, Any]]]) ->
     return parse_scenario(doc, f"builtin:{base} + {name}", Path(str(_builtin_dir())))
 
 
-def _metrics(sim, policy, reps: Sequence[int]) -> pd.DataFrame:
+def _metrics(sim, policy, reps: Sequence[int], layer: Callable | None = None) -> pd.DataFrame:
+    """Per-replication metrics of ``policy`` on ``sim`` (``layer(policy, sim)``: the
+    policy as it runs, e.g. behind the safety layer)."""
     from fedinv.sim.metrics import replication_metrics
     from fedinv.sim.run import run_records
 
-    records = run_records(sim, policy, reps)
+    records = run_records(sim, policy if layer is None else layer(policy, sim), reps)
     records.pop("_month")
     frame = replication_metrics(records, sim.layout, sim.scenario.warmup_days)
     frame.index = pd.Index(list(reps), name="replication")
@@ -75,7 +85,22 @@ def _metrics(sim, policy, reps: Sequence[int]) -> pd.DataFrame:
         records["total_cost"]
     )
     frame["peer_stock_share"] = peer_stock_share(records, sim.layout)
+    warm = sim.scenario.warmup_days
+    end = max(sim.days - TAIL_DAYS, warm + 1)
+    frame["cost_per_day_before_tail"] = records["total_cost"][warm:end].sum(axis=(0, 2)) / (
+        end - warm
+    )
+    cust = sim.layout.customer
+    demand = records["demand"][warm:end][:, :, cust].sum(axis=(0, 2))
+    filled = records["filled"][warm:end][:, :, cust].sum(axis=(0, 2))
+    frame["fill_rate_before_tail"] = np.where(demand > 0, filled / np.maximum(demand, 1e-12), 1.0)
     return frame
+
+
+TAIL_DAYS = 60
+"""The horizon's last days, where an HDPO policy stops buying what the horizon will not
+sell (docs/agents.md, "electronics-5r"): ``cost_per_day_before_tail`` leaves them out
+(days 0-304 of electronics-5r's 365)."""
 
 
 def peer_groups(layout) -> list[np.ndarray]:
@@ -116,6 +141,11 @@ def _paired(a: pd.Series, b: pd.Series) -> dict[str, float]:
     from fedinv.sim.metrics import paired_difference
 
     return paired_difference(a, b)
+
+
+def _paired_points(a: pd.Series, b: pd.Series) -> dict[str, float]:
+    """:func:`_paired` of two fill rates, mean and interval in points (percent: of ``b``)."""
+    return {k: (100 * v if k != "percent" else v) for k, v in _paired(a, b).items()}
 
 
 def coordination_study(
@@ -184,10 +214,7 @@ def coordination_study(
             "distributor_cost_difference": _paired(
                 c.distributor_cost_per_day, a.distributor_cost_per_day
             ),
-            "fill_rate_points": {
-                k: (100 * v if k != "percent" else v)
-                for k, v in _paired(c.fill_rate, a.fill_rate).items()
-            },
+            "fill_rate_points": _paired_points(c.fill_rate, a.fill_rate),
         }
         out["variants"][name] = row
         d, f = row["cost_difference"], row["fill_rate_points"]
@@ -233,10 +260,7 @@ def confirmations_study(
             ],
             "fill_rate": [float(a.fill_rate.mean()), float(c.fill_rate.mean())],
             "cost_difference": _paired(c.total_cost_per_day, a.total_cost_per_day),
-            "fill_rate_points": {
-                k: (100 * v if k != "percent" else v)
-                for k, v in _paired(c.fill_rate, a.fill_rate).items()
-            },
+            "fill_rate_points": _paired_points(c.fill_rate, a.fill_rate),
         }
         out["variants"][name] = row
         d, f = row["cost_difference"], row["fill_rate_points"]
@@ -247,6 +271,228 @@ def confirmations_study(
             f"{f['ci95']:.2f} points)"
         )
     return out
+
+
+LEARNER_BUDGET: dict[str, Any] = {
+    "iterations": 16,
+    "replications": 16,
+    "tune_replications": 8,
+    "sweeps": 1,
+    "eval_replications": 4,
+    "eval_every": 4,
+}
+"""The learner part's :class:`fedinv.agents.hdpo.Args` budget, docs/agents.md's
+quick-study-size training: 16 iterations of 16 fresh training replications, the base
+tuned on 8 training replications with one sweep, 4 validation replications every 4
+iterations."""
+
+ARMS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "confirmations": {"env": EnvConfig(confirmations=True)},
+}
+"""The learner part's arms: name -> :class:`fedinv.agents.hdpo.Args` fields over
+:data:`LEARNER_BUDGET` (what the arm adds to the learner); ``none``, the learner as it
+is, is the reference of every paired difference."""
+
+
+def learner_study(
+    seeds: Sequence[int] = (1,),
+    replications: int = 10,
+    iterations: int | None = None,
+    train_mode: str = "pure",
+    arms: Sequence[str] | None = None,
+    budget: Mapping[str, Any] | None = None,
+    tuned: TuneResult | None = None,
+    variants: Mapping[str, Mapping[str, list[dict[str, Any]]]] = COORDINATION_VARIANTS,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """HDPO (:func:`fedinv.agents.hdpo.train`, central) trained on electronics-5r once per
+    arm of :data:`ARMS` (``arms``: their names, default all; ``none`` always included)
+    and seed, every run with the same budget (:data:`LEARNER_BUDGET`, ``budget``'s fields
+    over it, ``iterations`` over both) and the same tuned base: (s,S) tuned once in
+    ``train_mode`` (or ``tuned``, such a :class:`fedinv.policies.tuning.TuneResult`), so
+    that the arms differ in what they add alone. Every trained policy and the tuned
+    base run exactly (numpy; through the safety layer in ``hybrid`` mode) on held-out
+    replications ``0..R-1`` of each of ``variants`` with the Supplier Interface on
+    (``Simulator(..., confirmations=True)``), common random numbers: cost per day ($),
+    fill rate, cost per day before the last :data:`TAIL_DAYS` days, and the paired
+    differences (95% intervals) of each run with the ``none`` arm of its seed and with
+    the base; with several seeds also each arm's mean over its seeds, paired by
+    replication (that interval counts the replications' spread, not the seeds'), and
+    paired by seed (``vs_none_across_seeds``: one difference of means per seed, the
+    seeds' spread)."""
+    from fedinv.agents import hdpo
+    from fedinv.model.scenario import load_scenario
+    from fedinv.policies.classical import make_policy
+    from fedinv.policies.tuning import tune
+    from fedinv.sim.simulator import Simulator
+
+    names = ["none"] + [a for a in (arms or ARMS) if a != "none"]
+    unknown = sorted(set(names) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; the arms are {', '.join(ARMS)}")
+    settings = {**LEARNER_BUDGET, **dict(budget or {})}
+    if iterations is not None:
+        settings["iterations"] = int(iterations)
+    scenario = load_scenario("electronics-5r")
+    probe = hdpo.Args(scenario="electronics-5r", train_mode=train_mode, **settings)
+    t0 = time.perf_counter()
+    if tuned is None:
+        tuned = tune(
+            scenario,
+            hdpo.base_policy_name(scenario),
+            train_replications=probe.tune_replications,
+            days=scenario.horizon_days,
+            sweeps=probe.sweeps,
+            mode=train_mode,
+        )
+        log(
+            f"tuned {tuned.policy} ({train_mode}) in {time.perf_counter() - t0:.0f} s, "
+            f"{tuned.evaluations} evaluations: {tuned.train_cost_per_day:,.0f} $/day on "
+            f"{tuned.train_replications} training replications"
+        )
+    out: dict[str, Any] = {
+        "scenario": "electronics-5r",
+        "train_mode": train_mode,
+        "seeds": [int(s) for s in seeds],
+        "replications": replications,
+        "budget": settings,
+        "arms": {a: {k: _jsonable(v) for k, v in ARMS[a].items()} for a in names},
+        "base": {"policy": tuned.policy, **tuned.to_dict()},
+        "training": {},
+        "variants": {},
+    }
+    trained = {}
+    for arm in names:
+        for seed in seeds:
+            fields = {**settings, **ARMS[arm]}
+            args = hdpo.Args(scenario="electronics-5r", seed=seed, train_mode=train_mode, **fields)
+            result = hdpo.train(args, scenario, tuned=tuned)
+            if result.tuned is not tuned:  # hdpo.train retunes a base it cannot use
+                raise RuntimeError(f"arm {arm}: hdpo.train did not keep the shared tuned base")
+            label = f"{arm} seed {seed}"
+            trained[label] = (arm, seed, result.policy)
+            curve = result.curve
+            out["training"][label] = {
+                "best_iteration": int(result.best_iteration),
+                "validation_cost_per_day": curve.validation_cost_per_day.tolist(),
+                "validation_iterations": curve.iteration.tolist(),
+                **result.budget(),
+            }
+            log(
+                f"trained {label}: {result.wall_s:.0f} s, validation "
+                + ", ".join(f"{c:,.0f}" for c in curve.validation_cost_per_day)
+                + f" $/day; selected iteration {result.best_iteration}"
+            )
+    reps = list(range(replications))
+    for name, events in variants.items():
+        sim = Simulator(variant("electronics-5r", name, events), confirmations=True)
+
+        layer = hdpo.through_layer if train_mode == "hybrid" else None
+        base = _metrics(sim, make_policy(tuned.policy, sim.layout, tuned.params), reps, layer)
+        frames: dict[str, pd.DataFrame] = {}
+        for label, (_, _, p) in trained.items():
+            pol = hdpo.HDPOPolicy(sim.layout, p.networks, p.base, p.config, p.share, p.max_change)
+            frames[label] = _metrics(sim, pol, reps, layer)
+        runs = {
+            label: {"arm": arm, "seed": seed}
+            | _learner_row(frames[label], frames[f"none seed {seed}"], base)
+            for label, (arm, seed, _) in trained.items()
+        }
+        pooled = {}
+        if len(seeds) > 1:
+            means = {
+                arm: pd.concat([frames[f"{arm} seed {s}"] for s in seeds]).groupby(level=0).mean()
+                for arm in names
+            }
+            pooled = {arm: _learner_row(means[arm], means["none"], base) for arm in names}
+            cols = ["total_cost_per_day", "fill_rate"]
+            per_seed = {  # one row per seed: the seeds' spread, one paired difference each
+                arm: pd.DataFrame({s: frames[f"{arm} seed {s}"][cols].mean() for s in seeds}).T
+                for arm in names
+            }
+            for arm in names:
+                a, n = per_seed[arm], per_seed["none"]
+                pooled[arm]["vs_none_across_seeds"] = _paired(
+                    a.total_cost_per_day, n.total_cost_per_day
+                )
+                pooled[arm]["fill_vs_none_across_seeds_points"] = _paired_points(
+                    a.fill_rate, n.fill_rate
+                )
+        row = {
+            "base": _learner_row(base, None, None),
+            "runs": runs,
+            "mean_over_seeds": pooled,
+            "cost_per_replication": {"base": base.total_cost_per_day.tolist()}
+            | {label: f.total_cost_per_day.tolist() for label, f in frames.items()},
+        }
+        out["variants"][name] = row
+        b = row["base"]
+        log(
+            f"{name:12s} base {tuned.policy}: {b['cost_per_day']:,.0f} ± {b['ci95']:,.0f} $/day, "
+            f"fill rate {b['fill_rate']:.4f}, before the last {TAIL_DAYS} days "
+            f"{b['cost_per_day_before_tail']:,.0f}, fill rate {b['fill_rate_before_tail']:.4f}"
+        )
+        for label, r in list(runs.items()) + [(f"{a} (seeds)", r) for a, r in pooled.items()]:
+            d, f, e, v = (
+                r["vs_none"],
+                r["fill_vs_none_points"],
+                r["before_tail_vs_none"],
+                r["vs_base"],
+            )
+            log(
+                f"{name:12s} {label:24s} {r['cost_per_day']:,.0f} $/day (- none {d['mean']:+.0f} "
+                f"± {d['ci95']:.0f}; - base {v['mean']:+.0f} ± {v['ci95']:.0f}), fill rate "
+                f"{r['fill_rate']:.4f} ({f['mean']:+.2f} ± {f['ci95']:.2f} points), before "
+                f"the last {TAIL_DAYS} days {r['cost_per_day_before_tail']:,.0f} "
+                f"({e['mean']:+.0f} ± {e['ci95']:.0f}), fill rate {r['fill_rate_before_tail']:.4f}"
+                + (
+                    f"; across seeds - none {r['vs_none_across_seeds']['mean']:+.0f} ± "
+                    f"{r['vs_none_across_seeds']['ci95']:.0f} $/day, fill "
+                    f"{r['fill_vs_none_across_seeds_points']['mean']:+.2f} ± "
+                    f"{r['fill_vs_none_across_seeds_points']['ci95']:.2f} points"
+                    if "vs_none_across_seeds" in r
+                    else ""
+                )
+            )
+    return out
+
+
+def _learner_row(
+    frame: pd.DataFrame, none: pd.DataFrame | None, base: pd.DataFrame | None
+) -> dict[str, Any]:
+    """Means of one run's per-replication ``frame`` (:func:`_metrics`) and its paired
+    differences with the ``none`` arm's and the base's frames (where given)."""
+    from fedinv.sim.metrics import summarize
+
+    cost = frame.total_cost_per_day
+    row: dict[str, Any] = {
+        "cost_per_day": float(cost.mean()),
+        "ci95": float(summarize(frame[["total_cost_per_day"]]).loc["total_cost_per_day", "ci95"]),
+        "fill_rate": float(frame.fill_rate.mean()),
+        "cost_per_day_before_tail": float(frame.cost_per_day_before_tail.mean()),
+        "fill_rate_before_tail": float(frame.fill_rate_before_tail.mean()),
+    }
+    if none is not None:
+        row["vs_none"] = _paired(cost, none.total_cost_per_day)
+        row["fill_vs_none_points"] = _paired_points(frame.fill_rate, none.fill_rate)
+        row["before_tail_vs_none"] = _paired(
+            frame.cost_per_day_before_tail, none.cost_per_day_before_tail
+        )
+    if base is not None:
+        row["vs_base"] = _paired(cost, base.total_cost_per_day)
+        row["fill_vs_base_points"] = _paired_points(frame.fill_rate, base.fill_rate)
+        row["before_tail_vs_base"] = _paired(
+            frame.cost_per_day_before_tail, base.cost_per_day_before_tail
+        )
+    return row
+
+
+def _jsonable(value: Any) -> Any:
+    """An :data:`ARMS` override as JSON: a dataclass (``EnvConfig``) as its fields."""
+    import dataclasses
+
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 def signals_study(
@@ -505,6 +751,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--policy", default="sS")
     p.add_argument("--replications", type=int, default=20)
     p.add_argument("--json", type=Path, help="write the results to this file")
+    p = sub.add_parser("learner", help="HDPO with and without the confirmation features")
+    p.add_argument("--seeds", default="1", help="training seeds, comma-separated (default 1)")
+    p.add_argument("--replications", type=int, default=10, help="held-out replications")
+    p.add_argument(
+        "--iterations", type=int, help=f"training batches (default {LEARNER_BUDGET['iterations']})"
+    )
+    p.add_argument("--train-mode", choices=("pure", "hybrid"), default="pure")
+    p.add_argument("--arms", help=f"comma-separated, of {', '.join(ARMS)} (default all)")
+    p.add_argument("--json", type=Path, help="write the results to this file")
     p = sub.add_parser("signals", help="messages per agent-day and the gain they keep")
     p.add_argument("--policy", default="sS")
     p.add_argument("--replications", type=int, default=20)
@@ -512,6 +767,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.part == "confirmations":
         result = confirmations_study(args.policy, args.replications)
+    elif args.part == "learner":
+        result = learner_study(
+            [int(s) for s in args.seeds.split(",")],
+            args.replications,
+            args.iterations,
+            args.train_mode,
+            None if args.arms is None else [a.strip() for a in args.arms.split(",")],
+        )
     elif args.part == "signals":
         result = signals_study(args.policy, args.replications)
     elif args.part == "monitor":

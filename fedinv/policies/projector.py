@@ -150,6 +150,8 @@ class Projected:
     def __init__(self, policy: Any, projector: Projector, lane_ids: Sequence[str] | None = None):
         self.policy = policy
         self.projector = projector
+        self.needs_confirmations = bool(getattr(policy, "needs_confirmations", False))
+        """The inner policy's: the run helpers switch the Supplier Interface on for it."""
         self.inner_name = str(getattr(policy, "name", type(policy).__name__))
         self.name = f"{self.inner_name}+projection"
         self.lane_ids = lane_ids

@@ -166,6 +166,8 @@ class Coordinated:
     def __init__(self, base: Any, rule: BalanceRule):
         self.base, self.rule = base, rule
         self.name = f"{getattr(base, 'name', type(base).__name__)}+balance"
+        self.needs_confirmations = bool(getattr(base, "needs_confirmations", False))
+        """The inner policy's: the run helpers switch the Supplier Interface on for it."""
 
     def act(self, state: State) -> Decision:
         moves = self.rule.transfers(state)

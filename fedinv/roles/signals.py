@@ -108,6 +108,8 @@ class SignalledCoordination:
 
     def __init__(self, base: Any, rule: BalanceRule, log: bool = False):
         self.base, self.rule, self.log = base, rule, log
+        self.needs_confirmations = bool(getattr(base, "needs_confirmations", False))
+        """The inner policy's: the run helpers switch the Supplier Interface on for it."""
         self.name = f"{getattr(base, 'name', type(base).__name__)}+balance-signals"
         self._at_risk: np.ndarray | None = None
         self.signals: list[Signal] = []
