@@ -1,5 +1,6 @@
 """The roles bench's learner part (fedinv/bench/roles.py, ``learner``): the pipeline that
-compares HDPO with and without the Supplier Interface's confirmation features."""
+compares HDPO with and without the Supplier Interface's confirmation features and its
+transfer outputs."""
 
 import numpy as np
 import pytest
@@ -27,9 +28,9 @@ def test_the_supplier_interface_changes_nothing_for_a_policy_that_does_not_read_
 
 def test_untrained_arms_are_the_tuned_base_on_every_variant_and_replication():
     """At iteration 0 every arm's residual is zero, so its orders, and its cost on each
-    held-out replication, are the shared tuned base's, confirmation features or not
-    (trained on nominal, run on a variant); the cost before the last 60 days is the
-    records' days 0-304 by hand."""
+    held-out replication, are the shared tuned base's, with confirmation features or
+    transfer outputs or neither (trained on nominal, run on a variant); the cost before
+    the last 60 days is the records' days 0-304 by hand."""
     scen = load_scenario("electronics-5r")
     tuned = tune(scen, "sS", train_replications=1, sweeps=0)  # one evaluation: textbook
     budget = {"replications": 2, "eval_replications": 1, "eval_every": 0, "eval_days": 30}
@@ -44,7 +45,7 @@ def test_untrained_arms_are_the_tuned_base_on_every_variant_and_replication():
         log=lambda _: None,
     )
     assert set(out["training"]) == {
-        f"{a} seed {s}" for a in ("none", "confirmations") for s in (3, 4)
+        f"{a} seed {s}" for a in ("none", "confirmations", "transfers") for s in (3, 4)
     }
     assert out["arms"]["confirmations"]["env"]["confirmations"] is True
     for name, row in out["variants"].items():
@@ -56,6 +57,9 @@ def test_untrained_arms_are_the_tuned_base_on_every_variant_and_replication():
         pooled = row["mean_over_seeds"]["confirmations"]
         assert pooled["vs_none"]["mean"] == 0.0 and pooled["vs_none_across_seeds"]["mean"] == 0.0
         assert pooled["vs_base"]["mean"] == 0.0
+        moving = row["runs"]["transfers seed 3"]  # pressures all 0: no stock moves
+        assert moving["transfer_units_per_day"] == 0.0
+        assert moving["vs_transfers_withheld"]["mean"] == 0.0
         sim = Simulator(roles.variant("electronics-5r", name, variants[name]))
         rec = run_records(sim, make_policy("sS", sim.layout, tuned.params), [0, 1])
         by_hand = rec["total_cost"][:305].sum(axis=(0, 2)).mean() / 305

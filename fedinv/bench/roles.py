@@ -17,8 +17,8 @@ signalled coordination against daily sharing (see :func:`signals_study`).
 ordered against confirmed units, the Supplier Interface (see :func:`confirmations_study`).
 
 ``python -m fedinv.bench.roles learner``: HDPO trained with and without the Supplier
-Interface's confirmations as features (:data:`ARMS`), evaluated on the variants (see
-:func:`learner_study`).
+Interface's confirmations as features, and with and without its transfer outputs
+(:data:`ARMS`), evaluated on the variants (see :func:`learner_study`).
 """
 
 from __future__ import annotations
@@ -289,6 +289,7 @@ iterations."""
 ARMS: dict[str, dict[str, Any]] = {
     "none": {},
     "confirmations": {"env": EnvConfig(confirmations=True)},
+    "transfers": {"transfers": True},
 }
 """The learner part's arms: name -> :class:`fedinv.agents.hdpo.Args` fields over
 :data:`LEARNER_BUDGET` (what the arm adds to the learner); ``none``, the learner as it
@@ -391,14 +392,33 @@ def learner_study(
         layer = hdpo.through_layer if train_mode == "hybrid" else None
         base = _metrics(sim, make_policy(tuned.policy, sim.layout, tuned.params), reps, layer)
         frames: dict[str, pd.DataFrame] = {}
+        withheld: dict[str, pd.DataFrame] = {}
         for label, (_, _, p) in trained.items():
-            pol = hdpo.HDPOPolicy(sim.layout, p.networks, p.base, p.config, p.share, p.max_change)
+            pol = hdpo.HDPOPolicy(
+                sim.layout,
+                p.networks,
+                p.base,
+                p.config,
+                p.share,
+                p.max_change,
+                p.proposes_transfers,
+            )
             frames[label] = _metrics(sim, pol, reps, layer)
+            if p.proposes_transfers:  # the same weights, its transfers withheld
+                pol.proposes_transfers = False
+                withheld[label] = _metrics(sim, pol, reps, layer)
         runs = {
             label: {"arm": arm, "seed": seed}
             | _learner_row(frames[label], frames[f"none seed {seed}"], base)
             for label, (arm, seed, _) in trained.items()
         }
+        for label, off in withheld.items():  # what its own transfers are worth to it
+            runs[label]["vs_transfers_withheld"] = _paired(
+                frames[label].total_cost_per_day, off.total_cost_per_day
+            )
+            runs[label]["fill_vs_transfers_withheld_points"] = _paired_points(
+                frames[label].fill_rate, off.fill_rate
+            )
         pooled = {}
         if len(seeds) > 1:
             means = {
@@ -454,6 +474,15 @@ def learner_study(
                     if "vs_none_across_seeds" in r
                     else ""
                 )
+                + (
+                    f"; {r['transfer_units_per_day']:.1f} transfer units/day, - its transfers "
+                    f"withheld {r['vs_transfers_withheld']['mean']:+.0f} ± "
+                    f"{r['vs_transfers_withheld']['ci95']:.0f} $/day, fill "
+                    f"{r['fill_vs_transfers_withheld_points']['mean']:+.2f} ± "
+                    f"{r['fill_vs_transfers_withheld_points']['ci95']:.2f} points"
+                    if "vs_transfers_withheld" in r
+                    else ""
+                )
             )
     return out
 
@@ -472,6 +501,9 @@ def _learner_row(
         "fill_rate": float(frame.fill_rate.mean()),
         "cost_per_day_before_tail": float(frame.cost_per_day_before_tail.mean()),
         "fill_rate_before_tail": float(frame.fill_rate_before_tail.mean()),
+        "transfer_units_per_day": float(
+            frame.get("transfer_units_per_day", pd.Series([0.0])).mean()
+        ),
     }
     if none is not None:
         row["vs_none"] = _paired(cost, none.total_cost_per_day)
@@ -751,7 +783,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--policy", default="sS")
     p.add_argument("--replications", type=int, default=20)
     p.add_argument("--json", type=Path, help="write the results to this file")
-    p = sub.add_parser("learner", help="HDPO with and without the confirmation features")
+    p = sub.add_parser(
+        "learner", help="HDPO with and without each arm (confirmation features, transfers)"
+    )
     p.add_argument("--seeds", default="1", help="training seeds, comma-separated (default 1)")
     p.add_argument("--replications", type=int, default=10, help="held-out replications")
     p.add_argument(
