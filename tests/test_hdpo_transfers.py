@@ -278,3 +278,16 @@ def test_the_decision_service_refuses_a_checkpoint_with_transfers(learned_peers,
     config = ServiceConfig(str(scenario), "o", "hdpo", checkpoint=path, log=tmp_path / "log.sqlite")
     with pytest.raises(ValueError, match="proposes lateral transfers.*orders only"):
         DecisionService(config)
+
+
+def test_the_command_lines_refuse_transfers_without_links(tmp_path, capsys):
+    """Before any tuning or Flower process: `fedinv train` and `fedinv federate` name
+    the scenario that has no lateral links."""
+    from fedinv.cli import main
+
+    common = ["--algo", "hdpo", "--scenario", "serial-3", "--out"]
+    assert main(["federate", "--transfers", "on", *common, str(tmp_path / "f")]) == 2
+    assert "'serial-3' has no lateral links" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
+    assert main(["train", "--transfers", *common, str(tmp_path / "t"), "--quiet"]) == 2
+    assert "'serial-3' has no lateral links" in capsys.readouterr().err

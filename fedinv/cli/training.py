@@ -170,7 +170,10 @@ class _FedConfigDefaults(argparse.HelpFormatter):
         if action.dest in _FIELDS and text is not None and action.dest != "proximal_mu":
             from fedinv.federation.task import FedConfig
 
-            text = f"{text} (default {getattr(FedConfig(), action.dest)})"
+            default = getattr(FedConfig(), action.dest)
+            if isinstance(default, bool):
+                default = "on" if default else "off"
+            text = f"{text} (default {default})"
         return text
 
 
@@ -209,6 +212,11 @@ def fed_config(args: argparse.Namespace) -> FedConfig:
     if args.proximal_mu is not None and strategy != "fedprox":
         raise CliError("--mu does nothing without --strategy fedprox (FedAvg has no proximal term)")
     scenario = load_scenario(values["scenario"])
+    if values.get("transfers") and not scenario.network.transfers:
+        raise CliError(
+            f"--transfers on: scenario {scenario.name!r} has no lateral links (no "
+            "[[transfers]] to propose on)"
+        )
     source = scenario.source
     values["scenario"] = (
         source.removeprefix("builtin:")
