@@ -111,7 +111,12 @@ from fedinv.agents.envs import EnvConfig, Observer
 from fedinv.hybrid import for_mode
 from fedinv.model.layout import Layout
 from fedinv.model.network import Scenario
-from fedinv.policies.classical import StreamPolicy, make_policy, transfers_landed
+from fedinv.policies.classical import (
+    StreamPolicy,
+    link_matrices,
+    make_policy,
+    transfers_landed,
+)
 from fedinv.policies.tuning import TRAIN_BASE, TuneResult, tune
 from fedinv.sim.ops import NUMPY, NumpyOps, Smoothing, torch_ops
 from fedinv.sim.simulator import Decision, Simulator, State
@@ -496,9 +501,9 @@ class HDPOPolicy:
         self.stream_node = st.node
         self.stream_unit = self.observer.unit[st.node] * st.bom
         """``[K]`` stream units per day of the node's mean demand."""
-        eye = np.eye(layout.num_nodes)
-        self._link_src = eye[layout.transfer_src].reshape(-1, layout.num_nodes)  # [T, N]
-        self._link_dst = eye[layout.transfer_dst].reshape(-1, layout.num_nodes)
+        self._link_src, self._link_dst = link_matrices(layout)  # [T, N]
+        self._linked = int(((self._link_src + self._link_dst).sum(axis=0) > 0).sum())
+        """Nodes with a lateral link (each shares its pressure every day)."""
         self._link_unit = self.observer.unit[layout.transfer_dst]
         """``[T]`` units per day of mean demand at each link's receiver."""
         self._day: int | None = None
@@ -617,8 +622,7 @@ class HDPOPolicy:
         with torch.no_grad():
             decision = self.orders(state, self.observe(state))
         if self.proposes_transfers:
-            linked = (self._link_src.sum(axis=0) + self._link_dst.sum(axis=0)) > 0
-            messages = np.full(state.on_hand.shape[0], float(linked.sum()))
+            messages = np.full(state.on_hand.shape[0], float(self._linked))
             decision = Decision(decision.orders, decision.transfers, {"messages": messages})
         return decision
 
@@ -685,9 +689,10 @@ def lane_flow(layout: Layout) -> np.ndarray:
     return np.maximum(mean[st.lane_stream] * layout.lane_share, 1e-9)
 
 
-def check_transfers(args: Args, scenario: Scenario) -> None:
-    """ValueError if :attr:`Args.transfers` is set on a scenario without lateral links."""
-    if args.transfers and not scenario.network.transfers:
+def check_transfers(transfers: bool, scenario: Scenario) -> None:
+    """ValueError if transfers (:attr:`Args.transfers`) are asked of a scenario without
+    lateral links (central training, a federation and their command lines call it)."""
+    if transfers and not scenario.network.transfers:
         raise ValueError(
             f"HDPO transfers: scenario {scenario.name!r} has no lateral links (no "
             "[[transfers]] to propose on)"
@@ -776,7 +781,7 @@ def train(
     start = time.perf_counter()
     torch_globals(args.seed, args.threads)
     scenario = scenario or load_scenario(args.scenario)
-    check_transfers(args, scenario)
+    check_transfers(args.transfers, scenario)
     policy, tuned = initial_policy(args, scenario, tuned)
     networks = policy.networks
     if args.trigger not in TRIGGERS:

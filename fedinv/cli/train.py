@@ -237,11 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     output_folder(args.out)
     scenario = load(args.scenario)
-    if args.transfers and not scenario.network.transfers:
-        raise CliError(
-            f"--transfers: scenario {scenario.name!r} has no lateral links (no [[transfers]] "
-            "to propose on)"
-        )
+    hdpo.check_transfers(bool(args.transfers), scenario)  # before any tuning
     if args.days is not None:
         scenario = replace(
             scenario, horizon_days=args.days, warmup_days=min(scenario.warmup_days, args.days - 2)

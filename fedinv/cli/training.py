@@ -212,11 +212,10 @@ def fed_config(args: argparse.Namespace) -> FedConfig:
     if args.proximal_mu is not None and strategy != "fedprox":
         raise CliError("--mu does nothing without --strategy fedprox (FedAvg has no proximal term)")
     scenario = load_scenario(values["scenario"])
-    if values.get("transfers") and not scenario.network.transfers:
-        raise CliError(
-            f"--transfers on: scenario {scenario.name!r} has no lateral links (no "
-            "[[transfers]] to propose on)"
-        )
+    if values["transfers"]:  # before any Flower process starts
+        from fedinv.agents.hdpo import check_transfers
+
+        check_transfers(True, scenario)
     source = scenario.source
     values["scenario"] = (
         source.removeprefix("builtin:")

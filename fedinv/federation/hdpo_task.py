@@ -82,7 +82,7 @@ def hdpo_args(cfg: FedConfig, scenario: Scenario | None = None) -> hdpo.Args:
         sweeps=cfg.tune_sweeps,
         transfers=cfg.transfers,
     )
-    hdpo.check_transfers(args, whole)
+    hdpo.check_transfers(args.transfers, whole)
     return args
 
 

@@ -219,6 +219,13 @@ def _tier_value(value: float | Mapping[str, float], tier: str) -> float:
 # -- the policies ------------------------------------------------------------------------
 
 
+def link_matrices(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """``(src, dst)`` ``[T, N]``: 1 at each lateral link's sender and receiver node."""
+    eye = np.eye(layout.num_nodes)
+    n = layout.num_nodes
+    return eye[layout.transfer_src].reshape(-1, n), eye[layout.transfer_dst].reshape(-1, n)
+
+
 def transfers_landed(layout: Layout, s: State, moves: Any, ops: NumpyOps = NUMPY) -> State:
     """The state an ordering rule sees when today's lateral transfers ``moves`` ``[B, T]``
     (units) and those still in flight have landed: the donor's on hand lower, the
@@ -227,9 +234,7 @@ def transfers_landed(layout: Layout, s: State, moves: Any, ops: NumpyOps = NUMPY
     outputs). ``s`` itself where the layout has no lateral links. In ``ops``'s namespace."""
     if not layout.num_transfers:
         return s
-    eye = np.eye(layout.num_nodes)
-    src = ops.asarray(eye[layout.transfer_src].reshape(-1, layout.num_nodes))  # [T, N]
-    dst = ops.asarray(eye[layout.transfer_dst].reshape(-1, layout.num_nodes))
+    src, dst = (ops.asarray(m) for m in link_matrices(layout))
     in_flight = ops.sum(s.transfer_pipeline, 2) @ dst
     return replace(s, on_hand=s.on_hand - moves @ src + moves @ dst + in_flight)
 

@@ -41,7 +41,13 @@ import numpy as np
 
 from fedinv.model.layout import Layout
 from fedinv.model.network import Scenario
-from fedinv.policies.classical import flow_stats, node_demand, streams_of, transfers_landed
+from fedinv.policies.classical import (
+    flow_stats,
+    link_matrices,
+    node_demand,
+    streams_of,
+    transfers_landed,
+)
 from fedinv.sim.simulator import Decision, Simulator, State
 
 COORDINATION_RULES = ("none", "balance")
@@ -90,9 +96,7 @@ class BalanceRule:
         if t:
             np.maximum.at(window, lay.transfer_dst, np.maximum(tlead, 1))
         self.window = window
-        eye = np.eye(n)
-        self._src = eye[lay.transfer_src].reshape(t, n)  # [T, N]
-        self._dst = eye[lay.transfer_dst].reshape(t, n)
+        self._src, self._dst = link_matrices(lay)  # [T, N]
         saved = lay.penalty[lay.transfer_dst] * np.maximum(window[lay.transfer_dst] - tlead, 0)
         self.eligible = (lay.transfer_cost < saved).astype(float)  # [T]
         self.linked = (self._src.sum(axis=0) + self._dst.sum(axis=0)) > 0  # [N]
