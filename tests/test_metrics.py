@@ -62,6 +62,18 @@ def test_network_metrics_by_hand():
     assert m["bullwhip_distributor"] == pytest.approx(1.0)
 
 
+def test_a_window_of_days_by_hand():
+    rec = _records()
+    rec["total_cost"][:, 0, 1] = [1, 3, 8, 20]
+    # days 1..2: demand 2 + 6, filled 1 + 6; cost (3 + 8) / 2
+    m = replication_metrics(rec, _layout(), warmup_days=1, end_day=3).iloc[0]
+    assert m["total_cost_per_day"] == pytest.approx(5.5)
+    assert m["fill_rate"] == pytest.approx(7 / 8)
+    assert m["holding_cost_k_per_month"] == pytest.approx(5 / 1000 / (2 / DAYS_PER_MONTH))
+    with pytest.raises(ValueError, match="days 3..4 of 4"):
+        replication_metrics(rec, _layout(), warmup_days=3, end_day=4)
+
+
 def test_summary_is_a_student_t_interval():
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 6.0]})
     row = summarize(frame).loc["x"]

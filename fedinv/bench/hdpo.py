@@ -104,8 +104,8 @@ def evaluate(policy: Any, scenario: Any, reps: range, days: int | None) -> dict[
     table = replication_metrics(records, sim.layout, scenario.warmup_days)
     warm = scenario.warmup_days
 
-    def per_day(key: str, first: int = warm) -> np.ndarray:
-        return records[key][first:].sum(axis=2).mean(axis=0)
+    def per_day(key: str) -> np.ndarray:
+        return records[key][warm:].sum(axis=2).mean(axis=0)
 
     return {
         "cost": table["total_cost_per_day"].to_numpy(),
@@ -114,7 +114,9 @@ def evaluate(policy: Any, scenario: Any, reps: range, days: int | None) -> dict[
         "penalty": per_day("penalty_cost"),
         "ordering": per_day("ordering_cost"),
         "purchase_shipping": per_day("external_purchase_cost") + per_day("shipping_cost"),
-        "last_60_days": per_day("total_cost", max(sim.days - 60, warm)),
+        "last_60_days": replication_metrics(records, sim.layout, max(sim.days - 60, warm))[
+            "total_cost_per_day"
+        ].to_numpy(),
     }
 
 

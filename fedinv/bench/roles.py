@@ -86,14 +86,11 @@ def _metrics(sim, policy, reps: Sequence[int], layer: Callable | None = None) ->
     )
     frame["peer_stock_share"] = peer_stock_share(records, sim.layout)
     warm = sim.scenario.warmup_days
-    end = max(sim.days - TAIL_DAYS, warm + 1)
-    frame["cost_per_day_before_tail"] = records["total_cost"][warm:end].sum(axis=(0, 2)) / (
-        end - warm
-    )
-    cust = sim.layout.customer
-    demand = records["demand"][warm:end][:, :, cust].sum(axis=(0, 2))
-    filled = records["filled"][warm:end][:, :, cust].sum(axis=(0, 2))
-    frame["fill_rate_before_tail"] = np.where(demand > 0, filled / np.maximum(demand, 1e-12), 1.0)
+    before = replication_metrics(
+        records, sim.layout, warm, max(sim.days - TAIL_DAYS, warm + 2)
+    ).set_index(frame.index)
+    frame["cost_per_day_before_tail"] = before["total_cost_per_day"]
+    frame["fill_rate_before_tail"] = before["fill_rate"]
     return frame
 
 

@@ -46,13 +46,21 @@ HEADLINE = (
 
 
 def replication_metrics(
-    records: dict[str, np.ndarray], layout: Layout, warmup_days: int = 0
+    records: dict[str, np.ndarray],
+    layout: Layout,
+    warmup_days: int = 0,
+    end_day: int | None = None,
 ) -> pd.DataFrame:
-    """Network-wide metrics, one row per replication, from records ``[D, B, N]``."""
-    r = {k: v[warmup_days:] for k, v in records.items()}
+    """Network-wide metrics, one row per replication, from records ``[D, B, N]`` over
+    days ``warmup_days .. end_day - 1`` (``end_day`` None: to the last day; a window,
+    e.g. the year before its last 60 days, where stock the horizon will not sell shows)."""
+    r = {k: v[warmup_days:end_day] for k, v in records.items()}
     days = r["total_cost"].shape[0]
     if days < 2:
-        raise ValueError("metrics need at least 2 days after the warm-up")
+        raise ValueError(
+            f"metrics need at least 2 days, got days {warmup_days}..{end_day} of "
+            f"{records['total_cost'].shape[0]}"
+        )
     months = days / DAYS_PER_MONTH
     cust = layout.customer
     out: dict[str, np.ndarray] = {}
