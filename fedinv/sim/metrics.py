@@ -57,10 +57,9 @@ def replication_metrics(
     r = {k: v[warmup_days:end_day] for k, v in records.items()}
     days = r["total_cost"].shape[0]
     if days < 2:
-        raise ValueError(
-            f"metrics need at least 2 days, got days {warmup_days}..{end_day} of "
-            f"{records['total_cost'].shape[0]}"
-        )
+        total = records["total_cost"].shape[0]
+        end = total if end_day is None else end_day
+        raise ValueError(f"metrics need at least 2 days, got days {warmup_days}..{end} of {total}")
     months = days / DAYS_PER_MONTH
     cust = layout.customer
     out: dict[str, np.ndarray] = {}
